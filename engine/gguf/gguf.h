@@ -1,0 +1,224 @@
+// GGUF container: a bounds-checked reader over mmap, and a streaming writer.
+//
+// Format facts: ../shared/docs/gemma4.md §3.1 (magic "GGUF", version 3, little-endian; metadata
+// key/values, tensor infos, padding to general.alignment, then tensor data).
+//
+// Reader contract: every count, length, offset and size is checked against the file size before
+// it is used. A malformed file makes Open() fail with InvalidArgument (or DataLoss for data that
+// runs past the end) whose message names the field and its byte offset, e.g.
+//   "x.gguf: metadata key #3 at offset 412: string length 9999999999 runs past end of file".
+// Nothing is ever read outside the mapping. Tensor data pointers stay valid while the File (or
+// Model) that returned them is alive.
+//
+// Thread-safety: a File/Model is immutable after Open(); any number of threads may read it.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "engine/base/status.h"
+#include "engine/quant/types.h"
+
+namespace garnet::gguf {
+
+inline constexpr uint32_t kMagic = 0x46554747;  // "GGUF" little-endian
+inline constexpr uint32_t kVersion = 3;
+inline constexpr uint32_t kDefaultAlignment = 32;
+
+enum class ValueType : uint32_t {
+  kUint8 = 0,
+  kInt8 = 1,
+  kUint16 = 2,
+  kInt16 = 3,
+  kUint32 = 4,
+  kInt32 = 5,
+  kFloat32 = 6,
+  kBool = 7,
+  kString = 8,
+  kArray = 9,
+  kUint64 = 10,
+  kInt64 = 11,
+  kFloat64 = 12,
+};
+std::string_view ValueTypeName(ValueType t);
+
+// One metadata value. Scalars and arrays of scalars are decoded eagerly; arrays of strings keep
+// string_views into the mapping (no copies of a 262144-entry vocabulary). Nested arrays
+// (array of array) are rejected by the reader.
+struct Value {
+  ValueType type = ValueType::kUint8;
+  ValueType elem_type = ValueType::kUint8;  // for kArray
+  // Scalar storage (the one that matches `type`; integers widened, floats as double).
+  uint64_t u = 0;
+  int64_t i = 0;
+  double f = 0;
+  bool b = false;
+  std::string_view str;
+  // Array storage: count plus a pointer to the raw little-endian elements (numeric/bool), or the
+  // decoded string views (string arrays).
+  uint64_t count = 0;
+  const uint8_t* raw = nullptr;
+  std::vector<std::string_view> strings;
+
+  bool is_array() const { return type == ValueType::kArray; }
+  // Integer of any width/sign; nullopt if not an integer or out of int64 range.
+  std::optional<int64_t> AsInt() const;
+  std::optional<double> AsFloat() const;  // any float or integer type
+  // Element k of a numeric/bool array as int64/double; nullopt on type mismatch. k < count.
+  std::optional<int64_t> IntAt(uint64_t k) const;
+  std::optional<double> FloatAt(uint64_t k) const;
+};
+
+struct TensorInfo {
+  std::string_view name;
+  GgmlType type = GgmlType::kF32;
+  uint32_t n_dims = 0;
+  uint64_t ne[4] = {1, 1, 1, 1};  // ne[0] is the contiguous (innermost) dimension
+  uint64_t offset = 0;            // relative to the data section (as stored)
+  uint64_t bytes = 0;             // exact size from type and shape
+  const uint8_t* data = nullptr;  // into the mapping; valid while the File lives
+  uint32_t file_index = 0;        // which part of a split model holds it
+
+  uint64_t elements() const { return ne[0] * ne[1] * ne[2] * ne[3]; }
+  uint64_t rows() const { return ne[1] * ne[2] * ne[3]; }
+};
+
+// One .gguf file, memory-mapped read-only.
+class File {
+ public:
+  // Opens and validates `path`. Failure: NotFound / PermissionDenied from the OS, or
+  // InvalidArgument/DataLoss naming the bad field and offset.
+  static Result<std::unique_ptr<File>> Open(const std::string& path);
+  // Parses an in-memory image (fuzzing and tests). `bytes` must outlive the File.
+  static Result<std::unique_ptr<File>> FromMemory(std::span<const uint8_t> bytes,
+                                                  std::string display_name = "<memory>");
+  ~File();
+  File(const File&) = delete;
+  File& operator=(const File&) = delete;
+
+  const std::string& path() const { return path_; }
+  uint32_t version() const { return version_; }
+  uint64_t size() const { return size_; }
+  uint32_t alignment() const { return alignment_; }
+  uint64_t data_offset() const { return data_offset_; }  // absolute offset of the data section
+
+  // Metadata in file order; lookup by key.
+  const std::vector<std::pair<std::string_view, Value>>& metadata() const { return kv_; }
+  const Value* Find(std::string_view key) const;
+  const std::vector<TensorInfo>& tensors() const { return tensors_; }
+  const TensorInfo* FindTensor(std::string_view name) const;
+
+ private:
+  File() = default;
+  Status Parse();
+
+  std::string path_;
+  const uint8_t* base_ = nullptr;
+  uint64_t size_ = 0;
+  bool mapped_ = false;
+  uint32_t version_ = 0;
+  uint32_t alignment_ = kDefaultAlignment;
+  uint64_t data_offset_ = 0;
+  std::vector<std::pair<std::string_view, Value>> kv_;
+  std::map<std::string_view, size_t> kv_index_;
+  std::vector<TensorInfo> tensors_;
+  std::map<std::string_view, size_t> tensor_index_;
+};
+
+// A model: one file, or every part of a split set ("name-00001-of-00003.gguf"), opened as one.
+// Metadata comes from the first part; tensors from all parts. Opening any part of a set (or the
+// first) opens all of them; the parts must agree on split.count, each must carry its own split.no,
+// tensor names must be unique across parts and their total must equal split.tensors.count.
+class Model {
+ public:
+  static Result<std::unique_ptr<Model>> Open(const std::string& path);
+  // Opens an explicit list of parts (in order).
+  static Result<std::unique_ptr<Model>> OpenParts(const std::vector<std::string>& paths);
+
+  const File& file(size_t i = 0) const { return *files_[i]; }
+  size_t file_count() const { return files_.size(); }
+  const Value* Find(std::string_view key) const { return files_[0]->Find(key); }
+  const std::vector<TensorInfo>& tensors() const { return tensors_; }
+  const TensorInfo* FindTensor(std::string_view name) const;
+  uint64_t total_bytes() const;  // sum of the parts' file sizes
+
+  // Typed metadata accessors. Each returns NotFound naming the key when absent and
+  // InvalidArgument naming the key and the found type when the type does not fit. Integer
+  // accessors accept every integer width and signedness (llama.cpp writers vary them) and check
+  // the range.
+  Result<std::string_view> GetString(std::string_view key) const;
+  Result<uint32_t> GetU32(std::string_view key) const;
+  Result<uint64_t> GetU64(std::string_view key) const;
+  Result<float> GetF32(std::string_view key) const;
+  Result<bool> GetBool(std::string_view key) const;
+  // A per-layer value stored either as a scalar (same for every layer) or as an array of
+  // exactly n_layers integers (feed_forward_length, attention.head_count_kv).
+  Result<std::vector<uint32_t>> GetPerLayerU32(std::string_view key, uint32_t n_layers) const;
+  Result<std::vector<bool>> GetBoolArray(std::string_view key) const;
+  Result<std::vector<int32_t>> GetI32Array(std::string_view key) const;
+  Result<std::vector<float>> GetF32Array(std::string_view key) const;
+  Result<std::vector<std::string_view>> GetStringArray(std::string_view key) const;
+
+ private:
+  std::vector<std::unique_ptr<File>> files_;
+  std::vector<TensorInfo> tensors_;
+  std::map<std::string_view, size_t> tensor_index_;
+};
+
+// Streaming writer. Metadata and tensor infos are declared first; Finish() writes the header and
+// then streams each tensor's bytes from its producer callback, so a 17 GB file never needs 17 GB
+// of RAM. Output is deterministic: same calls -> same bytes.
+class Writer {
+ public:
+  explicit Writer(uint32_t alignment = kDefaultAlignment);
+
+  // Metadata, in the order added. Adding a key twice is an error reported by Finish().
+  void SetU8(std::string key, uint8_t v);
+  void SetI8(std::string key, int8_t v);
+  void SetU16(std::string key, uint16_t v);
+  void SetI16(std::string key, int16_t v);
+  void SetU32(std::string key, uint32_t v);
+  void SetI32(std::string key, int32_t v);
+  void SetU64(std::string key, uint64_t v);
+  void SetI64(std::string key, int64_t v);
+  void SetF32(std::string key, float v);
+  void SetF64(std::string key, double v);
+  void SetBool(std::string key, bool v);
+  void SetString(std::string key, std::string v);
+  void SetArrayI32(std::string key, std::vector<int32_t> v);
+  void SetArrayU32(std::string key, std::vector<uint32_t> v);
+  void SetArrayF32(std::string key, std::vector<float> v);
+  void SetArrayBool(std::string key, std::vector<bool> v);
+  void SetArrayString(std::string key, std::vector<std::string> v);
+  // Any array of a numeric type given as raw little-endian element bytes (count elements).
+  void SetArrayRaw(std::string key, ValueType elem_type, uint64_t count, std::vector<uint8_t> raw);
+
+  // Producer: called once with a buffer of exactly `bytes` bytes to fill with the tensor's data.
+  // It may fill in pieces: it is called repeatedly with (offset, chunk) until all bytes are done;
+  // chunks are at most 64 MiB. Return a non-OK Status to abort.
+  using Producer = std::function<Status(uint64_t offset, std::span<uint8_t> chunk)>;
+  // Declares a tensor (ne[0] innermost). InvalidArgument on bad shape (block-unaligned ne[0],
+  // zero dims, more than 4 dims) is reported by Finish().
+  void AddTensor(std::string name, GgmlType type, std::vector<uint64_t> ne, Producer producer);
+
+  // Writes the file to `path` (via `path.tmp` and an atomic rename). Returns the bytes written.
+  Result<uint64_t> Finish(const std::string& path);
+
+ private:
+  struct Kv;
+  struct Tensor;
+  uint32_t alignment_;
+  std::vector<Kv> kvs_;
+  std::vector<Tensor> tensors_;
+  Status deferred_;
+};
+
+}  // namespace garnet::gguf
