@@ -1,0 +1,152 @@
+#include "engine/model/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <unordered_map>
+
+namespace garnet::sampling {
+namespace {
+
+uint64_t SplitMix64(uint64_t* x) {
+  uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+uint64_t Rotl(uint64_t x, int k) {
+  return (x << k) | (x >> (64 - k));
+}
+
+}  // namespace
+
+SamplerParams SamplerParams::GemmaDefaults(uint64_t seed) {
+  SamplerParams p;
+  p.temperature = 1.0f;
+  p.top_k = 64;
+  p.top_p = 0.95f;
+  p.seed = seed;
+  return p;
+}
+
+Sampler::Sampler(SamplerParams params) : params_(std::move(params)) {
+  Reset();
+}
+
+void Sampler::Reset() {
+  uint64_t x = params_.seed;
+  for (auto& s : state_) s = SplitMix64(&x);
+  recent_.clear();
+}
+
+uint64_t Sampler::NextU64() {
+  const uint64_t result = Rotl(state_[1] * 5, 7) * 9;
+  const uint64_t t = state_[1] << 17;
+  state_[2] ^= state_[0];
+  state_[3] ^= state_[1];
+  state_[1] ^= state_[2];
+  state_[0] ^= state_[3];
+  state_[2] ^= t;
+  state_[3] = Rotl(state_[3], 45);
+  return result;
+}
+
+double Sampler::NextUniform() {
+  return static_cast<double>(NextU64() >> 11) * 0x1.0p-53;
+}
+
+void Sampler::Accept(int32_t token) {
+  if (params_.penalty_last_n <= 0) return;
+  recent_.push_back(token);
+  while (recent_.size() > static_cast<size_t>(params_.penalty_last_n)) recent_.pop_front();
+}
+
+int32_t Sampler::Sample(std::span<const float> logits) {
+  const int32_t n = static_cast<int32_t>(logits.size());
+  if (n == 0) return -1;
+  work_.assign(logits.begin(), logits.end());
+  for (const auto& [id, bias] : params_.logit_bias) {
+    if (id >= 0 && id < n) work_[static_cast<size_t>(id)] += bias;
+  }
+  if (!recent_.empty() && (params_.repeat_penalty != 1.0f || params_.presence_penalty != 0.0f ||
+                           params_.frequency_penalty != 0.0f)) {
+    std::unordered_map<int32_t, int> counts;
+    for (int32_t t : recent_) {
+      if (t >= 0 && t < n) ++counts[t];
+    }
+    for (const auto& [t, c] : counts) {
+      float& l = work_[static_cast<size_t>(t)];
+      if (params_.repeat_penalty != 1.0f && params_.repeat_penalty > 0.0f) {
+        l = l > 0 ? l / params_.repeat_penalty : l * params_.repeat_penalty;
+      }
+      l -= params_.presence_penalty + params_.frequency_penalty * static_cast<float>(c);
+    }
+  }
+  const float kNegInf = -std::numeric_limits<float>::infinity();
+  if (params_.temperature <= 0.0f) {
+    int32_t best = -1;
+    for (int32_t i = 0; i < n; ++i) {
+      float v = work_[static_cast<size_t>(i)];
+      if (std::isnan(v) || v == kNegInf) continue;
+      if (best < 0 || v > work_[static_cast<size_t>(best)]) best = i;
+    }
+    return best;
+  }
+  idx_.clear();
+  for (int32_t i = 0; i < n; ++i) {
+    float v = work_[static_cast<size_t>(i)];
+    if (!std::isnan(v) && v != kNegInf) idx_.push_back(i);
+  }
+  if (idx_.empty()) return -1;
+  auto by_logit = [&](int32_t a, int32_t b) {
+    float va = work_[static_cast<size_t>(a)], vb = work_[static_cast<size_t>(b)];
+    return va != vb ? va > vb : a < b;
+  };
+  size_t k = idx_.size();
+  if (params_.top_k > 0 && static_cast<size_t>(params_.top_k) < k) {
+    k = static_cast<size_t>(params_.top_k);
+    std::partial_sort(idx_.begin(), idx_.begin() + static_cast<std::ptrdiff_t>(k), idx_.end(),
+                      by_logit);
+    idx_.resize(k);
+  } else {
+    std::sort(idx_.begin(), idx_.end(), by_logit);
+  }
+  // Softmax at temperature, in double for stable sums.
+  std::vector<double> p(k);
+  const double inv_t = 1.0 / params_.temperature;
+  const double mx = work_[static_cast<size_t>(idx_[0])];
+  double sum = 0;
+  for (size_t i = 0; i < k; ++i) {
+    p[i] = std::exp((work_[static_cast<size_t>(idx_[i])] - mx) * inv_t);
+    sum += p[i];
+  }
+  for (auto& v : p) v /= sum;
+  size_t keep = k;
+  if (params_.top_p < 1.0f) {
+    double acc = 0;
+    for (size_t i = 0; i < k; ++i) {
+      acc += p[i];
+      if (acc >= params_.top_p) {
+        keep = i + 1;
+        break;
+      }
+    }
+  }
+  if (params_.min_p > 0.0f) {
+    const double floor = params_.min_p * p[0];
+    size_t m = 1;
+    while (m < keep && p[m] >= floor) ++m;
+    keep = m;
+  }
+  double mass = 0;
+  for (size_t i = 0; i < keep; ++i) mass += p[i];
+  double r = NextUniform() * mass;
+  for (size_t i = 0; i < keep; ++i) {
+    r -= p[i];
+    if (r < 0) return idx_[i];
+  }
+  return idx_[keep - 1];
+}
+
+}  // namespace garnet::sampling

@@ -1,0 +1,68 @@
+// Token sampling from logits: greedy, temperature, top-k, top-p, min-p, repetition / presence /
+// frequency penalties over a recent window, logit bias, seeded and reproducible.
+//
+// Order of operations on each call of Sample():
+//   1. logit bias (added; -inf bans a token)
+//   2. penalties over the last `penalty_last_n` accepted tokens: repetition (CTRL style: positive
+//      logits divided by the penalty, negative multiplied), presence (minus once per seen token),
+//      frequency (minus per occurrence)
+//   3. temperature <= 0: argmax (lowest id on ties); done
+//   4. top-k (k <= 0: all), softmax of logit / temperature, top-p (smallest set whose mass
+//      reaches p, at least one token), min-p (drop tokens below min_p × max prob)
+//   5. draw from the renormalised distribution with the sampler's own PRNG (xoshiro256**, seeded
+//      by splitmix64 from `seed`): the same seed and inputs give the same tokens on every machine.
+//
+// Thread-safety: a Sampler belongs to one sequence (one thread at a time).
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <span>
+#include <utility>
+#include <vector>
+
+namespace garnet::sampling {
+
+struct SamplerParams {
+  float temperature = 0.0f;  // <= 0: greedy
+  int32_t top_k = 0;         // <= 0: no limit
+  float top_p = 1.0f;        // >= 1: off
+  float min_p = 0.0f;        // <= 0: off
+  float repeat_penalty = 1.0f;
+  float presence_penalty = 0.0f;
+  float frequency_penalty = 0.0f;
+  int32_t penalty_last_n = 64;
+  uint64_t seed = 0;
+  std::vector<std::pair<int32_t, float>> logit_bias;  // ids outside the vocabulary are ignored
+
+  // Gemma 4's commonly quoted defaults: temperature 1.0, top_k 64, top_p 0.95.
+  static SamplerParams GemmaDefaults(uint64_t seed = 0);
+};
+
+class Sampler {
+ public:
+  explicit Sampler(SamplerParams params);
+
+  // Picks a token from `logits` (one per vocabulary id). Does not record it; call Accept()
+  // with the token actually used (generation does this). Returns -1 only for an empty span or
+  // when every token is banned.
+  int32_t Sample(std::span<const float> logits);
+  // Records a token into the penalty window (prompt tokens may be accepted too).
+  void Accept(int32_t token);
+  // Forgets the window and reseeds.
+  void Reset();
+
+  const SamplerParams& params() const { return params_; }
+
+ private:
+  uint64_t NextU64();
+  double NextUniform();  // [0, 1)
+
+  SamplerParams params_;
+  uint64_t state_[4];
+  std::deque<int32_t> recent_;
+  std::vector<float> work_;
+  std::vector<int32_t> idx_;
+};
+
+}  // namespace garnet::sampling
