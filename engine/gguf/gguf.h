@@ -168,6 +168,13 @@ class Model {
   Result<std::vector<std::string_view>> GetStringArray(std::string_view key) const;
 
  private:
+  Model() = default;
+  // Checks the split keys of `files` (parts in order) and indexes their tensors.
+  static Result<std::unique_ptr<Model>> FromFiles(std::vector<std::unique_ptr<File>> files);
+  Result<const Value*> Lookup(std::string_view key) const;
+  std::string KeyContext(std::string_view key) const;
+  Status TypeError(std::string_view key, const Value& v, std::string_view want) const;
+
   std::vector<std::unique_ptr<File>> files_;
   std::vector<TensorInfo> tensors_;
   std::map<std::string_view, size_t> tensor_index_;
@@ -210,15 +217,52 @@ class Writer {
   void AddTensor(std::string name, GgmlType type, std::vector<uint64_t> ne, Producer producer);
 
   // Writes the file to `path` (via `path.tmp` and an atomic rename). Returns the bytes written.
+  // Failure (bad declarations, a producer error, an OS error) leaves no file at `path` (an older
+  // file there is untouched) and removes `path.tmp`. A null producer writes zeros.
   Result<uint64_t> Finish(const std::string& path);
 
+  // Writes the model as `n_parts` files in llama.cpp's gguf-split layout, named
+  // SplitPath(path_prefix, i, n_parts) for i = 1..n_parts. Tensors are dealt out in declaration
+  // order, ceil(n_tensors / n_parts) per part (later parts may hold none). Every part carries
+  // split.no (u16, 0-based), split.count (u16) and split.tensors.count (i32); the first part also
+  // carries all metadata, later parts only the split keys (and general.alignment when
+  // non-default). Each part is written atomically as Finish() does; on failure, parts already
+  // written are removed. Returns the part paths in order.
+  Result<std::vector<std::string>> FinishSplit(const std::string& path_prefix, uint32_t n_parts);
+
  private:
-  struct Kv;
-  struct Tensor;
+  struct Kv {
+    std::string key;
+    ValueType type;
+    std::vector<uint8_t> payload;  // encoded value bytes that follow the type id
+  };
+  struct Tensor {
+    std::string name;
+    GgmlType type;
+    std::vector<uint64_t> ne;
+    Producer producer;
+  };
+  void AddKv(std::string key, ValueType type, std::vector<uint8_t> payload);
+  Status Validate() const;
+  Result<uint64_t> WritePart(const std::string& path, const std::vector<Kv>& kvs, size_t first,
+                             size_t count) const;
+
   uint32_t alignment_;
   std::vector<Kv> kvs_;
   std::vector<Tensor> tensors_;
   Status deferred_;
 };
+
+// "<prefix>-00002-of-00003.gguf" for part 2 (1-based) of 3: llama.cpp's split file naming.
+std::string SplitPath(std::string_view prefix, uint32_t part, uint32_t count);
+// The inverse: if `path` names part `part` of `count` ("...-NNNNN-of-MMMMM.gguf", 1 <= part <=
+// count), returns true and fills the outputs; otherwise returns false.
+bool ParseSplitPath(std::string_view path, std::string* prefix, uint32_t* part, uint32_t* count);
+
+// Split-set keys (llama.cpp LLM_KV_SPLIT_*).
+inline constexpr std::string_view kKeySplitNo = "split.no";
+inline constexpr std::string_view kKeySplitCount = "split.count";
+inline constexpr std::string_view kKeySplitTensorsCount = "split.tensors.count";
+inline constexpr std::string_view kKeyAlignment = "general.alignment";
 
 }  // namespace garnet::gguf
