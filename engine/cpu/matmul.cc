@@ -1,0 +1,92 @@
+#include "engine/cpu/matmul.h"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "engine/cpu/kernels.h"
+#include "engine/cpu/thread_pool.h"
+#include "engine/quant/quant.h"
+
+namespace garnet::cpu {
+namespace {
+
+constexpr int64_t kTileRows = 16;
+
+}  // namespace
+
+Result<WeightMatrix> MakeWeightMatrix(std::string_view what, GgmlType type, const uint8_t* data,
+                                      int64_t rows, int64_t cols) {
+  if (!IsQuantSupported(type)) {
+    return Status::InvalidArgument(what, "weight type " + std::string(TypeName(type)) +
+                                             " is not supported by the CPU backend");
+  }
+  if (rows <= 0 || cols <= 0) return Status::InvalidArgument(what, "empty weight matrix");
+  GARNET_ASSIGN_OR_RETURN(uint64_t rb, RowBytes(type, static_cast<uint64_t>(cols)));
+  if (data == nullptr) return Status::InvalidArgument(what, "no tensor data");
+  WeightMatrix w;
+  w.type = type;
+  w.data = data;
+  w.rows = rows;
+  w.cols = cols;
+  w.row_bytes = rb;
+  return w;
+}
+
+void DecodeRow(const WeightMatrix& w, int64_t r, float* out) {
+  const uint8_t* src = w.row(r);
+  switch (w.type) {
+    case GgmlType::kF32:
+      std::memcpy(out, src, static_cast<size_t>(w.cols) * sizeof(float));
+      return;
+    case GgmlType::kF16:
+      FastKernels().f16_to_f32(reinterpret_cast<const uint16_t*>(src), out, w.cols);
+      return;
+    default:
+      // Validated in MakeWeightMatrix: cannot fail.
+      (void)DequantizeRow(w.type, src, out, w.cols);
+  }
+}
+
+void MatMulRef(const WeightMatrix& w, const float* x, int64_t ldx, int64_t T, float* y,
+               int64_t ldy) {
+  std::vector<float> row(static_cast<size_t>(w.cols));
+  for (int64_t r = 0; r < w.rows; ++r) {
+    (void)DequantizeRow(w.type, w.row(r), row.data(), w.cols);
+    for (int64_t t = 0; t < T; ++t) {
+      double s = 0;
+      for (int64_t k = 0; k < w.cols; ++k)
+        s += static_cast<double>(row[static_cast<size_t>(k)]) * x[t * ldx + k];
+      y[t * ldy + r] = static_cast<float>(s);
+    }
+  }
+}
+
+void MatMul(const WeightMatrix& w, const float* x, int64_t ldx, int64_t T, float* y, int64_t ldy,
+            ThreadPool* pool) {
+  const Kernels& k = FastKernels();
+  auto work = [&](int64_t r0, int64_t r1, int) {
+    thread_local std::vector<float> tile;
+    if (w.type == GgmlType::kF32) {  // used directly, no copy
+      for (int64_t r = r0; r < r1; r += kTileRows) {
+        int64_t n = std::min(kTileRows, r1 - r);
+        k.gemm_tile(reinterpret_cast<const float*>(w.row(r)), w.cols, n, x, ldx, T, w.cols, y + r,
+                    ldy);
+      }
+      return;
+    }
+    tile.resize(static_cast<size_t>(kTileRows * w.cols));
+    for (int64_t r = r0; r < r1; r += kTileRows) {
+      int64_t n = std::min(kTileRows, r1 - r);
+      for (int64_t i = 0; i < n; ++i) DecodeRow(w, r + i, tile.data() + i * w.cols);
+      k.gemm_tile(tile.data(), w.cols, n, x, ldx, T, w.cols, y + r, ldy);
+    }
+  };
+  if (pool == nullptr) {
+    work(0, w.rows, 0);
+  } else {
+    pool->ParallelFor(w.rows, work, kTileRows);
+  }
+}
+
+}  // namespace garnet::cpu

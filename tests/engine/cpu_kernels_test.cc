@@ -1,0 +1,197 @@
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "engine/cpu/kernels.h"
+#include "engine/cpu/matmul.h"
+#include "engine/cpu/ops.h"
+#include "engine/cpu/thread_pool.h"
+#include "engine/quant/fp16.h"
+#include "engine/quant/quant.h"
+
+namespace garnet::cpu {
+namespace {
+
+std::vector<float> Random(size_t n, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.0f, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+TEST(ThreadPool, CoversRangeExactlyOnce) {
+  ThreadPool pool(3);
+  for (int64_t n : {1, 2, 5, 17, 1000}) {
+    std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
+    for (int rep = 0; rep < 20; ++rep) {
+      pool.ParallelFor(
+          n,
+          [&](int64_t b, int64_t e, int) {
+            for (int64_t i = b; i < e; ++i) hits[static_cast<size_t>(i)]++;
+          },
+          4);
+    }
+    for (auto& h : hits) EXPECT_EQ(h.load(), 20);
+  }
+}
+
+TEST(Kernels, FastMatchesReferenceAtOddSizes) {
+  const Kernels& ref = RefKernels();
+  const Kernels& fast = FastKernels();
+  for (int64_t n : {1, 7, 8, 9, 31, 33, 100, 257}) {
+    auto a = Random(static_cast<size_t>(n), 1), b = Random(static_cast<size_t>(n), 2);
+    std::vector<uint16_t> h(static_cast<size_t>(n));
+    ref.f32_to_f16(a.data(), h.data(), n);
+    std::vector<uint16_t> h2(static_cast<size_t>(n));
+    fast.f32_to_f16(a.data(), h2.data(), n);
+    EXPECT_EQ(h, h2);
+    const float tol = 1e-5f * static_cast<float>(n);
+    EXPECT_NEAR(ref.dot_f32(a.data(), b.data(), n), fast.dot_f32(a.data(), b.data(), n), tol);
+    EXPECT_NEAR(ref.dot_f16(h.data(), b.data(), n), fast.dot_f16(h.data(), b.data(), n), tol);
+    std::vector<float> y1 = b, y2 = b;
+    ref.axpy_f32(0.5f, a.data(), y1.data(), n);
+    fast.axpy_f32(0.5f, a.data(), y2.data(), n);
+    for (int64_t i = 0; i < n; ++i)
+      EXPECT_NEAR(y1[static_cast<size_t>(i)], y2[static_cast<size_t>(i)], 1e-5f);
+    y1 = b;
+    y2 = b;
+    ref.axpy_f16(-1.5f, h.data(), y1.data(), n);
+    fast.axpy_f16(-1.5f, h.data(), y2.data(), n);
+    for (int64_t i = 0; i < n; ++i)
+      EXPECT_NEAR(y1[static_cast<size_t>(i)], y2[static_cast<size_t>(i)], 1e-5f);
+  }
+}
+
+TEST(Kernels, GemmTileAtOddShapes) {
+  for (int64_t rows : {1, 3, 4, 5, 9}) {
+    for (int64_t T : {1, 2, 3, 5}) {
+      const int64_t n = 37;
+      auto w = Random(static_cast<size_t>(rows * n), 3), x = Random(static_cast<size_t>(T * n), 4);
+      std::vector<float> y1(static_cast<size_t>(T * rows)), y2(y1.size());
+      RefKernels().gemm_tile(w.data(), n, rows, x.data(), n, T, n, y1.data(), rows);
+      FastKernels().gemm_tile(w.data(), n, rows, x.data(), n, T, n, y2.data(), rows);
+      for (size_t i = 0; i < y1.size(); ++i) EXPECT_NEAR(y1[i], y2[i], 1e-4f);
+    }
+  }
+}
+
+struct TypeCase {
+  GgmlType type;
+  int64_t block;
+};
+
+class MatMulTypes : public ::testing::TestWithParam<TypeCase> {};
+
+TEST_P(MatMulTypes, FastMatchesReference) {
+  const TypeCase tc = GetParam();
+  ThreadPool pool(3);
+  for (int64_t rows : {1, 7, 19, 35}) {
+    for (int64_t T : {1, 2, 5}) {
+      const int64_t cols = tc.block * 3;
+      auto wf = Random(static_cast<size_t>(rows * cols), 11, 0.5f);
+      auto rb = RowBytes(tc.type, static_cast<uint64_t>(cols));
+      ASSERT_TRUE(rb.ok());
+      std::vector<uint8_t> wq(static_cast<size_t>(*rb * static_cast<uint64_t>(rows)));
+      for (int64_t r = 0; r < rows; ++r) {
+        ASSERT_TRUE(QuantizeRow(tc.type, wf.data() + r * cols, wq.data() + r * *rb, cols).ok());
+      }
+      auto w = MakeWeightMatrix("test", tc.type, wq.data(), rows, cols);
+      ASSERT_TRUE(w.ok()) << w.status().ToString();
+      auto x = Random(static_cast<size_t>(T * (cols + 3)), 12);
+      const int64_t ldx = cols + 3, ldy = rows + 2;
+      std::vector<float> y_ref(static_cast<size_t>(T * ldy), 0), y_fast(y_ref.size(), 0),
+          y_one(y_ref.size(), 0);
+      MatMulRef(*w, x.data(), ldx, T, y_ref.data(), ldy);
+      MatMul(*w, x.data(), ldx, T, y_fast.data(), ldy, &pool);
+      MatMul(*w, x.data(), ldx, T, y_one.data(), ldy, nullptr);
+      for (int64_t t = 0; t < T; ++t) {
+        for (int64_t r = 0; r < rows; ++r) {
+          size_t i = static_cast<size_t>(t * ldy + r);
+          EXPECT_NEAR(y_ref[i], y_fast[i], 1e-4f * std::sqrt(static_cast<float>(cols)))
+              << TypeName(tc.type) << " rows " << rows << " T " << T;
+          EXPECT_EQ(y_fast[i], y_one[i]);
+        }
+      }
+      // DecodeRow agrees with the quant library.
+      std::vector<float> a(static_cast<size_t>(cols)), b(a.size());
+      DecodeRow(*w, rows - 1, a.data());
+      ASSERT_TRUE(DequantizeRow(tc.type, w->row(rows - 1), b.data(), cols).ok());
+      EXPECT_EQ(a, b);
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    AllTypes, MatMulTypes,
+    ::testing::Values(TypeCase{GgmlType::kF32, 1}, TypeCase{GgmlType::kF16, 1},
+                      TypeCase{GgmlType::kBF16, 1}, TypeCase{GgmlType::kQ8_0, 32},
+                      TypeCase{GgmlType::kQ4_0, 32}, TypeCase{GgmlType::kQ4_1, 32},
+                      TypeCase{GgmlType::kQ5_0, 32}, TypeCase{GgmlType::kQ5_1, 32},
+                      TypeCase{GgmlType::kQ4_K, 256}, TypeCase{GgmlType::kQ5_K, 256},
+                      TypeCase{GgmlType::kQ6_K, 256}),
+    [](const auto& info) { return std::string(TypeName(info.param.type)); });
+
+TEST(MatMul, RejectsBadShapes) {
+  uint8_t buf[64] = {};
+  EXPECT_TRUE(MakeWeightMatrix("w", GgmlType::kQ8_0, buf, 1, 31).status().IsInvalidArgument());
+  EXPECT_TRUE(MakeWeightMatrix("w", GgmlType::kIQ2_XS, buf, 1, 256).status().IsInvalidArgument());
+  EXPECT_TRUE(MakeWeightMatrix("w", GgmlType::kF32, nullptr, 1, 4).status().IsInvalidArgument());
+}
+
+TEST(Ops, RmsNorm) {
+  std::vector<float> x = {1, 2, 3, 4}, w = {1, 0.5f, 2, 1}, y(4);
+  RmsNorm(x.data(), w.data(), y.data(), 4, 1e-6f);
+  const float s = 1.0f / std::sqrt(7.5f + 1e-6f);
+  EXPECT_NEAR(y[0], 1 * s, 1e-6f);
+  EXPECT_NEAR(y[1], 2 * s * 0.5f, 1e-6f);
+  EXPECT_NEAR(y[2], 3 * s * 2, 1e-6f);
+  RmsNorm(x.data(), nullptr, x.data(), 4, 1e-6f);
+  EXPECT_NEAR(x[3], 4 * s, 1e-6f);
+}
+
+TEST(Ops, GeluSoftmaxSoftcap) {
+  EXPECT_NEAR(GeluTanh(1.0f), 0.8411920f, 1e-6f);
+  EXPECT_NEAR(GeluTanh(-2.0f), -0.0454023f, 1e-6f);
+  std::vector<float> s = {1, 2, -INFINITY, 3};
+  Softmax(s.data(), 4);
+  EXPECT_NEAR(s[0] + s[1] + s[3], 1.0f, 1e-6f);
+  EXPECT_EQ(s[2], 0.0f);
+  EXPECT_NEAR(s[3] / s[2 - 1], std::exp(1.0f), 1e-5f);
+  std::vector<float> c = {0, 30, -300};
+  Softcap(c.data(), 3, 30);
+  EXPECT_EQ(c[0], 0);
+  EXPECT_NEAR(c[1], 30 * std::tanh(1.0f), 1e-5f);
+  EXPECT_NEAR(c[2], -30, 1e-4f);
+}
+
+TEST(Ops, RopeNeoxRotatesPairsAndHonoursFreqFactors) {
+  const int64_t d = 8;
+  std::vector<float> x = {1, 2, 3, 4, 5, 6, 7, 8};
+  std::vector<float> y = x;
+  RopeNeox(y.data(), d, 3, 10000.0f, nullptr);
+  for (int j = 0; j < 4; ++j) {
+    double a = 3.0 * std::pow(10000.0, -2.0 * j / d);
+    EXPECT_NEAR(y[j], x[j] * std::cos(a) - x[j + 4] * std::sin(a), 1e-5);
+    EXPECT_NEAR(y[j + 4], x[j + 4] * std::cos(a) + x[j] * std::sin(a), 1e-5);
+  }
+  // Factor 1e30 leaves a pair untouched (the partial-rotation encoding of full layers).
+  std::vector<float> ff = {1, 1e30f, 1e30f, 1e30f};
+  y = x;
+  RopeNeox(y.data(), d, 1000, 1e6f, ff.data());
+  for (int j = 1; j < 4; ++j) {
+    EXPECT_NEAR(y[j], x[j], 1e-5);
+    EXPECT_NEAR(y[j + 4], x[j + 4], 1e-5);
+  }
+  EXPECT_NE(y[0], x[0]);
+  // Position 0 is the identity.
+  y = x;
+  RopeNeox(y.data(), d, 0, 1e4f, nullptr);
+  EXPECT_EQ(y, x);
+}
+
+}  // namespace
+}  // namespace garnet::cpu
