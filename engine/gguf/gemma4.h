@@ -24,7 +24,8 @@ struct Gemma4Layer {
   uint32_t n_head_kv = 0;  // per layer (attention.head_count_kv scalar or array)
   uint32_t ffn_dim = 0;    // dense MLP width (feed_forward_length scalar or array)
   float rope_base = 0;     // rope.freq_base (full) / rope.freq_base_swa (sliding)
-  bool has_v = true;       // false: K reused as V (full layers of 31B/26B/12B)
+  bool has_v = true;       // false: K reused as V (full layers of 31B/26B/12B). From the
+                           // presence of blk.N.attn_v.weight; a KV-shared layer copies its donor's.
   int32_t kv_source = -1;  // -1: owns its KV cache; else the donor layer it reads (KV sharing)
   bool owns_kv() const { return kv_source < 0; }
 };
@@ -56,6 +57,16 @@ struct Gemma4Params {
 // dims, per-layer arrays of length n_layer, head dims consistent with q/k norm tensor shapes,
 // shared-layer count below n_layer, expert_used <= expert_count), has_v from the presence of
 // blk.N.attn_v.weight, donor layers per §1.2. Errors name the key or tensor.
+//
+// Required: general.architecture == "gemma4", gemma4.{embedding_length, block_count,
+// context_length, attention.head_count, attention.head_count_kv, feed_forward_length,
+// attention.key_length, attention.key_length_swa, attention.sliding_window_pattern (bool array,
+// or the older integer period), rope.freq_base, rope.freq_base_swa} and token_embd.weight.
+// Optional with defaults: value_length[_swa] (= key_length[_swa], must match), rope.dimension_count
+// [_swa] (= head dim), layer_norm_rms_epsilon (1e-6), final_logit_softcapping (0),
+// sliding_window (required when any layer slides), shared_kv_layers (0),
+// embedding_length_per_layer_input (0), expert_count / expert_used_count /
+// expert_feed_forward_length (0). Shared layers must match their donor's head_dim and n_head_kv.
 Result<Gemma4Params> ReadGemma4Params(const Model& model);
 
 // Tensor names exactly as llama.cpp writes them.

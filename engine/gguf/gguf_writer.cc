@@ -148,6 +148,7 @@ bool ParseSplitPath(std::string_view path, std::string* prefix, uint32_t* part, 
   if (!take_number(&p)) return false;
   if (s.empty() || s.back() != '-') return false;
   s.remove_suffix(1);
+  if (s.empty() || s.back() == '/') return false;
   if (p < 1 || c < 1 || p > c) return false;
   if (prefix) *prefix = std::string(s);
   if (part) *part = p;
