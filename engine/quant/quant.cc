@@ -1,0 +1,594 @@
+#include "engine/quant/quant.h"
+
+#include <algorithm>
+#include <bit>
+#include <cfloat>
+#include <cmath>
+#include <cstring>
+#include <string>
+
+#include "engine/quant/blocks.h"
+#include "engine/quant/fp16.h"
+
+// Blocks are copied with memcpy into the structs of blocks.h, whose multi-byte fields are then
+// read natively: correct only on little-endian hosts (every target garnet supports).
+static_assert(std::endian::native == std::endian::little, "quant.cc assumes a little-endian host");
+
+namespace garnet {
+namespace {
+
+using quant::kQK;
+using quant::kQK_K;
+
+// ---------------------------------------------------------------------------------------------
+// Shared helpers
+
+// Stores a non-negative or signed scale as binary16, saturating to the largest finite half so a
+// huge block never turns into an infinite scale.
+uint16_t ScaleToF16(float v) {
+  uint16_t h = F32ToF16(v);
+  if ((h & 0x7fffu) == 0x7c00u) h = static_cast<uint16_t>((h & 0x8000u) | 0x7bffu);
+  return h;
+}
+
+int Clamp(int v, int lo, int hi) {
+  return v < lo ? lo : (v > hi ? hi : v);
+}
+
+// Rounds half away from zero (like std::round, but inline and libm-free) and clamps to
+// [lo, hi]. Within the clamp range |v| < 2^23, where truncation and v - trunc(v) are exact.
+int RoundClamp(float v, int lo, int hi) {
+  if (!(v >= static_cast<float>(lo))) return lo;  // also catches NaN
+  if (v >= static_cast<float>(hi)) return hi;
+  int t = static_cast<int>(v);
+  const float frac = v - static_cast<float>(t);
+  if (frac >= 0.5f) ++t;
+  if (frac <= -0.5f) --t;
+  return Clamp(t, lo, hi);
+}
+
+// Value with the largest magnitude (first one on ties), sign kept.
+float SignedAbsMax(const float* x, int n) {
+  float amax = 0, max = 0;
+  for (int i = 0; i < n; ++i) {
+    const float a = std::fabs(x[i]);
+    if (a > amax) {
+      amax = a;
+      max = x[i];
+    }
+  }
+  return max;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dequantisation, one block each; formulas in blocks.h.
+
+void DequantQ8_0(const uint8_t* src, float* y) {
+  quant::BlockQ8_0 b;
+  std::memcpy(&b, src, sizeof b);
+  const float d = F16ToF32(b.d);
+  for (int i = 0; i < kQK; ++i) y[i] = d * static_cast<float>(b.qs[i]);
+}
+
+void DequantQ4_0(const uint8_t* src, float* y) {
+  quant::BlockQ4_0 b;
+  std::memcpy(&b, src, sizeof b);
+  const float d = F16ToF32(b.d);
+  for (int j = 0; j < kQK / 2; ++j) {
+    y[j] = d * static_cast<float>((b.qs[j] & 15) - 8);
+    y[j + kQK / 2] = d * static_cast<float>((b.qs[j] >> 4) - 8);
+  }
+}
+
+void DequantQ4_1(const uint8_t* src, float* y) {
+  quant::BlockQ4_1 b;
+  std::memcpy(&b, src, sizeof b);
+  const float d = F16ToF32(b.d), m = F16ToF32(b.m);
+  for (int j = 0; j < kQK / 2; ++j) {
+    y[j] = d * static_cast<float>(b.qs[j] & 15) + m;
+    y[j + kQK / 2] = d * static_cast<float>(b.qs[j] >> 4) + m;
+  }
+}
+
+uint32_t LoadQh(const uint8_t* qh) {
+  return static_cast<uint32_t>(qh[0]) | static_cast<uint32_t>(qh[1]) << 8 |
+         static_cast<uint32_t>(qh[2]) << 16 | static_cast<uint32_t>(qh[3]) << 24;
+}
+
+void DequantQ5_0(const uint8_t* src, float* y) {
+  quant::BlockQ5_0 b;
+  std::memcpy(&b, src, sizeof b);
+  const float d = F16ToF32(b.d);
+  const uint32_t qh = LoadQh(b.qh);
+  for (int j = 0; j < kQK / 2; ++j) {
+    const int h0 = static_cast<int>((qh >> j) & 1u) << 4;
+    const int h1 = static_cast<int>((qh >> (j + 16)) & 1u) << 4;
+    y[j] = d * static_cast<float>(((b.qs[j] & 15) | h0) - 16);
+    y[j + kQK / 2] = d * static_cast<float>(((b.qs[j] >> 4) | h1) - 16);
+  }
+}
+
+void DequantQ5_1(const uint8_t* src, float* y) {
+  quant::BlockQ5_1 b;
+  std::memcpy(&b, src, sizeof b);
+  const float d = F16ToF32(b.d), m = F16ToF32(b.m);
+  const uint32_t qh = LoadQh(b.qh);
+  for (int j = 0; j < kQK / 2; ++j) {
+    const int h0 = static_cast<int>((qh >> j) & 1u) << 4;
+    const int h1 = static_cast<int>((qh >> (j + 16)) & 1u) << 4;
+    y[j] = d * static_cast<float>((b.qs[j] & 15) | h0) + m;
+    y[j + kQK / 2] = d * static_cast<float>((b.qs[j] >> 4) | h1) + m;
+  }
+}
+
+void DequantQ4_K(const uint8_t* src, float* y) {
+  quant::BlockQ4_K b;
+  std::memcpy(&b, src, sizeof b);
+  const float d = F16ToF32(b.d), dmin = F16ToF32(b.dmin);
+  for (int c = 0; c < 4; ++c) {
+    uint8_t sc, mn;
+    quant::UnpackKScaleMin(b.scales, 2 * c, &sc, &mn);
+    const float d1 = d * sc, m1 = dmin * mn;
+    quant::UnpackKScaleMin(b.scales, 2 * c + 1, &sc, &mn);
+    const float d2 = d * sc, m2 = dmin * mn;
+    const uint8_t* q = b.qs + 32 * c;
+    for (int l = 0; l < 32; ++l) {
+      y[64 * c + l] = d1 * static_cast<float>(q[l] & 15) - m1;
+      y[64 * c + 32 + l] = d2 * static_cast<float>(q[l] >> 4) - m2;
+    }
+  }
+}
+
+void DequantQ5_K(const uint8_t* src, float* y) {
+  quant::BlockQ5_K b;
+  std::memcpy(&b, src, sizeof b);
+  const float d = F16ToF32(b.d), dmin = F16ToF32(b.dmin);
+  for (int c = 0; c < 4; ++c) {
+    uint8_t sc, mn;
+    quant::UnpackKScaleMin(b.scales, 2 * c, &sc, &mn);
+    const float d1 = d * sc, m1 = dmin * mn;
+    quant::UnpackKScaleMin(b.scales, 2 * c + 1, &sc, &mn);
+    const float d2 = d * sc, m2 = dmin * mn;
+    const uint8_t* q = b.qs + 32 * c;
+    const uint8_t u1 = static_cast<uint8_t>(1u << (2 * c)),
+                  u2 = static_cast<uint8_t>(2u << (2 * c));
+    for (int l = 0; l < 32; ++l) {
+      const int lo = (q[l] & 15) + ((b.qh[l] & u1) ? 16 : 0);
+      const int hi = (q[l] >> 4) + ((b.qh[l] & u2) ? 16 : 0);
+      y[64 * c + l] = d1 * static_cast<float>(lo) - m1;
+      y[64 * c + 32 + l] = d2 * static_cast<float>(hi) - m2;
+    }
+  }
+}
+
+void DequantQ6_K(const uint8_t* src, float* y) {
+  quant::BlockQ6_K b;
+  std::memcpy(&b, src, sizeof b);
+  const float d = F16ToF32(b.d);
+  for (int h = 0; h < 2; ++h) {
+    const uint8_t* ql = b.ql + 64 * h;
+    const uint8_t* qh = b.qh + 32 * h;
+    const int8_t* sc = b.scales + 8 * h;
+    float* out = y + 128 * h;
+    for (int l = 0; l < 32; ++l) {
+      const int is = l / 16;
+      const int q1 = ((ql[l] & 15) | ((qh[l] >> 0 & 3) << 4)) - 32;
+      const int q2 = ((ql[l + 32] & 15) | ((qh[l] >> 2 & 3) << 4)) - 32;
+      const int q3 = ((ql[l] >> 4) | ((qh[l] >> 4 & 3) << 4)) - 32;
+      const int q4 = ((ql[l + 32] >> 4) | ((qh[l] >> 6 & 3) << 4)) - 32;
+      out[l] = d * static_cast<float>(sc[is + 0]) * static_cast<float>(q1);
+      out[l + 32] = d * static_cast<float>(sc[is + 2]) * static_cast<float>(q2);
+      out[l + 64] = d * static_cast<float>(sc[is + 4]) * static_cast<float>(q3);
+      out[l + 96] = d * static_cast<float>(sc[is + 6]) * static_cast<float>(q4);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Quantisation of the 32-element formats: the usual absmax (Q*_0) and min/max (Q*_1) scales,
+// with the quants computed against the binary16-rounded scale a reader will see.
+
+void QuantQ8_0(const float* x, uint8_t* dst) {
+  quant::BlockQ8_0 b;
+  float amax = 0;
+  for (int i = 0; i < kQK; ++i) amax = std::max(amax, std::fabs(x[i]));
+  b.d = ScaleToF16(amax / 127.0f);
+  const float d = F16ToF32(b.d);
+  const float id = d != 0 ? 1.0f / d : 0.0f;
+  for (int i = 0; i < kQK; ++i) b.qs[i] = static_cast<int8_t>(RoundClamp(x[i] * id, -127, 127));
+  std::memcpy(dst, &b, sizeof b);
+}
+
+// Symmetric 2^bits levels: the largest-magnitude value maps to the most negative level.
+template <int kBits>
+void QuantSym(const float* x, uint16_t* d_out, uint8_t* q) {
+  constexpr int kHalf = 1 << (kBits - 1);
+  const float max = SignedAbsMax(x, kQK);
+  *d_out = ScaleToF16(max / static_cast<float>(-kHalf));
+  const float d = F16ToF32(*d_out);
+  const float id = d != 0 ? 1.0f / d : 0.0f;
+  for (int i = 0; i < kQK; ++i)
+    q[i] = static_cast<uint8_t>(RoundClamp(x[i] * id, -kHalf, kHalf - 1) + kHalf);
+}
+
+// Affine 2^bits levels between the block's min and max.
+template <int kBits>
+void QuantAffine(const float* x, uint16_t* d_out, uint16_t* m_out, uint8_t* q) {
+  constexpr int kMaxQ = (1 << kBits) - 1;
+  float lo = x[0], hi = x[0];
+  for (int i = 1; i < kQK; ++i) {
+    lo = std::min(lo, x[i]);
+    hi = std::max(hi, x[i]);
+  }
+  *d_out = ScaleToF16((hi - lo) / static_cast<float>(kMaxQ));
+  *m_out = ScaleToF16(lo);
+  const float d = F16ToF32(*d_out), m = F16ToF32(*m_out);
+  const float id = d != 0 ? 1.0f / d : 0.0f;
+  for (int i = 0; i < kQK; ++i) q[i] = static_cast<uint8_t>(RoundClamp((x[i] - m) * id, 0, kMaxQ));
+}
+
+void PackNibbles(const uint8_t* q, uint8_t* qs) {
+  for (int j = 0; j < kQK / 2; ++j)
+    qs[j] = static_cast<uint8_t>((q[j] & 15) | (q[j + kQK / 2] & 15) << 4);
+}
+
+void PackHighBits(const uint8_t* q, uint8_t* qh) {
+  uint32_t h = 0;
+  for (int j = 0; j < kQK; ++j) h |= static_cast<uint32_t>((q[j] >> 4) & 1) << j;
+  for (int k = 0; k < 4; ++k) qh[k] = static_cast<uint8_t>(h >> (8 * k));
+}
+
+void QuantQ4_0(const float* x, uint8_t* dst) {
+  quant::BlockQ4_0 b;
+  uint8_t q[kQK];
+  QuantSym<4>(x, &b.d, q);
+  PackNibbles(q, b.qs);
+  std::memcpy(dst, &b, sizeof b);
+}
+
+void QuantQ4_1(const float* x, uint8_t* dst) {
+  quant::BlockQ4_1 b;
+  uint8_t q[kQK];
+  QuantAffine<4>(x, &b.d, &b.m, q);
+  PackNibbles(q, b.qs);
+  std::memcpy(dst, &b, sizeof b);
+}
+
+void QuantQ5_0(const float* x, uint8_t* dst) {
+  quant::BlockQ5_0 b;
+  uint8_t q[kQK];
+  QuantSym<5>(x, &b.d, q);
+  PackNibbles(q, b.qs);
+  PackHighBits(q, b.qh);
+  std::memcpy(dst, &b, sizeof b);
+}
+
+void QuantQ5_1(const float* x, uint8_t* dst) {
+  quant::BlockQ5_1 b;
+  uint8_t q[kQK];
+  QuantAffine<5>(x, &b.d, &b.m, q);
+  PackNibbles(q, b.qs);
+  PackHighBits(q, b.qh);
+  std::memcpy(dst, &b, sizeof b);
+}
+
+// ---------------------------------------------------------------------------------------------
+// K-quants. Each sub-block gets a least-squares (scale, min) or scale, chosen among a few
+// candidate quantisation grids; then the super-block scales are quantised and the quants are
+// recomputed against the exact scales a reader will decode.
+
+// Fits x[0..n) ≈ a * q - m with integer q in [0, max_q], a >= 0, m >= 0 (the min is never
+// positive, as in the format). Candidate grids stretch the [min(x, 0), max(x)] range by up to one
+// level either way; for each grid's quants the affine (a, -m) is the least-squares solution.
+void FitScaleMin(const float* x, int n, int max_q, float* scale, float* min) {
+  float lo = 0, hi = x[0];
+  for (int i = 0; i < n; ++i) {
+    lo = std::min(lo, x[i]);
+    hi = std::max(hi, x[i]);
+  }
+  if (!(hi > lo)) {  // all values equal and >= 0 handled by lo = 0; here the block is all zero
+    *scale = 0;
+    *min = -lo;
+    return;
+  }
+  float sum_x = 0, sum_xx = 0;
+  for (int i = 0; i < n; ++i) {
+    sum_x += x[i];
+    sum_xx += x[i] * x[i];
+  }
+  // Baseline: the plain min/max grid.
+  float best_a = (hi - lo) / static_cast<float>(max_q), best_b = lo;
+  float best_err = -1;
+  {
+    const float ia = 1.0f / best_a;
+    float err = 0;
+    for (int i = 0; i < n; ++i) {
+      const float q = static_cast<float>(RoundClamp((x[i] - lo) * ia, 0, max_q));
+      const float e = best_a * q + lo - x[i];
+      err += e * e;
+    }
+    best_err = err;
+  }
+  constexpr int kSteps = 8;  // candidates t = -1, -0.75, ..., +1 levels
+  for (int s = 0; s <= kSteps; ++s) {
+    const float t = -1.0f + 2.0f * static_cast<float>(s) / kSteps;
+    const float iscale = (static_cast<float>(max_q) + t) / (hi - lo);
+    float sq = 0, sqq = 0, sqx = 0;
+    for (int i = 0; i < n; ++i) {
+      const float q = static_cast<float>(RoundClamp((x[i] - lo) * iscale, 0, max_q));
+      sq += q;
+      sqq += q * q;
+      sqx += q * x[i];
+    }
+    const float fn = static_cast<float>(n);
+    const float det = fn * sqq - sq * sq;
+    if (!(det > 0)) continue;
+    float a = (fn * sqx - sq * sum_x) / det;
+    float b = (sqq * sum_x - sq * sqx) / det;
+    if (b > 0) {  // the format cannot add a positive offset: refit the scale alone
+      b = 0;
+      a = sqx / sqq;
+    }
+    if (!(a > 0)) continue;
+    // Squared error of a*q + b against x, expanded into the running sums.
+    const float err =
+        sum_xx - 2 * a * sqx - 2 * b * sum_x + a * a * sqq + 2 * a * b * sq + fn * b * b;
+    if (err < best_err) {
+      best_err = err;
+      best_a = a;
+      best_b = b;
+    }
+  }
+  *scale = best_a;
+  *min = -best_b;
+}
+
+// Fits x[0..n) ≈ a * q with integer q in [-32, 31] (a may be negative so the largest-magnitude
+// value can use the level -32). Candidate grids map that value to -(32 + t), t in [-3, 2].
+float FitScaleSym6(const float* x, int n) {
+  const float max = SignedAbsMax(x, n);
+  if (max == 0) return 0;
+  float best_a = max / -32.0f, best_score = -1;
+  for (int s = -6; s <= 4; ++s) {
+    const float iscale = -(32.0f + 0.5f * static_cast<float>(s)) / max;
+    float sqq = 0, sqx = 0;
+    for (int i = 0; i < n; ++i) {
+      const float q = static_cast<float>(RoundClamp(x[i] * iscale, -32, 31));
+      sqq += q * q;
+      sqx += q * x[i];
+    }
+    if (!(sqq > 0)) continue;
+    // Error = sum_xx - sqx^2 / sqq at the optimal a = sqx / sqq: maximise sqx^2 / sqq.
+    const float score = sqx * sqx / sqq;
+    if (score > best_score) {
+      best_score = score;
+      best_a = sqx / sqq;
+    }
+  }
+  return best_a;
+}
+
+// Shared by Q4_K and Q5_K: per-sub-block fit, 6-bit scales/mins, final quants q[0..256).
+template <int kMaxQ>
+void QuantKAffine(const float* x, uint16_t* d_out, uint16_t* dmin_out, uint8_t* scales,
+                  uint8_t* q) {
+  float sub_scale[8], sub_min[8];
+  float max_scale = 0, max_min = 0;
+  for (int j = 0; j < 8; ++j) {
+    FitScaleMin(x + 32 * j, 32, kMaxQ, &sub_scale[j], &sub_min[j]);
+    max_scale = std::max(max_scale, sub_scale[j]);
+    max_min = std::max(max_min, sub_min[j]);
+  }
+  *d_out = ScaleToF16(max_scale / 63.0f);
+  *dmin_out = ScaleToF16(max_min / 63.0f);
+  const float d = F16ToF32(*d_out), dmin = F16ToF32(*dmin_out);
+  uint8_t sc[8], mn[8];
+  for (int j = 0; j < 8; ++j) {
+    sc[j] = static_cast<uint8_t>(d > 0 ? RoundClamp(sub_scale[j] / d, 0, 63) : 0);
+    mn[j] = static_cast<uint8_t>(dmin > 0 ? RoundClamp(sub_min[j] / dmin, 0, 63) : 0);
+  }
+  for (int k = 0; k < 4; ++k) {
+    scales[k] = static_cast<uint8_t>(sc[k] | (sc[k + 4] >> 4) << 6);
+    scales[k + 4] = static_cast<uint8_t>(mn[k] | (mn[k + 4] >> 4) << 6);
+    scales[k + 8] = static_cast<uint8_t>((sc[k + 4] & 15) | (mn[k + 4] & 15) << 4);
+  }
+  for (int j = 0; j < 8; ++j) {
+    const float eff_d = d * sc[j], eff_m = dmin * mn[j];
+    const float id = eff_d > 0 ? 1.0f / eff_d : 0.0f;
+    for (int i = 0; i < 32; ++i) {
+      q[32 * j + i] = static_cast<uint8_t>(RoundClamp((x[32 * j + i] + eff_m) * id, 0, kMaxQ));
+    }
+  }
+}
+
+void QuantQ4_K(const float* x, uint8_t* dst) {
+  quant::BlockQ4_K b;
+  uint8_t q[kQK_K];
+  QuantKAffine<15>(x, &b.d, &b.dmin, b.scales, q);
+  for (int c = 0; c < 4; ++c) {
+    for (int l = 0; l < 32; ++l) {
+      b.qs[32 * c + l] = static_cast<uint8_t>(q[64 * c + l] | q[64 * c + 32 + l] << 4);
+    }
+  }
+  std::memcpy(dst, &b, sizeof b);
+}
+
+void QuantQ5_K(const float* x, uint8_t* dst) {
+  quant::BlockQ5_K b;
+  uint8_t q[kQK_K];
+  QuantKAffine<31>(x, &b.d, &b.dmin, b.scales, q);
+  std::memset(b.qh, 0, sizeof b.qh);
+  for (int c = 0; c < 4; ++c) {
+    for (int l = 0; l < 32; ++l) {
+      const uint8_t lo = q[64 * c + l], hi = q[64 * c + 32 + l];
+      b.qs[32 * c + l] = static_cast<uint8_t>((lo & 15) | (hi & 15) << 4);
+      b.qh[l] |= static_cast<uint8_t>(((lo >> 4) & 1) << (2 * c) | ((hi >> 4) & 1) << (2 * c + 1));
+    }
+  }
+  std::memcpy(dst, &b, sizeof b);
+}
+
+void QuantQ6_K(const float* x, uint8_t* dst) {
+  quant::BlockQ6_K b;
+  float sub_scale[16];
+  float max_scale = 0, amax = 0;
+  for (int j = 0; j < 16; ++j) {
+    sub_scale[j] = FitScaleSym6(x + 16 * j, 16);
+    if (std::fabs(sub_scale[j]) > amax) {
+      amax = std::fabs(sub_scale[j]);
+      max_scale = sub_scale[j];
+    }
+  }
+  // The largest-magnitude sub-block scale maps to -128, the most negative int8.
+  b.d = ScaleToF16(max_scale / -128.0f);
+  const float d = F16ToF32(b.d);
+  uint8_t q[kQK_K];
+  for (int j = 0; j < 16; ++j) {
+    b.scales[j] = static_cast<int8_t>(d != 0 ? RoundClamp(sub_scale[j] / d, -128, 127) : 0);
+    const float eff = d * static_cast<float>(b.scales[j]);
+    const float id = eff != 0 ? 1.0f / eff : 0.0f;
+    for (int i = 0; i < 16; ++i) {
+      q[16 * j + i] = static_cast<uint8_t>(RoundClamp(x[16 * j + i] * id, -32, 31) + 32);
+    }
+  }
+  for (int h = 0; h < 2; ++h) {
+    uint8_t* ql = b.ql + 64 * h;
+    uint8_t* qh = b.qh + 32 * h;
+    const uint8_t* qq = q + 128 * h;
+    for (int l = 0; l < 32; ++l) {
+      const uint8_t q1 = qq[l], q2 = qq[l + 32], q3 = qq[l + 64], q4 = qq[l + 96];
+      ql[l] = static_cast<uint8_t>((q1 & 15) | (q3 & 15) << 4);
+      ql[l + 32] = static_cast<uint8_t>((q2 & 15) | (q4 & 15) << 4);
+      qh[l] = static_cast<uint8_t>((q1 >> 4) | (q2 >> 4) << 2 | (q3 >> 4) << 4 | (q4 >> 4) << 6);
+    }
+  }
+  std::memcpy(dst, &b, sizeof b);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dispatch
+
+using DequantFn = void (*)(const uint8_t*, float*);
+using QuantFn = void (*)(const float*, uint8_t*);
+
+struct BlockCodec {
+  DequantFn dequant;
+  QuantFn quant;
+};
+
+const BlockCodec* CodecFor(GgmlType type) {
+  static constexpr BlockCodec kQ8_0{DequantQ8_0, QuantQ8_0};
+  static constexpr BlockCodec kQ4_0{DequantQ4_0, QuantQ4_0};
+  static constexpr BlockCodec kQ4_1{DequantQ4_1, QuantQ4_1};
+  static constexpr BlockCodec kQ5_0{DequantQ5_0, QuantQ5_0};
+  static constexpr BlockCodec kQ5_1{DequantQ5_1, QuantQ5_1};
+  static constexpr BlockCodec kQ4_K{DequantQ4_K, QuantQ4_K};
+  static constexpr BlockCodec kQ5_K{DequantQ5_K, QuantQ5_K};
+  static constexpr BlockCodec kQ6_K{DequantQ6_K, QuantQ6_K};
+  switch (type) {
+    case GgmlType::kQ8_0:
+      return &kQ8_0;
+    case GgmlType::kQ4_0:
+      return &kQ4_0;
+    case GgmlType::kQ4_1:
+      return &kQ4_1;
+    case GgmlType::kQ5_0:
+      return &kQ5_0;
+    case GgmlType::kQ5_1:
+      return &kQ5_1;
+    case GgmlType::kQ4_K:
+      return &kQ4_K;
+    case GgmlType::kQ5_K:
+      return &kQ5_K;
+    case GgmlType::kQ6_K:
+      return &kQ6_K;
+    default:
+      return nullptr;
+  }
+}
+
+// Checks n against the type; returns the number of blocks.
+Result<int64_t> CheckRow(GgmlType type, int64_t n, const char* what) {
+  const TypeTraits& t = Traits(type);
+  if (!t.supported) {
+    return Status::Unimplemented(std::string(what) + " " + std::string(t.name),
+                                 "type not supported by garnet");
+  }
+  if (n < 0)
+    return Status::InvalidArgument(std::string(what), "negative row length " + std::to_string(n));
+  if (n % t.block_elems != 0) {
+    return Status::InvalidArgument(std::string(what) + " " + std::string(t.name),
+                                   "row length " + std::to_string(n) +
+                                       " is not a multiple of the block size " +
+                                       std::to_string(t.block_elems));
+  }
+  return n / t.block_elems;
+}
+
+}  // namespace
+
+bool IsQuantSupported(GgmlType type) {
+  return Traits(type).supported;
+}
+
+Status DequantizeRow(GgmlType type, const uint8_t* src, float* dst, int64_t n) {
+  GARNET_ASSIGN_OR_RETURN(const int64_t blocks, CheckRow(type, n, "dequantize"));
+  switch (type) {
+    case GgmlType::kF32:
+      if (n > 0) std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(float));
+      return Status::OK();
+    case GgmlType::kF16:
+      for (int64_t i = 0; i < n; ++i) {
+        dst[i] = F16ToF32(static_cast<uint16_t>(src[2 * i] | src[2 * i + 1] << 8));
+      }
+      return Status::OK();
+    case GgmlType::kBF16:
+      for (int64_t i = 0; i < n; ++i) {
+        dst[i] = Bf16ToF32(static_cast<uint16_t>(src[2 * i] | src[2 * i + 1] << 8));
+      }
+      return Status::OK();
+    default:
+      break;
+  }
+  const BlockCodec* codec = CodecFor(type);
+  if (codec == nullptr)
+    return Status::Internal("dequantize " + std::string(TypeName(type)), "no codec");
+  const TypeTraits& t = Traits(type);
+  for (int64_t b = 0; b < blocks; ++b)
+    codec->dequant(src + b * t.block_bytes, dst + b * t.block_elems);
+  return Status::OK();
+}
+
+Status QuantizeRow(GgmlType type, const float* src, uint8_t* dst, int64_t n) {
+  GARNET_ASSIGN_OR_RETURN(const int64_t blocks, CheckRow(type, n, "quantize"));
+  switch (type) {
+    case GgmlType::kF32:
+      if (n > 0) std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(float));
+      return Status::OK();
+    case GgmlType::kF16:
+    case GgmlType::kBF16:
+      for (int64_t i = 0; i < n; ++i) {
+        const uint16_t h = type == GgmlType::kF16 ? F32ToF16(src[i]) : F32ToBf16(src[i]);
+        dst[2 * i] = static_cast<uint8_t>(h);
+        dst[2 * i + 1] = static_cast<uint8_t>(h >> 8);
+      }
+      return Status::OK();
+    default:
+      break;
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    if (!(std::fabs(src[i]) <= FLT_MAX)) {
+      return Status::InvalidArgument("quantize " + std::string(TypeName(type)),
+                                     "element " + std::to_string(i) + " is not finite");
+    }
+  }
+  const BlockCodec* codec = CodecFor(type);
+  if (codec == nullptr)
+    return Status::Internal("quantize " + std::string(TypeName(type)), "no codec");
+  const TypeTraits& t = Traits(type);
+  for (int64_t b = 0; b < blocks; ++b)
+    codec->quant(src + b * t.block_elems, dst + b * t.block_bytes);
+  return Status::OK();
+}
+
+}  // namespace garnet
