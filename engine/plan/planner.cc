@@ -1,0 +1,391 @@
+#include "engine/plan/planner.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+namespace garnet::plan {
+namespace {
+
+struct Placement {
+  std::vector<int> layer_device;
+  std::vector<bool> experts_on_host;
+  int output_device = 0;
+};
+
+uint64_t SaturatingSub(uint64_t a, uint64_t b) {
+  return a > b ? a - b : 0;
+}
+
+// Bytes on every device for a placement. GPU buffers are rounded up to kBufferAlign; host weights
+// are used in place from the mapped file and count their exact size.
+std::vector<DeviceUse> Account(const ModelShape& shape, const KvOptions& kv, const Inventory& inv,
+                               const Policy& policy, const Placement& pl) {
+  const int n_dev = static_cast<int>(inv.gpus.size()) + 1;
+  const int host = n_dev - 1;
+  std::vector<DeviceUse> d(n_dev);
+  for (size_t g = 0; g < inv.gpus.size(); ++g) {
+    d[g].name = inv.gpus[g].name;
+    d[g].budget = SaturatingSub(inv.gpus[g].free_bytes, policy.gpu_reserve);
+  }
+  d[host].name = inv.host.name.empty() ? "host" : inv.host.name;
+  d[host].is_host = true;
+  d[host].budget = SaturatingSub(inv.host.free_bytes, policy.host_reserve);
+
+  auto add_weight = [&](int dev, uint64_t bytes) {
+    d[dev].use.weights += dev == host ? bytes : AlignUp(bytes);
+  };
+  std::vector<bool> has_layers(n_dev, false);
+  for (int dev : pl.layer_device) has_layers[dev] = true;
+  has_layers[pl.output_device] = true;
+  const int first_device = pl.layer_device.empty() ? host : pl.layer_device[0];
+
+  for (const auto& t : shape.tensors) {
+    switch (t.cls) {
+      case TensorClass::kTokenEmbd:
+        add_weight(pl.output_device, t.bytes);
+        break;
+      case TensorClass::kPleTable:
+        add_weight(host, t.bytes);
+        break;
+      case TensorClass::kGlobal:
+        if (t.name.rfind("per_layer_", 0) == 0) {
+          add_weight(first_device, t.bytes);
+        } else if (t.name == "rope_freqs.weight") {
+          for (int dev = 0; dev < n_dev; ++dev) {
+            if (has_layers[dev]) add_weight(dev, t.bytes);
+          }
+        } else {
+          add_weight(pl.output_device, t.bytes);
+        }
+        break;
+      case TensorClass::kLayer:
+        add_weight(pl.layer_device[t.layer], t.bytes);
+        break;
+      case TensorClass::kExperts:
+        add_weight(pl.experts_on_host[t.layer] ? host : pl.layer_device[t.layer], t.bytes);
+        break;
+      case TensorClass::kUnused:
+        break;
+    }
+  }
+  for (uint32_t il = 0; il < shape.params.n_layer; ++il) {
+    d[pl.layer_device[il]].use.kv += KvLayerBytes(shape.params, il, kv);
+  }
+  std::vector<bool> computes(n_dev, false);
+  for (int dev = 0; dev < n_dev; ++dev) computes[dev] = has_layers[dev];
+  for (bool e : pl.experts_on_host) computes[host] = computes[host] || e;
+  const uint64_t scratch = ScratchBytes(shape.params, kv);
+  for (int dev = 0; dev < n_dev; ++dev) {
+    if (!computes[dev]) continue;
+    d[dev].use.scratch = scratch;
+    if (dev != host) d[dev].use.overhead = kGpuContextOverhead;
+  }
+  return d;
+}
+
+bool GpusFit(const std::vector<DeviceUse>& d) {
+  for (const auto& u : d) {
+    if (!u.is_host && !u.fits()) return false;
+  }
+  return true;
+}
+
+bool AllFit(const std::vector<DeviceUse>& d) {
+  return std::all_of(d.begin(), d.end(), [](const DeviceUse& u) { return u.fits(); });
+}
+
+// The last `n_gpu` layers go to the GPUs in contiguous ranges proportional to their budgets; the
+// rest to the host. The output head follows the last layer.
+void SplitLayers(uint32_t n_layer, uint32_t n_gpu, const Inventory& inv, const Policy& policy,
+                 Placement* pl) {
+  const int host = static_cast<int>(inv.gpus.size());
+  pl->layer_device.assign(n_layer, host);
+  if (n_gpu > 0 && !inv.gpus.empty()) {
+    std::vector<uint64_t> budget;
+    uint64_t sum = 0;
+    for (const auto& g : inv.gpus) {
+      budget.push_back(SaturatingSub(g.free_bytes, policy.gpu_reserve));
+      sum += budget.back();
+    }
+    uint32_t start = n_layer - n_gpu;
+    uint64_t acc = 0;
+    for (size_t g = 0; g < inv.gpus.size(); ++g) {
+      acc += budget[g];
+      const uint32_t end =
+          g + 1 == inv.gpus.size()
+              ? n_layer
+              : n_layer - n_gpu +
+                    static_cast<uint32_t>(sum ? (static_cast<long double>(acc) / sum) * n_gpu
+                                              : static_cast<long double>(g + 1) * n_gpu /
+                                                    inv.gpus.size());
+      for (uint32_t il = start; il < end && il < n_layer; ++il) pl->layer_device[il] = int(g);
+      start = std::max(start, end);
+    }
+  }
+  pl->output_device = n_layer ? pl->layer_device[n_layer - 1] : host;
+}
+
+uint32_t MaxContext(const ModelShape& shape, KvOptions kv, const Inventory& inv,
+                    const Policy& policy, const Placement& pl) {
+  uint32_t lo = 0, hi = shape.params.context_length;
+  while (lo < hi) {
+    const uint32_t mid = lo + (hi - lo + 1) / 2;
+    kv.n_ctx = mid;
+    if (AllFit(Account(shape, kv, inv, policy, pl))) {
+      lo = mid;
+    } else {
+      hi = mid - 1;
+    }
+  }
+  return lo;
+}
+
+uint64_t GpuNeed(const std::vector<DeviceUse>& d) {
+  uint64_t s = 0;
+  for (const auto& u : d) {
+    if (!u.is_host) s += u.use.total();
+  }
+  return s;
+}
+uint64_t GpuBudget(const std::vector<DeviceUse>& d) {
+  uint64_t s = 0;
+  for (const auto& u : d) {
+    if (!u.is_host) s += u.budget;
+  }
+  return s;
+}
+
+}  // namespace
+
+std::string_view VerdictName(Verdict v) {
+  switch (v) {
+    case Verdict::kFits:
+      return "fits";
+    case Verdict::kFitsExpertOffload:
+      return "fits with expert offload";
+    case Verdict::kFitsLayerOffload:
+      return "fits with layer offload";
+    case Verdict::kDoesNotFit:
+      return "does not fit";
+  }
+  return "does not fit";
+}
+
+uint32_t Plan::layers_on_host() const {
+  return static_cast<uint32_t>(std::count(layer_device.begin(), layer_device.end(), host_index()));
+}
+
+uint32_t Plan::expert_sets_on_host() const {
+  return static_cast<uint32_t>(std::count(experts_on_host.begin(), experts_on_host.end(), true));
+}
+
+std::string FormatBytes(uint64_t bytes) {
+  char buf[64];
+  const double b = static_cast<double>(bytes);
+  if (bytes >= (1ull << 30)) {
+    std::snprintf(buf, sizeof buf, "%.1f GiB", b / (1ull << 30));
+  } else if (bytes >= (1ull << 20)) {
+    std::snprintf(buf, sizeof buf, "%.1f MiB", b / (1ull << 20));
+  } else if (bytes >= (1ull << 10)) {
+    std::snprintf(buf, sizeof buf, "%.1f KiB", b / (1ull << 10));
+  } else {
+    std::snprintf(buf, sizeof buf, "%llu B", static_cast<unsigned long long>(bytes));
+  }
+  return buf;
+}
+
+Result<uint64_t> ParseByteSize(std::string_view text) {
+  const std::string s(text);
+  size_t i = 0;
+  while (i < s.size() && (std::isdigit(static_cast<unsigned char>(s[i])) || s[i] == '.')) ++i;
+  const std::string num = s.substr(0, i);
+  std::string unit = s.substr(i);
+  for (char& c : unit) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (num.empty() || std::count(num.begin(), num.end(), '.') > 1) {
+    return Status::InvalidArgument("size '" + s + "'", "expected a number such as 16GiB");
+  }
+  double mult = 0;
+  if (unit.empty() || unit == "b")
+    mult = 1;
+  else if (unit == "k" || unit == "kib")
+    mult = 1024.0;
+  else if (unit == "m" || unit == "mib")
+    mult = 1024.0 * 1024;
+  else if (unit == "g" || unit == "gib")
+    mult = 1024.0 * 1024 * 1024;
+  else if (unit == "t" || unit == "tib")
+    mult = 1024.0 * 1024 * 1024 * 1024;
+  else if (unit == "kb")
+    mult = 1e3;
+  else if (unit == "mb")
+    mult = 1e6;
+  else if (unit == "gb")
+    mult = 1e9;
+  else if (unit == "tb")
+    mult = 1e12;
+  else
+    return Status::InvalidArgument("size '" + s + "'", "unknown unit '" + unit + "'");
+  const double v = std::strtod(num.c_str(), nullptr) * mult;
+  if (!(v >= 0) || v > 1.8e19) return Status::InvalidArgument("size '" + s + "'", "out of range");
+  return static_cast<uint64_t>(std::llround(v));
+}
+
+Result<DeviceInfo> HostInventory() {
+  std::ifstream in("/proc/meminfo");
+  if (!in) return Status::Unavailable("host memory", "cannot read /proc/meminfo");
+  DeviceInfo host;
+  host.name = "host";
+  std::string key;
+  uint64_t kib = 0;
+  std::string unit;
+  while (in >> key >> kib) {
+    std::getline(in, unit);
+    if (key == "MemTotal:") host.total_bytes = kib * 1024;
+    if (key == "MemAvailable:") host.free_bytes = kib * 1024;
+  }
+  if (host.total_bytes == 0)
+    return Status::Unavailable("host memory", "no MemTotal in /proc/meminfo");
+  return host;
+}
+
+Result<ModelShape> ShapeFromModel(const gguf::Model& model) {
+  ModelShape shape;
+  GARNET_ASSIGN_OR_RETURN(shape.params, gguf::ReadGemma4Params(model));
+  GARNET_ASSIGN_OR_RETURN(shape.tensors, ClassifyTensors(model, shape.params));
+  return shape;
+}
+
+Result<Plan> MakePlan(const ModelShape& shape, const KvOptions& kv, const Inventory& inv,
+                      const Policy& policy) {
+  const auto& p = shape.params;
+  if (p.n_layer == 0 || p.layers.size() != p.n_layer) {
+    return Status::InvalidArgument("plan", "model has no layers");
+  }
+  if (kv.n_ctx == 0 || kv.n_seq == 0 || kv.n_ubatch == 0) {
+    return Status::InvalidArgument("plan", "context, sequences and micro-batch must be positive");
+  }
+  if (p.context_length && kv.n_ctx > p.context_length) {
+    return Status::InvalidArgument("plan", "context " + std::to_string(kv.n_ctx) +
+                                               " exceeds the model's maximum " +
+                                               std::to_string(p.context_length));
+  }
+  if (policy.mode == PolicyMode::kGpuLayers && policy.gpu_layers > p.n_layer) {
+    return Status::InvalidArgument("plan", "gpu_layers " + std::to_string(policy.gpu_layers) +
+                                               " exceeds the model's " + std::to_string(p.n_layer) +
+                                               " layers");
+  }
+  const bool cpu_only = inv.gpus.empty() || policy.mode == PolicyMode::kCpuOnly;
+  Placement pl;
+  pl.experts_on_host.assign(p.n_layer, false);
+  uint32_t n_gpu = cpu_only ? 0 : p.n_layer;
+  if (policy.mode == PolicyMode::kGpuLayers) n_gpu = policy.gpu_layers;
+  SplitLayers(p.n_layer, n_gpu, inv, policy, &pl);
+  if (p.is_moe() && policy.mode == PolicyMode::kExpertsOnHost) {
+    pl.experts_on_host.assign(p.n_layer, true);
+  }
+  const int host = static_cast<int>(inv.gpus.size());
+  if (cpu_only) {
+    for (size_t il = 0; il < pl.experts_on_host.size(); ++il) pl.experts_on_host[il] = p.is_moe();
+  }
+  auto use = Account(shape, kv, inv, policy, pl);
+  const uint64_t need_all_gpu = GpuNeed(use);
+  const uint64_t gpu_budget = GpuBudget(use);
+
+  bool moved_experts = false, moved_layers = false;
+  if (!cpu_only &&
+      (policy.mode == PolicyMode::kAuto || policy.mode == PolicyMode::kExpertsOnHost)) {
+    // 1. Expert sets, lowest layer first, from whichever GPU is over budget.
+    if (p.is_moe()) {
+      for (uint32_t il = 0; il < p.n_layer && !GpusFit(use); ++il) {
+        const int dev = pl.layer_device[il];
+        if (dev == host || pl.experts_on_host[il] || use[dev].fits()) continue;
+        pl.experts_on_host[il] = true;
+        moved_experts = true;
+        use = Account(shape, kv, inv, policy, pl);
+      }
+    }
+    // 2. Whole layers: fewer layers on the GPUs until every GPU fits.
+    while (!GpusFit(use) && n_gpu > 0) {
+      --n_gpu;
+      moved_layers = true;
+      SplitLayers(p.n_layer, n_gpu, inv, policy, &pl);
+      use = Account(shape, kv, inv, policy, pl);
+    }
+  }
+
+  Plan plan;
+  plan.kv = kv;
+  plan.devices = use;
+  plan.layer_device = pl.layer_device;
+  plan.experts_on_host = pl.experts_on_host;
+  plan.output_device = pl.output_device;
+  const bool fits = AllFit(use);
+  plan.max_ctx = fits ? MaxContext(shape, kv, inv, policy, pl) : 0;
+
+  const DeviceUse& h = use[host];
+  std::ostringstream why;
+  if (!fits) {
+    plan.verdict = Verdict::kDoesNotFit;
+    if (!h.fits()) {
+      why << "needs " << FormatBytes(h.use.total()) << " of host RAM for what runs on the CPU, "
+          << h.name << " has " << FormatBytes(h.budget) << " free after the reserve";
+    } else {
+      why << "the layers placed on the GPUs do not fit under policy";
+    }
+  } else if (cpu_only) {
+    plan.verdict = Verdict::kFits;
+    why << "fits in host RAM: needs " << FormatBytes(h.use.total()) << " of "
+        << FormatBytes(h.budget) << " free; max context " << plan.max_ctx;
+  } else if (!moved_experts && !moved_layers && plan.layers_on_host() == 0) {
+    plan.verdict = plan.expert_sets_on_host() ? Verdict::kFitsExpertOffload : Verdict::kFits;
+    why << "fits: needs " << FormatBytes(need_all_gpu) << " on the GPU"
+        << (inv.gpus.size() > 1 ? "s" : "") << ", " << FormatBytes(gpu_budget) << " free";
+    if (plan.expert_sets_on_host()) why << "; experts on host by policy";
+    why << "; max context " << plan.max_ctx;
+  } else {
+    const bool layers = plan.layers_on_host() > 0;
+    plan.verdict = layers ? Verdict::kFitsLayerOffload : Verdict::kFitsExpertOffload;
+    why << "needs " << FormatBytes(need_all_gpu) << ", GPU"
+        << (inv.gpus.size() > 1 ? "s have " : " has ") << FormatBytes(gpu_budget) << " free: ";
+    if (plan.expert_sets_on_host()) {
+      why << plan.expert_sets_on_host() << " of " << p.n_layer << " expert sets";
+      if (layers) why << " and ";
+    }
+    if (layers) why << plan.layers_on_host() << " of " << p.n_layer << " layers";
+    why << " to host -> fits at " << kv.n_ctx << " (max context " << plan.max_ctx << ")";
+  }
+  plan.reason = why.str();
+  return plan;
+}
+
+std::string FormatPlan(const Plan& plan) {
+  std::ostringstream o;
+  char line[256];
+  std::snprintf(line, sizeof line, "%-24s %11s %11s %11s %11s %11s %11s\n", "device", "weights",
+                "kv cache", "scratch", "overhead", "total", "budget");
+  o << line;
+  for (const auto& d : plan.devices) {
+    if (d.use.total() == 0 && !d.is_host) continue;
+    std::snprintf(line, sizeof line, "%-24.24s %11s %11s %11s %11s %11s %11s%s\n", d.name.c_str(),
+                  FormatBytes(d.use.weights).c_str(), FormatBytes(d.use.kv).c_str(),
+                  FormatBytes(d.use.scratch).c_str(), FormatBytes(d.use.overhead).c_str(),
+                  FormatBytes(d.use.total()).c_str(), FormatBytes(d.budget).c_str(),
+                  d.fits() ? "" : "  OVER");
+    o << line;
+  }
+  const uint32_t n = static_cast<uint32_t>(plan.layer_device.size());
+  o << "layers: " << (n - plan.layers_on_host()) << " of " << n << " on GPU";
+  if (!plan.experts_on_host.empty() && plan.expert_sets_on_host()) {
+    o << ", expert sets on host: " << plan.expert_sets_on_host() << " of " << n;
+  }
+  o << "; context " << plan.kv.n_ctx << " x " << plan.kv.n_seq << " sequence"
+    << (plan.kv.n_seq > 1 ? "s" : "") << ", kv " << KvTypeName(plan.kv.type) << ", ubatch "
+    << plan.kv.n_ubatch << "\n";
+  o << VerdictName(plan.verdict) << ": " << plan.reason << "\n";
+  return o.str();
+}
+
+}  // namespace garnet::plan
