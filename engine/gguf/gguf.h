@@ -142,6 +142,9 @@ class Model {
   static Result<std::unique_ptr<Model>> Open(const std::string& path);
   // Opens an explicit list of parts (in order).
   static Result<std::unique_ptr<Model>> OpenParts(const std::vector<std::string>& paths);
+  // Assembles a model from files already open (e.g. File::FromMemory images; parts in order),
+  // with the same split-key and tensor-name checks as OpenParts. Takes ownership.
+  static Result<std::unique_ptr<Model>> FromFiles(std::vector<std::unique_ptr<File>> files);
 
   const File& file(size_t i = 0) const { return *files_[i]; }
   size_t file_count() const { return files_.size(); }
@@ -169,8 +172,6 @@ class Model {
 
  private:
   Model() = default;
-  // Checks the split keys of `files` (parts in order) and indexes their tensors.
-  static Result<std::unique_ptr<Model>> FromFiles(std::vector<std::unique_ptr<File>> files);
   Result<const Value*> Lookup(std::string_view key) const;
   std::string KeyContext(std::string_view key) const;
   Status TypeError(std::string_view key, const Value& v, std::string_view want) const;

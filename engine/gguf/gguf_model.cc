@@ -92,6 +92,10 @@ Result<std::unique_ptr<Model>> Model::OpenParts(const std::vector<std::string>& 
 
 Result<std::unique_ptr<Model>> Model::FromFiles(std::vector<std::unique_ptr<File>> files) {
   const size_t n = files.size();
+  if (n == 0) return Status::InvalidArgument("gguf model", "no files given");
+  for (const auto& f : files) {
+    if (f == nullptr) return Status::InvalidArgument("gguf model", "null file");
+  }
   std::optional<int64_t> total;
   for (size_t i = 0; i < n; ++i) {
     const File& f = *files[i];
