@@ -1,0 +1,39 @@
+// Writes a synthetic Gemma 4 GGUF from a ModelPlan: metadata keys exactly as llama.cpp's
+// converter writes them (../shared/docs/gemma4.md §3.2, §3.4) and random weights streamed
+// through gguf::Writer producers, so memory use stays at a few rows per thread whatever the
+// model size.
+//
+// Determinism: row r of tensor T is generated from its own xoshiro256** stream seeded with
+// (seed, FNV-1a(T's name), r), with libm-free normal deviates (prng.h) and the deterministic
+// quantisers of engine/quant. Same plan + seed -> byte-identical file, whatever the thread count,
+// chunking, machine or compiler.
+//
+// Thread-safety: functions are reentrant; WriteModel uses `threads` worker threads internally.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "engine/base/status.h"
+#include "engine/gguf/gguf.h"
+#include "tools/mkmodel/plan.h"
+
+namespace garnet::mkmodel {
+
+struct GenOptions {
+  uint64_t seed = 0;
+  uint32_t threads = 0;  // 0: std::thread::hardware_concurrency()
+};
+
+// The float values of one row (ne[0] elements) of a planned tensor, before quantisation.
+void GenerateRow(const PlannedTensor& t, uint64_t seed, uint64_t row, float* out);
+
+// Declares the plan's metadata and tensors on `writer` (the caller then calls Finish). The
+// producers copy what they need: `plan` may be destroyed before Finish. InvalidArgument when the
+// vocabulary cannot be built.
+Status AddModel(const ModelPlan& plan, const GenOptions& opts, gguf::Writer& writer);
+
+// AddModel + Writer::Finish(path). Returns the file size. On failure no file is left at `path`.
+Result<uint64_t> WriteModel(const ModelPlan& plan, const GenOptions& opts, const std::string& path);
+
+}  // namespace garnet::mkmodel
