@@ -1,0 +1,36 @@
+// The seam between the engine (sequences, generation, timing) and a compute backend (CPU now,
+// Vulkan later). A backend runs the Gemma 4 forward pass (../shared/docs/gemma4.md §2) over a
+// batch of tokens of one sequence and owns that sequence's KV state.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string_view>
+
+#include "engine/base/status.h"
+
+namespace garnet::model {
+
+// Backend-specific per-sequence state (its KV cache).
+class BackendSequence {
+ public:
+  virtual ~BackendSequence() = default;
+  virtual uint64_t kv_bytes() const = 0;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string_view name() const = 0;
+  // A fresh sequence (empty cache). ResourceExhausted when its cache cannot be allocated.
+  virtual Result<std::unique_ptr<BackendSequence>> NewSequence() = 0;
+  // Runs tokens[0..T) at positions pos0..pos0+T-1 (1 <= T <= ubatch, pos0 + T <= context),
+  // writing their K/V into `seq`. When `logits` is non-null it receives n_vocab values for the
+  // last token, or for every token (row-major [T, n_vocab]) when all_logits is set. On error the
+  // sequence's cache may hold partial K/V for these positions (the caller rewinds to pos0).
+  // Calls are serialised by the caller.
+  virtual Status Forward(BackendSequence* seq, const int32_t* tokens, int64_t T, int64_t pos0,
+                         bool all_logits, float* logits) = 0;
+};
+
+}  // namespace garnet::model

@@ -1,0 +1,57 @@
+// CPU backend: the Gemma 4 decoder on fp32 activations, weights used in place from the GGUF
+// mapping, multi-threaded matmuls (engine/cpu), batched prefill (a ubatch of tokens is one
+// matrix-matrix product per weight) and per-sequence KV caches (kv_cache.h).
+//
+// Numerics (../shared/docs/gemma4.md §2): RMSNorm/softmax reductions in double, fp32 elsewhere;
+// embedding scale sqrt(H) in fp32 (llama.cpp's convention and what transformers computes for an
+// fp32 model; EmbedScale::kBf16 rounds it to bf16 as transformers does for bf16 weights).
+#pragma once
+
+#include <memory>
+
+#include "engine/cpu/thread_pool.h"
+#include "engine/gguf/gemma4.h"
+#include "engine/model/backend.h"
+#include "engine/model/kv_cache.h"
+#include "engine/model/weights.h"
+
+namespace garnet::model {
+
+enum class EmbedScale { kF32, kBf16 };
+
+struct CpuBackendOptions {
+  int64_t n_ctx = 4096;
+  int64_t n_ubatch = 512;
+  int n_threads = 0;  // 0: all cores
+  KvType kv_type = KvType::kF32;
+  EmbedScale embed_scale = EmbedScale::kF32;
+  bool swa_full_cache = false;  // testing: no ring on sliding layers
+};
+
+class CpuBackend final : public Backend {
+ public:
+  // `params` and `weights` must outlive the backend (they point into the mapped model).
+  static Result<std::unique_ptr<CpuBackend>> Create(const gguf::Gemma4Params* params,
+                                                    const ModelWeights* weights,
+                                                    const CpuBackendOptions& options);
+  std::string_view name() const override { return "cpu"; }
+  Result<std::unique_ptr<BackendSequence>> NewSequence() override;
+  Status Forward(BackendSequence* seq, const int32_t* tokens, int64_t T, int64_t pos0,
+                 bool all_logits, float* logits) override;
+
+  uint64_t KvBytesPerSequence() const;
+
+ private:
+  CpuBackend(const gguf::Gemma4Params* p, const ModelWeights* w, const CpuBackendOptions& o)
+      : p_(*p), w_(*w), opt_(o), pool_(o.n_threads) {}
+  void Attention(int il, KvCache& kv, const float* q, int64_t T, int64_t pos0, float* out);
+  void DenseFfn(const LayerWeights& lw, int64_t ffn_dim, const float* in, int64_t T, float* out);
+  void MoeFfn(const LayerWeights& lw, int64_t ffn_dim, const float* h, int64_t T, float* out);
+
+  const gguf::Gemma4Params& p_;
+  const ModelWeights& w_;
+  CpuBackendOptions opt_;
+  cpu::ThreadPool pool_;
+};
+
+}  // namespace garnet::model

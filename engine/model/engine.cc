@@ -1,0 +1,202 @@
+#include "engine/model/engine.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "engine/gguf/gguf.h"
+#include "engine/model/chat.h"
+#include "engine/tokenizer/tokenizer.h"
+
+namespace garnet::engine {
+namespace {
+
+double Now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace
+
+Sequence::~Sequence() = default;
+
+std::span<const float> Sequence::logits() const {
+  if (logits_.empty()) return {};
+  return std::span<const float>(logits_).subspan(logits_.size() - static_cast<size_t>(n_vocab_));
+}
+
+std::string_view FinishReasonName(FinishReason r) {
+  switch (r) {
+    case FinishReason::kStopToken:
+      return "stop";
+    case FinishReason::kStopString:
+      return "stop_string";
+    case FinishReason::kMaxTokens:
+      return "length";
+    case FinishReason::kCancelled:
+      return "cancelled";
+    case FinishReason::kContextFull:
+      return "context_full";
+  }
+  return "unknown";
+}
+
+Engine::~Engine() = default;
+
+Result<std::unique_ptr<Engine>> Engine::Open(const std::string& path,
+                                             const EngineOptions& options) {
+  if (options.backend != "cpu") {
+    return Status::Unimplemented("engine", "backend '" + options.backend + "' is not available");
+  }
+  if (options.n_ubatch <= 0) return Status::InvalidArgument("engine", "ubatch must be positive");
+  std::unique_ptr<Engine> e(new Engine());
+  GARNET_ASSIGN_OR_RETURN(e->model_, gguf::Model::Open(path));
+  GARNET_ASSIGN_OR_RETURN(e->params_, gguf::ReadGemma4Params(*e->model_));
+  auto weights = model::LoadWeights(*e->model_, e->params_);
+  if (!weights.ok()) return weights.status().WithContext(path);
+  e->weights_ = std::make_unique<model::ModelWeights>(std::move(weights).value());
+  e->options_ = options;
+  int64_t ctx = options.n_ctx;
+  if (ctx <= 0 || ctx > static_cast<int64_t>(e->params_.context_length)) {
+    ctx = e->params_.context_length;
+  }
+  e->options_.n_ctx = ctx;
+  model::CpuBackendOptions co;
+  co.n_ctx = ctx;
+  co.n_ubatch = std::min(options.n_ubatch, ctx);
+  e->options_.n_ubatch = co.n_ubatch;
+  co.n_threads = options.n_threads;
+  co.kv_type = options.kv_type;
+  co.embed_scale = options.embed_scale;
+  co.swa_full_cache = options.swa_full_cache;
+  GARNET_ASSIGN_OR_RETURN(auto backend,
+                          model::CpuBackend::Create(&e->params_, e->weights_.get(), co));
+  e->kv_bytes_ = backend->KvBytesPerSequence();
+  e->backend_ = std::move(backend);
+  if (e->model_->Find("tokenizer.ggml.model") != nullptr) {
+    GARNET_ASSIGN_OR_RETURN(e->tokenizer_, tok::Tokenizer::FromGguf(*e->model_));
+  }
+  return e;
+}
+
+std::string_view Engine::backend_name() const {
+  return backend_->name();
+}
+
+uint64_t Engine::KvBytesPerSequence() const {
+  return kv_bytes_;
+}
+
+Result<std::unique_ptr<Sequence>> Engine::NewSequence() {
+  std::unique_ptr<Sequence> s(new Sequence());
+  GARNET_ASSIGN_OR_RETURN(s->state_, backend_->NewSequence());
+  s->n_vocab_ = params_.n_vocab;
+  return s;
+}
+
+Status Engine::Feed(Sequence& seq, std::span<const int32_t> tokens, bool all_logits) {
+  if (tokens.empty()) return Status::OK();
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  if (seq.n_past() + n > options_.n_ctx) {
+    return Status::OutOfRange("feed", std::to_string(seq.n_past()) + " + " + std::to_string(n) +
+                                          " tokens exceed the context of " +
+                                          std::to_string(options_.n_ctx));
+  }
+  for (int32_t t : tokens) {
+    if (t < 0 || t >= static_cast<int32_t>(params_.n_vocab)) {
+      return Status::InvalidArgument("feed", "token id " + std::to_string(t) +
+                                                 " outside the vocabulary of " +
+                                                 std::to_string(params_.n_vocab));
+    }
+  }
+  const int64_t V = params_.n_vocab;
+  std::vector<float> out(static_cast<size_t>((all_logits ? n : 1) * V));
+  for (int64_t b = 0; b < n; b += options_.n_ubatch) {
+    const int64_t T = std::min(options_.n_ubatch, n - b);
+    const bool last = b + T == n;
+    float* dst = nullptr;
+    if (all_logits) {
+      dst = out.data() + b * V;
+    } else if (last) {
+      dst = out.data();
+    }
+    Status s;
+    {
+      std::lock_guard<std::mutex> lock(forward_mu_);
+      s = backend_->Forward(seq.state_.get(), tokens.data() + b, T, seq.n_past() + b, all_logits,
+                            dst);
+    }
+    if (!s.ok()) return s;
+  }
+  seq.tokens_.insert(seq.tokens_.end(), tokens.begin(), tokens.end());
+  seq.logits_ = std::move(out);
+  return Status::OK();
+}
+
+Result<GenerateResult> Engine::Generate(Sequence& seq, std::span<const int32_t> prompt,
+                                        const GenerateRequest& req, const TokenCallback& on_token) {
+  GenerateResult res;
+  const double t0 = Now();
+  GARNET_RETURN_IF_ERROR(Feed(seq, prompt));
+  const double t1 = Now();
+  res.timing.prompt_tokens = static_cast<int64_t>(prompt.size());
+  res.timing.prompt_seconds = t1 - t0;
+  if (seq.logits().empty()) {
+    return Status::FailedPrecondition("generate", "empty prompt on an empty sequence");
+  }
+  std::vector<int32_t> stops = req.stop_ids;
+  if (stops.empty() && tokenizer_) stops = chat::StopTokenIds(*tokenizer_);
+  sampling::Sampler sampler(req.sampler);
+  std::unique_ptr<tok::StreamDecoder> decoder;
+  if (tokenizer_) decoder = std::make_unique<tok::StreamDecoder>(tokenizer_.get());
+  chat::StopMatcher matcher(req.stop_strings);
+  double t_first = 0;
+  res.finish = FinishReason::kMaxTokens;
+  for (int32_t i = 0; i < req.max_tokens; ++i) {
+    if (req.cancel != nullptr && req.cancel->load()) {
+      res.finish = FinishReason::kCancelled;
+      break;
+    }
+    const int32_t tok = sampler.Sample(seq.logits());
+    if (tok < 0) return Status::Internal("generate", "sampler found no token (all banned?)");
+    if (i == 0) {
+      t_first = Now();
+      res.timing.ttft_seconds = t_first - t0;
+    }
+    if (std::find(stops.begin(), stops.end(), tok) != stops.end()) {
+      res.finish = FinishReason::kStopToken;
+      break;
+    }
+    sampler.Accept(tok);
+    res.tokens.push_back(tok);
+    ++res.timing.generated_tokens;
+    std::string piece = decoder ? decoder->Push(tok) : std::string();
+    auto m = matcher.Push(piece);
+    res.text += m.text;
+    bool go_on = on_token ? on_token(tok, m.text) : true;
+    if (m.stopped) {
+      res.finish = FinishReason::kStopString;
+      break;
+    }
+    if (!go_on) {
+      res.finish = FinishReason::kCancelled;
+      break;
+    }
+    if (i + 1 == req.max_tokens) break;
+    if (seq.n_past() >= options_.n_ctx) {
+      res.finish = FinishReason::kContextFull;
+      break;
+    }
+    GARNET_RETURN_IF_ERROR(Feed(seq, std::span<const int32_t>(&tok, 1)));
+  }
+  if (res.finish != FinishReason::kStopString) {
+    std::string tail = (decoder ? decoder->Flush() : std::string());
+    auto m = matcher.Push(tail);
+    std::string rest = m.text + (m.stopped ? std::string() : matcher.Flush());
+    if (m.stopped) res.finish = FinishReason::kStopString;
+    res.text += rest;
+    if (!rest.empty() && on_token) on_token(-1, rest);
+  }
+  if (t_first > 0) res.timing.decode_seconds = Now() - t_first;
+  return res;
+}
+
+}  // namespace garnet::engine

@@ -1,0 +1,151 @@
+// The inference engine API: open a Gemma 4 GGUF, create sequences, feed tokens (batched
+// prefill), read logits, sample, and stream generation with timing. Backend-neutral: the CPU
+// backend runs today; a Vulkan backend plugs in behind the same calls (backend.h).
+//
+// Typical use:
+//   GARNET_ASSIGN_OR_RETURN(auto engine, Engine::Open(path, options));
+//   GARNET_ASSIGN_OR_RETURN(auto seq, engine->NewSequence());
+//   auto prompt = chat::FormatChatTokens(*engine->tokenizer(), messages, {});
+//   GARNET_ASSIGN_OR_RETURN(auto result, engine->Generate(*seq, prompt, request, on_token));
+//
+// Thread-safety: an Engine may be used from several threads at once, each with its own
+// Sequence(s): forward passes are serialised internally one batch at a time, so concurrent
+// generations interleave token by token. A Sequence must not be used by two threads at once.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "engine/base/status.h"
+#include "engine/gguf/gemma4.h"
+#include "engine/model/cpu_backend.h"
+#include "engine/model/sampler.h"
+
+namespace garnet::gguf {
+class Model;
+}
+namespace garnet::tok {
+class Tokenizer;
+}
+
+namespace garnet::engine {
+
+using model::EmbedScale;
+using model::KvType;
+
+struct EngineOptions {
+  int64_t n_ctx = 4096;  // <= 0: the model's trained context; capped at it either way
+  int64_t n_ubatch = 512;
+  int n_threads = 0;  // 0: all cores
+  KvType kv_type = KvType::kF16;
+  EmbedScale embed_scale = EmbedScale::kF32;
+  bool swa_full_cache = false;  // testing only: sliding layers keep every position
+  std::string backend = "cpu";
+};
+
+struct Timing {
+  int64_t prompt_tokens = 0;
+  double prompt_seconds = 0;  // feeding the prompt (prefill)
+  double ttft_seconds = 0;    // start of the request to the first generated token
+  int64_t generated_tokens = 0;
+  double decode_seconds = 0;  // after the first token until the end
+  double prompt_tok_s() const { return prompt_seconds > 0 ? prompt_tokens / prompt_seconds : 0; }
+  double decode_tok_s() const {
+    return decode_seconds > 0 && generated_tokens > 1 ? (generated_tokens - 1) / decode_seconds : 0;
+  }
+};
+
+// One token stream with its own KV state.
+class Sequence {
+ public:
+  ~Sequence();
+  int64_t n_past() const { return static_cast<int64_t>(tokens_.size()); }
+  const std::vector<int32_t>& tokens() const { return tokens_; }
+  // Logits of the last fed token (n_vocab values); empty before any Feed.
+  std::span<const float> logits() const;
+  // Every row of the last Feed with all_logits (row-major [tokens, n_vocab]).
+  std::span<const float> all_logits() const { return logits_; }
+
+ private:
+  friend class Engine;
+  Sequence() = default;
+  std::unique_ptr<model::BackendSequence> state_;
+  std::vector<int32_t> tokens_;
+  std::vector<float> logits_;
+  int64_t n_vocab_ = 0;
+};
+
+enum class FinishReason { kStopToken, kStopString, kMaxTokens, kCancelled, kContextFull };
+std::string_view FinishReasonName(FinishReason r);
+
+struct GenerateRequest {
+  int32_t max_tokens = 256;
+  sampling::SamplerParams sampler;  // default: greedy
+  std::vector<int32_t> stop_ids;    // empty: eos and end-of-turn of the tokenizer
+  std::vector<std::string> stop_strings;
+  const std::atomic<bool>* cancel = nullptr;  // checked before each step
+};
+
+struct GenerateResult {
+  std::vector<int32_t> tokens;  // generated, without the stop token
+  std::string text;             // decoded, cut before a stop string
+  FinishReason finish = FinishReason::kMaxTokens;
+  Timing timing;
+};
+
+// Called once per generated token with its text (complete UTF-8, possibly empty). Returning
+// false stops generation (finish = kCancelled).
+using TokenCallback = std::function<bool(int32_t token, std::string_view text)>;
+
+class Engine {
+ public:
+  // Opens the GGUF (all parts of a split set), reads the hyper-parameters, binds and checks the
+  // weights, builds the backend and the tokenizer (absent when the file has none). Errors name
+  // the file and the key/tensor at fault; Unimplemented for an unknown backend.
+  static Result<std::unique_ptr<Engine>> Open(const std::string& path,
+                                              const EngineOptions& options);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  const gguf::Gemma4Params& params() const { return params_; }
+  const EngineOptions& options() const { return options_; }
+  const tok::Tokenizer* tokenizer() const { return tokenizer_.get(); }
+  std::string_view backend_name() const;
+  uint64_t KvBytesPerSequence() const;
+
+  // A new empty sequence. ResourceExhausted when its KV cache cannot be allocated.
+  Result<std::unique_ptr<Sequence>> NewSequence();
+
+  // Appends tokens to the sequence, running them in ubatch chunks. Afterwards logits() holds the
+  // last token's logits (all_logits: every fed token's). OutOfRange when the context would
+  // overflow, InvalidArgument for an id outside the vocabulary; on error the sequence is as
+  // before the call.
+  Status Feed(Sequence& seq, std::span<const int32_t> tokens, bool all_logits = false);
+
+  // Feeds `prompt` (may be empty when the sequence already holds logits), then samples up to
+  // max_tokens tokens, feeding each back, calling on_token for each (may be null). Stops on a
+  // stop id (not fed, not emitted), a stop string (text cut before it), cancel, or full context.
+  Result<GenerateResult> Generate(Sequence& seq, std::span<const int32_t> prompt,
+                                  const GenerateRequest& request, const TokenCallback& on_token);
+
+ private:
+  Engine() = default;
+  std::unique_ptr<gguf::Model> model_;
+  gguf::Gemma4Params params_;
+  std::unique_ptr<model::ModelWeights> weights_;
+  std::unique_ptr<model::Backend> backend_;
+  std::unique_ptr<tok::Tokenizer> tokenizer_;
+  EngineOptions options_;
+  uint64_t kv_bytes_ = 0;
+  std::mutex forward_mu_;  // one forward pass at a time
+};
+
+}  // namespace garnet::engine
