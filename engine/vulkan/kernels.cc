@@ -1,0 +1,264 @@
+#include "engine/vulkan/kernels.h"
+
+#include <algorithm>
+#include <string>
+
+#include "engine/vulkan/device.h"
+#include "engine/vulkan/pipeline.h"
+
+namespace garnet::vk {
+namespace {
+
+constexpr uint32_t kElementwiseWg = 256;
+constexpr uint32_t kReduceWg = 64;
+constexpr uint32_t kMatmulWg = 256;  // fixed by matmul.comp
+constexpr uint32_t kMatmulTile = 64;
+
+// Bytes a range makes available to a shader.
+uint64_t RangeBytes(const BufferRange& r) {
+  if (!r.buffer || r.offset > r.buffer->size()) return 0;
+  const uint64_t rest = r.buffer->size() - r.offset;
+  return r.size == VK_WHOLE_SIZE ? rest : std::min(r.size, rest);
+}
+
+Status Need(const BufferRange& r, uint64_t bytes, const std::string& op, const char* name) {
+  if (!r.buffer || r.buffer->empty())
+    return Status::InvalidArgument(op, std::string(name) + " is empty");
+  const uint64_t have = RangeBytes(r);
+  if (have < bytes) {
+    return Status::InvalidArgument(op, std::string(name) + " holds " + std::to_string(have) +
+                                           " bytes, the shape needs " + std::to_string(bytes));
+  }
+  return Status::OK();
+}
+
+// Bytes spanned by `count` items of `item` elements, `stride` elements apart, 4 bytes each.
+uint64_t Span4(uint64_t count, uint64_t stride, uint64_t item) {
+  return count == 0 ? 0 : ((count - 1) * stride + item) * 4;
+}
+
+// A 1-D count of workgroups folded into (x, y) within the device's limits (shaders recover the
+// index with group_index() and skip the excess).
+Status Fold(const Device& dev, uint64_t groups, uint32_t* gx, uint32_t* gy, const std::string& op) {
+  const uint64_t max_x = dev.info().max_workgroup_count[0];
+  const uint64_t max_y = dev.info().max_workgroup_count[1];
+  const uint64_t x = std::min<uint64_t>(groups, max_x);
+  const uint64_t y = x == 0 ? 0 : (groups + x - 1) / x;
+  if (y > max_y) return Status::InvalidArgument(op, "too many workgroups for one dispatch");
+  *gx = static_cast<uint32_t>(x);
+  *gy = static_cast<uint32_t>(y);
+  return Status::OK();
+}
+
+std::string TypeSuffix(GgmlType t) {
+  switch (t) {
+    case GgmlType::kF32:
+      return "f32";
+    case GgmlType::kF16:
+      return "f16";
+    case GgmlType::kQ8_0:
+      return "q8_0";
+    case GgmlType::kQ4_0:
+      return "q4_0";
+    case GgmlType::kQ4_K:
+      return "q4_k";
+    default:
+      return "";
+  }
+}
+
+Status CheckWeightType(GgmlType type, uint32_t in, const std::string& op) {
+  if (!Kernels::SupportsWeightType(type)) {
+    return Status::Unimplemented(op,
+                                 "no Vulkan kernel for weight type " + std::string(TypeName(type)));
+  }
+  const TypeTraits& t = Traits(type);
+  if (in == 0 || in % t.block_elems != 0) {
+    return Status::InvalidArgument(
+        op, "row length " + std::to_string(in) + " is not a positive multiple of " +
+                std::to_string(t.block_elems) + " for " + std::string(t.name));
+  }
+  return Status::OK();
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Kernels>> Kernels::Create(Device& device) {
+  std::unique_ptr<Kernels> k(new Kernels(device));
+  GARNET_ASSIGN_OR_RETURN(
+      k->placeholder_,
+      Buffer::Create(device, 256, MemoryKind::kOther, Residency::kDevice, "kernel placeholder"));
+  return k;
+}
+
+bool Kernels::SupportsWeightType(GgmlType type) {
+  return !TypeSuffix(type).empty();
+}
+
+std::string Kernels::MatvecVariant(GgmlType type) const {
+  std::string v = "matvec_" + TypeSuffix(type);
+  if (type != GgmlType::kF32 && device_.caps().storage_16bit) v += "_s16";
+  if (device_.caps().subgroup_arithmetic) v += "_sg";
+  return v;
+}
+
+std::string Kernels::MatmulVariant(GgmlType type) const {
+  std::string v = "matmul_" + TypeSuffix(type);
+  if (type != GgmlType::kF32 && device_.caps().storage_16bit) v += "_s16";
+  return v;
+}
+
+std::string Kernels::RmsNormVariant() const {
+  return device_.caps().subgroup_arithmetic ? "rmsnorm_sg" : "rmsnorm";
+}
+
+Status Kernels::RmsNorm(Recorder& rec, const RmsNormShape& s, const BufferRange& x,
+                        const BufferRange* w, const BufferRange& y) {
+  const std::string op = "rmsnorm";
+  const uint32_t xs = s.x_stride ? s.x_stride : s.n;
+  const uint32_t ys = s.y_stride ? s.y_stride : s.n;
+  if (s.n == 0 || s.rows == 0) return Status::InvalidArgument(op, "empty shape");
+  if (xs < s.n || ys < s.n) return Status::InvalidArgument(op, "stride smaller than the row");
+  GARNET_RETURN_IF_ERROR(Need(x, Span4(s.rows, xs, s.n), op, "x"));
+  GARNET_RETURN_IF_ERROR(Need(y, Span4(s.rows, ys, s.n), op, "y"));
+  if (w) GARNET_RETURN_IF_ERROR(Need(*w, uint64_t{s.n} * 4, op, "w"));
+  PipelineDesc desc{RmsNormVariant(), 3, 0b100, 24, {kReduceWg}, {kReduceWg, 1, 1}};
+  GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
+  struct {
+    uint32_t n, rows, x_stride, y_stride;
+    float eps;
+    uint32_t has_weight;
+  } push{s.n, s.rows, xs, ys, s.eps, w ? 1u : 0u};
+  uint32_t gx = 0, gy = 0;
+  GARNET_RETURN_IF_ERROR(Fold(device_, s.rows, &gx, &gy, op));
+  const BufferRange bindings[] = {x, w ? *w : BufferRange(placeholder_), y};
+  return rec.Dispatch(*p, bindings, push, gx, gy);
+}
+
+Status Kernels::Matvec(Recorder& rec, GgmlType type, const MatvecShape& s, const BufferRange& w,
+                       const BufferRange& x, const BufferRange& y) {
+  const std::string op = "matvec " + std::string(TypeName(type));
+  GARNET_RETURN_IF_ERROR(CheckWeightType(type, s.in, op));
+  const uint32_t xs = s.x_stride ? s.x_stride : s.in;
+  const uint32_t ys = s.y_stride ? s.y_stride : s.out;
+  if (s.out == 0 || s.n_vecs == 0) return Status::InvalidArgument(op, "empty shape");
+  if (xs < s.in || ys < s.out) return Status::InvalidArgument(op, "stride smaller than the row");
+  if (s.n_vecs > device_.info().max_workgroup_count[2]) {
+    return Status::InvalidArgument(op, "too many vectors for one dispatch");
+  }
+  const uint64_t row_bytes = *RowBytes(type, s.in);
+  GARNET_RETURN_IF_ERROR(Need(w, row_bytes * s.out, op, "W"));
+  GARNET_RETURN_IF_ERROR(Need(x, Span4(s.n_vecs, xs, s.in), op, "x"));
+  GARNET_RETURN_IF_ERROR(Need(y, Span4(s.n_vecs, ys, s.out), op, "y"));
+  if (row_bytes * s.out > 0xffffffffull) {
+    return Status::InvalidArgument(op, "weight range over 4 GiB; split it");
+  }
+  constexpr uint32_t kRows = 1;
+  PipelineDesc desc{MatvecVariant(type), 3, 0b100, 16, {kReduceWg, kRows}, {kReduceWg, 1, 1}};
+  GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
+  struct {
+    uint32_t in, out, x_stride, y_stride;
+  } push{s.in, s.out, xs, ys};
+  uint32_t gx = 0, gy = 0;
+  GARNET_RETURN_IF_ERROR(Fold(device_, (s.out + kRows - 1) / kRows, &gx, &gy, op));
+  const BufferRange bindings[] = {w, x, y};
+  return rec.Dispatch(*p, bindings, push, gx, gy, s.n_vecs);
+}
+
+Status Kernels::Matmul(Recorder& rec, GgmlType type, const MatmulShape& s, const BufferRange& w,
+                       const BufferRange& x, const BufferRange& y) {
+  const std::string op = "matmul " + std::string(TypeName(type));
+  GARNET_RETURN_IF_ERROR(CheckWeightType(type, s.k, op));
+  const uint32_t xs = s.x_stride ? s.x_stride : s.k;
+  const uint32_t ys = s.y_stride ? s.y_stride : s.m;
+  if (s.m == 0 || s.n == 0) return Status::InvalidArgument(op, "empty shape");
+  if (xs < s.k || ys < s.m) return Status::InvalidArgument(op, "stride smaller than the row");
+  const uint64_t row_bytes = *RowBytes(type, s.k);
+  GARNET_RETURN_IF_ERROR(Need(w, row_bytes * s.m, op, "W"));
+  GARNET_RETURN_IF_ERROR(Need(x, Span4(s.n, xs, s.k), op, "X"));
+  GARNET_RETURN_IF_ERROR(Need(y, Span4(s.n, ys, s.m), op, "Y"));
+  if (row_bytes * s.m > 0xffffffffull) {
+    return Status::InvalidArgument(op, "weight range over 4 GiB; split it");
+  }
+  PipelineDesc desc{MatmulVariant(type), 3, 0b100, 20, {kMatmulWg}, {kMatmulWg, 1, 1}};
+  GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
+  struct {
+    uint32_t m, n, k, x_stride, y_stride;
+  } push{s.m, s.n, s.k, xs, ys};
+  const BufferRange bindings[] = {w, x, y};
+  return rec.Dispatch(*p, bindings, push, (s.m + kMatmulTile - 1) / kMatmulTile,
+                      (s.n + kMatmulTile - 1) / kMatmulTile);
+}
+
+Status Kernels::Rope(Recorder& rec, const RopeShape& s, const BufferRange& x,
+                     const BufferRange& pos, const BufferRange* freq_factors,
+                     const BufferRange& y) {
+  const std::string op = "rope";
+  const uint32_t n_rot = s.n_rot ? s.n_rot : s.head_dim;
+  const uint32_t row = s.n_heads * s.head_dim;
+  const uint32_t xs = s.x_tok_stride ? s.x_tok_stride : row;
+  const uint32_t ys = s.y_tok_stride ? s.y_tok_stride : row;
+  if (s.head_dim == 0 || s.n_heads == 0 || s.n_tokens == 0) {
+    return Status::InvalidArgument(op, "empty shape");
+  }
+  if (s.head_dim % 2 || n_rot % 2 || n_rot > s.head_dim) {
+    return Status::InvalidArgument(op, "head_dim and n_rot must be even, n_rot <= head_dim");
+  }
+  if (xs < row || ys < row) return Status::InvalidArgument(op, "stride smaller than a token");
+  if (s.n_heads > device_.info().max_workgroup_count[1] ||
+      s.n_tokens > device_.info().max_workgroup_count[2]) {
+    return Status::InvalidArgument(op, "too many heads or tokens for one dispatch");
+  }
+  GARNET_RETURN_IF_ERROR(Need(x, Span4(s.n_tokens, xs, row), op, "x"));
+  GARNET_RETURN_IF_ERROR(Need(y, Span4(s.n_tokens, ys, row), op, "y"));
+  GARNET_RETURN_IF_ERROR(Need(pos, uint64_t{s.n_tokens} * 4, op, "pos"));
+  if (freq_factors)
+    GARNET_RETURN_IF_ERROR(Need(*freq_factors, uint64_t{n_rot / 2} * 4, op, "freq_factors"));
+  constexpr uint32_t kWg = 64;
+  PipelineDesc desc{"rope", 4, 0b1000, 32, {kWg}, {kWg, 1, 1}};
+  GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
+  struct {
+    uint32_t head_dim, n_rot, n_heads, n_tokens, x_tok_stride, y_tok_stride;
+    float base;
+    uint32_t has_ff;
+  } push{s.head_dim, n_rot, s.n_heads, s.n_tokens, xs, ys, s.base, freq_factors ? 1u : 0u};
+  const BufferRange bindings[] = {x, pos, freq_factors ? *freq_factors : BufferRange(placeholder_),
+                                  y};
+  return rec.Dispatch(*p, bindings, push, (s.head_dim / 2 + kWg - 1) / kWg, s.n_heads, s.n_tokens);
+}
+
+Status Kernels::GeluMul(Recorder& rec, uint32_t n, const BufferRange& g, const BufferRange& u,
+                        const BufferRange& y) {
+  const std::string op = "gelu_mul";
+  if (n == 0) return Status::InvalidArgument(op, "empty shape");
+  GARNET_RETURN_IF_ERROR(Need(g, uint64_t{n} * 4, op, "g"));
+  GARNET_RETURN_IF_ERROR(Need(u, uint64_t{n} * 4, op, "u"));
+  GARNET_RETURN_IF_ERROR(Need(y, uint64_t{n} * 4, op, "y"));
+  PipelineDesc desc{"gelu_mul", 3, 0b100, 4, {kElementwiseWg}, {kElementwiseWg, 1, 1}};
+  GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
+  uint32_t gx = 0, gy = 0;
+  GARNET_RETURN_IF_ERROR(Fold(device_, (n + kElementwiseWg - 1) / kElementwiseWg, &gx, &gy, op));
+  const BufferRange bindings[] = {g, u, y};
+  return rec.Dispatch(*p, bindings, n, gx, gy);
+}
+
+Status Kernels::Softcap(Recorder& rec, uint32_t n, float cap, const BufferRange& x,
+                        const BufferRange& y) {
+  const std::string op = "softcap";
+  if (n == 0) return Status::InvalidArgument(op, "empty shape");
+  if (!(cap > 0.0f)) return Status::InvalidArgument(op, "cap must be > 0");
+  GARNET_RETURN_IF_ERROR(Need(x, uint64_t{n} * 4, op, "x"));
+  GARNET_RETURN_IF_ERROR(Need(y, uint64_t{n} * 4, op, "y"));
+  PipelineDesc desc{"softcap", 2, 0b10, 8, {kElementwiseWg}, {kElementwiseWg, 1, 1}};
+  GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
+  struct {
+    uint32_t n;
+    float cap;
+  } push{n, cap};
+  uint32_t gx = 0, gy = 0;
+  GARNET_RETURN_IF_ERROR(Fold(device_, (n + kElementwiseWg - 1) / kElementwiseWg, &gx, &gy, op));
+  const BufferRange bindings[] = {x, y};
+  return rec.Dispatch(*p, bindings, push, gx, gy);
+}
+
+}  // namespace garnet::vk

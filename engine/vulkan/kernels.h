@@ -1,0 +1,100 @@
+// The first Vulkan kernels, one function per op: each checks its shapes and buffer ranges, picks
+// the shader variant for this device (subgroup arithmetic or not, 16-bit storage or not), gets
+// the pipeline (created once, cached) and records one dispatch into a Recorder. Nothing runs
+// until the Recorder is submitted; barriers between these calls are the Recorder's job.
+//
+// Conventions: activations are float (fp32); weights are GGUF rows (F32, F16, Q8_0, Q4_0, Q4_K)
+// with `in` elements per row, rows back to back. Strides are in elements; 0 means "packed" (the
+// row length). A range must hold every element the shape touches, else InvalidArgument (nothing
+// recorded). The CPU reference for each op is the formula in its shader's header comment.
+//
+// Thread-safety: a Kernels object may be shared by threads recording into different Recorders.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "engine/base/status.h"
+#include "engine/quant/types.h"
+#include "engine/vulkan/buffer.h"
+#include "engine/vulkan/recorder.h"
+
+namespace garnet::vk {
+
+class Device;
+
+struct RmsNormShape {
+  uint32_t n = 0;         // elements per row (hidden size, or head_dim for per-head norms)
+  uint32_t rows = 0;      // tokens, or tokens * heads
+  uint32_t x_stride = 0;  // elements between rows of x (0: n)
+  uint32_t y_stride = 0;  // elements between rows of y (0: n)
+  float eps = 1e-6f;
+};
+
+struct MatvecShape {
+  uint32_t in = 0;        // elements per weight row (multiple of the type's block size)
+  uint32_t out = 0;       // weight rows = outputs per vector
+  uint32_t n_vecs = 1;    // independent input vectors (decode batch)
+  uint32_t x_stride = 0;  // elements between input vectors (0: in)
+  uint32_t y_stride = 0;  // elements between output vectors (0: out)
+};
+
+struct MatmulShape {
+  uint32_t m = 0;         // weight rows (outputs per token)
+  uint32_t n = 0;         // tokens
+  uint32_t k = 0;         // elements per weight row (multiple of the type's block size)
+  uint32_t x_stride = 0;  // elements between tokens of X (0: k)
+  uint32_t y_stride = 0;  // elements between tokens of Y (0: m)
+};
+
+struct RopeShape {
+  uint32_t head_dim = 0;  // even
+  uint32_t n_rot = 0;     // rotated dims, even, <= head_dim (0: head_dim)
+  uint32_t n_heads = 0;
+  uint32_t n_tokens = 0;
+  uint32_t x_tok_stride = 0;  // elements between tokens (0: n_heads * head_dim)
+  uint32_t y_tok_stride = 0;
+  float base = 10000.0f;
+};
+
+class Kernels {
+ public:
+  // Allocates a 256-byte placeholder buffer (MemoryKind::kOther) bound where an optional input
+  // is absent. The Device must outlive this object.
+  static Result<std::unique_ptr<Kernels>> Create(Device& device);
+
+  // y = x / rms(x) (* w when `w` is given), per row. y may be the same range as x.
+  Status RmsNorm(Recorder& rec, const RmsNormShape& s, const BufferRange& x, const BufferRange* w,
+                 const BufferRange& y);
+  // y[v, r] = sum_k W[r, k] x[v, k]. Unimplemented for a weight type without a kernel.
+  Status Matvec(Recorder& rec, GgmlType type, const MatvecShape& s, const BufferRange& w,
+                const BufferRange& x, const BufferRange& y);
+  // Y[t, m] = sum_k W[m, k] X[t, k] through the tiled shared-memory kernel.
+  Status Matmul(Recorder& rec, GgmlType type, const MatmulShape& s, const BufferRange& w,
+                const BufferRange& x, const BufferRange& y);
+  // NeoX RoPE over [n_tokens][n_heads][head_dim]; `pos` holds n_tokens int32 positions;
+  // `freq_factors` (n_rot/2 floats) divides each pair's angle when given. y may equal x.
+  Status Rope(Recorder& rec, const RopeShape& s, const BufferRange& x, const BufferRange& pos,
+              const BufferRange* freq_factors, const BufferRange& y);
+  // y = gelu_tanh(g) * u over n elements. y may equal g or u.
+  Status GeluMul(Recorder& rec, uint32_t n, const BufferRange& g, const BufferRange& u,
+                 const BufferRange& y);
+  // y = cap * tanh(x / cap) over n elements. y may equal x.
+  Status Softcap(Recorder& rec, uint32_t n, float cap, const BufferRange& x, const BufferRange& y);
+
+  // Whether Matvec / Matmul have a kernel for `type`.
+  static bool SupportsWeightType(GgmlType type);
+  // The shader variant a call would use on this device, e.g. "matvec_q8_0_s16_sg".
+  std::string MatvecVariant(GgmlType type) const;
+  std::string MatmulVariant(GgmlType type) const;
+  std::string RmsNormVariant() const;
+
+ private:
+  Kernels(Device& device) : device_(device) {}
+  Device& device_;
+  Buffer placeholder_;
+};
+
+}  // namespace garnet::vk

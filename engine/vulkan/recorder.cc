@@ -1,0 +1,327 @@
+#include "engine/vulkan/recorder.h"
+
+#include <string>
+
+#include "engine/vulkan/device.h"
+#include "engine/vulkan/vk_error.h"
+
+namespace garnet::vk {
+namespace {
+
+constexpr uint32_t kSetsPerPool = 256;
+constexpr uint32_t kDescriptorsPerPool = kSetsPerPool * 8;
+
+VkAccessFlags WriteAccess(VkPipelineStageFlags stage) {
+  return stage == VK_PIPELINE_STAGE_TRANSFER_BIT ? VK_ACCESS_TRANSFER_WRITE_BIT
+                                                 : VK_ACCESS_SHADER_WRITE_BIT;
+}
+VkAccessFlags ReadWriteAccess(VkPipelineStageFlags stage) {
+  return stage == VK_PIPELINE_STAGE_TRANSFER_BIT
+             ? VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT
+             : VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Recorder>> Recorder::Create(Device& device) {
+  std::unique_ptr<Recorder> r(new Recorder(device));
+  VkDevice dev = device.handle();
+  VkCommandPoolCreateInfo pci{VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO};
+  pci.flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT;
+  pci.queueFamilyIndex = device.queue_family();
+  GARNET_VK_RETURN_IF_ERROR("vkCreateCommandPool",
+                            vkCreateCommandPool(dev, &pci, nullptr, &r->pool_));
+  VkCommandBufferAllocateInfo cai{VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO};
+  cai.commandPool = r->pool_;
+  cai.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
+  cai.commandBufferCount = 1;
+  GARNET_VK_RETURN_IF_ERROR("vkAllocateCommandBuffers",
+                            vkAllocateCommandBuffers(dev, &cai, &r->cmd_));
+  VkFenceCreateInfo fci{VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
+  GARNET_VK_RETURN_IF_ERROR("vkCreateFence", vkCreateFence(dev, &fci, nullptr, &r->fence_));
+  return r;
+}
+
+Recorder::~Recorder() {
+  VkDevice dev = device_.handle();
+  if (in_flight_) vkWaitForFences(dev, 1, &fence_, VK_TRUE, UINT64_MAX);
+  for (VkDescriptorPool p : descriptor_pools_) vkDestroyDescriptorPool(dev, p, nullptr);
+  if (fence_ != VK_NULL_HANDLE) vkDestroyFence(dev, fence_, nullptr);
+  if (pool_ != VK_NULL_HANDLE) vkDestroyCommandPool(dev, pool_, nullptr);
+}
+
+Status Recorder::Fail(Status s) {
+  if (error_.ok()) error_ = s;
+  return s;
+}
+
+Status Recorder::Begin() {
+  if (recording_) return Status::OK();
+  if (in_flight_) GARNET_RETURN_IF_ERROR(Wait());
+  VkCommandBufferBeginInfo bi{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
+  bi.flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT;
+  GARNET_VK_RETURN_IF_ERROR("vkBeginCommandBuffer", vkBeginCommandBuffer(cmd_, &bi));
+  recording_ = true;
+  return Status::OK();
+}
+
+void Recorder::ResetForReuse() {
+  vkResetCommandBuffer(cmd_, 0);
+  for (VkDescriptorPool p : descriptor_pools_) vkResetDescriptorPool(device_.handle(), p, 0);
+  descriptor_pool_next_ = 0;
+  pending_.clear();
+  recording_ = false;
+  error_ = Status::OK();
+  const uint32_t submits = stats_.submits;
+  stats_ = Stats{};
+  stats_.submits = submits;
+}
+
+Status Recorder::CheckRange(const BufferRange& r, const char* what, uint64_t* begin,
+                            uint64_t* end) const {
+  const Buffer* b = r.buffer;
+  if (!b || b->empty()) return Status::InvalidArgument(what, "empty buffer");
+  const uint64_t size =
+      r.size == VK_WHOLE_SIZE ? (r.offset <= b->size() ? b->size() - r.offset : 0) : r.size;
+  if (r.offset > b->size() || size > b->size() - r.offset || size == 0) {
+    return Status::InvalidArgument(what, "range [" + std::to_string(r.offset) + ", +" +
+                                             std::to_string(size) + ") is outside buffer \"" +
+                                             b->label() + "\" of " + std::to_string(b->size()) +
+                                             " bytes");
+  }
+  *begin = r.offset;
+  *end = r.offset + size;
+  return Status::OK();
+}
+
+void Recorder::Track(std::span<const Access> accesses, VkPipelineStageFlags stage) {
+  bool hazard = false;
+  for (const Access& a : accesses) {
+    for (const Access& p : pending_) {
+      if (p.buffer == a.buffer && p.begin < a.end && a.begin < p.end && (p.write || a.write)) {
+        hazard = true;
+        break;
+      }
+    }
+    if (hazard) break;
+  }
+  if (hazard) {
+    std::vector<VkBufferMemoryBarrier> barriers;
+    VkPipelineStageFlags src = 0;
+    for (const Access& p : pending_) {
+      src |= p.stage;
+      if (!p.write) continue;
+      VkBufferMemoryBarrier b{VK_STRUCTURE_TYPE_BUFFER_MEMORY_BARRIER};
+      b.srcAccessMask = WriteAccess(p.stage);
+      b.dstAccessMask = ReadWriteAccess(stage);
+      b.srcQueueFamilyIndex = VK_QUEUE_FAMILY_IGNORED;
+      b.dstQueueFamilyIndex = VK_QUEUE_FAMILY_IGNORED;
+      b.buffer = p.buffer;
+      b.offset = p.begin;
+      b.size = p.end - p.begin;
+      barriers.push_back(b);
+    }
+    vkCmdPipelineBarrier(cmd_, src, stage, 0, 0, nullptr, static_cast<uint32_t>(barriers.size()),
+                         barriers.data(), 0, nullptr);
+    ++stats_.barriers;
+    pending_.clear();
+  }
+  for (const Access& a : accesses) pending_.push_back(a);
+}
+
+Result<VkDescriptorSet> Recorder::AllocateSet(VkDescriptorSetLayout layout) {
+  VkDevice dev = device_.handle();
+  while (true) {
+    if (descriptor_pool_next_ == descriptor_pools_.size()) {
+      VkDescriptorPoolSize size{VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, kDescriptorsPerPool};
+      VkDescriptorPoolCreateInfo ci{VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO};
+      ci.maxSets = kSetsPerPool;
+      ci.poolSizeCount = 1;
+      ci.pPoolSizes = &size;
+      VkDescriptorPool pool = VK_NULL_HANDLE;
+      GARNET_VK_RETURN_IF_ERROR("vkCreateDescriptorPool",
+                                vkCreateDescriptorPool(dev, &ci, nullptr, &pool));
+      descriptor_pools_.push_back(pool);
+    }
+    VkDescriptorSetAllocateInfo ai{VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO};
+    ai.descriptorPool = descriptor_pools_[descriptor_pool_next_];
+    ai.descriptorSetCount = 1;
+    ai.pSetLayouts = &layout;
+    VkDescriptorSet set = VK_NULL_HANDLE;
+    const VkResult r = vkAllocateDescriptorSets(dev, &ai, &set);
+    if (r == VK_SUCCESS) return set;
+    if (r != VK_ERROR_OUT_OF_POOL_MEMORY && r != VK_ERROR_FRAGMENTED_POOL) {
+      return VkError("vkAllocateDescriptorSets", r);
+    }
+    ++descriptor_pool_next_;  // this pool is full until the next reset; try (or make) the next
+  }
+}
+
+Status Recorder::Dispatch(const Pipeline& pipeline, std::span<const BufferRange> bindings,
+                          std::span<const uint8_t> push, uint32_t gx, uint32_t gy, uint32_t gz) {
+  const PipelineDesc& d = pipeline.desc;
+  const std::string what = "dispatch " + d.Key();
+  if (bindings.size() != d.n_bindings) {
+    return Fail(Status::InvalidArgument(what, std::to_string(bindings.size()) +
+                                                  " bindings given, shader has " +
+                                                  std::to_string(d.n_bindings)));
+  }
+  if (push.size() != d.push_bytes) {
+    return Fail(Status::InvalidArgument(what, std::to_string(push.size()) +
+                                                  " push-constant bytes given, shader takes " +
+                                                  std::to_string(d.push_bytes)));
+  }
+  const DeviceInfo& info = device_.info();
+  if (gx == 0 || gy == 0 || gz == 0) return Status::OK();  // nothing to do
+  if (gx > info.max_workgroup_count[0] || gy > info.max_workgroup_count[1] ||
+      gz > info.max_workgroup_count[2]) {
+    return Fail(Status::InvalidArgument(what, "grid " + std::to_string(gx) + "x" +
+                                                  std::to_string(gy) + "x" + std::to_string(gz) +
+                                                  " exceeds the device's workgroup count limits"));
+  }
+  std::vector<Access> accesses(bindings.size());
+  std::vector<VkDescriptorBufferInfo> infos(bindings.size());
+  for (size_t i = 0; i < bindings.size(); ++i) {
+    const std::string bwhat = what + " binding " + std::to_string(i);
+    uint64_t begin = 0, end = 0;
+    if (Status s = CheckRange(bindings[i], bwhat.c_str(), &begin, &end); !s.ok()) return Fail(s);
+    if (end - begin > info.max_storage_buffer_range) {
+      return Fail(Status::InvalidArgument(
+          bwhat, std::to_string(end - begin) + " bytes exceed maxStorageBufferRange " +
+                     std::to_string(info.max_storage_buffer_range)));
+    }
+    if (info.min_storage_buffer_offset_alignment > 1 &&
+        begin % info.min_storage_buffer_offset_alignment != 0) {
+      return Fail(Status::InvalidArgument(
+          bwhat, "offset " + std::to_string(begin) + " is not a multiple of " +
+                     std::to_string(info.min_storage_buffer_offset_alignment)));
+    }
+    const VkBuffer vb = bindings[i].buffer->handle();
+    accesses[i] = {vb, begin, end, ((d.write_mask >> i) & 1u) != 0,
+                   VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT};
+    infos[i] = {vb, begin, end - begin};
+  }
+  if (Status s = Begin(); !s.ok()) return Fail(s);
+  Track(accesses, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT);
+
+  vkCmdBindPipeline(cmd_, VK_PIPELINE_BIND_POINT_COMPUTE, pipeline.pipeline);
+  std::vector<VkWriteDescriptorSet> writes(bindings.size());
+  for (size_t i = 0; i < bindings.size(); ++i) {
+    writes[i] = {VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET};
+    writes[i].dstBinding = static_cast<uint32_t>(i);
+    writes[i].descriptorCount = 1;
+    writes[i].descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER;
+    writes[i].pBufferInfo = &infos[i];
+  }
+  if (pipeline.push_descriptors) {
+    device_.push_descriptor_fn()(cmd_, VK_PIPELINE_BIND_POINT_COMPUTE, pipeline.layout, 0,
+                                 static_cast<uint32_t>(writes.size()), writes.data());
+  } else {
+    Result<VkDescriptorSet> set = AllocateSet(pipeline.set_layout);
+    if (!set.ok()) return Fail(set.status());
+    for (VkWriteDescriptorSet& w : writes) w.dstSet = *set;
+    vkUpdateDescriptorSets(device_.handle(), static_cast<uint32_t>(writes.size()), writes.data(), 0,
+                           nullptr);
+    vkCmdBindDescriptorSets(cmd_, VK_PIPELINE_BIND_POINT_COMPUTE, pipeline.layout, 0, 1, &*set, 0,
+                            nullptr);
+  }
+  if (!push.empty()) {
+    vkCmdPushConstants(cmd_, pipeline.layout, VK_SHADER_STAGE_COMPUTE_BIT, 0,
+                       static_cast<uint32_t>(push.size()), push.data());
+  }
+  vkCmdDispatch(cmd_, gx, gy, gz);
+  ++stats_.dispatches;
+  return Status::OK();
+}
+
+Status Recorder::Copy(const Buffer& src, uint64_t src_offset, const Buffer& dst,
+                      uint64_t dst_offset, uint64_t size) {
+  if (size == 0) return Status::OK();
+  uint64_t sb = 0, se = 0, db = 0, de = 0;
+  if (Status s = CheckRange(BufferRange(src, src_offset, size), "copy source", &sb, &se); !s.ok()) {
+    return Fail(s);
+  }
+  if (Status s = CheckRange(BufferRange(dst, dst_offset, size), "copy destination", &db, &de);
+      !s.ok()) {
+    return Fail(s);
+  }
+  if (Status s = Begin(); !s.ok()) return Fail(s);
+  const Access acc[2] = {{src.handle(), sb, se, false, VK_PIPELINE_STAGE_TRANSFER_BIT},
+                         {dst.handle(), db, de, true, VK_PIPELINE_STAGE_TRANSFER_BIT}};
+  Track(acc, VK_PIPELINE_STAGE_TRANSFER_BIT);
+  const VkBufferCopy region{src_offset, dst_offset, size};
+  vkCmdCopyBuffer(cmd_, src.handle(), dst.handle(), 1, &region);
+  ++stats_.transfers;
+  return Status::OK();
+}
+
+Status Recorder::Fill(const Buffer& dst, uint64_t offset, uint64_t size, uint32_t value) {
+  if (size == 0) return Status::OK();
+  if (offset % 4 != 0 || size % 4 != 0) {
+    return Fail(Status::InvalidArgument("fill", "offset and size must be multiples of 4"));
+  }
+  uint64_t b = 0, e = 0;
+  if (Status s = CheckRange(BufferRange(dst, offset, size), "fill", &b, &e); !s.ok())
+    return Fail(s);
+  if (Status s = Begin(); !s.ok()) return Fail(s);
+  const Access acc{dst.handle(), b, e, true, VK_PIPELINE_STAGE_TRANSFER_BIT};
+  Track({&acc, 1}, VK_PIPELINE_STAGE_TRANSFER_BIT);
+  vkCmdFillBuffer(cmd_, dst.handle(), offset, size, value);
+  ++stats_.transfers;
+  return Status::OK();
+}
+
+Status Recorder::Submit() {
+  if (in_flight_) GARNET_RETURN_IF_ERROR(Wait());
+  if (!error_.ok()) {
+    Status first = error_;
+    if (recording_) vkEndCommandBuffer(cmd_);
+    ResetForReuse();
+    return first;
+  }
+  if (!recording_) return Status::OK();
+  // Make every device write visible to host reads of mapped memory.
+  VkMemoryBarrier to_host{VK_STRUCTURE_TYPE_MEMORY_BARRIER};
+  to_host.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT;
+  to_host.dstAccessMask = VK_ACCESS_HOST_READ_BIT;
+  vkCmdPipelineBarrier(cmd_, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
+                       VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &to_host, 0, nullptr, 0, nullptr);
+  const VkResult end = vkEndCommandBuffer(cmd_);
+  if (end != VK_SUCCESS) {
+    ResetForReuse();
+    return VkError("vkEndCommandBuffer", end);
+  }
+  VkDevice dev = device_.handle();
+  GARNET_VK_RETURN_IF_ERROR("vkResetFences", vkResetFences(dev, 1, &fence_));
+  VkSubmitInfo si{VK_STRUCTURE_TYPE_SUBMIT_INFO};
+  si.commandBufferCount = 1;
+  si.pCommandBuffers = &cmd_;
+  if (Status s = device_.Submit(si, fence_); !s.ok()) {
+    ResetForReuse();
+    return s;
+  }
+  in_flight_ = true;
+  recording_ = false;
+  ++stats_.submits;
+  return Status::OK();
+}
+
+Status Recorder::Wait(uint64_t timeout_ns) {
+  if (!in_flight_) return Status::OK();
+  const VkResult w = vkWaitForFences(device_.handle(), 1, &fence_, VK_TRUE, timeout_ns);
+  if (w == VK_TIMEOUT) {
+    return Status::DeadlineExceeded(
+        "vulkan submission", "not finished after " + std::to_string(timeout_ns / 1000000) + " ms");
+  }
+  GARNET_VK_RETURN_IF_ERROR("vkWaitForFences", w);
+  in_flight_ = false;
+  ResetForReuse();
+  return Status::OK();
+}
+
+Status Recorder::SubmitAndWait(uint64_t timeout_ns) {
+  GARNET_RETURN_IF_ERROR(Submit());
+  return Wait(timeout_ns);
+}
+
+}  // namespace garnet::vk

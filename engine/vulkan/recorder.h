@@ -1,0 +1,122 @@
+// Records many dispatches, copies and fills into ONE command buffer and submits it once, with a
+// fence, waiting for completion. The caller never writes a barrier: the Recorder remembers which
+// buffer ranges earlier commands (since the last barrier) read and wrote, and before a command
+// that would race with them (read-after-write, write-after-write, write-after-read on
+// overlapping ranges of the same VkBuffer) it inserts one pipeline barrier that makes every
+// pending write available and visible. Commands on disjoint ranges run without barriers between
+// them. SubmitAndWait also makes all device writes visible to the host.
+//
+// Errors while recording (a bad binding range, a grid larger than the device allows, ...) are
+// returned by the call and also latched: SubmitAndWait then returns the first one, submits
+// nothing, and leaves the Recorder empty and reusable.
+//
+// Thread-safety: one thread at a time per Recorder; several Recorders on one Device may submit
+// from different threads.
+#pragma once
+
+#include <vulkan/vulkan.h>
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "engine/base/status.h"
+#include "engine/vulkan/buffer.h"
+#include "engine/vulkan/pipeline.h"
+
+namespace garnet::vk {
+
+class Device;
+
+// A range of a buffer bound to a shader. size == VK_WHOLE_SIZE means "to the end".
+struct BufferRange {
+  BufferRange(const Buffer& b) : buffer(&b) {}  // NOLINT(google-explicit-constructor)
+  BufferRange(const Buffer& b, uint64_t off, uint64_t sz) : buffer(&b), offset(off), size(sz) {}
+  const Buffer* buffer;
+  uint64_t offset = 0;
+  uint64_t size = VK_WHOLE_SIZE;
+};
+
+class Recorder {
+ public:
+  struct Stats {
+    uint32_t dispatches = 0;
+    uint32_t transfers = 0;  // copies and fills
+    uint32_t barriers = 0;   // pipeline barriers inserted between commands
+    uint32_t submits = 0;    // total over the Recorder's life
+  };
+
+  // Errors: VkError of command pool / buffer / fence creation.
+  static Result<std::unique_ptr<Recorder>> Create(Device& device);
+  // Waits for a submission still in flight, then destroys everything.
+  ~Recorder();
+  Recorder(const Recorder&) = delete;
+  Recorder& operator=(const Recorder&) = delete;
+
+  // Records `pipeline` over a gx*gy*gz grid of workgroups. bindings.size() must equal the
+  // pipeline's n_bindings and push.size() its push_bytes. Every range must lie inside its buffer,
+  // start at a multiple of minStorageBufferOffsetAlignment, and be no larger than
+  // maxStorageBufferRange. InvalidArgument otherwise (naming the binding and the buffer).
+  Status Dispatch(const Pipeline& pipeline, std::span<const BufferRange> bindings,
+                  std::span<const uint8_t> push, uint32_t gx, uint32_t gy = 1, uint32_t gz = 1);
+  template <typename Push>
+  Status Dispatch(const Pipeline& pipeline, std::span<const BufferRange> bindings, const Push& push,
+                  uint32_t gx, uint32_t gy = 1, uint32_t gz = 1) {
+    return Dispatch(pipeline, bindings,
+                    std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(&push), sizeof push),
+                    gx, gy, gz);
+  }
+
+  // vkCmdCopyBuffer of `size` bytes. InvalidArgument when a range is outside its buffer.
+  Status Copy(const Buffer& src, uint64_t src_offset, const Buffer& dst, uint64_t dst_offset,
+              uint64_t size);
+  // vkCmdFillBuffer with a 32-bit pattern; offset and size multiples of 4.
+  Status Fill(const Buffer& dst, uint64_t offset, uint64_t size, uint32_t value);
+
+  // Ends the command buffer and submits it without waiting. OK with nothing recorded. The
+  // Recorder accepts no new commands until Wait() (a new command waits implicitly).
+  Status Submit();
+  // Waits up to `timeout_ns` for the last Submit. OK when nothing is in flight. Afterwards the
+  // Recorder is empty and reusable (stats() reset except `submits`). On DeadlineExceeded the
+  // work is still in flight; the next call (or the destructor) waits again.
+  Status Wait(uint64_t timeout_ns = kDefaultTimeoutNs);
+  // Submit() then Wait(). Returns the first latched recording error instead, submitting nothing.
+  Status SubmitAndWait(uint64_t timeout_ns = kDefaultTimeoutNs);
+
+  static constexpr uint64_t kDefaultTimeoutNs = 120'000'000'000ull;  // 2 minutes (lavapipe)
+
+  bool in_flight() const { return in_flight_; }
+  const Stats& stats() const { return stats_; }
+  bool empty() const { return !recording_; }
+
+ private:
+  struct Access {
+    VkBuffer buffer;
+    uint64_t begin, end;
+    bool write;
+    VkPipelineStageFlags stage;
+  };
+  explicit Recorder(Device& device) : device_(device) {}
+  Status Begin();
+  Status Fail(Status s);
+  Status CheckRange(const BufferRange& r, const char* what, uint64_t* begin, uint64_t* end) const;
+  // Inserts a barrier if any of `accesses` conflicts with pending ones, then records them.
+  void Track(std::span<const Access> accesses, VkPipelineStageFlags stage);
+  Result<VkDescriptorSet> AllocateSet(VkDescriptorSetLayout layout);
+  void ResetForReuse();
+
+  Device& device_;
+  VkCommandPool pool_ = VK_NULL_HANDLE;
+  VkCommandBuffer cmd_ = VK_NULL_HANDLE;
+  VkFence fence_ = VK_NULL_HANDLE;
+  std::vector<VkDescriptorPool> descriptor_pools_;  // only without push descriptors
+  size_t descriptor_pool_next_ = 0;                 // first pool that may still have room
+  bool recording_ = false;
+  bool in_flight_ = false;
+  Status error_;
+  std::vector<Access> pending_;  // accesses since the last barrier
+  Stats stats_;
+};
+
+}  // namespace garnet::vk

@@ -1,0 +1,69 @@
+// matmul: tiled shared-memory matrix-matrix product (the portable prefill path). For token t < N
+// and row m < M:
+//   Y[t * y_stride + m] = sum_k W[m, k] * X[t * x_stride + k],   k < K
+// W is M rows of K elements in a GGUF weight type (weights.glsl), dequantised element by element
+// into shared memory; X and Y are float.
+//
+// Bindings:  0 W (read), 1 X (read, float), 2 Y (write, float)
+// Push:      uint M, N, K, x_stride, y_stride
+// Spec:      0 WG = 256 (must be 256: a 16x16 arrangement of invocations)
+// Grid:      (ceil(M / 64), ceil(N / 64), 1); each workgroup computes a 64x64 tile of Y, each
+//            invocation a 4x4 sub-tile (rows tx + 16i, tokens ty + 16j), stepping K by 16.
+// Variants:  WTYPE_{F32,F16,Q8_0,Q4_0,Q4_K} x STORAGE16 (not for F32).
+#version 450
+#include "common.glsl"
+#include "weights.glsl"
+
+layout(binding = 1, std430) readonly buffer XBuf { float x[]; };
+layout(binding = 2, std430) writeonly buffer YBuf { float y[]; };
+layout(push_constant) uniform Push {
+  uint M;
+  uint N;
+  uint K;
+  uint x_stride;
+  uint y_stride;
+} p;
+
+#define BM 64u
+#define BN 64u
+#define BK 16u
+shared float As[BK][BM];
+shared float Bs[BK][BN];
+
+void main() {
+  const uint tid = gl_LocalInvocationIndex;
+  const uint tx = tid % 16u, ty = tid / 16u;
+  const uint m0 = gl_WorkGroupID.x * BM, n0 = gl_WorkGroupID.y * BN;
+  const uint row_bytes = (p.K / W_BLOCK) * W_BLOCK_BYTES;
+  float acc[4][4];
+  [[unroll]] for (uint i = 0; i < 4u; ++i) {
+    [[unroll]] for (uint j = 0; j < 4u; ++j) acc[i][j] = 0.0;
+  }
+  for (uint k0 = 0; k0 < p.K; k0 += BK) {
+    [[unroll]] for (uint i = 0; i < 4u; ++i) {
+      const uint idx = tid + 256u * i;
+      const uint r = idx / BK, k = idx % BK;
+      const uint gm = m0 + r, gk = k0 + k;
+      As[k][r] = (gm < p.M && gk < p.K) ? w_elem(gm * row_bytes, gk) : 0.0;
+      const uint gn = n0 + r;
+      Bs[k][r] = (gn < p.N && gk < p.K) ? x[gn * p.x_stride + gk] : 0.0;
+    }
+    barrier();
+    [[unroll]] for (uint k = 0; k < BK; ++k) {
+      float a[4], b[4];
+      [[unroll]] for (uint i = 0; i < 4u; ++i) a[i] = As[k][tx + 16u * i];
+      [[unroll]] for (uint j = 0; j < 4u; ++j) b[j] = Bs[k][ty + 16u * j];
+      [[unroll]] for (uint i = 0; i < 4u; ++i) {
+        [[unroll]] for (uint j = 0; j < 4u; ++j) acc[i][j] += a[i] * b[j];
+      }
+    }
+    barrier();
+  }
+  [[unroll]] for (uint i = 0; i < 4u; ++i) {
+    const uint m = m0 + tx + 16u * i;
+    [[unroll]] for (uint j = 0; j < 4u; ++j) {
+      const uint n = n0 + ty + 16u * j;
+      if (m < p.M && n < p.N) y[n * p.y_stride + m] = acc[i][j];
+    }
+  }
+}
