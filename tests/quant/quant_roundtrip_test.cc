@@ -2,6 +2,7 @@
 // that pins the quantisers' exact output (garnet-mkmodel files depend on it being stable).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -125,6 +126,23 @@ TEST(QuantRoundTripTest, ExtremeMagnitudesStayFinite) {
       EXPECT_TRUE(std::isfinite(v)) << TypeName(b.type);
       EXPECT_LE(std::fabs(v), 1e-27f) << TypeName(b.type);
     }
+  }
+}
+
+// Rows may start at any byte (GGUF only aligns tensors, and rows of odd-sized blocks follow
+// each other): odd addresses must decode the same as aligned ones.
+TEST(QuantRoundTripTest, UnalignedBuffers) {
+  const auto x = NormalData(512, 5);
+  for (const Bound& b : kBounds) {
+    const uint64_t bytes = *RowBytes(b.type, x.size());
+    std::vector<uint8_t> aligned(bytes), odd(bytes + 1);
+    ASSERT_TRUE(QuantizeRow(b.type, x.data(), aligned.data(), 512).ok());
+    ASSERT_TRUE(QuantizeRow(b.type, x.data(), odd.data() + 1, 512).ok());
+    EXPECT_TRUE(std::equal(aligned.begin(), aligned.end(), odd.begin() + 1)) << TypeName(b.type);
+    std::vector<float> ya(512), yo(513);
+    ASSERT_TRUE(DequantizeRow(b.type, aligned.data(), ya.data(), 512).ok());
+    ASSERT_TRUE(DequantizeRow(b.type, odd.data() + 1, yo.data() + 1, 512).ok());
+    EXPECT_TRUE(std::equal(ya.begin(), ya.end(), yo.begin() + 1)) << TypeName(b.type);
   }
 }
 
