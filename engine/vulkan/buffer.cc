@@ -36,12 +36,13 @@ Result<Buffer> Buffer::Create(Device& device, uint64_t size, MemoryKind kind, Re
   Buffer b;
   b.device_ = &device;
   b.size_ = size;
+  b.padded_size_ = (size + 3) & ~uint64_t{3};
   b.kind_ = kind;
   b.residency_ = residency;
   b.label_ = std::string(label);
 
   VkBufferCreateInfo bci{VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO};
-  bci.size = size;
+  bci.size = (size + 3) & ~uint64_t{3};  // see padded_size()
   bci.usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
               VK_BUFFER_USAGE_TRANSFER_DST_BIT;
   bci.sharingMode = VK_SHARING_MODE_EXCLUSIVE;
@@ -118,7 +119,7 @@ void Buffer::Release() {
   buffer_ = VK_NULL_HANDLE;
   memory_ = VK_NULL_HANDLE;
   mapped_ = nullptr;
-  size_ = allocated_ = 0;
+  size_ = padded_size_ = allocated_ = 0;
 }
 
 Buffer::~Buffer() {
@@ -136,6 +137,7 @@ Buffer& Buffer::operator=(Buffer&& o) noexcept {
   buffer_ = std::exchange(o.buffer_, VK_NULL_HANDLE);
   memory_ = std::exchange(o.memory_, VK_NULL_HANDLE);
   size_ = std::exchange(o.size_, 0);
+  padded_size_ = std::exchange(o.padded_size_, 0);
   allocated_ = std::exchange(o.allocated_, 0);
   kind_ = o.kind_;
   residency_ = o.residency_;

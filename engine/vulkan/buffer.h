@@ -51,7 +51,11 @@ class Buffer {
 
   bool empty() const { return buffer_ == VK_NULL_HANDLE; }
   VkBuffer handle() const { return buffer_; }
-  uint64_t size() const { return size_; }                  // what was asked for
+  uint64_t size() const { return size_; }  // what was asked for
+  // The VkBuffer's size: size() rounded up to a multiple of 4, so shaders that read 32-bit words
+  // (the fallback for 16-bit data) may load the last, partial word. Bytes past size() are
+  // unspecified.
+  uint64_t padded_size() const { return padded_size_; }
   uint64_t allocated_bytes() const { return allocated_; }  // what the driver allocated
   MemoryKind kind() const { return kind_; }
   Residency residency() const { return residency_; }
@@ -72,6 +76,7 @@ class Buffer {
   VkBuffer buffer_ = VK_NULL_HANDLE;
   VkDeviceMemory memory_ = VK_NULL_HANDLE;
   uint64_t size_ = 0;
+  uint64_t padded_size_ = 0;
   uint64_t allocated_ = 0;
   MemoryKind kind_ = MemoryKind::kOther;
   Residency residency_ = Residency::kDevice;

@@ -1,5 +1,6 @@
 #include "engine/vulkan/recorder.h"
 
+#include <algorithm>
 #include <string>
 
 #include "engine/vulkan/device.h"
@@ -199,7 +200,10 @@ Status Recorder::Dispatch(const Pipeline& pipeline, std::span<const BufferRange>
     const VkBuffer vb = bindings[i].buffer->handle();
     accesses[i] = {vb, begin, end, ((d.write_mask >> i) & 1u) != 0,
                    VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT};
-    infos[i] = {vb, begin, end - begin};
+    // Descriptor ranges extend to the next multiple of 4 inside the padded VkBuffer, so a
+    // shader's 32-bit load of a range's last partial word stays in bounds.
+    const uint64_t desc_end = std::min((end + 3) & ~uint64_t{3}, bindings[i].buffer->padded_size());
+    infos[i] = {vb, begin, desc_end - begin};
   }
   if (Status s = Begin(); !s.ok()) return Fail(s);
   Track(accesses, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT);

@@ -1,6 +1,8 @@
 // gelu_mul: the GeGLU activation, y[i] = gelu_tanh(g[i]) * u[i] for i < n, where
 //   gelu_tanh(v) = 0.5 v (1 + tanh(sqrt(2/pi) (v + 0.044715 v^3)))
-// (tanh through precise_tanh, common.glsl: accurate near 0, no NaN for large inputs).
+// computed as v * sigmoid(2z), z = sqrt(2/pi) (v + 0.044715 v^3), which is the same function
+// without the cancellation of 1 + tanh(z) in the negative tail; exp's argument is capped at 80 so
+// it stays finite (the result there is ~v * 1e-35, i.e. 0 in practice), never NaN.
 //
 // Bindings:  0 g (read, float), 1 u (read, float), 2 y (write, float; may alias g or u)
 // Push:      uint n
@@ -18,6 +20,6 @@ void main() {
   const uint i = group_index() * WG + gl_LocalInvocationIndex;
   if (i >= p.n) return;
   const float v = g[i];
-  const float inner = 0.7978845608028654 * (v + 0.044715 * v * v * v);
-  y[i] = 0.5 * v * (1.0 + precise_tanh(inner)) * u[i];
+  const float z = 0.7978845608028654 * (v + 0.044715 * v * v * v);
+  y[i] = v / (1.0 + exp(min(-2.0 * z, 80.0))) * u[i];
 }

@@ -1,0 +1,358 @@
+// Every kernel against a scalar CPU oracle (double precision) on random data at odd sizes, on
+// the device as it is and on the fallback device (no subgroup arithmetic, no 16-bit storage, no
+// push descriptors). Weight rows are random GGUF blocks; garnet_quant's DequantizeRow decodes
+// them for the oracle.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "engine/quant/fp16.h"
+#include "engine/quant/quant.h"
+#include "engine/quant/types.h"
+#include "engine/vulkan/kernels.h"
+#include "tests/vulkan/vk_test_env.h"
+#include "tests/vulkan/vk_test_util.h"
+
+namespace garnet::vk {
+namespace {
+
+using testing::DownloadFloats;
+using testing::RandomFloats;
+using testing::UploadBytes;
+using testing::UploadFloats;
+using testing::VkTestDevice;
+using testing::VkTestEnv;
+
+// Random weight rows of `type`: random bytes (every bit pattern of quants and sub-block scales),
+// with each block's fp16 scale(s) replaced by a sane random value.
+std::vector<uint8_t> RandomWeights(GgmlType type, uint32_t in, uint32_t out, uint32_t seed) {
+  if (type == GgmlType::kF32) {
+    std::vector<float> f = RandomFloats(size_t{in} * out, seed);
+    std::vector<uint8_t> b(f.size() * 4);
+    std::memcpy(b.data(), f.data(), b.size());
+    return b;
+  }
+  if (type == GgmlType::kF16) {
+    std::vector<float> f = RandomFloats(size_t{in} * out, seed);
+    std::vector<uint8_t> b(f.size() * 2);
+    for (size_t i = 0; i < f.size(); ++i) {
+      const uint16_t h = F32ToF16(f[i]);
+      std::memcpy(b.data() + 2 * i, &h, 2);
+    }
+    return b;
+  }
+  const TypeTraits& t = Traits(type);
+  std::vector<uint8_t> b = testing::RandomBytes(*RowBytes(type, in) * out, seed);
+  const std::vector<float> scales =
+      RandomFloats(b.size() / t.block_bytes * 2, seed + 1, 0.001f, 0.02f);
+  for (size_t blk = 0; blk * t.block_bytes < b.size(); ++blk) {
+    uint8_t* p = b.data() + blk * t.block_bytes;
+    const uint16_t d = F32ToF16(scales[2 * blk]);
+    std::memcpy(p, &d, 2);  // Q8_0, Q4_0, Q4_K: d first
+    if (type == GgmlType::kQ4_K) {
+      const uint16_t dmin = F32ToF16(scales[2 * blk + 1]);
+      std::memcpy(p + 2, &dmin, 2);
+    }
+  }
+  return b;
+}
+
+std::vector<float> Dequantize(GgmlType type, const std::vector<uint8_t>& w, uint32_t in,
+                              uint32_t out) {
+  std::vector<float> f(size_t{in} * out);
+  const uint64_t rb = *RowBytes(type, in);
+  for (uint32_t r = 0; r < out; ++r) {
+    const Status s = DequantizeRow(type, w.data() + r * rb, f.data() + size_t{r} * in, in);
+    EXPECT_TRUE(s.ok()) << s.ToString();
+  }
+  return f;
+}
+
+class KernelTest : public ::testing::TestWithParam<bool> {
+ protected:
+  void SetUp() override {
+    GARNET_REQUIRE_VULKAN();
+    if (GetParam()) {
+      auto fb = VkTestEnv::Get()->fallback();
+      ASSERT_TRUE(fb.ok()) << fb.status().ToString();
+      d_ = *fb;
+    } else {
+      d_ = &VkTestEnv::Get()->main();
+    }
+  }
+  Kernels& k() { return *d_->kernels; }
+  Recorder& rec() { return *d_->recorder; }
+  VkTestDevice* d_ = nullptr;
+};
+
+// |gpu - ref| <= rel * scale + abs per element, where scale is given per element.
+void ExpectClose(const std::vector<float>& got, const std::vector<double>& want,
+                 const std::vector<double>& scale, double rel, double abs,
+                 const std::string& what) {
+  ASSERT_EQ(got.size(), want.size());
+  double worst = 0;
+  int bad = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double err = std::fabs(got[i] - want[i]);
+    const double tol = rel * scale[i] + abs;
+    worst = std::max(worst, err / (scale[i] + 1e-30));
+    if (!(err <= tol) && ++bad <= 5) {
+      ADD_FAILURE() << what << " [" << i << "]: got " << got[i] << " want " << want[i]
+                    << " (tolerance " << tol << ")";
+    }
+  }
+  EXPECT_EQ(bad, 0) << what;
+  std::printf("  %s: worst relative error %.3g\n", what.c_str(), worst);
+}
+
+TEST_P(KernelTest, RmsNormWithAndWithoutWeightAndPerHead) {
+  struct Case {
+    uint32_t n, rows, xs, ys;
+    bool weight;
+  };
+  for (const Case& c :
+       {Case{300, 5, 310, 305, true}, Case{300, 5, 300, 300, false},
+        Case{72, 12, 72, 72, true} /* 4 tokens x 3 heads of 72 */, Case{1, 3, 1, 1, true}}) {
+    const std::vector<float> x = RandomFloats(size_t{c.rows} * c.xs, 11 + c.n, -3, 3);
+    const std::vector<float> w = RandomFloats(c.n, 12, 0.5f, 1.5f);
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bx, UploadFloats(*d_, x));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bw, UploadFloats(*d_, w));
+    GARNET_ASSERT_OK_AND_ASSIGN(
+        Buffer by, Buffer::Create(*d_->device, size_t{c.rows} * c.ys * 4, MemoryKind::kScratch));
+    const BufferRange wr(bw);
+    RmsNormShape s{c.n, c.rows, c.xs, c.ys, 1e-6f};
+    GARNET_ASSERT_OK(k().RmsNorm(rec(), s, bx, c.weight ? &wr : nullptr, by));
+    GARNET_ASSERT_OK(rec().SubmitAndWait());
+    GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> y,
+                                DownloadFloats(*d_, by, size_t{c.rows} * c.ys));
+    std::vector<float> got;
+    std::vector<double> want, scale;
+    for (uint32_t r = 0; r < c.rows; ++r) {
+      double ss = 0;
+      for (uint32_t i = 0; i < c.n; ++i) ss += double(x[r * c.xs + i]) * x[r * c.xs + i];
+      const double inv = 1.0 / std::sqrt(ss / c.n + 1e-6);
+      for (uint32_t i = 0; i < c.n; ++i) {
+        const double v = x[r * c.xs + i] * inv * (c.weight ? w[i] : 1.0);
+        got.push_back(y[r * c.ys + i]);
+        want.push_back(v);
+        scale.push_back(std::fabs(v));
+      }
+    }
+    ExpectClose(got, want, scale, 1e-5, 1e-6,
+                "rmsnorm n=" + std::to_string(c.n) + (c.weight ? " weighted" : ""));
+  }
+}
+
+struct MatCase {
+  GgmlType type;
+  uint32_t in, out;
+};
+
+TEST_P(KernelTest, MatvecEveryWeightTypeOddSizes) {
+  const uint32_t n_vecs = 3;
+  for (const MatCase& c : {MatCase{GgmlType::kF32, 67, 37}, MatCase{GgmlType::kF16, 131, 45},
+                           MatCase{GgmlType::kQ8_0, 96, 53}, MatCase{GgmlType::kQ8_0, 4096, 5},
+                           MatCase{GgmlType::kQ4_0, 160, 29}, MatCase{GgmlType::kQ4_K, 512, 19}}) {
+    const std::string what = "matvec " + std::string(TypeName(c.type)) + " " +
+                             std::to_string(c.in) + "x" + std::to_string(c.out) + " (" +
+                             k().MatvecVariant(c.type) + ")";
+    const std::vector<uint8_t> w = RandomWeights(c.type, c.in, c.out, 100 + c.in);
+    const std::vector<float> wf = Dequantize(c.type, w, c.in, c.out);
+    const uint32_t xs = c.in + 5, ys = c.out + 3;
+    const std::vector<float> x = RandomFloats(size_t{n_vecs} * xs, 200 + c.out);
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bw,
+                                UploadBytes(*d_, w.data(), w.size(), MemoryKind::kWeights));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bx, UploadFloats(*d_, x));
+    GARNET_ASSERT_OK_AND_ASSIGN(
+        Buffer by, Buffer::Create(*d_->device, size_t{n_vecs} * ys * 4, MemoryKind::kScratch));
+    GARNET_ASSERT_OK(k().Matvec(rec(), c.type, {c.in, c.out, n_vecs, xs, ys}, bw, bx, by));
+    GARNET_ASSERT_OK(rec().SubmitAndWait());
+    GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> y, DownloadFloats(*d_, by, size_t{n_vecs} * ys));
+    std::vector<float> got;
+    std::vector<double> want, scale;
+    for (uint32_t v = 0; v < n_vecs; ++v) {
+      for (uint32_t r = 0; r < c.out; ++r) {
+        double acc = 0, mag = 0;
+        for (uint32_t i = 0; i < c.in; ++i) {
+          acc += double(wf[size_t{r} * c.in + i]) * x[v * xs + i];
+          mag += std::fabs(double(wf[size_t{r} * c.in + i]) * x[v * xs + i]);
+        }
+        got.push_back(y[v * ys + r]);
+        want.push_back(acc);
+        scale.push_back(mag);
+      }
+    }
+    ExpectClose(got, want, scale, 1e-5, 1e-7, what);
+  }
+}
+
+TEST_P(KernelTest, MatvecFoldsGridsBeyondTheWorkgroupCountLimit) {
+  // More rows than maxComputeWorkGroupCount[0] (65535 on most devices).
+  const uint32_t in = 32, out = d_->device->info().max_workgroup_count[0] + 100;
+  if (uint64_t{out} * 34 > d_->device->info().max_storage_buffer_range) GTEST_SKIP();
+  const std::vector<uint8_t> w = RandomWeights(GgmlType::kQ8_0, in, out, 5);
+  const std::vector<float> wf = Dequantize(GgmlType::kQ8_0, w, in, out);
+  const std::vector<float> x = RandomFloats(in, 6);
+  GARNET_ASSERT_OK_AND_ASSIGN(Buffer bw,
+                              UploadBytes(*d_, w.data(), w.size(), MemoryKind::kWeights));
+  GARNET_ASSERT_OK_AND_ASSIGN(Buffer bx, UploadFloats(*d_, x));
+  GARNET_ASSERT_OK_AND_ASSIGN(Buffer by,
+                              Buffer::Create(*d_->device, size_t{out} * 4, MemoryKind::kScratch));
+  GARNET_ASSERT_OK(k().Matvec(rec(), GgmlType::kQ8_0, {in, out}, bw, bx, by));
+  GARNET_ASSERT_OK(rec().SubmitAndWait());
+  GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> y, DownloadFloats(*d_, by, out));
+  for (uint32_t r : {0u, 1u, 65534u, 65535u, 65536u, out - 1}) {
+    if (r >= out) continue;
+    double acc = 0, mag = 0;
+    for (uint32_t i = 0; i < in; ++i) {
+      acc += double(wf[size_t{r} * in + i]) * x[i];
+      mag += std::fabs(double(wf[size_t{r} * in + i]) * x[i]);
+    }
+    EXPECT_NEAR(y[r], acc, 1e-5 * mag + 1e-7) << "row " << r;
+  }
+}
+
+TEST_P(KernelTest, MatmulTiledEveryWeightTypeOddSizes) {
+  const uint32_t n = 67;  // tokens: crosses the 64-token tile
+  for (const MatCase& c : {MatCase{GgmlType::kF32, 45, 70}, MatCase{GgmlType::kF16, 83, 70},
+                           MatCase{GgmlType::kQ8_0, 96, 70}, MatCase{GgmlType::kQ4_0, 64, 65},
+                           MatCase{GgmlType::kQ4_K, 256, 66}}) {
+    const std::string what = "matmul " + std::string(TypeName(c.type)) +
+                             " M=" + std::to_string(c.out) + " N=" + std::to_string(n) +
+                             " K=" + std::to_string(c.in) + " (" + k().MatmulVariant(c.type) + ")";
+    const std::vector<uint8_t> w = RandomWeights(c.type, c.in, c.out, 300 + c.in);
+    const std::vector<float> wf = Dequantize(c.type, w, c.in, c.out);
+    const uint32_t xs = c.in + 1, ys = c.out + 2;
+    const std::vector<float> x = RandomFloats(size_t{n} * xs, 400 + c.out);
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bw,
+                                UploadBytes(*d_, w.data(), w.size(), MemoryKind::kWeights));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bx, UploadFloats(*d_, x));
+    GARNET_ASSERT_OK_AND_ASSIGN(
+        Buffer by, Buffer::Create(*d_->device, size_t{n} * ys * 4, MemoryKind::kScratch));
+    GARNET_ASSERT_OK(k().Matmul(rec(), c.type, {c.out, n, c.in, xs, ys}, bw, bx, by));
+    GARNET_ASSERT_OK(rec().SubmitAndWait());
+    GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> y, DownloadFloats(*d_, by, size_t{n} * ys));
+    std::vector<float> got;
+    std::vector<double> want, scale;
+    for (uint32_t t = 0; t < n; ++t) {
+      for (uint32_t m = 0; m < c.out; ++m) {
+        double acc = 0, mag = 0;
+        for (uint32_t i = 0; i < c.in; ++i) {
+          acc += double(wf[size_t{m} * c.in + i]) * x[t * xs + i];
+          mag += std::fabs(double(wf[size_t{m} * c.in + i]) * x[t * xs + i]);
+        }
+        got.push_back(y[t * ys + m]);
+        want.push_back(acc);
+        scale.push_back(mag);
+      }
+    }
+    ExpectClose(got, want, scale, 1e-5, 1e-7, what);
+  }
+}
+
+TEST_P(KernelTest, MatvecAndMatmulRejectBadShapes) {
+  GARNET_ASSERT_OK_AND_ASSIGN(Buffer b, Buffer::Create(*d_->device, 4096, MemoryKind::kScratch));
+  // Row length not a multiple of the block.
+  EXPECT_TRUE(k().Matvec(rec(), GgmlType::kQ8_0, {33, 2}, b, b, b).IsInvalidArgument());
+  // Weight range too small for the shape.
+  EXPECT_TRUE(k().Matvec(rec(), GgmlType::kF32, {64, 64}, b, b, b).IsInvalidArgument());
+  EXPECT_TRUE(k().Matmul(rec(), GgmlType::kF32, {64, 2, 64}, b, b, b).IsInvalidArgument());
+  // A type without a kernel.
+  EXPECT_TRUE(k().Matvec(rec(), GgmlType::kQ6_K, {256, 1}, b, b, b).IsUnimplemented());
+  EXPECT_TRUE(rec().empty());
+}
+
+TEST_P(KernelTest, RopeNeoxWithFreqFactorsPartialAndInPlace) {
+  struct Case {
+    uint32_t head_dim, n_rot, heads;
+    float base;
+    bool ff, in_place;
+  };
+  const std::vector<int32_t> pos = {0, 1, 7, 100, 1000};
+  const uint32_t tokens = static_cast<uint32_t>(pos.size());
+  for (const Case& c : {Case{64, 64, 3, 10000.0f, false, false},
+                        Case{32, 32, 2, 1e6f, true, true},  // Gemma full-layer style
+                        Case{48, 32, 3, 10000.0f, false, true}}) {
+    const uint32_t row = c.heads * c.head_dim;
+    const std::vector<float> x = RandomFloats(size_t{tokens} * row, 500 + c.head_dim);
+    std::vector<float> ff(c.n_rot / 2, 1.0f);
+    for (size_t i = ff.size() / 4; i < ff.size(); ++i) ff[i] = 1e30f;  // pairs switched off
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bx, UploadFloats(*d_, x));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bp, UploadBytes(*d_, pos.data(), pos.size() * 4));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bf, UploadFloats(*d_, ff));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer by,
+                                Buffer::Create(*d_->device, x.size() * 4, MemoryKind::kScratch));
+    const BufferRange fr(bf);
+    const Buffer& out = c.in_place ? bx : by;
+    RopeShape s{c.head_dim, c.n_rot, c.heads, tokens, 0, 0, c.base};
+    GARNET_ASSERT_OK(k().Rope(rec(), s, bx, bp, c.ff ? &fr : nullptr, out));
+    GARNET_ASSERT_OK(rec().SubmitAndWait());
+    GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> y, DownloadFloats(*d_, out, x.size()));
+    std::vector<double> want(x.size()), scale(x.size(), 1.0);
+    const uint32_t half = c.n_rot / 2;
+    for (uint32_t t = 0; t < tokens; ++t) {
+      for (uint32_t h = 0; h < c.heads; ++h) {
+        const size_t b = size_t{t} * row + h * c.head_dim;
+        for (uint32_t i = 0; i < c.head_dim; ++i) want[b + i] = x[b + i];
+        for (uint32_t i = 0; i < half; ++i) {
+          double a = pos[t] * std::pow(double(c.base), -2.0 * i / c.n_rot);
+          if (c.ff) a /= ff[i];
+          want[b + i] = x[b + i] * std::cos(a) - x[b + i + half] * std::sin(a);
+          want[b + i + half] = x[b + i + half] * std::cos(a) + x[b + i] * std::sin(a);
+        }
+      }
+    }
+    // The angle is computed in fp32 (pos * base^(-2i/n)): its error grows with the position,
+    // about 1e-7 * pos radians, which bounds the element error.
+    ExpectClose(
+        y, want, scale, 3e-7 * 1000 + 1e-5, 0,
+        "rope head_dim=" + std::to_string(c.head_dim) + " n_rot=" + std::to_string(c.n_rot));
+  }
+}
+
+TEST_P(KernelTest, GeluMulAndSoftcap) {
+  const uint32_t n = 1003;
+  std::vector<float> g = RandomFloats(n, 900, -6, 6);
+  g[0] = 0.0f;
+  g[1] = 1e-7f;
+  g[2] = -1e-7f;
+  g[3] = 20.0f;
+  g[4] = -20.0f;
+  g[5] = 1e4f;
+  g[6] = -1e4f;
+  const std::vector<float> u = RandomFloats(n, 901, -2, 2);
+  GARNET_ASSERT_OK_AND_ASSIGN(Buffer bg, UploadFloats(*d_, g));
+  GARNET_ASSERT_OK_AND_ASSIGN(Buffer bu, UploadFloats(*d_, u));
+  GARNET_ASSERT_OK_AND_ASSIGN(Buffer by, Buffer::Create(*d_->device, n * 4, MemoryKind::kScratch));
+  GARNET_ASSERT_OK_AND_ASSIGN(Buffer bc, Buffer::Create(*d_->device, n * 4, MemoryKind::kScratch));
+  GARNET_ASSERT_OK(k().GeluMul(rec(), n, bg, bu, by));
+  GARNET_ASSERT_OK(k().Softcap(rec(), n, 30.0f, bg, bc));
+  GARNET_ASSERT_OK(rec().SubmitAndWait());
+  GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> y, DownloadFloats(*d_, by, n));
+  GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> c, DownloadFloats(*d_, bc, n));
+  std::vector<double> want(n), scale(n), cwant(n), cscale(n);
+  for (uint32_t i = 0; i < n; ++i) {
+    const double v = g[i];
+    const double gelu =
+        0.5 * v * (1.0 + std::tanh(0.7978845608028654 * (v + 0.044715 * v * v * v)));
+    want[i] = gelu * u[i];
+    // Near the tail (v << 0) gelu is a tiny difference of O(1) terms in fp32: scale by |v u|.
+    scale[i] = std::max(std::fabs(want[i]), 1e-3 * std::fabs(v * u[i]));
+    cwant[i] = 30.0 * std::tanh(v / 30.0);
+    cscale[i] = std::fabs(cwant[i]);
+  }
+  for (float v : y) ASSERT_FALSE(std::isnan(v));
+  ExpectClose(y, want, scale, 1e-5, 1e-12, "gelu_mul");
+  ExpectClose(c, cwant, cscale, 1e-5, 1e-12, "softcap");
+}
+
+INSTANTIATE_TEST_SUITE_P(Devices, KernelTest, ::testing::Values(false, true),
+                         [](const ::testing::TestParamInfo<bool>& p) {
+                           return p.param ? std::string("Fallback") : std::string("Native");
+                         });
+
+}  // namespace
+}  // namespace garnet::vk
