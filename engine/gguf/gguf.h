@@ -8,7 +8,12 @@
 // runs past the end) whose message names the field and its byte offset, e.g.
 //   "x.gguf: metadata key #3 at offset 412: string length 9999999999 runs past end of file".
 // Nothing is ever read outside the mapping. Tensor data pointers stay valid while the File (or
-// Model) that returned them is alive.
+// Model) that returned them is alive. Sanity limits (far above real models): at most 2^20 keys,
+// 2^20 tensors, 2^26 strings per array, general.alignment at most 1 MiB. Versions 2 and 3 are
+// read (same layout); tensors may appear in any order and with gaps, but never overlap.
+//
+// A file that is truncated by another process while mapped can still raise SIGBUS on access;
+// garnet's model files are written once (Writer renames them into place) and never modified.
 //
 // Thread-safety: a File/Model is immutable after Open(); any number of threads may read it.
 #pragma once

@@ -30,6 +30,13 @@ constexpr uint32_t kMaxDims = 4;
 // one dimension (8), a type (4) and an offset (8).
 constexpr uint64_t kMinKvBytes = 8 + 4 + 1;
 constexpr uint64_t kMinTensorInfoBytes = 8 + 4 + 8 + 4 + 8;
+// Sanity limits, far above real models (a Gemma 4 GGUF has ~40 keys, ~2k tensors and a
+// 262144-entry vocabulary), so that decoded structures stay proportionate to the file even
+// when a hostile count passes the file-size check.
+constexpr uint64_t kMaxKvCount = 1u << 20;
+constexpr uint64_t kMaxTensorCount = 1u << 20;
+constexpr uint64_t kMaxStringArray = 1u << 26;
+constexpr uint64_t kMaxReserve = 1u << 12;  // reserve no more up front; grow as entries parse
 
 template <typename T>
 T Load(const uint8_t* p) {
@@ -220,7 +227,12 @@ Status ReadArray(Cursor& c, const std::string& field, Value* v) {
                              " strings runs past end of file (" + std::to_string(c.remaining()) +
                              " bytes remain)");
     }
-    v->strings.reserve(v->count);
+    if (v->count > kMaxStringArray) {
+      return c.Invalid(field + " count", count_at,
+                       "array of " + std::to_string(v->count) + " strings exceeds the limit of " +
+                           std::to_string(kMaxStringArray));
+    }
+    v->strings.reserve(std::min(v->count, kMaxReserve));
     for (uint64_t k = 0; k < v->count; ++k) {
       std::string_view s;
       GARNET_RETURN_IF_ERROR(c.ReadString(field + " element #" + std::to_string(k), &s));
@@ -458,7 +470,17 @@ Status File::Parse() {
                            std::to_string(c.remaining()) + " bytes that remain");
   }
 
-  kv_.reserve(kv_count);
+  if (kv_count > kMaxKvCount) {
+    return c.Invalid("kv_count", 16,
+                     std::to_string(kv_count) + " key/value pairs exceed the limit of " +
+                         std::to_string(kMaxKvCount));
+  }
+  if (tensor_count > kMaxTensorCount) {
+    return c.Invalid("tensor_count", 8,
+                     std::to_string(tensor_count) + " tensors exceed the limit of " +
+                         std::to_string(kMaxTensorCount));
+  }
+  kv_.reserve(std::min(kv_count, kMaxReserve));
   for (uint64_t k = 0; k < kv_count; ++k) {
     const std::string field = "metadata key #" + std::to_string(k);
     const uint64_t key_at = c.pos();
@@ -502,9 +524,9 @@ Status File::Parse() {
                        std::to_string(tensor_count) + " tensor infos cannot fit in the " +
                            std::to_string(c.remaining()) + " bytes after the metadata");
   }
-  tensors_.reserve(tensor_count);
+  tensors_.reserve(std::min(tensor_count, kMaxReserve));
   std::vector<uint64_t> offset_field_at;  // where each tensor's offset field sits, for errors
-  offset_field_at.reserve(tensor_count);
+  offset_field_at.reserve(std::min(tensor_count, kMaxReserve));
   for (uint64_t k = 0; k < tensor_count; ++k) {
     std::string field = "tensor #" + std::to_string(k);
     const uint64_t name_at = c.pos();
