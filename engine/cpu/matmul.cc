@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "engine/cpu/kernels.h"
+#include "engine/cpu/qdot.h"
 #include "engine/cpu/thread_pool.h"
 #include "engine/quant/quant.h"
 
@@ -62,8 +63,44 @@ void MatMulRef(const WeightMatrix& w, const float* x, int64_t ldx, int64_t T, fl
   }
 }
 
+namespace {
+
+// Integer path: activations quantised once, then a tile of rows against every token.
+void MatMulQ8(const WeightMatrix& w, QDotFn qd, const float* x, int64_t ldx, int64_t T, float* y,
+              int64_t ldy, ThreadPool* pool) {
+  const int64_t nb = w.cols / 32;
+  std::vector<BlockQ8A> xq(static_cast<size_t>(T * nb));
+  auto quant = [&](int64_t t0, int64_t t1, int) {
+    for (int64_t t = t0; t < t1; ++t) QuantizeActivations(x + t * ldx, w.cols, &xq[t * nb]);
+  };
+  auto work = [&](int64_t r0, int64_t r1, int) {
+    for (int64_t r = r0; r < r1; r += kTileRows) {
+      const int64_t n = std::min(kTileRows, r1 - r);
+      for (int64_t t = 0; t < T; ++t) {
+        const BlockQ8A* a = &xq[t * nb];
+        for (int64_t i = 0; i < n; ++i) y[t * ldy + r + i] = qd(w.row(r + i), a, w.cols);
+      }
+    }
+  };
+  if (pool == nullptr) {
+    quant(0, T, 0);
+    work(0, w.rows, 0);
+  } else {
+    pool->ParallelFor(T, quant);
+    pool->ParallelFor(w.rows, work, kTileRows);
+  }
+}
+
+}  // namespace
+
 void MatMul(const WeightMatrix& w, const float* x, int64_t ldx, int64_t T, float* y, int64_t ldy,
-            ThreadPool* pool) {
+            ThreadPool* pool, MatMulPath path) {
+  if (path == MatMulPath::kAuto && w.cols % 32 == 0) {
+    if (QDotFn qd = QDotFor(w.type, /*fast=*/true)) {
+      MatMulQ8(w, qd, x, ldx, T, y, ldy, pool);
+      return;
+    }
+  }
   const Kernels& k = FastKernels();
   auto work = [&](int64_t r0, int64_t r1, int) {
     thread_local std::vector<float> tile;

@@ -39,9 +39,13 @@ Result<WeightMatrix> MakeWeightMatrix(std::string_view what, GgmlType type, cons
 // Decodes row r into out[0..cols). The type was validated by MakeWeightMatrix.
 void DecodeRow(const WeightMatrix& w, int64_t r, float* out);
 
+// How MatMul computes: kAuto uses integer dot products with 8-bit activations (qdot.h) for
+// Q8_0/Q4_0/Q4_K/Q6_K weights and decoded fp32 tiles for every other type; kFloat always decodes.
+enum class MatMulPath { kAuto, kFloat };
+
 // y[t * ldy + r] for t < T, r < w.rows. x rows are w.cols long with stride ldx.
 void MatMul(const WeightMatrix& w, const float* x, int64_t ldx, int64_t T, float* y, int64_t ldy,
-            ThreadPool* pool);
+            ThreadPool* pool, MatMulPath path = MatMulPath::kAuto);
 void MatMulRef(const WeightMatrix& w, const float* x, int64_t ldx, int64_t T, float* y,
                int64_t ldy);
 

@@ -8,6 +8,7 @@
 #include "engine/cpu/kernels.h"
 #include "engine/cpu/matmul.h"
 #include "engine/cpu/ops.h"
+#include "engine/cpu/qdot.h"
 #include "engine/cpu/thread_pool.h"
 #include "engine/quant/fp16.h"
 #include "engine/quant/quant.h"
@@ -104,16 +105,23 @@ TEST_P(MatMulTypes, FastMatchesReference) {
       auto x = Random(static_cast<size_t>(T * (cols + 3)), 12);
       const int64_t ldx = cols + 3, ldy = rows + 2;
       std::vector<float> y_ref(static_cast<size_t>(T * ldy), 0), y_fast(y_ref.size(), 0),
-          y_one(y_ref.size(), 0);
+          y_one(y_ref.size(), 0), y_auto(y_ref.size(), 0);
       MatMulRef(*w, x.data(), ldx, T, y_ref.data(), ldy);
-      MatMul(*w, x.data(), ldx, T, y_fast.data(), ldy, &pool);
-      MatMul(*w, x.data(), ldx, T, y_one.data(), ldy, nullptr);
+      MatMul(*w, x.data(), ldx, T, y_fast.data(), ldy, &pool, MatMulPath::kFloat);
+      MatMul(*w, x.data(), ldx, T, y_one.data(), ldy, nullptr, MatMulPath::kFloat);
+      MatMul(*w, x.data(), ldx, T, y_auto.data(), ldy, &pool);
+      const bool integer = QDotFor(tc.type, true) != nullptr;
+      float ymax = 0;
+      for (float v : y_ref) ymax = std::max(ymax, std::fabs(v));
       for (int64_t t = 0; t < T; ++t) {
         for (int64_t r = 0; r < rows; ++r) {
           size_t i = static_cast<size_t>(t * ldy + r);
           EXPECT_NEAR(y_ref[i], y_fast[i], 1e-4f * std::sqrt(static_cast<float>(cols)))
               << TypeName(tc.type) << " rows " << rows << " T " << T;
           EXPECT_EQ(y_fast[i], y_one[i]);
+          // The integer path rounds activations to 8 bits: ~1% of the output scale.
+          EXPECT_NEAR(y_ref[i], y_auto[i], integer ? 0.02f * ymax : 1e-4f * std::sqrt(cols))
+              << TypeName(tc.type) << " rows " << rows << " T " << T;
         }
       }
       // DecodeRow agrees with the quant library.
@@ -134,6 +142,57 @@ INSTANTIATE_TEST_SUITE_P(
                       TypeCase{GgmlType::kQ4_K, 256}, TypeCase{GgmlType::kQ5_K, 256},
                       TypeCase{GgmlType::kQ6_K, 256}),
     [](const auto& info) { return std::string(TypeName(info.param.type)); });
+
+// Scalar and AVX2 integer dot products agree, and both stay within the activation-rounding bound
+// of the exact float dot product of the decoded weights.
+TEST(QDot, FastMatchesScalarAndFloatBound) {
+  for (GgmlType type : {GgmlType::kQ8_0, GgmlType::kQ4_0, GgmlType::kQ4_K, GgmlType::kQ6_K}) {
+    const int64_t block = (type == GgmlType::kQ4_K || type == GgmlType::kQ6_K) ? 256 : 32;
+    for (int64_t nblk : {1, 3, 7}) {
+      const int64_t n = block * nblk;
+      auto wf = Random(static_cast<size_t>(n), 21, 0.3f);
+      auto x = Random(static_cast<size_t>(n), 22, 2.0f);
+      auto rb = RowBytes(type, static_cast<uint64_t>(n));
+      ASSERT_TRUE(rb.ok());
+      std::vector<uint8_t> wq(static_cast<size_t>(*rb));
+      ASSERT_TRUE(QuantizeRow(type, wf.data(), wq.data(), n).ok());
+      std::vector<float> wd(static_cast<size_t>(n));
+      ASSERT_TRUE(DequantizeRow(type, wq.data(), wd.data(), n).ok());
+      std::vector<BlockQ8A> xq(static_cast<size_t>(n / 32));
+      QuantizeActivations(x.data(), n, xq.data());
+      double exact = 0, bound = 1e-4;
+      for (int64_t i = 0; i < n; ++i) {
+        exact += static_cast<double>(wd[static_cast<size_t>(i)]) * x[static_cast<size_t>(i)];
+        bound += std::fabs(wd[static_cast<size_t>(i)]) * xq[static_cast<size_t>(i / 32)].d * 0.5;
+      }
+      QDotFn ref = QDotFor(type, false), fast = QDotFor(type, true);
+      ASSERT_NE(ref, nullptr);
+      ASSERT_NE(fast, nullptr);
+      const float r = ref(wq.data(), xq.data(), n), f = fast(wq.data(), xq.data(), n);
+      EXPECT_NEAR(r, exact, bound) << TypeName(type) << " n " << n;
+      EXPECT_NEAR(f, r, 1e-4 * (std::fabs(r) + 1.0)) << TypeName(type) << " n " << n;
+    }
+  }
+  EXPECT_EQ(QDotFor(GgmlType::kQ5_K, true), nullptr);
+}
+
+TEST(QDot, QuantizeActivationsRoundsAndSums) {
+  std::vector<float> x(32);
+  for (int i = 0; i < 32; ++i) x[static_cast<size_t>(i)] = static_cast<float>(i - 16) * 0.5f;
+  BlockQ8A b;
+  QuantizeActivations(x.data(), 32, &b);
+  EXPECT_FLOAT_EQ(b.d, 8.0f / 127.0f);
+  EXPECT_EQ(b.qs[0], -127);
+  int s0 = 0, s1 = 0;
+  for (int i = 0; i < 16; ++i) s0 += b.qs[i];
+  for (int i = 16; i < 32; ++i) s1 += b.qs[i];
+  EXPECT_EQ(b.s16[0], s0);
+  EXPECT_EQ(b.s16[1], s1);
+  std::vector<float> z(32, 0.0f);
+  QuantizeActivations(z.data(), 32, &b);
+  EXPECT_EQ(b.d, 0.0f);
+  EXPECT_EQ(b.qs[5], 0);
+}
 
 TEST(MatMul, RejectsBadShapes) {
   uint8_t buf[64] = {};

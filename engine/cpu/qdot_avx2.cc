@@ -1,0 +1,147 @@
+// AVX2 integer dot products (see qdot.h). Compiled with -mavx2 -mfma -mf16c; reached only after
+// QDotFor has checked the CPU.
+#include <immintrin.h>
+
+#include "engine/cpu/qdot.h"
+#include "engine/quant/blocks.h"
+#include "engine/quant/fp16.h"
+
+namespace garnet::cpu {
+
+void KScaleMin(const uint8_t* scales, int k, int* sc, int* mn);  // qdot_ref.cc
+
+namespace {
+
+using quant::BlockQ4_0;
+using quant::BlockQ4_K;
+using quant::BlockQ6_K;
+using quant::BlockQ8_0;
+
+inline float Hsum(__m256 v) {
+  __m128 lo = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+  lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
+  return _mm_cvtss_f32(lo);
+}
+
+// 8 int32 lanes of sum(u[i] * s[i]) over groups of 4 bytes; u unsigned (< 128 here), s signed.
+inline __m256i DotU8S8(__m256i u, __m256i s) {
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+}
+
+inline float ScaleF16(uint16_t h) {
+  return _cvtsh_ss(h);
+}
+
+float DotQ8_0(const uint8_t* w, const BlockQ8A* a, int64_t n) {
+  const auto* b = reinterpret_cast<const BlockQ8_0*>(w);
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n / 32; ++i) {
+    const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].qs));
+    const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[i].qs));
+    const __m256i p = DotU8S8(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(av, wv));
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(ScaleF16(b[i].d) * a[i].d), _mm256_cvtepi32_ps(p), acc);
+  }
+  return Hsum(acc);
+}
+
+float DotQ4_0(const uint8_t* w, const BlockQ8A* a, int64_t n) {
+  const auto* b = reinterpret_cast<const BlockQ4_0*>(w);
+  const __m256i mask = _mm256_set1_epi8(15);
+  __m256 acc = _mm256_setzero_ps();
+  float off = 0;
+  for (int64_t i = 0; i < n / 32; ++i) {
+    const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b[i].qs));
+    const __m256i wv = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), mask);
+    const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[i].qs));
+    const float s = ScaleF16(b[i].d) * a[i].d;
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(s), _mm256_cvtepi32_ps(DotU8S8(wv, av)), acc);
+    off += s * static_cast<float>(8 * (a[i].s16[0] + a[i].s16[1]));
+  }
+  return Hsum(acc) - off;
+}
+
+float DotQ4_K(const uint8_t* w, const BlockQ8A* a, int64_t n) {
+  const auto* b = reinterpret_cast<const BlockQ4_K*>(w);
+  const __m256i mask = _mm256_set1_epi8(15);
+  __m256 acc = _mm256_setzero_ps();
+  float mins = 0;
+  for (int64_t i = 0; i < n / 256; ++i) {
+    const float d = ScaleF16(b[i].d), dmin = ScaleF16(b[i].dmin);
+    const BlockQ8A* ab = a + i * 8;
+    for (int c = 0; c < 4; ++c) {
+      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].qs + 32 * c));
+      const __m256i lo = _mm256_and_si256(q, mask);
+      const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), mask);
+      int sc0, mn0, sc1, mn1;
+      KScaleMin(b[i].scales, 2 * c, &sc0, &mn0);
+      KScaleMin(b[i].scales, 2 * c + 1, &sc1, &mn1);
+      const BlockQ8A& a0 = ab[2 * c];
+      const BlockQ8A& a1 = ab[2 * c + 1];
+      const __m256i p0 = DotU8S8(lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a0.qs)));
+      const __m256i p1 = DotU8S8(hi, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a1.qs)));
+      acc = _mm256_fmadd_ps(_mm256_set1_ps(d * sc0 * a0.d), _mm256_cvtepi32_ps(p0), acc);
+      acc = _mm256_fmadd_ps(_mm256_set1_ps(d * sc1 * a1.d), _mm256_cvtepi32_ps(p1), acc);
+      mins += dmin * (mn0 * a0.d * static_cast<float>(a0.s16[0] + a0.s16[1]) +
+                      mn1 * a1.d * static_cast<float>(a1.s16[0] + a1.s16[1]));
+    }
+  }
+  return Hsum(acc) - mins;
+}
+
+float DotQ6_K(const uint8_t* w, const BlockQ8A* a, int64_t n) {
+  const auto* b = reinterpret_cast<const BlockQ6_K*>(w);
+  const __m256i m4 = _mm256_set1_epi8(15);
+  const __m256i m2 = _mm256_set1_epi8(3);
+  __m256 acc = _mm256_setzero_ps();
+  float off = 0;
+  for (int64_t i = 0; i < n / 256; ++i) {
+    const float d = ScaleF16(b[i].d);
+    for (int h = 0; h < 2; ++h) {
+      const uint8_t* ql = b[i].ql + 64 * h;
+      const int8_t* sc = b[i].scales + 8 * h;
+      const __m256i l0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql));
+      const __m256i l1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql + 32));
+      const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].qh + 32 * h));
+      __m256i q[4];
+      q[0] =
+          _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(qh, m2), 4));
+      q[1] = _mm256_or_si256(_mm256_and_si256(l1, m4),
+                             _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m2), 4));
+      q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                             _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m2), 4));
+      q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                             _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m2), 4));
+      for (int k = 0; k < 4; ++k) {
+        const BlockQ8A& ab = a[i * 8 + 4 * h + k];
+        const __m256i p =
+            DotU8S8(q[k], _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab.qs)));
+        const float s = d * ab.d;
+        const float sa = s * sc[2 * k], sb = s * sc[2 * k + 1];
+        acc = _mm256_fmadd_ps(_mm256_setr_ps(sa, sa, sa, sa, sb, sb, sb, sb), _mm256_cvtepi32_ps(p),
+                              acc);
+        off += 32.0f * (sa * ab.s16[0] + sb * ab.s16[1]);
+      }
+    }
+  }
+  return Hsum(acc) - off;
+}
+
+}  // namespace
+
+QDotFn Avx2QDot(GgmlType type) {
+  switch (type) {
+    case GgmlType::kQ8_0:
+      return DotQ8_0;
+    case GgmlType::kQ4_0:
+      return DotQ4_0;
+    case GgmlType::kQ4_K:
+      return DotQ4_K;
+    case GgmlType::kQ6_K:
+      return DotQ6_K;
+    default:
+      return nullptr;
+  }
+}
+
+}  // namespace garnet::cpu
