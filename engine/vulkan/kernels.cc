@@ -261,4 +261,60 @@ Status Kernels::Softcap(Recorder& rec, uint32_t n, float cap, const BufferRange&
   return rec.Dispatch(*p, bindings, push, gx, gy);
 }
 
+Status Kernels::AttentionDecode(Recorder& rec, const AttentionShape& s, const BufferRange& q,
+                                const BufferRange& k, const BufferRange& v, const BufferRange& pos,
+                                const BufferRange& o) {
+  const std::string op = "attention";
+  if (s.head_dim == 0 || s.n_q_heads == 0 || s.n_kv_heads == 0 || s.n_tokens == 0 ||
+      s.ring_size == 0) {
+    return Status::InvalidArgument(op, "empty shape");
+  }
+  if (s.n_q_heads % s.n_kv_heads != 0) {
+    return Status::InvalidArgument(op, std::to_string(s.n_q_heads) +
+                                           " query heads are not a "
+                                           "multiple of " +
+                                           std::to_string(s.n_kv_heads) + " kv heads");
+  }
+  if (s.head_dim > 1024) return Status::InvalidArgument(op, "head_dim above 1024");
+  if (s.n_q_heads > device_.info().max_workgroup_count[0] ||
+      s.n_tokens > device_.info().max_workgroup_count[1]) {
+    return Status::InvalidArgument(op, "too many heads or tokens for one dispatch");
+  }
+  const uint32_t row = s.n_q_heads * s.head_dim;
+  const uint32_t qs = s.q_tok_stride ? s.q_tok_stride : row;
+  const uint32_t os = s.o_tok_stride ? s.o_tok_stride : row;
+  const uint32_t slot = s.slot_stride ? s.slot_stride : s.head_dim;
+  const uint64_t head = s.kv_head_stride ? s.kv_head_stride : uint64_t{s.ring_size} * slot;
+  if (qs < row || os < row || slot < s.head_dim ||
+      head < uint64_t{s.ring_size - 1} * slot + s.head_dim) {
+    return Status::InvalidArgument(op, "a stride is smaller than what it steps over");
+  }
+  if (head > 0xffffffffull) return Status::InvalidArgument(op, "kv head stride over 2^32");
+  // K/V: every (head, slot) the kernel can reach, in f16.
+  const uint64_t kv_bytes =
+      ((s.n_kv_heads - 1) * head + uint64_t{s.ring_size - 1} * slot + s.head_dim) * 2;
+  if (kv_bytes > 0xffffffffull) return Status::InvalidArgument(op, "kv cache range over 4 GiB");
+  GARNET_RETURN_IF_ERROR(Need(q, Span4(s.n_tokens, qs, row), op, "q"));
+  GARNET_RETURN_IF_ERROR(Need(o, Span4(s.n_tokens, os, row), op, "o"));
+  GARNET_RETURN_IF_ERROR(Need(k, kv_bytes, op, "k"));
+  GARNET_RETURN_IF_ERROR(Need(v, kv_bytes, op, "v"));
+  GARNET_RETURN_IF_ERROR(Need(pos, uint64_t{s.n_tokens} * 4, op, "pos"));
+  constexpr uint32_t kWg = 128;
+  std::string variant = "attn_decode_f16";
+  if (device_.caps().storage_16bit && device_.caps().float16) variant += "_s16";
+  if (device_.caps().subgroup_arithmetic) variant += "_sg";
+  PipelineDesc desc{variant, 5, 0b10000, 44, {kWg, s.head_dim}, {kWg, 1, 1}};
+  GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
+  struct {
+    uint32_t n_q_heads, n_kv_heads, n_tokens, ring_size, kv_first, window, q_tok_stride,
+        o_tok_stride, kv_head_stride, slot_stride;
+    float scale;
+  } push{s.n_q_heads, s.n_kv_heads, s.n_tokens,
+         s.ring_size, s.kv_first,   s.window,
+         qs,          os,           static_cast<uint32_t>(head),
+         slot,        s.scale};
+  const BufferRange bindings[] = {q, k, v, pos, o};
+  return rec.Dispatch(*p, bindings, push, s.n_q_heads, s.n_tokens);
+}
+
 }  // namespace garnet::vk

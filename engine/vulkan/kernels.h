@@ -59,6 +59,21 @@ struct RopeShape {
   float base = 10000.0f;
 };
 
+struct AttentionShape {
+  uint32_t head_dim = 0;  // D: 256 (sliding) or 512 (full) for Gemma 4; any value works
+  uint32_t n_q_heads = 0;
+  uint32_t n_kv_heads = 0;      // divides n_q_heads
+  uint32_t n_tokens = 1;        // query tokens (1 for decode)
+  uint32_t ring_size = 0;       // slots in the cache; position j lives in slot j % ring_size
+  uint32_t kv_first = 0;        // oldest absolute position still in the cache
+  uint32_t window = 0;          // sliding window (keys p-window+1 .. p); 0: none (causal only)
+  uint32_t q_tok_stride = 0;    // elements between query tokens (0: n_q_heads * head_dim)
+  uint32_t o_tok_stride = 0;    // elements between output tokens (0: n_q_heads * head_dim)
+  uint32_t kv_head_stride = 0;  // K/V elements between kv heads (0: ring_size * slot_stride)
+  uint32_t slot_stride = 0;     // K/V elements between slots (0: head_dim)
+  float scale = 1.0f;           // Gemma 4: 1.0
+};
+
 class Kernels {
  public:
   // Allocates a 256-byte placeholder buffer (MemoryKind::kOther) bound where an optional input
@@ -83,6 +98,12 @@ class Kernels {
                  const BufferRange& y);
   // y = cap * tanh(x / cap) over n elements. y may equal x.
   Status Softcap(Recorder& rec, uint32_t n, float cap, const BufferRange& x, const BufferRange& y);
+
+  // Online-softmax attention of n_tokens queries (positions in `pos`, int32) over an f16 K/V
+  // ring cache; see shaders/attn_decode.comp for the exact formula and layouts.
+  Status AttentionDecode(Recorder& rec, const AttentionShape& s, const BufferRange& q,
+                         const BufferRange& k, const BufferRange& v, const BufferRange& pos,
+                         const BufferRange& o);
 
   // Whether Matvec / Matmul have a kernel for `type`.
   static bool SupportsWeightType(GgmlType type);

@@ -349,6 +349,92 @@ TEST_P(KernelTest, GeluMulAndSoftcap) {
   ExpectClose(c, cwant, cscale, 1e-5, 1e-12, "softcap");
 }
 
+TEST_P(KernelTest, AttentionOnlineSoftmaxGqaWindowRing) {
+  struct Case {
+    const char* name;
+    uint32_t d, n_q, n_kv, ring, kv_first, window;
+    std::vector<int32_t> pos;
+    float scale;
+  };
+  const std::vector<Case> cases = {
+      {"full 256 gqa causal", 256, 4, 2, 16, 0, 0, {10, 11, 12}, 1.0f},
+      {"swa 512 ring", 512, 2, 1, 8, 14, 8, {20, 21}, 0.0625f},
+      {"64 long chunks + wrap + empty", 64, 3, 3, 300, 701, 0, {1000, 750, -5, 600}, 0.125f},
+  };
+  for (const Case& c : cases) {
+    const uint32_t t_n = static_cast<uint32_t>(c.pos.size());
+    const size_t q_n = size_t{t_n} * c.n_q * c.d;
+    const size_t kv_n = size_t{c.n_kv} * c.ring * c.d;
+    const std::vector<float> q = RandomFloats(q_n, 1000 + c.d);
+    const std::vector<float> kf = RandomFloats(kv_n, 1001 + c.d);
+    const std::vector<float> vf = RandomFloats(kv_n, 1002 + c.d);
+    std::vector<uint16_t> k16(kv_n), v16(kv_n);
+    for (size_t i = 0; i < kv_n; ++i) {
+      k16[i] = F32ToF16(kf[i]);
+      v16[i] = F32ToF16(vf[i]);
+    }
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bq, UploadFloats(*d_, q));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bk, UploadBytes(*d_, k16.data(), kv_n * 2, MemoryKind::kKv));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bv, UploadBytes(*d_, v16.data(), kv_n * 2, MemoryKind::kKv));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bp, UploadBytes(*d_, c.pos.data(), t_n * 4));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bo,
+                                Buffer::Create(*d_->device, q_n * 4, MemoryKind::kScratch));
+    AttentionShape s;
+    s.head_dim = c.d;
+    s.n_q_heads = c.n_q;
+    s.n_kv_heads = c.n_kv;
+    s.n_tokens = t_n;
+    s.ring_size = c.ring;
+    s.kv_first = c.kv_first;
+    s.window = c.window;
+    s.scale = c.scale;
+    GARNET_ASSERT_OK(k().AttentionDecode(rec(), s, bq, bk, bv, bp, bo));
+    GARNET_ASSERT_OK(rec().SubmitAndWait());
+    GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> o, DownloadFloats(*d_, bo, q_n));
+    std::vector<double> want(q_n, 0.0), scale(q_n, 1.0);
+    for (uint32_t t = 0; t < t_n; ++t) {
+      const int64_t p = c.pos[t];
+      int64_t lo = c.kv_first;
+      if (c.window) lo = std::max<int64_t>(lo, p - c.window + 1);
+      for (uint32_t h = 0; h < c.n_q; ++h) {
+        const uint32_t g = h / (c.n_q / c.n_kv);
+        const float* qh = &q[(size_t{t} * c.n_q + h) * c.d];
+        std::vector<double> sc;
+        double mx = -1e300;
+        for (int64_t j = lo; j <= p; ++j) {
+          const size_t kb = (size_t{g} * c.ring + size_t(j % c.ring)) * c.d;
+          double dot = 0;
+          for (uint32_t e = 0; e < c.d; ++e) dot += double(qh[e]) * F16ToF32(k16[kb + e]);
+          sc.push_back(dot * c.scale);
+          mx = std::max(mx, sc.back());
+        }
+        double sum = 0;
+        for (double& x : sc) sum += (x = std::exp(x - mx));
+        double* out = &want[(size_t{t} * c.n_q + h) * c.d];
+        for (int64_t j = lo; j <= p; ++j) {
+          const size_t vb = (size_t{g} * c.ring + size_t(j % c.ring)) * c.d;
+          for (uint32_t e = 0; e < c.d; ++e) out[e] += sc[j - lo] / sum * F16ToF32(v16[vb + e]);
+        }
+      }
+    }
+    ExpectClose(o, want, scale, 2e-5, 0, std::string("attention ") + c.name);
+  }
+}
+
+TEST_P(KernelTest, AttentionRejectsBadShapes) {
+  GARNET_ASSERT_OK_AND_ASSIGN(Buffer b, Buffer::Create(*d_->device, 1 << 16, MemoryKind::kScratch));
+  AttentionShape s;
+  s.head_dim = 64;
+  s.n_q_heads = 3;
+  s.n_kv_heads = 2;  // 3 is not a multiple of 2
+  s.ring_size = 8;
+  EXPECT_TRUE(k().AttentionDecode(rec(), s, b, b, b, b, b).IsInvalidArgument());
+  s.n_kv_heads = 1;
+  s.ring_size = 1 << 20;  // K/V would need far more than the buffer holds
+  EXPECT_TRUE(k().AttentionDecode(rec(), s, b, b, b, b, b).IsInvalidArgument());
+  EXPECT_TRUE(rec().empty());
+}
+
 INSTANTIATE_TEST_SUITE_P(Devices, KernelTest, ::testing::Values(false, true),
                          [](const ::testing::TestParamInfo<bool>& p) {
                            return p.param ? std::string("Fallback") : std::string("Native");

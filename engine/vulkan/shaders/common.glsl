@@ -40,6 +40,8 @@ float precise_tanh(float a) {
   return a < 0.0 ? -t : t;
 }
 
+// wg_sum(v): sum over the workgroup; wg_max(v): maximum. Returned to every invocation; call in
+// uniform control flow.
 #ifdef USE_SUBGROUP
 shared float wg_red[WG];  // one slot per subgroup (at most WG of them)
 // Sum of v over the workgroup, returned to every invocation. Call in uniform control flow.
@@ -52,6 +54,15 @@ float wg_sum(float v) {
   barrier();
   return t;
 }
+float wg_max(float v) {
+  v = subgroupMax(v);
+  if (subgroupElect()) wg_red[gl_SubgroupID] = v;
+  barrier();
+  float t = wg_red[0];
+  for (uint i = 1; i < gl_NumSubgroups; ++i) t = max(t, wg_red[i]);
+  barrier();
+  return t;
+}
 #else
 shared float wg_red[WG];
 float wg_sum(float v) {
@@ -60,6 +71,18 @@ float wg_sum(float v) {
   barrier();
   [[unroll]] for (uint s = WG / 2; s > 0; s >>= 1) {
     if (lid < s) wg_red[lid] += wg_red[lid + s];
+    barrier();
+  }
+  const float t = wg_red[0];
+  barrier();
+  return t;
+}
+float wg_max(float v) {
+  const uint lid = gl_LocalInvocationIndex;
+  wg_red[lid] = v;
+  barrier();
+  [[unroll]] for (uint s = WG / 2; s > 0; s >>= 1) {
+    if (lid < s) wg_red[lid] = max(wg_red[lid], wg_red[lid + s]);
     barrier();
   }
   const float t = wg_red[0];

@@ -1,0 +1,122 @@
+// attn_decode: attention of a few query tokens over an f16 KV cache (decode; small prefill
+// batches), one workgroup per (query head, query token), with an online (streaming) softmax in
+// fp32. Sliding-window and causal masks over a ring cache; grouped-query heads.
+//
+// For query token t at position p = pos[t] and query head h (kv head g = h / (n_q_heads /
+// n_kv_heads)), over keys at absolute positions j in [lo, p] where
+//   lo = max(kv_first, window > 0 ? p - window + 1 : 0)
+// (kv_first: the oldest position still held in the cache), stored in slot j % ring_size:
+//   s_j = scale * dot(Q[t, h, :], K[g, slot(j), :])
+//   O[t, h, :] = sum_j softmax_j(s) V[g, slot(j), :]
+// A query with no key in range (p < lo, e.g. a negative position) gets zeros. Slots are always
+// taken modulo ring_size, so any pos value stays inside the cache.
+//
+// Bindings:  0 Q (read, float)   [n_tokens][q_tok_stride], head h at h * D
+//            1 K (read, f16)     element (g, slot, d) at g * kv_head_stride + slot * slot_stride + d
+//            2 V (read, f16)     same layout as K
+//            3 pos (read, int[n_tokens])
+//            4 O (write, float)  [n_tokens][o_tok_stride], head h at h * D
+// Push:      uint n_q_heads, n_kv_heads, n_tokens, ring_size, kv_first, window, q_tok_stride,
+//            o_tok_stride, kv_head_stride, slot_stride; float scale
+// Spec:      0 WG workgroup size (power of two), 1 D head dim
+// Grid:      (n_q_heads, n_tokens, 1)
+// Method:    keys in chunks of WG: invocation i scores key (chunk + i) over all D dims; the
+//            workgroup takes the chunk's max, rescales the running sum and accumulators, and each
+//            invocation accumulates output dims i, i + WG, ... from V (reads coalesced in d).
+// Variants:  STORAGE16 (f16 loads) or 32-bit words; USE_SUBGROUP for the max/sum reductions.
+#version 450
+#include "common.glsl"
+
+layout(constant_id = 1) const uint D = 256;
+
+layout(binding = 0, std430) readonly buffer QBuf { float q[]; };
+#ifdef STORAGE16
+layout(binding = 1, std430) readonly buffer KBuf { float16_t k16[]; };
+layout(binding = 2, std430) readonly buffer VBuf { float16_t v16[]; };
+float ldk(uint e) { return float(k16[e]); }
+float ldv(uint e) { return float(v16[e]); }
+#else
+layout(binding = 1, std430) readonly buffer KBuf { uint k32[]; };
+layout(binding = 2, std430) readonly buffer VBuf { uint v32[]; };
+float ldk(uint e) { return unpackHalf2x16(k32[e >> 1])[e & 1u]; }
+float ldv(uint e) { return unpackHalf2x16(v32[e >> 1])[e & 1u]; }
+#endif
+layout(binding = 3, std430) readonly buffer PBuf { int pos[]; };
+layout(binding = 4, std430) writeonly buffer OBuf { float o[]; };
+layout(push_constant) uniform Push {
+  uint n_q_heads;
+  uint n_kv_heads;
+  uint n_tokens;
+  uint ring_size;
+  uint kv_first;
+  uint window;
+  uint q_tok_stride;
+  uint o_tok_stride;
+  uint kv_head_stride;
+  uint slot_stride;
+  float scale;
+} p;
+
+shared float q_s[D];
+shared float prob[WG];
+
+// Output dims owned by one invocation: d = tid + WG * i.
+#define NACC ((D + WG - 1) / WG)
+
+void main() {
+  const uint h = gl_WorkGroupID.x, t = gl_WorkGroupID.y;
+  const uint tid = gl_LocalInvocationIndex;
+  const uint g = h / (p.n_q_heads / p.n_kv_heads);
+  const uint qb = t * p.q_tok_stride + h * D;
+  const uint ob = t * p.o_tok_stride + h * D;
+  const uint kvb = g * p.kv_head_stride;
+
+  for (uint d = tid; d < D; d += WG) q_s[d] = q[qb + d];
+  barrier();
+
+  // Key range [lo, hi] in absolute positions; empty when hi < lo.
+  const int pq = pos[t];
+  int lo = int(p.kv_first);
+  if (p.window > 0u) lo = max(lo, pq - int(p.window) + 1);
+  const int hi = pq;
+
+  float m = -1e30;  // running max (finite: no inf arithmetic on any driver)
+  float l = 0.0;         // running sum of exp(s - m)
+  float acc[NACC];
+  [[unroll]] for (uint i = 0; i < NACC; ++i) acc[i] = 0.0;
+
+  for (int c0 = lo; c0 <= hi; c0 += int(WG)) {
+    const int j = c0 + int(tid);
+    float s = -1e30;
+    if (j <= hi) {
+      const uint kb = kvb + (uint(j) % p.ring_size) * p.slot_stride;
+      float dot = 0.0;
+      for (uint d = 0; d < D; ++d) dot += q_s[d] * ldk(kb + d);
+      s = dot * p.scale;
+    }
+    const float m_new = max(m, wg_max(s));
+    const float e = j <= hi ? exp(s - m_new) : 0.0;
+    const float alpha = exp(m - m_new);  // 0 on the first chunk
+    prob[tid] = e;
+    l = l * alpha + wg_sum(e);
+    m = m_new;
+    // wg_sum ended with a barrier, so every prob[] is visible.
+    const uint n = uint(min(int(WG), hi - c0 + 1));
+    [[unroll]] for (uint i = 0; i < NACC; ++i) {
+      const uint d = tid + WG * i;
+      if (d < D) {
+        float a = acc[i] * alpha;
+        for (uint c = 0; c < n; ++c) {
+          a += prob[c] * ldv(kvb + (uint(c0 + int(c)) % p.ring_size) * p.slot_stride + d);
+        }
+        acc[i] = a;
+      }
+    }
+    barrier();  // prob[] is rewritten by the next chunk
+  }
+  const float inv = l > 0.0 ? 1.0 / l : 0.0;
+  [[unroll]] for (uint i = 0; i < NACC; ++i) {
+    const uint d = tid + WG * i;
+    if (d < D) o[ob + d] = acc[i] * inv;
+  }
+}
