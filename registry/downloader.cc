@@ -313,6 +313,24 @@ Result<RemoteInfo> Downloader::Probe(const std::string& url, const std::atomic<b
   }
 }
 
+Result<std::string> Downloader::GetSmall(const std::string& url, size_t max_bytes,
+                                         const std::atomic<bool>* cancel) {
+  for (int attempt = 1;; ++attempt) {
+    if (cancel != nullptr && cancel->load()) return Status::Cancelled("GET " + url, "cancelled");
+    bool transient = false;
+    Result<std::string> r = GetSmallOnce(url, options_.http, max_bytes, &transient);
+    if (r.ok() || !transient) return r;
+    if (attempt >= options_.max_attempts) {
+      return Status::Unavailable("GET " + url,
+                                 "gave up after " + std::to_string(attempt) +
+                                     " attempts; last error: " + r.status().message());
+    }
+    if (!SleepUnlessCancelled(Backoff(options_, attempt), cancel)) {
+      return Status::Cancelled("GET " + url, "cancelled");
+    }
+  }
+}
+
 Result<FetchResult> Downloader::AdoptExisting(const std::string& digest, uint64_t size, Job* job) {
   GARNET_ASSIGN_OR_RETURN(std::string path, store_.BlobPath(digest));
   GARNET_ASSIGN_OR_RETURN(std::optional<BlobRow> row, db_->GetBlob(digest));
@@ -438,7 +456,7 @@ Result<FetchResult> Downloader::Fetch(const FetchRequest& req, const ProgressFn&
   {
     std::unique_lock<std::mutex> lock(job->mu);
     while (!job->done) {
-      job->cv.wait_for(lock, milliseconds(50));
+      job->cv.wait_for(lock, milliseconds(20));
       if (!job->done && cancel != nullptr && cancel->load()) {
         cancelled = true;
         break;

@@ -109,7 +109,7 @@ class Downloader {
   Downloader(const Downloader&) = delete;
   Downloader& operator=(const Downloader&) = delete;
 
-  // See the file comment. `cancel` (may be null) is polled at least every 50 ms; a set flag
+  // See the file comment. `cancel` (may be null) is polled at least every 20 ms; a set flag
   // returns Cancelled promptly (after the download's progress was saved when this was its last
   // caller).
   Result<FetchResult> Fetch(const FetchRequest& req, const ProgressFn& progress,
@@ -117,6 +117,9 @@ class Downloader {
 
   // HEAD with retries for transient failures (same policy as downloads).
   Result<RemoteInfo> Probe(const std::string& url, const std::atomic<bool>* cancel);
+  // GET of a small document (at most `max_bytes`) with the same retry policy.
+  Result<std::string> GetSmall(const std::string& url, size_t max_bytes,
+                               const std::atomic<bool>* cancel);
 
   const DownloadOptions& options() const { return options_; }
   const Store& store() const { return store_; }

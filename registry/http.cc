@@ -197,3 +197,74 @@ Result<RemoteInfo> ProbeOnce(const std::string& url, const HttpOptions& opts, bo
 }
 
 }  // namespace garnet::registry
+
+namespace garnet::registry {
+namespace {
+
+struct SmallBody {
+  std::string data;
+  size_t max = 0;
+  bool too_big = false;
+};
+
+size_t SmallWrite(char* p, size_t size, size_t nmemb, void* user) {
+  auto* b = static_cast<SmallBody*>(user);
+  size_t n = size * nmemb;
+  if (b->data.size() + n > b->max) {
+    b->too_big = true;
+    return CURL_WRITEFUNC_ERROR;
+  }
+  b->data.append(p, n);
+  return n;
+}
+
+}  // namespace
+
+Result<std::string> GetSmallOnce(const std::string& url, const HttpOptions& opts, size_t max_bytes,
+                                 bool* transient) {
+  EnsureCurlInitialized();
+  *transient = false;
+  CURL* h = curl_easy_init();
+  if (h == nullptr) return Status::ResourceExhausted("curl", "curl_easy_init failed");
+  SmallBody body;
+  body.max = max_bytes;
+  char errbuf[CURL_ERROR_SIZE] = {0};
+  curl_easy_setopt(h, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
+  curl_easy_setopt(h, CURLOPT_MAXREDIRS, 10L);
+  curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
+  curl_easy_setopt(h, CURLOPT_USERAGENT, opts.user_agent.c_str());
+  curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(opts.connect_timeout.count()));
+  curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, static_cast<long>(opts.probe_timeout.count()));
+  curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, SmallWrite);
+  curl_easy_setopt(h, CURLOPT_WRITEDATA, &body);
+  curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+  if (!opts.token.empty()) {
+    curl_easy_setopt(h, CURLOPT_HTTPAUTH, CURLAUTH_BEARER);
+    curl_easy_setopt(h, CURLOPT_XOAUTH2_BEARER, opts.token.c_str());
+  }
+  CURLcode rc = curl_easy_perform(h);
+  long code = 0;
+  curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
+  curl_easy_cleanup(h);
+  const std::string what = "GET " + url;
+  if (body.too_big) {
+    return Status::ResourceExhausted(
+        what, "response larger than " + std::to_string(max_bytes) + " bytes");
+  }
+  if (rc != CURLE_OK) {
+    HttpFailure f = ClassifyCurlCode(rc, errbuf, what);
+    *transient = f.transient;
+    return f.status;
+  }
+  if (code >= 400) {
+    HttpFailure f = ClassifyHttpStatus(code, what);
+    *transient = f.transient;
+    return f.status;
+  }
+  return std::move(body.data);
+}
+
+}  // namespace garnet::registry

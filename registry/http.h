@@ -69,3 +69,12 @@ bool ParseContentRange(std::string_view value, uint64_t* first, uint64_t* last, 
 bool ParseU64(std::string_view s, uint64_t* out);
 
 }  // namespace garnet::registry
+
+namespace garnet::registry {
+
+// One GET of a small document (JSON listings), following redirects. Bodies over `max_bytes`
+// fail with ResourceExhausted. Failures are classified as in ProbeOnce.
+Result<std::string> GetSmallOnce(const std::string& url, const HttpOptions& opts, size_t max_bytes,
+                                 bool* transient);
+
+}  // namespace garnet::registry

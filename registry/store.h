@@ -53,10 +53,12 @@ class Store {
   // Bytes available to an unprivileged user on the store's filesystem (statvfs).
   Result<uint64_t> FreeBytes() const;
 
-  // Moves a finished, verified partial into blobs/<digest>: fsync the file, chmod 0444, rename
-  // (atomic), fsync the directory. If the blob already exists the partial is removed instead.
-  // On failure the partial is left in place.
-  Status Publish(const std::string& partial_path, std::string_view digest) const;
+  // Moves a finished, verified partial into blobs/<digest>: fsync the file, chmod 0444 (unless
+  // `make_readonly` is false: a hard-linked import shares its inode with the user's file),
+  // rename (atomic), fsync the directory. If the blob already exists the partial is removed
+  // instead. On failure the partial is left in place.
+  Status Publish(const std::string& partial_path, std::string_view digest,
+                 bool make_readonly = true) const;
 
  private:
   explicit Store(std::string root) : root_(std::move(root)) {}
