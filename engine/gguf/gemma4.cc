@@ -212,6 +212,36 @@ Result<Gemma4Params> ReadGemma4Params(const Model& model) {
     }
   }
 
+  // Projection shapes where present (§3.3, ne = [in, out]); K/V of shared layers are unused and
+  // not checked.
+  for (uint32_t il = 0; il < L; ++il) {
+    const Gemma4Layer& ly = p.layers[il];
+    const uint64_t H = p.n_embd, q = uint64_t{ly.n_head} * ly.head_dim;
+    const uint64_t kv = uint64_t{ly.n_head_kv} * ly.head_dim, I = ly.ffn_dim;
+    struct Want {
+      const char* suffix;
+      uint64_t ne0, ne1;
+      bool check;
+    };
+    const bool owns = il < p.first_shared_layer();
+    for (const Want& w :
+         {Want{"attn_q.weight", H, q, true}, Want{"attn_k.weight", H, kv, owns},
+          Want{"attn_v.weight", H, kv, owns}, Want{"attn_output.weight", q, H, true},
+          Want{"ffn_gate.weight", H, I, true}, Want{"ffn_up.weight", H, I, true},
+          Want{"ffn_down.weight", I, H, true}}) {
+      if (!w.check) continue;
+      const std::string name = BlockTensorName(il, w.suffix);
+      const TensorInfo* t = model.FindTensor(name);
+      if (t != nullptr && (t->n_dims != 2 || t->ne[0] != w.ne0 || t->ne[1] != w.ne1)) {
+        return BadTensor(model, name,
+                         "shape [" + std::to_string(t->ne[0]) + ", " + std::to_string(t->ne[1]) +
+                             "] (" + std::to_string(t->n_dims) + " dims) does not match [" +
+                             std::to_string(w.ne0) + ", " + std::to_string(w.ne1) +
+                             "] from the layer's hyper-parameters");
+      }
+    }
+  }
+
   // KV sharing (§1.2): a shared layer reads the cache of the last owning layer of its kind.
   const uint32_t first_shared = p.first_shared_layer();
   for (uint32_t il = first_shared; il < L; ++il) {

@@ -67,6 +67,9 @@ struct Gemma4Params {
 // sliding_window (required when any layer slides), shared_kv_layers (0),
 // embedding_length_per_layer_input (0), expert_count / expert_used_count /
 // expert_feed_forward_length (0). Shared layers must match their donor's head_dim and n_head_kv.
+// Where present, blk.N.{attn_q_norm, attn_k_norm} must hold head_dim elements and blk.N.{attn_q,
+// attn_k, attn_v, attn_output, ffn_gate, ffn_up, ffn_down}.weight must have the 2-D shapes the
+// hyper-parameters imply (K/V of KV-shared layers are not checked: they are unused).
 Result<Gemma4Params> ReadGemma4Params(const Model& model);
 
 // Tensor names exactly as llama.cpp writes them.

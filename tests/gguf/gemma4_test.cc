@@ -25,6 +25,7 @@ struct Spec {
   uint32_t hd_full = 64;
   uint32_t n_vocab = 100;
   uint32_t shared = 5;
+  uint32_t full_kv_heads = 1;  // sliding layers have 2
   bool full_has_v = false;     // K=V on full layers when false
   bool shared_have_k = false;  // unused K/V tensors on shared layers (some checkpoints)
   std::set<std::string> omit;  // keys or tensor names not to write
@@ -49,7 +50,7 @@ std::string WriteModel(const ScratchDir& dir, const Spec& s, const std::string& 
   std::vector<int32_t> kv_heads, ffn;
   std::vector<bool> pattern;
   for (uint32_t il = 0; il < s.n_layer; ++il) {
-    kv_heads.push_back(s.is_swa(il) ? 2 : 1);
+    kv_heads.push_back(s.is_swa(il) ? 2 : static_cast<int32_t>(s.full_kv_heads));
     ffn.push_back(il < 5 ? 128 : 256);
     pattern.push_back(s.is_swa(il));
   }
@@ -83,7 +84,7 @@ std::string WriteModel(const ScratchDir& dir, const Spec& s, const std::string& 
   for (uint32_t il = 0; il < s.n_layer; ++il) {
     const bool swa = s.is_swa(il);
     const uint64_t hd = swa ? s.hd_swa : s.hd_full;
-    const uint64_t nkv = swa ? 2 : 1;
+    const uint64_t nkv = swa ? 2 : s.full_kv_heads;
     const bool owns = il < first_shared;
     tensor(BlockTensorName(il, "attn_q.weight"), {s.n_embd, 4 * hd});
     tensor(BlockTensorName(il, "attn_q_norm.weight"), {hd});
@@ -165,6 +166,18 @@ TEST(GgufGemma4, FullLayersWithVAndUnusedSharedKv) {
   EXPECT_EQ(p->layers[9].kv_source, 4);
 }
 
+TEST(GgufGemma4, UnusedKvOnSharedLayersIsNotShapeChecked) {
+  ScratchDir dir;
+  Spec s;
+  s.extra = [](Writer& w) {
+    w.AddTensor("blk.6.attn_k.weight", GgmlType::kF32, {64, 8}, {});
+    w.AddTensor("blk.6.ffn_down.weight", GgmlType::kF32, {256, 64}, {});
+  };
+  auto p = Read(dir, s);
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  EXPECT_EQ(p->layers[6].kv_source, 3);
+}
+
 TEST(GgufGemma4, NoSharingDenseScalarsAndIntPattern) {
   ScratchDir dir;
   Spec s;
@@ -181,7 +194,7 @@ TEST(GgufGemma4, NoSharingDenseScalarsAndIntPattern) {
     w.SetU32("gemma4.feed_forward_length", 96);
     w.SetU32("gemma4.attention.sliding_window_pattern", 5);  // older integer period form
   };
-  // With a scalar head_count_kv of 2, full layers need 2 KV heads too; the tensors don't care.
+  s.full_kv_heads = 2;  // a scalar head_count_kv applies to full layers too
   auto p = Read(dir, s);
   ASSERT_TRUE(p.ok()) << p.status().ToString();
   EXPECT_EQ(p->first_shared_layer(), 10u);
@@ -257,6 +270,19 @@ TEST(GgufGemma4, Errors) {
     s.omit = {"blk.4.attn_q_norm.weight"};
     s.extra = [](Writer& w) { w.AddTensor("blk.4.attn_q_norm.weight", GgmlType::kF32, {32}, {}); };
     ExpectError(s, Code::kInvalidArgument, {"blk.4.attn_q_norm.weight", "head_dim is 64"});
+  }
+  {
+    Spec s;  // K projection of an owning sliding layer sized for 3 KV heads instead of 2
+    s.omit = {"blk.1.attn_k.weight"};
+    s.extra = [](Writer& w) { w.AddTensor("blk.1.attn_k.weight", GgmlType::kF32, {64, 96}, {}); };
+    ExpectError(s, Code::kInvalidArgument, {"blk.1.attn_k.weight", "[64, 64]"});
+  }
+  {
+    Spec s;
+    s.extra = [](Writer& w) {
+      w.AddTensor("blk.7.ffn_down.weight", GgmlType::kF32, {64, 256}, {});
+    };
+    ExpectError(s, Code::kInvalidArgument, {"blk.7.ffn_down.weight", "[256, 64]"});
   }
   {
     Spec s;

@@ -47,12 +47,12 @@ bool ValidUtf8(std::string_view s) {
 }
 
 // Quoted form of a string: control characters escaped; bytes >= 0x80 kept when the string is
-// valid UTF-8 (JSON) and escaped otherwise; long strings cut at a character boundary.
+// valid UTF-8 and escaped otherwise; long strings cut at a character boundary.
 std::string Quote(std::string_view s, bool full, bool json) {
   std::string out = "\"";
   size_t n = full ? s.size() : std::min(s.size(), kStringMax);
   while (n < s.size() && n > 0 && (static_cast<unsigned char>(s[n]) & 0xc0) == 0x80) --n;
-  const bool keep_high = json && ValidUtf8(s);
+  const bool keep_high = ValidUtf8(s);
   for (size_t i = 0; i < n; ++i) {
     const auto c = static_cast<unsigned char>(s[i]);
     if (c == '"' || c == '\\') {
@@ -64,7 +64,7 @@ std::string Quote(std::string_view s, bool full, bool json) {
       out += "\\t";
     } else if (c < 0x20 || c == 0x7f || (!keep_high && c >= 0x80)) {
       char buf[8];
-      std::snprintf(buf, sizeof(buf), "\\u%04x", c);
+      std::snprintf(buf, sizeof(buf), json ? "\\u%04x" : "\\x%02x", c);
       out += buf;
     } else {
       out += static_cast<char>(c);  // JSON keeps UTF-8 bytes as they are
