@@ -481,6 +481,7 @@ Status File::Parse() {
                          std::to_string(kMaxTensorCount));
   }
   kv_.reserve(std::min(kv_count, kMaxReserve));
+  uint64_t alignment_at = 0;  // where general.alignment's type field sits, for errors
   for (uint64_t k = 0; k < kv_count; ++k) {
     const std::string field = "metadata key #" + std::to_string(k);
     const uint64_t key_at = c.pos();
@@ -504,6 +505,7 @@ Status File::Parse() {
     } else {
       GARNET_RETURN_IF_ERROR(ReadScalar(c, kfield + " value", v.type, &v));
     }
+    if (key == kKeyAlignment) alignment_at = type_at;
     kv_index_.emplace(key, kv_.size());
     kv_.emplace_back(key, std::move(v));
   }
@@ -511,7 +513,7 @@ Status File::Parse() {
   if (const Value* a = Find(kKeyAlignment)) {
     auto n = a->AsInt();
     if (!n || *n <= 0 || *n > kMaxAlignment || !std::has_single_bit(static_cast<uint64_t>(*n))) {
-      return c.Invalid("general.alignment", 0,
+      return c.Invalid("general.alignment", alignment_at,
                        "must be an integer power of two in [1, " + std::to_string(kMaxAlignment) +
                            "] (got " +
                            (n ? std::to_string(*n) : std::string(ValueTypeName(a->type))) + ")");

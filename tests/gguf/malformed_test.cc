@@ -175,7 +175,8 @@ TEST(GgufMalformed, BadAlignment) {
   for (uint32_t a : {0u, 3u, 48u, 1u << 21, 0x80000000u}) {
     RawBuilder b;
     b.Header(0, 1).KvU32("general.alignment", a);
-    ExpectError(b.bytes(), Code::kInvalidArgument, {"general.alignment", "power of two"});
+    ExpectError(b.bytes(), Code::kInvalidArgument,
+                {"general.alignment at offset 49", "power of two"});
   }
   RawBuilder s;
   s.Header(0, 1).Str("general.alignment").U32(8).Str("64");
