@@ -68,6 +68,7 @@ namespace {
 // Integer path: activations quantised once, then a tile of rows against every token.
 void MatMulQ8(const WeightMatrix& w, QDotFn qd, const float* x, int64_t ldx, int64_t T, float* y,
               int64_t ldy, ThreadPool* pool) {
+  const QDot4Fn qd4 = QDot4For(w.type);
   const int64_t nb = w.cols / 32;
   std::vector<BlockQ8A> xq(static_cast<size_t>(T * nb));
   auto quant = [&](int64_t t0, int64_t t1, int) {
@@ -76,7 +77,18 @@ void MatMulQ8(const WeightMatrix& w, QDotFn qd, const float* x, int64_t ldx, int
   auto work = [&](int64_t r0, int64_t r1, int) {
     for (int64_t r = r0; r < r1; r += kTileRows) {
       const int64_t n = std::min(kTileRows, r1 - r);
-      for (int64_t t = 0; t < T; ++t) {
+      int64_t t = 0;
+      if (qd4 != nullptr) {
+        for (; t + 4 <= T; t += 4) {
+          const BlockQ8A* a = &xq[t * nb];
+          for (int64_t i = 0; i < n; ++i) {
+            float out[4];
+            qd4(w.row(r + i), a, nb, w.cols, out);
+            for (int k = 0; k < 4; ++k) y[(t + k) * ldy + r + i] = out[k];
+          }
+        }
+      }
+      for (; t < T; ++t) {
         const BlockQ8A* a = &xq[t * nb];
         for (int64_t i = 0; i < n; ++i) y[t * ldy + r + i] = qd(w.row(r + i), a, w.cols);
       }

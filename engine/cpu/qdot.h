@@ -34,8 +34,15 @@ void QuantizeActivations(const float* x, int64_t n, BlockQ8A* out);
 // activations.
 using QDotFn = float (*)(const uint8_t* w, const BlockQ8A* a, int64_t n);
 
+// Four activation rows at a, a + stride, a + 2 * stride, a + 3 * stride (strides in blocks)
+// against one weight row: out[0..4). The weight blocks are unpacked once for all four.
+using QDot4Fn = void (*)(const uint8_t* w, const BlockQ8A* a, int64_t stride, int64_t n,
+                         float* out);
+
 // The kernel for `type`, or null when the type has no integer path. `fast` picks AVX2 when the
 // CPU has it (and GARNET_CPU_KERNELS is not "ref"); otherwise the scalar version.
 QDotFn QDotFor(GgmlType type, bool fast);
+// The 4-row kernel (AVX2 only); null when there is none: call the QDotFn four times instead.
+QDot4Fn QDot4For(GgmlType type);
 
 }  // namespace garnet::cpu

@@ -35,14 +35,15 @@ inline float ScaleF16(uint16_t h) {
 
 float DotQ8_0(const uint8_t* w, const BlockQ8A* a, int64_t n) {
   const auto* b = reinterpret_cast<const BlockQ8_0*>(w);
-  __m256 acc = _mm256_setzero_ps();
+  __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
   for (int64_t i = 0; i < n / 32; ++i) {
     const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].qs));
     const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[i].qs));
     const __m256i p = DotU8S8(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(av, wv));
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(ScaleF16(b[i].d) * a[i].d), _mm256_cvtepi32_ps(p), acc);
+    acc[i & 1] = _mm256_fmadd_ps(_mm256_set1_ps(ScaleF16(b[i].d) * a[i].d), _mm256_cvtepi32_ps(p),
+                                 acc[i & 1]);
   }
-  return Hsum(acc);
+  return Hsum(_mm256_add_ps(acc[0], acc[1]));
 }
 
 float DotQ4_0(const uint8_t* w, const BlockQ8A* a, int64_t n) {
@@ -64,7 +65,7 @@ float DotQ4_0(const uint8_t* w, const BlockQ8A* a, int64_t n) {
 float DotQ4_K(const uint8_t* w, const BlockQ8A* a, int64_t n) {
   const auto* b = reinterpret_cast<const BlockQ4_K*>(w);
   const __m256i mask = _mm256_set1_epi8(15);
-  __m256 acc = _mm256_setzero_ps();
+  __m256 acc = _mm256_setzero_ps(), acc2 = _mm256_setzero_ps();
   float mins = 0;
   for (int64_t i = 0; i < n / 256; ++i) {
     const float d = ScaleF16(b[i].d), dmin = ScaleF16(b[i].dmin);
@@ -81,12 +82,12 @@ float DotQ4_K(const uint8_t* w, const BlockQ8A* a, int64_t n) {
       const __m256i p0 = DotU8S8(lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a0.qs)));
       const __m256i p1 = DotU8S8(hi, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a1.qs)));
       acc = _mm256_fmadd_ps(_mm256_set1_ps(d * sc0 * a0.d), _mm256_cvtepi32_ps(p0), acc);
-      acc = _mm256_fmadd_ps(_mm256_set1_ps(d * sc1 * a1.d), _mm256_cvtepi32_ps(p1), acc);
+      acc2 = _mm256_fmadd_ps(_mm256_set1_ps(d * sc1 * a1.d), _mm256_cvtepi32_ps(p1), acc2);
       mins += dmin * (mn0 * a0.d * static_cast<float>(a0.s16[0] + a0.s16[1]) +
                       mn1 * a1.d * static_cast<float>(a1.s16[0] + a1.s16[1]));
     }
   }
-  return Hsum(acc) - mins;
+  return Hsum(_mm256_add_ps(acc, acc2)) - mins;
 }
 
 float DotQ6_K(const uint8_t* w, const BlockQ8A* a, int64_t n) {
@@ -127,7 +128,141 @@ float DotQ6_K(const uint8_t* w, const BlockQ8A* a, int64_t n) {
   return Hsum(acc) - off;
 }
 
+// Four activation rows (a, a + stride, a + 2 stride, a + 3 stride) against one weight row: the
+// weight blocks are loaded and unpacked once for all four.
+void DotQ8_0x4(const uint8_t* w, const BlockQ8A* a, int64_t stride, int64_t n, float* out) {
+  const auto* b = reinterpret_cast<const BlockQ8_0*>(w);
+  // Same summation order as DotQ8_0 (two accumulators, even/odd blocks): results are identical.
+  __m256 acc[4][2];
+  for (auto& r : acc) r[0] = r[1] = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n / 32; ++i) {
+    const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].qs));
+    const __m256i ax = _mm256_sign_epi8(wv, wv);
+    const float dw = ScaleF16(b[i].d);
+    for (int t = 0; t < 4; ++t) {
+      const BlockQ8A& ab = a[t * stride + i];
+      const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab.qs));
+      const __m256i p = DotU8S8(ax, _mm256_sign_epi8(av, wv));
+      acc[t][i & 1] =
+          _mm256_fmadd_ps(_mm256_set1_ps(dw * ab.d), _mm256_cvtepi32_ps(p), acc[t][i & 1]);
+    }
+  }
+  for (int t = 0; t < 4; ++t) out[t] = Hsum(_mm256_add_ps(acc[t][0], acc[t][1]));
+}
+
+void DotQ4_0x4(const uint8_t* w, const BlockQ8A* a, int64_t stride, int64_t n, float* out) {
+  const auto* b = reinterpret_cast<const BlockQ4_0*>(w);
+  const __m256i mask = _mm256_set1_epi8(15);
+  __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
+                   _mm256_setzero_ps()};
+  float off[4] = {0, 0, 0, 0};
+  for (int64_t i = 0; i < n / 32; ++i) {
+    const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b[i].qs));
+    const __m256i wv = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), mask);
+    const float dw = ScaleF16(b[i].d);
+    for (int t = 0; t < 4; ++t) {
+      const BlockQ8A& ab = a[t * stride + i];
+      const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab.qs));
+      const float s = dw * ab.d;
+      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(s), _mm256_cvtepi32_ps(DotU8S8(wv, av)), acc[t]);
+      off[t] += s * static_cast<float>(8 * (ab.s16[0] + ab.s16[1]));
+    }
+  }
+  for (int t = 0; t < 4; ++t) out[t] = Hsum(acc[t]) - off[t];
+}
+
+void DotQ4_Kx4(const uint8_t* w, const BlockQ8A* a, int64_t stride, int64_t n, float* out) {
+  const auto* b = reinterpret_cast<const BlockQ4_K*>(w);
+  const __m256i mask = _mm256_set1_epi8(15);
+  // Same summation order as DotQ4_K (low / high nibble accumulators): results are identical.
+  __m256 acc[4][2];
+  for (auto& r : acc) r[0] = r[1] = _mm256_setzero_ps();
+  float mins[4] = {0, 0, 0, 0};
+  for (int64_t i = 0; i < n / 256; ++i) {
+    const float d = ScaleF16(b[i].d), dmin = ScaleF16(b[i].dmin);
+    for (int c = 0; c < 4; ++c) {
+      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].qs + 32 * c));
+      const __m256i lo = _mm256_and_si256(q, mask);
+      const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), mask);
+      int sc0, mn0, sc1, mn1;
+      KScaleMin(b[i].scales, 2 * c, &sc0, &mn0);
+      KScaleMin(b[i].scales, 2 * c + 1, &sc1, &mn1);
+      for (int t = 0; t < 4; ++t) {
+        const BlockQ8A& a0 = a[t * stride + i * 8 + 2 * c];
+        const BlockQ8A& a1 = a[t * stride + i * 8 + 2 * c + 1];
+        const __m256i p0 = DotU8S8(lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a0.qs)));
+        const __m256i p1 = DotU8S8(hi, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a1.qs)));
+        acc[t][0] =
+            _mm256_fmadd_ps(_mm256_set1_ps(d * sc0 * a0.d), _mm256_cvtepi32_ps(p0), acc[t][0]);
+        acc[t][1] =
+            _mm256_fmadd_ps(_mm256_set1_ps(d * sc1 * a1.d), _mm256_cvtepi32_ps(p1), acc[t][1]);
+        mins[t] += dmin * (mn0 * a0.d * static_cast<float>(a0.s16[0] + a0.s16[1]) +
+                           mn1 * a1.d * static_cast<float>(a1.s16[0] + a1.s16[1]));
+      }
+    }
+  }
+  for (int t = 0; t < 4; ++t) out[t] = Hsum(_mm256_add_ps(acc[t][0], acc[t][1])) - mins[t];
+}
+
+void DotQ6_Kx4(const uint8_t* w, const BlockQ8A* a, int64_t stride, int64_t n, float* out) {
+  const auto* b = reinterpret_cast<const BlockQ6_K*>(w);
+  const __m256i m4 = _mm256_set1_epi8(15);
+  const __m256i m2 = _mm256_set1_epi8(3);
+  __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
+                   _mm256_setzero_ps()};
+  float off[4] = {0, 0, 0, 0};
+  for (int64_t i = 0; i < n / 256; ++i) {
+    const float d = ScaleF16(b[i].d);
+    for (int h = 0; h < 2; ++h) {
+      const uint8_t* ql = b[i].ql + 64 * h;
+      const int8_t* sc = b[i].scales + 8 * h;
+      const __m256i l0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql));
+      const __m256i l1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql + 32));
+      const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].qh + 32 * h));
+      __m256i q[4];
+      q[0] =
+          _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(qh, m2), 4));
+      q[1] = _mm256_or_si256(_mm256_and_si256(l1, m4),
+                             _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m2), 4));
+      q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                             _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m2), 4));
+      q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                             _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m2), 4));
+      for (int t = 0; t < 4; ++t) {
+        for (int k = 0; k < 4; ++k) {
+          const BlockQ8A& ab = a[t * stride + i * 8 + 4 * h + k];
+          const __m256i p =
+              DotU8S8(q[k], _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab.qs)));
+          const float s = d * ab.d;
+          const float sa = s * sc[2 * k], sb = s * sc[2 * k + 1];
+          acc[t] = _mm256_fmadd_ps(_mm256_setr_ps(sa, sa, sa, sa, sb, sb, sb, sb),
+                                   _mm256_cvtepi32_ps(p), acc[t]);
+          off[t] += 32.0f * (sa * ab.s16[0] + sb * ab.s16[1]);
+        }
+      }
+    }
+  }
+  for (int t = 0; t < 4; ++t) out[t] = Hsum(acc[t]) - off[t];
+}
+
 }  // namespace
+
+QDot4Fn Avx2QDot4(GgmlType type) {
+  switch (type) {
+    case GgmlType::kQ8_0:
+      return DotQ8_0x4;
+    case GgmlType::kQ4_0:
+      return DotQ4_0x4;
+    case GgmlType::kQ4_K:
+      return DotQ4_Kx4;
+    case GgmlType::kQ6_K:
+      return DotQ6_Kx4;
+    default:
+      return nullptr;
+  }
+}
+
+namespace {}  // namespace
 
 QDotFn Avx2QDot(GgmlType type) {
   switch (type) {

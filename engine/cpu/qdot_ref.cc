@@ -9,7 +9,8 @@
 namespace garnet::cpu {
 
 #if defined(GARNET_HAVE_AVX2_TU)
-QDotFn Avx2QDot(GgmlType type);  // qdot_avx2.cc
+QDotFn Avx2QDot(GgmlType type);    // qdot_avx2.cc
+QDot4Fn Avx2QDot4(GgmlType type);  // qdot_avx2.cc
 #endif
 
 namespace {
@@ -130,22 +131,38 @@ void QuantizeActivations(const float* x, int64_t n, BlockQ8A* out) {
   }
 }
 
-QDotFn QDotFor(GgmlType type, bool fast) {
-  if (fast) {
-    static const bool allowed = [] {
-      const char* env = std::getenv("GARNET_CPU_KERNELS");
-      return env == nullptr || std::strcmp(env, "ref") != 0;
-    }();
+namespace {
+
+bool UseAvx2() {
+  static const bool ok = [] {
+    const char* env = std::getenv("GARNET_CPU_KERNELS");
+    if (env != nullptr && std::strcmp(env, "ref") == 0) return false;
 #if defined(GARNET_HAVE_AVX2_TU)
-    static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                             __builtin_cpu_supports("f16c");
-    if (allowed && avx2) {
-      if (QDotFn f = Avx2QDot(type)) return f;
-    }
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+           __builtin_cpu_supports("f16c");
 #else
-    (void)allowed;
+    return false;
 #endif
+  }();
+  return ok;
+}
+
+}  // namespace
+
+QDot4Fn QDot4For(GgmlType type) {
+#if defined(GARNET_HAVE_AVX2_TU)
+  if (UseAvx2()) return Avx2QDot4(type);
+#endif
+  (void)type;
+  return nullptr;
+}
+
+QDotFn QDotFor(GgmlType type, bool fast) {
+#if defined(GARNET_HAVE_AVX2_TU)
+  if (fast && UseAvx2()) {
+    if (QDotFn f = Avx2QDot(type)) return f;
   }
+#endif
   switch (type) {
     case GgmlType::kQ8_0:
       return DotQ8_0;

@@ -171,6 +171,22 @@ TEST(QDot, FastMatchesScalarAndFloatBound) {
       const float r = ref(wq.data(), xq.data(), n), f = fast(wq.data(), xq.data(), n);
       EXPECT_NEAR(r, exact, bound) << TypeName(type) << " n " << n;
       EXPECT_NEAR(f, r, 1e-4 * (std::fabs(r) + 1.0)) << TypeName(type) << " n " << n;
+      // The 4-row kernel equals four single calls (rows of activations at stride nb + 1).
+      if (QDot4Fn f4 = QDot4For(type)) {
+        const int64_t nb = n / 32, stride = nb + 1;
+        std::vector<BlockQ8A> xs(static_cast<size_t>(4 * stride));
+        for (int t = 0; t < 4; ++t) {
+          auto xt = Random(static_cast<size_t>(n), 30 + t, 1.0f);
+          QuantizeActivations(xt.data(), n, &xs[static_cast<size_t>(t * stride)]);
+        }
+        float out[4];
+        f4(wq.data(), xs.data(), stride, n, out);
+        for (int t = 0; t < 4; ++t) {
+          // Bitwise equal to the single-row AVX2 kernel: prefill and decode round alike.
+          const float one = fast(wq.data(), &xs[static_cast<size_t>(t * stride)], n);
+          EXPECT_EQ(out[t], one) << TypeName(type) << " t " << t;
+        }
+      }
     }
   }
   EXPECT_EQ(QDotFor(GgmlType::kQ5_K, true), nullptr);
