@@ -301,7 +301,7 @@ Status Kernels::AttentionDecode(Recorder& rec, const AttentionShape& s, const Bu
   GARNET_RETURN_IF_ERROR(Need(pos, uint64_t{s.n_tokens} * 4, op, "pos"));
   constexpr uint32_t kWg = 128;
   std::string variant = "attn_decode_f16";
-  if (device_.caps().storage_16bit && device_.caps().float16) variant += "_s16";
+  if (device_.caps().storage_16bit) variant += "_s16";  // needs only 16-bit storage
   if (device_.caps().subgroup_arithmetic) variant += "_sg";
   PipelineDesc desc{variant, 5, 0b10000, 44, {kWg, s.head_dim}, {kWg, 1, 1}};
   GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));

@@ -108,6 +108,18 @@ TEST(Instance, ListsDevicesWithFacts) {
   }
 }
 
+TEST(Instance, ValidationRequestWithoutTheLayerStillWorks) {
+  GARNET_REQUIRE_VULKAN();
+  InstanceOptions opts;
+  opts.validate = true;  // as GARNET_VK_VALIDATE=1 would
+  auto inst = Instance::Create(opts);
+  ASSERT_TRUE(inst.ok()) << inst.status().ToString();
+  EXPECT_FALSE((*inst)->devices().empty());
+  // Whether the layer is installed decides validation_enabled(); either way no errors so far.
+  EXPECT_EQ((*inst)->validation_errors(), 0u);
+  std::printf("validation layer %s\n", (*inst)->validation_enabled() ? "enabled" : "not installed");
+}
+
 TEST(Device, BadSelectorIsACleanError) {
   GARNET_REQUIRE_VULKAN();
   auto inst = testing::VkTestEnv::Get()->instance();

@@ -192,7 +192,11 @@ TEST_P(KernelTest, MatvecEveryWeightTypeOddSizes) {
 TEST_P(KernelTest, MatvecFoldsGridsBeyondTheWorkgroupCountLimit) {
   // More rows than maxComputeWorkGroupCount[0] (65535 on most devices).
   const uint32_t in = 32, out = d_->device->info().max_workgroup_count[0] + 100;
-  if (uint64_t{out} * 34 > d_->device->info().max_storage_buffer_range) GTEST_SKIP();
+  if (d_->device->info().max_workgroup_count[0] > 1u << 20 ||
+      uint64_t{out} * 34 > d_->device->info().max_storage_buffer_range) {
+    GTEST_SKIP() << "this device's x grid limit (" << d_->device->info().max_workgroup_count[0]
+                 << ") needs no folding at test sizes";
+  }
   const std::vector<uint8_t> w = RandomWeights(GgmlType::kQ8_0, in, out, 5);
   const std::vector<float> wf = Dequantize(GgmlType::kQ8_0, w, in, out);
   const std::vector<float> x = RandomFloats(in, 6);
