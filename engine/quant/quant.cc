@@ -31,20 +31,19 @@ uint16_t ScaleToF16(float v) {
   return h;
 }
 
-int Clamp(int v, int lo, int hi) {
-  return v < lo ? lo : (v > hi ? hi : v);
+// v clamped to [lo, hi] (NaN -> lo) and rounded to the nearest integer, ties to even, as a
+// float. Adding and subtracting 1.5 * 2^23 rounds any |v| < 2^22 exactly under IEEE
+// round-to-nearest-even; being branch-free, loops over it vectorise.
+inline float RoundClampF(float v, float lo, float hi) {
+  constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23
+  v = v > lo ? v : lo;
+  v = v < hi ? v : hi;
+  return (v + kMagic) - kMagic;
 }
 
-// Rounds half away from zero (like std::round, but inline and libm-free) and clamps to
-// [lo, hi]. Within the clamp range |v| < 2^23, where truncation and v - trunc(v) are exact.
-int RoundClamp(float v, int lo, int hi) {
-  if (!(v >= static_cast<float>(lo))) return lo;  // also catches NaN
-  if (v >= static_cast<float>(hi)) return hi;
-  int t = static_cast<int>(v);
-  const float frac = v - static_cast<float>(t);
-  if (frac >= 0.5f) ++t;
-  if (frac <= -0.5f) --t;
-  return Clamp(t, lo, hi);
+// The same as an int. Callers keep |lo|, |hi| < 2^22.
+inline int RoundClamp(float v, int lo, int hi) {
+  return static_cast<int>(RoundClampF(v, static_cast<float>(lo), static_cast<float>(hi)));
 }
 
 // Value with the largest magnitude (first one on ties), sign kept.
@@ -277,62 +276,72 @@ void QuantQ5_1(const float* x, uint8_t* dst) {
 // candidate quantisation grids; then the super-block scales are quantised and the quants are
 // recomputed against the exact scales a reader will decode.
 
-// Fits x[0..n) ≈ a * q - m with integer q in [0, max_q], a >= 0, m >= 0 (the min is never
+// Sums over one candidate grid q_i = round(clamp((x_i - off) * iscale, q_lo, q_hi)): sum q,
+// sum q^2 (exact integers) and sum q * x_i (eight partial sums in a fixed order, so the result
+// does not depend on how the compiler vectorises the loop).
+struct GridSums {
+  float sq, sqq, sqx;
+};
+
+template <int kN>
+GridSums SumGrid(const float* x, float off, float iscale, float q_lo, float q_hi) {
+  static_assert(kN % 8 == 0);
+  float part[8] = {};
+  int32_t sq = 0, sqq = 0;
+  for (int i = 0; i < kN; i += 8) {
+    for (int k = 0; k < 8; ++k) {
+      const float q = RoundClampF((x[i + k] - off) * iscale, q_lo, q_hi);
+      part[k] += q * x[i + k];
+      const auto qi = static_cast<int32_t>(q);
+      sq += qi;
+      sqq += qi * qi;
+    }
+  }
+  const float sqx =
+      ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+  return {static_cast<float>(sq), static_cast<float>(sqq), sqx};
+}
+
+// Fits x[0..kN) ≈ a * q - m with integer q in [0, max_q], a >= 0, m >= 0 (the min is never
 // positive, as in the format). Candidate grids stretch the [min(x, 0), max(x)] range by up to one
-// level either way; for each grid's quants the affine (a, -m) is the least-squares solution.
-void FitScaleMin(const float* x, int n, int max_q, float* scale, float* min) {
+// level either way; for each grid's quants the affine (a, -m) is the least-squares solution, and
+// the plain min/max grid is the baseline.
+template <int kN>
+void FitScaleMin(const float* x, int max_q, float* scale, float* min) {
   float lo = 0, hi = x[0];
-  for (int i = 0; i < n; ++i) {
+  float sum_x = 0, sum_xx = 0;
+  for (int i = 0; i < kN; ++i) {
     lo = std::min(lo, x[i]);
     hi = std::max(hi, x[i]);
+    sum_x += x[i];
+    sum_xx += x[i] * x[i];
   }
-  if (!(hi > lo)) {  // all values equal and >= 0 handled by lo = 0; here the block is all zero
+  if (!(hi > lo)) {  // all zero, or all equal and negative: the min alone represents them
     *scale = 0;
     *min = -lo;
     return;
   }
-  float sum_x = 0, sum_xx = 0;
-  for (int i = 0; i < n; ++i) {
-    sum_x += x[i];
-    sum_xx += x[i] * x[i];
-  }
-  // Baseline: the plain min/max grid.
-  float best_a = (hi - lo) / static_cast<float>(max_q), best_b = lo;
-  float best_err = -1;
-  {
-    const float ia = 1.0f / best_a;
-    float err = 0;
-    for (int i = 0; i < n; ++i) {
-      const float q = static_cast<float>(RoundClamp((x[i] - lo) * ia, 0, max_q));
-      const float e = best_a * q + lo - x[i];
-      err += e * e;
-    }
-    best_err = err;
-  }
+  const float fq = static_cast<float>(max_q), fn = static_cast<float>(kN);
+  // Squared error of a * q + b against x, expanded into the sums.
+  auto error = [&](const GridSums& g, float a, float b) {
+    return sum_xx - 2 * a * g.sqx - 2 * b * sum_x + a * a * g.sqq + 2 * a * b * g.sq + fn * b * b;
+  };
+  float best_a = (hi - lo) / fq, best_b = lo;
+  float best_err = error(SumGrid<kN>(x, lo, fq / (hi - lo), 0.0f, fq), best_a, best_b);
   constexpr int kSteps = 8;  // candidates t = -1, -0.75, ..., +1 levels
   for (int s = 0; s <= kSteps; ++s) {
     const float t = -1.0f + 2.0f * static_cast<float>(s) / kSteps;
-    const float iscale = (static_cast<float>(max_q) + t) / (hi - lo);
-    float sq = 0, sqq = 0, sqx = 0;
-    for (int i = 0; i < n; ++i) {
-      const float q = static_cast<float>(RoundClamp((x[i] - lo) * iscale, 0, max_q));
-      sq += q;
-      sqq += q * q;
-      sqx += q * x[i];
-    }
-    const float fn = static_cast<float>(n);
-    const float det = fn * sqq - sq * sq;
+    const GridSums g = SumGrid<kN>(x, lo, (fq + t) / (hi - lo), 0.0f, fq);
+    const float det = fn * g.sqq - g.sq * g.sq;
     if (!(det > 0)) continue;
-    float a = (fn * sqx - sq * sum_x) / det;
-    float b = (sqq * sum_x - sq * sqx) / det;
+    float a = (fn * g.sqx - g.sq * sum_x) / det;
+    float b = (g.sqq * sum_x - g.sq * g.sqx) / det;
     if (b > 0) {  // the format cannot add a positive offset: refit the scale alone
       b = 0;
-      a = sqx / sqq;
+      a = g.sqx / g.sqq;
     }
     if (!(a > 0)) continue;
-    // Squared error of a*q + b against x, expanded into the running sums.
-    const float err =
-        sum_xx - 2 * a * sqx - 2 * b * sum_x + a * a * sqq + 2 * a * b * sq + fn * b * b;
+    const float err = error(g, a, b);
     if (err < best_err) {
       best_err = err;
       best_a = a;
@@ -345,24 +354,19 @@ void FitScaleMin(const float* x, int n, int max_q, float* scale, float* min) {
 
 // Fits x[0..n) ≈ a * q with integer q in [-32, 31] (a may be negative so the largest-magnitude
 // value can use the level -32). Candidate grids map that value to -(32 + t), t in [-3, 2].
-float FitScaleSym6(const float* x, int n) {
-  const float max = SignedAbsMax(x, n);
+float FitScaleSym6(const float* x) {
+  const float max = SignedAbsMax(x, 16);
   if (max == 0) return 0;
   float best_a = max / -32.0f, best_score = -1;
   for (int s = -6; s <= 4; ++s) {
     const float iscale = -(32.0f + 0.5f * static_cast<float>(s)) / max;
-    float sqq = 0, sqx = 0;
-    for (int i = 0; i < n; ++i) {
-      const float q = static_cast<float>(RoundClamp(x[i] * iscale, -32, 31));
-      sqq += q * q;
-      sqx += q * x[i];
-    }
-    if (!(sqq > 0)) continue;
+    const GridSums g = SumGrid<16>(x, 0.0f, iscale, -32.0f, 31.0f);
+    if (!(g.sqq > 0)) continue;
     // Error = sum_xx - sqx^2 / sqq at the optimal a = sqx / sqq: maximise sqx^2 / sqq.
-    const float score = sqx * sqx / sqq;
+    const float score = g.sqx * g.sqx / g.sqq;
     if (score > best_score) {
       best_score = score;
-      best_a = sqx / sqq;
+      best_a = g.sqx / g.sqq;
     }
   }
   return best_a;
@@ -375,7 +379,7 @@ void QuantKAffine(const float* x, uint16_t* d_out, uint16_t* dmin_out, uint8_t* 
   float sub_scale[8], sub_min[8];
   float max_scale = 0, max_min = 0;
   for (int j = 0; j < 8; ++j) {
-    FitScaleMin(x + 32 * j, 32, kMaxQ, &sub_scale[j], &sub_min[j]);
+    FitScaleMin<32>(x + 32 * j, kMaxQ, &sub_scale[j], &sub_min[j]);
     max_scale = std::max(max_scale, sub_scale[j]);
     max_min = std::max(max_min, sub_min[j]);
   }
@@ -433,7 +437,7 @@ void QuantQ6_K(const float* x, uint8_t* dst) {
   float sub_scale[16];
   float max_scale = 0, amax = 0;
   for (int j = 0; j < 16; ++j) {
-    sub_scale[j] = FitScaleSym6(x + 16 * j, 16);
+    sub_scale[j] = FitScaleSym6(x + 16 * j);
     if (std::fabs(sub_scale[j]) > amax) {
       amax = std::fabs(sub_scale[j]);
       max_scale = sub_scale[j];
