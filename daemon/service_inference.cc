@@ -1,0 +1,510 @@
+// garnet.v1.Inference: fit, model lifecycle and generation. Everything that may wait for a
+// model load, a slot or the engine runs on a Jobs thread; Ps answers from the reaction.
+#include <algorithm>
+#include <cmath>
+#include <random>
+
+#include "daemon/config.h"
+#include "daemon/convert.h"
+#include "daemon/fit.h"
+#include "daemon/model_manager.h"
+#include "daemon/registry_client.h"
+#include "daemon/rpc_util.h"
+#include "daemon/services.h"
+#include "engine/model/chat.h"
+#include "engine/model/engine.h"
+#include "engine/tokenizer/tokenizer.h"
+#include "garnet/v1/garnet.grpc.pb.h"
+
+namespace garnet::daemon {
+namespace {
+
+namespace pb = ::garnet::v1;
+
+constexpr int32_t kDefaultMaxTokens = 256;
+constexpr int32_t kMaxMaxTokens = 1 << 20;
+constexpr size_t kMaxStops = 16;
+constexpr size_t kMaxStopBytes = 256;
+constexpr int kMaxMessages = 4096;
+
+LoadOptions FromPb(const pb::ModelOptions& o) {
+  LoadOptions l;
+  l.ctx = o.ctx();
+  l.parallel = o.parallel();
+  l.kv_type = o.kv_type();
+  l.backend = o.backend();
+  l.threads = o.threads();
+  return l;
+}
+
+Status ValidateKeepAlive(int64_t s) {
+  if (s > int64_t{365} * 86400) {
+    return Status::InvalidArgument("keep_alive_seconds", "exceeds one year");
+  }
+  return Status::OK();
+}
+
+// Sampling options -> sampler parameters. Unset fields keep Gemma's defaults; an unset seed is
+// random.
+Result<sampling::SamplerParams> SamplerFromPb(const pb::Sampling& s) {
+  uint64_t seed = s.has_seed() ? s.seed() : std::random_device{}();
+  sampling::SamplerParams p = sampling::SamplerParams::GemmaDefaults(seed);
+  auto bad = [](const char* field, const std::string& why) {
+    return Status::InvalidArgument(std::string("sampling ") + field, why);
+  };
+  if (s.has_temperature()) {
+    if (!std::isfinite(s.temperature()) || s.temperature() < 0 || s.temperature() > 100)
+      return bad("temperature", "must be in [0, 100]");
+    p.temperature = s.temperature();
+  }
+  if (s.has_top_k()) {
+    if (s.top_k() < 0) return bad("top_k", "must be >= 0");
+    p.top_k = s.top_k();
+  }
+  if (s.has_top_p()) {
+    if (!std::isfinite(s.top_p()) || s.top_p() <= 0 || s.top_p() > 1)
+      return bad("top_p", "must be in (0, 1]");
+    p.top_p = s.top_p();
+  }
+  if (s.has_min_p()) {
+    if (!std::isfinite(s.min_p()) || s.min_p() < 0 || s.min_p() > 1)
+      return bad("min_p", "must be in [0, 1]");
+    p.min_p = s.min_p();
+  }
+  if (s.has_repeat_penalty()) {
+    if (!std::isfinite(s.repeat_penalty()) || s.repeat_penalty() <= 0 || s.repeat_penalty() > 10)
+      return bad("repeat_penalty", "must be in (0, 10]");
+    p.repeat_penalty = s.repeat_penalty();
+  }
+  if (s.has_presence_penalty()) {
+    if (!std::isfinite(s.presence_penalty()) || std::fabs(s.presence_penalty()) > 10)
+      return bad("presence_penalty", "must be in [-10, 10]");
+    p.presence_penalty = s.presence_penalty();
+  }
+  if (s.has_frequency_penalty()) {
+    if (!std::isfinite(s.frequency_penalty()) || std::fabs(s.frequency_penalty()) > 10)
+      return bad("frequency_penalty", "must be in [-10, 10]");
+    p.frequency_penalty = s.frequency_penalty();
+  }
+  return p;
+}
+
+pb::FinishReason FinishToPb(engine::FinishReason r) {
+  switch (r) {
+    case engine::FinishReason::kStopToken:
+      return pb::FINISH_REASON_STOP;
+    case engine::FinishReason::kStopString:
+      return pb::FINISH_REASON_STOP_STRING;
+    case engine::FinishReason::kMaxTokens:
+      return pb::FINISH_REASON_LENGTH;
+    case engine::FinishReason::kCancelled:
+      return pb::FINISH_REASON_CANCELLED;
+    case engine::FinishReason::kContextFull:
+      return pb::FINISH_REASON_CONTEXT_FULL;
+  }
+  return pb::FINISH_REASON_UNSPECIFIED;
+}
+
+// Everything a Generate or Chat call needs, copied out of the request before the job starts.
+struct GenJob {
+  std::string model;
+  bool raw = false;
+  std::string prompt;                   // raw
+  std::vector<chat::Message> messages;  // chat template
+  bool think = false;
+  pb::Sampling sampling;
+  int32_t max_tokens = 0;
+  std::vector<std::string> stops;
+  LoadOptions options;
+  int64_t keep_alive_s = 0;
+};
+
+Status ValidateGen(const GenJob& j, const Config& config) {
+  if (j.model.empty()) return Status::InvalidArgument("model", "no model given");
+  if (j.max_tokens < 0 || j.max_tokens > kMaxMaxTokens) {
+    return Status::InvalidArgument("max_tokens", std::to_string(j.max_tokens) +
+                                                     " is out of range [0, " +
+                                                     std::to_string(kMaxMaxTokens) + "]");
+  }
+  if (j.stops.size() > kMaxStops) {
+    return Status::InvalidArgument("stop", "at most " + std::to_string(kMaxStops) + " strings");
+  }
+  for (const auto& s : j.stops) {
+    if (s.empty() || s.size() > kMaxStopBytes) {
+      return Status::InvalidArgument(
+          "stop", "each string must have 1.." + std::to_string(kMaxStopBytes) + " bytes");
+    }
+  }
+  uint64_t bytes = j.prompt.size();
+  for (const auto& m : j.messages) bytes += m.content.size();
+  if (bytes > config.max_prompt_bytes) {
+    return Status::InvalidArgument("prompt", std::to_string(bytes) + " bytes exceed the limit of " +
+                                                 std::to_string(config.max_prompt_bytes) +
+                                                 " (max_prompt_bytes)");
+  }
+  GARNET_RETURN_IF_ERROR(ValidateKeepAlive(j.keep_alive_s));
+  return ModelManager::ValidateOptions(j.options);
+}
+
+void RunGeneration(const ServiceContext* ctx, const GenJob& job, const char* method,
+                   StreamWriter<pb::GenerateResponse>* w, const std::atomic<bool>& cancel,
+                   Status auth) {
+  const auto t0 = SteadyClock::now();
+  pb::Done done;
+  Status st = auth;
+  if (st.ok()) st = ValidateGen(job, *ctx->config);
+  sampling::SamplerParams sampler;
+  if (st.ok()) {
+    auto sp = SamplerFromPb(job.sampling);
+    if (sp.ok()) {
+      sampler = *sp;
+    } else {
+      st = sp.status();
+    }
+  }
+  std::unique_ptr<ModelManager::Lease> lease;
+  if (st.ok()) {
+    auto acquired = ctx->models->Acquire(job.model, job.options, job.keep_alive_s, &cancel);
+    if (acquired.ok()) {
+      lease = std::move(acquired).value();
+    } else {
+      st = acquired.status();
+    }
+  }
+  engine::GenerateResult result;
+  if (st.ok()) {
+    engine::Engine& eng = lease->engine();
+    const tok::Tokenizer& tk = *eng.tokenizer();
+    std::vector<int32_t> prompt;
+    if (job.raw) {
+      prompt = tk.Encode(job.prompt, /*add_bos=*/true, /*parse_special=*/false);
+    } else {
+      chat::ChatOptions co;
+      co.enable_thinking = job.think;
+      prompt = chat::FormatChatTokens(tk, job.messages, co);
+    }
+    const int64_t n_ctx = eng.options().n_ctx;
+    if (prompt.empty()) {
+      st = Status::InvalidArgument("prompt", "is empty");
+    } else if (static_cast<int64_t>(prompt.size()) >= n_ctx) {
+      st = Status::InvalidArgument(
+          "prompt", std::to_string(prompt.size()) + " tokens do not fit the context of " +
+                        std::to_string(n_ctx) + " tokens; shorten it or load with a larger ctx");
+    }
+    std::unique_ptr<engine::Sequence> seq;
+    if (st.ok()) {
+      auto s = eng.NewSequence();
+      if (s.ok()) {
+        seq = std::move(s).value();
+      } else {
+        st = s.status();
+      }
+    }
+    if (st.ok()) {
+      engine::GenerateRequest gr;
+      gr.max_tokens = job.max_tokens > 0 ? job.max_tokens : kDefaultMaxTokens;
+      gr.max_tokens = static_cast<int32_t>(
+          std::min<int64_t>(gr.max_tokens, n_ctx - static_cast<int64_t>(prompt.size())));
+      gr.sampler = sampler;
+      gr.stop_strings = job.stops;
+      gr.cancel = &cancel;
+      auto res = eng.Generate(*seq, prompt, gr, [&](int32_t token, std::string_view text) {
+        pb::GenerateResponse msg;
+        msg.set_text(std::string(text));
+        msg.set_token(token);
+        return w->Write(std::move(msg));
+      });
+      if (res.ok()) {
+        result = std::move(res).value();
+      } else {
+        st = res.status();
+      }
+    }
+  }
+  if (st.ok() && cancel.load()) st = Status::Cancelled(method, "the client cancelled");
+  if (st.ok()) {
+    done.set_finish_reason(FinishToPb(result.finish));
+    done.set_model(lease->info().name);
+    pb::Timing* t = done.mutable_timing();
+    t->set_load_seconds(lease->load_seconds());
+    t->set_queue_seconds(lease->queue_seconds());
+    t->set_ttft_seconds(result.timing.ttft_seconds);
+    t->set_prompt_tokens(result.timing.prompt_tokens);
+    t->set_prompt_seconds(result.timing.prompt_seconds);
+    t->set_prompt_tokens_per_second(result.timing.prompt_tok_s());
+    t->set_generated_tokens(result.timing.generated_tokens);
+    t->set_decode_seconds(result.timing.decode_seconds);
+    t->set_decode_tokens_per_second(result.timing.decode_tok_s());
+    t->set_total_seconds(SecondsSince(t0));
+    pb::ExecutionPath* p = done.mutable_path();
+    p->set_backend(std::string(lease->engine().backend_name()));
+    p->set_batched_prefill(true);  // Engine::Feed runs the prompt in ubatch chunks
+    p->set_layers_on_host(lease->info().layers_on_host);
+    p->set_expert_sets_on_host(lease->info().expert_sets_on_host);
+    p->set_placement(lease->info().placement);
+    pb::GenerateResponse last;
+    last.set_token(-1);
+    *last.mutable_done() = done;
+    w->Write(std::move(last));
+  }
+  lease.reset();  // frees the slot before the client sees the end of the stream
+  char extra[160] = "";
+  if (st.ok()) {
+    std::snprintf(
+        extra, sizeof extra, "prompt %lld tok %.1f tok/s, ttft %.3fs, %lld tok %.1f tok/s, %s",
+        static_cast<long long>(result.timing.prompt_tokens), result.timing.prompt_tok_s(),
+        result.timing.ttft_seconds, static_cast<long long>(result.timing.generated_tokens),
+        result.timing.decode_tok_s(), std::string(engine::FinishReasonName(result.finish)).c_str());
+  }
+  LogRequest(method, job.model, st, SecondsSince(t0), extra);
+  w->Finish(st);
+}
+
+class InferenceService final : public pb::Inference::CallbackService {
+ public:
+  explicit InferenceService(const ServiceContext* ctx) : ctx_(ctx) {}
+
+  grpc::ServerUnaryReactor* Fit(grpc::CallbackServerContext* call, const pb::FitRequest* req,
+                                pb::FitResponse* resp) override {
+    Status auth = CheckAuth(call, ctx_->config->token);
+    const pb::FitRequest r = *req;
+    const ServiceContext* ctx = ctx_;
+    return JobUnaryReactor::Start(ctx_->jobs, [=](const std::atomic<bool>&) {
+      const auto t0 = SteadyClock::now();
+      Status st = auth;
+      if (st.ok()) {
+        FitParams p;
+        p.ctx = r.ctx();
+        p.parallel = r.parallel();
+        p.ubatch = r.ubatch();
+        p.kv_type = r.kv_type();
+        switch (r.policy()) {
+          case pb::PLACEMENT_POLICY_CPU:
+            p.policy = plan::PolicyMode::kCpuOnly;
+            break;
+          case pb::PLACEMENT_POLICY_EXPERTS_CPU:
+            p.policy = plan::PolicyMode::kExpertsOnHost;
+            break;
+          case pb::PLACEMENT_POLICY_GPU_LAYERS:
+            p.policy = plan::PolicyMode::kGpuLayers;
+            break;
+          default:
+            p.policy = plan::PolicyMode::kAuto;
+        }
+        p.gpu_layers = r.gpu_layers();
+        p.vram_bytes.assign(r.vram_bytes().begin(), r.vram_bytes().end());
+        p.ram_bytes = r.ram_bytes();
+        p.cpu_only = r.cpu_only();
+        auto model = ctx->registry->Resolve(r.model());
+        if (!model.ok()) {
+          st = model.status();
+        } else {
+          auto fit = PlanFit(*model, p, ctx->config->default_ctx);
+          if (!fit.ok()) {
+            st = fit.status();
+          } else {
+            resp->set_model(model->name);
+            resp->set_verdict(ToPb(fit->plan.verdict));
+            resp->set_reason(fit->plan.reason);
+            resp->set_ctx(fit->ctx);
+            resp->set_max_ctx(fit->plan.max_ctx);
+            for (const auto& d : fit->plan.devices) ToPb(d, resp->add_devices());
+            resp->set_n_layer(fit->n_layer);
+            resp->set_layers_on_host(fit->plan.layers_on_host());
+            resp->set_expert_sets_on_host(fit->plan.expert_sets_on_host());
+            resp->set_report(fit->report);
+          }
+        }
+      }
+      LogRequest("Fit", r.model(), st, SecondsSince(t0));
+      return st;
+    });
+  }
+
+  grpc::ServerUnaryReactor* Load(grpc::CallbackServerContext* call, const pb::LoadRequest* req,
+                                 pb::LoadResponse* resp) override {
+    Status auth = CheckAuth(call, ctx_->config->token);
+    const std::string model = req->model();
+    const LoadOptions opts = FromPb(req->options());
+    const int64_t keep = req->keep_alive_seconds();
+    ModelManager* mm = ctx_->models;
+    return JobUnaryReactor::Start(ctx_->jobs, [=](const std::atomic<bool>& cancel) {
+      const auto t0 = SteadyClock::now();
+      Status st = auth;
+      if (st.ok() && model.empty()) st = Status::InvalidArgument("model", "no model given");
+      if (st.ok()) st = ValidateKeepAlive(keep);
+      if (st.ok()) {
+        auto res = mm->Load(model, opts, keep, &cancel);
+        if (res.ok()) {
+          ToPb(res->info, resp->mutable_model());
+          resp->set_load_seconds(res->load_seconds);
+          resp->set_already_loaded(res->already_loaded);
+        } else {
+          st = res.status();
+        }
+      }
+      LogRequest("Load", model, st, SecondsSince(t0));
+      return st;
+    });
+  }
+
+  grpc::ServerUnaryReactor* Unload(grpc::CallbackServerContext* call, const pb::UnloadRequest* req,
+                                   pb::UnloadResponse*) override {
+    auto* r = call->DefaultReactor();
+    const auto t0 = SteadyClock::now();
+    Status st = CheckAuth(call, ctx_->config->token);
+    if (st.ok()) st = ctx_->models->Unload(req->model());
+    LogRequest("Unload", req->model(), st, SecondsSince(t0));
+    r->Finish(ToGrpc(st));
+    return r;
+  }
+
+  grpc::ServerUnaryReactor* Ps(grpc::CallbackServerContext* call, const pb::PsRequest*,
+                               pb::PsResponse* resp) override {
+    auto* r = call->DefaultReactor();
+    Status st = CheckAuth(call, ctx_->config->token);
+    if (st.ok()) {
+      for (const LoadedInfo& i : ctx_->models->Ps()) ToPb(i, resp->add_models());
+    }
+    r->Finish(ToGrpc(st));
+    return r;
+  }
+
+  grpc::ServerWriteReactor<pb::GenerateResponse>* Generate(
+      grpc::CallbackServerContext* call, const pb::GenerateRequest* req) override {
+    Status auth = CheckAuth(call, ctx_->config->token);
+    GenJob job;
+    job.model = req->model();
+    job.raw = req->raw();
+    if (job.raw) {
+      job.prompt = req->prompt();
+    } else {
+      if (!req->system().empty()) job.messages.push_back({chat::Role::kSystem, req->system()});
+      job.messages.push_back({chat::Role::kUser, req->prompt()});
+    }
+    job.think = req->think();
+    job.sampling = req->sampling();
+    job.max_tokens = req->max_tokens();
+    job.stops.assign(req->stop().begin(), req->stop().end());
+    job.options = FromPb(req->options());
+    job.keep_alive_s = req->keep_alive_seconds();
+    const ServiceContext* ctx = ctx_;
+    return StreamWriter<pb::GenerateResponse>::Start(
+        ctx_->jobs, [ctx, job = std::move(job), auth](StreamWriter<pb::GenerateResponse>* w,
+                                                      const std::atomic<bool>& cancel) {
+          RunGeneration(ctx, job, "Generate", w, cancel, auth);
+        });
+  }
+
+  grpc::ServerWriteReactor<pb::GenerateResponse>* Chat(grpc::CallbackServerContext* call,
+                                                       const pb::ChatRequest* req) override {
+    Status auth = CheckAuth(call, ctx_->config->token);
+    GenJob job;
+    job.model = req->model();
+    if (auth.ok() && req->messages_size() > kMaxMessages) {
+      auth = Status::InvalidArgument("messages", "more than " + std::to_string(kMaxMessages));
+    }
+    if (auth.ok() && req->messages_size() == 0) {
+      auth = Status::InvalidArgument("messages", "no messages given");
+    }
+    for (const auto& m : req->messages()) {
+      chat::Role role = chat::Role::kUser;
+      switch (m.role()) {
+        case pb::ROLE_SYSTEM:
+          role = chat::Role::kSystem;
+          break;
+        case pb::ROLE_MODEL:
+          role = chat::Role::kModel;
+          break;
+        case pb::ROLE_USER:
+          break;
+        default:
+          if (auth.ok()) auth = Status::InvalidArgument("messages", "a message has no role");
+      }
+      job.messages.push_back({role, m.content()});
+    }
+    job.think = req->think();
+    job.sampling = req->sampling();
+    job.max_tokens = req->max_tokens();
+    job.stops.assign(req->stop().begin(), req->stop().end());
+    job.options = FromPb(req->options());
+    job.keep_alive_s = req->keep_alive_seconds();
+    const ServiceContext* ctx = ctx_;
+    return StreamWriter<pb::GenerateResponse>::Start(
+        ctx_->jobs, [ctx, job = std::move(job), auth](StreamWriter<pb::GenerateResponse>* w,
+                                                      const std::atomic<bool>& cancel) {
+          RunGeneration(ctx, job, "Chat", w, cancel, auth);
+        });
+  }
+
+  grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* call,
+                                     const pb::TokenizeRequest* req,
+                                     pb::TokenizeResponse* resp) override {
+    Status auth = CheckAuth(call, ctx_->config->token);
+    const pb::TokenizeRequest r = *req;
+    const ServiceContext* ctx = ctx_;
+    return JobUnaryReactor::Start(ctx_->jobs, [=](const std::atomic<bool>& cancel) {
+      const auto t0 = SteadyClock::now();
+      Status st = auth;
+      if (st.ok() && r.text().size() > ctx->config->max_prompt_bytes) {
+        st = Status::InvalidArgument("text", "exceeds max_prompt_bytes");
+      }
+      if (st.ok()) {
+        auto lease = ctx->models->Acquire(r.model(), {}, 0, &cancel);
+        if (lease.ok()) {
+          for (int32_t t :
+               (*lease)->engine().tokenizer()->Encode(r.text(), r.add_bos(), r.parse_special())) {
+            resp->add_tokens(t);
+          }
+        } else {
+          st = lease.status();
+        }
+      }
+      LogRequest("Tokenize", r.model(), st, SecondsSince(t0));
+      return st;
+    });
+  }
+
+  grpc::ServerUnaryReactor* Detokenize(grpc::CallbackServerContext* call,
+                                       const pb::DetokenizeRequest* req,
+                                       pb::DetokenizeResponse* resp) override {
+    Status auth = CheckAuth(call, ctx_->config->token);
+    const pb::DetokenizeRequest r = *req;
+    const ServiceContext* ctx = ctx_;
+    return JobUnaryReactor::Start(ctx_->jobs, [=](const std::atomic<bool>& cancel) {
+      const auto t0 = SteadyClock::now();
+      Status st = auth;
+      if (st.ok()) {
+        auto lease = ctx->models->Acquire(r.model(), {}, 0, &cancel);
+        if (lease.ok()) {
+          const tok::Tokenizer* tk = (*lease)->engine().tokenizer();
+          std::vector<int32_t> ids(r.tokens().begin(), r.tokens().end());
+          for (int32_t id : ids) {
+            if (id < 0 || id >= tk->n_vocab()) {
+              st = Status::InvalidArgument("tokens", "id " + std::to_string(id) +
+                                                         " is outside the vocabulary of " +
+                                                         std::to_string(tk->n_vocab()));
+              break;
+            }
+          }
+          if (st.ok()) resp->set_text(tk->Decode(ids));
+        } else {
+          st = lease.status();
+        }
+      }
+      LogRequest("Detokenize", r.model(), st, SecondsSince(t0));
+      return st;
+    });
+  }
+
+ private:
+  const ServiceContext* ctx_;
+};
+
+}  // namespace
+
+std::unique_ptr<grpc::Service> MakeInferenceService(const ServiceContext* ctx) {
+  return std::make_unique<InferenceService>(ctx);
+}
+
+}  // namespace garnet::daemon
