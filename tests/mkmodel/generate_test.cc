@@ -285,6 +285,21 @@ TEST(MkmodelGenerateTest, ByteIdenticalAcrossRunsAndThreads) {
   EXPECT_FALSE(ba == bc) << "seed did not change the weights";
 }
 
+TEST(MkmodelGenerateTest, WritePreset) {
+  Scratch dir;
+  const std::string path = dir.Path("p.gguf");
+  auto n = WritePreset("tiny", "q8_0", path, 3);
+  ASSERT_TRUE(n.ok()) << n.status().ToString();
+  auto m = gguf::Model::Open(path);
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ((*m)->FindTensor("blk.0.attn_q.weight")->type, GgmlType::kQ8_0);
+  EXPECT_EQ(*(*m)->GetU32("general.file_type"), 7u);
+  EXPECT_TRUE(WritePreset("nope", "", path).status().IsNotFound());
+  EXPECT_TRUE(WritePreset("tiny", "q2_k", path).status().IsInvalidArgument());
+  EXPECT_FALSE(std::filesystem::exists(dir.Path("missing/dir/x.gguf")));
+  EXPECT_FALSE(WritePreset("tiny", "", dir.Path("missing/dir/x.gguf")).ok());
+}
+
 uint64_t Fnv1a(const std::vector<uint8_t>& bytes) {
   uint64_t h = 1469598103934665603ull;
   for (uint8_t x : bytes) {

@@ -175,4 +175,15 @@ Result<uint64_t> WriteModel(const ModelPlan& plan, const GenOptions& opts,
   return writer.Finish(path);
 }
 
+Result<uint64_t> WritePreset(std::string_view preset, std::string_view type,
+                             const std::string& path, uint64_t seed) {
+  GARNET_ASSIGN_OR_RETURN(ModelSpec spec, PresetSpec(preset));
+  TypeOptions types;
+  types.base = std::string(type);
+  GARNET_ASSIGN_OR_RETURN(ModelPlan plan, MakePlan(spec, types));
+  GenOptions opts;
+  opts.seed = seed;
+  return WriteModel(plan, opts, path);
+}
+
 }  // namespace garnet::mkmodel

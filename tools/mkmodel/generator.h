@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 #include "engine/base/status.h"
 #include "engine/gguf/gguf.h"
@@ -35,5 +36,11 @@ Status AddModel(const ModelPlan& plan, const GenOptions& opts, gguf::Writer& wri
 
 // AddModel + Writer::Finish(path). Returns the file size. On failure no file is left at `path`.
 Result<uint64_t> WriteModel(const ModelPlan& plan, const GenOptions& opts, const std::string& path);
+
+// One call for tests and tools: PresetSpec(preset) -> MakePlan(type; "" = the preset's default)
+// -> WriteModel(path). Errors from each step pass through (NotFound for an unknown preset,
+// InvalidArgument for a bad type).
+Result<uint64_t> WritePreset(std::string_view preset, std::string_view type,
+                             const std::string& path, uint64_t seed = 0);
 
 }  // namespace garnet::mkmodel
