@@ -10,7 +10,9 @@
 // Nothing is ever read outside the mapping. Tensor data pointers stay valid while the File (or
 // Model) that returned them is alive. Sanity limits (far above real models): at most 2^20 keys,
 // 2^20 tensors, 2^26 strings per array, general.alignment at most 1 MiB. Versions 2 and 3 are
-// read (same layout); tensors may appear in any order and with gaps, but never overlap.
+// read (same layout); tensors may appear in any order and with gaps, but never overlap. Keys and
+// tensor names must be non-empty and unique; bool values must be 0 or 1; tensor dims must be 1..4
+// with a block-aligned ne[0] and an element count that fits int64 (zero-sized tensors are fine).
 //
 // A file that is truncated by another process while mapped can still raise SIGBUS on access;
 // garnet's model files are written once (Writer renames them into place) and never modified.
@@ -113,7 +115,10 @@ class File {
   uint32_t version() const { return version_; }
   uint64_t size() const { return size_; }
   uint32_t alignment() const { return alignment_; }
-  uint64_t data_offset() const { return data_offset_; }  // absolute offset of the data section
+  // Absolute offset of the data section (aligned). May lie past size() in a file without tensors.
+  uint64_t data_offset() const { return data_offset_; }
+  // The whole image (the mapping, or the FromMemory bytes); valid while the File lives.
+  std::span<const uint8_t> bytes() const { return {base_, static_cast<size_t>(size_)}; }
 
   // Metadata in file order; lookup by key.
   const std::vector<std::pair<std::string_view, Value>>& metadata() const { return kv_; }
