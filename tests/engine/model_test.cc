@@ -248,6 +248,10 @@ TEST(Engine, GenerateStreamsAndStops) {
   std::vector<int32_t> prompt = tk.Encode("the quick brown fox", true);
   ASSERT_GT(prompt.size(), 1u);
   EXPECT_EQ(tk.Decode(prompt), "the quick brown fox");
+  // The synthetic vocabulary's merges give multi-character tokens (FromGguf read them).
+  EXPECT_LT(prompt.size(), std::string("the quick brown fox").size());
+  EXPECT_EQ(tk.Encode("<|turn>user\n", false).front(), 105);
+  EXPECT_EQ(tk.eot_id(), 106);
   auto s = e->NewSequence();
   GenerateRequest req;
   req.max_tokens = 12;
