@@ -1,6 +1,7 @@
 #include "engine/vulkan/kernels.h"
 
 #include <algorithm>
+#include <cmath>
 #include <string>
 
 #include "engine/vulkan/device.h"
@@ -190,9 +191,37 @@ Status Kernels::Matmul(Recorder& rec, GgmlType type, const MatmulShape& s, const
                       (s.n + kMatmulTile - 1) / kMatmulTile);
 }
 
+Result<std::vector<float>> RopeThetaTable(uint32_t n_rot, double base,
+                                          std::span<const float> freq_factors) {
+  const std::string op = "rope theta table";
+  if (n_rot == 0 || n_rot % 2) return Status::InvalidArgument(op, "n_rot must be even and > 0");
+  if (!(base > 0.0) || !std::isfinite(base)) {
+    return Status::InvalidArgument(op, "base must be finite and > 0");
+  }
+  if (!freq_factors.empty() && freq_factors.size() != n_rot / 2) {
+    return Status::InvalidArgument(op, std::to_string(freq_factors.size()) + " freq factors for " +
+                                           std::to_string(n_rot / 2) + " pairs");
+  }
+  std::vector<float> table(n_rot);
+  for (uint32_t i = 0; i < n_rot / 2; ++i) {
+    double theta = std::pow(base, -2.0 * i / n_rot);
+    if (!freq_factors.empty()) {
+      const float f = freq_factors[i];
+      if (!(f > 0.0f) || !std::isfinite(f)) {
+        return Status::InvalidArgument(op, "freq factor " + std::to_string(i) + " is " +
+                                               std::to_string(f) + ", not finite and > 0");
+      }
+      theta /= f;
+    }
+    const float hi = static_cast<float>(theta);
+    table[2 * i] = hi;
+    table[2 * i + 1] = static_cast<float>(theta - hi);
+  }
+  return table;
+}
+
 Status Kernels::Rope(Recorder& rec, const RopeShape& s, const BufferRange& x,
-                     const BufferRange& pos, const BufferRange* freq_factors,
-                     const BufferRange& y) {
+                     const BufferRange& pos, const BufferRange& theta, const BufferRange& y) {
   const std::string op = "rope";
   const uint32_t n_rot = s.n_rot ? s.n_rot : s.head_dim;
   const uint32_t row = s.n_heads * s.head_dim;
@@ -212,18 +241,14 @@ Status Kernels::Rope(Recorder& rec, const RopeShape& s, const BufferRange& x,
   GARNET_RETURN_IF_ERROR(Need(x, Span4(s.n_tokens, xs, row), op, "x"));
   GARNET_RETURN_IF_ERROR(Need(y, Span4(s.n_tokens, ys, row), op, "y"));
   GARNET_RETURN_IF_ERROR(Need(pos, uint64_t{s.n_tokens} * 4, op, "pos"));
-  if (freq_factors)
-    GARNET_RETURN_IF_ERROR(Need(*freq_factors, uint64_t{n_rot / 2} * 4, op, "freq_factors"));
+  GARNET_RETURN_IF_ERROR(Need(theta, uint64_t{n_rot} * 4, op, "theta"));
   constexpr uint32_t kWg = 64;
-  PipelineDesc desc{"rope", 4, 0b1000, 32, {kWg}, {kWg, 1, 1}};
+  PipelineDesc desc{"rope", 4, 0b1000, 24, {kWg}, {kWg, 1, 1}};
   GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
   struct {
     uint32_t head_dim, n_rot, n_heads, n_tokens, x_tok_stride, y_tok_stride;
-    float base;
-    uint32_t has_ff;
-  } push{s.head_dim, n_rot, s.n_heads, s.n_tokens, xs, ys, s.base, freq_factors ? 1u : 0u};
-  const BufferRange bindings[] = {x, pos, freq_factors ? *freq_factors : BufferRange(placeholder_),
-                                  y};
+  } push{s.head_dim, n_rot, s.n_heads, s.n_tokens, xs, ys};
+  const BufferRange bindings[] = {x, pos, theta, y};
   return rec.Dispatch(*p, bindings, push, (s.head_dim / 2 + kWg - 1) / kWg, s.n_heads, s.n_tokens);
 }
 

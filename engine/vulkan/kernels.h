@@ -15,6 +15,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "engine/base/status.h"
 #include "engine/quant/types.h"
@@ -56,8 +57,16 @@ struct RopeShape {
   uint32_t n_tokens = 0;
   uint32_t x_tok_stride = 0;  // elements between tokens (0: n_heads * head_dim)
   uint32_t y_tok_stride = 0;
-  float base = 10000.0f;
 };
+
+// The per-pair angle rates RoPE multiplies positions by: theta_i = base^(-2i/n_rot) / ff[i] for
+// i < n_rot/2, computed in double and stored as fp32 pairs (hi, lo) with hi + lo = theta_i to
+// ~1e-14 relative. `freq_factors` is empty (all 1) or holds n_rot/2 values (GGUF rope_freqs;
+// 1e30 switches a pair off). Build one table per (base, n_rot, factors), upload it once.
+// InvalidArgument for n_rot odd or 0, base <= 0 or not finite, a factor count other than n_rot/2,
+// or a factor that is not finite and > 0.
+Result<std::vector<float>> RopeThetaTable(uint32_t n_rot, double base,
+                                          std::span<const float> freq_factors);
 
 struct AttentionShape {
   uint32_t head_dim = 0;  // D: 256 (sliding) or 512 (full) for Gemma 4; any value works
@@ -90,9 +99,9 @@ class Kernels {
   Status Matmul(Recorder& rec, GgmlType type, const MatmulShape& s, const BufferRange& w,
                 const BufferRange& x, const BufferRange& y);
   // NeoX RoPE over [n_tokens][n_heads][head_dim]; `pos` holds n_tokens int32 positions;
-  // `freq_factors` (n_rot/2 floats) divides each pair's angle when given. y may equal x.
+  // `theta` holds RopeThetaTable(n_rot, ...) (n_rot/2 pairs of floats). y may equal x.
   Status Rope(Recorder& rec, const RopeShape& s, const BufferRange& x, const BufferRange& pos,
-              const BufferRange* freq_factors, const BufferRange& y);
+              const BufferRange& theta, const BufferRange& y);
   // y = gelu_tanh(g) * u over n elements. y may equal g or u.
   Status GeluMul(Recorder& rec, uint32_t n, const BufferRange& g, const BufferRange& u,
                  const BufferRange& y);

@@ -269,30 +269,35 @@ TEST_P(KernelTest, MatvecAndMatmulRejectBadShapes) {
   EXPECT_TRUE(rec().empty());
 }
 
-TEST_P(KernelTest, RopeNeoxWithFreqFactorsPartialAndInPlace) {
+TEST_P(KernelTest, RopeNeoxWithFreqFactorsPartialInPlaceAndLongContexts) {
   struct Case {
     uint32_t head_dim, n_rot, heads;
-    float base;
+    double base;
     bool ff, in_place;
   };
-  const std::vector<int32_t> pos = {0, 1, 7, 100, 1000};
+  // Positions up to Gemma 4's 262144-token context: the angle must not lose precision there.
+  const std::vector<int32_t> pos = {0, 1, 7, 1000, 8191, 100003, 262143};
   const uint32_t tokens = static_cast<uint32_t>(pos.size());
-  for (const Case& c : {Case{64, 64, 3, 10000.0f, false, false},
-                        Case{32, 32, 2, 1e6f, true, true},  // Gemma full-layer style
-                        Case{48, 32, 3, 10000.0f, false, true}}) {
+  for (const Case& c : {Case{64, 64, 3, 10000.0, false, false},
+                        Case{32, 32, 2, 1e6, true, true},  // Gemma full-layer style
+                        Case{48, 32, 3, 10000.0, false, true}}) {
     const uint32_t row = c.heads * c.head_dim;
     const std::vector<float> x = RandomFloats(size_t{tokens} * row, 500 + c.head_dim);
-    std::vector<float> ff(c.n_rot / 2, 1.0f);
-    for (size_t i = ff.size() / 4; i < ff.size(); ++i) ff[i] = 1e30f;  // pairs switched off
+    std::vector<float> ff;
+    if (c.ff) {
+      ff.assign(c.n_rot / 2, 1.0f);
+      for (size_t i = ff.size() / 4; i < ff.size(); ++i) ff[i] = 1e30f;  // pairs switched off
+      ff[1] = 2.5f;
+    }
+    GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> table, RopeThetaTable(c.n_rot, c.base, ff));
     GARNET_ASSERT_OK_AND_ASSIGN(Buffer bx, UploadFloats(*d_, x));
     GARNET_ASSERT_OK_AND_ASSIGN(Buffer bp, UploadBytes(*d_, pos.data(), pos.size() * 4));
-    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bf, UploadFloats(*d_, ff));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bt, UploadFloats(*d_, table));
     GARNET_ASSERT_OK_AND_ASSIGN(Buffer by,
                                 Buffer::Create(*d_->device, x.size() * 4, MemoryKind::kScratch));
-    const BufferRange fr(bf);
     const Buffer& out = c.in_place ? bx : by;
-    RopeShape s{c.head_dim, c.n_rot, c.heads, tokens, 0, 0, c.base};
-    GARNET_ASSERT_OK(k().Rope(rec(), s, bx, bp, c.ff ? &fr : nullptr, out));
+    RopeShape s{c.head_dim, c.n_rot, c.heads, tokens, 0, 0};
+    GARNET_ASSERT_OK(k().Rope(rec(), s, bx, bp, bt, out));
     GARNET_ASSERT_OK(rec().SubmitAndWait());
     GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> y, DownloadFloats(*d_, out, x.size()));
     std::vector<double> want(x.size()), scale(x.size(), 1.0);
@@ -302,19 +307,38 @@ TEST_P(KernelTest, RopeNeoxWithFreqFactorsPartialAndInPlace) {
         const size_t b = size_t{t} * row + h * c.head_dim;
         for (uint32_t i = 0; i < c.head_dim; ++i) want[b + i] = x[b + i];
         for (uint32_t i = 0; i < half; ++i) {
-          double a = pos[t] * std::pow(double(c.base), -2.0 * i / c.n_rot);
+          double a = pos[t] * std::pow(c.base, -2.0 * i / c.n_rot);
           if (c.ff) a /= ff[i];
           want[b + i] = x[b + i] * std::cos(a) - x[b + i + half] * std::sin(a);
           want[b + i + half] = x[b + i + half] * std::cos(a) + x[b + i] * std::sin(a);
         }
       }
     }
-    // The angle is computed in fp32 (pos * base^(-2i/n)): its error grows with the position,
-    // about 1e-7 * pos radians, which bounds the element error.
     ExpectClose(
-        y, want, scale, 3e-7 * 1000 + 1e-5, 0,
+        y, want, scale, 2e-6, 0,
         "rope head_dim=" + std::to_string(c.head_dim) + " n_rot=" + std::to_string(c.n_rot));
   }
+}
+
+TEST(RopeThetaTable, RejectsBadInputs) {
+  const std::vector<float> ok(4, 1.0f);
+  EXPECT_TRUE(RopeThetaTable(8, 1e4, ok).ok());
+  EXPECT_TRUE(RopeThetaTable(8, 1e4, {}).ok());
+  EXPECT_TRUE(RopeThetaTable(7, 1e4, {}).status().IsInvalidArgument());
+  EXPECT_TRUE(RopeThetaTable(0, 1e4, {}).status().IsInvalidArgument());
+  EXPECT_TRUE(RopeThetaTable(8, 0.0, {}).status().IsInvalidArgument());
+  EXPECT_TRUE(RopeThetaTable(8, 1e4, std::vector<float>(3, 1.0f)).status().IsInvalidArgument());
+  for (float bad : {0.0f, -1.0f, INFINITY, NAN}) {
+    std::vector<float> f = ok;
+    f[2] = bad;
+    EXPECT_TRUE(RopeThetaTable(8, 1e4, f).status().IsInvalidArgument()) << bad;
+  }
+  // hi + lo carries theta beyond fp32.
+  auto t = RopeThetaTable(8, 1e4, {});
+  ASSERT_TRUE(t.ok());
+  EXPECT_EQ((*t)[0], 1.0f);
+  EXPECT_EQ((*t)[1], 0.0f);
+  EXPECT_NEAR(double((*t)[2]) + (*t)[3], std::pow(1e4, -0.25), 1e-15);
 }
 
 TEST_P(KernelTest, GeluMulAndSoftcap) {

@@ -1,16 +1,22 @@
 // rope: NeoX-style ("rotate half") rotary embedding, in place or out of place.
 // For token t at position pos[t], head h, pair i < n_rot/2 (partner i + n_rot/2):
-//   a = pos[t] * base^(-2i / n_rot) / (freq_factors[i] or 1)
-//   y[i]          = x[i] cos a - x[i + n_rot/2] sin a
+//   a = pos[t] * theta[i]          theta[i] = base^(-2i / n_rot) / freq_factor[i], from the host
+//   y[i]           = x[i] cos a - x[i + n_rot/2] sin a
 //   y[i + n_rot/2] = x[i + n_rot/2] cos a + x[i] sin a
 // Elements n_rot .. head_dim-1 are copied unchanged. Gemma 4 full layers use n_rot = head_dim
 // with rope_freqs factors (1e30 turns a pair off); sliding layers use no factors.
 //
+// Precision: theta comes as an fp32 pair (hi + lo, computed in double on the host). The angle is
+// formed exactly as hi*pos + error(hi*pos) + lo*pos (Veltkamp/Dekker product, `precise` so no
+// contraction or reassociation) and reduced modulo 2*pi with a three-part Cody-Waite constant
+// whose first two parts multiply k exactly for k < 2^16, i.e. angles below ~411 000 rad (every
+// position up to 411 774 when theta <= 1, as it is for RoPE). The angle error then stays ~2e-7
+// rad instead of growing as ~1e-7 * pos with a plain fp32 product.
+//
 // Bindings:  0 x (read, float), 1 pos (read, int[n_tokens]),
-//            2 freq_factors (read, float[n_rot/2]; bound but unused when has_ff == 0),
-//            3 y (write, float; may be the same memory as x)
-// Push:      uint head_dim, n_rot, n_heads, n_tokens, x_tok_stride, y_tok_stride;
-//            float base; uint has_ff        (heads are head_dim apart within a token)
+//            2 theta (read, vec2[n_rot/2]: hi, lo), 3 y (write, float; may be the same as x)
+// Push:      uint head_dim, n_rot, n_heads, n_tokens, x_tok_stride, y_tok_stride
+//            (heads are head_dim apart within a token)
 // Spec:      0 WG workgroup size
 // Grid:      (ceil(head_dim/2 / WG), n_heads, n_tokens); invocation i < n_rot/2 rotates pair i,
 //            the others copy two pass-through elements each. head_dim and n_rot are even.
@@ -19,7 +25,7 @@
 
 layout(binding = 0, std430) readonly buffer XBuf { float x[]; };
 layout(binding = 1, std430) readonly buffer PBuf { int pos[]; };
-layout(binding = 2, std430) readonly buffer FBuf { float ff[]; };
+layout(binding = 2, std430) readonly buffer TBuf { vec2 theta[]; };
 layout(binding = 3, std430) writeonly buffer YBuf { float y[]; };
 layout(push_constant) uniform Push {
   uint head_dim;
@@ -28,9 +34,32 @@ layout(push_constant) uniform Push {
   uint n_tokens;
   uint x_tok_stride;
   uint y_tok_stride;
-  float base;
-  uint has_ff;
 } p;
+
+// Exact a*b - prod for prod = fl(a*b) (Dekker, with Veltkamp splitting into 12-bit halves).
+precise float product_error(float a, float b, float prod) {
+  precise float ta = 4097.0 * a;
+  precise float ah = ta - (ta - a);
+  precise float al = a - ah;
+  precise float tb = 4097.0 * b;
+  precise float bh = tb - (tb - b);
+  precise float bl = b - bh;
+  return ((ah * bh - prod) + ah * bl + al * bh) + al * bl;
+}
+
+// pos * (hi + lo) reduced to about [-pi, pi].
+precise float reduced_angle(float fpos, vec2 th) {
+  precise float a = fpos * th.x;
+  precise float err = product_error(fpos, th.x, a) + fpos * th.y;
+  // 2*pi = C1 + C2 + C3; C1 (8 significant bits) and C2 (8 bits) times k < 2^16 are exact, and so
+  // are the subtractions (their results need fewer than 24 bits).
+  const float C1 = 6.28125;
+  const float C2 = 0.00193023681640625;    // 253 / 2^17
+  const float C3 = 5.070363179981996e-06;  // 2*pi - C1 - C2
+  precise float k = floor(a * 0.15915494309189535 + 0.5);
+  precise float r = (a - k * C1) - k * C2;
+  return (r - k * C3) + err;
+}
 
 void main() {
   const uint i = gl_WorkGroupID.x * WG + gl_LocalInvocationIndex;
@@ -40,8 +69,7 @@ void main() {
   const uint yb = t * p.y_tok_stride + h * p.head_dim;
   const uint half_rot = p.n_rot / 2u;
   if (i < half_rot) {
-    float a = float(pos[t]) * pow(p.base, -2.0 * float(i) / float(p.n_rot));
-    if (p.has_ff != 0u) a /= ff[i];
+    const float a = reduced_angle(float(pos[t]), theta[i]);
     const float c = cos(a), s = sin(a);
     const float x0 = x[xb + i], x1 = x[xb + i + half_rot];
     y[yb + i] = x0 * c - x1 * s;
