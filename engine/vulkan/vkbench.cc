@@ -1,0 +1,232 @@
+// garnet-vkbench: first numbers for the Vulkan backend on one device.
+//   garnet-vkbench [--device SEL] [--small]
+// Measures, each as wall time around submit+wait of one command buffer holding many commands:
+//   - per-dispatch cost of a tiny kernel, with a barrier between every dispatch (a chain) and
+//     without (independent ranges), and the CPU cost of recording one dispatch;
+//   - device copy bandwidth (vkCmdCopyBuffer), the reference for bandwidth bounds;
+//   - matvec bandwidth per weight type (weight bytes read per second);
+//   - tiled matmul rate (the portable prefill path) and attention decode time.
+// --small uses sizes that finish quickly on lavapipe. Exit status 1 on any error.
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "engine/quant/fp16.h"
+#include "engine/vulkan/buffer.h"
+#include "engine/vulkan/device.h"
+#include "engine/vulkan/kernels.h"
+#include "engine/vulkan/recorder.h"
+#include "engine/vulkan/transfer.h"
+
+namespace garnet::vk {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+#define CHECK_OK(expr)                                                                \
+  do {                                                                                \
+    const ::garnet::Status s_ = (expr);                                               \
+    if (!s_.ok()) {                                                                   \
+      std::fprintf(stderr, "garnet-vkbench: %s: %s\n", #expr, s_.ToString().c_str()); \
+      return 1;                                                                       \
+    }                                                                                 \
+  } while (0)
+
+#define ASSIGN_OR_FAIL(lhs, expr)                                           \
+  auto GARNET_CONCAT_(r_, __LINE__) = (expr);                               \
+  if (!GARNET_CONCAT_(r_, __LINE__).ok()) {                                 \
+    std::fprintf(stderr, "garnet-vkbench: %s: %s\n", #expr,                 \
+                 GARNET_CONCAT_(r_, __LINE__).status().ToString().c_str()); \
+    return 1;                                                               \
+  }                                                                         \
+  lhs = std::move(GARNET_CONCAT_(r_, __LINE__)).value()
+
+// One valid row of `type` (scales ~0.01, quants from a simple pattern), repeated `rows` times.
+std::vector<uint8_t> WeightRows(GgmlType type, uint32_t in, uint32_t rows) {
+  const uint64_t rb = *RowBytes(type, in);
+  std::vector<uint8_t> row(rb);
+  for (size_t i = 0; i < rb; ++i) row[i] = static_cast<uint8_t>((i * 37 + 11) & 0x77);
+  const TypeTraits& t = Traits(type);
+  const uint16_t d = F32ToF16(0.01f);
+  if (type == GgmlType::kF16) {
+    for (size_t i = 0; i < rb; i += 2) std::memcpy(&row[i], &d, 2);
+  } else if (type == GgmlType::kF32) {
+    const float f = 0.01f;
+    for (size_t i = 0; i < rb; i += 4) std::memcpy(&row[i], &f, 4);
+  } else {
+    for (size_t b = 0; b < rb; b += t.block_bytes) {
+      std::memcpy(&row[b], &d, 2);
+      if (type == GgmlType::kQ4_K) std::memcpy(&row[b + 2], &d, 2);
+    }
+  }
+  std::vector<uint8_t> all(rb * rows);
+  for (uint32_t r = 0; r < rows; ++r) std::memcpy(&all[r * rb], row.data(), rb);
+  return all;
+}
+
+int Run(const std::string& selector, bool small) {
+  ASSIGN_OR_FAIL(auto instance, Instance::Create());
+  DeviceOptions opts;
+  opts.selector = selector;
+  ASSIGN_OR_FAIL(auto device, Device::Create(instance, opts));
+  Device& dev = *device;
+  ASSIGN_OR_FAIL(auto kernels, Kernels::Create(dev));
+  ASSIGN_OR_FAIL(auto rec, Recorder::Create(dev));
+  ASSIGN_OR_FAIL(auto transfer, Transfer::Create(dev));
+  std::printf("device: %s (%s), subgroup %u, push descriptors %s\n", dev.info().name.c_str(),
+              dev.info().driver_info.c_str(), dev.info().subgroup_size,
+              dev.caps().push_descriptors ? "yes" : "no");
+
+  // 1. Per-dispatch cost.
+  {
+    const uint32_t n = 256, dispatches = small ? 200 : 2000;
+    ASSIGN_OR_FAIL(Buffer buf,
+                   Buffer::Create(dev, uint64_t{n} * 4 * dispatches, MemoryKind::kScratch));
+    CHECK_OK(rec->Fill(buf, 0, buf.size(), 0));
+    CHECK_OK(rec->SubmitAndWait());
+    for (int chained = 1; chained >= 0; --chained) {
+      for (int rep = 0; rep < 2; ++rep) {  // first repetition warms up the pipeline
+        const auto t0 = Clock::now();
+        for (uint32_t i = 0; i < dispatches; ++i) {
+          const BufferRange r =
+              chained ? BufferRange(buf, 0, n * 4) : BufferRange(buf, i * n * 4, n * 4);
+          CHECK_OK(kernels->Softcap(*rec, n, 30.0f, r, r));
+        }
+        const uint32_t barriers = rec->stats().barriers;
+        const auto t1 = Clock::now();
+        CHECK_OK(rec->SubmitAndWait());
+        const auto t2 = Clock::now();
+        if (rep == 1) {
+          std::printf(
+              "dispatch %-11s: %7.2f us/dispatch on the device, %5.2f us to record (%u "
+              "dispatches, %u barriers)\n",
+              chained ? "chained" : "independent", Seconds(t1, t2) * 1e6 / dispatches,
+              Seconds(t0, t1) * 1e6 / dispatches, dispatches, barriers);
+        }
+      }
+    }
+  }
+
+  // 2. Copy bandwidth.
+  {
+    const uint64_t bytes = small ? (16ull << 20) : (1ull << 30);
+    const int reps = small ? 2 : 10;
+    ASSIGN_OR_FAIL(Buffer a, Buffer::Create(dev, bytes, MemoryKind::kScratch));
+    ASSIGN_OR_FAIL(Buffer b, Buffer::Create(dev, bytes, MemoryKind::kScratch));
+    CHECK_OK(rec->Fill(a, 0, bytes, 1));
+    CHECK_OK(rec->SubmitAndWait());
+    const auto t0 = Clock::now();
+    for (int i = 0; i < reps; ++i) CHECK_OK(rec->Copy(i % 2 ? b : a, 0, i % 2 ? a : b, 0, bytes));
+    CHECK_OK(rec->SubmitAndWait());
+    const double s = Seconds(t0, Clock::now());
+    std::printf("copy               : %7.1f GB/s (read+write %.0f MiB x %d)\n",
+                2.0 * bytes * reps / s / 1e9, bytes / 1048576.0, reps);
+  }
+
+  // 3. Matvec bandwidth per weight type.
+  const uint32_t in = small ? 1024 : 4096, out = small ? 1024 : 16384;
+  const int reps = small ? 3 : 50;
+  std::vector<float> xv(in, 0.5f);
+  ASSIGN_OR_FAIL(Buffer x, Buffer::Create(dev, uint64_t{in} * 4 * 64, MemoryKind::kScratch));
+  CHECK_OK(transfer->Upload(x, 0, xv.data(), xv.size() * 4));
+  ASSIGN_OR_FAIL(Buffer y, Buffer::Create(dev, uint64_t{out} * 4 * 512, MemoryKind::kScratch));
+  for (GgmlType type : {GgmlType::kF16, GgmlType::kQ8_0, GgmlType::kQ4_0, GgmlType::kQ4_K}) {
+    const std::vector<uint8_t> w = WeightRows(type, in, out);
+    ASSIGN_OR_FAIL(Buffer wb, Buffer::Create(dev, w.size(), MemoryKind::kWeights));
+    CHECK_OK(transfer->Upload(wb, 0, w.data(), w.size()));
+    CHECK_OK(kernels->Matvec(*rec, type, {in, out}, wb, x, y));  // warm-up
+    CHECK_OK(rec->SubmitAndWait());
+    const auto t0 = Clock::now();
+    for (int i = 0; i < reps; ++i) {
+      // Independent outputs so the dispatches need no barrier between them.
+      CHECK_OK(kernels->Matvec(*rec, type, {in, out}, wb, x,
+                               BufferRange(y, uint64_t{out} * 4 * (i % 512), uint64_t{out} * 4)));
+    }
+    CHECK_OK(rec->SubmitAndWait());
+    const double s = Seconds(t0, Clock::now()) / reps;
+    std::printf("matvec %-5s %5ux%-5u: %7.1f us, %7.1f GB/s of weights (%s)\n",
+                std::string(TypeName(type)).c_str(), out, in, s * 1e6, w.size() / s / 1e9,
+                kernels->MatvecVariant(type).c_str());
+  }
+
+  // 4. Tiled matmul (prefill fallback), F16 and Q4_K weights.
+  {
+    const uint32_t m = small ? 256 : 4096, n = small ? 64 : 512, k = small ? 256 : 4096;
+    ASSIGN_OR_FAIL(Buffer xb, Buffer::Create(dev, uint64_t{n} * k * 4, MemoryKind::kScratch));
+    ASSIGN_OR_FAIL(Buffer yb, Buffer::Create(dev, uint64_t{n} * m * 4, MemoryKind::kScratch));
+    CHECK_OK(rec->Fill(xb, 0, xb.size(), 0x3c000000u));
+    for (GgmlType type : {GgmlType::kF16, GgmlType::kQ4_K}) {
+      const std::vector<uint8_t> w = WeightRows(type, k, m);
+      ASSIGN_OR_FAIL(Buffer wb, Buffer::Create(dev, w.size(), MemoryKind::kWeights));
+      CHECK_OK(transfer->Upload(wb, 0, w.data(), w.size()));
+      CHECK_OK(kernels->Matmul(*rec, type, {m, n, k}, wb, xb, yb));
+      CHECK_OK(rec->SubmitAndWait());
+      const int mreps = small ? 1 : 5;
+      const auto t0 = Clock::now();
+      for (int i = 0; i < mreps; ++i) CHECK_OK(kernels->Matmul(*rec, type, {m, n, k}, wb, xb, yb));
+      CHECK_OK(rec->SubmitAndWait());
+      const double s = Seconds(t0, Clock::now()) / mreps;
+      std::printf("matmul %-5s M=%u N=%u K=%u: %8.1f us, %7.1f GFLOP/s\n",
+                  std::string(TypeName(type)).c_str(), m, n, k, s * 1e6, 2.0 * m * n * k / s / 1e9);
+    }
+  }
+
+  // 5. Attention decode over an f16 cache.
+  for (uint32_t d : {256u, 512u}) {
+    const uint32_t heads = 16, kv_heads = d == 512 ? 2 : 8, ctx = small ? 512 : 8192;
+    ASSIGN_OR_FAIL(Buffer q, Buffer::Create(dev, uint64_t{heads} * d * 4, MemoryKind::kScratch));
+    ASSIGN_OR_FAIL(Buffer o, Buffer::Create(dev, uint64_t{heads} * d * 4, MemoryKind::kScratch));
+    ASSIGN_OR_FAIL(Buffer kc,
+                   Buffer::Create(dev, uint64_t{kv_heads} * ctx * d * 2, MemoryKind::kKv));
+    ASSIGN_OR_FAIL(Buffer vc,
+                   Buffer::Create(dev, uint64_t{kv_heads} * ctx * d * 2, MemoryKind::kKv));
+    ASSIGN_OR_FAIL(Buffer pos, Buffer::Create(dev, 4, MemoryKind::kScratch));
+    CHECK_OK(rec->Fill(q, 0, q.size(), 0x3c000000u));
+    CHECK_OK(rec->Fill(kc, 0, kc.size(), 0x2c002c00u));
+    CHECK_OK(rec->Fill(vc, 0, vc.size(), 0x3c003c00u));
+    CHECK_OK(rec->Fill(pos, 0, 4, ctx - 1));
+    AttentionShape s;
+    s.head_dim = d;
+    s.n_q_heads = heads;
+    s.n_kv_heads = kv_heads;
+    s.ring_size = ctx;
+    CHECK_OK(kernels->AttentionDecode(*rec, s, q, kc, vc, pos, o));
+    CHECK_OK(rec->SubmitAndWait());
+    const int areps = small ? 2 : 20;
+    const auto t0 = Clock::now();
+    for (int i = 0; i < areps; ++i) CHECK_OK(kernels->AttentionDecode(*rec, s, q, kc, vc, pos, o));
+    CHECK_OK(rec->SubmitAndWait());
+    const double sec = Seconds(t0, Clock::now()) / areps;
+    std::printf("attention D=%u heads %u/%u ctx %u: %8.1f us, %6.1f GB/s of KV\n", d, heads,
+                kv_heads, ctx, sec * 1e6, 2.0 * kc.size() / sec / 1e9);
+  }
+  const MemoryAccounting acc = dev.accounting();
+  std::printf("peak device memory held by garnet: %.1f MiB\n", acc.peak_total / 1048576.0);
+  return 0;
+}
+
+}  // namespace
+}  // namespace garnet::vk
+
+int main(int argc, char** argv) {
+  std::string selector;
+  bool small = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--small") {
+      small = true;
+    } else if (a == "--device" && i + 1 < argc) {
+      selector = argv[++i];
+    } else {
+      std::fprintf(stderr, "usage: garnet-vkbench [--device SEL] [--small]\n");
+      return 2;
+    }
+  }
+  return garnet::vk::Run(selector, small);
+}
