@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string_view>
 
 #include "engine/base/status.h"
@@ -16,6 +17,14 @@ class BackendSequence {
  public:
   virtual ~BackendSequence() = default;
   virtual uint64_t kv_bytes() const = 0;
+};
+
+// One token of a batch that may mix sequences.
+struct BatchItem {
+  BackendSequence* seq = nullptr;
+  int32_t token = 0;
+  int64_t pos = 0;      // its position in seq
+  bool logits = false;  // produce logits for this item
 };
 
 class Backend {
@@ -31,6 +40,11 @@ class Backend {
   // Calls are serialised by the caller.
   virtual Status Forward(BackendSequence* seq, const int32_t* tokens, int64_t T, int64_t pos0,
                          bool all_logits, float* logits) = 0;
+  // A batch mixing sequences (e.g. one decode token for each of several sequences, so the
+  // weights are read once for all). 1 <= items <= ubatch; a sequence's items must have
+  // consecutive increasing positions. `logits` receives one n_vocab row per item with
+  // logits = true, in item order.
+  virtual Status ForwardBatch(std::span<const BatchItem> items, float* logits) = 0;
 };
 
 }  // namespace garnet::model

@@ -66,20 +66,20 @@ Result<std::unique_ptr<BackendSequence>> CpuBackend::NewSequence() {
   return std::unique_ptr<BackendSequence>(new CpuSequence(std::move(kv)));
 }
 
-void CpuBackend::Attention(int il, KvCache& kv, const float* q, int64_t T, int64_t pos0,
-                           float* out) {
+void CpuBackend::Attention(int il, const Row* rows, const float* q, int64_t T, float* out) {
   const gguf::Gemma4Layer& ly = p_.layers[static_cast<size_t>(il)];
   const int64_t hd = ly.head_dim, nh = ly.n_head, group = ly.n_head / ly.n_head_kv;
   const int64_t nq = nh * hd;
   const bool full = ly.kind == gguf::AttnKind::kFull;
   const int64_t W = p_.sliding_window;
-  const bool f16 = kv.type() == KvType::kF16;
+  const bool f16 = opt_.kv_type == KvType::kF16;
   const cpu::Kernels& k = cpu::FastKernels();
   pool_.ParallelFor(T * nh, [&](int64_t b, int64_t e, int) {
     thread_local std::vector<float> scores;
     for (int64_t task = b; task < e; ++task) {
       const int64_t t = task / nh, n = task % nh, g = n / group;
-      const int64_t pos = pos0 + t;
+      KvCache& kv = *rows[t].kv;
+      const int64_t pos = rows[t].pos;
       const int64_t lo = full ? 0 : std::max<int64_t>(0, pos - W + 1);
       const int64_t cnt = pos - lo + 1;
       scores.resize(static_cast<size_t>(cnt));
@@ -204,6 +204,56 @@ Status CpuBackend::Forward(BackendSequence* bseq, const int32_t* tokens, int64_t
         "forward", "positions " + std::to_string(pos0) + ".." + std::to_string(pos0 + T - 1) +
                        " exceed the context of " + std::to_string(kv.n_ctx()));
   }
+  std::vector<Row> rows(static_cast<size_t>(T));
+  for (int64_t t = 0; t < T; ++t) rows[static_cast<size_t>(t)] = {&kv, pos0 + t};
+  std::vector<int64_t> out_rows;
+  if (logits != nullptr) {
+    for (int64_t t = all_logits ? 0 : T - 1; t < T; ++t) out_rows.push_back(t);
+  }
+  return Run(tokens, rows.data(), T, out_rows.data(), static_cast<int64_t>(out_rows.size()),
+             logits);
+}
+
+Status CpuBackend::ForwardBatch(std::span<const BatchItem> items, float* logits) {
+  const int64_t T = static_cast<int64_t>(items.size());
+  if (T <= 0 || T > opt_.n_ubatch) {
+    return Status::InvalidArgument(
+        "forward batch",
+        "batch of " + std::to_string(T) + " tokens (ubatch " + std::to_string(opt_.n_ubatch) + ")");
+  }
+  std::vector<Row> rows(static_cast<size_t>(T));
+  std::vector<int32_t> tokens(static_cast<size_t>(T));
+  std::vector<int64_t> out_rows;
+  for (int64_t t = 0; t < T; ++t) {
+    const BatchItem& it = items[static_cast<size_t>(t)];
+    if (it.seq == nullptr) return Status::InvalidArgument("forward batch", "item without sequence");
+    KvCache* kv = &static_cast<CpuSequence*>(it.seq)->kv;
+    if (it.pos < 0 || it.pos >= kv->n_ctx()) {
+      return Status::OutOfRange("forward batch", "position " + std::to_string(it.pos) +
+                                                     " outside the context of " +
+                                                     std::to_string(kv->n_ctx()));
+    }
+    // Earlier items of the same sequence must be exactly the preceding positions.
+    for (int64_t u = t - 1; u >= 0; --u) {
+      if (rows[static_cast<size_t>(u)].kv == kv) {
+        if (rows[static_cast<size_t>(u)].pos != it.pos - 1) {
+          return Status::InvalidArgument("forward batch",
+                                         "a sequence's items must have consecutive positions");
+        }
+        break;
+      }
+    }
+    rows[static_cast<size_t>(t)] = {kv, it.pos};
+    tokens[static_cast<size_t>(t)] = it.token;
+    if (it.logits) out_rows.push_back(t);
+  }
+  if (logits == nullptr) out_rows.clear();
+  return Run(tokens.data(), rows.data(), T, out_rows.data(), static_cast<int64_t>(out_rows.size()),
+             logits);
+}
+
+Status CpuBackend::Run(const int32_t* tokens, const Row* rows, int64_t T, const int64_t* logit_rows,
+                       int64_t n_logits, float* logits) {
   for (int64_t t = 0; t < T; ++t) {
     if (tokens[t] < 0 || tokens[t] >= static_cast<int32_t>(p_.n_vocab)) {
       return Status::InvalidArgument("forward", "token id " + std::to_string(tokens[t]) +
@@ -276,7 +326,9 @@ Status CpuBackend::Forward(BackendSequence* bseq, const int32_t* tokens, int64_t
     const int64_t nq = nh * hd, nkv = nkvh * hd;
     const int64_t rd = rope_dims(ly);
     const float* ff = full && !w_.rope_freqs.empty() ? w_.rope_freqs.data() : nullptr;
-    for (int64_t t = 0; t < T; ++t) cpu::RopeAngles(rd, pos0 + t, ly.rope_base, ff, &cs[t * 1024]);
+    for (int64_t t = 0; t < T; ++t) {
+      cpu::RopeAngles(rd, rows[t].pos, ly.rope_base, ff, &cs[t * 1024]);
+    }
 
     // --- attention ---
     NormRows(pool_, x.data(), a.data(), T, H, lw.attn_norm.data(), eps);
@@ -295,7 +347,7 @@ Status CpuBackend::Forward(BackendSequence* bseq, const int32_t* tokens, int64_t
       } else {  // K = V: V is the raw K projection
         std::memcpy(vbuf.data(), kbuf.data(), sizeof(float) * static_cast<size_t>(T * nkv));
       }
-      const bool f16 = kv.type() == KvType::kF16;
+      const bool f16 = opt_.kv_type == KvType::kF16;
       pool_.ParallelFor(T * nkvh, [&](int64_t b, int64_t e, int) {
         for (int64_t i = b; i < e; ++i) {
           const int64_t t = i / nkvh, g = i % nkvh;
@@ -304,8 +356,8 @@ Status CpuBackend::Forward(BackendSequence* bseq, const int32_t* tokens, int64_t
           cpu::RmsNorm(kh, lw.k_norm.data(), kh, hd, eps);
           cpu::RopeApply(kh, rd, &cs[t * 1024]);
           cpu::RmsNorm(vh, nullptr, vh, hd, eps);
-          void* kd = kv.K(il, pos0 + t, g);
-          void* vd = kv.V(il, pos0 + t, g);
+          void* kd = rows[t].kv->K(il, rows[t].pos, g);
+          void* vd = rows[t].kv->V(il, rows[t].pos, g);
           if (f16) {
             kern.f32_to_f16(kh, static_cast<uint16_t*>(kd), hd);
             kern.f32_to_f16(vh, static_cast<uint16_t*>(vd), hd);
@@ -316,7 +368,7 @@ Status CpuBackend::Forward(BackendSequence* bseq, const int32_t* tokens, int64_t
         }
       });
     }
-    Attention(il, kv, q.data(), T, pos0, att.data());
+    Attention(il, rows, q.data(), T, att.data());
     MatMul(lw.wo, att.data(), nq, T, o.data(), H, &pool_);
     pool_.ParallelFor(T, [&](int64_t b, int64_t e, int) {
       for (int64_t t = b; t < e; ++t) {
@@ -352,10 +404,11 @@ Status CpuBackend::Forward(BackendSequence* bseq, const int32_t* tokens, int64_t
     }
   }
 
-  if (logits == nullptr) return Status::OK();
-  const int64_t first = all_logits ? 0 : T - 1;
-  const int64_t R = T - first;
-  NormRows(pool_, &x[first * H], a.data(), R, H, w_.output_norm.data(), eps);
+  if (logits == nullptr || n_logits == 0) return Status::OK();
+  const int64_t R = n_logits;
+  for (int64_t r = 0; r < R; ++r) {
+    cpu::RmsNorm(&x[logit_rows[r] * H], w_.output_norm.data(), &a[r * H], H, eps);
+  }
   const int64_t V = p_.n_vocab;
   MatMul(w_.tok_embd, a.data(), H, R, logits, V, &pool_);
   pool_.ParallelFor(R, [&](int64_t b, int64_t e, int) {

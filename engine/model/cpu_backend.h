@@ -38,13 +38,21 @@ class CpuBackend final : public Backend {
   Result<std::unique_ptr<BackendSequence>> NewSequence() override;
   Status Forward(BackendSequence* seq, const int32_t* tokens, int64_t T, int64_t pos0,
                  bool all_logits, float* logits) override;
+  Status ForwardBatch(std::span<const BatchItem> items, float* logits) override;
 
   uint64_t KvBytesPerSequence() const;
 
  private:
   CpuBackend(const gguf::Gemma4Params* p, const ModelWeights* w, const CpuBackendOptions& o)
       : p_(*p), w_(*w), opt_(o), pool_(o.n_threads) {}
-  void Attention(int il, KvCache& kv, const float* q, int64_t T, int64_t pos0, float* out);
+  // Per batch row: the cache it reads/writes and its position.
+  struct Row {
+    KvCache* kv;
+    int64_t pos;
+  };
+  Status Run(const int32_t* tokens, const Row* rows, int64_t T, const int64_t* logit_rows,
+             int64_t n_logits, float* logits);
+  void Attention(int il, const Row* rows, const float* q, int64_t T, float* out);
   void DenseFfn(const LayerWeights& lw, int64_t ffn_dim, const float* in, int64_t T, float* out);
   void MoeFfn(const LayerWeights& lw, int64_t ffn_dim, const float* h, int64_t T, float* out);
 

@@ -131,6 +131,45 @@ Status Engine::Feed(Sequence& seq, std::span<const int32_t> tokens, bool all_log
   return Status::OK();
 }
 
+Status Engine::Step(std::span<Sequence* const> seqs, std::span<const int32_t> tokens) {
+  if (seqs.size() != tokens.size()) {
+    return Status::InvalidArgument("step", "sequences and tokens differ in count");
+  }
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    if (seqs[i] == nullptr) return Status::InvalidArgument("step", "null sequence");
+    for (size_t j = 0; j < i; ++j) {
+      if (seqs[j] == seqs[i]) return Status::InvalidArgument("step", "a sequence appears twice");
+    }
+    if (seqs[i]->n_past() >= options_.n_ctx) {
+      return Status::OutOfRange("step", "sequence " + std::to_string(i) + " is full (context " +
+                                            std::to_string(options_.n_ctx) + ")");
+    }
+    if (tokens[i] < 0 || tokens[i] >= static_cast<int32_t>(params_.n_vocab)) {
+      return Status::InvalidArgument(
+          "step", "token id " + std::to_string(tokens[i]) + " outside the vocabulary");
+    }
+  }
+  const int64_t V = params_.n_vocab;
+  const size_t n = seqs.size();
+  std::vector<float> out(n * static_cast<size_t>(V));
+  for (size_t b = 0; b < n; b += static_cast<size_t>(options_.n_ubatch)) {
+    const size_t m = std::min(n - b, static_cast<size_t>(options_.n_ubatch));
+    std::vector<model::BatchItem> items(m);
+    for (size_t i = 0; i < m; ++i) {
+      Sequence* s = seqs[b + i];
+      items[i] = {s->state_.get(), tokens[b + i], s->n_past(), true};
+    }
+    std::lock_guard<std::mutex> lock(forward_mu_);
+    GARNET_RETURN_IF_ERROR(backend_->ForwardBatch(items, out.data() + b * V));
+  }
+  for (size_t i = 0; i < n; ++i) {
+    seqs[i]->tokens_.push_back(tokens[i]);
+    seqs[i]->logits_.assign(out.begin() + static_cast<std::ptrdiff_t>(i * V),
+                            out.begin() + static_cast<std::ptrdiff_t>((i + 1) * V));
+  }
+  return Status::OK();
+}
+
 Result<GenerateResult> Engine::Generate(Sequence& seq, std::span<const int32_t> prompt,
                                         const GenerateRequest& req, const TokenCallback& on_token) {
   GenerateResult res;

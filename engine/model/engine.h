@@ -130,9 +130,18 @@ class Engine {
   // before the call.
   Status Feed(Sequence& seq, std::span<const int32_t> tokens, bool all_logits = false);
 
+  // One decode step for several sequences at once: appends tokens[i] to *seqs[i] (distinct
+  // sequences) in batched forward passes, so the weights are read once for all of them; each
+  // sequence's logits() then holds its new token's logits. InvalidArgument for mismatched
+  // lengths, a repeated sequence or a bad token id; OutOfRange when a sequence is full. On error
+  // no sequence has advanced.
+  Status Step(std::span<Sequence* const> seqs, std::span<const int32_t> tokens);
+
   // Feeds `prompt` (may be empty when the sequence already holds logits), then samples up to
   // max_tokens tokens, feeding each back, calling on_token for each (may be null). Stops on a
   // stop id (not fed, not emitted), a stop string (text cut before it), cancel, or full context.
+  // The last generated token is not fed back (the sequence holds the prompt and all generated
+  // tokens but the last); on_token receives id -1 for trailing text flushed at the end.
   Result<GenerateResult> Generate(Sequence& seq, std::span<const int32_t> prompt,
                                   const GenerateRequest& request, const TokenCallback& on_token);
 

@@ -219,6 +219,50 @@ TEST(Engine, SequencesAreIndependent) {
   EXPECT_LT(RelDiff((*b)->logits(), (*d)->logits()), 1e-5f);
 }
 
+TEST(Engine, BatchedStepMatchesSeparateDecode) {
+  auto e = OpenEngine("tiny-moe", "f32", F32Options(4));
+  ASSERT_TRUE(e);
+  const int V = static_cast<int>(e->params().n_vocab);
+  // Three sequences with different prompt lengths, stepped together (ubatch 4: one pass).
+  std::vector<std::unique_ptr<Sequence>> batched, alone;
+  std::vector<std::vector<int32_t>> prompts = {Tokens(5, V, 21), Tokens(19, V, 22),
+                                               Tokens(33, V, 23)};
+  for (auto& p : prompts) {
+    batched.push_back(std::move(e->NewSequence()).value());
+    alone.push_back(std::move(e->NewSequence()).value());
+    ASSERT_TRUE(e->Feed(*batched.back(), p).ok());
+    ASSERT_TRUE(e->Feed(*alone.back(), p).ok());
+  }
+  std::vector<Sequence*> ptrs = {batched[0].get(), batched[1].get(), batched[2].get()};
+  for (int step = 0; step < 6; ++step) {
+    std::vector<int32_t> next;
+    for (auto& s : batched) {
+      auto l = s->logits();
+      next.push_back(static_cast<int32_t>(std::max_element(l.begin(), l.end()) - l.begin()));
+    }
+    ASSERT_TRUE(e->Step(ptrs, next).ok());
+    for (size_t i = 0; i < 3; ++i) {
+      ASSERT_TRUE(e->Feed(*alone[i], std::span(next).subspan(i, 1)).ok());
+      EXPECT_LT(RelDiff(alone[i]->logits(), batched[i]->logits()), 1e-5f) << step << " " << i;
+      EXPECT_EQ(alone[i]->n_past(), batched[i]->n_past());
+    }
+  }
+  // More sequences than the ubatch are split into several passes.
+  std::vector<std::unique_ptr<Sequence>> many;
+  std::vector<Sequence*> mp;
+  std::vector<int32_t> mt;
+  for (int i = 0; i < 6; ++i) {
+    many.push_back(std::move(e->NewSequence()).value());
+    mp.push_back(many.back().get());
+    mt.push_back(2);
+  }
+  ASSERT_TRUE(e->Step(mp, mt).ok());
+  EXPECT_LT(RelDiff(many[0]->logits(), many[5]->logits()), 1e-6f);
+  std::vector<Sequence*> twice = {mp[0], mp[0]};
+  EXPECT_TRUE(e->Step(twice, std::vector<int32_t>{2, 3}).IsInvalidArgument());
+  EXPECT_TRUE(e->Step(mp, std::vector<int32_t>{2}).IsInvalidArgument());
+}
+
 TEST(Engine, RejectsBadInput) {
   EngineOptions o = F32Options(8);
   o.n_ctx = 32;
