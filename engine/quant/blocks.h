@@ -84,6 +84,26 @@ struct BlockQ6_K {
   uint16_t d;
 };
 
+// Non-linear 4-bit codebook shared by IQ4_NL and IQ4_XS (ggml-common.h kvalues_iq4nl).
+inline constexpr int8_t kIQ4NLValues[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                            1,    13,   25,  38,  53,  69,  89,  113};
+
+// Q4_0's nibble order, w = d * kIQ4NLValues[nibble].
+struct BlockIQ4_NL {
+  uint16_t d;
+  uint8_t qs[kQK / 2];
+};
+
+// 8 sub-blocks of 32 with 6-bit scales ls_k = (scales_l[k / 2] >> 4 (k % 2)) & 15 |
+// ((scales_h >> 2k) & 3) << 4; sub-block k uses qs[16k .. 16k + 15] in Q4_0's nibble order and
+// w = d * (ls_k - 32) * kIQ4NLValues[nibble].
+struct BlockIQ4_XS {
+  uint16_t d;
+  uint16_t scales_h;
+  uint8_t scales_l[kQK_K / 64];
+  uint8_t qs[kQK_K / 2];
+};
+
 static_assert(sizeof(BlockQ8_0) == 34);
 static_assert(sizeof(BlockQ4_0) == 18);
 static_assert(sizeof(BlockQ4_1) == 20);
@@ -92,6 +112,8 @@ static_assert(sizeof(BlockQ5_1) == 24);
 static_assert(sizeof(BlockQ4_K) == 144);
 static_assert(sizeof(BlockQ5_K) == 176);
 static_assert(sizeof(BlockQ6_K) == 210);
+static_assert(sizeof(BlockIQ4_NL) == 18);
+static_assert(sizeof(BlockIQ4_XS) == 136);
 
 // Unpacks the 6-bit (scale, min) pair k (0..7) of a Q4_K/Q5_K `scales` array.
 inline void UnpackKScaleMin(const uint8_t* scales, int k, uint8_t* sc, uint8_t* mn) {

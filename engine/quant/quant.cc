@@ -183,6 +183,32 @@ void DequantQ6_K(const uint8_t* src, float* y) {
   }
 }
 
+void DequantIQ4_NL(const uint8_t* src, float* y) {
+  quant::BlockIQ4_NL b;
+  std::memcpy(&b, src, sizeof b);
+  const float d = F16ToF32(b.d);
+  for (int j = 0; j < kQK / 2; ++j) {
+    y[j] = d * static_cast<float>(quant::kIQ4NLValues[b.qs[j] & 15]);
+    y[j + kQK / 2] = d * static_cast<float>(quant::kIQ4NLValues[b.qs[j] >> 4]);
+  }
+}
+
+void DequantIQ4_XS(const uint8_t* src, float* y) {
+  quant::BlockIQ4_XS b;
+  std::memcpy(&b, src, sizeof b);
+  const float d = F16ToF32(b.d);
+  for (int k = 0; k < 8; ++k) {
+    const int ls =
+        ((b.scales_l[k / 2] >> (4 * (k % 2))) & 15) | (((b.scales_h >> (2 * k)) & 3) << 4);
+    const float dl = d * static_cast<float>(ls - 32);
+    const uint8_t* qs = b.qs + 16 * k;
+    for (int j = 0; j < 16; ++j) {
+      y[32 * k + j] = dl * static_cast<float>(quant::kIQ4NLValues[qs[j] & 15]);
+      y[32 * k + j + 16] = dl * static_cast<float>(quant::kIQ4NLValues[qs[j] >> 4]);
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Quantisation of the 32-element formats: the usual absmax (Q*_0) and min/max (Q*_1) scales,
 // with the quants computed against the binary16-rounded scale a reader will see.
@@ -470,6 +496,84 @@ void QuantQ6_K(const float* x, uint8_t* dst) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// IQ4_NL / IQ4_XS: the non-linear codebook. A value maps to its nearest codebook entry.
+
+// Index of the codebook entry nearest to v (ties to the lower entry): the number of midpoints
+// between neighbouring entries that lie below v.
+inline int NearestIQ4(float v) {
+  static constexpr float kMid[15] = {-115.5f, -93.5f, -74.0f, -57.0f, -42.0f, -28.5f, -16.0f, -4.5f,
+                                     7.0f,    19.0f,  31.5f,  45.5f,  61.0f,  79.0f,  101.0f};
+  int idx = 0;
+  for (float m : kMid) idx += v > m ? 1 : 0;
+  return idx;
+}
+
+// Least-squares scale for x[0..32) ≈ d * codebook[idx_i], choosing the grid among candidates that
+// map the largest-magnitude value to the codebook's negative end (-127) or positive end (113),
+// stretched by up to ±12 %. Returns 0 for an all-zero block.
+float FitIQ4Scale(const float* x) {
+  const float max = SignedAbsMax(x, kQK);
+  if (max == 0) return 0;
+  float best_d = max / -127.0f, best_score = -1;
+  for (float end : {-127.0f, 113.0f}) {
+    for (int t = -6; t <= 6; ++t) {
+      const float id = end * (1.0f + 0.02f * static_cast<float>(t)) / max;
+      float sxv = 0, svv = 0;
+      for (int i = 0; i < kQK; ++i) {
+        const float v = quant::kIQ4NLValues[NearestIQ4(x[i] * id)];
+        sxv += x[i] * v;
+        svv += v * v;
+      }
+      // Error at the optimal d = sxv / svv is sum_xx - sxv^2 / svv: maximise sxv^2 / svv.
+      const float score = sxv * sxv / svv;
+      if (score > best_score) {
+        best_score = score;
+        best_d = sxv / svv;
+      }
+    }
+  }
+  return best_d;
+}
+
+void PackIQ4(const float* x, float d, uint8_t* qs) {
+  const float id = d != 0 ? 1.0f / d : 0.0f;
+  for (int j = 0; j < kQK / 2; ++j) {
+    qs[j] = static_cast<uint8_t>(NearestIQ4(x[j] * id) | NearestIQ4(x[j + kQK / 2] * id) << 4);
+  }
+}
+
+void QuantIQ4_NL(const float* x, uint8_t* dst) {
+  quant::BlockIQ4_NL b;
+  b.d = ScaleToF16(FitIQ4Scale(x));
+  PackIQ4(x, F16ToF32(b.d), b.qs);
+  std::memcpy(dst, &b, sizeof b);
+}
+
+void QuantIQ4_XS(const float* x, uint8_t* dst) {
+  quant::BlockIQ4_XS b;
+  float sub[8], max_scale = 0, amax = 0;
+  for (int k = 0; k < 8; ++k) {
+    sub[k] = FitIQ4Scale(x + 32 * k);
+    if (std::fabs(sub[k]) > amax) {
+      amax = std::fabs(sub[k]);
+      max_scale = sub[k];
+    }
+  }
+  // The largest-magnitude sub-block scale maps to ls - 32 = -32, the most negative step.
+  b.d = ScaleToF16(max_scale / -32.0f);
+  const float d = F16ToF32(b.d);
+  b.scales_h = 0;
+  std::memset(b.scales_l, 0, sizeof b.scales_l);
+  for (int k = 0; k < 8; ++k) {
+    const int ls = d != 0 ? RoundClamp(sub[k] / d, -32, 31) + 32 : 32;
+    b.scales_l[k / 2] |= static_cast<uint8_t>((ls & 15) << (4 * (k % 2)));
+    b.scales_h |= static_cast<uint16_t>((ls >> 4) << (2 * k));
+    PackIQ4(x + 32 * k, d * static_cast<float>(ls - 32), b.qs + 16 * k);
+  }
+  std::memcpy(dst, &b, sizeof b);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Dispatch
 
 using DequantFn = void (*)(const uint8_t*, float*);
@@ -489,6 +593,8 @@ const BlockCodec* CodecFor(GgmlType type) {
   static constexpr BlockCodec kQ4_K{DequantQ4_K, QuantQ4_K};
   static constexpr BlockCodec kQ5_K{DequantQ5_K, QuantQ5_K};
   static constexpr BlockCodec kQ6_K{DequantQ6_K, QuantQ6_K};
+  static constexpr BlockCodec kIQ4_NL{DequantIQ4_NL, QuantIQ4_NL};
+  static constexpr BlockCodec kIQ4_XS{DequantIQ4_XS, QuantIQ4_XS};
   switch (type) {
     case GgmlType::kQ8_0:
       return &kQ8_0;
@@ -506,6 +612,10 @@ const BlockCodec* CodecFor(GgmlType type) {
       return &kQ5_K;
     case GgmlType::kQ6_K:
       return &kQ6_K;
+    case GgmlType::kIQ4_NL:
+      return &kIQ4_NL;
+    case GgmlType::kIQ4_XS:
+      return &kIQ4_XS;
     default:
       return nullptr;
   }

@@ -167,6 +167,9 @@ TEST(MkmodelPlanTest, FallbackForRow) {
   EXPECT_EQ(FallbackForRow(GgmlType::kQ6_K, 100), GgmlType::kF16);
   EXPECT_EQ(FallbackForRow(GgmlType::kQ4_0, 48), GgmlType::kF16);
   EXPECT_EQ(FallbackForRow(GgmlType::kBF16, 7), GgmlType::kBF16);
+  EXPECT_EQ(FallbackForRow(GgmlType::kIQ4_XS, 704), GgmlType::kIQ4_NL);
+  EXPECT_EQ(FallbackForRow(GgmlType::kIQ4_XS, 2112), GgmlType::kIQ4_NL);
+  EXPECT_EQ(FallbackForRow(GgmlType::kIQ4_XS, 5376), GgmlType::kIQ4_XS);
 }
 
 TEST(MkmodelPlanTest, Q4KmMixOnTinyMoe) {
@@ -216,7 +219,7 @@ TEST(MkmodelPlanTest, RejectsBadInput) {
   t.base = "q3_k";
   EXPECT_TRUE(MakePlan(*spec, t).status().IsInvalidArgument());
   t.base = "f32";
-  t.overrides = {{"attn", GgmlType::kIQ4_NL}};
+  t.overrides = {{"attn", GgmlType::kIQ2_XXS}};
   EXPECT_TRUE(MakePlan(*spec, t).status().IsInvalidArgument());
   EXPECT_TRUE(PresetSpec("tiny-xl").status().IsNotFound());
   ModelSpec bad = *spec;

@@ -157,6 +157,51 @@ TEST(QuantBlocksTest, Q6_K) {
   EXPECT_EQ(y[96], 0.25f * 5 * -22);
 }
 
+constexpr int kIq4[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+
+TEST(QuantBlocksTest, IQ4_NL) {
+  std::vector<uint8_t> b = {0x00, 0xb8};  // d = -0.5
+  for (int j = 0; j < 16; ++j) b.push_back(static_cast<uint8_t>(j | (15 - j) << 4));
+  const auto y = Decode(GgmlType::kIQ4_NL, b, 32);
+  EXPECT_EQ(y[0], 63.5f);    // -0.5 * -127
+  EXPECT_EQ(y[16], -56.5f);  // -0.5 * 113 (high nibble 15 of byte 0)
+  for (int j = 0; j < 16; ++j) {
+    EXPECT_EQ(y[j], -0.5f * kIq4[j]) << j;
+    EXPECT_EQ(y[j + 16], -0.5f * kIq4[15 - j]) << j;
+  }
+}
+
+TEST(QuantBlocksTest, IQ4_XS) {
+  // d = 0.25; sub-block scales ls_k = {0, 1, 31, 32, 33, 47, 62, 63}: low nibbles in scales_l
+  // (two per byte, even k in the low half), top 2 bits in scales_h (2 bits per k).
+  const int ls[8] = {0, 1, 31, 32, 33, 47, 62, 63};
+  uint16_t scales_h = 0;
+  uint8_t scales_l[4] = {};
+  for (int k = 0; k < 8; ++k) {
+    scales_l[k / 2] |= static_cast<uint8_t>((ls[k] & 15) << (4 * (k % 2)));
+    scales_h |= static_cast<uint16_t>((ls[k] >> 4) << (2 * k));
+  }
+  // Worked out by hand: scales_l = 10 0F F1 FE, scales_h = 0b11'11'10'10'10'01'00'00 = 0xFA90.
+  EXPECT_EQ(scales_l[0], 0x10);
+  EXPECT_EQ(scales_l[1], 0x0F);
+  EXPECT_EQ(scales_l[2], 0xF1);
+  EXPECT_EQ(scales_l[3], 0xFE);
+  EXPECT_EQ(scales_h, 0xFA90);
+  std::vector<uint8_t> b = {0x00, 0x34, 0x90, 0xFA, 0x10, 0x0F, 0xF1, 0xFE};
+  for (int i = 0; i < 128; ++i) b.push_back(static_cast<uint8_t>(i * 37 + 11));
+  ASSERT_EQ(b.size(), 136u);
+  const auto y = Decode(GgmlType::kIQ4_XS, b, 256);
+  for (int o = 0; o < 256; ++o) {
+    const int k = o / 32, r = o % 32;
+    const uint8_t byte = b[8 + 16 * k + r % 16];
+    const int nib = r < 16 ? (byte & 15) : (byte >> 4);
+    EXPECT_EQ(y[o], 0.25f * (ls[k] - 32) * kIq4[nib]) << o;
+  }
+  // o = 0: ls 0 -> step -32 * 0.25 = -8; byte 11 -> low nibble 11 -> 38: -304.
+  EXPECT_EQ(y[0], -304.0f);
+  EXPECT_EQ(y[96 + 5], 0.0f);  // sub-block 3 has ls = 32: a zero step
+}
+
 TEST(QuantBlocksTest, PlainFloatTypes) {
   const std::vector<uint8_t> f16 = {0x00, 0x3c, 0x00, 0xc0, 0x01, 0x00, 0x00, 0x7c};
   const auto a = Decode(GgmlType::kF16, f16, 4);
@@ -183,7 +228,8 @@ TEST(QuantBlocksTest, RejectsBadLengthsAndTypes) {
   const Status s = DequantizeRow(GgmlType::kQ2_K, buf.data(), out.data(), 256);
   EXPECT_TRUE(s.IsUnimplemented()) << s.ToString();
   EXPECT_NE(s.message().find("q2_k"), std::string::npos) << s.message();
-  EXPECT_TRUE(QuantizeRow(GgmlType::kIQ4_NL, out.data(), buf.data(), 32).IsUnimplemented());
+  EXPECT_TRUE(QuantizeRow(GgmlType::kIQ2_XXS, out.data(), buf.data(), 256).IsUnimplemented());
+  EXPECT_TRUE(DequantizeRow(GgmlType::kIQ4_XS, buf.data(), out.data(), 32).IsInvalidArgument());
   const Status len = DequantizeRow(GgmlType::kQ4_0, buf.data(), out.data(), 40);
   EXPECT_NE(len.message().find("40"), std::string::npos) << len.message();
   // Zero length is a valid empty row.

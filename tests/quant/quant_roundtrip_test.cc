@@ -58,10 +58,11 @@ struct Bound {
 };
 
 constexpr Bound kBounds[] = {
-    {GgmlType::kF32, 0.0},   {GgmlType::kF16, 1e-3},  {GgmlType::kBF16, 5e-3},
-    {GgmlType::kQ8_0, 0.01}, {GgmlType::kQ6_K, 0.02}, {GgmlType::kQ5_0, 0.05},
-    {GgmlType::kQ5_1, 0.05}, {GgmlType::kQ5_K, 0.05}, {GgmlType::kQ4_0, 0.1},
-    {GgmlType::kQ4_1, 0.1},  {GgmlType::kQ4_K, 0.1},
+    {GgmlType::kF32, 0.0},    {GgmlType::kF16, 1e-3},  {GgmlType::kBF16, 5e-3},
+    {GgmlType::kQ8_0, 0.01},  {GgmlType::kQ6_K, 0.02}, {GgmlType::kQ5_0, 0.05},
+    {GgmlType::kQ5_1, 0.05},  {GgmlType::kQ5_K, 0.05}, {GgmlType::kQ4_0, 0.1},
+    {GgmlType::kQ4_1, 0.1},   {GgmlType::kQ4_K, 0.1},  {GgmlType::kIQ4_NL, 0.1},
+    {GgmlType::kIQ4_XS, 0.1},
 };
 
 TEST(QuantRoundTripTest, ErrorWithinBoundOnNormalData) {
@@ -176,11 +177,12 @@ TEST(QuantRoundTripTest, GoldenOutput) {
     uint64_t hash;
   };
   const Golden kGolden[] = {
-      {GgmlType::kF16, 0xf686619916578663ull},  {GgmlType::kBF16, 0x9ad217528aa1a2f5ull},
-      {GgmlType::kQ8_0, 0xb984c331ed7cf2a3ull}, {GgmlType::kQ4_0, 0xa06863579b2f8fd6ull},
-      {GgmlType::kQ4_1, 0xc8f422009c794b75ull}, {GgmlType::kQ5_0, 0x9728ffb55edbc14cull},
-      {GgmlType::kQ5_1, 0x1e9f13013731012cull}, {GgmlType::kQ4_K, 0x6ccd270aae01a7e6ull},
-      {GgmlType::kQ5_K, 0x62d142586a6cec42ull}, {GgmlType::kQ6_K, 0x8522a61d489cd1b7ull},
+      {GgmlType::kF16, 0xf686619916578663ull},    {GgmlType::kBF16, 0x9ad217528aa1a2f5ull},
+      {GgmlType::kQ8_0, 0xb984c331ed7cf2a3ull},   {GgmlType::kQ4_0, 0xa06863579b2f8fd6ull},
+      {GgmlType::kQ4_1, 0xc8f422009c794b75ull},   {GgmlType::kQ5_0, 0x9728ffb55edbc14cull},
+      {GgmlType::kQ5_1, 0x1e9f13013731012cull},   {GgmlType::kQ4_K, 0x6ccd270aae01a7e6ull},
+      {GgmlType::kQ5_K, 0x62d142586a6cec42ull},   {GgmlType::kQ6_K, 0x8522a61d489cd1b7ull},
+      {GgmlType::kIQ4_NL, 0xd45c5f370eec6b26ull}, {GgmlType::kIQ4_XS, 0x6075915c42251abfull},
   };
   for (const Golden& g : kGolden) {
     std::vector<uint8_t> q(*RowBytes(g.type, x.size()));
