@@ -1,7 +1,6 @@
 #include "engine/model/kv_cache.h"
 
 #include <algorithm>
-#include <new>
 
 namespace garnet::model {
 namespace {
@@ -48,10 +47,10 @@ Result<KvCache> KvCache::Create(const gguf::Gemma4Params& p, int64_t n_ctx, int6
     l.head_dim = ly.head_dim;
     l.stride = int64_t{ly.n_head_kv} * ly.head_dim;
     const size_t bytes = static_cast<size_t>(l.slots * l.stride * ElemBytes(type));
-    try {
-      l.k.assign(bytes, 0);
-      l.v.assign(bytes, 0);
-    } catch (const std::bad_alloc&) {
+    l.bytes = bytes;
+    l.k.reset(static_cast<uint8_t*>(std::malloc(bytes)));
+    l.v.reset(static_cast<uint8_t*>(std::malloc(bytes)));
+    if (!l.k || !l.v) {
       return Status::ResourceExhausted("kv cache", "cannot allocate " + std::to_string(2 * bytes) +
                                                        " bytes for layer " + std::to_string(il));
     }
@@ -59,24 +58,24 @@ Result<KvCache> KvCache::Create(const gguf::Gemma4Params& p, int64_t n_ctx, int6
   return c;
 }
 
-void* KvCache::At(std::vector<uint8_t>& buf, const Layer& l, int64_t pos, int64_t g) {
+void* KvCache::At(uint8_t* buf, const Layer& l, int64_t pos, int64_t g) {
   const int64_t slot = pos % l.slots;
-  return buf.data() + static_cast<size_t>((slot * l.stride + g * l.head_dim) * ElemBytes(type_));
+  return buf + static_cast<size_t>((slot * l.stride + g * l.head_dim) * ElemBytes(type_));
 }
 
 void* KvCache::K(int il, int64_t pos, int64_t g) {
   Layer& l = layers_[static_cast<size_t>(Owner(il))];
-  return At(l.k, l, pos, g);
+  return At(l.k.get(), l, pos, g);
 }
 
 void* KvCache::V(int il, int64_t pos, int64_t g) {
   Layer& l = layers_[static_cast<size_t>(Owner(il))];
-  return At(l.v, l, pos, g);
+  return At(l.v.get(), l, pos, g);
 }
 
 uint64_t KvCache::bytes() const {
   uint64_t total = 0;
-  for (const auto& l : layers_) total += l.k.size() + l.v.size();
+  for (const auto& l : layers_) total += 2 * l.bytes;
   return total;
 }
 

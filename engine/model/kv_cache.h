@@ -14,6 +14,8 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdlib>
+#include <memory>
 #include <vector>
 
 #include "engine/base/status.h"
@@ -45,14 +47,21 @@ class KvCache {
   uint64_t bytes() const;
 
  private:
+  struct Free {
+    void operator()(uint8_t* p) const { std::free(p); }
+  };
+  // Uninitialised storage: pages are committed only when a position is written (attention
+  // reads only written positions), so a long context costs memory as it fills.
+  using Buffer = std::unique_ptr<uint8_t, Free>;
   struct Layer {
     int64_t slots = 0;
     int64_t stride = 0;  // elements per slot (n_head_kv * head_dim)
     int64_t head_dim = 0;
-    std::vector<uint8_t> k, v;
+    uint64_t bytes = 0;  // of each of k and v
+    Buffer k, v;
   };
   int Owner(int il) const { return owner_[static_cast<size_t>(il)]; }
-  void* At(std::vector<uint8_t>& buf, const Layer& l, int64_t pos, int64_t g);
+  void* At(uint8_t* buf, const Layer& l, int64_t pos, int64_t g);
 
   KvType type_ = KvType::kF32;
   int64_t n_ctx_ = 0;
