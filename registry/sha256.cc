@@ -81,26 +81,39 @@ __attribute__((target("sha,sse4.1,ssse3"))) void BlocksShaNi(uint32_t* st, const
 
   for (; nblocks > 0; --nblocks, p += 64) {
     const __m128i save0 = st0, save1 = st1;
-    __m128i m[4];
-    for (int i = 0; i < 4; ++i) {
-      m[i] = _mm_shuffle_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * i)), kShuf);
+    const __m128i* in = reinterpret_cast<const __m128i*>(p);
+    const __m128i* k = reinterpret_cast<const __m128i*>(kK);
+    __m128i m0 = _mm_shuffle_epi8(_mm_loadu_si128(in + 0), kShuf);
+    __m128i m1 = _mm_shuffle_epi8(_mm_loadu_si128(in + 1), kShuf);
+    __m128i m2 = _mm_shuffle_epi8(_mm_loadu_si128(in + 2), kShuf);
+    __m128i m3 = _mm_shuffle_epi8(_mm_loadu_si128(in + 3), kShuf);
+    __m128i wk;
+// Four rounds with message group M (W[4g..4g+3]).
+#define GARNET_SHA_ROUNDS(g, M)                   \
+  wk = _mm_add_epi32(M, _mm_load_si128(k + (g))); \
+  st1 = _mm_sha256rnds2_epu32(st1, st0, wk);      \
+  wk = _mm_shuffle_epi32(wk, 0x0E);               \
+  st0 = _mm_sha256rnds2_epu32(st0, st1, wk)
+// W[t..t+3] from the four previous groups (FIPS 180-4 §6.2.2 step 1): A = W[t-16..], B = W[t-12..],
+// C = W[t-8..], D = W[t-4..]; the result replaces A.
+#define GARNET_SHA_SCHED(A, B, C, D) \
+  A = _mm_sha256msg2_epu32(_mm_add_epi32(_mm_sha256msg1_epu32(A, B), _mm_alignr_epi8(D, C, 4)), D)
+    GARNET_SHA_ROUNDS(0, m0);
+    GARNET_SHA_ROUNDS(1, m1);
+    GARNET_SHA_ROUNDS(2, m2);
+    GARNET_SHA_ROUNDS(3, m3);
+    for (int g = 4; g < 16; g += 4) {
+      GARNET_SHA_SCHED(m0, m1, m2, m3);
+      GARNET_SHA_ROUNDS(g, m0);
+      GARNET_SHA_SCHED(m1, m2, m3, m0);
+      GARNET_SHA_ROUNDS(g + 1, m1);
+      GARNET_SHA_SCHED(m2, m3, m0, m1);
+      GARNET_SHA_ROUNDS(g + 2, m2);
+      GARNET_SHA_SCHED(m3, m0, m1, m2);
+      GARNET_SHA_ROUNDS(g + 3, m3);
     }
-    for (int g = 0; g < 16; ++g) {
-      __m128i wk;
-      if (g < 4) {
-        wk = m[g];
-      } else {
-        // W[t..t+3] from the four previous groups (FIPS 180-4 §6.2.2 step 1).
-        __m128i x = _mm_sha256msg1_epu32(m[g & 3], m[(g + 1) & 3]);
-        x = _mm_add_epi32(x, _mm_alignr_epi8(m[(g + 3) & 3], m[(g + 2) & 3], 4));
-        m[g & 3] = _mm_sha256msg2_epu32(x, m[(g + 3) & 3]);
-        wk = m[g & 3];
-      }
-      wk = _mm_add_epi32(wk, _mm_load_si128(reinterpret_cast<const __m128i*>(&kK[4 * g])));
-      st1 = _mm_sha256rnds2_epu32(st1, st0, wk);
-      wk = _mm_shuffle_epi32(wk, 0x0E);
-      st0 = _mm_sha256rnds2_epu32(st0, st1, wk);
-    }
+#undef GARNET_SHA_ROUNDS
+#undef GARNET_SHA_SCHED
     st0 = _mm_add_epi32(st0, save0);
     st1 = _mm_add_epi32(st1, save1);
   }
