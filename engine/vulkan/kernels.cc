@@ -286,9 +286,21 @@ Status Kernels::Softcap(Recorder& rec, uint32_t n, float cap, const BufferRange&
   return rec.Dispatch(*p, bindings, push, gx, gy);
 }
 
+uint32_t AttentionSplits(const AttentionShape& s) {
+  const uint64_t keys = s.window ? std::min(s.window, s.ring_size) : s.ring_size;
+  const uint64_t per = s.split_keys ? s.split_keys : 512;
+  return static_cast<uint32_t>(std::clamp<uint64_t>((keys + per - 1) / per, 1, 64));
+}
+
+uint64_t AttentionScratchBytes(const AttentionShape& s) {
+  const uint32_t splits = AttentionSplits(s);
+  if (splits <= 1) return 0;
+  return uint64_t{s.n_tokens} * s.n_q_heads * splits * (uint64_t{s.head_dim} + 2) * 4;
+}
+
 Status Kernels::AttentionDecode(Recorder& rec, const AttentionShape& s, const BufferRange& q,
                                 const BufferRange& k, const BufferRange& v, const BufferRange& pos,
-                                const BufferRange& o) {
+                                const BufferRange& o, const BufferRange* scratch) {
   const std::string op = "attention";
   if (s.head_dim == 0 || s.n_q_heads == 0 || s.n_kv_heads == 0 || s.n_tokens == 0 ||
       s.ring_size == 0) {
@@ -324,22 +336,41 @@ Status Kernels::AttentionDecode(Recorder& rec, const AttentionShape& s, const Bu
   GARNET_RETURN_IF_ERROR(Need(k, kv_bytes, op, "k"));
   GARNET_RETURN_IF_ERROR(Need(v, kv_bytes, op, "v"));
   GARNET_RETURN_IF_ERROR(Need(pos, uint64_t{s.n_tokens} * 4, op, "pos"));
+  const uint32_t splits = AttentionSplits(s);
+  if (splits > 1) {
+    if (!scratch) {
+      return Status::InvalidArgument(op, "needs " + std::to_string(AttentionScratchBytes(s)) +
+                                             " bytes of scratch for " + std::to_string(splits) +
+                                             " splits");
+    }
+    GARNET_RETURN_IF_ERROR(Need(*scratch, AttentionScratchBytes(s), op, "scratch"));
+  }
   constexpr uint32_t kWg = 128;
   std::string variant = "attn_decode_f16";
   if (device_.caps().storage_16bit) variant += "_s16";  // needs only 16-bit storage
   if (device_.caps().subgroup_arithmetic) variant += "_sg";
-  PipelineDesc desc{variant, 5, 0b10000, 44, {kWg, s.head_dim}, {kWg, 1, 1}};
+  PipelineDesc desc{variant, 6, 0b110000, 48, {kWg, s.head_dim}, {kWg, 1, 1}};
   GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
   struct {
     uint32_t n_q_heads, n_kv_heads, n_tokens, ring_size, kv_first, window, q_tok_stride,
         o_tok_stride, kv_head_stride, slot_stride;
     float scale;
+    uint32_t n_splits;
   } push{s.n_q_heads, s.n_kv_heads, s.n_tokens,
          s.ring_size, s.kv_first,   s.window,
          qs,          os,           static_cast<uint32_t>(head),
-         slot,        s.scale};
-  const BufferRange bindings[] = {q, k, v, pos, o};
-  return rec.Dispatch(*p, bindings, push, s.n_q_heads, s.n_tokens);
+         slot,        s.scale,      splits};
+  const BufferRange part = splits > 1 ? *scratch : BufferRange(placeholder_);
+  const BufferRange bindings[] = {q, k, v, pos, o, part};
+  GARNET_RETURN_IF_ERROR(rec.Dispatch(*p, bindings, push, s.n_q_heads, s.n_tokens, splits));
+  if (splits == 1) return Status::OK();
+  PipelineDesc combine{"attn_combine", 2, 0b10, 16, {kWg, s.head_dim}, {kWg, 1, 1}};
+  GARNET_ASSIGN_OR_RETURN(const Pipeline* pc, device_.pipelines().Get(combine));
+  struct {
+    uint32_t n_q_heads, n_tokens, n_splits, o_tok_stride;
+  } cpush{s.n_q_heads, s.n_tokens, splits, os};
+  const BufferRange cbind[] = {part, o};
+  return rec.Dispatch(*pc, cbind, cpush, s.n_q_heads, s.n_tokens);
 }
 
 }  // namespace garnet::vk

@@ -81,7 +81,17 @@ struct AttentionShape {
   uint32_t kv_head_stride = 0;  // K/V elements between kv heads (0: ring_size * slot_stride)
   uint32_t slot_stride = 0;     // K/V elements between slots (0: head_dim)
   float scale = 1.0f;           // Gemma 4: 1.0
+  // Flash-decoding split: the key range is cut into slices of about this many keys, one
+  // workgroup each, merged by a second pass (0: 512). See AttentionSplits.
+  uint32_t split_keys = 0;
 };
+
+// Workgroups per query head the attention uses along the keys: ceil(max keys / split_keys),
+// between 1 and 64, where max keys = min(window, ring_size) (ring_size without a window).
+uint32_t AttentionSplits(const AttentionShape& s);
+// Scratch bytes AttentionDecode needs for `s`: 0 when it runs in one pass, else
+// n_tokens * n_q_heads * splits * (head_dim + 2) floats. Plan it as MemoryKind::kScratch.
+uint64_t AttentionScratchBytes(const AttentionShape& s);
 
 class Kernels {
  public:
@@ -109,10 +119,12 @@ class Kernels {
   Status Softcap(Recorder& rec, uint32_t n, float cap, const BufferRange& x, const BufferRange& y);
 
   // Online-softmax attention of n_tokens queries (positions in `pos`, int32) over an f16 K/V
-  // ring cache; see shaders/attn_decode.comp for the exact formula and layouts.
+  // ring cache; see shaders/attn_decode.comp for the exact formula and layouts. When
+  // AttentionSplits(s) > 1 it records two dispatches (split pass, combine) and needs `scratch`
+  // of AttentionScratchBytes(s) bytes (InvalidArgument when missing or too small).
   Status AttentionDecode(Recorder& rec, const AttentionShape& s, const BufferRange& q,
                          const BufferRange& k, const BufferRange& v, const BufferRange& pos,
-                         const BufferRange& o);
+                         const BufferRange& o, const BufferRange* scratch = nullptr);
 
   // Whether Matvec / Matmul have a kernel for `type`.
   static bool SupportsWeightType(GgmlType type);

@@ -7,6 +7,7 @@
 //   - matvec bandwidth per weight type (weight bytes read per second);
 //   - tiled matmul rate (the portable prefill path) and attention decode time.
 // --small uses sizes that finish quickly on lavapipe. Exit status 1 on any error.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -196,15 +197,21 @@ int Run(const std::string& selector, bool small) {
     s.n_q_heads = heads;
     s.n_kv_heads = kv_heads;
     s.ring_size = ctx;
-    CHECK_OK(kernels->AttentionDecode(*rec, s, q, kc, vc, pos, o));
+    ASSIGN_OR_FAIL(
+        Buffer scratch,
+        Buffer::Create(dev, std::max<uint64_t>(AttentionScratchBytes(s), 4), MemoryKind::kScratch));
+    const BufferRange sr(scratch);
+    CHECK_OK(kernels->AttentionDecode(*rec, s, q, kc, vc, pos, o, &sr));
     CHECK_OK(rec->SubmitAndWait());
     const int areps = small ? 2 : 20;
     const auto t0 = Clock::now();
-    for (int i = 0; i < areps; ++i) CHECK_OK(kernels->AttentionDecode(*rec, s, q, kc, vc, pos, o));
+    for (int i = 0; i < areps; ++i) {
+      CHECK_OK(kernels->AttentionDecode(*rec, s, q, kc, vc, pos, o, &sr));
+    }
     CHECK_OK(rec->SubmitAndWait());
     const double sec = Seconds(t0, Clock::now()) / areps;
-    std::printf("attention D=%u heads %u/%u ctx %u: %8.1f us, %6.1f GB/s of KV\n", d, heads,
-                kv_heads, ctx, sec * 1e6, 2.0 * kc.size() / sec / 1e9);
+    std::printf("attention D=%u heads %u/%u ctx %u (%u splits): %8.1f us, %6.1f GB/s of KV\n", d,
+                heads, kv_heads, ctx, AttentionSplits(s), sec * 1e6, 2.0 * kc.size() / sec / 1e9);
   }
   const MemoryAccounting acc = dev.accounting();
   std::printf("peak device memory held by garnet: %.1f MiB\n", acc.peak_total / 1048576.0);

@@ -416,9 +416,23 @@ TEST_P(KernelTest, AttentionOnlineSoftmaxGqaWindowRing) {
     s.kv_first = c.kv_first;
     s.window = c.window;
     s.scale = c.scale;
-    GARNET_ASSERT_OK(k().AttentionDecode(rec(), s, bq, bk, bv, bp, bo));
-    GARNET_ASSERT_OK(rec().SubmitAndWait());
-    GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> o, DownloadFloats(*d_, bo, q_n));
+    // One pass, then split into slices of 5 keys (many splits, some empty) merged by the combine
+    // pass.
+    std::vector<std::vector<float>> outs;
+    for (uint32_t split_keys : {0u, 5u}) {
+      s.split_keys = split_keys;
+      const uint64_t scratch_bytes = AttentionScratchBytes(s);
+      EXPECT_EQ(scratch_bytes == 0, AttentionSplits(s) == 1);
+      GARNET_ASSERT_OK_AND_ASSIGN(
+          Buffer scratch,
+          Buffer::Create(*d_->device, std::max<uint64_t>(scratch_bytes, 4), MemoryKind::kScratch));
+      const BufferRange sr(scratch);
+      GARNET_ASSERT_OK(k().AttentionDecode(rec(), s, bq, bk, bv, bp, bo, &sr));
+      GARNET_ASSERT_OK(rec().SubmitAndWait());
+      GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> o, DownloadFloats(*d_, bo, q_n));
+      outs.push_back(std::move(o));
+    }
+    ASSERT_GT(AttentionSplits(s), 1u);
     std::vector<double> want(q_n, 0.0), scale(q_n, 1.0);
     for (uint32_t t = 0; t < t_n; ++t) {
       const int64_t p = c.pos[t];
@@ -445,7 +459,10 @@ TEST_P(KernelTest, AttentionOnlineSoftmaxGqaWindowRing) {
         }
       }
     }
-    ExpectClose(o, want, scale, 2e-5, 0, std::string("attention ") + c.name);
+    ExpectClose(outs[0], want, scale, 2e-5, 0, std::string("attention ") + c.name);
+    ExpectClose(outs[1], want, scale, 2e-5, 0,
+                std::string("attention ") + c.name + " in " + std::to_string(AttentionSplits(s)) +
+                    " splits");
   }
 }
 
@@ -459,6 +476,10 @@ TEST_P(KernelTest, AttentionRejectsBadShapes) {
   EXPECT_TRUE(k().AttentionDecode(rec(), s, b, b, b, b, b).IsInvalidArgument());
   s.n_kv_heads = 1;
   s.ring_size = 1 << 20;  // K/V would need far more than the buffer holds
+  EXPECT_TRUE(k().AttentionDecode(rec(), s, b, b, b, b, b).IsInvalidArgument());
+  s.ring_size = 64;
+  s.split_keys = 16;  // 4 splits: scratch required
+  ASSERT_GT(AttentionScratchBytes(s), 0u);
   EXPECT_TRUE(k().AttentionDecode(rec(), s, b, b, b, b, b).IsInvalidArgument());
   EXPECT_TRUE(rec().empty());
 }

@@ -11,15 +11,21 @@
 // A query with no key in range (p < lo, e.g. a negative position) gets zeros. Slots are always
 // taken modulo ring_size, so any pos value stays inside the cache.
 //
+// Split mode (flash-decoding), n_splits > 1: the key range of each query is cut into n_splits
+// contiguous slices, one workgroup each (grid z), which write unnormalised partial results
+//   part[((t * n_q_heads + h) * n_splits + split) * (D + 2) + {0: max m, 1: sum l, 2..: acc}]
+// for attn_combine.comp to merge. With n_splits == 1 the workgroup writes O directly.
+//
 // Bindings:  0 Q (read, float)   [n_tokens][q_tok_stride], head h at h * D
 //            1 K (read, f16)     element (g, slot, d) at g * kv_head_stride + slot * slot_stride + d
 //            2 V (read, f16)     same layout as K
 //            3 pos (read, int[n_tokens])
-//            4 O (write, float)  [n_tokens][o_tok_stride], head h at h * D
+//            4 O (write, float)  [n_tokens][o_tok_stride], head h at h * D (n_splits == 1)
+//            5 part (write, float) partial results (n_splits > 1; bound but unused otherwise)
 // Push:      uint n_q_heads, n_kv_heads, n_tokens, ring_size, kv_first, window, q_tok_stride,
-//            o_tok_stride, kv_head_stride, slot_stride; float scale
+//            o_tok_stride, kv_head_stride, slot_stride; float scale; uint n_splits
 // Spec:      0 WG workgroup size (power of two), 1 D head dim
-// Grid:      (n_q_heads, n_tokens, 1)
+// Grid:      (n_q_heads, n_tokens, n_splits)
 // Method:    keys in chunks of WG: invocation i scores key (chunk + i) over all D dims; the
 //            workgroup takes the chunk's max, rescales the running sum and accumulators, and each
 //            invocation accumulates output dims i, i + WG, ... from V (reads coalesced in d).
@@ -43,6 +49,7 @@ float ldv(uint e) { return unpackHalf2x16(v32[e >> 1])[e & 1u]; }
 #endif
 layout(binding = 3, std430) readonly buffer PBuf { int pos[]; };
 layout(binding = 4, std430) writeonly buffer OBuf { float o[]; };
+layout(binding = 5, std430) writeonly buffer PartBuf { float part[]; };
 layout(push_constant) uniform Push {
   uint n_q_heads;
   uint n_kv_heads;
@@ -55,6 +62,7 @@ layout(push_constant) uniform Push {
   uint kv_head_stride;
   uint slot_stride;
   float scale;
+  uint n_splits;
 } p;
 
 shared float q_s[D];
@@ -78,7 +86,13 @@ void main() {
   const int pq = pos[t];
   int lo = int(p.kv_first);
   if (p.window > 0u) lo = max(lo, pq - int(p.window) + 1);
-  const int hi = pq;
+  int hi = pq;
+  const uint split = gl_WorkGroupID.z;
+  if (p.n_splits > 1u && hi >= lo) {  // this workgroup's slice of [lo, hi]
+    const int per = (hi - lo + int(p.n_splits)) / int(p.n_splits);
+    lo += int(split) * per;
+    hi = min(hi, lo + per - 1);
+  }
 
   float m = -1e30;  // running max (finite: no inf arithmetic on any driver)
   float l = 0.0;         // running sum of exp(s - m)
@@ -113,6 +127,18 @@ void main() {
       }
     }
     barrier();  // prob[] is rewritten by the next chunk
+  }
+  if (p.n_splits > 1u) {
+    const uint pb = ((t * p.n_q_heads + h) * p.n_splits + split) * (D + 2u);
+    if (tid == 0) {
+      part[pb] = m;
+      part[pb + 1u] = l;
+    }
+    [[unroll]] for (uint i = 0; i < NACC; ++i) {
+      const uint d = tid + WG * i;
+      if (d < D) part[pb + 2u + d] = acc[i];
+    }
+    return;
   }
   const float inv = l > 0.0 ? 1.0 / l : 0.0;
   [[unroll]] for (uint i = 0; i < NACC; ++i) {
