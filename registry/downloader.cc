@@ -524,6 +524,8 @@ Result<FetchResult> Downloader::RunJob(const Plan& plan, Job* job) {
   if (!blob_path.empty() && plan.size_known && ::stat(blob_path.c_str(), &st) == 0) {
     // Finished by someone else while we waited.
     ::unlink(partial.c_str());
+    Status s = db_->DeleteDownload(plan.key);
+    (void)s;
     r = AdoptExisting(plan.key, plan.size, job);
   } else {
     r = Transfer(plan, job, fd, partial);

@@ -247,10 +247,13 @@ Result<PullResult> Registry::Pull(std::string_view text, const ProgressFn& progr
   GARNET_ASSIGN_OR_RETURN(std::optional<ManifestRow> existing, db_->GetManifest(name));
   if (existing && existing->files.size() == files.size()) {
     bool complete = true;
-    for (const ManifestFile& f : existing->files) {
+    for (size_t i = 0; i < files.size(); ++i) {
+      const ManifestFile& f = existing->files[i];
       GARNET_ASSIGN_OR_RETURN(std::string p, store_.BlobPath(f.digest));
       auto size = FileSize(p);
       if (!size.ok() || *size != f.size) complete = false;
+      // A catalog pin that moved since the model was pulled: pull the new file.
+      if (!files[i].sha256.empty() && f.digest != "sha256-" + files[i].sha256) complete = false;
     }
     if (complete) {
       PullResult r;
@@ -493,7 +496,7 @@ Result<ModelInfo> Registry::Import(const std::string& path, std::string_view nam
     char absbuf[PATH_MAX];
     std::string abs = ::realpath(p.c_str(), absbuf) != nullptr ? absbuf : p;
     std::string key = UrlKey("import:" + abs + ":" + std::to_string(::getpid()) + ":" +
-                             std::to_string(Now()) + ":" + std::to_string(rand()));
+                             std::to_string(Now()) + ":" + std::to_string(import_counter_++));
     GARNET_ASSIGN_OR_RETURN(std::string partial, store_.PartialPath(key));
     bool linked = false;
     if (mode != ImportMode::kCopy) {

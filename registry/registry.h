@@ -153,8 +153,7 @@ class Registry {
   const std::string base_url_;
   std::unique_ptr<Downloader> downloader_;
 
-  std::mutex mu_;
-  std::multiset<std::string> pulling_digests_;  // blobs a pull is about to register; guarded by mu_
+  std::atomic<uint64_t> import_counter_{0};  // makes import partial names unique
 };
 
 }  // namespace garnet::registry

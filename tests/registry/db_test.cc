@@ -123,6 +123,8 @@ TEST(Store, PathsAreValidated) {
 }
 
 TEST(Store, DataDirFromEnvironment) {
+  const char* home = std::getenv("HOME");
+  const std::string saved_home = home != nullptr ? home : "";
   setenv("GARNET_HOME", "/tmp/gh", 1);
   EXPECT_EQ(*DefaultDataDir(), "/tmp/gh");
   unsetenv("GARNET_HOME");
@@ -131,6 +133,7 @@ TEST(Store, DataDirFromEnvironment) {
   unsetenv("XDG_DATA_HOME");
   setenv("HOME", "/home/u", 1);
   EXPECT_EQ(*DefaultDataDir(), "/home/u/.local/share/garnet");
+  if (home != nullptr) setenv("HOME", saved_home.c_str(), 1);
 }
 
 }  // namespace

@@ -146,6 +146,38 @@ TEST_F(DownloaderTest, ContentLengthOnlyComputesDigest) {
   ExpectStoredAndRegistered();
 }
 
+TEST_F(DownloaderTest, UnknownSizeChunkedBody) {
+  server_.faults().chunked = true;
+  auto r = Fetch(/*pin=*/false);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_FALSE(r->digest_was_known);
+  EXPECT_EQ(r->size, content_.size());
+  ExpectStoredAndRegistered();
+  // With a pin, the computed hash is still checked.
+  std::filesystem::remove(BlobPath());
+  ASSERT_TRUE(db_->DeleteBlob("sha256-" + sha_).ok());
+  FetchRequest req;
+  req.url = server_.Url(kPath);
+  req.expected_sha256 = std::string(64, 'e');
+  auto bad = dl_->Fetch(req, nullptr, nullptr);
+  EXPECT_EQ(bad.status().code(), Code::kDataLoss) << bad.status().ToString();
+  ExpectNothingRegistered();
+}
+
+TEST_F(DownloaderTest, BearerTokenForGatedFiles) {
+  server_.faults().required_token = "secret-token";
+  auto r = Fetch();
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Code::kUnauthenticated);
+  EXPECT_NE(r.status().message().find("HF_TOKEN"), std::string::npos);
+  DownloadOptions o = FastOptions();
+  o.http.token = "secret-token";
+  Open(o);
+  r = Fetch();
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  ExpectStoredAndRegistered();
+}
+
 TEST_F(DownloaderTest, SurvivesDroppedConnectionsAtRandomOffsets) {
   server_.faults().drop_random = true;
   server_.faults().drop_count = 6;

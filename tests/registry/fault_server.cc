@@ -34,6 +34,11 @@ FaultServer::FaultServer() : server_(std::make_unique<httplib::Server>()) {
       res.set_content("injected failure", "text/plain");
       return;
     }
+    if (!faults_.required_token.empty() &&
+        req.get_header_value("Authorization") != "Bearer " + faults_.required_token) {
+      res.status = 401;
+      return;
+    }
     std::shared_ptr<const std::string> file;
     std::string sha;
     {
@@ -48,6 +53,20 @@ FaultServer::FaultServer() : server_(std::make_unique<httplib::Server>()) {
       sha = sha_[req.path];
     }
     uint64_t adv = faults_.advertised_size.load();
+    if (faults_.chunked.load()) {
+      res.set_chunked_content_provider(
+          "application/octet-stream", [this, file](size_t offset, httplib::DataSink& sink) {
+            if (offset >= file->size()) {
+              sink.done();
+              return true;
+            }
+            size_t n = std::min<size_t>(file->size() - offset, 64 * 1024);
+            if (!sink.write(file->data() + offset, n)) return false;
+            body_bytes_ += n;
+            return true;
+          });
+      return;
+    }
     if (faults_.linked_headers.load()) {
       res.set_header("X-Linked-Size", std::to_string(adv != 0 ? adv : file->size()));
       res.set_header("X-Linked-Etag", "\"" + sha + "\"");

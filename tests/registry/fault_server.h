@@ -44,6 +44,11 @@ struct Faults {
   std::atomic<uint64_t> advertised_size{0};
   // Sleep this many microseconds per 64 KiB sent (slows transfers so tests can act mid-way).
   std::atomic<int> throttle_us{0};
+  // Send bodies chunked, without Content-Length (and without the linked headers): the size is
+  // unknown until the end.
+  std::atomic<bool> chunked{false};
+  // When non-empty, answer 401 unless "Authorization: Bearer <token>" is sent.
+  std::string required_token;  // set before requests start
 };
 
 class FaultServer {
