@@ -300,6 +300,28 @@ TEST(MkmodelGenerateTest, WritePreset) {
   EXPECT_FALSE(WritePreset("tiny", "", dir.Path("missing/dir/x.gguf")).ok());
 }
 
+TEST(MkmodelGenerateTest, ProgressReachesTotal) {
+  Scratch dir;
+  auto spec = PresetSpec("tiny-moe");
+  ASSERT_TRUE(spec.ok());
+  auto plan = MakePlan(*spec, {});
+  ASSERT_TRUE(plan.ok());
+  GenOptions g;
+  uint64_t calls = 0, last_done = 0, last_total = 0;
+  bool monotonic = true;
+  g.progress = [&](uint64_t done, uint64_t total) {
+    monotonic = monotonic && done > last_done;
+    ++calls;
+    last_done = done;
+    last_total = total;
+  };
+  ASSERT_TRUE(WriteModel(*plan, g, dir.Path("m.gguf")).ok());
+  EXPECT_GE(calls, plan->tensors.size());
+  EXPECT_TRUE(monotonic);
+  EXPECT_EQ(last_total, plan->data_bytes());
+  EXPECT_EQ(last_done, last_total);
+}
+
 uint64_t Fnv1a(const std::vector<uint8_t>& bytes) {
   uint64_t h = 1469598103934665603ull;
   for (uint8_t x : bytes) {

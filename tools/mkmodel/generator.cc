@@ -156,14 +156,24 @@ Status AddModel(const ModelPlan& plan, const GenOptions& opts, gguf::Writer& w) 
 
   const uint32_t threads =
       opts.threads > 0 ? opts.threads : std::max(1u, std::thread::hardware_concurrency());
+  struct Progress {
+    std::function<void(uint64_t, uint64_t)> fn;
+    uint64_t done = 0;
+    uint64_t total = 0;
+  };
+  auto progress = std::make_shared<Progress>(Progress{opts.progress, 0, plan.data_bytes()});
   for (const PlannedTensor& t : plan.tensors) {
     GARNET_ASSIGN_OR_RETURN(const uint64_t row_bytes, RowBytes(t.type, t.ne[0]));
     auto shared = std::make_shared<const PlannedTensor>(t);
     const uint64_t seed = opts.seed;
-    w.AddTensor(t.name, t.type, t.ne,
-                [shared, seed, threads, row_bytes](uint64_t offset, std::span<uint8_t> chunk) {
-                  return Produce(*shared, seed, threads, row_bytes, offset, chunk);
-                });
+    w.AddTensor(
+        t.name, t.type, t.ne,
+        [shared, seed, threads, row_bytes, progress](uint64_t offset, std::span<uint8_t> chunk) {
+          GARNET_RETURN_IF_ERROR(Produce(*shared, seed, threads, row_bytes, offset, chunk));
+          progress->done += chunk.size();
+          if (progress->fn) progress->fn(progress->done, progress->total);
+          return Status::OK();
+        });
   }
   return Status::OK();
 }

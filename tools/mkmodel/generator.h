@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 
@@ -24,6 +25,9 @@ namespace garnet::mkmodel {
 struct GenOptions {
   uint64_t seed = 0;
   uint32_t threads = 0;  // 0: std::thread::hardware_concurrency()
+  // Called from the writing thread after each produced chunk with the tensor bytes done so far
+  // and the total (ModelPlan::data_bytes()). Optional.
+  std::function<void(uint64_t done, uint64_t total)> progress;
 };
 
 // The float values of one row (ne[0] elements) of a planned tensor, before quantisation.

@@ -1,6 +1,9 @@
 // garnet-mkmodel: writes a synthetic (random-weight) Gemma 4 GGUF. See --help and README.md.
+#include <unistd.h>
+
 #include <cerrno>
 #include <charconv>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -50,6 +53,7 @@ Options:
   --ctx N              gemma4.context_length
   --std X              std of matrix weights (norms are always 1 + N(0, 0.05))
   --threads N          worker threads (default: all cores; output does not depend on it)
+  --quiet              no progress line on stderr (shown only when stderr is a terminal)
   --help               this text
 )";
 
@@ -73,7 +77,7 @@ int Run(int argc, char** argv) {
   std::string preset, out, std_arg;
   TypeOptions types;
   GenOptions gen;
-  bool list = false;
+  bool list = false, quiet = false;
   uint64_t layers = 0, ctx = 0, threads = 0;
   for (int i = 1; i < argc; ++i) {
     const std::string_view a = argv[i];
@@ -88,6 +92,8 @@ int Run(int argc, char** argv) {
       return 0;
     } else if (a == "--list") {
       list = true;
+    } else if (a == "--quiet" || a == "-q") {
+      quiet = true;
     } else if (a == "--preset") {
       if (!value(&preset)) return Fail("--preset needs a value");
     } else if (a == "--out" || a == "-o") {
@@ -153,6 +159,17 @@ int Run(int argc, char** argv) {
     std::printf("%zu tensors, %.3f GB of tensor data (type %s)\n", plan->tensors.size(),
                 static_cast<double>(plan->data_bytes()) / 1e9, plan->type_name.c_str());
     return 0;
+  }
+  if (!quiet && ::isatty(STDERR_FILENO)) {
+    auto last = std::chrono::steady_clock::now();
+    gen.progress = [last](uint64_t done, uint64_t total) mutable {
+      const auto now = std::chrono::steady_clock::now();
+      if (done < total && now - last < std::chrono::milliseconds(500)) return;
+      last = now;
+      std::fprintf(stderr, "\r%5.1f%%  %.2f / %.2f GB", total ? 100.0 * done / total : 100.0,
+                   done / 1e9, total / 1e9);
+      if (done >= total) std::fputc('\n', stderr);
+    };
   }
   auto written = WriteModel(*plan, gen, out);
   if (!written.ok()) return Fail(written.status().ToString());
