@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -320,6 +321,33 @@ TEST(MkmodelGenerateTest, ProgressReachesTotal) {
   EXPECT_TRUE(monotonic);
   EXPECT_EQ(last_total, plan->data_bytes());
   EXPECT_EQ(last_done, last_total);
+}
+
+TEST(MkmodelGenerateTest, SplitSetMatchesSingleFile) {
+  Scratch dir;
+  std::string single;
+  auto whole = Generate(dir, "tiny-ple", "q8_0", 0, 1, &single);
+  ASSERT_NE(whole, nullptr);
+  auto spec = PresetSpec("tiny-ple");
+  TypeOptions t;
+  t.base = "q8_0";
+  auto plan = MakePlan(*spec, t);
+  ASSERT_TRUE(plan.ok());
+  auto parts = WriteModelSplit(*plan, GenOptions{}, dir.Path("split"), 3);
+  ASSERT_TRUE(parts.ok()) << parts.status().ToString();
+  ASSERT_EQ(parts->size(), 3u);
+  EXPECT_EQ((*parts)[1], dir.Path("split-00002-of-00003.gguf"));
+  auto m = gguf::Model::Open((*parts)[0]);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ((*m)->file_count(), 3u);
+  ASSERT_EQ((*m)->tensors().size(), whole->tensors().size());
+  for (const auto& want : whole->tensors()) {
+    const gguf::TensorInfo* got = (*m)->FindTensor(want.name);
+    ASSERT_NE(got, nullptr) << want.name;
+    ASSERT_EQ(got->bytes, want.bytes);
+    EXPECT_EQ(std::memcmp(got->data, want.data, want.bytes), 0) << want.name;
+  }
+  EXPECT_TRUE(gguf::ReadGemma4Params(**m).ok());
 }
 
 uint64_t Fnv1a(const std::vector<uint8_t>& bytes) {

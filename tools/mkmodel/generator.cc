@@ -185,6 +185,13 @@ Result<uint64_t> WriteModel(const ModelPlan& plan, const GenOptions& opts,
   return writer.Finish(path);
 }
 
+Result<std::vector<std::string>> WriteModelSplit(const ModelPlan& plan, const GenOptions& opts,
+                                                 const std::string& prefix, uint32_t n_parts) {
+  gguf::Writer writer;
+  GARNET_RETURN_IF_ERROR(AddModel(plan, opts, writer));
+  return writer.FinishSplit(prefix, n_parts);
+}
+
 Result<uint64_t> WritePreset(std::string_view preset, std::string_view type,
                              const std::string& path, uint64_t seed) {
   GARNET_ASSIGN_OR_RETURN(ModelSpec spec, PresetSpec(preset));

@@ -15,6 +15,7 @@
 #include <functional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "engine/base/status.h"
 #include "engine/gguf/gguf.h"
@@ -40,6 +41,11 @@ Status AddModel(const ModelPlan& plan, const GenOptions& opts, gguf::Writer& wri
 
 // AddModel + Writer::Finish(path). Returns the file size. On failure no file is left at `path`.
 Result<uint64_t> WriteModel(const ModelPlan& plan, const GenOptions& opts, const std::string& path);
+
+// The same model as a llama.cpp gguf-split set of `n_parts` files named
+// gguf::SplitPath(prefix, i, n_parts) (Writer::FinishSplit). Returns the part paths in order.
+Result<std::vector<std::string>> WriteModelSplit(const ModelPlan& plan, const GenOptions& opts,
+                                                 const std::string& prefix, uint32_t n_parts);
 
 // One call for tests and tools: PresetSpec(preset) -> MakePlan(type; "" = the preset's default)
 // -> WriteModel(path). Errors from each step pass through (NotFound for an unknown preset,

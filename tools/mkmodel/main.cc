@@ -53,6 +53,8 @@ Options:
   --ctx N              gemma4.context_length
   --std X              std of matrix weights (norms are always 1 + N(0, 0.05))
   --threads N          worker threads (default: all cores; output does not depend on it)
+  --split N            write N files in llama.cpp's gguf-split layout instead of one:
+                       PATH (minus a .gguf suffix) + "-0000i-of-0000N.gguf"
   --quiet              no progress line on stderr (shown only when stderr is a terminal)
   --help               this text
 )";
@@ -78,7 +80,7 @@ int Run(int argc, char** argv) {
   TypeOptions types;
   GenOptions gen;
   bool list = false, quiet = false;
-  uint64_t layers = 0, ctx = 0, threads = 0;
+  uint64_t layers = 0, ctx = 0, threads = 0, split = 0;
   for (int i = 1; i < argc; ++i) {
     const std::string_view a = argv[i];
     auto value = [&](std::string* v) {
@@ -123,6 +125,10 @@ int Run(int argc, char** argv) {
       }
     } else if (a == "--std") {
       if (!value(&std_arg)) return Fail("--std needs a value");
+    } else if (a == "--split") {
+      if (!value(&v) || !ParseU64(v, &split) || split < 2 || split > 9999) {
+        return Fail("--split needs 2 <= N <= 9999");
+      }
     } else if (a == "--threads") {
       if (!value(&v) || !ParseU64(v, &threads) || threads > 1024)
         return Fail("--threads needs 0..1024");
@@ -170,6 +176,16 @@ int Run(int argc, char** argv) {
                    done / 1e9, total / 1e9);
       if (done >= total) std::fputc('\n', stderr);
     };
+  }
+  if (split > 0) {
+    std::string prefix = out;
+    if (prefix.size() > 5 && prefix.compare(prefix.size() - 5, 5, ".gguf") == 0) {
+      prefix.resize(prefix.size() - 5);
+    }
+    auto parts = WriteModelSplit(*plan, gen, prefix, static_cast<uint32_t>(split));
+    if (!parts.ok()) return Fail(parts.status().ToString());
+    for (const auto& p : *parts) std::printf("wrote %s\n", p.c_str());
+    return 0;
   }
   auto written = WriteModel(*plan, gen, out);
   if (!written.ok()) return Fail(written.status().ToString());
