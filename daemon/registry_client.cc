@@ -81,8 +81,10 @@ const std::string& RegistryClient::data_dir() const {
 Result<std::string> RegistryClient::CanonicalName(const std::string& ref) const {
   GARNET_ASSIGN_OR_RETURN(registry::Reference r, registry::ParseReference(ref));
   if (r.kind == registry::Reference::Kind::kLocalPath) {
-    return Status::InvalidArgument("model reference \"" + ref + "\"",
-                                   "is a file path; run `garnet import " + ref + "` first");
+    return Status::InvalidArgument(
+        "model reference \"" + ref + "\"",
+        "is a file path, not a model id; to use a local GGUF run `garnet import "
+        "FILE --name NAME:TAG` first");
   }
   return reg_->ManifestName(ref);
 }
