@@ -92,6 +92,19 @@ Result<std::unique_ptr<Kernels>> Kernels::Create(Device& device) {
   return k;
 }
 
+Status Kernels::SetMatvecLaunch(uint32_t workgroup, uint32_t rows_per_group) {
+  const bool pow2 = workgroup != 0 && (workgroup & (workgroup - 1)) == 0;
+  if (!pow2 || workgroup < 32 || workgroup > 1024 ||
+      workgroup > device_.info().max_workgroup_invocations ||
+      workgroup < device_.info().subgroup_size || rows_per_group < 1 || rows_per_group > 8) {
+    return Status::InvalidArgument("matvec launch", "workgroup " + std::to_string(workgroup) +
+                                                        ", rows " + std::to_string(rows_per_group));
+  }
+  matvec_wg_ = workgroup;
+  matvec_rows_ = rows_per_group;
+  return Status::OK();
+}
+
 bool Kernels::SupportsWeightType(GgmlType type) {
   return !TypeSuffix(type).empty();
 }
@@ -154,8 +167,8 @@ Status Kernels::Matvec(Recorder& rec, GgmlType type, const MatvecShape& s, const
   if (row_bytes * s.out > 0xffffffffull) {
     return Status::InvalidArgument(op, "weight range over 4 GiB; split it");
   }
-  constexpr uint32_t kRows = 1;
-  PipelineDesc desc{MatvecVariant(type), 3, 0b100, 16, {kReduceWg, kRows}, {kReduceWg, 1, 1}};
+  const uint32_t kRows = matvec_rows_;
+  PipelineDesc desc{MatvecVariant(type), 3, 0b100, 16, {matvec_wg_, kRows}, {matvec_wg_, 1, 1}};
   GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
   struct {
     uint32_t in, out, x_stride, y_stride;

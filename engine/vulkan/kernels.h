@@ -99,6 +99,12 @@ class Kernels {
   // is absent. The Device must outlive this object.
   static Result<std::unique_ptr<Kernels>> Create(Device& device);
 
+  // Matvec launch shape: workgroup size (power of two, 32..1024, at least the subgroup size)
+  // and weight rows per workgroup (1..8). Default 64 x 1. A tuning knob for benchmarks and
+  // per-device defaults; not to be changed while another thread records with this object.
+  // InvalidArgument for values outside those ranges (nothing changes).
+  Status SetMatvecLaunch(uint32_t workgroup, uint32_t rows_per_group);
+
   // y = x / rms(x) (* w when `w` is given), per row. y may be the same range as x.
   Status RmsNorm(Recorder& rec, const RmsNormShape& s, const BufferRange& x, const BufferRange* w,
                  const BufferRange& y);
@@ -137,6 +143,8 @@ class Kernels {
   Kernels(Device& device) : device_(device) {}
   Device& device_;
   Buffer placeholder_;
+  uint32_t matvec_wg_ = 64;
+  uint32_t matvec_rows_ = 1;
 };
 
 }  // namespace garnet::vk

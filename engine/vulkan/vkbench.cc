@@ -1,12 +1,13 @@
 // garnet-vkbench: first numbers for the Vulkan backend on one device.
-//   garnet-vkbench [--device SEL] [--small]
+//   garnet-vkbench [--device SEL] [--small] [--sweep]
 // Measures, each as wall time around submit+wait of one command buffer holding many commands:
 //   - per-dispatch cost of a tiny kernel, with a barrier between every dispatch (a chain) and
 //     without (independent ranges), and the CPU cost of recording one dispatch;
 //   - device copy bandwidth (vkCmdCopyBuffer), the reference for bandwidth bounds;
 //   - matvec bandwidth per weight type (weight bytes read per second);
 //   - tiled matmul rate (the portable prefill path) and attention decode time.
-// --small uses sizes that finish quickly on lavapipe. Exit status 1 on any error.
+// --small uses sizes that finish quickly on lavapipe; --sweep tries several matvec launch shapes.
+// Exit status 1 on any error.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -71,7 +72,7 @@ std::vector<uint8_t> WeightRows(GgmlType type, uint32_t in, uint32_t rows) {
   return all;
 }
 
-int Run(const std::string& selector, bool small) {
+int Run(const std::string& selector, bool small, bool sweep) {
   ASSIGN_OR_FAIL(auto instance, Instance::Create());
   DeviceOptions opts;
   opts.selector = selector;
@@ -137,24 +138,34 @@ int Run(const std::string& selector, bool small) {
   ASSIGN_OR_FAIL(Buffer x, Buffer::Create(dev, uint64_t{in} * 4 * 64, MemoryKind::kScratch));
   CHECK_OK(transfer->Upload(x, 0, xv.data(), xv.size() * 4));
   ASSIGN_OR_FAIL(Buffer y, Buffer::Create(dev, uint64_t{out} * 4 * 512, MemoryKind::kScratch));
+  struct Launch {
+    uint32_t wg, rows;
+  };
+  std::vector<Launch> launches = {{64, 1}};
+  if (sweep)
+    launches = {{32, 1}, {32, 2}, {32, 4}, {64, 1}, {64, 2}, {64, 4}, {128, 1}, {128, 2}, {256, 1}};
   for (GgmlType type : {GgmlType::kF16, GgmlType::kQ8_0, GgmlType::kQ4_0, GgmlType::kQ4_K}) {
     const std::vector<uint8_t> w = WeightRows(type, in, out);
     ASSIGN_OR_FAIL(Buffer wb, Buffer::Create(dev, w.size(), MemoryKind::kWeights));
     CHECK_OK(transfer->Upload(wb, 0, w.data(), w.size()));
-    CHECK_OK(kernels->Matvec(*rec, type, {in, out}, wb, x, y));  // warm-up
-    CHECK_OK(rec->SubmitAndWait());
-    const auto t0 = Clock::now();
-    for (int i = 0; i < reps; ++i) {
-      // Independent outputs so the dispatches need no barrier between them.
-      CHECK_OK(kernels->Matvec(*rec, type, {in, out}, wb, x,
-                               BufferRange(y, uint64_t{out} * 4 * (i % 512), uint64_t{out} * 4)));
+    for (const Launch& l : launches) {
+      if (!kernels->SetMatvecLaunch(l.wg, l.rows).ok()) continue;  // not for this device
+      CHECK_OK(kernels->Matvec(*rec, type, {in, out}, wb, x, y));  // warm-up
+      CHECK_OK(rec->SubmitAndWait());
+      const auto t0 = Clock::now();
+      for (int i = 0; i < reps; ++i) {
+        // Independent outputs so the dispatches need no barrier between them.
+        CHECK_OK(kernels->Matvec(*rec, type, {in, out}, wb, x,
+                                 BufferRange(y, uint64_t{out} * 4 * (i % 512), uint64_t{out} * 4)));
+      }
+      CHECK_OK(rec->SubmitAndWait());
+      const double s = Seconds(t0, Clock::now()) / reps;
+      std::printf("matvec %-5s %5ux%-5u wg %4u rows %u: %7.1f us, %7.1f GB/s of weights (%s)\n",
+                  std::string(TypeName(type)).c_str(), out, in, l.wg, l.rows, s * 1e6,
+                  w.size() / s / 1e9, kernels->MatvecVariant(type).c_str());
     }
-    CHECK_OK(rec->SubmitAndWait());
-    const double s = Seconds(t0, Clock::now()) / reps;
-    std::printf("matvec %-5s %5ux%-5u: %7.1f us, %7.1f GB/s of weights (%s)\n",
-                std::string(TypeName(type)).c_str(), out, in, s * 1e6, w.size() / s / 1e9,
-                kernels->MatvecVariant(type).c_str());
   }
+  CHECK_OK(kernels->SetMatvecLaunch(64, 1));
 
   // 4. Tiled matmul (prefill fallback), F16 and Q4_K weights.
   {
@@ -224,16 +235,19 @@ int Run(const std::string& selector, bool small) {
 int main(int argc, char** argv) {
   std::string selector;
   bool small = false;
+  bool sweep = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--small") {
       small = true;
+    } else if (a == "--sweep") {
+      sweep = true;
     } else if (a == "--device" && i + 1 < argc) {
       selector = argv[++i];
     } else {
-      std::fprintf(stderr, "usage: garnet-vkbench [--device SEL] [--small]\n");
+      std::fprintf(stderr, "usage: garnet-vkbench [--device SEL] [--small] [--sweep]\n");
       return 2;
     }
   }
-  return garnet::vk::Run(selector, small);
+  return garnet::vk::Run(selector, small, sweep);
 }

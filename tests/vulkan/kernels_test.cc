@@ -189,6 +189,40 @@ TEST_P(KernelTest, MatvecEveryWeightTypeOddSizes) {
   }
 }
 
+TEST_P(KernelTest, MatvecOtherLaunchShapesAgree) {
+  // Several rows per workgroup (with a partial last group) and another workgroup size give the
+  // same results as the default launch.
+  const uint32_t in = 256, out = 29;
+  for (GgmlType type : {GgmlType::kQ8_0, GgmlType::kQ4_K, GgmlType::kF16}) {
+    const std::vector<uint8_t> w = RandomWeights(type, in, out, 77);
+    const std::vector<float> x = RandomFloats(in, 78);
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bw,
+                                UploadBytes(*d_, w.data(), w.size(), MemoryKind::kWeights));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bx, UploadFloats(*d_, x));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer by,
+                                Buffer::Create(*d_->device, out * 4, MemoryKind::kScratch));
+    std::vector<std::vector<float>> ys;
+    const uint32_t wg = std::max(32u, d_->device->info().subgroup_size);
+    for (auto [g, rows] : {std::pair{64u, 1u}, std::pair{wg, 3u}, std::pair{128u, 8u}}) {
+      GARNET_ASSERT_OK(k().SetMatvecLaunch(g, rows));
+      GARNET_ASSERT_OK(k().Matvec(rec(), type, {in, out}, bw, bx, by));
+      GARNET_ASSERT_OK(rec().SubmitAndWait());
+      GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> y, DownloadFloats(*d_, by, out));
+      ys.push_back(std::move(y));
+    }
+    GARNET_ASSERT_OK(k().SetMatvecLaunch(64, 1));
+    for (size_t v = 1; v < ys.size(); ++v) {
+      for (uint32_t r = 0; r < out; ++r) {
+        EXPECT_NEAR(ys[v][r], ys[0][r], 1e-5 * std::fabs(ys[0][r]) + 1e-5)
+            << TypeName(type) << " " << v << " " << r;
+      }
+    }
+  }
+  EXPECT_TRUE(k().SetMatvecLaunch(48, 1).IsInvalidArgument());
+  EXPECT_TRUE(k().SetMatvecLaunch(64, 0).IsInvalidArgument());
+  EXPECT_TRUE(k().SetMatvecLaunch(64, 9).IsInvalidArgument());
+}
+
 TEST_P(KernelTest, MatvecFoldsGridsBeyondTheWorkgroupCountLimit) {
   // More rows than maxComputeWorkGroupCount[0] (65535 on most devices).
   const uint32_t in = 32, out = d_->device->info().max_workgroup_count[0] + 100;
