@@ -105,7 +105,7 @@ int Run(int argc, char** argv) {
     } else if (a == "--type-embd") {
       if (!value(&v)) return Fail("--type-embd needs a value");
       auto t = ParseTypeName(v);
-      if (!t || !Traits(*t).supported) return Fail("--type-embd: unknown type " + v);
+      if (!t || !Traits(*t).supported) return Fail("--type-embd: unknown or unsupported type " + v);
       types.embd = *t;
     } else if (a == "--tensor-type") {
       if (!value(&v)) return Fail("--tensor-type needs SUBSTRING=TYPE");
@@ -113,7 +113,7 @@ int Run(int argc, char** argv) {
       if (eq == std::string::npos || eq == 0) return Fail("--tensor-type needs SUBSTRING=TYPE");
       auto t = ParseTypeName(v.substr(eq + 1));
       if (!t || !Traits(*t).supported)
-        return Fail("--tensor-type: unknown type " + v.substr(eq + 1));
+        return Fail("--tensor-type: unknown or unsupported type " + v.substr(eq + 1));
       types.overrides.emplace_back(v.substr(0, eq), *t);
     } else if (a == "--seed") {
       if (!value(&v) || !ParseU64(v, &gen.seed)) return Fail("--seed needs an unsigned integer");
