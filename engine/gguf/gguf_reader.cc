@@ -126,6 +126,16 @@ class Cursor {
     return Status::OK();
   }
 
+  // ReadString without error reporting: false (cursor unchanged) when it would run past the end.
+  bool TryReadString(std::string_view* out) {
+    if (remaining() < 8) return false;
+    const uint64_t len = Load<uint64_t>(base_ + pos_);
+    if (len > remaining() - 8) return false;
+    *out = std::string_view(reinterpret_cast<const char*>(base_ + pos_ + 8), len);
+    pos_ += 8 + len;
+    return true;
+  }
+
   const uint8_t* Skip(uint64_t n) {  // caller has checked n <= remaining()
     const uint8_t* p = base_ + pos_;
     pos_ += n;
@@ -234,8 +244,11 @@ Status ReadArray(Cursor& c, const std::string& field, Value* v) {
     }
     v->strings.reserve(std::min(v->count, kMaxReserve));
     for (uint64_t k = 0; k < v->count; ++k) {
+      // Fast path without building a field name; on failure re-read for the error message.
       std::string_view s;
-      GARNET_RETURN_IF_ERROR(c.ReadString(field + " element #" + std::to_string(k), &s));
+      if (!c.TryReadString(&s)) {
+        GARNET_RETURN_IF_ERROR(c.ReadString(field + " element #" + std::to_string(k), &s));
+      }
       v->strings.push_back(s);
     }
     return Status::OK();
