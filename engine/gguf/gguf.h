@@ -193,7 +193,13 @@ class Model {
 
 // Streaming writer. Metadata and tensor infos are declared first; Finish() writes the header and
 // then streams each tensor's bytes from its producer callback, so a 17 GB file never needs 17 GB
-// of RAM. Output is deterministic: same calls -> same bytes.
+// of RAM. Output is deterministic: same calls -> same bytes. The layout is what llama.cpp's
+// reader requires: GGUF v3, keys in the order added (general.alignment, as u32, appended only when
+// not 32), tensor infos in the order added, data offsets contiguous in that order, every tensor
+// (the last included) padded with zeros to the alignment; tensor names at most 63 bytes.
+//
+// Thread-safety: a Writer is used from one thread; producers run on the thread calling Finish(),
+// one after another, and may parallelise internally.
 class Writer {
  public:
   explicit Writer(uint32_t alignment = kDefaultAlignment);
