@@ -11,8 +11,9 @@
 // Grid:      ceil(out / NROWS) workgroups folded into (x, y) (see common.glsl), z = n_vecs.
 // Variants:  WTYPE_{F32,F16,Q8_0,Q4_0,Q4_K} x USE_SUBGROUP (subgroupAdd vs shared-memory tree)
 //            x STORAGE16 (16-bit loads vs 32-bit words; not for F32).
-// Each invocation accumulates a strided share of the row in fp32 (a few elements of one block at
-// a time), then the workgroup reduces; invocation 0 writes.
+// Each invocation takes a strided share of the columns (a few elements of one block at a time),
+// loads those x values once and accumulates them against all NROWS rows of the workgroup in fp32
+// (so x is read once per NROWS rows); then the workgroup reduces each row and invocation 0 writes.
 #version 450
 #include "common.glsl"
 #include "weights.glsl"
@@ -27,43 +28,72 @@ layout(push_constant) uniform Push {
 } p;
 layout(constant_id = 1) const uint NROWS = 1;
 
-float row_dot(uint rb, uint xb, uint tid) {
+void main() {
+  const uint row0 = group_index() * NROWS;
+  if (row0 >= p.out_) return;  // uniform across the workgroup
+  const uint tid = gl_LocalInvocationIndex;
+  const uint vec = gl_WorkGroupID.z;
+  const uint xb = vec * p.x_stride;
   const uint nb = p.in_ / W_BLOCK;
-  float a = 0.0;
+  const uint row_bytes = nb * W_BLOCK_BYTES;
+  // Byte offset of each row; rows past the end repeat the last one (their sums are dropped).
+  uint rb[NROWS];
+  float acc[NROWS];
+  for (uint r = 0; r < NROWS; ++r) {
+    rb[r] = min(row0 + r, p.out_ - 1u) * row_bytes;
+    acc[r] = 0.0;
+  }
+#if defined(WTYPE_F32) || defined(WTYPE_F16)
+  for (uint k = tid; k < p.in_; k += WG) {
+    const float xv = x[xb + k];
+    for (uint r = 0; r < NROWS; ++r) {
 #if defined(WTYPE_F32)
-  for (uint k = tid; k < p.in_; k += WG) a += w_f32[rb / 4u + k] * x[xb + k];
-#elif defined(WTYPE_F16)
-  for (uint k = tid; k < p.in_; k += WG) a += ldf16(rb + 2u * k) * x[xb + k];
+      acc[r] += w_f32[rb[r] / 4u + k] * xv;
+#else
+      acc[r] += ldf16(rb[r] + 2u * k) * xv;
+#endif
+    }
+  }
 #elif defined(WTYPE_Q8_0)
   // 4 items per block, 8 weights each.
   for (uint it = tid; it < nb * 4u; it += WG) {
     const uint blk = it >> 2, part = it & 3u;
-    const uint b = rb + blk * 34u;
     const uint xo = xb + blk * 32u + part * 8u;
-    const uint qa = b + 2u + part * 8u;
-    float s = 0.0;
-    [[unroll]] for (uint j = 0; j < 4u; ++j) {
-      const uint v = ld16(qa + 2u * j);
-      s += float(sext8(v & 0xffu)) * x[xo + 2u * j] + float(sext8(v >> 8)) * x[xo + 2u * j + 1u];
+    float xv[8];
+    [[unroll]] for (uint j = 0; j < 8u; ++j) xv[j] = x[xo + j];
+    for (uint r = 0; r < NROWS; ++r) {
+      const uint b = rb[r] + blk * 34u;
+      const uint qa = b + 2u + part * 8u;
+      float s = 0.0;
+      [[unroll]] for (uint j = 0; j < 4u; ++j) {
+        const uint v = ld16(qa + 2u * j);
+        s += float(sext8(v & 0xffu)) * xv[2u * j] + float(sext8(v >> 8)) * xv[2u * j + 1u];
+      }
+      acc[r] += ldf16(b) * s;
     }
-    a += ldf16(b) * s;
   }
 #elif defined(WTYPE_Q4_0)
   // 4 items per block: bytes qs[4*part .. +4] hold weights 4*part+i (low nibbles) and
   // 16+4*part+i (high nibbles).
   for (uint it = tid; it < nb * 4u; it += WG) {
     const uint blk = it >> 2, part = it & 3u;
-    const uint b = rb + blk * 18u;
     const uint xo = xb + blk * 32u + part * 4u;
-    float s = 0.0;
-    [[unroll]] for (uint j = 0; j < 2u; ++j) {
-      const uint v = ld16(b + 2u + part * 4u + 2u * j);
-      const uint b0 = v & 0xffu, b1 = v >> 8;
-      s += (float(b0 & 15u) - 8.0) * x[xo + 2u * j] + (float(b1 & 15u) - 8.0) * x[xo + 2u * j + 1u] +
-           (float(b0 >> 4) - 8.0) * x[xo + 16u + 2u * j] +
-           (float(b1 >> 4) - 8.0) * x[xo + 16u + 2u * j + 1u];
+    float xl[4], xh[4];
+    [[unroll]] for (uint j = 0; j < 4u; ++j) {
+      xl[j] = x[xo + j];
+      xh[j] = x[xo + 16u + j];
     }
-    a += ldf16(b) * s;
+    for (uint r = 0; r < NROWS; ++r) {
+      const uint b = rb[r] + blk * 18u;
+      float s = 0.0;
+      [[unroll]] for (uint j = 0; j < 2u; ++j) {
+        const uint v = ld16(b + 2u + part * 4u + 2u * j);
+        const uint b0 = v & 0xffu, b1 = v >> 8;
+        s += (float(b0 & 15u) - 8.0) * xl[2u * j] + (float(b1 & 15u) - 8.0) * xl[2u * j + 1u] +
+             (float(b0 >> 4) - 8.0) * xh[2u * j] + (float(b1 >> 4) - 8.0) * xh[2u * j + 1u];
+      }
+      acc[r] += ldf16(b) * s;
+    }
   }
 #elif defined(WTYPE_Q4_K)
   // 16 items per block: chunk c (64 weights) and quarter q: bytes qs[32c + 8q .. +8] hold weights
@@ -71,37 +101,32 @@ float row_dot(uint rb, uint xb, uint tid) {
   for (uint it = tid; it < nb * 16u; it += WG) {
     const uint blk = it >> 4, part = it & 15u;
     const uint c = part >> 2, q = part & 3u;
-    const uint b = rb + blk * 144u;
-    const vec2 lo = q4k_scale_min(b, 2u * c);
-    const vec2 hi = q4k_scale_min(b, 2u * c + 1u);
     const uint xo = xb + blk * 256u + 64u * c + 8u * q;
-    float slo = 0.0, shi = 0.0, xlo = 0.0, xhi = 0.0;
-    [[unroll]] for (uint j = 0; j < 4u; ++j) {
-      const uint v = ld16(b + 16u + 32u * c + 8u * q + 2u * j);
-      const uint b0 = v & 0xffu, b1 = v >> 8;
-      const float x0 = x[xo + 2u * j], x1 = x[xo + 2u * j + 1u];
-      const float x2 = x[xo + 32u + 2u * j], x3 = x[xo + 32u + 2u * j + 1u];
-      slo += float(b0 & 15u) * x0 + float(b1 & 15u) * x1;
-      shi += float(b0 >> 4) * x2 + float(b1 >> 4) * x3;
-      xlo += x0 + x1;
-      xhi += x2 + x3;
+    float xl[8], xh[8];
+    float sum_l = 0.0, sum_h = 0.0;
+    [[unroll]] for (uint j = 0; j < 8u; ++j) {
+      xl[j] = x[xo + j];
+      xh[j] = x[xo + 32u + j];
+      sum_l += xl[j];
+      sum_h += xh[j];
     }
-    a += ldf16(b) * (lo.x * slo + hi.x * shi) - ldf16(b + 2u) * (lo.y * xlo + hi.y * xhi);
+    for (uint r = 0; r < NROWS; ++r) {
+      const uint b = rb[r] + blk * 144u;
+      const vec2 lo = q4k_scale_min(b, 2u * c);
+      const vec2 hi = q4k_scale_min(b, 2u * c + 1u);
+      float slo = 0.0, shi = 0.0;
+      [[unroll]] for (uint j = 0; j < 4u; ++j) {
+        const uint v = ld16(b + 16u + 32u * c + 8u * q + 2u * j);
+        const uint b0 = v & 0xffu, b1 = v >> 8;
+        slo += float(b0 & 15u) * xl[2u * j] + float(b1 & 15u) * xl[2u * j + 1u];
+        shi += float(b0 >> 4) * xh[2u * j] + float(b1 >> 4) * xh[2u * j + 1u];
+      }
+      acc[r] += ldf16(b) * (lo.x * slo + hi.x * shi) - ldf16(b + 2u) * (lo.y * sum_l + hi.y * sum_h);
+    }
   }
 #endif
-  return a;
-}
-
-void main() {
-  const uint row0 = group_index() * NROWS;
-  if (row0 >= p.out_) return;  // uniform across the workgroup
-  const uint tid = gl_LocalInvocationIndex;
-  const uint vec = gl_WorkGroupID.z;
-  const uint row_bytes = (p.in_ / W_BLOCK) * W_BLOCK_BYTES;
   for (uint r = 0; r < NROWS; ++r) {
-    const uint row = row0 + r;
-    const float a = row < p.out_ ? row_dot(row * row_bytes, vec * p.x_stride, tid) : 0.0;
-    const float t = wg_sum(a);
-    if (tid == 0 && row < p.out_) y[vec * p.y_stride + row] = t;
+    const float t = wg_sum(acc[r]);
+    if (tid == 0 && row0 + r < p.out_) y[vec * p.y_stride + row0 + r] = t;
   }
 }
