@@ -141,7 +141,7 @@ int Run(const std::string& selector, bool small, bool sweep) {
   struct Launch {
     uint32_t wg, rows;
   };
-  std::vector<Launch> launches = {{64, 1}};
+  std::vector<Launch> launches = {{64, 4}};
   if (sweep)
     launches = {{32, 1}, {32, 2}, {32, 4}, {64, 1}, {64, 2}, {64, 4}, {128, 1}, {128, 2}, {256, 1}};
   for (GgmlType type : {GgmlType::kF16, GgmlType::kQ8_0, GgmlType::kQ4_0, GgmlType::kQ4_K}) {
@@ -165,7 +165,7 @@ int Run(const std::string& selector, bool small, bool sweep) {
                   w.size() / s / 1e9, kernels->MatvecVariant(type).c_str());
     }
   }
-  CHECK_OK(kernels->SetMatvecLaunch(64, 1));
+  CHECK_OK(kernels->SetMatvecLaunch(64, 4));
 
   // 4. Tiled matmul (prefill fallback), F16 and Q4_K weights.
   {
