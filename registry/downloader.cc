@@ -1,6 +1,5 @@
 #include "registry/downloader.h"
 
-#include <curl/curl.h>
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -8,11 +7,10 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <list>
-#include <random>
 #include <thread>
 #include <vector>
 
+#include "registry/range_fetch.h"
 #include "registry/reference.h"
 #include "registry/sha256.h"
 
@@ -21,15 +19,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
-
-std::chrono::milliseconds Backoff(const DownloadOptions& o, int attempt) {
-  double ms = static_cast<double>(o.backoff_initial.count());
-  for (int i = 1; i < attempt && ms < o.backoff_max.count(); ++i) ms *= 2;
-  ms = std::min(ms, static_cast<double>(o.backoff_max.count()));
-  thread_local std::mt19937 rng(std::random_device{}());
-  std::uniform_real_distribution<double> jitter(0.75, 1.25);
-  return milliseconds(static_cast<int64_t>(ms * jitter(rng)));
-}
 
 // Sleeps `d` unless `cancel` becomes set; returns false when cancelled.
 bool SleepUnlessCancelled(milliseconds d, const std::atomic<bool>* cancel) {
@@ -143,103 +132,6 @@ class PrefixHasher {
   std::thread thread_;
 };
 
-// One HTTP request for one range, driven by the multi loop.
-struct Xfer {
-  CURL* h = nullptr;
-  curl_slist* headers = nullptr;
-  size_t idx = 0;
-  uint64_t pos = 0;  // next file offset to write
-  uint64_t end = 0;  // exclusive; UINT64_MAX when the size is unknown
-  bool ranged = false;
-  bool checked = false;
-  bool error_body = false;
-  bool range_ignored = false;
-  bool complete = false;
-  bool write_error = false;
-  int write_errno = 0;
-  std::string bad_range;  // non-empty: the server answered a different range/size
-  long code = 0;
-  uint64_t received = 0;
-  std::string content_range;
-  Clock::time_point last_activity;
-  char err[CURL_ERROR_SIZE] = {0};
-  // Shared loop state.
-  int fd = -1;
-  uint64_t size = 0;
-  bool size_known = true;
-  std::vector<RangeRow>* ranges = nullptr;
-  uint64_t* total_received = nullptr;
-};
-
-size_t XferHeader(char* data, size_t size, size_t nitems, void* user) {
-  auto* x = static_cast<Xfer*>(user);
-  std::string_view line(data, size * nitems);
-  if (line.starts_with("HTTP/")) {
-    x->content_range.clear();
-  } else if (line.size() > 14 &&
-             (line.starts_with("Content-Range:") || line.starts_with("content-range:") ||
-              line.starts_with("Content-range:"))) {
-    x->content_range = std::string(line.substr(14));
-  }
-  return size * nitems;
-}
-
-size_t XferWrite(char* data, size_t size, size_t nmemb, void* user) {
-  auto* x = static_cast<Xfer*>(user);
-  const size_t n = size * nmemb;
-  if (!x->checked) {
-    x->checked = true;
-    curl_easy_getinfo(x->h, CURLINFO_RESPONSE_CODE, &x->code);
-    if (x->code >= 300 || x->code < 200) {
-      x->error_body = true;  // never written to the file; classified when the request ends
-    } else if (x->ranged) {
-      if (x->code == 200) {
-        x->range_ignored = true;
-        return CURL_WRITEFUNC_ERROR;
-      }
-      uint64_t first = 0, last = 0, total = 0;
-      bool total_known = false;
-      if (x->code != 206 ||
-          !ParseContentRange(x->content_range, &first, &last, &total, &total_known)) {
-        x->bad_range = "HTTP " + std::to_string(x->code) + " without a valid Content-Range";
-      } else if (first != x->pos || last >= x->end || (total_known && total != x->size)) {
-        x->bad_range = "asked for bytes " + std::to_string(x->pos) + "-" +
-                       std::to_string(x->end - 1) + "/" + std::to_string(x->size) + ", got" +
-                       x->content_range + "; the file changed upstream";
-      }
-      if (!x->bad_range.empty()) return CURL_WRITEFUNC_ERROR;
-    }
-  }
-  if (x->error_body) return n;
-  uint64_t want = n;
-  if (x->size_known) want = std::min<uint64_t>(n, x->end - x->pos);
-  const char* p = data;
-  uint64_t left = want;
-  while (left > 0) {
-    ssize_t w = ::pwrite(x->fd, p, left, static_cast<off_t>(x->pos));
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      x->write_error = true;
-      x->write_errno = errno;
-      return CURL_WRITEFUNC_ERROR;
-    }
-    p += w;
-    left -= static_cast<uint64_t>(w);
-    x->pos += static_cast<uint64_t>(w);
-  }
-  RangeRow& r = (*x->ranges)[x->idx];
-  r.done = x->pos - r.start;
-  if (!x->size_known) r.end = x->pos;
-  x->received += want;
-  *x->total_received += want;
-  x->last_activity = Clock::now();
-  if (x->size_known && x->pos >= x->end) {
-    x->complete = true;
-    if (want < n) return CURL_WRITEFUNC_ERROR;  // the server sent more than asked: stop here
-  }
-  return n;
-}
-
 }  // namespace
 
 std::string_view PhaseName(Phase p) {
@@ -309,7 +201,7 @@ Result<RemoteInfo> Downloader::Probe(const std::string& url, const std::atomic<b
                                  "gave up after " + std::to_string(attempt) +
                                      " attempts; last error: " + r.status().message());
     }
-    if (!SleepUnlessCancelled(Backoff(options_, attempt), cancel)) {
+    if (!SleepUnlessCancelled(RetryBackoff(options_, attempt), cancel)) {
       return Status::Cancelled("HEAD " + url, "cancelled");
     }
   }
@@ -327,7 +219,7 @@ Result<std::string> Downloader::GetSmall(const std::string& url, size_t max_byte
                                  "gave up after " + std::to_string(attempt) +
                                      " attempts; last error: " + r.status().message());
     }
-    if (!SleepUnlessCancelled(Backoff(options_, attempt), cancel)) {
+    if (!SleepUnlessCancelled(RetryBackoff(options_, attempt), cancel)) {
       return Status::Cancelled("GET " + url, "cancelled");
     }
   }
@@ -555,8 +447,17 @@ Result<FetchResult> Downloader::Transfer(const Plan& plan, Job* job, int fd,
   } else {
     if (::ftruncate(fd, 0) != 0) return PosixError("truncating " + partial, errno);
     if (plan.size_known) {
-      if (::ftruncate(fd, static_cast<off_t>(plan.size)) != 0) {
-        return PosixError("sizing " + partial, errno);
+      // Reserve the space now: a full disk fails here rather than hours later. Filesystems
+      // without fallocate get a sparse file instead.
+      if (::fallocate(fd, 0, 0, static_cast<off_t>(plan.size)) != 0) {
+        if (errno == ENOSPC || errno == EDQUOT) {
+          return Status::ResourceExhausted(what, "disk full: cannot reserve " +
+                                                     std::to_string(plan.size) + " bytes in " +
+                                                     store_.root());
+        }
+        if (::ftruncate(fd, static_cast<off_t>(plan.size)) != 0) {
+          return PosixError("sizing " + partial, errno);
+        }
       }
       ranges = SplitRanges(plan.size, o);
     } else {
@@ -579,250 +480,38 @@ Result<FetchResult> Downloader::Transfer(const Plan& plan, Job* job, int fd,
   }
 
   PrefixHasher hasher(fd);
-  uint64_t total_received = 0;
-  CURLM* multi = curl_multi_init();
-  if (multi == nullptr) return Status::ResourceExhausted("curl", "curl_multi_init failed");
-  curl_multi_setopt(multi, CURLMOPT_PIPELINING, CURLPIPE_NOTHING);
-  std::list<std::unique_ptr<Xfer>> xfers;
-  std::vector<int> attempts(ranges.size(), 0);
-  std::vector<Clock::time_point> not_before(ranges.size(), Clock::now());
-  std::vector<bool> active(ranges.size(), false);
-  Status fatal;
-  bool switch_single = false;
-  const size_t max_conns = single ? 1 : static_cast<size_t>(std::max(1, o.connections));
-
-  auto remove = [&](Xfer* x) {
-    curl_multi_remove_handle(multi, x->h);
-    curl_easy_cleanup(x->h);
-    curl_slist_free_all(x->headers);
-    active[x->idx] = false;
-  };
-  auto start = [&](size_t i) {
-    auto x = std::make_unique<Xfer>();
-    x->idx = i;
-    x->pos = ranges[i].start + ranges[i].done;
-    x->end = plan.size_known ? ranges[i].end : UINT64_MAX;
-    x->ranged = plan.size_known && !single;
-    x->fd = fd;
-    x->size = plan.size;
-    x->size_known = plan.size_known;
-    x->ranges = &ranges;
-    x->total_received = &total_received;
-    x->last_activity = Clock::now();
-    if (!plan.size_known) {
-      ranges[i].done = 0;
-      ranges[i].end = 0;
-      x->pos = 0;
-    }
-    CURL* h = curl_easy_init();
-    x->h = h;
-    curl_easy_setopt(h, CURLOPT_URL, plan.url.c_str());
-    curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
-    curl_easy_setopt(h, CURLOPT_MAXREDIRS, 10L);
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, x->err);
-    curl_easy_setopt(h, CURLOPT_USERAGENT, o.http.user_agent.c_str());
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS,
-                     static_cast<long>(o.http.connect_timeout.count()));
-    curl_easy_setopt(h, CURLOPT_BUFFERSIZE, static_cast<long>(o.curl_buffer_bytes));
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, XferWrite);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, x.get());
-    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, XferHeader);
-    curl_easy_setopt(h, CURLOPT_HEADERDATA, x.get());
-    if (!o.http.token.empty()) {
-      curl_easy_setopt(h, CURLOPT_HTTPAUTH, CURLAUTH_BEARER);
-      curl_easy_setopt(h, CURLOPT_XOAUTH2_BEARER, o.http.token.c_str());
-    }
-    if (x->ranged) {
-      std::string range = std::to_string(x->pos) + "-" + std::to_string(x->end - 1);
-      curl_easy_setopt(h, CURLOPT_RANGE, range.c_str());  // copied by curl
-    }
-    curl_multi_add_handle(multi, h);
-    active[i] = true;
-    xfers.push_back(std::move(x));
-  };
-  // Classifies a finished or abandoned request.
-  auto finish = [&](Xfer* x, CURLcode rc, bool stalled) {
-    if (x->code == 0) curl_easy_getinfo(x->h, CURLINFO_RESPONSE_CODE, &x->code);
-    const size_t i = x->idx;
-    if (x->complete) {
-      attempts[i] = 0;
-      // Start writing the finished range back to disk now, so the fsync before the rename has
-      // little left to do (asynchronous; errors surface at that fsync).
-      if (plan.size_known) {
-        ::sync_file_range(fd, static_cast<off_t>(ranges[i].start),
-                          static_cast<off_t>(ranges[i].end - ranges[i].start),
-                          SYNC_FILE_RANGE_WRITE);
-      }
-      return;
-    }
-    if (!plan.size_known && !stalled && rc == CURLE_OK && x->code >= 200 && x->code < 300) {
-      x->complete = true;
-      ranges[i].end = x->pos;
-      ranges[i].done = x->pos;
-      return;
-    }
-    if (x->range_ignored) {
-      switch_single = true;
-      return;
-    }
-    if (x->write_error) {
-      fatal = (x->write_errno == ENOSPC || x->write_errno == EDQUOT)
-                  ? Status::ResourceExhausted(what, "disk full while writing " + partial)
-                  : PosixError("writing " + partial, x->write_errno);
-      return;
-    }
-    if (!x->bad_range.empty()) {
-      fatal = Status::FailedPrecondition(what, x->bad_range);
-      return;
-    }
-    HttpFailure f;
-    if (stalled) {
-      f = {Status::Unavailable(
-               what, "stalled: no data for " + std::to_string(o.stall_timeout.count()) + " ms"),
-           true};
-    } else if (x->code >= 400) {
-      f = ClassifyHttpStatus(x->code, what);
-    } else if (rc != CURLE_OK) {
-      f = ClassifyCurlCode(rc, x->err, what);
-    } else {
-      f = {Status::Unavailable(what, "connection closed before the range was complete"), true};
-    }
-    if (!f.transient) {
-      fatal = f.status;
-      return;
-    }
-    if (x->received > 0) attempts[i] = 0;
-    if (++attempts[i] >= o.max_attempts) {
-      fatal = Status::Unavailable(
-          what, "gave up after " + std::to_string(attempts[i]) +
-                    " attempts without progress; last error: " + f.status.message());
-      return;
-    }
-    if (single) ranges[i].done = 0;  // no resume without Range support
-    not_before[i] = Clock::now() + Backoff(o, attempts[i]);
-  };
-
-  Progress prog{Phase::kDownloading, expected_digest, plan.display, 0, 1, 0, plan.size, 0};
-  auto completed = [&] {
-    uint64_t c = 0;
-    for (const RangeRow& r : ranges) c += r.done;
-    return c;
-  };
-  auto watermark = [&] {
-    for (const RangeRow& r : ranges) {
-      if (!r.complete() || (!plan.size_known && r.end == 0)) return r.start + r.done;
-    }
-    return plan.size_known ? plan.size : ranges.back().end;
-  };
-  auto all_done = [&] {
-    for (size_t i = 0; i < ranges.size(); ++i) {
-      if (plan.size_known ? !ranges[i].complete()
-                          : !(xfers.empty() && ranges[i].end > 0 && !active[i] &&
-                              ranges[i].done == ranges[i].end)) {
-        return false;
-      }
-    }
-    return true;
-  };
-  auto checkpoint = [&]() -> Status {
-    if (!plan.size_known) return Status::OK();
-    return db_->UpdateRanges(plan.key, ranges);
-  };
-
-  job->Emit(Progress{Phase::kDownloading, expected_digest, plan.display, 0, 1, completed(),
+  job->Emit(Progress{Phase::kDownloading, expected_digest, plan.display, 0, 1,
+                     [&] {
+                       uint64_t c = 0;
+                       for (const RangeRow& r : ranges) c += r.done;
+                       return c;
+                     }(),
                      plan.size, 0});
-  auto last_progress = Clock::now(), last_checkpoint = Clock::now();
-  uint64_t last_progress_bytes = 0;
+  RangeTarget target{plan.url, what, fd, partial, plan.size, plan.size_known};
   double rate = 0;
-  bool unknown_done = false;
-  for (;;) {
-    if (job->cancel.load()) {
-      fatal = Status::Cancelled(what, "cancelled; the partial download is kept");
-      break;
-    }
-    if (!fatal.ok()) break;
-    if (plan.size_known ? all_done() : unknown_done) break;
-    const auto now = Clock::now();
-    for (size_t i = 0; i < ranges.size() && xfers.size() < max_conns; ++i) {
-      if (!active[i] && !(plan.size_known && ranges[i].complete()) && now >= not_before[i])
-        start(i);
-    }
-    int running = 0;
-    curl_multi_perform(multi, &running);
-    int left = 0;
-    while (CURLMsg* msg = curl_multi_info_read(multi, &left)) {
-      if (msg->msg != CURLMSG_DONE) continue;
-      for (auto it = xfers.begin(); it != xfers.end(); ++it) {
-        if ((*it)->h != msg->easy_handle) continue;
-        Xfer* x = it->get();
-        CURLcode rc = msg->data.result;
-        finish(x, rc, false);
-        if (!plan.size_known && x->complete) unknown_done = true;
-        remove(x);
-        xfers.erase(it);
-        if (!fatal.ok()) break;
-        Status s = checkpoint();  // a range ended: save where it stopped
-        if (!s.ok()) fatal = s;
-        break;
-      }
-    }
-    for (auto it = xfers.begin(); it != xfers.end();) {
-      Xfer* x = it->get();
-      if (Clock::now() - x->last_activity > o.stall_timeout) {
-        finish(x, CURLE_OK, true);
-        remove(x);
-        it = xfers.erase(it);
-      } else {
-        ++it;
-      }
-    }
-    if (switch_single) {
-      for (auto& x : xfers) remove(x.get());
-      xfers.clear();
-      switch_single = false;
-      single = true;
-      ranges = {RangeRow{0, plan.size, 0}};
-      attempts.assign(1, 0);
-      not_before.assign(1, Clock::now());
-      active.assign(1, false);
-      Status s = db_->PutDownload(
-          DownloadRow{plan.key, plan.url, plan.size, expected_digest, true, 0, ranges});
-      if (!s.ok()) fatal = s;
-      continue;
-    }
-    hasher.Advance(watermark());
-    const auto t = Clock::now();
-    if (t - last_progress >= o.progress_interval) {
-      double dt = std::chrono::duration<double>(t - last_progress).count();
-      double inst = static_cast<double>(total_received - last_progress_bytes) / dt;
-      rate = rate == 0 ? inst : 0.7 * rate + 0.3 * inst;
-      last_progress_bytes = total_received;
-      last_progress = t;
-      prog.completed = completed();
-      prog.bytes_per_second = rate;
-      job->Emit(prog);
-    }
-    if (t - last_checkpoint >= o.checkpoint_interval) {
-      last_checkpoint = t;
-      Status s = checkpoint();
-      if (!s.ok()) fatal = s;
-    }
-    if (!xfers.empty())
-      curl_multi_poll(multi, nullptr, 0, 50, nullptr);
-    else
-      std::this_thread::sleep_for(milliseconds(10));
-  }
-  for (auto& x : xfers) remove(x.get());
-  xfers.clear();
-  curl_multi_cleanup(multi);
-
+  RangeHooks hooks;
+  hooks.cancelled = [job] { return job->cancel.load(); };
+  hooks.checkpoint = [&](const std::vector<RangeRow>& rows) {
+    return plan.size_known ? db_->UpdateRanges(plan.key, rows) : Status::OK();
+  };
+  hooks.switched_to_single = [&](const std::vector<RangeRow>& rows) {
+    return db_->PutDownload(
+        DownloadRow{plan.key, plan.url, plan.size, expected_digest, true, 0, rows});
+  };
+  hooks.progress = [&](uint64_t completed, double bytes_per_second) {
+    rate = bytes_per_second;
+    job->Emit(Progress{Phase::kDownloading, expected_digest, plan.display, 0, 1, completed,
+                       plan.size, bytes_per_second});
+  };
+  hooks.advance = [&](uint64_t watermark) { hasher.Advance(watermark); };
+  uint64_t total_received = 0;
+  Status fatal = FetchRanges(target, o, hooks, &ranges, &single, &total_received);
   if (!fatal.ok()) {
     hasher.Stop();
-    Status s = checkpoint();
-    (void)s;  // the original failure is what the caller needs; progress is best effort here
+    if (plan.size_known) {
+      Status s = db_->UpdateRanges(plan.key, ranges);
+      (void)s;  // the original failure is what the caller needs; progress is best effort here
+    }
     return fatal;
   }
 

@@ -1,6 +1,7 @@
 #include "registry/catalog.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <fstream>
@@ -84,7 +85,7 @@ constexpr const char* kUser = R"({
   ]})";
 
 TEST(Catalog, UserCatalogAddsAndOverrides) {
-  std::string path = ::testing::TempDir() + "/user_catalog.json";
+  std::string path = ::testing::TempDir() + "/user_catalog_" + std::to_string(::getpid()) + ".json";
   {
     std::ofstream f(path);
     f << kUser;

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 #include <sqlite3.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -12,7 +13,8 @@ namespace garnet::registry {
 namespace {
 
 std::string FreshDir(const std::string& name) {
-  std::string d = ::testing::TempDir() + "/garnet_db_test_" + name;
+  std::string d =
+      ::testing::TempDir() + "/garnet_db_test_" + std::to_string(::getpid()) + "_" + name;
   std::filesystem::remove_all(d);
   std::filesystem::create_directories(d);
   return d;

@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -56,7 +57,7 @@ class DownloaderTest : public ::testing::Test {
          {"http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"}) {
       unsetenv(v);
     }
-    dir_ = ::testing::TempDir() + "/garnet_dl_" +
+    dir_ = ::testing::TempDir() + "/garnet_dl_" + std::to_string(::getpid()) + "_" +
            ::testing::UnitTest::GetInstance()->current_test_info()->name();
     std::filesystem::remove_all(dir_);
     content_ = RandomBytes(3 * 1024 * 1024 + 12345, 1);

@@ -56,7 +56,10 @@ TEST_F(MirrorTest, ServesFilesWithHubHeadersAndRanges) {
   ASSERT_TRUE(head);
   EXPECT_EQ(head->status, 200);
   EXPECT_EQ(head->get_header_value("X-Linked-Size"), std::to_string(content.size()));
-  EXPECT_EQ(head->get_header_value("X-Linked-Etag"), "\"" + Sha256::HexOf(content) + "\"");
+  std::string etag = "\"";
+  etag += Sha256::HexOf(content);
+  etag += "\"";
+  EXPECT_EQ(head->get_header_value("X-Linked-Etag"), etag);
   EXPECT_EQ(head->get_header_value("Content-Length"), std::to_string(content.size()));
 
   auto get = cli.Get("/org/repo/resolve/main/f.gguf");

@@ -1,6 +1,7 @@
 #include "registry/sha256.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <fstream>
 #include <random>
@@ -65,7 +66,8 @@ TEST(Sha256, AcceleratedMatchesPortableOnEveryLength) {
 }
 
 TEST(Sha256, FileHash) {
-  std::string path = ::testing::TempDir() + "/sha256_file_test.bin";
+  std::string path =
+      ::testing::TempDir() + "/sha256_file_test_" + std::to_string(::getpid()) + ".bin";
   {
     std::ofstream f(path, std::ios::binary);
     f << "abc";

@@ -1,6 +1,8 @@
 // Helpers shared by the registry tests.
 #pragma once
 
+#include <unistd.h>
+
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -17,8 +19,8 @@ namespace garnet::registry::testing {
 // A fresh empty directory under the test temp dir, named after the running test.
 inline std::string FreshTestDir(const std::string& suffix = "") {
   const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-  std::string d =
-      ::testing::TempDir() + "/garnet_reg_" + info->test_suite_name() + "_" + info->name() + suffix;
+  std::string d = ::testing::TempDir() + "/garnet_reg_" + std::to_string(::getpid()) + "_" +
+                  info->test_suite_name() + "_" + info->name() + suffix;
   std::filesystem::remove_all(d);
   std::filesystem::create_directories(d);
   return d;
@@ -62,7 +64,9 @@ inline std::vector<std::string> MakeTestGgufParts(int n_tensors, uint64_t rows, 
                   return Status::OK();
                 });
   }
-  std::string prefix = ::testing::TempDir() + "/garnet_test_gguf_" + std::to_string(seed);
+  // Unique per process: ctest runs tests of one binary in parallel processes.
+  std::string prefix = ::testing::TempDir() + "/garnet_test_gguf_" + std::to_string(::getpid()) +
+                       "_" + std::to_string(seed);
   std::vector<std::string> out;
   if (n_parts <= 1) {
     auto r = w.Finish(prefix + ".gguf");

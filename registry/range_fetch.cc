@@ -1,0 +1,444 @@
+#include "registry/range_fetch.h"
+
+#include <curl/curl.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include "registry/http.h"
+
+namespace garnet::registry {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+// One HTTP request for one range.
+struct Xfer {
+  CURL* h = nullptr;
+  uint64_t start = 0;  // the range's first byte
+  uint64_t pos = 0;    // next file offset to write
+  uint64_t end = 0;    // exclusive; UINT64_MAX when the size is unknown
+  uint64_t size = 0;
+  bool size_known = true;
+  bool ranged = false;
+  bool checked = false;
+  bool error_body = false;
+  bool range_ignored = false;
+  bool complete = false;
+  bool write_error = false;
+  int write_errno = 0;
+  std::string bad_range;  // non-empty: the server answered a different range/size
+  long code = 0;
+  uint64_t received = 0;
+  std::string content_range;
+  Clock::time_point last_activity;
+  char err[CURL_ERROR_SIZE] = {0};
+  int fd = -1;
+  std::atomic<uint64_t>* done = nullptr;  // the range's progress counter
+  std::atomic<uint64_t>* total_received = nullptr;
+};
+
+size_t XferHeader(char* data, size_t size, size_t nitems, void* user) {
+  auto* x = static_cast<Xfer*>(user);
+  std::string_view line(data, size * nitems);
+  if (line.starts_with("HTTP/")) {
+    x->content_range.clear();
+  } else if (line.size() > 14) {
+    std::string name(line.substr(0, 14));
+    for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (name == "content-range:") x->content_range = std::string(line.substr(14));
+  }
+  return size * nitems;
+}
+
+size_t XferWrite(char* data, size_t size, size_t nmemb, void* user) {
+  auto* x = static_cast<Xfer*>(user);
+  const size_t n = size * nmemb;
+  if (!x->checked) {
+    x->checked = true;
+    curl_easy_getinfo(x->h, CURLINFO_RESPONSE_CODE, &x->code);
+    if (x->code >= 300 || x->code < 200) {
+      x->error_body = true;  // never written to the file; classified when the request ends
+    } else if (x->ranged) {
+      if (x->code == 200) {
+        x->range_ignored = true;
+        return CURL_WRITEFUNC_ERROR;
+      }
+      uint64_t first = 0, last = 0, total = 0;
+      bool total_known = false;
+      if (x->code != 206 ||
+          !ParseContentRange(x->content_range, &first, &last, &total, &total_known)) {
+        x->bad_range = "HTTP " + std::to_string(x->code) + " without a valid Content-Range";
+      } else if (first != x->pos || last >= x->end || (total_known && total != x->size)) {
+        x->bad_range = "asked for bytes " + std::to_string(x->pos) + "-" +
+                       std::to_string(x->end - 1) + "/" + std::to_string(x->size) + ", got" +
+                       x->content_range + "; the file changed upstream";
+      }
+      if (!x->bad_range.empty()) return CURL_WRITEFUNC_ERROR;
+    }
+  }
+  if (x->error_body) return n;
+  uint64_t want = n;
+  if (x->size_known) want = std::min<uint64_t>(n, x->end - x->pos);
+  const char* p = data;
+  uint64_t left = want;
+  while (left > 0) {
+    ssize_t w = ::pwrite(x->fd, p, left, static_cast<off_t>(x->pos));
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      x->write_error = true;
+      x->write_errno = errno;
+      return CURL_WRITEFUNC_ERROR;
+    }
+    p += w;
+    left -= static_cast<uint64_t>(w);
+    x->pos += static_cast<uint64_t>(w);
+  }
+  x->done->store(x->pos - x->start, std::memory_order_release);
+  x->received += want;
+  x->total_received->fetch_add(want, std::memory_order_relaxed);
+  x->last_activity = Clock::now();
+  if (x->size_known && x->pos >= x->end) {
+    x->complete = true;
+    if (want < n) return CURL_WRITEFUNC_ERROR;  // the server sent more than asked: stop here
+  }
+  return n;
+}
+
+class Fetcher {
+ public:
+  Fetcher(const RangeTarget& t, const DownloadOptions& o, const RangeHooks& hooks,
+          std::vector<RangeRow>* ranges, bool single)
+      : t_(t), o_(o), hooks_(hooks), rows_(ranges), single_(single) {
+    Reset(*ranges);
+  }
+
+  Status Run(bool* single, uint64_t* received) {
+    Status result;
+    for (;;) {
+      result = RunWorkers();
+      if (!result.ok() || !switch_single_) break;
+      // The server ignored Range: start over as one stream.
+      switch_single_ = false;
+      single_ = true;
+      Reset({RangeRow{0, t_.size, 0}});
+      Snapshot();
+      result = hooks_.switched_to_single(*rows_);
+      if (!result.ok()) break;
+    }
+    Snapshot();
+    *single = single_;
+    *received = received_.load();
+    return result;
+  }
+
+ private:
+  void Reset(const std::vector<RangeRow>& rows) {
+    n_ = rows.size();
+    start_.resize(n_);
+    end_.resize(n_);
+    done_ = std::make_unique<std::atomic<uint64_t>[]>(n_);
+    for (size_t i = 0; i < n_; ++i) {
+      start_[i] = rows[i].start;
+      end_[i] = t_.size_known ? rows[i].end : UINT64_MAX;
+      done_[i].store(t_.size_known && !single_ ? rows[i].done : 0);
+    }
+    attempts_.assign(n_, 0);
+    not_before_.assign(n_, Clock::now());
+    active_.assign(n_, 0);
+    unknown_complete_ = false;
+  }
+
+  bool Complete(size_t i) const {
+    if (!t_.size_known) return unknown_complete_;
+    return start_[i] + done_[i].load(std::memory_order_acquire) >= end_[i];
+  }
+
+  // Copies the live counters into *rows_ (the persisted form).
+  void Snapshot() {
+    std::lock_guard<std::mutex> lock(mu_);
+    rows_->resize(n_);
+    for (size_t i = 0; i < n_; ++i) {
+      uint64_t d = done_[i].load(std::memory_order_acquire);
+      (*rows_)[i] = RangeRow{start_[i], t_.size_known ? end_[i] : start_[i] + d, d};
+    }
+  }
+
+  uint64_t Completed() const {
+    uint64_t c = 0;
+    for (size_t i = 0; i < n_; ++i) c += done_[i].load(std::memory_order_relaxed);
+    return c;
+  }
+
+  uint64_t Watermark() const {
+    for (size_t i = 0; i < n_; ++i) {
+      if (!Complete(i)) return start_[i] + done_[i].load(std::memory_order_acquire);
+    }
+    return t_.size_known ? t_.size : done_[0].load();
+  }
+
+  Status RunWorkers() {
+    stop_ = false;
+    size_t workers =
+        single_ || !t_.size_known ? 1 : static_cast<size_t>(std::max(1, o_.connections));
+    workers = std::min(workers, n_);
+    std::vector<std::thread> threads;
+    running_ = workers;
+    for (size_t w = 0; w < workers; ++w) threads.emplace_back([this] { Worker(); });
+
+    bool cancelled = false;
+    auto last_progress = Clock::now(), last_checkpoint = Clock::now();
+    uint64_t last_bytes = received_.load();
+    double rate = 0;
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        exit_cv_.wait_for(lock, milliseconds(10), [&] { return running_ == 0; });
+        if (running_ == 0) break;
+      }
+      if (!cancelled && hooks_.cancelled()) {
+        cancelled = true;
+        stop_ = true;
+      }
+      hooks_.advance(Watermark());
+      const auto now = Clock::now();
+      if (now - last_progress >= o_.progress_interval) {
+        double dt = std::chrono::duration<double>(now - last_progress).count();
+        uint64_t bytes = received_.load();
+        double inst = static_cast<double>(bytes - last_bytes) / dt;
+        rate = rate == 0 ? inst : 0.7 * rate + 0.3 * inst;
+        last_bytes = bytes;
+        last_progress = now;
+        hooks_.progress(Completed(), rate);
+      }
+      if (now - last_checkpoint >= o_.checkpoint_interval || range_ended_.exchange(false)) {
+        last_checkpoint = now;
+        Snapshot();
+        Status s = hooks_.checkpoint(*rows_);
+        if (!s.ok()) {
+          std::lock_guard<std::mutex> lock(mu_);
+          if (fatal_.ok()) fatal_ = s;
+          stop_ = true;
+        }
+      }
+    }
+    for (std::thread& th : threads) th.join();
+    hooks_.advance(Watermark());
+    if (cancelled) return Status::Cancelled(t_.what, "cancelled; the partial download is kept");
+    std::lock_guard<std::mutex> lock(mu_);
+    return fatal_;
+  }
+
+  void Worker() {
+    CURLM* multi = curl_multi_init();
+    curl_multi_setopt(multi, CURLMOPT_PIPELINING, CURLPIPE_NOTHING);
+    while (!stop_) {
+      size_t pick = n_;
+      bool all_done = true;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        const auto now = Clock::now();
+        for (size_t i = 0; i < n_; ++i) {
+          if (Complete(i)) continue;
+          all_done = false;
+          if (active_[i] || now < not_before_[i]) continue;
+          pick = i;
+          active_[i] = 1;
+          break;
+        }
+      }
+      if (pick == n_) {
+        if (all_done) break;
+        std::this_thread::sleep_for(milliseconds(5));  // others are busy or backing off
+        continue;
+      }
+      RunOne(multi, pick);
+    }
+    curl_multi_cleanup(multi);
+    std::lock_guard<std::mutex> lock(mu_);
+    --running_;
+    exit_cv_.notify_all();
+  }
+
+  void RunOne(CURLM* multi, size_t i) {
+    Xfer x;
+    x.start = start_[i];
+    if (!t_.size_known || single_) done_[i].store(0);  // no resume without Range
+    x.pos = start_[i] + done_[i].load();
+    x.end = end_[i];
+    x.size = t_.size;
+    x.size_known = t_.size_known;
+    x.ranged = t_.size_known && !single_;
+    x.fd = t_.fd;
+    x.done = &done_[i];
+    x.total_received = &received_;
+    x.last_activity = Clock::now();
+    CURL* h = curl_easy_init();
+    x.h = h;
+    curl_easy_setopt(h, CURLOPT_URL, t_.url.c_str());
+    curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
+    curl_easy_setopt(h, CURLOPT_MAXREDIRS, 10L);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, x.err);
+    curl_easy_setopt(h, CURLOPT_USERAGENT, o_.http.user_agent.c_str());
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS,
+                     static_cast<long>(o_.http.connect_timeout.count()));
+    curl_easy_setopt(h, CURLOPT_BUFFERSIZE, static_cast<long>(o_.curl_buffer_bytes));
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, XferWrite);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &x);
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, XferHeader);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, &x);
+    if (!o_.http.token.empty()) {
+      curl_easy_setopt(h, CURLOPT_HTTPAUTH, CURLAUTH_BEARER);
+      curl_easy_setopt(h, CURLOPT_XOAUTH2_BEARER, o_.http.token.c_str());
+    }
+    if (x.ranged) {
+      std::string range = std::to_string(x.pos) + "-" + std::to_string(x.end - 1);
+      curl_easy_setopt(h, CURLOPT_RANGE, range.c_str());  // copied by curl
+    }
+    curl_multi_add_handle(multi, h);
+    bool finished = false, stalled = false;
+    CURLcode rc = CURLE_OK;
+    while (!stop_) {
+      int running = 0;
+      curl_multi_perform(multi, &running);
+      int left = 0;
+      while (CURLMsg* msg = curl_multi_info_read(multi, &left)) {
+        if (msg->msg == CURLMSG_DONE) {
+          rc = msg->data.result;
+          finished = true;
+        }
+      }
+      if (finished) break;
+      if (Clock::now() - x.last_activity > o_.stall_timeout) {
+        stalled = true;
+        break;
+      }
+      curl_multi_poll(multi, nullptr, 0, 20, nullptr);
+    }
+    if (x.code == 0) curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &x.code);
+    curl_multi_remove_handle(multi, h);
+    curl_easy_cleanup(h);
+    if (x.complete && t_.size_known) {
+      // Start writing the finished range back to disk now, so the fsync before the rename has
+      // little left to do (asynchronous; errors surface at that fsync).
+      ::sync_file_range(t_.fd, static_cast<off_t>(start_[i]),
+                        static_cast<off_t>(end_[i] - start_[i]), SYNC_FILE_RANGE_WRITE);
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    active_[i] = 0;
+    range_ended_ = true;
+    if (!finished && !stalled && !x.complete) return;  // abandoned: cancelled or another failure
+    Classify(x, i, rc, stalled);
+  }
+
+  // How a request ended; called with mu_ held.
+  void Classify(const Xfer& x, size_t i, CURLcode rc, bool stalled) {
+    if (x.complete) {
+      attempts_[i] = 0;
+      return;
+    }
+    if (!t_.size_known && !stalled && rc == CURLE_OK && x.code >= 200 && x.code < 300) {
+      unknown_complete_ = true;
+      return;
+    }
+    auto fail = [&](Status s) {
+      if (fatal_.ok()) fatal_ = std::move(s);
+      stop_ = true;
+    };
+    if (x.range_ignored) {
+      switch_single_ = true;
+      stop_ = true;
+      return;
+    }
+    if (x.write_error) {
+      fail((x.write_errno == ENOSPC || x.write_errno == EDQUOT)
+               ? Status::ResourceExhausted(t_.what, "disk full while writing " + t_.partial)
+               : PosixError("writing " + t_.partial, x.write_errno));
+      return;
+    }
+    if (!x.bad_range.empty()) {
+      fail(Status::FailedPrecondition(t_.what, x.bad_range));
+      return;
+    }
+    HttpFailure f;
+    if (stalled) {
+      f = {Status::Unavailable(
+               t_.what, "stalled: no data for " + std::to_string(o_.stall_timeout.count()) + " ms"),
+           true};
+    } else if (x.code >= 400) {
+      f = ClassifyHttpStatus(x.code, t_.what);
+    } else if (rc != CURLE_OK) {
+      f = ClassifyCurlCode(rc, x.err, t_.what);
+    } else {
+      f = {Status::Unavailable(t_.what, "connection closed before the range was complete"), true};
+    }
+    if (!f.transient) {
+      fail(f.status);
+      return;
+    }
+    if (x.received > 0) attempts_[i] = 0;
+    if (++attempts_[i] >= o_.max_attempts) {
+      fail(Status::Unavailable(
+          t_.what, "gave up after " + std::to_string(attempts_[i]) +
+                       " attempts without progress; last error: " + f.status.message()));
+      return;
+    }
+    not_before_[i] = Clock::now() + RetryBackoff(o_, attempts_[i]);
+  }
+
+  const RangeTarget& t_;
+  const DownloadOptions& o_;
+  const RangeHooks& hooks_;
+  std::vector<RangeRow>* rows_;
+  bool single_;
+
+  // Range geometry: fixed while workers run.
+  size_t n_ = 0;
+  std::vector<uint64_t> start_, end_;
+  std::unique_ptr<std::atomic<uint64_t>[]> done_;  // written by the range's worker only
+  std::atomic<uint64_t> received_{0};
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> range_ended_{false};
+
+  std::mutex mu_;
+  std::condition_variable exit_cv_;
+  size_t running_ = 0;                         // guarded by mu_
+  std::vector<int> attempts_;                  // guarded by mu_
+  std::vector<Clock::time_point> not_before_;  // guarded by mu_
+  std::vector<char> active_;                   // guarded by mu_
+  Status fatal_;                               // guarded by mu_
+  bool switch_single_ = false;                 // guarded by mu_
+  std::atomic<bool> unknown_complete_{false};
+};
+
+}  // namespace
+
+std::chrono::milliseconds RetryBackoff(const DownloadOptions& o, int attempt) {
+  double ms = static_cast<double>(o.backoff_initial.count());
+  for (int i = 1; i < attempt && ms < o.backoff_max.count(); ++i) ms *= 2;
+  ms = std::min(ms, static_cast<double>(o.backoff_max.count()));
+  thread_local std::mt19937 rng(std::random_device{}());
+  std::uniform_real_distribution<double> jitter(0.75, 1.25);
+  return milliseconds(static_cast<int64_t>(ms * jitter(rng)));
+}
+
+Status FetchRanges(const RangeTarget& target, const DownloadOptions& options,
+                   const RangeHooks& hooks, std::vector<RangeRow>* ranges, bool* single,
+                   uint64_t* received) {
+  Fetcher f(target, options, hooks, ranges, *single);
+  return f.Run(single, received);
+}
+
+}  // namespace garnet::registry

@@ -1,0 +1,59 @@
+// The byte-range transfer engine behind Downloader (internal to registry/).
+//
+// FetchRanges() fills a pre-sized partial file from one URL: one worker thread per connection,
+// each driving its own curl multi handle with one request at a time, takes the next incomplete
+// range (in file order), writes what arrives with pwrite at the range's offset, and classifies
+// how the request ended (see http.h): complete, transient (retried with exponential backoff,
+// giving up after `max_attempts` failures of one range without progress), or permanent. A
+// request with no byte for `stall_timeout` is abandoned as transient. A 200 answer to a ranged
+// request switches the whole transfer to one un-ranged stream. The calling thread coordinates:
+// it polls cancellation, reports progress, saves checkpoints and advances the hasher.
+//
+// Thread-safety: one call per partial file; hooks are called on the calling thread only.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "engine/base/status.h"
+#include "registry/db.h"
+#include "registry/downloader.h"
+
+namespace garnet::registry {
+
+// Delay before retry number `attempt` (1-based): backoff_initial doubled per attempt, capped at
+// backoff_max, with +-25% jitter.
+std::chrono::milliseconds RetryBackoff(const DownloadOptions& o, int attempt);
+
+struct RangeTarget {
+  std::string url;
+  std::string what;  // "download of <url>", for messages
+  int fd = -1;       // the partial file, open read-write
+  std::string partial;
+  uint64_t size = 0;  // 0 with size_known false: one stream of unknown length
+  bool size_known = true;
+};
+
+struct RangeHooks {
+  std::function<bool()> cancelled;
+  // Persist progress (called every checkpoint_interval and when a range ends).
+  std::function<Status(const std::vector<RangeRow>&)> checkpoint;
+  // Persist the switch to one stream (the new single range).
+  std::function<Status(const std::vector<RangeRow>&)> switched_to_single;
+  std::function<void(uint64_t completed, double bytes_per_second)> progress;
+  // The contiguous prefix [0, watermark) is written.
+  std::function<void(uint64_t watermark)> advance;
+};
+
+// Runs until every range is complete (OK), a permanent failure, or cancellation (Cancelled).
+// `ranges` holds the progress on entry and on return; `single` says whether the transfer is (or
+// became) one un-ranged stream; `received` gets the body bytes written by this call. For an
+// unknown size, `ranges` is one range whose end is set to the final length.
+Status FetchRanges(const RangeTarget& target, const DownloadOptions& options,
+                   const RangeHooks& hooks, std::vector<RangeRow>* ranges, bool* single,
+                   uint64_t* received);
+
+}  // namespace garnet::registry
