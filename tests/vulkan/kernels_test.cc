@@ -354,27 +354,6 @@ TEST_P(KernelTest, RopeNeoxWithFreqFactorsPartialInPlaceAndLongContexts) {
   }
 }
 
-TEST(RopeThetaTable, RejectsBadInputs) {
-  const std::vector<float> ok(4, 1.0f);
-  EXPECT_TRUE(RopeThetaTable(8, 1e4, ok).ok());
-  EXPECT_TRUE(RopeThetaTable(8, 1e4, {}).ok());
-  EXPECT_TRUE(RopeThetaTable(7, 1e4, {}).status().IsInvalidArgument());
-  EXPECT_TRUE(RopeThetaTable(0, 1e4, {}).status().IsInvalidArgument());
-  EXPECT_TRUE(RopeThetaTable(8, 0.0, {}).status().IsInvalidArgument());
-  EXPECT_TRUE(RopeThetaTable(8, 1e4, std::vector<float>(3, 1.0f)).status().IsInvalidArgument());
-  for (float bad : {0.0f, -1.0f, INFINITY, NAN}) {
-    std::vector<float> f = ok;
-    f[2] = bad;
-    EXPECT_TRUE(RopeThetaTable(8, 1e4, f).status().IsInvalidArgument()) << bad;
-  }
-  // hi + lo carries theta beyond fp32.
-  auto t = RopeThetaTable(8, 1e4, {});
-  ASSERT_TRUE(t.ok());
-  EXPECT_EQ((*t)[0], 1.0f);
-  EXPECT_EQ((*t)[1], 0.0f);
-  EXPECT_NEAR(double((*t)[2]) + (*t)[3], std::pow(1e4, -0.25), 1e-15);
-}
-
 TEST_P(KernelTest, GeluMulAndSoftcap) {
   const uint32_t n = 1003;
   std::vector<float> g = RandomFloats(n, 900, -6, 6);
