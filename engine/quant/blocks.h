@@ -48,6 +48,28 @@ struct BlockQ5_1 {
   uint8_t qs[kQK / 2];
 };
 
+// 16 sub-blocks of 16; scales[j] = 4-bit scale | 4-bit min << 4. Output o (h = o / 128,
+// j = o % 128 / 32) takes bits 2j..2j+1 of qs[32h + o % 32]; w = d * (sc & 15) * q - dmin * (sc >>
+// 4) with sc = scales[o / 16].
+struct BlockQ2_K {
+  uint8_t scales[kQK_K / 16];
+  uint8_t qs[kQK_K / 4];
+  uint16_t d;
+  uint16_t dmin;
+};
+
+// 16 sub-blocks of 16 with 6-bit scales stored + 32: scale s has its low 4 bits in
+// scales[s % 8] (low nibble for s < 8, high nibble for s >= 8) and its top 2 bits at bit
+// 2 (s / 4) of scales[8 + s % 4]. Output o (h = o / 128, j = o % 128 / 32) has its low 2 bits at
+// bit 2j of qs[32h + o % 32] and its high bit at bit 4h + j of hmask[o % 32];
+// q = low + 4 high - 4 (in [-4, 3]) and w = d * (scale_{o / 16} - 32) * q.
+struct BlockQ3_K {
+  uint8_t hmask[kQK_K / 8];
+  uint8_t qs[kQK_K / 4];
+  uint8_t scales[kKScaleBytes];
+  uint16_t d;
+};
+
 // 8 sub-blocks of 32 with 6-bit (scale, min) pairs packed in `scales`:
 //   k < 4: sc = scales[k] & 63, mn = scales[k + 4] & 63
 //   k >= 4: sc = (scales[k + 4] & 15) | (scales[k - 4] >> 6) << 4,
@@ -109,11 +131,20 @@ static_assert(sizeof(BlockQ4_0) == 18);
 static_assert(sizeof(BlockQ4_1) == 20);
 static_assert(sizeof(BlockQ5_0) == 22);
 static_assert(sizeof(BlockQ5_1) == 24);
+static_assert(sizeof(BlockQ2_K) == 84);
+static_assert(sizeof(BlockQ3_K) == 110);
 static_assert(sizeof(BlockQ4_K) == 144);
 static_assert(sizeof(BlockQ5_K) == 176);
 static_assert(sizeof(BlockQ6_K) == 210);
 static_assert(sizeof(BlockIQ4_NL) == 18);
 static_assert(sizeof(BlockIQ4_XS) == 136);
+
+// The stored 6-bit scale s (0..15, still offset by 32) of a Q3_K `scales` array.
+inline int Q3KScale(const uint8_t* scales, int s) {
+  const int low = s < 8 ? scales[s] & 15 : scales[s - 8] >> 4;
+  const int high = (scales[8 + s % 4] >> (2 * (s / 4))) & 3;
+  return low | high << 4;
+}
 
 // Unpacks the 6-bit (scale, min) pair k (0..7) of a Q4_K/Q5_K `scales` array.
 inline void UnpackKScaleMin(const uint8_t* scales, int k, uint8_t* sc, uint8_t* mn) {

@@ -75,6 +75,45 @@ void DequantQ5_1(const uint8_t* src, float* y) {
   }
 }
 
+void DequantQ2_K(const uint8_t* src, float* y) {
+  BlockQ2_K b;
+  std::memcpy(&b, src, sizeof b);
+  const float d = F16ToF32(b.d), dmin = F16ToF32(b.dmin);
+  for (int h = 0; h < 2; ++h) {
+    const uint8_t* q = b.qs + 32 * h;
+    for (int j = 0; j < 4; ++j) {
+      for (int g = 0; g < 2; ++g) {
+        const uint8_t sc = b.scales[8 * h + 2 * j + g];
+        const float dl = d * static_cast<float>(sc & 15), ml = dmin * static_cast<float>(sc >> 4);
+        float* out = y + 128 * h + 32 * j + 16 * g;
+        for (int l = 0; l < 16; ++l) {
+          out[l] = dl * static_cast<float>((q[16 * g + l] >> (2 * j)) & 3) - ml;
+        }
+      }
+    }
+  }
+}
+
+void DequantQ3_K(const uint8_t* src, float* y) {
+  BlockQ3_K b;
+  std::memcpy(&b, src, sizeof b);
+  const float d = F16ToF32(b.d);
+  for (int h = 0; h < 2; ++h) {
+    const uint8_t* q = b.qs + 32 * h;
+    for (int j = 0; j < 4; ++j) {
+      const uint8_t m = static_cast<uint8_t>(1u << (4 * h + j));
+      for (int g = 0; g < 2; ++g) {
+        const float dl = d * static_cast<float>(Q3KScale(b.scales, 8 * h + 2 * j + g) - 32);
+        float* out = y + 128 * h + 32 * j + 16 * g;
+        for (int l = 0; l < 16; ++l) {
+          const int low = (q[16 * g + l] >> (2 * j)) & 3;
+          out[l] = dl * static_cast<float>(low - ((b.hmask[16 * g + l] & m) ? 0 : 4));
+        }
+      }
+    }
+  }
+}
+
 void DequantQ4_K(const uint8_t* src, float* y) {
   quant::BlockQ4_K b;
   std::memcpy(&b, src, sizeof b);

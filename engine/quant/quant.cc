@@ -25,6 +25,8 @@ const BlockCodec* CodecFor(GgmlType type) {
   static constexpr BlockCodec kQ4_1{quant::DequantQ4_1, quant::QuantQ4_1};
   static constexpr BlockCodec kQ5_0{quant::DequantQ5_0, quant::QuantQ5_0};
   static constexpr BlockCodec kQ5_1{quant::DequantQ5_1, quant::QuantQ5_1};
+  static constexpr BlockCodec kQ2_K{quant::DequantQ2_K, quant::QuantQ2_K};
+  static constexpr BlockCodec kQ3_K{quant::DequantQ3_K, quant::QuantQ3_K};
   static constexpr BlockCodec kQ4_K{quant::DequantQ4_K, quant::QuantQ4_K};
   static constexpr BlockCodec kQ5_K{quant::DequantQ5_K, quant::QuantQ5_K};
   static constexpr BlockCodec kQ6_K{quant::DequantQ6_K, quant::QuantQ6_K};
@@ -41,6 +43,10 @@ const BlockCodec* CodecFor(GgmlType type) {
       return &kQ5_0;
     case GgmlType::kQ5_1:
       return &kQ5_1;
+    case GgmlType::kQ2_K:
+      return &kQ2_K;
+    case GgmlType::kQ3_K:
+      return &kQ3_K;
     case GgmlType::kQ4_K:
       return &kQ4_K;
     case GgmlType::kQ5_K:

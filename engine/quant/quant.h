@@ -1,8 +1,8 @@
 // Reference (scalar) dequantisation and quantisation of one row of a ggml tensor.
 //
-// Supported types: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K, IQ4_NL and
-// IQ4_XS (block layouts in blocks.h and ../shared/docs/gemma4.md §6.2). These are the correctness
-// reference for the fast CPU/GPU kernels, and the quantiser used by garnet-mkmodel.
+// Supported types: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K,
+// IQ4_NL and IQ4_XS (block layouts in blocks.h and ../shared/docs/gemma4.md §6.2). These are the
+// correctness reference for the fast CPU/GPU kernels, and the quantiser used by garnet-mkmodel.
 //
 // Determinism: the quantisers use only + - * /, comparisons, std::fabs, exact conversions and
 // rounding by adding and subtracting 1.5 * 2^23, and the library is built with

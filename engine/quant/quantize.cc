@@ -177,15 +177,17 @@ void FitScaleMin(const float* x, int max_q, float* scale, float* min) {
   *min = -best_b;
 }
 
-// Fits x[0..16) ≈ a * q with integer q in [-32, 31] (a may be negative so the largest-magnitude
-// value can use the level -32). Candidate grids map that value to -(32 + t), t in [-3, 2].
-float FitScaleSym6(const float* x) {
+// Fits x[0..16) ≈ a * q with integer q in [q_lo, -q_lo - 1] (a may be negative so the
+// largest-magnitude value can use the level q_lo). Candidate grids map that value to
+// -(|q_lo| + step * s) for s in [s_lo, s_hi]; each grid's least-squares a is kept if best.
+float FitScaleSym(const float* x, int q_lo, float step, int s_lo, int s_hi) {
   const float max = SignedAbsMax(x, 16);
   if (max == 0) return 0;
-  float best_a = max / -32.0f, best_score = -1;
-  for (int s = -6; s <= 4; ++s) {
-    const float iscale = -(32.0f + 0.5f * static_cast<float>(s)) / max;
-    const GridSums g = SumGrid<16>(x, 0.0f, iscale, -32.0f, 31.0f);
+  const float lo = static_cast<float>(q_lo), hi = static_cast<float>(-q_lo - 1);
+  float best_a = max / lo, best_score = -1;
+  for (int s = s_lo; s <= s_hi; ++s) {
+    const float iscale = -(-lo + step * static_cast<float>(s)) / max;
+    const GridSums g = SumGrid<16>(x, 0.0f, iscale, lo, hi);
     if (!(g.sqq > 0)) continue;
     // Error = sum_xx - sqx^2 / sqq at the optimal a = sqx / sqq: maximise sqx^2 / sqq.
     const float score = g.sqx * g.sqx / g.sqq;
@@ -324,6 +326,66 @@ void QuantQ5_1(const float* x, uint8_t* dst) {
   std::memcpy(dst, &b, sizeof b);
 }
 
+void QuantQ2_K(const float* x, uint8_t* dst) {
+  BlockQ2_K b;
+  float sub_scale[16], sub_min[16], max_scale = 0, max_min = 0;
+  for (int j = 0; j < 16; ++j) {
+    FitScaleMin<16>(x + 16 * j, 3, &sub_scale[j], &sub_min[j]);
+    max_scale = std::max(max_scale, sub_scale[j]);
+    max_min = std::max(max_min, sub_min[j]);
+  }
+  b.d = ScaleToF16(max_scale / 15.0f);
+  b.dmin = ScaleToF16(max_min / 15.0f);
+  const float d = F16ToF32(b.d), dmin = F16ToF32(b.dmin);
+  std::memset(b.qs, 0, sizeof b.qs);
+  for (int j = 0; j < 16; ++j) {
+    const int sc = d > 0 ? RoundClamp(sub_scale[j] / d, 0, 15) : 0;
+    const int mn = dmin > 0 ? RoundClamp(sub_min[j] / dmin, 0, 15) : 0;
+    b.scales[j] = static_cast<uint8_t>(sc | mn << 4);
+    const float eff_d = d * static_cast<float>(sc), eff_m = dmin * static_cast<float>(mn);
+    const float id = eff_d > 0 ? 1.0f / eff_d : 0.0f;
+    for (int i = 0; i < 16; ++i) {
+      const int o = 16 * j + i;  // h = o / 128, shift 2 * (o % 128 / 32), byte 32h + o % 32
+      const int q = RoundClamp((x[o] + eff_m) * id, 0, 3);
+      b.qs[32 * (o / 128) + o % 32] |= static_cast<uint8_t>(q << (2 * (o % 128 / 32)));
+    }
+  }
+  std::memcpy(dst, &b, sizeof b);
+}
+
+void QuantQ3_K(const float* x, uint8_t* dst) {
+  BlockQ3_K b;
+  float sub_scale[16], max_scale = 0, amax = 0;
+  for (int j = 0; j < 16; ++j) {
+    sub_scale[j] = FitScaleSym(x + 16 * j, -4, 0.0625f, -12, 4);
+    if (std::fabs(sub_scale[j]) > amax) {
+      amax = std::fabs(sub_scale[j]);
+      max_scale = sub_scale[j];
+    }
+  }
+  // The largest-magnitude sub-block scale maps to -32, the most negative 6-bit step.
+  b.d = ScaleToF16(max_scale / -32.0f);
+  const float d = F16ToF32(b.d);
+  std::memset(b.hmask, 0, sizeof b.hmask);
+  std::memset(b.qs, 0, sizeof b.qs);
+  std::memset(b.scales, 0, sizeof b.scales);
+  for (int j = 0; j < 16; ++j) {
+    const int ls = d != 0 ? RoundClamp(sub_scale[j] / d, -32, 31) : 0;
+    const int stored = ls + 32;
+    b.scales[j % 8] |= static_cast<uint8_t>((stored & 15) << (j < 8 ? 0 : 4));
+    b.scales[8 + j % 4] |= static_cast<uint8_t>((stored >> 4) << (2 * (j / 4)));
+    const float eff = d * static_cast<float>(ls);
+    const float id = eff != 0 ? 1.0f / eff : 0.0f;
+    for (int i = 0; i < 16; ++i) {
+      const int o = 16 * j + i, h = o / 128, jj = o % 128 / 32;
+      const int u = RoundClamp(x[o] * id, -4, 3) + 4;  // 0..7: low 2 bits + high bit
+      b.qs[32 * h + o % 32] |= static_cast<uint8_t>((u & 3) << (2 * jj));
+      b.hmask[o % 32] |= static_cast<uint8_t>((u >> 2) << (4 * h + jj));
+    }
+  }
+  std::memcpy(dst, &b, sizeof b);
+}
+
 void QuantQ4_K(const float* x, uint8_t* dst) {
   quant::BlockQ4_K b;
   uint8_t q[kQK_K];
@@ -356,7 +418,7 @@ void QuantQ6_K(const float* x, uint8_t* dst) {
   float sub_scale[16];
   float max_scale = 0, amax = 0;
   for (int j = 0; j < 16; ++j) {
-    sub_scale[j] = FitScaleSym6(x + 16 * j);
+    sub_scale[j] = FitScaleSym(x + 16 * j, -32, 0.5f, -6, 4);
     if (std::fabs(sub_scale[j]) > amax) {
       amax = std::fabs(sub_scale[j]);
       max_scale = sub_scale[j];

@@ -296,7 +296,7 @@ TEST(MkmodelGenerateTest, WritePreset) {
   EXPECT_EQ((*m)->FindTensor("blk.0.attn_q.weight")->type, GgmlType::kQ8_0);
   EXPECT_EQ(*(*m)->GetU32("general.file_type"), 7u);
   EXPECT_TRUE(WritePreset("nope", "", path).status().IsNotFound());
-  EXPECT_TRUE(WritePreset("tiny", "q2_k", path).status().IsInvalidArgument());
+  EXPECT_TRUE(WritePreset("tiny", "iq2_xxs", path).status().IsInvalidArgument());
   EXPECT_FALSE(std::filesystem::exists(dir.Path("missing/dir/x.gguf")));
   EXPECT_FALSE(WritePreset("tiny", "", dir.Path("missing/dir/x.gguf")).ok());
 }

@@ -170,6 +170,8 @@ TEST(MkmodelPlanTest, FallbackForRow) {
   EXPECT_EQ(FallbackForRow(GgmlType::kIQ4_XS, 704), GgmlType::kIQ4_NL);
   EXPECT_EQ(FallbackForRow(GgmlType::kIQ4_XS, 2112), GgmlType::kIQ4_NL);
   EXPECT_EQ(FallbackForRow(GgmlType::kIQ4_XS, 5376), GgmlType::kIQ4_XS);
+  EXPECT_EQ(FallbackForRow(GgmlType::kQ3_K, 2112), GgmlType::kIQ4_NL);
+  EXPECT_EQ(FallbackForRow(GgmlType::kQ2_K, 100), GgmlType::kF16);
 }
 
 TEST(MkmodelPlanTest, Q4KmMixOnTinyMoe) {
@@ -216,7 +218,9 @@ TEST(MkmodelPlanTest, RejectsBadInput) {
   auto spec = PresetSpec("tiny");
   ASSERT_TRUE(spec.ok());
   TypeOptions t;
-  t.base = "q3_k";
+  t.base = "q8_1";
+  EXPECT_TRUE(MakePlan(*spec, t).status().IsInvalidArgument());
+  t.base = "q4_k_s";
   EXPECT_TRUE(MakePlan(*spec, t).status().IsInvalidArgument());
   t.base = "f32";
   t.overrides = {{"attn", GgmlType::kIQ2_XXS}};

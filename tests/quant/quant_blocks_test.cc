@@ -87,6 +87,56 @@ constexpr uint8_t kMn[8] = {0, 5, 10, 15, 20, 33, 47, 63};
 const std::vector<uint8_t> kPackedScales = {0x81, 0xC2, 0xC3, 0xC4, 0x40, 0x85,
                                             0x8A, 0xCF, 0x48, 0x12, 0xFC, 0xFF};
 
+TEST(QuantBlocksTest, Q2_K) {
+  std::vector<uint8_t> b;
+  // scales[j] = scale j % 16 | min (15 - j) << 4
+  for (int j = 0; j < 16; ++j) b.push_back(static_cast<uint8_t>(j | (15 - j) << 4));
+  for (int i = 0; i < 64; ++i) b.push_back(static_cast<uint8_t>(i * 37 + 11));  // qs
+  b.insert(b.end(), {0x00, 0x38, 0x00, 0x34});  // d = 0.5, dmin = 0.25
+  ASSERT_EQ(b.size(), 84u);
+  const auto y = Decode(GgmlType::kQ2_K, b, 256);
+  for (int o = 0; o < 256; ++o) {
+    const int h = o / 128, j = o % 128 / 32;
+    const int q = (b[16 + 32 * h + o % 32] >> (2 * j)) & 3;
+    const int sc = o / 16, mn = 15 - o / 16;
+    EXPECT_EQ(y[o], 0.5f * sc * q - 0.25f * mn) << o;
+  }
+  // o = 0: qs[0] = 11 = 0b1011 -> q 3; scale 0, min 15 -> -3.75.
+  EXPECT_EQ(y[0], -3.75f);
+  // o = 32 (j = 1): bits 2..3 of qs[0] = 0b10 -> q 2; scale 2, min 13 -> 0.5*2*2 - 3.25.
+  EXPECT_EQ(y[32], 2.0f - 3.25f);
+}
+
+TEST(QuantBlocksTest, Q3_K) {
+  // Stored 6-bit scales (value + 32) for the 16 sub-blocks, packed by hand below.
+  const int stored[16] = {0, 1, 15, 16, 31, 32, 33, 47, 48, 63, 62, 5, 40, 20, 10, 32};
+  uint8_t scales[12] = {};
+  for (int s = 0; s < 16; ++s) {
+    scales[s % 8] |= static_cast<uint8_t>((stored[s] & 15) << (s < 8 ? 0 : 4));
+    scales[8 + s % 4] |= static_cast<uint8_t>((stored[s] >> 4) << (2 * (s / 4)));
+  }
+  // Worked out by hand: low nibbles 0 1 F 0 F 0 1 F | 0 F E 5 8 4 A 0 -> bytes 0..7 =
+  // 00 F1 EF 50 8F 40 A1 0F; top bits per s: 0 0 0 1 | 1 2 2 2 | 3 3 3 0 | 2 1 0 2.
+  const uint8_t want[12] = {0x00, 0xF1, 0xEF, 0x50, 0x8F, 0x40, 0xA1, 0x0F, 0xB4, 0x78, 0x38, 0x89};
+  for (int k = 0; k < 12; ++k) EXPECT_EQ(scales[k], want[k]) << k;
+  for (int s = 0; s < 16; ++s) EXPECT_EQ(quant::Q3KScale(want, s), stored[s]) << s;
+  std::vector<uint8_t> b;
+  for (int i = 0; i < 32; ++i) b.push_back(static_cast<uint8_t>(i * 29 + 3));   // hmask
+  for (int i = 0; i < 64; ++i) b.push_back(static_cast<uint8_t>(i * 37 + 11));  // qs
+  b.insert(b.end(), want, want + 12);
+  b.insert(b.end(), {0x00, 0x34});  // d = 0.25
+  ASSERT_EQ(b.size(), 110u);
+  const auto y = Decode(GgmlType::kQ3_K, b, 256);
+  for (int o = 0; o < 256; ++o) {
+    const int h = o / 128, j = o % 128 / 32;
+    const int low = (b[32 + 32 * h + o % 32] >> (2 * j)) & 3;
+    const int high = (b[o % 32] >> (4 * h + j)) & 1;
+    EXPECT_EQ(y[o], 0.25f * (stored[o / 16] - 32) * (low + 4 * high - 4)) << o;
+  }
+  // o = 0: qs[0] = 11 -> low 3; hmask[0] = 3 -> bit 0 set -> q = 3; scale 0 - 32 -> -24.
+  EXPECT_EQ(y[0], -24.0f);
+}
+
 TEST(QuantBlocksTest, KScaleMinUnpack) {
   for (int k = 0; k < 8; ++k) {
     uint8_t sc = 0, mn = 0;
@@ -225,9 +275,9 @@ TEST(QuantBlocksTest, RejectsBadLengthsAndTypes) {
   EXPECT_TRUE(DequantizeRow(GgmlType::kQ6_K, buf.data(), out.data(), -256).IsInvalidArgument());
   EXPECT_TRUE(QuantizeRow(GgmlType::kQ5_0, out.data(), buf.data(), 48).IsInvalidArgument());
   EXPECT_TRUE(QuantizeRow(GgmlType::kQ5_K, out.data(), buf.data(), 300).IsInvalidArgument());
-  const Status s = DequantizeRow(GgmlType::kQ2_K, buf.data(), out.data(), 256);
+  const Status s = DequantizeRow(GgmlType::kIQ2_XXS, buf.data(), out.data(), 256);
   EXPECT_TRUE(s.IsUnimplemented()) << s.ToString();
-  EXPECT_NE(s.message().find("q2_k"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("iq2_xxs"), std::string::npos) << s.message();
   EXPECT_TRUE(QuantizeRow(GgmlType::kIQ2_XXS, out.data(), buf.data(), 256).IsUnimplemented());
   EXPECT_TRUE(DequantizeRow(GgmlType::kIQ4_XS, buf.data(), out.data(), 32).IsInvalidArgument());
   const Status len = DequantizeRow(GgmlType::kQ4_0, buf.data(), out.data(), 40);
@@ -235,7 +285,8 @@ TEST(QuantBlocksTest, RejectsBadLengthsAndTypes) {
   // Zero length is a valid empty row.
   EXPECT_TRUE(DequantizeRow(GgmlType::kQ4_K, buf.data(), out.data(), 0).ok());
   EXPECT_TRUE(IsQuantSupported(GgmlType::kQ6_K));
-  EXPECT_FALSE(IsQuantSupported(GgmlType::kQ3_K));
+  EXPECT_FALSE(IsQuantSupported(GgmlType::kQ8_1));
+  EXPECT_TRUE(DequantizeRow(GgmlType::kQ3_K, buf.data(), out.data(), 100).IsInvalidArgument());
 }
 
 }  // namespace

@@ -62,7 +62,7 @@ constexpr Bound kBounds[] = {
     {GgmlType::kQ8_0, 0.01},  {GgmlType::kQ6_K, 0.02}, {GgmlType::kQ5_0, 0.05},
     {GgmlType::kQ5_1, 0.05},  {GgmlType::kQ5_K, 0.05}, {GgmlType::kQ4_0, 0.1},
     {GgmlType::kQ4_1, 0.1},   {GgmlType::kQ4_K, 0.1},  {GgmlType::kIQ4_NL, 0.1},
-    {GgmlType::kIQ4_XS, 0.1},
+    {GgmlType::kIQ4_XS, 0.1}, {GgmlType::kQ3_K, 0.2},  {GgmlType::kQ2_K, 0.4},
 };
 
 TEST(QuantRoundTripTest, ErrorWithinBoundOnNormalData) {
@@ -183,6 +183,7 @@ TEST(QuantRoundTripTest, GoldenOutput) {
       {GgmlType::kQ5_1, 0x1e9f13013731012cull},   {GgmlType::kQ4_K, 0x6ccd270aae01a7e6ull},
       {GgmlType::kQ5_K, 0x62d142586a6cec42ull},   {GgmlType::kQ6_K, 0x8522a61d489cd1b7ull},
       {GgmlType::kIQ4_NL, 0xd45c5f370eec6b26ull}, {GgmlType::kIQ4_XS, 0x6075915c42251abfull},
+      {GgmlType::kQ2_K, 0xadf8554e3314e716ull},   {GgmlType::kQ3_K, 0x3aa64fc807d06a9bull},
   };
   for (const Golden& g : kGolden) {
     std::vector<uint8_t> q(*RowBytes(g.type, x.size()));

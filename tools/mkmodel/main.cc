@@ -39,12 +39,12 @@ Options:
   --out PATH           output file (written via PATH.tmp and renamed)
   --list               print the tensor plan (name, type, shape, bytes) and exit
   --type T             weight type for matrices: f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1
-                       q4_k q5_k q6_k iq4_nl iq4_xs, or the mix q4_k_m (token_embd Q6_K;
+                       q2_k q3_k q4_k q5_k q6_k iq4_nl iq4_xs, or the mix q4_k_m (token_embd Q6_K;
                        attn_v and ffn_down Q6_K on use_more_bits layers; rest Q4_K).
                        1-D tensors are always F32; the router and per_layer_model_proj are
                        never quantised (F32 for tiny presets and --type f32, else BF16).
                        Rows that a block type cannot hold fall back: Q4_K->Q5_0,
-                       Q5_K->Q5_1, Q6_K->Q8_0, IQ4_XS->IQ4_NL, then F16.
+                       Q5_K->Q5_1, Q6_K->Q8_0, Q2_K/Q3_K/IQ4_XS->IQ4_NL, then F16.
   --type-embd T        type of token_embd.weight
   --tensor-type S=T    type of every matrix whose name contains S (repeatable, first wins),
                        e.g. --tensor-type per_layer_token_embd=q6_k --tensor-type ffn_down=q8_0

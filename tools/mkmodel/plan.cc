@@ -162,6 +162,8 @@ GgmlType FallbackForRow(GgmlType type, uint64_t ne0) {
     case GgmlType::kQ6_K:
       type = GgmlType::kQ8_0;
       break;
+    case GgmlType::kQ2_K:
+    case GgmlType::kQ3_K:
     case GgmlType::kIQ4_XS:
       type = GgmlType::kIQ4_NL;
       break;
@@ -182,9 +184,9 @@ std::optional<uint32_t> FileTypeFor(std::string_view base) {
   };
   // llama_ftype values (llama.h): pure K types map to their "_S" ftype.
   static constexpr Ft kTypes[] = {
-      {"f32", 0},     {"f16", 1},   {"q4_0", 2},    {"q4_1", 3},    {"q8_0", 7},
-      {"q5_0", 8},    {"q5_1", 9},  {"q4_k", 14},   {"q5_k", 16},   {"q6_k", 18},
-      {"q4_k_m", 15}, {"bf16", 32}, {"iq4_nl", 25}, {"iq4_xs", 30},
+      {"f32", 0},     {"f16", 1},     {"q4_0", 2},  {"q4_1", 3},  {"q8_0", 7},    {"q5_0", 8},
+      {"q5_1", 9},    {"q4_k", 14},   {"q5_k", 16}, {"q6_k", 18}, {"q4_k_m", 15}, {"bf16", 32},
+      {"iq4_nl", 25}, {"iq4_xs", 30}, {"q2_k", 10}, {"q3_k", 11},
   };
   for (const auto& t : kTypes) {
     if (t.name == base) return t.id;
@@ -202,7 +204,7 @@ Result<ModelPlan> MakePlan(const ModelSpec& spec, const TypeOptions& types) {
   if (!file_type) {
     return Status::InvalidArgument("weight type \"" + plan.type_name + "\"",
                                    "use f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, "
-                                   "q6_k, iq4_nl, iq4_xs or q4_k_m");
+                                   "q2_k, q3_k, q6_k, iq4_nl, iq4_xs or q4_k_m");
   }
   plan.file_type = *file_type;
   const bool mix = plan.type_name == "q4_k_m";

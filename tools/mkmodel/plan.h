@@ -6,7 +6,7 @@
 // 1-D tensors always F32; the MoE router (ffn_gate_inp) and per_layer_model_proj are never
 // quantised (F32 for tiny presets or --type f32, else BF16); the q4_k_m mix; and the row-length
 // fallbacks for block types (rows not a multiple of 256: Q4_K->Q5_0, Q5_K->Q5_1, Q6_K->Q8_0,
-// IQ4_XS->IQ4_NL; then F16 when not a multiple of 32).
+// Q2_K/Q3_K/IQ4_XS->IQ4_NL; then F16 when not a multiple of 32).
 //
 // Thread-safety: plain values and pure functions.
 #pragma once
@@ -44,9 +44,9 @@ struct PlannedTensor {
 };
 
 // Weight-type choice. `base` is a type name (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k,
-// q5_k, q6_k, iq4_nl, iq4_xs) or the mix "q4_k_m". Overrides (first matching wins, before the
-// row-length fallback) apply to quantisable matrices only: `embd` to token_embd.weight, then each
-// (substring, type) to tensors whose name contains the substring.
+// q2_k, q3_k, q5_k, q6_k, iq4_nl, iq4_xs) or the mix "q4_k_m". Overrides (first matching wins,
+// before the row-length fallback) apply to quantisable matrices only: `embd` to token_embd.weight,
+// then each (substring, type) to tensors whose name contains the substring.
 struct TypeOptions {
   std::string base;  // empty: the preset's default_type
   std::optional<GgmlType> embd;
