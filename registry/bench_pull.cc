@@ -5,7 +5,7 @@
 // fresh store (HEAD, parallel ranges, pwrite, sha256 verification, rename, SQLite). Prints the
 // best of N runs for each and the ratio garnet/curl (the target is >= 0.8).
 //
-//   garnet-bench-pull [--size-mb N] [--runs N] [--connections N] [--keep DIR]
+//   garnet-bench-pull [--size-mb N] [--runs N] [--connections N] [--no-fsync] [--keep DIR]
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -52,6 +52,7 @@ int Main(int argc, char** argv) {
   int runs = 3;
   int connections = 4;
   std::string keep;
+  bool sync_blobs = true;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&]() -> std::string { return i + 1 < argc ? argv[++i] : ""; };
@@ -61,12 +62,14 @@ int Main(int argc, char** argv) {
       runs = std::atoi(next().c_str());
     } else if (a == "--connections") {
       connections = std::atoi(next().c_str());
+    } else if (a == "--no-fsync") {
+      sync_blobs = false;
     } else if (a == "--keep") {
       keep = next();
     } else {
       std::fprintf(stderr,
                    "usage: garnet-bench-pull [--size-mb N] [--runs N] [--connections N] "
-                   "[--keep DIR]\n");
+                   "[--no-fsync] [--keep DIR]\n");
       return 2;
     }
   }
@@ -126,6 +129,7 @@ int Main(int argc, char** argv) {
   opts.use_environment = false;
   opts.download.connections = connections;
   opts.download.disk_reserve_bytes = 0;
+  opts.download.sync_blobs = sync_blobs;
   auto reg = Registry::Open(opts);
   if (!reg.ok()) {
     std::fprintf(stderr, "%s\n", reg.status().ToString().c_str());
@@ -173,13 +177,13 @@ int Main(int argc, char** argv) {
   }
   const double curl_mbps = size / 1e6 / best_curl, garnet_mbps = size / 1e6 / best_garnet;
   std::printf(
-      "file %llu MB over loopback, %d connection(s), sha256 %s\n"
+      "file %llu MB over loopback, %d connection(s), sha256 %s, fsync %s\n"
       "best of %d: curl -o /dev/null %.0f MB/s, garnet pull (verified, stored) %.0f MB/s\n"
       "ratio garnet/curl = %.2f (target >= 0.80)\n"
       "reference: curl -o <file> (stored, not hashed, not synced) %.0f MB/s; garnet/that = %.2f\n",
       static_cast<unsigned long long>(size_mb), connections,
-      Sha256::Accelerated() ? "SHA-NI" : "portable", runs, curl_mbps, garnet_mbps,
-      garnet_mbps / curl_mbps, size / 1e6 / best_curl_file,
+      Sha256::Accelerated() ? "SHA-NI" : "portable", sync_blobs ? "on" : "off", runs, curl_mbps,
+      garnet_mbps, garnet_mbps / curl_mbps, size / 1e6 / best_curl_file,
       garnet_mbps / (size / 1e6 / best_curl_file));
   reg->reset();
   (*mirror)->Stop();

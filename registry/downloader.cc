@@ -534,7 +534,7 @@ Result<FetchResult> Downloader::Transfer(const Plan& plan, Job* job, int fd,
     return Status::DataLoss(what, "sha256 mismatch: expected " + plan.sha256 + ", got " + *hex +
                                       "; the downloaded data was discarded");
   }
-  GARNET_RETURN_IF_ERROR(store_.Publish(partial, digest));
+  GARNET_RETURN_IF_ERROR(store_.Publish(partial, digest, /*make_readonly=*/true, o.sync_blobs));
   GARNET_RETURN_IF_ERROR(db_->FinishDownload(plan.key, BlobRow{digest, final_size, 0}));
   if (plan.key != digest) {
     Status s = db_->DeleteDownload(plan.key);

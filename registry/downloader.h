@@ -84,6 +84,9 @@ struct DownloadOptions {
   std::chrono::milliseconds checkpoint_interval{500};
   uint64_t disk_reserve_bytes = 64ull << 20;  // free space kept beyond the file itself
   size_t curl_buffer_bytes = 512 * 1024;
+  // fsync each finished blob (and the blobs directory) before and after the rename, so a
+  // registered blob survives a power loss. Off: faster, still safe against process kills.
+  bool sync_blobs = true;
 };
 
 struct FetchRequest {

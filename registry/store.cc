@@ -103,22 +103,22 @@ Result<uint64_t> FileSize(const std::string& path) {
   return static_cast<uint64_t>(st.st_size);
 }
 
-Status Store::Publish(const std::string& partial_path, std::string_view digest,
-                      bool make_readonly) const {
+Status Store::Publish(const std::string& partial_path, std::string_view digest, bool make_readonly,
+                      bool sync) const {
   GARNET_ASSIGN_OR_RETURN(std::string dest, BlobPath(digest));
   struct stat st;
   if (::stat(dest.c_str(), &st) == 0) {
     ::unlink(partial_path.c_str());
     return Status::OK();
   }
-  GARNET_RETURN_IF_ERROR(SyncPath(partial_path));
+  if (sync) GARNET_RETURN_IF_ERROR(SyncPath(partial_path));
   if (make_readonly && ::chmod(partial_path.c_str(), 0444) != 0) {
     return PosixError("chmod " + partial_path, errno);
   }
   if (::rename(partial_path.c_str(), dest.c_str()) != 0) {
     return PosixError("renaming " + partial_path + " to " + dest, errno);
   }
-  return SyncPath(BlobsDir());
+  return sync ? SyncPath(BlobsDir()) : Status::OK();
 }
 
 }  // namespace garnet::registry

@@ -57,8 +57,10 @@ class Store {
   // `make_readonly` is false: a hard-linked import shares its inode with the user's file),
   // rename (atomic), fsync the directory. If the blob already exists the partial is removed
   // instead. On failure the partial is left in place.
+  // With `sync` false the fsyncs are skipped: the blob survives a process kill but maybe not a
+  // power loss (Registry::Verify would then report it).
   Status Publish(const std::string& partial_path, std::string_view digest,
-                 bool make_readonly = true) const;
+                 bool make_readonly = true, bool sync = true) const;
 
  private:
   explicit Store(std::string root) : root_(std::move(root)) {}
