@@ -299,6 +299,53 @@ Status Kernels::Softcap(Recorder& rec, uint32_t n, float cap, const BufferRange&
   return rec.Dispatch(*p, bindings, push, gx, gy);
 }
 
+Status Kernels::GetRows(Recorder& rec, GgmlType type, uint32_t in, uint32_t n_rows,
+                        uint32_t n_tokens, uint32_t y_stride, float scale, const BufferRange& w,
+                        const BufferRange& ids, const BufferRange& y) {
+  const std::string op = "get_rows " + std::string(TypeName(type));
+  GARNET_RETURN_IF_ERROR(CheckWeightType(type, in, op));
+  const uint32_t ys = y_stride ? y_stride : in;
+  if (n_rows == 0 || n_tokens == 0) return Status::InvalidArgument(op, "empty shape");
+  if (ys < in) return Status::InvalidArgument(op, "stride smaller than the row");
+  if (n_tokens > device_.info().max_workgroup_count[1]) {
+    return Status::InvalidArgument(op, "too many tokens for one dispatch");
+  }
+  const uint64_t table = *RowBytes(type, in) * n_rows;
+  if (table > 0xffffffffull) return Status::InvalidArgument(op, "table range over 4 GiB; split it");
+  GARNET_RETURN_IF_ERROR(Need(w, table, op, "W"));
+  GARNET_RETURN_IF_ERROR(Need(ids, uint64_t{n_tokens} * 4, op, "ids"));
+  GARNET_RETURN_IF_ERROR(Need(y, Span4(n_tokens, ys, in), op, "y"));
+  std::string variant = "get_rows_" + TypeSuffix(type);
+  if (type != GgmlType::kF32 && device_.caps().storage_16bit) variant += "_s16";
+  PipelineDesc desc{variant, 3, 0b100, 20, {kElementwiseWg}, {kElementwiseWg, 1, 1}};
+  GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
+  struct {
+    uint32_t in, n_rows, n_tokens, y_stride;
+    float scale;
+  } push{in, n_rows, n_tokens, ys, scale};
+  const BufferRange bindings[] = {w, ids, y};
+  return rec.Dispatch(*p, bindings, push, (in + kElementwiseWg - 1) / kElementwiseWg, n_tokens);
+}
+
+Status Kernels::Binary(Recorder& rec, BinaryOp bop, uint32_t n, uint32_t b_len, float scale,
+                       const BufferRange& a, const BufferRange& b, const BufferRange& y) {
+  const std::string op = bop == BinaryOp::kAdd ? "add" : "mul";
+  if (n == 0 || b_len == 0) return Status::InvalidArgument(op, "empty shape");
+  GARNET_RETURN_IF_ERROR(Need(a, uint64_t{n} * 4, op, "a"));
+  GARNET_RETURN_IF_ERROR(Need(b, uint64_t{b_len} * 4, op, "b"));
+  GARNET_RETURN_IF_ERROR(Need(y, uint64_t{n} * 4, op, "y"));
+  PipelineDesc desc{"binary", 3, 0b100, 16, {kElementwiseWg}, {kElementwiseWg, 1, 1}};
+  GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
+  struct {
+    uint32_t n, b_len, op;
+    float scale;
+  } push{n, b_len, static_cast<uint32_t>(bop), scale};
+  uint32_t gx = 0, gy = 0;
+  GARNET_RETURN_IF_ERROR(Fold(device_, (n + kElementwiseWg - 1) / kElementwiseWg, &gx, &gy, op));
+  const BufferRange bindings[] = {a, b, y};
+  return rec.Dispatch(*p, bindings, push, gx, gy);
+}
+
 uint32_t AttentionSplits(const AttentionShape& s) {
   const uint64_t keys = s.window ? std::min(s.window, s.ring_size) : s.ring_size;
   const uint64_t per = s.split_keys ? s.split_keys : 512;

@@ -134,7 +134,18 @@ class Kernels {
                          const BufferRange& k, const BufferRange& v, const BufferRange& pos,
                          const BufferRange& o, const BufferRange* scratch = nullptr);
 
-  // Whether Matvec / Matmul have a kernel for `type`.
+  // Embedding gather: y[t, :] = W[ids[t], :] * scale for n_tokens int32 ids; W has n_rows rows
+  // of `in` elements of `type`; y rows are y_stride elements apart (0: in). An id outside
+  // [0, n_rows) yields zeros (ids may be produced on the GPU).
+  Status GetRows(Recorder& rec, GgmlType type, uint32_t in, uint32_t n_rows, uint32_t n_tokens,
+                 uint32_t y_stride, float scale, const BufferRange& w, const BufferRange& ids,
+                 const BufferRange& y);
+  enum class BinaryOp : uint32_t { kAdd = 0, kMul = 1 };
+  // y[i] = (a[i] op b[i % b_len]) * scale for i < n. y may alias a or b.
+  Status Binary(Recorder& rec, BinaryOp op, uint32_t n, uint32_t b_len, float scale,
+                const BufferRange& a, const BufferRange& b, const BufferRange& y);
+
+  // Whether Matvec / Matmul / GetRows have a kernel for `type`.
   static bool SupportsWeightType(GgmlType type);
   // The shader variant a call would use on this device, e.g. "matvec_q8_0_s16_sg".
   std::string MatvecVariant(GgmlType type) const;

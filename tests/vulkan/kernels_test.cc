@@ -497,6 +497,62 @@ TEST_P(KernelTest, AttentionRejectsBadShapes) {
   EXPECT_TRUE(rec().empty());
 }
 
+TEST_P(KernelTest, GetRowsEveryWeightTypeWithScaleAndBadIds) {
+  const uint32_t n_rows = 13;
+  const std::vector<int32_t> ids = {0, 12, 5, -1, 13, 5, 1 << 30};
+  const uint32_t t_n = static_cast<uint32_t>(ids.size());
+  for (const MatCase& c : {MatCase{GgmlType::kF32, 45, 0}, MatCase{GgmlType::kF16, 83, 0},
+                           MatCase{GgmlType::kQ8_0, 96, 0}, MatCase{GgmlType::kQ4_0, 64, 0},
+                           MatCase{GgmlType::kQ4_K, 512, 0}}) {
+    const std::vector<uint8_t> w = RandomWeights(c.type, c.in, n_rows, 600 + c.in);
+    const std::vector<float> wf = Dequantize(c.type, w, c.in, n_rows);
+    const uint32_t ys = c.in + 3;
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bw,
+                                UploadBytes(*d_, w.data(), w.size(), MemoryKind::kWeights));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bi, UploadBytes(*d_, ids.data(), ids.size() * 4));
+    GARNET_ASSERT_OK_AND_ASSIGN(
+        Buffer by, Buffer::Create(*d_->device, size_t{t_n} * ys * 4, MemoryKind::kScratch));
+    const float scale = 16.0f;  // e.g. sqrt(256) for the PLE table
+    GARNET_ASSERT_OK(k().GetRows(rec(), c.type, c.in, n_rows, t_n, ys, scale, bw, bi, by));
+    GARNET_ASSERT_OK(rec().SubmitAndWait());
+    GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> y, DownloadFloats(*d_, by, size_t{t_n} * ys));
+    std::vector<float> got;
+    std::vector<double> want, sc;
+    for (uint32_t t = 0; t < t_n; ++t) {
+      const bool valid = ids[t] >= 0 && ids[t] < int32_t(n_rows);
+      for (uint32_t e = 0; e < c.in; ++e) {
+        got.push_back(y[t * ys + e]);
+        want.push_back(valid ? double(wf[size_t(ids[t]) * c.in + e]) * scale : 0.0);
+        sc.push_back(std::fabs(want.back()));
+      }
+    }
+    ExpectClose(got, want, sc, 1e-6, 0, "get_rows " + std::string(TypeName(c.type)));
+  }
+}
+
+TEST_P(KernelTest, BinaryAddMulBroadcastAndInPlace) {
+  const uint32_t n = 1000, b_len = 40;
+  const std::vector<float> a = RandomFloats(n, 700);
+  const std::vector<float> b = RandomFloats(b_len, 701);
+  GARNET_ASSERT_OK_AND_ASSIGN(Buffer ba, UploadFloats(*d_, a));
+  GARNET_ASSERT_OK_AND_ASSIGN(Buffer bb, UploadFloats(*d_, b));
+  GARNET_ASSERT_OK_AND_ASSIGN(Buffer by, Buffer::Create(*d_->device, n * 4, MemoryKind::kScratch));
+  GARNET_ASSERT_OK(k().Binary(rec(), Kernels::BinaryOp::kAdd, n, b_len, 0.5f, ba, bb, by));
+  GARNET_ASSERT_OK(
+      k().Binary(rec(), Kernels::BinaryOp::kMul, n, b_len, 2.0f, ba, bb, ba));  // in place
+  GARNET_ASSERT_OK(rec().SubmitAndWait());
+  GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> y, DownloadFloats(*d_, by, n));
+  GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> m, DownloadFloats(*d_, ba, n));
+  for (uint32_t i = 0; i < n; ++i) {
+    EXPECT_FLOAT_EQ(y[i], (a[i] + b[i % b_len]) * 0.5f) << i;
+    EXPECT_FLOAT_EQ(m[i], a[i] * b[i % b_len] * 2.0f) << i;
+  }
+  EXPECT_TRUE(
+      k().Binary(rec(), Kernels::BinaryOp::kAdd, n, 0, 1.0f, ba, bb, by).IsInvalidArgument());
+  EXPECT_TRUE(
+      k().Binary(rec(), Kernels::BinaryOp::kAdd, n + 1, 1, 1.0f, ba, bb, by).IsInvalidArgument());
+}
+
 INSTANTIATE_TEST_SUITE_P(Devices, KernelTest, ::testing::Values(false, true),
                          [](const ::testing::TestParamInfo<bool>& p) {
                            return p.param ? std::string("Fallback") : std::string("Native");
