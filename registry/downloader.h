@@ -8,8 +8,9 @@
 //
 // How: a HEAD resolves size and sha256 (pin > X-Linked-Size / X-Linked-Etag > Content-Length;
 // a pin that disagrees with the upstream is FailedPrecondition). The file is split into byte
-// ranges fetched over several connections (one curl multi handle on the download thread) and
-// written with pwrite into partials/<key>.partial; each range's progress is saved to SQLite
+// ranges fetched over several connections (one worker thread per connection, see
+// range_fetch.h) and written with pwrite into partials/<key>.partial, whose full size is reserved
+// with fallocate first; each range's progress is saved to SQLite
 // every `checkpoint_interval`, on every range completion, and when the download stops, so a
 // killed process resumes where the last checkpoint left off. A hasher thread follows the
 // contiguous written prefix, so verification overlaps the transfer. Transient failures
