@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <map>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -37,7 +38,8 @@ Real shapes (gemma4.md §1.1; vocab 262144, weight std 0.02, default type q4_k_m
 Options:
   --preset NAME        one of the presets above (required)
   --out PATH           output file (written via PATH.tmp and renamed)
-  --list               print the tensor plan (name, type, shape, bytes) and exit
+  --list               print the tensor plan (name, type, shape, bytes), totals per type,
+                       parameter count and data size, and exit
   --type T             weight type for matrices: f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1
                        q2_k q3_k q4_k q5_k q6_k iq4_nl iq4_xs, or the mix q4_k_m (token_embd Q6_K;
                        attn_v and ffn_down Q6_K on use_more_bits layers; rest Q4_K).
@@ -162,7 +164,21 @@ int Run(int argc, char** argv) {
       std::printf("%-36s %-5s %-22s %llu\n", t.name.c_str(), std::string(TypeName(t.type)).c_str(),
                   Shape(t.ne).c_str(), static_cast<unsigned long long>(bytes.ok() ? *bytes : 0));
     }
-    std::printf("%zu tensors, %.3f GB of tensor data (type %s)\n", plan->tensors.size(),
+    std::map<std::string, std::pair<uint64_t, uint64_t>> by_type;  // name -> (tensors, bytes)
+    uint64_t params = 0;
+    for (const auto& t : plan->tensors) {
+      auto bytes = TensorBytes(t.type, t.ne.data(), static_cast<uint32_t>(t.ne.size()));
+      auto& e = by_type[std::string(TypeName(t.type))];
+      ++e.first;
+      e.second += bytes.ok() ? *bytes : 0;
+      params += t.elements();
+    }
+    for (const auto& [name, e] : by_type) {
+      std::printf("  %-7s %5llu tensors %10.3f GB\n", name.c_str(),
+                  static_cast<unsigned long long>(e.first), static_cast<double>(e.second) / 1e9);
+    }
+    std::printf("%zu tensors, %.3f B parameters, %.3f GB of tensor data (type %s)\n",
+                plan->tensors.size(), static_cast<double>(params) / 1e9,
                 static_cast<double>(plan->data_bytes()) / 1e9, plan->type_name.c_str());
     return 0;
   }
