@@ -346,6 +346,41 @@ Status Kernels::Binary(Recorder& rec, BinaryOp bop, uint32_t n, uint32_t b_len, 
   return rec.Dispatch(*p, bindings, push, gx, gy);
 }
 
+Status Kernels::MoeRoute(Recorder& rec, uint32_t n_experts, uint32_t k, uint32_t n_tokens,
+                         const BufferRange& logits, const BufferRange* expert_scale,
+                         const BufferRange& ids, const BufferRange& weights) {
+  const std::string op = "moe_route";
+  if (n_experts == 0 || n_experts > 1024 || k == 0 || k > n_experts || k > 64 || n_tokens == 0) {
+    return Status::InvalidArgument(op, std::to_string(n_experts) + " experts, top " +
+                                           std::to_string(k) +
+                                           " (need 1 <= k <= experts <= "
+                                           "1024, k <= 64), " +
+                                           std::to_string(n_tokens) + " tokens");
+  }
+  if (n_tokens > device_.info().max_workgroup_count[0]) {
+    return Status::InvalidArgument(op, "too many tokens for one dispatch");
+  }
+  GARNET_RETURN_IF_ERROR(Need(logits, uint64_t{n_tokens} * n_experts * 4, op, "logits"));
+  if (expert_scale)
+    GARNET_RETURN_IF_ERROR(Need(*expert_scale, uint64_t{n_experts} * 4, op, "scale"));
+  GARNET_RETURN_IF_ERROR(Need(ids, uint64_t{n_tokens} * k * 4, op, "ids"));
+  GARNET_RETURN_IF_ERROR(Need(weights, uint64_t{n_tokens} * k * 4, op, "weights"));
+  constexpr uint32_t kWg = 128;
+  PipelineDesc desc{device_.caps().subgroup_arithmetic ? "moe_route_sg" : "moe_route",
+                    4,
+                    0b1100,
+                    16,
+                    {kWg},
+                    {kWg, 1, 1}};
+  GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
+  struct {
+    uint32_t e, k, n_tokens, has_scale;
+  } push{n_experts, k, n_tokens, expert_scale ? 1u : 0u};
+  const BufferRange bindings[] = {logits, expert_scale ? *expert_scale : BufferRange(placeholder_),
+                                  ids, weights};
+  return rec.Dispatch(*p, bindings, push, n_tokens);
+}
+
 uint32_t AttentionSplits(const AttentionShape& s) {
   const uint64_t keys = s.window ? std::min(s.window, s.ring_size) : s.ring_size;
   const uint64_t per = s.split_keys ? s.split_keys : 512;

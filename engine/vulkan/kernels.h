@@ -145,6 +145,14 @@ class Kernels {
   Status Binary(Recorder& rec, BinaryOp op, uint32_t n, uint32_t b_len, float scale,
                 const BufferRange& a, const BufferRange& b, const BufferRange& y);
 
+  // MoE routing per token: softmax over n_experts logits, the top k (largest first, ties to the
+  // lower id), renormalised over those k and multiplied by expert_scale[id] when given. Writes k
+  // int32 ids and k float weights per token (see shaders/moe_route.comp; NaN logits give id -1,
+  // weight 0). n_experts <= 1024, 1 <= k <= min(n_experts, 64).
+  Status MoeRoute(Recorder& rec, uint32_t n_experts, uint32_t k, uint32_t n_tokens,
+                  const BufferRange& logits, const BufferRange* expert_scale,
+                  const BufferRange& ids, const BufferRange& weights);
+
   // Whether Matvec / Matmul / GetRows have a kernel for `type`.
   static bool SupportsWeightType(GgmlType type);
   // The shader variant a call would use on this device, e.g. "matvec_q8_0_s16_sg".

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <numeric>
 #include <string>
 #include <vector>
 
@@ -551,6 +552,68 @@ TEST_P(KernelTest, BinaryAddMulBroadcastAndInPlace) {
       k().Binary(rec(), Kernels::BinaryOp::kAdd, n, 0, 1.0f, ba, bb, by).IsInvalidArgument());
   EXPECT_TRUE(
       k().Binary(rec(), Kernels::BinaryOp::kAdd, n + 1, 1, 1.0f, ba, bb, by).IsInvalidArgument());
+}
+
+TEST_P(KernelTest, MoeRouteSoftmaxTopKRenormScaleTiesAndNaN) {
+  struct Case {
+    uint32_t e, k;
+    bool scale;
+  };
+  for (const Case& c : {Case{128, 8, true}, Case{37, 5, false}, Case{300, 1, true}}) {
+    const uint32_t t_n = 4;
+    std::vector<float> logits = RandomFloats(size_t{t_n} * c.e, 800 + c.e, -4, 4);
+    // Token 1: an exact tie at the top (lower id must win). Token 3: a NaN logit.
+    logits[c.e + 3] = logits[c.e + 9] = 10.0f;
+    logits[3 * c.e + 2] = NAN;
+    const std::vector<float> scale = RandomFloats(c.e, 801, 0.5f, 1.5f);
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bl, UploadFloats(*d_, logits));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bs, UploadFloats(*d_, scale));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bi,
+                                Buffer::Create(*d_->device, t_n * c.k * 4, MemoryKind::kScratch));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bw,
+                                Buffer::Create(*d_->device, t_n * c.k * 4, MemoryKind::kScratch));
+    const BufferRange sr(bs);
+    GARNET_ASSERT_OK(k().MoeRoute(rec(), c.e, c.k, t_n, bl, c.scale ? &sr : nullptr, bi, bw));
+    GARNET_ASSERT_OK(rec().SubmitAndWait());
+    std::vector<int32_t> ids(t_n * c.k);
+    GARNET_ASSERT_OK(d_->transfer->Download(bi, 0, ids.data(), ids.size() * 4));
+    GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> w, DownloadFloats(*d_, bw, t_n * c.k));
+    for (uint32_t t = 0; t < t_n; ++t) {
+      const std::string what = std::to_string(c.e) + " experts top " + std::to_string(c.k) +
+                               " token " + std::to_string(t);
+      if (t == 3) {  // NaN: every slot empty
+        for (uint32_t j = 0; j < c.k; ++j) {
+          EXPECT_EQ(ids[t * c.k + j], -1) << what;
+          EXPECT_EQ(w[t * c.k + j], 0.0f) << what;
+        }
+        continue;
+      }
+      const float* l = &logits[size_t{t} * c.e];
+      double mx = -1e300, sum = 0;
+      for (uint32_t e = 0; e < c.e; ++e) mx = std::max(mx, double(l[e]));
+      std::vector<double> pr(c.e);
+      for (uint32_t e = 0; e < c.e; ++e) sum += (pr[e] = std::exp(l[e] - mx));
+      for (double& v : pr) v /= sum;
+      std::vector<int32_t> order(c.e);
+      std::iota(order.begin(), order.end(), 0);
+      std::stable_sort(order.begin(), order.end(),
+                       [&](int32_t a, int32_t b) { return pr[a] > pr[b]; });
+      double top = 0;
+      for (uint32_t j = 0; j < c.k; ++j) top += pr[order[j]];
+      for (uint32_t j = 0; j < c.k; ++j) {
+        ASSERT_EQ(ids[t * c.k + j], order[j]) << what << " slot " << j;
+        const double want = pr[order[j]] / top * (c.scale ? scale[order[j]] : 1.0);
+        EXPECT_NEAR(w[t * c.k + j], want, 1e-5 * want + 1e-7) << what << " slot " << j;
+      }
+      if (t == 1) {
+        EXPECT_EQ(ids[t * c.k], 3) << what;  // the tie goes to the lower id
+        if (c.k > 1) EXPECT_EQ(ids[t * c.k + 1], 9) << what;
+      }
+    }
+  }
+  GARNET_ASSERT_OK_AND_ASSIGN(Buffer b, Buffer::Create(*d_->device, 4096, MemoryKind::kScratch));
+  EXPECT_TRUE(k().MoeRoute(rec(), 8, 9, 1, b, nullptr, b, b).IsInvalidArgument());
+  EXPECT_TRUE(k().MoeRoute(rec(), 2000, 8, 1, b, nullptr, b, b).IsInvalidArgument());
 }
 
 INSTANTIATE_TEST_SUITE_P(Devices, KernelTest, ::testing::Values(false, true),

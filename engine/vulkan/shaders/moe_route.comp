@@ -1,0 +1,101 @@
+// moe_route: mixture-of-experts routing for one token per workgroup.
+//   p = softmax(logits[t, 0..E))                                   (fp32)
+//   S = the K experts with the largest p, largest first; equal p: lower expert id first
+//   ids[t, i] = S[i],  weights[t, i] = p[S[i]] / sum_{j in S} p[j] * (expert_scale[S[i]] or 1)
+// (Gemma 4 26B-A4B: E = 128, K = 8, per-expert scale from ffn_down_exps.scale.)
+// Logits with NaN leave slots without a candidate: those get id -1 and weight 0, so a consumer
+// skips them; nothing is ever indexed out of bounds.
+//
+// Bindings:  0 logits (read, float[n_tokens][E]), 1 expert_scale (read, float[E]; bound but
+//            unused when has_scale == 0), 2 ids (write, int[n_tokens][K]),
+//            3 weights (write, float[n_tokens][K])
+// Push:      uint E, K, n_tokens, has_scale        (E <= 1024, K <= E, K <= 64)
+// Spec:      0 WG workgroup size (power of two)
+// Grid:      (n_tokens, 1, 1)
+// Method:    softmax with wg_max / wg_sum; then K rounds of a workgroup arg-max over shared p
+//            (a tree of (value, index) pairs), each removing the winner.
+#version 450
+#include "common.glsl"
+
+layout(binding = 0, std430) readonly buffer LBuf { float logits[]; };
+layout(binding = 1, std430) readonly buffer SBuf { float expert_scale[]; };
+layout(binding = 2, std430) writeonly buffer IBuf { int ids[]; };
+layout(binding = 3, std430) writeonly buffer WBuf { float weights[]; };
+layout(push_constant) uniform Push {
+  uint E;
+  uint K;
+  uint n_tokens;
+  uint has_scale;
+} p;
+
+shared float prob[1024];
+shared float best_v[WG];
+shared uint best_i[WG];
+shared float chosen_p[64];
+shared uint chosen_i[64];
+
+// True when (va, ia) ranks before (vb, ib).
+bool before(float va, uint ia, float vb, uint ib) { return va > vb || (va == vb && ia < ib); }
+
+void main() {
+  const uint t = gl_WorkGroupID.x;
+  if (t >= p.n_tokens) return;
+  const uint tid = gl_LocalInvocationIndex;
+  const uint lb = t * p.E;
+  float mx = -1e30;
+  for (uint e = tid; e < p.E; e += WG) mx = max(mx, logits[lb + e]);
+  mx = wg_max(mx);
+  float s = 0.0;
+  for (uint e = tid; e < p.E; e += WG) {
+    const float v = exp(logits[lb + e] - mx);
+    prob[e] = v;
+    s += v;
+  }
+  const float inv = 1.0 / wg_sum(s);  // wg_sum ends with a barrier: prob[] is complete
+  for (uint e = tid; e < p.E; e += WG) prob[e] *= inv;
+  barrier();
+
+  for (uint k = 0; k < p.K; ++k) {
+    float bv = -1.0;  // probabilities are >= 0; removed experts hold -1
+    uint bi = 0xffffffffu;
+    for (uint e = tid; e < p.E; e += WG) {
+      if (before(prob[e], e, bv, bi)) {
+        bv = prob[e];
+        bi = e;
+      }
+    }
+    best_v[tid] = bv;
+    best_i[tid] = bi;
+    barrier();
+    [[unroll]] for (uint h = WG / 2; h > 0; h >>= 1) {
+      if (tid < h && before(best_v[tid + h], best_i[tid + h], best_v[tid], best_i[tid])) {
+        best_v[tid] = best_v[tid + h];
+        best_i[tid] = best_i[tid + h];
+      }
+      barrier();
+    }
+    if (tid == 0) {
+      const bool found = best_i[0] < p.E;
+      chosen_p[k] = found ? best_v[0] : 0.0;
+      chosen_i[k] = best_i[0];
+      if (found) prob[best_i[0]] = -1.0;
+    }
+    barrier();
+  }
+  if (tid == 0) {
+    float sum = 0.0;
+    for (uint k = 0; k < p.K; ++k) sum += chosen_p[k];
+    for (uint k = 0; k < p.K; ++k) {
+      const uint e = chosen_i[k];
+      if (e >= p.E || !(sum > 0.0)) {
+        ids[t * p.K + k] = -1;
+        weights[t * p.K + k] = 0.0;
+        continue;
+      }
+      float w = chosen_p[k] / sum;
+      if (p.has_scale != 0u) w *= expert_scale[e];
+      ids[t * p.K + k] = int(e);
+      weights[t * p.K + k] = w;
+    }
+  }
+}
