@@ -438,9 +438,23 @@ Result<FetchResult> Downloader::Transfer(const Plan& plan, Job* job, int fd,
   struct stat st;
   if (::fstat(fd, &st) != 0) return PosixError("stat " + partial, errno);
   const std::string expected_digest = plan.sha256.empty() ? "" : plan.key;
-  if (plan.size_known && saved && saved->size == plan.size &&
-      saved->expected_digest == expected_digest && static_cast<uint64_t>(st.st_size) == plan.size &&
-      RangesValid(saved->ranges, plan.size)) {
+  const bool resume = plan.size_known && saved && saved->size == plan.size &&
+                      saved->expected_digest == expected_digest &&
+                      static_cast<uint64_t>(st.st_size) == plan.size &&
+                      RangesValid(saved->ranges, plan.size);
+  // Free-disk check: the part of the file not yet allocated on disk, plus the reserve.
+  if (plan.size_known) {
+    uint64_t allocated = resume ? static_cast<uint64_t>(st.st_blocks) * 512 : 0;
+    uint64_t need = (plan.size > allocated ? plan.size - allocated : 0) + o.disk_reserve_bytes;
+    GARNET_ASSIGN_OR_RETURN(uint64_t free_bytes, store_.FreeBytes());
+    if (free_bytes < need) {
+      return Status::ResourceExhausted(
+          what, "not enough disk space in " + store_.root() + ": need " + std::to_string(need) +
+                    " bytes (the file plus a reserve of " + std::to_string(o.disk_reserve_bytes) +
+                    "), " + std::to_string(free_bytes) + " available");
+    }
+  }
+  if (resume) {
     ranges = saved->ranges;
     single = saved->single_stream;
     if (single) ranges = {RangeRow{0, plan.size, 0}};  // that server cannot resume
@@ -468,16 +482,6 @@ Result<FetchResult> Downloader::Transfer(const Plan& plan, Job* job, int fd,
         DownloadRow{plan.key, plan.url, plan.size, expected_digest, single, 0, ranges}));
   }
   if (!plan.size_known) single = true;
-
-  uint64_t remaining = 0;
-  for (const RangeRow& r : ranges) remaining += r.end - r.start - r.done;
-  GARNET_ASSIGN_OR_RETURN(uint64_t free_bytes, store_.FreeBytes());
-  if (plan.size_known && free_bytes < remaining + o.disk_reserve_bytes) {
-    return Status::ResourceExhausted(what, "not enough disk space in " + store_.root() + ": need " +
-                                               std::to_string(remaining + o.disk_reserve_bytes) +
-                                               " bytes (file plus reserve), " +
-                                               std::to_string(free_bytes) + " available");
-  }
 
   PrefixHasher hasher(fd);
   job->Emit(Progress{Phase::kDownloading, expected_digest, plan.display, 0, 1,
