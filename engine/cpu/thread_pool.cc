@@ -1,6 +1,14 @@
 #include "engine/cpu/thread_pool.h"
 
 #include <algorithm>
+#include <chrono>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define GARNET_CPU_RELAX() _mm_pause()
+#else
+#define GARNET_CPU_RELAX() std::this_thread::yield()
+#endif
 
 namespace garnet::cpu {
 namespace {
@@ -14,6 +22,23 @@ void PartRange(int64_t n, int64_t grain, int parts, int i, int64_t* b, int64_t* 
   *b = std::min(n, b0 * grain);
   *e = std::min(n, b1 * grain);
 }
+
+// Spins until pred() holds or about `budget` has passed; returns pred(). Decode issues hundreds of
+// short parallel ops per token, back to back: spinning through the gaps keeps the workers awake
+// instead of paying a futex wake-up per op.
+template <typename Pred>
+bool SpinFor(Pred pred, std::chrono::microseconds budget) {
+  const auto deadline = std::chrono::steady_clock::now() + budget;
+  for (;;) {
+    for (int i = 0; i < 256; ++i) {
+      if (pred()) return true;
+      GARNET_CPU_RELAX();
+    }
+    if (std::chrono::steady_clock::now() >= deadline) return pred();
+  }
+}
+
+constexpr std::chrono::microseconds kSpinBudget{2000};
 
 }  // namespace
 
@@ -54,9 +79,7 @@ void ThreadPool::ParallelFor(int64_t n, const RangeFn& fn, int64_t grain) {
   PartRange(n, grain, n_threads_, 0, &b, &e);
   if (b < e) fn(b, e, 0);
   // Spin a little, then sleep until the workers finish.
-  for (int spin = 0; spin < 20000 && pending_.load(std::memory_order_acquire) != 0; ++spin) {
-  }
-  if (pending_.load(std::memory_order_acquire) != 0) {
+  if (!SpinFor([&] { return pending_.load(std::memory_order_acquire) == 0; }, kSpinBudget)) {
     std::unique_lock<std::mutex> lock(mu_);
     done_cv_.wait(lock, [&] { return pending_.load() == 0; });
   }
@@ -65,10 +88,8 @@ void ThreadPool::ParallelFor(int64_t n, const RangeFn& fn, int64_t grain) {
 void ThreadPool::Worker(int index) {
   uint64_t seen = 0;
   for (;;) {
-    // Spin briefly for the next job before sleeping.
-    for (int spin = 0; spin < 20000 && generation_.load(std::memory_order_acquire) == seen;
-         ++spin) {
-    }
+    // Spin for the next job before sleeping.
+    SpinFor([&] { return generation_.load(std::memory_order_acquire) != seen; }, kSpinBudget);
     const RangeFn* job;
     int64_t n, grain;
     {

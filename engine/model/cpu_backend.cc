@@ -411,9 +411,11 @@ Status CpuBackend::Run(const int32_t* tokens, const Row* rows, int64_t T, const 
   }
   const int64_t V = p_.n_vocab;
   MatMul(w_.tok_embd, a.data(), H, R, logits, V, &pool_);
-  pool_.ParallelFor(R, [&](int64_t b, int64_t e, int) {
-    for (int64_t r = b; r < e; ++r) cpu::Softcap(logits + r * V, V, p_.final_logit_softcap);
-  });
+  // Softcap over R x V values, split across threads (V is 262144 on real models).
+  pool_.ParallelFor(
+      R * V,
+      [&](int64_t b, int64_t e, int) { cpu::Softcap(logits + b, e - b, p_.final_logit_softcap); },
+      4096);
   return Status::OK();
 }
 
