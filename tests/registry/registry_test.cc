@@ -3,12 +3,16 @@
 
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <spawn.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
+#include <string_view>
 #include <thread>
+
+extern char** environ;
 
 #include "registry/sha256.h"
 #include "tests/registry/fault_server.h"
@@ -226,14 +230,21 @@ TEST_F(RegistryTest, CancelledMultiFilePullRegistersNothingAndResumes) {
 TEST_F(RegistryTest, SigkillMidPullLeavesConsistentStore) {
   server_.faults().throttle_us = 4000;  // ~16 MB/s
   reg_.reset();
-  pid_t pid = ::fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    auto r = Registry::Open(Options());
-    if (!r.ok()) ::_exit(2);
-    auto p = (*r)->Pull("test:one", nullptr, nullptr);
-    ::_exit(p.ok() ? 0 : 3);
+  // The child is this test binary re-executed (no fork of a threaded process): it runs
+  // RegistryChild.PullForKillTest with the data dir, server and catalog passed in the environment.
+  std::string env_dir = "GARNET_TEST_CHILD_DIR=" + dir_ + "/data";
+  std::string env_base = "GARNET_TEST_CHILD_BASE=" + server_.BaseUrl();
+  std::string env_cat = "GARNET_TEST_CHILD_CATALOG=" + catalog_path_;
+  std::string filter = "--gtest_filter=RegistryChild.PullForKillTest";
+  std::string exe = "/proc/self/exe";
+  char* child_argv[] = {exe.data(), filter.data(), nullptr};
+  std::vector<char*> child_env = {env_dir.data(), env_base.data(), env_cat.data()};
+  for (char** e = environ; *e != nullptr; ++e) {
+    if (!std::string_view(*e).starts_with("GARNET_TEST_CHILD_")) child_env.push_back(*e);
   }
+  child_env.push_back(nullptr);
+  pid_t pid = 0;
+  ASSERT_EQ(::posix_spawn(&pid, exe.c_str(), nullptr, nullptr, child_argv, child_env.data()), 0);
   // Wait until the child has checkpointed some progress, then kill it.
   bool saw_progress = false;
   for (int i = 0; i < 400 && !saw_progress; ++i) {
@@ -260,6 +271,23 @@ TEST_F(RegistryTest, SigkillMidPullLeavesConsistentStore) {
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_LT(server_.body_bytes_sent(), one_.size());
   EXPECT_EQ(testing::ReadFile(r->model.paths[0]), one_);
+}
+
+// The child role of SigkillMidPullLeavesConsistentStore; skipped unless run by it.
+TEST(RegistryChild, PullForKillTest) {
+  const char* dir = std::getenv("GARNET_TEST_CHILD_DIR");
+  if (dir == nullptr)
+    GTEST_SKIP() << "only run as the child of SigkillMidPullLeavesConsistentStore";
+  RegistryOptions o;
+  o.data_dir = dir;
+  o.base_url = std::getenv("GARNET_TEST_CHILD_BASE");
+  o.user_catalog = std::getenv("GARNET_TEST_CHILD_CATALOG");
+  o.use_environment = false;
+  o.download = FastOptions();
+  auto r = Registry::Open(o);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  auto p = (*r)->Pull("test:one", nullptr, nullptr);
+  EXPECT_TRUE(p.ok()) << p.status().ToString();
 }
 
 TEST_F(RegistryTest, VerifyReportsCorruption) {
