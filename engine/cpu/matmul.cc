@@ -71,8 +71,15 @@ void MatMulQ8(const WeightMatrix& w, QDotFn qd, const float* x, int64_t ldx, int
   const QDot4Fn qd4 = QDot4For(w.type);
   const int64_t nb = w.cols / 32;
   std::vector<BlockQ8A> xq(static_cast<size_t>(T * nb));
+  const bool kfmt = NeedsKActivations(w.type);
   auto quant = [&](int64_t t0, int64_t t1, int) {
-    for (int64_t t = t0; t < t1; ++t) QuantizeActivations(x + t * ldx, w.cols, &xq[t * nb]);
+    for (int64_t t = t0; t < t1; ++t) {
+      if (kfmt) {
+        QuantizeActivationsK(x + t * ldx, w.cols, &xq[t * nb]);
+      } else {
+        QuantizeActivations(x + t * ldx, w.cols, &xq[t * nb]);
+      }
+    }
   };
   auto work = [&](int64_t r0, int64_t r1, int) {
     for (int64_t r = r0; r < r1; r += kTileRows) {

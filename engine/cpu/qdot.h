@@ -27,9 +27,15 @@ struct BlockQ8A {
 };
 static_assert(sizeof(BlockQ8A) == 40);
 
-// x[0..n) -> n / 32 blocks (n must be a multiple of 32).
+// x[0..n) -> n / 32 blocks (n must be a multiple of 32), one scale per block.
 void QuantizeActivations(const float* x, int64_t n, BlockQ8A* out);
+// The same blocks with one scale shared by each run of 8 blocks (256 values, n a multiple of
+// 256): the K-quant kernels then scale sub-blocks in integers and convert once per 256.
+void QuantizeActivationsK(const float* x, int64_t n, BlockQ8A* out);
+// True when `type`'s fast kernel needs QuantizeActivationsK activations (Q4_K, Q6_K).
+bool NeedsKActivations(GgmlType type);
 
+// Scalar kernels accept either activation format; the AVX2 Q4_K/Q6_K kernels need the K format.
 // Dot product of one weight row (n elements in the weight type's blocks) with n quantised
 // activations.
 using QDotFn = float (*)(const uint8_t* w, const BlockQ8A* a, int64_t n);

@@ -157,6 +157,32 @@ QDot4Fn QDot4For(GgmlType type) {
   return nullptr;
 }
 
+void QuantizeActivationsK(const float* x, int64_t n, BlockQ8A* out) {
+  for (int64_t i = 0; i < n / 256; ++i) {
+    const float* v = x + i * 256;
+    float amax = 0;
+    for (int j = 0; j < 256; ++j) amax = std::fmax(amax, std::fabs(v[j]));
+    const float d = amax / 127.0f;
+    const float id = d > 0 ? 1.0f / d : 0.0f;
+    for (int k = 0; k < 8; ++k) {
+      BlockQ8A& b = out[i * 8 + k];
+      b.d = d;
+      int s0 = 0, s1 = 0;
+      for (int j = 0; j < 32; ++j) {
+        const int q = static_cast<int>(std::nearbyint(v[32 * k + j] * id));
+        b.qs[j] = static_cast<int8_t>(q < -127 ? -127 : (q > 127 ? 127 : q));
+        (j < 16 ? s0 : s1) += b.qs[j];
+      }
+      b.s16[0] = static_cast<int16_t>(s0);
+      b.s16[1] = static_cast<int16_t>(s1);
+    }
+  }
+}
+
+bool NeedsKActivations(GgmlType type) {
+  return type == GgmlType::kQ4_K || type == GgmlType::kQ6_K;
+}
+
 QDotFn QDotFor(GgmlType type, bool fast) {
 #if defined(GARNET_HAVE_AVX2_TU)
   if (fast && UseAvx2()) {

@@ -159,7 +159,9 @@ TEST(QDot, FastMatchesScalarAndFloatBound) {
       std::vector<float> wd(static_cast<size_t>(n));
       ASSERT_TRUE(DequantizeRow(type, wq.data(), wd.data(), n).ok());
       std::vector<BlockQ8A> xq(static_cast<size_t>(n / 32));
-      QuantizeActivations(x.data(), n, xq.data());
+      const bool kfmt = NeedsKActivations(type);
+      auto quantize = kfmt ? QuantizeActivationsK : QuantizeActivations;
+      quantize(x.data(), n, xq.data());
       double exact = 0, bound = 1e-4;
       for (int64_t i = 0; i < n; ++i) {
         exact += static_cast<double>(wd[static_cast<size_t>(i)]) * x[static_cast<size_t>(i)];
@@ -177,7 +179,7 @@ TEST(QDot, FastMatchesScalarAndFloatBound) {
         std::vector<BlockQ8A> xs(static_cast<size_t>(4 * stride));
         for (int t = 0; t < 4; ++t) {
           auto xt = Random(static_cast<size_t>(n), 30 + t, 1.0f);
-          QuantizeActivations(xt.data(), n, &xs[static_cast<size_t>(t * stride)]);
+          quantize(xt.data(), n, &xs[static_cast<size_t>(t * stride)]);
         }
         float out[4];
         f4(wq.data(), xs.data(), stride, n, out);
@@ -190,6 +192,18 @@ TEST(QDot, FastMatchesScalarAndFloatBound) {
     }
   }
   EXPECT_EQ(QDotFor(GgmlType::kQ5_K, true), nullptr);
+}
+
+TEST(QDot, KActivationsShareOneScalePer256) {
+  auto x = Random(512, 41, 1.0f);
+  x[300] = 10.0f;
+  std::vector<BlockQ8A> b(16);
+  QuantizeActivationsK(x.data(), 512, b.data());
+  for (int k = 0; k < 8; ++k) EXPECT_EQ(b[static_cast<size_t>(k)].d, b[0].d);
+  for (int k = 8; k < 16; ++k) EXPECT_FLOAT_EQ(b[static_cast<size_t>(k)].d, 10.0f / 127.0f);
+  EXPECT_EQ(b[9].qs[300 - 288], 127);
+  EXPECT_TRUE(NeedsKActivations(GgmlType::kQ4_K));
+  EXPECT_FALSE(NeedsKActivations(GgmlType::kQ8_0));
 }
 
 TEST(QDot, QuantizeActivationsRoundsAndSums) {
