@@ -311,12 +311,17 @@ std::string FormatDeviceInfo(const DeviceInfo& d) {
 }
 
 Result<std::shared_ptr<Instance>> Instance::Create(const InstanceOptions& options) {
-  bool validate = false;
+  Validation mode = Validation::kOff;
   if (options.validate) {
-    validate = *options.validate;
-  } else if (const char* v = std::getenv("GARNET_VK_VALIDATE"); v && std::strcmp(v, "1") == 0) {
-    validate = true;
+    mode = *options.validate;
+  } else if (const char* v = std::getenv("GARNET_VK_VALIDATE"); v != nullptr) {
+    const std::string_view e(v);
+    mode = e == "1"      ? Validation::kStandard
+           : e == "sync" ? Validation::kSynchronization
+           : e == "gpu"  ? Validation::kGpuAssisted
+                         : Validation::kOff;
   }
+  const bool validate = mode != Validation::kOff;
   uint32_t loader_version = VK_API_VERSION_1_0;
   if (vkEnumerateInstanceVersion(&loader_version) != VK_SUCCESS)
     loader_version = VK_API_VERSION_1_0;
@@ -324,6 +329,7 @@ Result<std::shared_ptr<Instance>> Instance::Create(const InstanceOptions& option
     return Status::Unavailable("vulkan instance", "the Vulkan loader is older than 1.2");
   }
   std::shared_ptr<Instance> inst(new Instance());
+  inst->mode_ = mode;
   inst->api_version_ = std::min(loader_version, static_cast<uint32_t>(VK_API_VERSION_1_3));
 
   std::vector<const char*> layers;
@@ -357,6 +363,20 @@ Result<std::shared_ptr<Instance>> Instance::Create(const InstanceOptions& option
   ci.ppEnabledLayerNames = layers.data();
   ci.enabledExtensionCount = static_cast<uint32_t>(extensions.size());
   ci.ppEnabledExtensionNames = extensions.data();
+  VkValidationFeatureEnableEXT enables[2] = {};
+  VkValidationFeaturesEXT features{VK_STRUCTURE_TYPE_VALIDATION_FEATURES_EXT};
+  if (!layers.empty() && mode == Validation::kSynchronization) {
+    enables[0] = VK_VALIDATION_FEATURE_ENABLE_SYNCHRONIZATION_VALIDATION_EXT;
+    features.enabledValidationFeatureCount = 1;
+  } else if (!layers.empty() && mode == Validation::kGpuAssisted) {
+    enables[0] = VK_VALIDATION_FEATURE_ENABLE_GPU_ASSISTED_EXT;
+    enables[1] = VK_VALIDATION_FEATURE_ENABLE_GPU_ASSISTED_RESERVE_BINDING_SLOT_EXT;
+    features.enabledValidationFeatureCount = 2;
+  }
+  if (features.enabledValidationFeatureCount > 0) {
+    features.pEnabledValidationFeatures = enables;
+    ci.pNext = &features;
+  }
   const VkResult r = vkCreateInstance(&ci, nullptr, &inst->instance_);
   if (r == VK_ERROR_INCOMPATIBLE_DRIVER || r == VK_ERROR_INITIALIZATION_FAILED) {
     return Status::Unavailable("vulkan instance",
@@ -465,7 +485,8 @@ Result<std::unique_ptr<Device>> Device::Create(std::shared_ptr<Instance> instanc
   vkGetPhysicalDeviceMemoryProperties(dev->physical_, &dev->memory_);
   const DeviceInfo& info = dev->info_;
   DeviceCaps& caps = dev->caps_;
-  caps.push_descriptors = info.push_descriptor && !options.disable_push_descriptors;
+  caps.push_descriptors = info.push_descriptor && !options.disable_push_descriptors &&
+                          instance->validation_mode() != Validation::kGpuAssisted;
   caps.subgroup_arithmetic = info.subgroup_arithmetic && !options.disable_subgroup_arithmetic;
   caps.storage_16bit = info.storage_16bit && !options.disable_16bit_storage;
   caps.storage_8bit = info.storage_8bit && info.int8 && !options.disable_8bit_storage;
