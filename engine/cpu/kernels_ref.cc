@@ -3,6 +3,10 @@
 #include <cstdlib>
 #include <cstring>
 
+#if defined(GARNET_HAVE_AVX2_TU)
+#include <cpuid.h>
+#endif
+
 #include "engine/quant/fp16.h"
 
 namespace garnet::cpu {
@@ -10,10 +14,18 @@ namespace garnet::cpu {
 #if defined(GARNET_HAVE_AVX2_TU)
 const Kernels* Avx2Table();  // kernels_avx2.cc
 
+bool CpuHasAvx2FmaF16c() {
+  static const bool ok = [] {
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    // F16C: CPUID leaf 1, ECX bit 29 (not every compiler's __builtin_cpu_supports knows it).
+    const bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & (1u << 29)) != 0;
+    return f16c && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }();
+  return ok;
+}
+
 static const Kernels* Avx2KernelsOrNull() {
-  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                         __builtin_cpu_supports("f16c");
-  return ok ? Avx2Table() : nullptr;
+  return CpuHasAvx2FmaF16c() ? Avx2Table() : nullptr;
 }
 #else
 static const Kernels* Avx2KernelsOrNull() {

@@ -11,6 +11,7 @@ namespace garnet::cpu {
 #if defined(GARNET_HAVE_AVX2_TU)
 QDotFn Avx2QDot(GgmlType type);    // qdot_avx2.cc
 QDot4Fn Avx2QDot4(GgmlType type);  // qdot_avx2.cc
+bool CpuHasAvx2FmaF16c();          // kernels_ref.cc
 #endif
 
 namespace {
@@ -138,8 +139,7 @@ bool UseAvx2() {
     const char* env = std::getenv("GARNET_CPU_KERNELS");
     if (env != nullptr && std::strcmp(env, "ref") == 0) return false;
 #if defined(GARNET_HAVE_AVX2_TU)
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-           __builtin_cpu_supports("f16c");
+    return CpuHasAvx2FmaF16c();
 #else
     return false;
 #endif
