@@ -92,6 +92,22 @@ Status Set(Config& c, std::string_view key, const std::string& value, std::strin
     return ParseInt<uint64_t>(what, value, 1, uint64_t{1} << 30, &c.max_prompt_bytes);
   } else if (key == "mirror_listen") {
     c.mirror_listen = value;
+  } else if (key == "http_listen") {
+    c.http_listen = value;
+  } else if (key == "http_allowed_hosts") {
+    c.http_allowed_hosts.clear();
+    size_t start = 0;
+    while (start <= value.size()) {
+      const size_t comma = value.find(',', start);
+      std::string h =
+          value.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+      for (char& ch : h) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+      if (!h.empty()) c.http_allowed_hosts.push_back(h);
+      if (comma == std::string::npos) break;
+      start = comma + 1;
+    }
+  } else if (key == "cors_origin") {
+    c.cors_origin = value;
   } else {
     return Status::InvalidArgument(origin, "unknown setting \"" + std::string(key) + "\"");
   }
@@ -144,6 +160,9 @@ constexpr FlagSpec kFlags[] = {
     {"--threads", "threads"},
     {"--max-prompt-bytes", "max_prompt_bytes"},
     {"--mirror-listen", "mirror_listen"},
+    {"--http-listen", "http_listen"},
+    {"--http-allowed-hosts", "http_allowed_hosts"},
+    {"--cors-origin", "cors_origin"},
 };
 
 }  // namespace
@@ -204,12 +223,13 @@ Result<Config> LoadConfig(const std::vector<std::string>& args, const GetEnv& ge
     const char* key;
   };
   constexpr EnvSpec kEnv[] = {
-      {"GARNET_HOME", "data_dir"},     {"GARNET_SOCKET", "socket"},
-      {"GARNET_LISTEN", "listen"},     {"GARNET_TOKEN", "token"},
-      {"HF_ENDPOINT", "base_url"},     {"GARNET_MIRROR", "base_url"},
-      {"GARNET_BASE_URL", "base_url"}, {"HF_TOKEN", "hf_token"},
-      {"GARNET_CATALOG", "catalog"},   {"GARNET_KEEP_ALIVE", "keep_alive_seconds"},
-      {"GARNET_PARALLEL", "parallel"}, {"GARNET_CTX", "default_ctx"},
+      {"GARNET_HOME", "data_dir"},           {"GARNET_SOCKET", "socket"},
+      {"GARNET_LISTEN", "listen"},           {"GARNET_TOKEN", "token"},
+      {"HF_ENDPOINT", "base_url"},           {"GARNET_MIRROR", "base_url"},
+      {"GARNET_BASE_URL", "base_url"},       {"HF_TOKEN", "hf_token"},
+      {"GARNET_CATALOG", "catalog"},         {"GARNET_KEEP_ALIVE", "keep_alive_seconds"},
+      {"GARNET_PARALLEL", "parallel"},       {"GARNET_CTX", "default_ctx"},
+      {"GARNET_HTTP_LISTEN", "http_listen"},
   };
   for (const EnvSpec& e : kEnv) {
     const std::string v = Env(getenv, e.var);
@@ -263,6 +283,12 @@ Status ValidateConfig(const Config& c) {
                                " without a token; set --token, GARNET_TOKEN or token_file");
     }
   }
+  if (!c.http_listen.empty() && !IsLoopbackAddress(c.http_listen) && c.token.empty()) {
+    return Status::PermissionDenied("config http_listen",
+                                    "refusing to listen on non-loopback "
+                                    "address " +
+                                        c.http_listen + " without a token");
+  }
   if (!c.mirror_listen.empty() && !IsLoopbackAddress(c.mirror_listen) && c.token.empty()) {
     return Status::PermissionDenied("config mirror_listen",
                                     "the mirror serves on loopback only unless a token is set");
@@ -289,6 +315,9 @@ std::string ConfigUsage() {
   --threads N           engine threads (0: all cores)
   --max-prompt-bytes N  largest prompt accepted (1048576)
   --mirror-listen H:P   also serve the store read-only over HTTP (hub URL shape)
+  --http-listen H:P     OpenAI-compatible HTTP API and /metrics (loopback unless a token is set)
+  --http-allowed-hosts  extra Host header names accepted by --http-listen (comma-separated)
+  --cors-origin ORIGIN  send Access-Control-Allow-Origin for --http-listen (default: none)
 )";
 }
 

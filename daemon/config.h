@@ -6,15 +6,18 @@
 //     "base_url": "https://huggingface.co", "hf_token": "...", "catalog":
 //     "/etc/garnet/catalog.json", "default_ctx": 4096, "keep_alive_seconds": 300, "parallel": 4,
 //     "max_queue": 16, "max_loaded_models": 3, "memory_limit": "24GiB", "threads": 0,
-//     "max_prompt_bytes": 1048576, "mirror_listen": "127.0.0.1:0" }
+//     "max_prompt_bytes": 1048576, "mirror_listen": "127.0.0.1:0",
+//     "http_listen": "127.0.0.1:11435", "http_allowed_hosts": "myhost,myhost.lan",
+//     "cors_origin": "" }
 // Found at --config PATH, else $GARNET_CONFIG, else $XDG_CONFIG_HOME/garnet/garnetd.json (or
 // ~/.config/garnet/garnetd.json) when that file exists.
 //
 // Environment: GARNET_HOME, GARNET_SOCKET, GARNET_LISTEN, GARNET_TOKEN, GARNET_BASE_URL (or
-// GARNET_MIRROR,
+// GARNET_MIRROR, GARNET_HTTP_LISTEN,
 // HF_ENDPOINT), HF_TOKEN, GARNET_CATALOG, GARNET_KEEP_ALIVE, GARNET_PARALLEL, GARNET_CTX.
 // Flags: --data-dir --socket --listen --token --token-file --base-url --catalog --ctx
-// --keep-alive --parallel --max-queue --max-loaded --memory-limit --threads --mirror-listen.
+// --keep-alive --parallel --max-queue --max-loaded --memory-limit --threads --mirror-listen
+// --http-listen --http-allowed-hosts --cors-origin.
 //
 // Socket: $XDG_RUNTIME_DIR/garnet/garnetd.sock, or /tmp/garnet-<uid>/garnetd.sock when
 // XDG_RUNTIME_DIR is unset. "off" disables the Unix socket (then `listen` is required).
@@ -48,7 +51,10 @@ struct Config {
   uint32_t threads = 0;       // engine threads; 0: all cores
   uint64_t max_prompt_bytes = 1 << 20;
   std::string mirror_listen;  // serve the store read-only over HTTP ("127.0.0.1:0")
-  std::string config_file;    // the file that was read (for logs), empty if none
+  std::string http_listen;    // OpenAI-compatible HTTP + /metrics ("127.0.0.1:11435")
+  std::vector<std::string> http_allowed_hosts;  // extra Host header values for http_listen
+  std::string cors_origin;  // Access-Control-Allow-Origin for http_listen; empty: none
+  std::string config_file;  // the file that was read (for logs), empty if none
 };
 
 // Builds the configuration from `args` (argv without the program name), the environment (via

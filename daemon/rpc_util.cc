@@ -2,6 +2,8 @@
 
 #include <ctime>
 
+#include "daemon/metrics.h"
+
 namespace garnet::daemon {
 
 Status CheckAuth(const grpc::CallbackServerContext* ctx, const std::string& token) {
@@ -28,6 +30,7 @@ Status CheckAuth(const grpc::CallbackServerContext* ctx, const std::string& toke
 
 void LogRequest(const char* method, const std::string& model, const Status& status, double seconds,
                 const std::string& extra) {
+  Metrics::Global().CountRequest("grpc", method, std::string(CodeName(status.code())));
   // Model names are validated references or user text; keep the line single and printable.
   std::string m = model.substr(0, 128);
   for (char& ch : m) {

@@ -14,6 +14,7 @@
 #include <mutex>
 #include <vector>
 
+#include "daemon/http_api.h"
 #include "daemon/jobs.h"
 #include "daemon/model_manager.h"
 #include "daemon/registry_client.h"
@@ -84,6 +85,7 @@ struct Server::Impl {
   std::string unix_target;
   std::string tcp_target;
   std::string mirror_url;
+  std::unique_ptr<HttpApi> http;
 
   std::mutex mu;
   std::condition_variable cv;
@@ -168,6 +170,21 @@ Result<std::unique_ptr<Server>> Server::Start(const Config& config) {
         config.listen.substr(0, config.listen.rfind(':')) + ":" + std::to_string(tcp_port);
   }
   if (!impl->unix_target.empty()) chmod(config.socket.c_str(), 0600);
+  if (!config.http_listen.empty()) {
+    HttpOptions ho;
+    ho.listen = config.http_listen;
+    ho.allowed_hosts = config.http_allowed_hosts;
+    ho.cors_origin = config.cors_origin;
+    ho.token = config.token;
+    ho.max_body_bytes = config.max_prompt_bytes * 2 + (64 << 10);
+    auto http = HttpApi::Start(ho, &impl->config, impl->models.get(), impl->registry.get());
+    if (!http.ok()) {
+      impl->grpc_server->Shutdown();
+      return http.status();
+    }
+    impl->http = std::move(http).value();
+    std::fprintf(stderr, "garnetd: OpenAI-compatible HTTP at %s\n", impl->http->base_url().c_str());
+  }
   std::fprintf(stderr, "garnetd: listening on %s%s%s (data dir %s)\n", impl->unix_target.c_str(),
                impl->tcp_target.empty() ? "" : " and tcp ", impl->tcp_target.c_str(),
                impl->registry->data_dir().c_str());
@@ -193,8 +210,10 @@ void Server::Shutdown(std::chrono::milliseconds grace) {
   impl_->models->Shutdown();  // queued requests fail, new ones are refused
   impl_->jobs->CancelAll();   // running pulls / generations stop at their next check
   impl_->grpc_server->Shutdown(std::chrono::system_clock::now() + grace);
+  if (impl_->http) impl_->http->Stop();
   impl_->jobs->Join();
   impl_->grpc_server->Wait();
+  impl_->http.reset();
   impl_->models.reset();    // unloads every engine
   impl_->registry.reset();  // closes the database
   if (!impl_->unix_target.empty()) unlink(impl_->config.socket.c_str());

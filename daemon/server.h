@@ -37,6 +37,8 @@ class Server {
   std::string tcp_target() const;
   // "http://127.0.0.1:<port>" of the read-only mirror (empty when off).
   std::string mirror_url() const;
+  // "http://127.0.0.1:<port>" of the OpenAI-compatible endpoint (empty when off).
+  std::string http_url() const;
 
  private:
   struct Impl;

@@ -2,11 +2,12 @@
 // model load, a slot or the engine runs on a Jobs thread; Ps answers from the reaction.
 #include <algorithm>
 #include <cmath>
-#include <random>
 
 #include "daemon/config.h"
 #include "daemon/convert.h"
 #include "daemon/fit.h"
+#include "daemon/generation.h"
+#include "daemon/metrics.h"
 #include "daemon/model_manager.h"
 #include "daemon/registry_client.h"
 #include "daemon/rpc_util.h"
@@ -20,12 +21,6 @@ namespace garnet::daemon {
 namespace {
 
 namespace pb = ::garnet::v1;
-
-constexpr int32_t kDefaultMaxTokens = 256;
-constexpr int32_t kMaxMaxTokens = 1 << 20;
-constexpr size_t kMaxStops = 16;
-constexpr size_t kMaxStopBytes = 256;
-constexpr int kMaxMessages = 4096;
 
 LoadOptions FromPb(const pb::ModelOptions& o) {
   LoadOptions l;
@@ -44,49 +39,17 @@ Status ValidateKeepAlive(int64_t s) {
   return Status::OK();
 }
 
-// Sampling options -> sampler parameters. Unset fields keep Gemma's defaults; an unset seed is
-// random.
-Result<sampling::SamplerParams> SamplerFromPb(const pb::Sampling& s) {
-  uint64_t seed = s.has_seed() ? s.seed() : std::random_device{}();
-  sampling::SamplerParams p = sampling::SamplerParams::GemmaDefaults(seed);
-  auto bad = [](const char* field, const std::string& why) {
-    return Status::InvalidArgument(std::string("sampling ") + field, why);
-  };
-  if (s.has_temperature()) {
-    if (!std::isfinite(s.temperature()) || s.temperature() < 0 || s.temperature() > 100)
-      return bad("temperature", "must be in [0, 100]");
-    p.temperature = s.temperature();
-  }
-  if (s.has_top_k()) {
-    if (s.top_k() < 0) return bad("top_k", "must be >= 0");
-    p.top_k = s.top_k();
-  }
-  if (s.has_top_p()) {
-    if (!std::isfinite(s.top_p()) || s.top_p() <= 0 || s.top_p() > 1)
-      return bad("top_p", "must be in (0, 1]");
-    p.top_p = s.top_p();
-  }
-  if (s.has_min_p()) {
-    if (!std::isfinite(s.min_p()) || s.min_p() < 0 || s.min_p() > 1)
-      return bad("min_p", "must be in [0, 1]");
-    p.min_p = s.min_p();
-  }
-  if (s.has_repeat_penalty()) {
-    if (!std::isfinite(s.repeat_penalty()) || s.repeat_penalty() <= 0 || s.repeat_penalty() > 10)
-      return bad("repeat_penalty", "must be in (0, 10]");
-    p.repeat_penalty = s.repeat_penalty();
-  }
-  if (s.has_presence_penalty()) {
-    if (!std::isfinite(s.presence_penalty()) || std::fabs(s.presence_penalty()) > 10)
-      return bad("presence_penalty", "must be in [-10, 10]");
-    p.presence_penalty = s.presence_penalty();
-  }
-  if (s.has_frequency_penalty()) {
-    if (!std::isfinite(s.frequency_penalty()) || std::fabs(s.frequency_penalty()) > 10)
-      return bad("frequency_penalty", "must be in [-10, 10]");
-    p.frequency_penalty = s.frequency_penalty();
-  }
-  return p;
+SamplingOptions SamplingFromPb(const pb::Sampling& s) {
+  SamplingOptions o;
+  if (s.has_temperature()) o.temperature = s.temperature();
+  if (s.has_top_k()) o.top_k = s.top_k();
+  if (s.has_top_p()) o.top_p = s.top_p();
+  if (s.has_min_p()) o.min_p = s.min_p();
+  if (s.has_repeat_penalty()) o.repeat_penalty = s.repeat_penalty();
+  if (s.has_presence_penalty()) o.presence_penalty = s.presence_penalty();
+  if (s.has_frequency_penalty()) o.frequency_penalty = s.frequency_penalty();
+  if (s.has_seed()) o.seed = s.seed();
+  return o;
 }
 
 pb::FinishReason FinishToPb(engine::FinishReason r) {
@@ -105,156 +68,63 @@ pb::FinishReason FinishToPb(engine::FinishReason r) {
   return pb::FINISH_REASON_UNSPECIFIED;
 }
 
-// Everything a Generate or Chat call needs, copied out of the request before the job starts.
-struct GenJob {
-  std::string model;
-  bool raw = false;
-  std::string prompt;                   // raw
-  std::vector<chat::Message> messages;  // chat template
-  bool think = false;
-  pb::Sampling sampling;
-  int32_t max_tokens = 0;
-  std::vector<std::string> stops;
-  LoadOptions options;
-  int64_t keep_alive_s = 0;
-};
-
-Status ValidateGen(const GenJob& j, const Config& config) {
-  if (j.model.empty()) return Status::InvalidArgument("model", "no model given");
-  if (j.max_tokens < 0 || j.max_tokens > kMaxMaxTokens) {
-    return Status::InvalidArgument("max_tokens", std::to_string(j.max_tokens) +
-                                                     " is out of range [0, " +
-                                                     std::to_string(kMaxMaxTokens) + "]");
-  }
-  if (j.stops.size() > kMaxStops) {
-    return Status::InvalidArgument("stop", "at most " + std::to_string(kMaxStops) + " strings");
-  }
-  for (const auto& s : j.stops) {
-    if (s.empty() || s.size() > kMaxStopBytes) {
-      return Status::InvalidArgument(
-          "stop", "each string must have 1.." + std::to_string(kMaxStopBytes) + " bytes");
-    }
-  }
-  uint64_t bytes = j.prompt.size();
-  for (const auto& m : j.messages) bytes += m.content.size();
-  if (bytes > config.max_prompt_bytes) {
-    return Status::InvalidArgument("prompt", std::to_string(bytes) + " bytes exceed the limit of " +
-                                                 std::to_string(config.max_prompt_bytes) +
-                                                 " (max_prompt_bytes)");
-  }
-  GARNET_RETURN_IF_ERROR(ValidateKeepAlive(j.keep_alive_s));
-  return ModelManager::ValidateOptions(j.options);
-}
-
-void RunGeneration(const ServiceContext* ctx, const GenJob& job, const char* method,
-                   StreamWriter<pb::GenerateResponse>* w, const std::atomic<bool>& cancel,
-                   Status auth) {
+void RunStream(const ServiceContext* ctx, const GenerationRequest& job, const char* method,
+               StreamWriter<pb::GenerateResponse>* w, const std::atomic<bool>& cancel,
+               Status auth) {
   const auto t0 = SteadyClock::now();
-  pb::Done done;
   Status st = auth;
-  if (st.ok()) st = ValidateGen(job, *ctx->config);
-  sampling::SamplerParams sampler;
+  GenerationResult g;
   if (st.ok()) {
-    auto sp = SamplerFromPb(job.sampling);
-    if (sp.ok()) {
-      sampler = *sp;
+    auto res = RunGeneration(
+        *ctx->models, *ctx->config, job,
+        [&](int32_t token, std::string_view text) {
+          pb::GenerateResponse msg;
+          msg.set_text(std::string(text));
+          msg.set_token(token);
+          return w->Write(std::move(msg));
+        },
+        cancel);
+    if (res.ok()) {
+      g = std::move(res).value();
     } else {
-      st = sp.status();
+      st = res.status();
     }
   }
-  std::unique_ptr<ModelManager::Lease> lease;
+  const engine::Timing& tm = g.result.timing;
   if (st.ok()) {
-    auto acquired = ctx->models->Acquire(job.model, job.options, job.keep_alive_s, &cancel);
-    if (acquired.ok()) {
-      lease = std::move(acquired).value();
-    } else {
-      st = acquired.status();
-    }
-  }
-  engine::GenerateResult result;
-  if (st.ok()) {
-    engine::Engine& eng = lease->engine();
-    const tok::Tokenizer& tk = *eng.tokenizer();
-    std::vector<int32_t> prompt;
-    if (job.raw) {
-      prompt = tk.Encode(job.prompt, /*add_bos=*/true, /*parse_special=*/false);
-    } else {
-      chat::ChatOptions co;
-      co.enable_thinking = job.think;
-      prompt = chat::FormatChatTokens(tk, job.messages, co);
-    }
-    const int64_t n_ctx = eng.options().n_ctx;
-    if (prompt.empty()) {
-      st = Status::InvalidArgument("prompt", "is empty");
-    } else if (static_cast<int64_t>(prompt.size()) >= n_ctx) {
-      st = Status::InvalidArgument(
-          "prompt", std::to_string(prompt.size()) + " tokens do not fit the context of " +
-                        std::to_string(n_ctx) + " tokens; shorten it or load with a larger ctx");
-    }
-    std::unique_ptr<engine::Sequence> seq;
-    if (st.ok()) {
-      auto s = eng.NewSequence();
-      if (s.ok()) {
-        seq = std::move(s).value();
-      } else {
-        st = s.status();
-      }
-    }
-    if (st.ok()) {
-      engine::GenerateRequest gr;
-      gr.max_tokens = job.max_tokens > 0 ? job.max_tokens : kDefaultMaxTokens;
-      gr.max_tokens = static_cast<int32_t>(
-          std::min<int64_t>(gr.max_tokens, n_ctx - static_cast<int64_t>(prompt.size())));
-      gr.sampler = sampler;
-      gr.stop_strings = job.stops;
-      gr.cancel = &cancel;
-      auto res = eng.Generate(*seq, prompt, gr, [&](int32_t token, std::string_view text) {
-        pb::GenerateResponse msg;
-        msg.set_text(std::string(text));
-        msg.set_token(token);
-        return w->Write(std::move(msg));
-      });
-      if (res.ok()) {
-        result = std::move(res).value();
-      } else {
-        st = res.status();
-      }
-    }
-  }
-  if (st.ok() && cancel.load()) st = Status::Cancelled(method, "the client cancelled");
-  if (st.ok()) {
-    done.set_finish_reason(FinishToPb(result.finish));
-    done.set_model(lease->info().name);
-    pb::Timing* t = done.mutable_timing();
-    t->set_load_seconds(lease->load_seconds());
-    t->set_queue_seconds(lease->queue_seconds());
-    t->set_ttft_seconds(result.timing.ttft_seconds);
-    t->set_prompt_tokens(result.timing.prompt_tokens);
-    t->set_prompt_seconds(result.timing.prompt_seconds);
-    t->set_prompt_tokens_per_second(result.timing.prompt_tok_s());
-    t->set_generated_tokens(result.timing.generated_tokens);
-    t->set_decode_seconds(result.timing.decode_seconds);
-    t->set_decode_tokens_per_second(result.timing.decode_tok_s());
-    t->set_total_seconds(SecondsSince(t0));
-    pb::ExecutionPath* p = done.mutable_path();
-    p->set_backend(std::string(lease->engine().backend_name()));
-    p->set_batched_prefill(true);  // Engine::Feed runs the prompt in ubatch chunks
-    p->set_layers_on_host(lease->info().layers_on_host);
-    p->set_expert_sets_on_host(lease->info().expert_sets_on_host);
-    p->set_placement(lease->info().placement);
+    Metrics::Global().ObserveGeneration(tm.prompt_tokens, tm.generated_tokens, tm.ttft_seconds,
+                                        tm.decode_tok_s());
     pb::GenerateResponse last;
     last.set_token(-1);
-    *last.mutable_done() = done;
+    pb::Done* done = last.mutable_done();
+    done->set_finish_reason(FinishToPb(g.result.finish));
+    done->set_model(g.model.name);
+    pb::Timing* t = done->mutable_timing();
+    t->set_load_seconds(g.load_seconds);
+    t->set_queue_seconds(g.queue_seconds);
+    t->set_ttft_seconds(tm.ttft_seconds);
+    t->set_prompt_tokens(tm.prompt_tokens);
+    t->set_prompt_seconds(tm.prompt_seconds);
+    t->set_prompt_tokens_per_second(tm.prompt_tok_s());
+    t->set_generated_tokens(tm.generated_tokens);
+    t->set_decode_seconds(tm.decode_seconds);
+    t->set_decode_tokens_per_second(tm.decode_tok_s());
+    t->set_total_seconds(g.total_seconds);
+    pb::ExecutionPath* p = done->mutable_path();
+    p->set_backend(g.backend);
+    p->set_batched_prefill(true);  // Engine::Feed runs the prompt in ubatch chunks
+    p->set_layers_on_host(g.model.layers_on_host);
+    p->set_expert_sets_on_host(g.model.expert_sets_on_host);
+    p->set_placement(g.model.placement);
     w->Write(std::move(last));
   }
-  lease.reset();  // frees the slot before the client sees the end of the stream
   char extra[160] = "";
   if (st.ok()) {
-    std::snprintf(
-        extra, sizeof extra, "prompt %lld tok %.1f tok/s, ttft %.3fs, %lld tok %.1f tok/s, %s",
-        static_cast<long long>(result.timing.prompt_tokens), result.timing.prompt_tok_s(),
-        result.timing.ttft_seconds, static_cast<long long>(result.timing.generated_tokens),
-        result.timing.decode_tok_s(), std::string(engine::FinishReasonName(result.finish)).c_str());
+    std::snprintf(extra, sizeof extra,
+                  "prompt %lld tok %.1f tok/s, ttft %.3fs, %lld tok %.1f tok/s, %s",
+                  static_cast<long long>(tm.prompt_tokens), tm.prompt_tok_s(), tm.ttft_seconds,
+                  static_cast<long long>(tm.generated_tokens), tm.decode_tok_s(),
+                  std::string(engine::FinishReasonName(g.result.finish)).c_str());
   }
   LogRequest(method, job.model, st, SecondsSince(t0), extra);
   w->Finish(st);
@@ -373,7 +243,7 @@ class InferenceService final : public pb::Inference::CallbackService {
   grpc::ServerWriteReactor<pb::GenerateResponse>* Generate(
       grpc::CallbackServerContext* call, const pb::GenerateRequest* req) override {
     Status auth = CheckAuth(call, ctx_->config->token);
-    GenJob job;
+    GenerationRequest job;
     job.model = req->model();
     job.raw = req->raw();
     if (job.raw) {
@@ -383,7 +253,7 @@ class InferenceService final : public pb::Inference::CallbackService {
       job.messages.push_back({chat::Role::kUser, req->prompt()});
     }
     job.think = req->think();
-    job.sampling = req->sampling();
+    job.sampling = SamplingFromPb(req->sampling());
     job.max_tokens = req->max_tokens();
     job.stops.assign(req->stop().begin(), req->stop().end());
     job.options = FromPb(req->options());
@@ -392,21 +262,15 @@ class InferenceService final : public pb::Inference::CallbackService {
     return StreamWriter<pb::GenerateResponse>::Start(
         ctx_->jobs, [ctx, job = std::move(job), auth](StreamWriter<pb::GenerateResponse>* w,
                                                       const std::atomic<bool>& cancel) {
-          RunGeneration(ctx, job, "Generate", w, cancel, auth);
+          RunStream(ctx, job, "Generate", w, cancel, auth);
         });
   }
 
   grpc::ServerWriteReactor<pb::GenerateResponse>* Chat(grpc::CallbackServerContext* call,
                                                        const pb::ChatRequest* req) override {
     Status auth = CheckAuth(call, ctx_->config->token);
-    GenJob job;
+    GenerationRequest job;
     job.model = req->model();
-    if (auth.ok() && req->messages_size() > kMaxMessages) {
-      auth = Status::InvalidArgument("messages", "more than " + std::to_string(kMaxMessages));
-    }
-    if (auth.ok() && req->messages_size() == 0) {
-      auth = Status::InvalidArgument("messages", "no messages given");
-    }
     for (const auto& m : req->messages()) {
       chat::Role role = chat::Role::kUser;
       switch (m.role()) {
@@ -424,7 +288,7 @@ class InferenceService final : public pb::Inference::CallbackService {
       job.messages.push_back({role, m.content()});
     }
     job.think = req->think();
-    job.sampling = req->sampling();
+    job.sampling = SamplingFromPb(req->sampling());
     job.max_tokens = req->max_tokens();
     job.stops.assign(req->stop().begin(), req->stop().end());
     job.options = FromPb(req->options());
@@ -433,7 +297,7 @@ class InferenceService final : public pb::Inference::CallbackService {
     return StreamWriter<pb::GenerateResponse>::Start(
         ctx_->jobs, [ctx, job = std::move(job), auth](StreamWriter<pb::GenerateResponse>* w,
                                                       const std::atomic<bool>& cancel) {
-          RunGeneration(ctx, job, "Chat", w, cancel, auth);
+          RunStream(ctx, job, "Chat", w, cancel, auth);
         });
   }
 

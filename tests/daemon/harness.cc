@@ -165,6 +165,11 @@ World::Daemon World::StartDaemon(const std::vector<std::string>& extra) {
     const size_t start = pos + 9;
     d.tcp_target = err.substr(start, err.find(' ', start) - start);
   }
+  const std::string http_marker = "OpenAI-compatible HTTP at ";
+  if (auto pos = err.find(http_marker); pos != std::string::npos) {
+    const size_t start = pos + http_marker.size();
+    d.http_url = err.substr(start, err.find('\n', start) - start);
+  }
   d.channel = grpc::CreateChannel(d.target, grpc::InsecureChannelCredentials());
   return d;
 }

@@ -84,9 +84,10 @@ class World {
   struct Daemon {
     std::unique_ptr<Process> proc;
     std::string data_dir;
-    std::string socket;                      // path
-    std::string target;                      // "unix:<socket>"
-    std::string tcp_target;                  // "127.0.0.1:<port>" when --listen was given
+    std::string socket;      // path
+    std::string target;      // "unix:<socket>"
+    std::string tcp_target;  // "127.0.0.1:<port>" when --listen was given
+    std::string http_url;    // "http://127.0.0.1:<port>" when --http-listen was given
     std::shared_ptr<grpc::Channel> channel;  // over the Unix socket
   };
   // Starts garnetd on a fresh data dir and socket with --base-url at the mirror, plus `extra`
