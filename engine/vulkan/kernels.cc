@@ -109,8 +109,8 @@ bool Kernels::SupportsWeightType(GgmlType type) {
   return !TypeSuffix(type).empty();
 }
 
-std::string Kernels::MatvecVariant(GgmlType type) const {
-  std::string v = "matvec_" + TypeSuffix(type);
+std::string Kernels::MatvecVariant(GgmlType type, bool by_id) const {
+  std::string v = (by_id ? "matvec_id_" : "matvec_") + TypeSuffix(type);
   if (type != GgmlType::kF32 && device_.caps().storage_16bit) v += "_s16";
   if (device_.caps().subgroup_arithmetic) v += "_sg";
   return v;
@@ -177,6 +177,47 @@ Status Kernels::Matvec(Recorder& rec, GgmlType type, const MatvecShape& s, const
   GARNET_RETURN_IF_ERROR(Fold(device_, (s.out + kRows - 1) / kRows, &gx, &gy, op));
   const BufferRange bindings[] = {w, x, y};
   return rec.Dispatch(*p, bindings, push, gx, gy, s.n_vecs);
+}
+
+Status Kernels::MatvecId(Recorder& rec, GgmlType type, const MatvecIdShape& s, const BufferRange& w,
+                         const BufferRange& x, const BufferRange& ids, const BufferRange& y) {
+  const std::string op = "matvec_id " + std::string(TypeName(type));
+  GARNET_RETURN_IF_ERROR(CheckWeightType(type, s.in, op));
+  const uint32_t ys = s.y_stride ? s.y_stride : s.out;
+  if (s.out == 0 || s.n_experts == 0 || s.n_slots == 0) {
+    return Status::InvalidArgument(op, "empty shape");
+  }
+  if ((s.x_stride != 0 && s.x_stride < s.in) || ys < s.out) {
+    return Status::InvalidArgument(op, "stride smaller than the row");
+  }
+  if (s.n_slots > device_.info().max_workgroup_count[2]) {
+    return Status::InvalidArgument(op, "too many slots for one dispatch");
+  }
+  const uint64_t row_bytes = *RowBytes(type, s.in);
+  const uint64_t matrix = row_bytes * s.out;
+  const uint64_t stride = s.expert_stride ? s.expert_stride : matrix;
+  if (stride < matrix || stride % 4 != 0) {
+    return Status::InvalidArgument(op, "expert stride " + std::to_string(stride) +
+                                           " is below the matrix size or not a multiple of 4");
+  }
+  const uint64_t w_bytes = (s.n_experts - 1) * stride + matrix;
+  if (w_bytes > 0xffffffffull)
+    return Status::InvalidArgument(op, "weight range over 4 GiB; split it");
+  GARNET_RETURN_IF_ERROR(Need(w, w_bytes, op, "W"));
+  GARNET_RETURN_IF_ERROR(Need(x, Span4(s.x_stride ? s.n_slots : 1, s.x_stride, s.in), op, "x"));
+  GARNET_RETURN_IF_ERROR(Need(ids, uint64_t{s.n_slots} * 4, op, "ids"));
+  GARNET_RETURN_IF_ERROR(Need(y, Span4(s.n_slots, ys, s.out), op, "y"));
+  const uint32_t rows = matvec_rows_;
+  PipelineDesc desc{MatvecVariant(type, true), 4, 0b100, 24, {matvec_wg_, rows},
+                    {matvec_wg_, 1, 1}};
+  GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
+  struct {
+    uint32_t in, out, x_stride, y_stride, expert_stride, n_experts;
+  } push{s.in, s.out, s.x_stride, ys, static_cast<uint32_t>(stride), s.n_experts};
+  uint32_t gx = 0, gy = 0;
+  GARNET_RETURN_IF_ERROR(Fold(device_, (s.out + rows - 1) / rows, &gx, &gy, op));
+  const BufferRange bindings[] = {w, x, y, ids};
+  return rec.Dispatch(*p, bindings, push, gx, gy, s.n_slots);
 }
 
 Status Kernels::Matmul(Recorder& rec, GgmlType type, const MatmulShape& s, const BufferRange& w,

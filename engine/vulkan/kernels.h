@@ -42,6 +42,16 @@ struct MatvecShape {
   uint32_t y_stride = 0;  // elements between output vectors (0: out)
 };
 
+struct MatvecIdShape {
+  uint32_t in = 0;             // elements per weight row
+  uint32_t out = 0;            // rows per expert matrix
+  uint32_t n_experts = 0;      // matrices in W, expert_stride apart
+  uint32_t n_slots = 0;        // (expert id, vector) pairs, e.g. the top-k of one token
+  uint32_t x_stride = 0;       // elements between the slots' vectors; 0: every slot reads one x
+  uint32_t y_stride = 0;       // elements between the slots' outputs (0: out)
+  uint64_t expert_stride = 0;  // bytes between expert matrices (0: out * row bytes)
+};
+
 struct MatmulShape {
   uint32_t m = 0;         // weight rows (outputs per token)
   uint32_t n = 0;         // tokens
@@ -113,6 +123,11 @@ class Kernels {
   // y[v, r] = sum_k W[r, k] x[v, k]. Unimplemented for a weight type without a kernel.
   Status Matvec(Recorder& rec, GgmlType type, const MatvecShape& s, const BufferRange& w,
                 const BufferRange& x, const BufferRange& y);
+  // MoE decode: for slot s with expert e = ids[s] (int32), y[s, r] = sum_k W_e[r, k] x_s[k]; a
+  // slot with an id outside [0, n_experts) gets zeros. Only the routed experts' rows are read.
+  // Uses the same launch shape as Matvec.
+  Status MatvecId(Recorder& rec, GgmlType type, const MatvecIdShape& s, const BufferRange& w,
+                  const BufferRange& x, const BufferRange& ids, const BufferRange& y);
   // Y[t, m] = sum_k W[m, k] X[t, k] through the tiled shared-memory kernel.
   Status Matmul(Recorder& rec, GgmlType type, const MatmulShape& s, const BufferRange& w,
                 const BufferRange& x, const BufferRange& y);
@@ -156,7 +171,7 @@ class Kernels {
   // Whether Matvec / Matmul / GetRows have a kernel for `type`.
   static bool SupportsWeightType(GgmlType type);
   // The shader variant a call would use on this device, e.g. "matvec_q8_0_s16_sg".
-  std::string MatvecVariant(GgmlType type) const;
+  std::string MatvecVariant(GgmlType type, bool by_id = false) const;
   std::string MatmulVariant(GgmlType type) const;
   std::string RmsNormVariant() const;
 

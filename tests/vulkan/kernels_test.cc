@@ -224,6 +224,61 @@ TEST_P(KernelTest, MatvecOtherLaunchShapesAgree) {
   EXPECT_TRUE(k().SetMatvecLaunch(64, 9).IsInvalidArgument());
 }
 
+TEST_P(KernelTest, MatvecIdReadsOnlyRoutedExperts) {
+  const uint32_t n_experts = 6, out = 21;
+  for (const MatCase& c : {MatCase{GgmlType::kQ4_K, 256, 0}, MatCase{GgmlType::kQ8_0, 96, 0},
+                           MatCase{GgmlType::kF16, 70, 0}}) {
+    const uint64_t rb = *RowBytes(c.type, c.in);
+    const uint64_t stride = (rb * out + 255) / 256 * 256;  // padded expert slabs
+    std::vector<uint8_t> w(stride * n_experts, 0);
+    std::vector<std::vector<float>> wf;
+    for (uint32_t e = 0; e < n_experts; ++e) {
+      const std::vector<uint8_t> m = RandomWeights(c.type, c.in, out, 900 + e);
+      std::memcpy(&w[e * stride], m.data(), m.size());
+      wf.push_back(Dequantize(c.type, m, c.in, out));
+    }
+    const std::vector<int32_t> ids = {4, 0, -1, 5, 4, 6};  // -1 and 6: empty slots
+    const uint32_t slots = static_cast<uint32_t>(ids.size());
+    for (bool shared_x : {true, false}) {
+      const uint32_t xs = shared_x ? 0 : c.in + 2;
+      const std::vector<float> x = RandomFloats(shared_x ? c.in : size_t{slots} * xs, 950);
+      GARNET_ASSERT_OK_AND_ASSIGN(Buffer bw,
+                                  UploadBytes(*d_, w.data(), w.size(), MemoryKind::kWeights));
+      GARNET_ASSERT_OK_AND_ASSIGN(Buffer bx, UploadFloats(*d_, x));
+      GARNET_ASSERT_OK_AND_ASSIGN(Buffer bi, UploadBytes(*d_, ids.data(), ids.size() * 4));
+      GARNET_ASSERT_OK_AND_ASSIGN(
+          Buffer by, Buffer::Create(*d_->device, size_t{slots} * out * 4, MemoryKind::kScratch));
+      GARNET_ASSERT_OK(rec().Fill(by, 0, by.size(), 0x7fc00000u));  // NaN: every output is written
+      MatvecIdShape s{c.in, out, n_experts, slots, xs, 0, stride};
+      GARNET_ASSERT_OK(k().MatvecId(rec(), c.type, s, bw, bx, bi, by));
+      GARNET_ASSERT_OK(rec().SubmitAndWait());
+      GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> y,
+                                  DownloadFloats(*d_, by, size_t{slots} * out));
+      std::vector<float> got;
+      std::vector<double> want, scale;
+      for (uint32_t sl = 0; sl < slots; ++sl) {
+        const bool valid = ids[sl] >= 0 && ids[sl] < int32_t(n_experts);
+        const float* xv = &x[shared_x ? 0 : sl * xs];
+        for (uint32_t r = 0; r < out; ++r) {
+          double acc = 0, mag = 0;
+          if (valid) {
+            for (uint32_t i = 0; i < c.in; ++i) {
+              const double t = double(wf[ids[sl]][size_t{r} * c.in + i]) * xv[i];
+              acc += t;
+              mag += std::fabs(t);
+            }
+          }
+          got.push_back(y[sl * out + r]);
+          want.push_back(acc);
+          scale.push_back(mag);
+        }
+      }
+      ExpectClose(got, want, scale, 1e-5, 1e-7,
+                  "matvec_id " + std::string(TypeName(c.type)) + (shared_x ? " shared x" : ""));
+    }
+  }
+}
+
 TEST_P(KernelTest, MatvecFoldsGridsBeyondTheWorkgroupCountLimit) {
   // More rows than maxComputeWorkGroupCount[0] (65535 on most devices).
   const uint32_t in = 32, out = d_->device->info().max_workgroup_count[0] + 100;

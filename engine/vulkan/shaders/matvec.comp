@@ -10,7 +10,13 @@
 //            1 NROWS  rows per workgroup
 // Grid:      ceil(out / NROWS) workgroups folded into (x, y) (see common.glsl), z = n_vecs.
 // Variants:  WTYPE_{F32,F16,Q8_0,Q4_0,Q4_K} x USE_SUBGROUP (subgroupAdd vs shared-memory tree)
-//            x STORAGE16 (16-bit loads vs 32-bit words; not for F32).
+//            x STORAGE16 (16-bit loads vs 32-bit words; not for F32) x MUL_ID.
+// MUL_ID (MoE experts, decode): W holds n_experts matrices expert_stride bytes apart, and grid z
+// is a slot s with expert ids[s]: the product uses matrix ids[s] and vector s (x_stride may be 0:
+// every slot reads the same x), writing y[s * y_stride + r]. A slot whose id is outside
+// [0, n_experts) (moe_route writes -1 for an empty slot) gets zeros; only the routed experts'
+// matrices are read.
+//   extra binding 3 ids (read, int[slots]); extra push uint expert_stride, n_experts
 // Each invocation takes a strided share of the columns (a few elements of one block at a time),
 // loads those x values once and accumulates them against all NROWS rows of the workgroup in fp32
 // (so x is read once per NROWS rows); then the workgroup reduces each row and invocation 0 writes.
@@ -25,7 +31,14 @@ layout(push_constant) uniform Push {
   uint out_;
   uint x_stride;
   uint y_stride;
+#ifdef MUL_ID
+  uint expert_stride;
+  uint n_experts;
+#endif
 } p;
+#ifdef MUL_ID
+layout(binding = 3, std430) readonly buffer IdBuf { int ids[]; };
+#endif
 layout(constant_id = 1) const uint NROWS = 1;
 
 void main() {
@@ -36,11 +49,22 @@ void main() {
   const uint xb = vec * p.x_stride;
   const uint nb = p.in_ / W_BLOCK;
   const uint row_bytes = nb * W_BLOCK_BYTES;
+  uint wb = 0;  // byte offset of the matrix
+#ifdef MUL_ID
+  const int id = ids[vec];
+  if (id < 0 || uint(id) >= p.n_experts) {  // uniform across the workgroup
+    if (gl_LocalInvocationIndex == 0) {
+      for (uint r = 0; r < NROWS && row0 + r < p.out_; ++r) y[vec * p.y_stride + row0 + r] = 0.0;
+    }
+    return;
+  }
+  wb = uint(id) * p.expert_stride;
+#endif
   // Byte offset of each row; rows past the end repeat the last one (their sums are dropped).
   uint rb[NROWS];
   float acc[NROWS];
   for (uint r = 0; r < NROWS; ++r) {
-    rb[r] = min(row0 + r, p.out_ - 1u) * row_bytes;
+    rb[r] = wb + min(row0 + r, p.out_ - 1u) * row_bytes;
     acc[r] = 0.0;
   }
 #if defined(WTYPE_F32) || defined(WTYPE_F16)
