@@ -10,7 +10,9 @@
 #
 # Variant names are C identifiers (they name both the symbol and the lookup key).
 
-find_program(GARNET_GLSLC glslc REQUIRED)
+if(NOT GARNET_GLSLC)
+  find_program(GARNET_GLSLC glslc REQUIRED)
+endif()
 set(GARNET_VK_SHADER_DIR ${CMAKE_CURRENT_LIST_DIR}/shaders)
 set(GARNET_VK_EMBED_SCRIPT ${CMAKE_CURRENT_LIST_DIR}/embed_spirv.cmake)
 set_property(GLOBAL PROPERTY GARNET_VK_VARIANTS "")
