@@ -1,6 +1,6 @@
 // The first Vulkan kernels, one function per op: each checks its shapes and buffer ranges, picks
 // the shader variant for this device (subgroup arithmetic or not, 16-bit storage or not), gets
-// the pipeline (created once, cached) and records one dispatch into a Recorder. Nothing runs
+// the pipeline (created once, cached) and records its dispatch(es) into a Recorder. Nothing runs
 // until the Recorder is submitted; barriers between these calls are the Recorder's job.
 //
 // Conventions: activations are float (fp32); weights are GGUF rows (F32, F16, Q8_0, Q4_0, Q4_K)
