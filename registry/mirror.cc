@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <httplib.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -189,6 +190,12 @@ Result<std::unique_ptr<Mirror>> Mirror::Start(Registry* registry, MirrorOptions 
     p->HandleFile(req, res, req.matches[1]);
   });
   GARNET_RETURN_IF_ERROR(p->Refresh());
+  // SO_REUSEADDR only: httplib's default also sets SO_REUSEPORT, which would let a second
+  // process bind the same port and take part of our traffic.
+  p->server.set_socket_options([](int sock) {
+    int yes = 1;
+    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  });
   if (options.port == 0) {
     p->port = p->server.bind_to_any_port(options.host);
   } else {
@@ -198,7 +205,19 @@ Result<std::unique_ptr<Mirror>> Mirror::Start(Registry* registry, MirrorOptions 
     return Status::Unavailable(
         "mirror", "cannot listen on " + options.host + ":" + std::to_string(options.port));
   }
-  p->thread = std::thread([p] { p->server.listen_after_bind(); });
+  auto returned = std::make_shared<std::atomic<bool>>(false);
+  p->thread = std::thread([p, returned] {
+    p->server.listen_after_bind();
+    *returned = true;
+  });
+  // httplib's stop() is a no-op until the accept loop runs: wait for it so Stop() cannot hang.
+  while (!p->server.is_running() && !*returned) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  if (*returned) {
+    p->thread.join();
+    return Status::Unavailable("mirror", "the HTTP server stopped right after starting");
+  }
   return std::unique_ptr<Mirror>(new Mirror(std::move(impl)));
 }
 

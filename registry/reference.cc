@@ -61,7 +61,7 @@ Status ValidateComponent(std::string_view what, std::string_view value, bool all
     return Status::InvalidArgument(
         ctx.substr(0, 200), "longer than " + std::to_string(kMaxComponentLength) + " characters");
   }
-  if (value == "." || value == "..") {
+  if (value == "." || value.find("..") != std::string_view::npos) {
     return Status::InvalidArgument(ctx, "'.' and '..' are not allowed");
   }
   for (unsigned char c : value) {

@@ -7,10 +7,10 @@
 //
 // Catalog names and tags are case-insensitive and normalised to lower case; they use
 // [a-z0-9._-] and start with a letter or digit. Hugging Face org/repo keep their case and use
-// [A-Za-z0-9._-]; a quant tag uses [A-Za-z0-9._-]. Every component is 1..128 characters, never
-// "." or "..", never starts with '.' or '-'. Anything else (a '/', NUL, a control character,
-// non-ASCII bytes, an empty component) is rejected with InvalidArgument naming the component and
-// the offending character.
+// [A-Za-z0-9._-]; a quant tag uses [A-Za-z0-9._-]. Every component is 1..128 characters, is
+// never "." and never contains "..", never starts with '.' or '-'. Anything else (a '/', NUL, a
+// control character, non-ASCII bytes, an empty component) is rejected with InvalidArgument naming
+// the component and the offending character.
 //
 // A digest is "sha256-" followed by exactly 64 lower-case hex characters ("sha256:" is accepted
 // on input and normalised to '-').

@@ -295,6 +295,22 @@ TEST_F(DownloaderTest, PermanentHttpErrorsFailAtOnce) {
   ExpectNothingRegistered();
 }
 
+TEST_F(DownloaderTest, ConnectionRefusedIsRetriedThenUnavailable) {
+  // A port nothing listens on: bind one, then close it.
+  FetchRequest req;
+  {
+    FaultServer gone;
+    req.url = gone.Url(kPath);
+  }
+  auto start = std::chrono::steady_clock::now();
+  auto r = dl_->Fetch(req, nullptr, nullptr);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Code::kUnavailable) << r.status().ToString();
+  EXPECT_NE(r.status().message().find("gave up after 4 attempts"), std::string::npos)
+      << r.status().message();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+}
+
 TEST_F(DownloaderTest, FreeDiskCheckBeforeStarting) {
   DownloadOptions o = FastOptions();
   o.disk_reserve_bytes = uint64_t{1} << 60;

@@ -123,7 +123,15 @@ FaultServer::FaultServer() : server_(std::make_unique<httplib::Server>()) {
         });
   });
   port_ = server_->bind_to_any_port("127.0.0.1");
-  thread_ = std::thread([this] { server_->listen_after_bind(); });
+  auto returned = std::make_shared<std::atomic<bool>>(false);
+  thread_ = std::thread([this, returned] {
+    server_->listen_after_bind();
+    *returned = true;
+  });
+  // stop() is a no-op until the accept loop runs: wait for it, so the destructor cannot hang.
+  while (!server_->is_running() && !*returned) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
 }
 
 FaultServer::~FaultServer() {

@@ -42,6 +42,20 @@ class MirrorTest : public ::testing::Test {
   std::string dir_;
 };
 
+TEST_F(MirrorTest, StartAndStopAtOnce) {
+  for (int i = 0; i < 5; ++i) {
+    auto m = Mirror::Start(nullptr, MirrorOptions{});
+    ASSERT_TRUE(m.ok()) << m.status().ToString();
+  }
+  // A port already in use is a clear error.
+  auto a = Mirror::Start(nullptr, MirrorOptions{});
+  ASSERT_TRUE(a.ok());
+  MirrorOptions taken;
+  taken.port = (*a)->port();
+  auto b = Mirror::Start(nullptr, taken);
+  EXPECT_EQ(b.status().code(), Code::kUnavailable) << b.status().ToString();
+}
+
 TEST_F(MirrorTest, ServesFilesWithHubHeadersAndRanges) {
   const std::string content = testing::RandomBytes(700000, 9);
   testing::WriteFile(dir_ + "/f.bin", content);

@@ -54,6 +54,8 @@ TEST(Reference, RejectsTraversalAndOddInput) {
       ":e4b",
       "gemma4:../../etc",
       "gemma4:..",
+      "gemma4:a..b",
+      "hf..:x",
       "..:x",
       "gemma4/x",
       "gemma4:a/b",
