@@ -23,16 +23,21 @@ void PartRange(int64_t n, int64_t grain, int parts, int i, int64_t* b, int64_t* 
   *e = std::min(n, b1 * grain);
 }
 
-// Spins until pred() holds or about `budget` has passed; returns pred(). Decode issues hundreds of
-// short parallel ops per token, back to back: spinning through the gaps keeps the workers awake
-// instead of paying a futex wake-up per op.
+// Waits actively until pred() holds or about `budget` has passed; returns pred(). Decode issues
+// hundreds of short parallel ops per token, back to back: staying awake through the gaps avoids
+// a futex wake-up per op. After a short pause-spin the loop yields, so on an oversubscribed
+// machine the waiting thread hands its core to whoever has work instead of burning it.
 template <typename Pred>
 bool SpinFor(Pred pred, std::chrono::microseconds budget) {
+  for (int i = 0; i < 512; ++i) {
+    if (pred()) return true;
+    GARNET_CPU_RELAX();
+  }
   const auto deadline = std::chrono::steady_clock::now() + budget;
   for (;;) {
-    for (int i = 0; i < 256; ++i) {
+    for (int i = 0; i < 16; ++i) {
       if (pred()) return true;
-      GARNET_CPU_RELAX();
+      std::this_thread::yield();
     }
     if (std::chrono::steady_clock::now() >= deadline) return pred();
   }
