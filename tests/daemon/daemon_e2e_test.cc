@@ -1,11 +1,13 @@
 // End-to-end tests of a real garnetd process driven over gRPC: pull from a local mirror,
 // list/show/rm, fit, generate/chat streaming with timing, cancellation, deadlines, 16 concurrent
 // clients against serial output, load/unload/ps, busy queue, bad inputs, auth on TCP.
+#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
 
+#include <future>
 #include <memory>
 #include <string>
 #include <thread>
@@ -126,6 +128,60 @@ TEST_F(DaemonTest, VersionAndSocketModes) {
   const std::string dir = daemon_->socket.substr(0, daemon_->socket.rfind('/'));
   ASSERT_EQ(stat(dir.c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0700u);
+}
+
+std::string Bytes(grpc::ByteBuffer& b) {
+  std::vector<grpc::Slice> slices;
+  (void)b.Dump(&slices);
+  std::string out;
+  for (const auto& s : slices) out.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  return out;
+}
+
+// Standard services we have no generated code for, called with hand-encoded protobuf bytes.
+TEST_F(DaemonTest, HealthAndReflection) {
+  grpc::GenericStub stub(ch());
+  {
+    // grpc.health.v1.Health/Check with an empty request -> {status: SERVING (1)} = 08 01.
+    grpc::ClientContext ctx;
+    grpc::Slice empty(std::string{});
+    grpc::ByteBuffer req(&empty, 1), resp;
+    std::promise<grpc::Status> done;
+    stub.UnaryCall(&ctx, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &req, &resp,
+                   [&](grpc::Status s) { done.set_value(s); });
+    ASSERT_TRUE(done.get_future().get().ok());
+    EXPECT_EQ(Bytes(resp), std::string("\x08\x01", 2));
+  }
+  {
+    // grpc.reflection.v1alpha.ServerReflection: list_services (field 7, empty string) = 3a 00.
+    grpc::ClientContext ctx;
+    grpc::CompletionQueue cq;
+    auto call = stub.PrepareCall(
+        &ctx, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", &cq);
+    void* tag = nullptr;
+    bool ok = false;
+    call->StartCall(reinterpret_cast<void*>(1));
+    ASSERT_TRUE(cq.Next(&tag, &ok) && ok);
+    grpc::Slice slice(std::string("\x3a\x00", 2));
+    grpc::ByteBuffer req(&slice, 1), resp;
+    call->Write(req, reinterpret_cast<void*>(2));
+    ASSERT_TRUE(cq.Next(&tag, &ok) && ok);
+    call->Read(&resp, reinterpret_cast<void*>(3));
+    ASSERT_TRUE(cq.Next(&tag, &ok) && ok);
+    const std::string listing = Bytes(resp);
+    EXPECT_NE(listing.find("garnet.v1.Inference"), std::string::npos);
+    EXPECT_NE(listing.find("garnet.v1.Models"), std::string::npos);
+    EXPECT_NE(listing.find("grpc.health.v1.Health"), std::string::npos);
+    call->WritesDone(reinterpret_cast<void*>(4));
+    ASSERT_TRUE(cq.Next(&tag, &ok));
+    grpc::Status st;
+    call->Finish(&st, reinterpret_cast<void*>(5));
+    ASSERT_TRUE(cq.Next(&tag, &ok));
+    EXPECT_TRUE(st.ok()) << st.error_message();
+    cq.Shutdown();
+    while (cq.Next(&tag, &ok)) {
+    }
+  }
 }
 
 TEST_F(DaemonTest, PullIsIdempotentAndReportsPhases) {
