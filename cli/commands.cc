@@ -105,6 +105,8 @@ FlagSet VerbFlags(const std::string& verb) {
     f.with_value.insert({"--ctx", "--parallel", "--keep-alive", "--kv"});
   } else if (verb == "import") {
     f.with_value.insert("--name");
+  } else if (verb == "bench") {
+    f.with_value.insert({"--prompt-tokens", "--tokens"});
   } else if (verb == "pull") {
     f.boolean.insert("--quiet");
   }

@@ -32,6 +32,7 @@ int CmdVerify(Ctx& ctx, const Args& args);
 int CmdPrune(Ctx& ctx, const Args& args);
 int CmdImport(Ctx& ctx, const Args& args);
 int CmdRun(Ctx& ctx, const Args& args);
+int CmdBench(Ctx& ctx, const Args& args);
 
 // Pulls `model` with a progress display on stderr (used by pull and by run). Returns the
 // final status.

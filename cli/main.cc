@@ -32,6 +32,8 @@ const char kHelp[] = R"(usage: garnet [--host unix:/path|host:port] [--json] VER
                           interactive chat. [--system S] [--max-tokens N] [--temp T] [--top-k K]
                           [--top-p P] [--seed N] [--stop S]... [--ctx N] [--raw] [--think]
                           [--keep-alive SECONDS] [--timeout SECONDS] [--no-pull] [--quiet]
+  bench MODEL             fixed prompt lengths then N tokens: TTFT, prompt and decode tok/s,
+                          memory shape. [--prompt-tokens 512,2048] [--tokens 64]
   ps                      loaded models
   load MODEL              load now: [--ctx N] [--parallel N] [--keep-alive SECONDS]
   unload | stop MODEL     unload a model
@@ -109,7 +111,7 @@ int main(int argc, char** argv) {
       {"version", CmdVersion}, {"pull", CmdPull},       {"list", CmdList},     {"show", CmdShow},
       {"rm", CmdRm},           {"catalog", CmdCatalog}, {"fit", CmdFit},       {"ps", CmdPs},
       {"load", CmdLoad},       {"unload", CmdUnload},   {"verify", CmdVerify}, {"prune", CmdPrune},
-      {"import", CmdImport},   {"run", CmdRun},
+      {"import", CmdImport},   {"run", CmdRun},         {"bench", CmdBench},
   };
   auto it = kVerbs.find(verb);
   if (it == kVerbs.end()) {

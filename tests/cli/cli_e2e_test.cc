@@ -73,6 +73,14 @@ TEST_F(CliTest, FullFlow) {
   EXPECT_NE(r.err.find("tok/s"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("backend cpu"), std::string::npos) << r.err;
 
+  r = Cli({"bench", "gemma4:tiny", "--prompt-tokens", "64,128,2048", "--tokens", "8"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.out.find("DECODE TOK/S"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\n64 "), std::string::npos) << r.out;  // exact prompt lengths
+  EXPECT_NE(r.out.find("\n128 "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("RESERVED KV"), std::string::npos) << r.out;
+  EXPECT_NE(r.err.find("skipping 2048"), std::string::npos) << r.err;  // beyond tiny's 512
+
   r = Cli({"--json", "ps"});
   ASSERT_EQ(r.rc, 0);
   j = nlohmann::json::parse(r.out, nullptr, false);
