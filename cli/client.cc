@@ -48,16 +48,13 @@ std::unique_ptr<grpc::ClientContext> NewContext(const Connection& c, double time
   return ctx;
 }
 
-bool IsNotRunning(const grpc::Status& s) {
+bool IsNotRunning(const grpc::Status& s, const Connection& c) {
   if (s.error_code() != grpc::StatusCode::UNAVAILABLE) return false;
-  const std::string& m = s.error_message();
-  return m.find("connect") != std::string::npos ||
-         m.find("Connection refused") != std::string::npos ||
-         m.find("No such file") != std::string::npos || m.find("unavailable") != std::string::npos;
+  return c.channel == nullptr || c.channel->GetState(false) != GRPC_CHANNEL_READY;
 }
 
 int Fail(const grpc::Status& s, const Connection& c) {
-  if (IsNotRunning(s)) {
+  if (IsNotRunning(s, c)) {
     std::fprintf(stderr,
                  "error: garnetd is not running at %s; start it with `garnet serve` (or set "
                  "--host / GARNET_HOST)\n",

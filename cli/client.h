@@ -33,7 +33,9 @@ std::unique_ptr<grpc::ClientContext> NewContext(const Connection& c, double time
 // and returns kExitError.
 int Fail(const grpc::Status& status, const Connection& c);
 
-// True when the failure means nothing is listening at the target.
-bool IsNotRunning(const grpc::Status& status);
+// True when the failure means nothing is listening at the target: UNAVAILABLE while the
+// channel is not connected (an UNAVAILABLE sent by the daemon itself, e.g. an unreachable
+// upstream during a pull, arrives over a ready channel).
+bool IsNotRunning(const grpc::Status& status, const Connection& c);
 
 }  // namespace garnet::cli

@@ -257,7 +257,7 @@ int CmdRun(Ctx& ctx, const Args& args) {
     if (!s.ok()) {
       history.pop_back();
       Fail(s, ctx.conn);
-      if (IsNotRunning(s)) return kExitError;
+      if (IsNotRunning(s, ctx.conn)) return kExitError;
     }
   }
   std::fprintf(stderr, "\n");

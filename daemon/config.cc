@@ -90,6 +90,8 @@ Status Set(Config& c, std::string_view key, const std::string& value, std::strin
     return ParseInt<uint32_t>(what, value, 0, 1024, &c.threads);
   } else if (key == "max_prompt_bytes") {
     return ParseInt<uint64_t>(what, value, 1, uint64_t{1} << 30, &c.max_prompt_bytes);
+  } else if (key == "download_attempts") {
+    return ParseInt<uint32_t>(what, value, 1, 100, &c.download_attempts);
   } else if (key == "mirror_listen") {
     c.mirror_listen = value;
   } else if (key == "http_listen") {
@@ -160,6 +162,7 @@ constexpr FlagSpec kFlags[] = {
     {"--threads", "threads"},
     {"--max-prompt-bytes", "max_prompt_bytes"},
     {"--mirror-listen", "mirror_listen"},
+    {"--download-attempts", "download_attempts"},
     {"--http-listen", "http_listen"},
     {"--http-allowed-hosts", "http_allowed_hosts"},
     {"--cors-origin", "cors_origin"},
@@ -315,6 +318,7 @@ std::string ConfigUsage() {
   --threads N           engine threads (0: all cores)
   --max-prompt-bytes N  largest prompt accepted (1048576)
   --mirror-listen H:P   also serve the store read-only over HTTP (hub URL shape)
+  --download-attempts N tries per byte range on transient download errors (6)
   --http-listen H:P     OpenAI-compatible HTTP API and /metrics (loopback unless a token is set)
   --http-allowed-hosts  extra Host header names accepted by --http-listen (comma-separated)
   --cors-origin ORIGIN  send Access-Control-Allow-Origin for --http-listen (default: none)

@@ -50,8 +50,9 @@ struct Config {
   uint64_t memory_limit = 0;  // bytes for loaded models; 0: available host RAM
   uint32_t threads = 0;       // engine threads; 0: all cores
   uint64_t max_prompt_bytes = 1 << 20;
-  std::string mirror_listen;  // serve the store read-only over HTTP ("127.0.0.1:0")
-  std::string http_listen;    // OpenAI-compatible HTTP + /metrics ("127.0.0.1:11435")
+  uint32_t download_attempts = 6;  // tries per byte range before a pull fails (transient errors)
+  std::string mirror_listen;       // serve the store read-only over HTTP ("127.0.0.1:0")
+  std::string http_listen;         // OpenAI-compatible HTTP + /metrics ("127.0.0.1:11435")
   std::vector<std::string> http_allowed_hosts;  // extra Host header values for http_listen
   std::string cors_origin;  // Access-Control-Allow-Origin for http_listen; empty: none
   std::string config_file;  // the file that was read (for logs), empty if none

@@ -66,6 +66,7 @@ Result<std::unique_ptr<RegistryClient>> RegistryClient::Open(const RegistryOptio
   ro.base_url = options.base_url;
   ro.token = options.hf_token;
   ro.user_catalog = options.catalog;
+  ro.download.max_attempts = static_cast<int>(options.download_attempts);
   GARNET_ASSIGN_OR_RETURN(std::unique_ptr<registry::Registry> reg,
                           registry::Registry::Open(std::move(ro)));
   return std::unique_ptr<RegistryClient>(new RegistryClient(std::move(reg)));

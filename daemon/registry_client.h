@@ -32,6 +32,7 @@ struct RegistryOptions {
   std::string catalog;   // user catalog file (optional)
   std::string base_url;  // empty: $GARNET_MIRROR, $HF_ENDPOINT, else https://huggingface.co
   std::string hf_token;  // empty: $HF_TOKEN
+  uint32_t download_attempts = 6;
 };
 
 struct TypeCount {

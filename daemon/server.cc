@@ -109,6 +109,7 @@ Result<std::unique_ptr<Server>> Server::Start(const Config& config) {
   ro.catalog = config.catalog;
   ro.base_url = config.base_url;
   ro.hf_token = config.hf_token;
+  ro.download_attempts = config.download_attempts;
   GARNET_ASSIGN_OR_RETURN(impl->registry, RegistryClient::Open(ro));
   if (!config.mirror_listen.empty()) {
     GARNET_ASSIGN_OR_RETURN(impl->mirror_url, impl->registry->StartMirror(config.mirror_listen));
