@@ -194,7 +194,8 @@ class InferenceService final : public pb::Inference::CallbackService {
   grpc::ServerUnaryReactor* Load(grpc::CallbackServerContext* call, const pb::LoadRequest* req,
                                  pb::LoadResponse* resp) override {
     Status auth = CheckAuth(call, ctx_->config->token);
-    const std::string model = req->model();
+    // A copy, not a reference: the job captures it and outlives the request.
+    const std::string model = req->model();  // NOLINT(performance-unnecessary-copy-initialization)
     const LoadOptions opts = FromPb(req->options());
     const int64_t keep = req->keep_alive_seconds();
     ModelManager* mm = ctx_->models;

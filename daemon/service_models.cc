@@ -39,7 +39,8 @@ class ModelsService final : public pb::Models::CallbackService {
 
   grpc::ServerWriteReactor<pb::PullProgress>* Pull(grpc::CallbackServerContext* call,
                                                    const pb::PullRequest* req) override {
-    const std::string model = req->model();
+    // A copy, not a reference: the job captures it and outlives the request.
+    const std::string model = req->model();  // NOLINT(performance-unnecessary-copy-initialization)
     Status auth = CheckAuth(call, ctx_->config->token);
     RegistryClient* reg = ctx_->registry;
     return StreamWriter<pb::PullProgress>::Start(
@@ -144,7 +145,8 @@ class ModelsService final : public pb::Models::CallbackService {
   grpc::ServerUnaryReactor* Verify(grpc::CallbackServerContext* call, const pb::VerifyRequest* req,
                                    pb::VerifyResponse* resp) override {
     Status auth = CheckAuth(call, ctx_->config->token);
-    const std::string model = req->model();
+    // A copy, not a reference: the job captures it and outlives the request.
+    const std::string model = req->model();  // NOLINT(performance-unnecessary-copy-initialization)
     RegistryClient* reg = ctx_->registry;
     return JobUnaryReactor::Start(ctx_->jobs, [=](const std::atomic<bool>& cancel) {
       const auto t0 = SteadyClock::now();
@@ -173,8 +175,10 @@ class ModelsService final : public pb::Models::CallbackService {
   grpc::ServerUnaryReactor* Import(grpc::CallbackServerContext* call, const pb::ImportRequest* req,
                                    pb::ImportResponse* resp) override {
     Status auth = CheckAuth(call, ctx_->config->token);
-    const std::string path = req->path();
-    const std::string name = req->name();
+    // A copy, not a reference: the job captures it and outlives the request.
+    const std::string path = req->path();  // NOLINT(performance-unnecessary-copy-initialization)
+    // A copy, not a reference: the job captures it and outlives the request.
+    const std::string name = req->name();  // NOLINT(performance-unnecessary-copy-initialization)
     RegistryClient* reg = ctx_->registry;
     return JobUnaryReactor::Start(ctx_->jobs, [=](const std::atomic<bool>&) {
       const auto t0 = SteadyClock::now();
