@@ -56,6 +56,8 @@ enum class ValueType : uint32_t {
   kFloat64 = 12,
 };
 std::string_view ValueTypeName(ValueType t);
+// Bytes of one scalar of type t (bool 1, ...); 0 for strings and arrays.
+size_t ValueTypeSize(ValueType t);
 
 // One metadata value. Scalars and arrays of scalars are decoded eagerly; arrays of strings keep
 // string_views into the mapping (no copies of a 262144-entry vocabulary). Nested arrays

@@ -45,30 +45,6 @@ T Load(const uint8_t* p) {
   return v;
 }
 
-size_t ScalarSize(ValueType t) {
-  switch (t) {
-    case ValueType::kUint8:
-    case ValueType::kInt8:
-    case ValueType::kBool:
-      return 1;
-    case ValueType::kUint16:
-    case ValueType::kInt16:
-      return 2;
-    case ValueType::kUint32:
-    case ValueType::kInt32:
-    case ValueType::kFloat32:
-      return 4;
-    case ValueType::kUint64:
-    case ValueType::kInt64:
-    case ValueType::kFloat64:
-      return 8;
-    case ValueType::kString:
-    case ValueType::kArray:
-      return 0;
-  }
-  return 0;
-}
-
 bool IsKnownValueType(uint32_t t) {
   return t <= static_cast<uint32_t>(ValueType::kFloat64);
 }
@@ -253,7 +229,7 @@ Status ReadArray(Cursor& c, const std::string& field, Value* v) {
     }
     return Status::OK();
   }
-  const size_t es = ScalarSize(v->elem_type);
+  const size_t es = ValueTypeSize(v->elem_type);
   if (v->count > c.remaining() / es) {
     return c.Truncated(field + " count", count_at,
                        "array of " + std::to_string(v->count) + " " +
@@ -279,6 +255,30 @@ uint64_t AlignUp(uint64_t v, uint64_t a) {
 }
 
 }  // namespace
+
+size_t ValueTypeSize(ValueType t) {
+  switch (t) {
+    case ValueType::kUint8:
+    case ValueType::kInt8:
+    case ValueType::kBool:
+      return 1;
+    case ValueType::kUint16:
+    case ValueType::kInt16:
+      return 2;
+    case ValueType::kUint32:
+    case ValueType::kInt32:
+    case ValueType::kFloat32:
+      return 4;
+    case ValueType::kUint64:
+    case ValueType::kInt64:
+    case ValueType::kFloat64:
+      return 8;
+    case ValueType::kString:
+    case ValueType::kArray:
+      return 0;
+  }
+  return 0;
+}
 
 std::string_view ValueTypeName(ValueType t) {
   switch (t) {
@@ -352,7 +352,7 @@ std::optional<double> Value::AsFloat() const {
 
 std::optional<int64_t> Value::IntAt(uint64_t k) const {
   if (!is_array() || k >= count || raw == nullptr) return std::nullopt;
-  const uint8_t* p = raw + k * ScalarSize(elem_type);
+  const uint8_t* p = raw + k * ValueTypeSize(elem_type);
   switch (elem_type) {
     case ValueType::kUint8:
     case ValueType::kBool:
@@ -381,7 +381,7 @@ std::optional<int64_t> Value::IntAt(uint64_t k) const {
 
 std::optional<double> Value::FloatAt(uint64_t k) const {
   if (!is_array() || k >= count || raw == nullptr) return std::nullopt;
-  const uint8_t* p = raw + k * ScalarSize(elem_type);
+  const uint8_t* p = raw + k * ValueTypeSize(elem_type);
   switch (elem_type) {
     case ValueType::kFloat32:
       return Load<float>(p);

@@ -40,30 +40,6 @@ uint64_t AlignUp(uint64_t v, uint64_t a) {
   return (v + a - 1) / a * a;
 }
 
-size_t ScalarSize(ValueType t) {
-  switch (t) {
-    case ValueType::kUint8:
-    case ValueType::kInt8:
-    case ValueType::kBool:
-      return 1;
-    case ValueType::kUint16:
-    case ValueType::kInt16:
-      return 2;
-    case ValueType::kUint32:
-    case ValueType::kInt32:
-    case ValueType::kFloat32:
-      return 4;
-    case ValueType::kUint64:
-    case ValueType::kInt64:
-    case ValueType::kFloat64:
-      return 8;
-    case ValueType::kString:
-    case ValueType::kArray:
-      return 0;
-  }
-  return 0;
-}
-
 // Buffered writes to a file descriptor; the first error sticks and is returned by status().
 class FdSink {
  public:
@@ -232,7 +208,7 @@ void Writer::SetArrayString(std::string key, std::vector<std::string> v) {
 
 void Writer::SetArrayRaw(std::string key, ValueType elem_type, uint64_t count,
                          std::vector<uint8_t> raw) {
-  const size_t es = ScalarSize(elem_type);
+  const size_t es = ValueTypeSize(elem_type);
   if (es == 0 || (count != 0 && raw.size() / es != count) || raw.size() % es != 0 ||
       (count == 0 && !raw.empty())) {
     if (deferred_.ok()) {
