@@ -153,6 +153,24 @@ HttpFailure ClassifyCurlCode(int curl_code, const std::string& detail, const std
   }
 }
 
+// Options shared by the small requests (HEAD probe, small GET): redirects within http(s), no
+// signals, timeouts and the bearer token from `opts`. `errbuf` must outlive the transfer.
+void SetProbeOptions(CURL* h, const HttpOptions& opts, char* errbuf) {
+  curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
+  curl_easy_setopt(h, CURLOPT_MAXREDIRS, 10L);
+  curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
+  curl_easy_setopt(h, CURLOPT_USERAGENT, opts.user_agent.c_str());
+  curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(opts.connect_timeout.count()));
+  curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, static_cast<long>(opts.probe_timeout.count()));
+  curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+  if (!opts.token.empty()) {
+    curl_easy_setopt(h, CURLOPT_HTTPAUTH, CURLAUTH_BEARER);
+    curl_easy_setopt(h, CURLOPT_XOAUTH2_BEARER, opts.token.c_str());
+  }
+}
+
 Result<RemoteInfo> ProbeOnce(const std::string& url, const HttpOptions& opts, bool* transient) {
   EnsureCurlInitialized();
   *transient = false;
@@ -162,21 +180,9 @@ Result<RemoteInfo> ProbeOnce(const std::string& url, const HttpOptions& opts, bo
   char errbuf[CURL_ERROR_SIZE] = {0};
   curl_easy_setopt(h, CURLOPT_URL, url.c_str());
   curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
-  curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
-  curl_easy_setopt(h, CURLOPT_MAXREDIRS, 10L);
-  curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
-  curl_easy_setopt(h, CURLOPT_USERAGENT, opts.user_agent.c_str());
-  curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(opts.connect_timeout.count()));
-  curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, static_cast<long>(opts.probe_timeout.count()));
   curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, ProbeHeader);
   curl_easy_setopt(h, CURLOPT_HEADERDATA, &info);
-  curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-  if (!opts.token.empty()) {
-    curl_easy_setopt(h, CURLOPT_HTTPAUTH, CURLAUTH_BEARER);
-    curl_easy_setopt(h, CURLOPT_XOAUTH2_BEARER, opts.token.c_str());
-  }
+  SetProbeOptions(h, opts, errbuf);
   CURLcode rc = curl_easy_perform(h);
   long code = 0;
   curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
@@ -230,21 +236,9 @@ Result<std::string> GetSmallOnce(const std::string& url, const HttpOptions& opts
   body.max = max_bytes;
   char errbuf[CURL_ERROR_SIZE] = {0};
   curl_easy_setopt(h, CURLOPT_URL, url.c_str());
-  curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
-  curl_easy_setopt(h, CURLOPT_MAXREDIRS, 10L);
-  curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
-  curl_easy_setopt(h, CURLOPT_USERAGENT, opts.user_agent.c_str());
-  curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(opts.connect_timeout.count()));
-  curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, static_cast<long>(opts.probe_timeout.count()));
   curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, SmallWrite);
   curl_easy_setopt(h, CURLOPT_WRITEDATA, &body);
-  curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-  if (!opts.token.empty()) {
-    curl_easy_setopt(h, CURLOPT_HTTPAUTH, CURLAUTH_BEARER);
-    curl_easy_setopt(h, CURLOPT_XOAUTH2_BEARER, opts.token.c_str());
-  }
+  SetProbeOptions(h, opts, errbuf);
   CURLcode rc = curl_easy_perform(h);
   long code = 0;
   curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
