@@ -43,12 +43,23 @@ Engine::~Engine() = default;
 
 Result<std::unique_ptr<Engine>> Engine::Open(const std::string& path,
                                              const EngineOptions& options) {
+  return OpenParts({path}, options);
+}
+
+Result<std::unique_ptr<Engine>> Engine::OpenParts(const std::vector<std::string>& paths,
+                                                  const EngineOptions& options) {
   if (options.backend != "cpu") {
     return Status::Unimplemented("engine", "backend '" + options.backend + "' is not available");
   }
   if (options.n_ubatch <= 0) return Status::InvalidArgument("engine", "ubatch must be positive");
+  if (paths.empty()) return Status::InvalidArgument("engine", "no model file given");
   std::unique_ptr<Engine> e(new Engine());
-  GARNET_ASSIGN_OR_RETURN(e->model_, gguf::Model::Open(path));
+  const std::string& path = paths.front();
+  if (paths.size() == 1) {
+    GARNET_ASSIGN_OR_RETURN(e->model_, gguf::Model::Open(path));
+  } else {
+    GARNET_ASSIGN_OR_RETURN(e->model_, gguf::Model::OpenParts(paths));
+  }
   GARNET_ASSIGN_OR_RETURN(e->params_, gguf::ReadGemma4Params(*e->model_));
   auto weights = model::LoadWeights(*e->model_, e->params_);
   if (!weights.ok()) return weights.status().WithContext(path);

@@ -111,6 +111,10 @@ class Engine {
   // the file and the key/tensor at fault; Unimplemented for an unknown backend.
   static Result<std::unique_ptr<Engine>> Open(const std::string& path,
                                               const EngineOptions& options);
+  // The same for an explicit list of parts in order (a split model whose files are not named
+  // "-0000i-of-0000n", e.g. content-addressed blobs). One path behaves like Open(path).
+  static Result<std::unique_ptr<Engine>> OpenParts(const std::vector<std::string>& paths,
+                                                   const EngineOptions& options);
   ~Engine();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
