@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <fstream>
 #include <sstream>
 
 namespace garnet::plan {
@@ -180,75 +179,6 @@ uint32_t Plan::layers_on_host() const {
 
 uint32_t Plan::expert_sets_on_host() const {
   return static_cast<uint32_t>(std::count(experts_on_host.begin(), experts_on_host.end(), true));
-}
-
-std::string FormatBytes(uint64_t bytes) {
-  char buf[64];
-  const double b = static_cast<double>(bytes);
-  if (bytes >= (1ull << 30)) {
-    std::snprintf(buf, sizeof buf, "%.1f GiB", b / (1ull << 30));
-  } else if (bytes >= (1ull << 20)) {
-    std::snprintf(buf, sizeof buf, "%.1f MiB", b / (1ull << 20));
-  } else if (bytes >= (1ull << 10)) {
-    std::snprintf(buf, sizeof buf, "%.1f KiB", b / (1ull << 10));
-  } else {
-    std::snprintf(buf, sizeof buf, "%llu B", static_cast<unsigned long long>(bytes));
-  }
-  return buf;
-}
-
-Result<uint64_t> ParseByteSize(std::string_view text) {
-  const std::string s(text);
-  size_t i = 0;
-  while (i < s.size() && (std::isdigit(static_cast<unsigned char>(s[i])) || s[i] == '.')) ++i;
-  const std::string num = s.substr(0, i);
-  std::string unit = s.substr(i);
-  for (char& c : unit) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  if (num.empty() || std::count(num.begin(), num.end(), '.') > 1) {
-    return Status::InvalidArgument("size '" + s + "'", "expected a number such as 16GiB");
-  }
-  double mult = 0;
-  if (unit.empty() || unit == "b")
-    mult = 1;
-  else if (unit == "k" || unit == "kib")
-    mult = 1024.0;
-  else if (unit == "m" || unit == "mib")
-    mult = 1024.0 * 1024;
-  else if (unit == "g" || unit == "gib")
-    mult = 1024.0 * 1024 * 1024;
-  else if (unit == "t" || unit == "tib")
-    mult = 1024.0 * 1024 * 1024 * 1024;
-  else if (unit == "kb")
-    mult = 1e3;
-  else if (unit == "mb")
-    mult = 1e6;
-  else if (unit == "gb")
-    mult = 1e9;
-  else if (unit == "tb")
-    mult = 1e12;
-  else
-    return Status::InvalidArgument("size '" + s + "'", "unknown unit '" + unit + "'");
-  const double v = std::strtod(num.c_str(), nullptr) * mult;
-  if (!(v >= 0) || v > 1.8e19) return Status::InvalidArgument("size '" + s + "'", "out of range");
-  return static_cast<uint64_t>(std::llround(v));
-}
-
-Result<DeviceInfo> HostInventory() {
-  std::ifstream in("/proc/meminfo");
-  if (!in) return Status::Unavailable("host memory", "cannot read /proc/meminfo");
-  DeviceInfo host;
-  host.name = "host";
-  std::string key;
-  uint64_t kib = 0;
-  std::string unit;
-  while (in >> key >> kib) {
-    std::getline(in, unit);
-    if (key == "MemTotal:") host.total_bytes = kib * 1024;
-    if (key == "MemAvailable:") host.free_bytes = kib * 1024;
-  }
-  if (host.total_bytes == 0)
-    return Status::Unavailable("host memory", "no MemTotal in /proc/meminfo");
-  return host;
 }
 
 Result<ModelShape> ShapeFromModel(const gguf::Model& model) {

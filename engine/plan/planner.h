@@ -12,7 +12,7 @@
 // then whole layers (lowest first, as llama.cpp's -ngl keeps the last layers on the GPU). The PLE
 // table always stays on the host: only L*P values per token are gathered from it.
 //
-// Pure computation: thread-safe, no I/O except HostInventory().
+// Pure computation: thread-safe, no I/O. The inventory types live in inventory.h.
 #pragma once
 
 #include <cstdint>
@@ -20,27 +20,10 @@
 #include <vector>
 
 #include "engine/base/status.h"
+#include "engine/plan/inventory.h"
 #include "engine/plan/memory.h"
 
 namespace garnet::plan {
-
-struct DeviceInfo {
-  std::string name;
-  uint64_t total_bytes = 0;
-  uint64_t free_bytes = 0;  // budget before the policy's reserve
-};
-
-struct Inventory {
-  std::vector<DeviceInfo> gpus;  // empty: CPU only
-  DeviceInfo host;
-};
-
-// Host RAM from /proc/meminfo (MemTotal, MemAvailable).
-Result<DeviceInfo> HostInventory();
-// Parses "16GiB", "512MiB", "1.5GB", "12000000000" (bytes). InvalidArgument names the text.
-Result<uint64_t> ParseByteSize(std::string_view text);
-// "21.3 GiB" / "512.0 MiB" / "12 KiB".
-std::string FormatBytes(uint64_t bytes);
 
 enum class PolicyMode : uint8_t {
   kAuto,           // everything on the GPUs if it fits, else experts to host, else layers to host
