@@ -18,10 +18,68 @@ uint64_t SaturatingSub(uint64_t a, uint64_t b) {
   return a > b ? a - b : 0;
 }
 
-// Bytes on every device for a placement. GPU buffers are rounded up to kBufferAlign; host weights
-// are used in place from the mapped file and count their exact size.
-std::vector<DeviceUse> Account(const ModelShape& shape, const KvOptions& kv, const Inventory& inv,
-                               const Policy& policy, const Placement& pl) {
+// Bytes of a group of tensors on a GPU (each buffer rounded up to kBufferAlign) and on the host
+// (used in place from the mapped file: exact sizes).
+struct Bytes {
+  uint64_t gpu = 0;
+  uint64_t host = 0;
+  void Add(uint64_t b) {
+    gpu += AlignUp(b);
+    host += b;
+  }
+  uint64_t On(bool is_host) const { return is_host ? host : gpu; }
+};
+
+// The weights grouped by what decides their device, summed once per plan so that costing a
+// placement is O(layers), not O(tensors).
+struct WeightSums {
+  Bytes output;  // token_embd (input gather and tied head), output_norm, other globals
+  Bytes first;   // per_layer_model_proj / per_layer_proj_norm: with the first layer
+  Bytes every;   // rope_freqs: on every device that runs layers
+  Bytes ple;     // per_layer_token_embd: always on the host
+  std::vector<Bytes> layer;
+  std::vector<Bytes> experts;
+
+  explicit WeightSums(const ModelShape& shape)
+      : layer(shape.params.n_layer), experts(shape.params.n_layer) {
+    for (const auto& t : shape.tensors) {
+      switch (t.cls) {
+        case TensorClass::kTokenEmbd:
+          output.Add(t.bytes);
+          break;
+        case TensorClass::kPleTable:
+          ple.Add(t.bytes);
+          break;
+        case TensorClass::kGlobal:
+          if (t.name.rfind("per_layer_", 0) == 0) {
+            first.Add(t.bytes);
+          } else if (t.name == "rope_freqs.weight") {
+            every.Add(t.bytes);
+          } else {
+            output.Add(t.bytes);
+          }
+          break;
+        case TensorClass::kLayer:
+          if (t.layer >= 0 && static_cast<size_t>(t.layer) < layer.size())
+            layer[t.layer].Add(t.bytes);
+          break;
+        case TensorClass::kExperts:
+          if (t.layer >= 0 && static_cast<size_t>(t.layer) < experts.size()) {
+            experts[t.layer].Add(t.bytes);
+          }
+          break;
+        case TensorClass::kUnused:
+          break;
+      }
+    }
+  }
+};
+
+// Bytes on every device for a placement. `scratch` is ScratchBytes(params, kv), computed by the
+// caller once per KvOptions (it does not depend on the placement).
+std::vector<DeviceUse> Account(const ModelShape& shape, const WeightSums& w, const KvOptions& kv,
+                               uint64_t scratch, const Inventory& inv, const Policy& policy,
+                               const Placement& pl) {
   const int n_dev = static_cast<int>(inv.gpus.size()) + 1;
   const int host = n_dev - 1;
   std::vector<DeviceUse> d(n_dev);
@@ -33,50 +91,27 @@ std::vector<DeviceUse> Account(const ModelShape& shape, const KvOptions& kv, con
   d[host].is_host = true;
   d[host].budget = SaturatingSub(inv.host.free_bytes, policy.host_reserve);
 
-  auto add_weight = [&](int dev, uint64_t bytes) {
-    d[dev].use.weights += dev == host ? bytes : AlignUp(bytes);
-  };
+  auto add = [&](int dev, const Bytes& b) { d[dev].use.weights += b.On(dev == host); };
   std::vector<bool> has_layers(n_dev, false);
   for (int dev : pl.layer_device) has_layers[dev] = true;
   has_layers[pl.output_device] = true;
   const int first_device = pl.layer_device.empty() ? host : pl.layer_device[0];
 
-  for (const auto& t : shape.tensors) {
-    switch (t.cls) {
-      case TensorClass::kTokenEmbd:
-        add_weight(pl.output_device, t.bytes);
-        break;
-      case TensorClass::kPleTable:
-        add_weight(host, t.bytes);
-        break;
-      case TensorClass::kGlobal:
-        if (t.name.rfind("per_layer_", 0) == 0) {
-          add_weight(first_device, t.bytes);
-        } else if (t.name == "rope_freqs.weight") {
-          for (int dev = 0; dev < n_dev; ++dev) {
-            if (has_layers[dev]) add_weight(dev, t.bytes);
-          }
-        } else {
-          add_weight(pl.output_device, t.bytes);
-        }
-        break;
-      case TensorClass::kLayer:
-        add_weight(pl.layer_device[t.layer], t.bytes);
-        break;
-      case TensorClass::kExperts:
-        add_weight(pl.experts_on_host[t.layer] ? host : pl.layer_device[t.layer], t.bytes);
-        break;
-      case TensorClass::kUnused:
-        break;
-    }
+  add(pl.output_device, w.output);
+  add(host, w.ple);
+  add(first_device, w.first);
+  for (int dev = 0; dev < n_dev; ++dev) {
+    if (has_layers[dev]) add(dev, w.every);
   }
   for (uint32_t il = 0; il < shape.params.n_layer; ++il) {
-    d[pl.layer_device[il]].use.kv += KvLayerBytes(shape.params, il, kv);
+    const int dev = pl.layer_device[il];
+    add(dev, w.layer[il]);
+    add(pl.experts_on_host[il] ? host : dev, w.experts[il]);
+    d[dev].use.kv += KvLayerBytes(shape.params, il, kv);
   }
   std::vector<bool> computes(n_dev, false);
   for (int dev = 0; dev < n_dev; ++dev) computes[dev] = has_layers[dev];
   for (bool e : pl.experts_on_host) computes[host] = computes[host] || e;
-  const uint64_t scratch = ScratchBytes(shape.params, kv);
   for (int dev = 0; dev < n_dev; ++dev) {
     if (!computes[dev]) continue;
     d[dev].use.scratch = scratch;
@@ -127,13 +162,13 @@ void SplitLayers(uint32_t n_layer, uint32_t n_gpu, const Inventory& inv, const P
   pl->output_device = n_layer ? pl->layer_device[n_layer - 1] : host;
 }
 
-uint32_t MaxContext(const ModelShape& shape, KvOptions kv, const Inventory& inv,
-                    const Policy& policy, const Placement& pl) {
+uint32_t MaxContext(const ModelShape& shape, const WeightSums& w, KvOptions kv,
+                    const Inventory& inv, const Policy& policy, const Placement& pl) {
   uint32_t lo = 0, hi = shape.params.context_length;
   while (lo < hi) {
     const uint32_t mid = lo + (hi - lo + 1) / 2;
     kv.n_ctx = mid;
-    if (AllFit(Account(shape, kv, inv, policy, pl))) {
+    if (AllFit(Account(shape, w, kv, ScratchBytes(shape.params, kv), inv, policy, pl))) {
       lo = mid;
     } else {
       hi = mid - 1;
@@ -208,6 +243,8 @@ Result<Plan> MakePlan(const ModelShape& shape, const KvOptions& kv, const Invent
                                                " layers");
   }
   const bool cpu_only = inv.gpus.empty() || policy.mode == PolicyMode::kCpuOnly;
+  const WeightSums w(shape);
+  const uint64_t scratch = ScratchBytes(p, kv);
   Placement pl;
   pl.experts_on_host.assign(p.n_layer, false);
   uint32_t n_gpu = cpu_only ? 0 : p.n_layer;
@@ -220,7 +257,7 @@ Result<Plan> MakePlan(const ModelShape& shape, const KvOptions& kv, const Invent
   if (cpu_only) {
     for (size_t il = 0; il < pl.experts_on_host.size(); ++il) pl.experts_on_host[il] = p.is_moe();
   }
-  auto use = Account(shape, kv, inv, policy, pl);
+  auto use = Account(shape, w, kv, scratch, inv, policy, pl);
   const uint64_t need_all_gpu = GpuNeed(use);
   const uint64_t gpu_budget = GpuBudget(use);
 
@@ -234,7 +271,7 @@ Result<Plan> MakePlan(const ModelShape& shape, const KvOptions& kv, const Invent
         if (dev == host || pl.experts_on_host[il] || use[dev].fits()) continue;
         pl.experts_on_host[il] = true;
         moved_experts = true;
-        use = Account(shape, kv, inv, policy, pl);
+        use = Account(shape, w, kv, scratch, inv, policy, pl);
       }
     }
     // 2. Whole layers: fewer layers on the GPUs until every GPU fits.
@@ -242,7 +279,7 @@ Result<Plan> MakePlan(const ModelShape& shape, const KvOptions& kv, const Invent
       --n_gpu;
       moved_layers = true;
       SplitLayers(p.n_layer, n_gpu, inv, policy, &pl);
-      use = Account(shape, kv, inv, policy, pl);
+      use = Account(shape, w, kv, scratch, inv, policy, pl);
     }
   }
 
@@ -253,7 +290,7 @@ Result<Plan> MakePlan(const ModelShape& shape, const KvOptions& kv, const Invent
   plan.experts_on_host = pl.experts_on_host;
   plan.output_device = pl.output_device;
   const bool fits = AllFit(use);
-  plan.max_ctx = fits ? MaxContext(shape, kv, inv, policy, pl) : 0;
+  plan.max_ctx = fits ? MaxContext(shape, w, kv, inv, policy, pl) : 0;
 
   const DeviceUse& h = use[host];
   std::ostringstream why;
