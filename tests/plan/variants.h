@@ -11,9 +11,11 @@ struct VariantSpec {
   uint32_t n_embd, n_layer, period, n_head, kv_swa, kv_full, ffn, n_shared, window, ple;
   uint32_t n_expert, n_expert_used, expert_ffn, ctx;
   bool k_eq_v;
+  bool double_wide_mlp = false;  // KV-shared layers use 2 * ffn (E2B: 6144 -> 12288 on 15-34)
 };
 
-inline constexpr VariantSpec kE2B{1536, 35, 5, 8, 1, 1, 6144, 20, 512, 256, 0, 0, 0, 131072, false};
+inline constexpr VariantSpec kE2B{1536, 35,  5, 8, 1, 1,      6144,  20,
+                                  512,  256, 0, 0, 0, 131072, false, true};
 inline constexpr VariantSpec kE4B{2560, 42,  6, 8, 2, 2,      10240, 18,
                                   512,  256, 0, 0, 0, 131072, false};
 inline constexpr VariantSpec k26B{2816, 30, 6,   16, 8,   2,      2112, 0,
@@ -44,7 +46,7 @@ inline gguf::Gemma4Params MakeParams(const VariantSpec& v) {
     l.head_dim = full ? 512 : 256;
     l.n_head = v.n_head;
     l.n_head_kv = full ? v.kv_full : v.kv_swa;
-    l.ffn_dim = v.ffn;
+    l.ffn_dim = v.double_wide_mlp && il >= first_shared ? 2 * v.ffn : v.ffn;
     l.rope_base = full ? 1e6f : 1e4f;
     l.has_v = !(full && v.k_eq_v);
     if (il >= first_shared) {
