@@ -57,12 +57,32 @@ std::string TypeSuffix(GgmlType t) {
       return "f32";
     case GgmlType::kF16:
       return "f16";
+    case GgmlType::kBF16:
+      return "bf16";
     case GgmlType::kQ8_0:
       return "q8_0";
     case GgmlType::kQ4_0:
       return "q4_0";
+    case GgmlType::kQ4_1:
+      return "q4_1";
+    case GgmlType::kQ5_0:
+      return "q5_0";
+    case GgmlType::kQ5_1:
+      return "q5_1";
+    case GgmlType::kQ2_K:
+      return "q2_k";
+    case GgmlType::kQ3_K:
+      return "q3_k";
     case GgmlType::kQ4_K:
       return "q4_k";
+    case GgmlType::kQ5_K:
+      return "q5_k";
+    case GgmlType::kQ6_K:
+      return "q6_k";
+    case GgmlType::kIQ4_NL:
+      return "iq4_nl";
+    case GgmlType::kIQ4_XS:
+      return "iq4_xs";
     default:
       return "";
   }

@@ -3,10 +3,11 @@
 // the pipeline (created once, cached) and records its dispatch(es) into a Recorder. Nothing runs
 // until the Recorder is submitted; barriers between these calls are the Recorder's job.
 //
-// Conventions: activations are float (fp32); weights are GGUF rows (F32, F16, Q8_0, Q4_0, Q4_K)
-// with `in` elements per row, rows back to back. Strides are in elements; 0 means "packed" (the
-// row length). A range must hold every element the shape touches, else InvalidArgument (nothing
-// recorded). The CPU reference for each op is the formula in its shader's header comment.
+// Conventions: activations are float (fp32); weights are GGUF rows (F32, F16, BF16, Q8_0, Q4_0,
+// Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS) with `in` elements per row, rows
+// back to back. Strides are in elements; 0 means "packed" (the row length). A range must hold every
+// element the shape touches, else InvalidArgument (nothing recorded). The CPU reference for each op
+// is the formula in its shader's header comment.
 //
 // Thread-safety: a Kernels object may be shared by threads recording into different Recorders.
 #pragma once
@@ -168,7 +169,8 @@ class Kernels {
                   const BufferRange& logits, const BufferRange* expert_scale,
                   const BufferRange& ids, const BufferRange& weights);
 
-  // Whether Matvec / Matmul / GetRows have a kernel for `type`.
+  // Whether Matvec / MatvecId / Matmul / GetRows have a kernel for `type`: every type listed at
+  // the top of this file (the ones garnet_quant can dequantise), nothing else.
   static bool SupportsWeightType(GgmlType type);
   // The shader variant a call would use on this device, e.g. "matvec_q8_0_s16_sg".
   std::string MatvecVariant(GgmlType type, bool by_id = false) const;

@@ -355,7 +355,7 @@ TEST_P(KernelTest, MatvecAndMatmulRejectBadShapes) {
   EXPECT_TRUE(k().Matvec(rec(), GgmlType::kF32, {64, 64}, b, b, b).IsInvalidArgument());
   EXPECT_TRUE(k().Matmul(rec(), GgmlType::kF32, {64, 2, 64}, b, b, b).IsInvalidArgument());
   // A type without a kernel.
-  EXPECT_TRUE(k().Matvec(rec(), GgmlType::kQ6_K, {256, 1}, b, b, b).IsUnimplemented());
+  EXPECT_TRUE(k().Matvec(rec(), GgmlType::kQ8_1, {256, 1}, b, b, b).IsUnimplemented());
   EXPECT_TRUE(rec().empty());
 }
 

@@ -7,7 +7,7 @@
 // Push:      uint in, n_rows, n_tokens, y_stride; float scale
 // Spec:      0 WG workgroup size
 // Grid:      (ceil(in / WG), n_tokens, 1)
-// Variants:  WTYPE_{F32,F16,Q8_0,Q4_0,Q4_K} x STORAGE16 (not for F32).
+// Variants:  WTYPE_<every weights.glsl type> x STORAGE16 (not for F32).
 #version 450
 #include "common.glsl"
 #include "weights.glsl"

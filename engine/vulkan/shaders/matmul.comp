@@ -1,15 +1,15 @@
 // matmul: tiled shared-memory matrix-matrix product (the portable prefill path). For token t < N
 // and row m < M:
 //   Y[t * y_stride + m] = sum_k W[m, k] * X[t * x_stride + k],   k < K
-// W is M rows of K elements in a GGUF weight type (weights.glsl), dequantised element by element
-// into shared memory; X and Y are float.
+// W is M rows of K elements in a GGUF weight type (weights.glsl), dequantised into shared memory
+// (element by element for F32/F16/BF16, in groups of 8 for the block types); X and Y are float.
 //
 // Bindings:  0 W (read), 1 X (read, float), 2 Y (write, float)
 // Push:      uint M, N, K, x_stride, y_stride
 // Spec:      0 WG = 256 (must be 256: a 16x16 arrangement of invocations)
 // Grid:      (ceil(M / 64), ceil(N / 64), 1); each workgroup computes a 64x64 tile of Y, each
 //            invocation a 4x4 sub-tile (rows tx + 16i, tokens ty + 16j), stepping K by 16.
-// Variants:  WTYPE_{F32,F16,Q8_0,Q4_0,Q4_K} x STORAGE16 (not for F32).
+// Variants:  WTYPE_<every weights.glsl type> x STORAGE16 (not for F32).
 #version 450
 #include "common.glsl"
 #include "weights.glsl"
@@ -43,11 +43,28 @@ void main() {
     [[unroll]] for (uint i = 0; i < 4u; ++i) {
       const uint idx = tid + 256u * i;
       const uint r = idx / BK, k = idx % BK;
-      const uint gm = m0 + r, gk = k0 + k;
+      const uint gk = k0 + k;
+#ifdef W_PER_ELEMENT
+      const uint gm = m0 + r;
       As[k][r] = (gm < p.M && gk < p.K) ? w_elem(gm * row_bytes, gk) : 0.0;
+#endif
       const uint gn = n0 + r;
       Bs[k][r] = (gn < p.N && gk < p.K) ? x[gn * p.x_stride + gk] : 0.0;
     }
+#ifndef W_PER_ELEMENT
+    // Block types: K is a multiple of 32, so a group of 8 is wholly inside or outside K.
+    if (tid < BM * BK / 8u) {
+      const uint r = tid / (BK / 8u), kg = 8u * (tid % (BK / 8u));
+      const uint gm = m0 + r;
+      float wv[8];
+      if (gm < p.M && k0 + kg < p.K) {
+        w_group8(gm * row_bytes, k0 + kg, wv);
+      } else {
+        [[unroll]] for (uint j = 0; j < 8u; ++j) wv[j] = 0.0;
+      }
+      [[unroll]] for (uint j = 0; j < 8u; ++j) As[kg + j][r] = wv[j];
+    }
+#endif
     barrier();
     [[unroll]] for (uint k = 0; k < BK; ++k) {
       float a[4], b[4];

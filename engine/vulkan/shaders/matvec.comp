@@ -9,8 +9,10 @@
 // Spec:      0 WG     workgroup size (power of two)
 //            1 NROWS  rows per workgroup
 // Grid:      ceil(out / NROWS) workgroups folded into (x, y) (see common.glsl), z = n_vecs.
-// Variants:  WTYPE_{F32,F16,Q8_0,Q4_0,Q4_K} x USE_SUBGROUP (subgroupAdd vs shared-memory tree)
-//            x STORAGE16 (16-bit loads vs 32-bit words; not for F32) x MUL_ID.
+// Variants:  WTYPE_<every weights.glsl type> x USE_SUBGROUP (subgroupAdd vs shared-memory tree)
+//            x STORAGE16 (16-bit loads vs 32-bit words; not for F32) x MUL_ID. F32/F16/BF16,
+//            Q8_0, Q4_0 and Q4_K have their own inner loops; the other types share a generic
+//            loop over groups of 8 weights (w_group8).
 // MUL_ID (MoE experts, decode): W holds n_experts matrices expert_stride bytes apart, and grid z
 // is a slot s with expert ids[s]: the product uses matrix ids[s] and vector s (x_stride may be 0:
 // every slot reads the same x), writing y[s * y_stride + r]. A slot whose id is outside
@@ -67,14 +69,16 @@ void main() {
     rb[r] = wb + min(row0 + r, p.out_ - 1u) * row_bytes;
     acc[r] = 0.0;
   }
-#if defined(WTYPE_F32) || defined(WTYPE_F16)
+#if defined(W_PER_ELEMENT)
   for (uint k = tid; k < p.in_; k += WG) {
     const float xv = x[xb + k];
     for (uint r = 0; r < NROWS; ++r) {
 #if defined(WTYPE_F32)
       acc[r] += w_f32[rb[r] / 4u + k] * xv;
-#else
+#elif defined(WTYPE_F16)
       acc[r] += ldf16(rb[r] + 2u * k) * xv;
+#else
+      acc[r] += uintBitsToFloat(ld16(rb[r] + 2u * k) << 16) * xv;
 #endif
     }
   }
@@ -146,6 +150,20 @@ void main() {
         shi += float(b0 >> 4) * xh[2u * j] + float(b1 >> 4) * xh[2u * j + 1u];
       }
       acc[r] += ldf16(b) * (lo.x * slo + hi.x * shi) - ldf16(b + 2u) * (lo.y * sum_l + hi.y * sum_h);
+    }
+  }
+#else
+  // The other block types: one item is a group of 8 consecutive weights (one sub-block scale),
+  // decoded by w_group8; neighbouring invocations take neighbouring groups.
+  for (uint it = tid; it < p.in_ / 8u; it += WG) {
+    float xv[8];
+    [[unroll]] for (uint j = 0; j < 8u; ++j) xv[j] = x[xb + 8u * it + j];
+    for (uint r = 0; r < NROWS; ++r) {
+      float wv[8];
+      w_group8(rb[r], 8u * it, wv);
+      float s = 0.0;
+      [[unroll]] for (uint j = 0; j < 8u; ++j) s += wv[j] * xv[j];
+      acc[r] += s;
     }
   }
 #endif
