@@ -7,9 +7,11 @@
 //
 //   garnet-bench-pull [--size-mb N] [--runs N] [--connections N] [--no-fsync] [--keep DIR]
 #include <spawn.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -33,6 +35,15 @@ using Clock = std::chrono::steady_clock;
 
 double Seconds(Clock::duration d) {
   return std::chrono::duration<double>(d).count();
+}
+
+// CPU seconds (user + system) used so far by this process (`who` = RUSAGE_SELF) or by its
+// waited-for children (RUSAGE_CHILDREN).
+double CpuSeconds(int who) {
+  rusage u{};
+  getrusage(who, &u);
+  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+         static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
 }
 
 int RunCurl(const std::string& url, const std::string& out) {
@@ -136,55 +147,91 @@ int Main(int argc, char** argv) {
     return 1;
   }
 
-  double best_curl = 1e9, best_garnet = 1e9, best_curl_file = 1e9;
+  // Per run: wall seconds of curl -o file, curl -o /dev/null and the pull, and the CPU seconds
+  // each used (curl's process plus this process, which hosts the server, and for the pull, the
+  // client too).
+  std::vector<double> t_file, t_null, t_pull, cpu_file, cpu_pull;
   const std::string curl_file = dir + "/curl-output.bin";
   for (int run = 0; run < runs; ++run) {
-    auto t0 = Clock::now();
-    int rc = RunCurl(url, "/dev/null");
-    double tc = Seconds(Clock::now() - t0);
-    if (rc != 0) {
-      std::fprintf(stderr, "curl failed (exit %d)\n", rc);
-      return 1;
-    }
-    best_curl = std::min(best_curl, tc);
-    // Reference only: curl storing the file (no hash, no fsync).
-    t0 = Clock::now();
-    rc = RunCurl(url, curl_file);
-    double tf = Seconds(Clock::now() - t0);
-    std::filesystem::remove(curl_file);
-    if (rc != 0) {
+    auto timed_curl = [&](const std::string& out, std::vector<double>* wall,
+                          std::vector<double>* cpu) {
+      double c0 = CpuSeconds(RUSAGE_SELF) + CpuSeconds(RUSAGE_CHILDREN);
+      auto t0 = Clock::now();
+      int rc = RunCurl(url, out);
+      wall->push_back(Seconds(Clock::now() - t0));
+      if (cpu != nullptr) {
+        cpu->push_back(CpuSeconds(RUSAGE_SELF) + CpuSeconds(RUSAGE_CHILDREN) - c0);
+      }
+      return rc;
+    };
+    if (int rc = timed_curl(curl_file, &t_file, &cpu_file); rc != 0) {
       std::fprintf(stderr, "curl -o file failed (exit %d)\n", rc);
       return 1;
     }
-    best_curl_file = std::min(best_curl_file, tf);
+    std::filesystem::remove(curl_file);
+    if (int rc = timed_curl("/dev/null", &t_null, nullptr); rc != 0) {
+      std::fprintf(stderr, "curl -o /dev/null failed (exit %d)\n", rc);
+      return 1;
+    }
 
-    t0 = Clock::now();
-    auto pulled = (*reg)->Pull("bench:synthetic", nullptr, nullptr);
-    double tg = Seconds(Clock::now() - t0);
+    // Phase timestamps from the progress stream: transfer start, verification (only when the
+    // hasher had not caught up), done (hashed, synced, renamed, blob row written).
+    Clock::time_point t_dl{}, t_verify{}, t_done{};
+    ProgressFn on_progress = [&](const Progress& p) {
+      auto now = Clock::now();
+      if (p.phase == Phase::kDownloading && t_dl == Clock::time_point{}) t_dl = now;
+      if (p.phase == Phase::kVerifying && t_verify == Clock::time_point{}) t_verify = now;
+      if (p.phase == Phase::kDone) t_done = now;
+    };
+    double c0 = CpuSeconds(RUSAGE_SELF);
+    auto t0 = Clock::now();
+    auto pulled = (*reg)->Pull("bench:synthetic", on_progress, nullptr);
+    auto t_end = Clock::now();
+    cpu_pull.push_back(CpuSeconds(RUSAGE_SELF) - c0);
+    t_pull.push_back(Seconds(t_end - t0));
     if (!pulled.ok() || pulled->already_present) {
       std::fprintf(stderr, "pull failed: %s\n", pulled.status().ToString().c_str());
       return 1;
     }
-    best_garnet = std::min(best_garnet, tg);
+    auto ms = [](Clock::time_point a, Clock::time_point b) {
+      return a == Clock::time_point{} || b == Clock::time_point{} ? 0.0 : 1e3 * Seconds(b - a);
+    };
     std::printf(
-        "run %d: curl -o /dev/null %.3f s (%.0f MB/s), curl -o file %.3f s, garnet %.3f s "
-        "(%.0f MB/s)\n",
-        run + 1, tc, size / 1e6 / tc, tf, tg, size / 1e6 / tg);
+        "run %d: curl -o file %.3f s (%.0f MB/s, cpu %.3f s), curl -o /dev/null %.3f s, "
+        "garnet %.3f s (%.0f MB/s, cpu %.3f s; start %.0f ms, transfer+hash %.0f ms, "
+        "verify tail %.0f ms, register %.0f ms)\n",
+        run + 1, t_file.back(), size / 1e6 / t_file.back(), cpu_file.back(), t_null.back(),
+        t_pull.back(), size / 1e6 / t_pull.back(), cpu_pull.back(), ms(t0, t_dl),
+        ms(t_dl, t_verify == Clock::time_point{} ? t_done : t_verify), ms(t_verify, t_done),
+        ms(t_done, t_end));
     if (Status s = (*reg)->Remove("bench:synthetic"); !s.ok()) {
       std::fprintf(stderr, "%s\n", s.ToString().c_str());
       return 1;
     }
   }
-  const double curl_mbps = size / 1e6 / best_curl, garnet_mbps = size / 1e6 / best_garnet;
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v.size() % 2 == 1 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+  };
+  auto best = [](const std::vector<double>& v) { return *std::min_element(v.begin(), v.end()); };
+  auto rate = [&](double seconds) { return size / 1e6 / seconds; };
+  // Ratios per run (each pull against the curl runs right before it) are less exposed to load
+  // swings than ratios of medians.
+  std::vector<double> ratio;
+  for (size_t i = 0; i < t_pull.size(); ++i) ratio.push_back(t_file[i] / t_pull[i]);
   std::printf(
-      "file %llu MB over loopback, %d connection(s), sha256 %s, fsync %s\n"
-      "best of %d: curl -o /dev/null %.0f MB/s, garnet pull (verified, stored) %.0f MB/s\n"
-      "ratio garnet/curl = %.2f (target >= 0.80)\n"
-      "reference: curl -o <file> (stored, not hashed, not synced) %.0f MB/s; garnet/that = %.2f\n",
+      "file %llu MB over loopback, %d connection(s), sha256 %s, fsync %s, %d runs\n"
+      "curl -o <file>:    median %.0f MB/s, best %.0f MB/s\n"
+      "curl -o /dev/null: median %.0f MB/s, best %.0f MB/s\n"
+      "garnet pull:       median %.0f MB/s, best %.0f MB/s (verified, stored, registered)\n"
+      "cpu seconds (client + server), median: curl -o <file> %.3f, garnet pull %.3f\n"
+      "ratio garnet/curl -o <file>: median of runs %.2f, best/best %.2f (target >= 0.80)\n"
+      "ratio garnet/curl -o /dev/null: median %.2f\n",
       static_cast<unsigned long long>(size_mb), connections,
-      Sha256::Accelerated() ? "SHA-NI" : "portable", sync_blobs ? "on" : "off", runs, curl_mbps,
-      garnet_mbps, garnet_mbps / curl_mbps, size / 1e6 / best_curl_file,
-      garnet_mbps / (size / 1e6 / best_curl_file));
+      Sha256::Accelerated() ? "SHA-NI" : "portable", sync_blobs ? "on" : "off", runs,
+      rate(median(t_file)), rate(best(t_file)), rate(median(t_null)), rate(best(t_null)),
+      rate(median(t_pull)), rate(best(t_pull)), median(cpu_file), median(cpu_pull), median(ratio),
+      best(t_file) / best(t_pull), median(t_null) / median(t_pull));
   reg->reset();
   (*mirror)->Stop();
   if (keep.empty()) std::filesystem::remove_all(dir);

@@ -11,9 +11,10 @@
 // ranges fetched over several connections (one worker thread per connection, see
 // range_fetch.h) and written with pwrite into partials/<key>.partial, whose full size is reserved
 // with fallocate first; each range's progress is saved to SQLite
-// every `checkpoint_interval`, on every range completion, and when the download stops, so a
-// killed process resumes where the last checkpoint left off. A hasher thread follows the
-// contiguous written prefix, so verification overlaps the transfer. Transient failures
+// every `checkpoint_interval`, soon after every range completion, and when the download stops,
+// so a killed process resumes where the last checkpoint left off (with `sync_blobs`, the file is
+// flushed before each save, so the saved progress holds after a power loss too). A hasher thread
+// follows the contiguous written prefix, so verification overlaps the transfer. Transient failures
 // (connect/recv errors, 408/429/5xx, stalls with no byte for `stall_timeout`) are retried per
 // range with exponential backoff; a range that fails `max_attempts` times in a row without
 // progress ends the download with Unavailable. A server that ignores Range (200 to a ranged
@@ -86,7 +87,9 @@ struct DownloadOptions {
   uint64_t disk_reserve_bytes = 64ull << 20;  // free space kept beyond the file itself
   size_t curl_buffer_bytes = 512 * 1024;
   // fsync each finished blob (and the blobs directory) before and after the rename, so a
-  // registered blob survives a power loss. Off: faster, still safe against process kills.
+  // registered blob survives a power loss, and fdatasync the partial file before each progress
+  // checkpoint, so saved progress never claims bytes a power loss could take back. Off: faster,
+  // still safe against process kills (the page cache keeps what was written).
   bool sync_blobs = true;
 };
 

@@ -131,11 +131,11 @@ class Fetcher {
       switch_single_ = false;
       single_ = true;
       Reset({RangeRow{0, t_.size, 0}});
-      Snapshot();
+      Snapshot(/*durable=*/false);
       result = hooks_.switched_to_single(*rows_);
       if (!result.ok()) break;
     }
-    Snapshot();
+    Snapshot(/*durable=*/true);
     *single = single_;
     *received = received_.load();
     return result;
@@ -153,6 +153,10 @@ class Fetcher {
       done_[i].store(t_.size_known && !single_ ? rows[i].done : 0);
     }
     attempts_.assign(n_, 0);
+    {
+      std::lock_guard<std::mutex> lock(save_mu_);
+      saved_rows_.clear();
+    }
     not_before_.assign(n_, Clock::now());
     active_.assign(n_, 0);
     unknown_complete_ = false;
@@ -163,14 +167,27 @@ class Fetcher {
     return start_[i] + done_[i].load(std::memory_order_acquire) >= end_[i];
   }
 
-  // Copies the live counters into *rows_ (the persisted form).
-  void Snapshot() {
-    std::lock_guard<std::mutex> lock(mu_);
-    rows_->resize(n_);
+  // The live counters in their persisted form.
+  std::vector<RangeRow> Rows() const {
+    std::vector<RangeRow> rows(n_);
     for (size_t i = 0; i < n_; ++i) {
       uint64_t d = done_[i].load(std::memory_order_acquire);
-      (*rows_)[i] = RangeRow{start_[i], t_.size_known ? end_[i] : start_[i] + d, d};
+      rows[i] = RangeRow{start_[i], t_.size_known ? end_[i] : start_[i] + d, d};
     }
+    return rows;
+  }
+
+  // Copies the live counters into *rows_. With `durable` (and sync_blobs), the partial file is
+  // fdatasync'ed first, after the copy, so the rows claim only bytes on disk; if that flush
+  // fails, *rows_ keeps the last rows saved by a checkpoint.
+  void Snapshot(bool durable) {
+    std::vector<RangeRow> rows = Rows();
+    if (durable && o_.sync_blobs && t_.size_known && ::fdatasync(t_.fd) != 0) {
+      std::lock_guard<std::mutex> lock(save_mu_);
+      if (saved_rows_.size() == n_) *rows_ = saved_rows_;
+      return;
+    }
+    *rows_ = std::move(rows);
   }
 
   uint64_t Completed() const {
@@ -195,8 +212,13 @@ class Fetcher {
     running_ = workers;
     for (size_t w = 0; w < workers; ++w) threads.emplace_back([this] { Worker(); });
 
+    {
+      std::lock_guard<std::mutex> lock(save_mu_);
+      save_stop_ = false;
+    }
+    std::thread saver([this] { SaveLoop(); });
     bool cancelled = false;
-    auto last_progress = Clock::now(), last_checkpoint = Clock::now();
+    auto last_progress = Clock::now();
     uint64_t last_bytes = received_.load();
     double rate = 0;
     for (;;) {
@@ -220,22 +242,53 @@ class Fetcher {
         last_progress = now;
         hooks_.progress(Completed(), rate);
       }
-      if (now - last_checkpoint >= o_.checkpoint_interval || range_ended_.exchange(false)) {
-        last_checkpoint = now;
-        Snapshot();
-        Status s = hooks_.checkpoint(*rows_);
-        if (!s.ok()) {
-          std::lock_guard<std::mutex> lock(mu_);
-          if (fatal_.ok()) fatal_ = s;
-          stop_ = true;
-        }
-      }
     }
     for (std::thread& th : threads) th.join();
+    {
+      std::lock_guard<std::mutex> lock(save_mu_);
+      save_stop_ = true;
+    }
+    save_cv_.notify_one();
+    saver.join();
     hooks_.advance(Watermark());
     if (cancelled) return Status::Cancelled(t_.what, "cancelled; the partial download is kept");
     std::lock_guard<std::mutex> lock(mu_);
     return fatal_;
+  }
+
+  // The checkpoint thread: every checkpoint_interval, and soon after a range ends, saves the
+  // progress. With sync_blobs the partial file is fdatasync'ed between taking the snapshot and
+  // saving it, so a saved row never claims bytes a power loss could take back. (Runs apart from
+  // the coordinator so a slow flush delays neither progress events nor the hasher.)
+  void SaveLoop() {
+    std::unique_lock<std::mutex> lock(save_mu_);
+    for (;;) {
+      save_cv_.wait_for(lock, o_.checkpoint_interval,
+                        [&] { return save_stop_ || range_ended_.load(); });
+      if (save_stop_) return;
+      range_ended_ = false;
+      lock.unlock();
+      Status s = SaveDurable();
+      lock.lock();
+      if (!s.ok()) {
+        std::lock_guard<std::mutex> l(mu_);
+        if (fatal_.ok()) fatal_ = std::move(s);
+        stop_ = true;
+        return;
+      }
+    }
+  }
+
+  // Progress as of now, made durable (see SaveLoop), then handed to the checkpoint hook.
+  Status SaveDurable() {
+    std::vector<RangeRow> rows = Rows();
+    if (o_.sync_blobs && t_.size_known && ::fdatasync(t_.fd) != 0) {
+      return PosixError("syncing " + t_.partial, errno);
+    }
+    GARNET_RETURN_IF_ERROR(hooks_.checkpoint(rows));
+    std::lock_guard<std::mutex> lock(save_mu_);
+    saved_rows_ = std::move(rows);
+    return Status::OK();
   }
 
   void Worker() {
@@ -339,6 +392,7 @@ class Fetcher {
     std::lock_guard<std::mutex> lock(mu_);
     active_[i] = 0;
     range_ended_ = true;
+    save_cv_.notify_one();
     if (!finished && !stalled && !x.complete) return;  // abandoned: cancelled or another failure
     Classify(x, i, rc, stalled);
   }
@@ -421,6 +475,12 @@ class Fetcher {
   Status fatal_;                               // guarded by mu_
   bool switch_single_ = false;                 // guarded by mu_
   std::atomic<bool> unknown_complete_{false};
+
+  // The checkpoint thread's state.
+  std::mutex save_mu_;
+  std::condition_variable save_cv_;
+  bool save_stop_ = false;            // guarded by save_mu_
+  std::vector<RangeRow> saved_rows_;  // the rows last saved; guarded by save_mu_
 };
 
 }  // namespace

@@ -7,9 +7,13 @@
 // giving up after `max_attempts` failures of one range without progress), or permanent. A
 // request with no byte for `stall_timeout` is abandoned as transient. A 200 answer to a ranged
 // request switches the whole transfer to one un-ranged stream. The calling thread coordinates:
-// it polls cancellation, reports progress, saves checkpoints and advances the hasher.
+// it polls cancellation, reports progress and advances the hasher. A checkpoint thread saves
+// progress every `checkpoint_interval` and soon after a range ends; with `sync_blobs` it
+// fdatasyncs the partial file between reading the counters and saving them, so saved progress
+// never claims bytes that were not yet on disk (a resume after a power loss trusts only those).
 //
-// Thread-safety: one call per partial file; hooks are called on the calling thread only.
+// Thread-safety: one call per partial file. `checkpoint` is called on the checkpoint thread (one
+// call at a time, never after FetchRanges returns); the other hooks on the calling thread.
 #pragma once
 
 #include <chrono>
@@ -39,7 +43,7 @@ struct RangeTarget {
 
 struct RangeHooks {
   std::function<bool()> cancelled;
-  // Persist progress (called every checkpoint_interval and when a range ends).
+  // Persist progress (see above: every checkpoint_interval and after a range ends).
   std::function<Status(const std::vector<RangeRow>&)> checkpoint;
   // Persist the switch to one stream (the new single range).
   std::function<Status(const std::vector<RangeRow>&)> switched_to_single;
@@ -49,9 +53,10 @@ struct RangeHooks {
 };
 
 // Runs until every range is complete (OK), a permanent failure, or cancellation (Cancelled).
-// `ranges` holds the progress on entry and on return; `single` says whether the transfer is (or
-// became) one un-ranged stream; `received` gets the body bytes written by this call. For an
-// unknown size, `ranges` is one range whose end is set to the final length.
+// `ranges` holds the progress on entry and on return (on return, with `sync_blobs`, only what a
+// final fdatasync made durable, or the last checkpoint's rows if that flush failed); `single` says
+// whether the transfer is (or became) one un-ranged stream; `received` gets the body bytes written
+// by this call. For an unknown size, `ranges` is one range whose end is set to the final length.
 Status FetchRanges(const RangeTarget& target, const DownloadOptions& options,
                    const RangeHooks& hooks, std::vector<RangeRow>* ranges, bool* single,
                    uint64_t* received);
