@@ -192,6 +192,78 @@ uint64_t GpuBudget(const std::vector<DeviceUse>& d) {
   return s;
 }
 
+// The placement a policy chooses for one KvOptions, with its costs.
+struct Outcome {
+  Placement pl;
+  std::vector<DeviceUse> use;
+  bool cpu_only = false;
+  bool moved_experts = false;  // the auto policy moved expert sets to make the GPUs fit
+  bool moved_layers = false;   // ... or whole layers
+  uint64_t need_all_gpu = 0;   // GPU bytes of the policy's starting placement
+  uint64_t gpu_budget = 0;
+};
+
+Outcome Place(const ModelShape& shape, const WeightSums& w, const KvOptions& kv,
+              const Inventory& inv, const Policy& policy) {
+  const auto& p = shape.params;
+  const uint64_t scratch = ScratchBytes(p, kv);
+  const int host = static_cast<int>(inv.gpus.size());
+  Outcome o;
+  o.cpu_only = inv.gpus.empty() || policy.mode == PolicyMode::kCpuOnly;
+  Placement& pl = o.pl;
+  pl.experts_on_host.assign(p.n_layer, false);
+  uint32_t n_gpu = o.cpu_only ? 0 : p.n_layer;
+  if (policy.mode == PolicyMode::kGpuLayers) n_gpu = policy.gpu_layers;
+  SplitLayers(p.n_layer, n_gpu, inv, policy, &pl);
+  if (p.is_moe() && (o.cpu_only || policy.mode == PolicyMode::kExpertsOnHost)) {
+    pl.experts_on_host.assign(p.n_layer, true);
+  }
+  o.use = Account(shape, w, kv, scratch, inv, policy, pl);
+  o.need_all_gpu = GpuNeed(o.use);
+  o.gpu_budget = GpuBudget(o.use);
+  if (o.cpu_only ||
+      (policy.mode != PolicyMode::kAuto && policy.mode != PolicyMode::kExpertsOnHost)) {
+    return o;
+  }
+  // 1. Expert sets, lowest layer first, from whichever GPU is over budget.
+  if (p.is_moe()) {
+    for (uint32_t il = 0; il < p.n_layer && !GpusFit(o.use); ++il) {
+      const int dev = pl.layer_device[il];
+      if (dev == host || pl.experts_on_host[il] || o.use[dev].fits()) continue;
+      pl.experts_on_host[il] = true;
+      o.moved_experts = true;
+      o.use = Account(shape, w, kv, scratch, inv, policy, pl);
+    }
+  }
+  // 2. Whole layers: fewer layers on the GPUs until every GPU fits.
+  while (!GpusFit(o.use) && n_gpu > 0) {
+    --n_gpu;
+    o.moved_layers = true;
+    SplitLayers(p.n_layer, n_gpu, inv, policy, &pl);
+    o.use = Account(shape, w, kv, scratch, inv, policy, pl);
+  }
+  return o;
+}
+
+// The largest context for which the policy finds a placement that fits (0: none, not even 1).
+// `fits_at_kv` says whether kv.n_ctx itself fits, which bounds the search from one side.
+uint32_t PolicyMaxContext(const ModelShape& shape, const WeightSums& w, KvOptions kv,
+                          const Inventory& inv, const Policy& policy, bool fits_at_kv) {
+  const uint32_t top = shape.params.context_length ? shape.params.context_length : kv.n_ctx;
+  uint32_t lo = fits_at_kv ? kv.n_ctx : 0;
+  uint32_t hi = fits_at_kv ? top : kv.n_ctx - 1;
+  while (lo < hi) {
+    const uint32_t mid = lo + (hi - lo + 1) / 2;
+    kv.n_ctx = mid;
+    if (AllFit(Place(shape, w, kv, inv, policy).use)) {
+      lo = mid;
+    } else {
+      hi = mid - 1;
+    }
+  }
+  return lo;
+}
+
 }  // namespace
 
 std::string_view VerdictName(Verdict v) {
@@ -242,87 +314,70 @@ Result<Plan> MakePlan(const ModelShape& shape, const KvOptions& kv, const Invent
                                                " exceeds the model's " + std::to_string(p.n_layer) +
                                                " layers");
   }
-  const bool cpu_only = inv.gpus.empty() || policy.mode == PolicyMode::kCpuOnly;
   const WeightSums w(shape);
-  const uint64_t scratch = ScratchBytes(p, kv);
-  Placement pl;
-  pl.experts_on_host.assign(p.n_layer, false);
-  uint32_t n_gpu = cpu_only ? 0 : p.n_layer;
-  if (policy.mode == PolicyMode::kGpuLayers) n_gpu = policy.gpu_layers;
-  SplitLayers(p.n_layer, n_gpu, inv, policy, &pl);
-  if (p.is_moe() && policy.mode == PolicyMode::kExpertsOnHost) {
-    pl.experts_on_host.assign(p.n_layer, true);
-  }
+  const Outcome o = Place(shape, w, kv, inv, policy);
   const int host = static_cast<int>(inv.gpus.size());
-  if (cpu_only) {
-    for (size_t il = 0; il < pl.experts_on_host.size(); ++il) pl.experts_on_host[il] = p.is_moe();
-  }
-  auto use = Account(shape, w, kv, scratch, inv, policy, pl);
-  const uint64_t need_all_gpu = GpuNeed(use);
-  const uint64_t gpu_budget = GpuBudget(use);
-
-  bool moved_experts = false, moved_layers = false;
-  if (!cpu_only &&
-      (policy.mode == PolicyMode::kAuto || policy.mode == PolicyMode::kExpertsOnHost)) {
-    // 1. Expert sets, lowest layer first, from whichever GPU is over budget.
-    if (p.is_moe()) {
-      for (uint32_t il = 0; il < p.n_layer && !GpusFit(use); ++il) {
-        const int dev = pl.layer_device[il];
-        if (dev == host || pl.experts_on_host[il] || use[dev].fits()) continue;
-        pl.experts_on_host[il] = true;
-        moved_experts = true;
-        use = Account(shape, w, kv, scratch, inv, policy, pl);
-      }
-    }
-    // 2. Whole layers: fewer layers on the GPUs until every GPU fits.
-    while (!GpusFit(use) && n_gpu > 0) {
-      --n_gpu;
-      moved_layers = true;
-      SplitLayers(p.n_layer, n_gpu, inv, policy, &pl);
-      use = Account(shape, w, kv, scratch, inv, policy, pl);
-    }
-  }
+  const std::vector<DeviceUse>& use = o.use;
 
   Plan plan;
   plan.kv = kv;
   plan.devices = use;
-  plan.layer_device = pl.layer_device;
-  plan.experts_on_host = pl.experts_on_host;
-  plan.output_device = pl.output_device;
+  plan.layer_device = o.pl.layer_device;
+  plan.experts_on_host = o.pl.experts_on_host;
+  plan.output_device = o.pl.output_device;
   const bool fits = AllFit(use);
-  plan.max_ctx = fits ? MaxContext(shape, w, kv, inv, policy, pl) : 0;
+  plan.max_ctx = fits ? MaxContext(shape, w, kv, inv, policy, o.pl) : 0;
+  plan.policy_max_ctx = PolicyMaxContext(shape, w, kv, inv, policy, fits);
 
   const DeviceUse& h = use[host];
+  const std::string device_has = inv.gpus.size() > 1 ? "devices have " : "device has ";
   std::ostringstream why;
   if (!fits) {
     plan.verdict = Verdict::kDoesNotFit;
     if (!h.fits()) {
       why << "needs " << FormatBytes(h.use.total()) << " of host RAM for what runs on the CPU, "
-          << h.name << " has " << FormatBytes(h.budget) << " free after the reserve";
+          << h.name << " has " << FormatBytes(h.budget) << " free";
     } else {
-      why << "the layers placed on the GPUs do not fit under policy";
+      for (const DeviceUse& d : use) {
+        if (d.fits()) continue;
+        why << "needs " << FormatBytes(d.use.total()) << " on " << d.name << ", which has "
+            << FormatBytes(d.budget) << " free, with " << (p.n_layer - plan.layers_on_host())
+            << " of " << p.n_layer << " layers on the GPU by policy";
+        break;
+      }
     }
-  } else if (cpu_only) {
+    why << " \u2192 does not fit at " << kv.n_ctx;
+    if (plan.policy_max_ctx > 0) why << " (fits at up to " << plan.policy_max_ctx << ")";
+  } else if (o.cpu_only) {
     plan.verdict = Verdict::kFits;
-    why << "fits in host RAM: needs " << FormatBytes(h.use.total()) << " of "
-        << FormatBytes(h.budget) << " free; max context " << plan.max_ctx;
-  } else if (!moved_experts && !moved_layers && plan.layers_on_host() == 0) {
-    plan.verdict = plan.expert_sets_on_host() ? Verdict::kFitsExpertOffload : Verdict::kFits;
-    why << "fits: needs " << FormatBytes(need_all_gpu) << " on the GPU"
-        << (inv.gpus.size() > 1 ? "s" : "") << ", " << FormatBytes(gpu_budget) << " free";
-    if (plan.expert_sets_on_host()) why << "; experts on host by policy";
-    why << "; max context " << plan.max_ctx;
+    why << "needs " << FormatBytes(h.use.total()) << " of host RAM, " << h.name << " has "
+        << FormatBytes(h.budget) << " free \u2192 fits at " << kv.n_ctx;
   } else {
     const bool layers = plan.layers_on_host() > 0;
-    plan.verdict = layers ? Verdict::kFitsLayerOffload : Verdict::kFitsExpertOffload;
-    why << "needs " << FormatBytes(need_all_gpu) << ", GPU"
-        << (inv.gpus.size() > 1 ? "s have " : " has ") << FormatBytes(gpu_budget) << " free: ";
-    if (plan.expert_sets_on_host()) {
-      why << plan.expert_sets_on_host() << " of " << p.n_layer << " expert sets";
-      if (layers) why << " and ";
+    const bool experts = plan.expert_sets_on_host() > 0;
+    plan.verdict = layers    ? Verdict::kFitsLayerOffload
+                   : experts ? Verdict::kFitsExpertOffload
+                             : Verdict::kFits;
+    why << "needs " << FormatBytes(o.need_all_gpu) << ", " << device_has
+        << FormatBytes(o.gpu_budget) << " free";
+    if (experts || layers) {
+      why << ": ";
+      if (experts) {
+        why << plan.expert_sets_on_host() << " of " << p.n_layer << " expert sets";
+        if (layers) why << " and ";
+      }
+      if (layers) why << plan.layers_on_host() << " of " << p.n_layer << " layers";
+      why << " to host";
+      if (!o.moved_experts && !o.moved_layers) why << " by policy";
     }
-    if (layers) why << plan.layers_on_host() << " of " << p.n_layer << " layers";
-    why << " to host -> fits at " << kv.n_ctx << " (max context " << plan.max_ctx << ")";
+    why << " \u2192 fits at " << kv.n_ctx;
+  }
+  if (fits) {
+    why << " (max context " << plan.max_ctx;
+    if (plan.policy_max_ctx > plan.max_ctx) {
+      why << "; " << plan.policy_max_ctx << " with more offload";
+    }
+    why << ")";
   }
   plan.reason = why.str();
   return plan;

@@ -77,6 +77,9 @@ struct Plan {
   std::vector<bool> experts_on_host;  // per layer (all false for dense models)
   int output_device = 0;              // where output_norm and the (tied) output head live
   uint32_t max_ctx = 0;               // largest context per sequence this placement fits
+  // Largest context per sequence for which the policy finds a placement that fits (it may move
+  // more experts or layers to the host than this plan does); 0 when none fits.
+  uint32_t policy_max_ctx = 0;
   Verdict verdict = Verdict::kDoesNotFit;
   std::string reason;  // one sentence, e.g. "... 26 of 30 expert sets to host ..."
 

@@ -177,6 +177,63 @@ TEST(Planner, MaxContextIsTheLargestThatFits) {
   EXPECT_NE(over->verdict, Verdict::kFits);
 }
 
+TEST(Planner, PolicyMaxContextMayMoveMore) {
+  auto shape = MoeShape();
+  // 12.5 GiB free: at 4096 some expert sets move; a longer context needs more of them moved,
+  // which the policy does: policy_max_ctx goes beyond this placement's max_ctx.
+  auto plan = MakePlan(shape, Ctx(4096), OneGpu(12 * GiB + 512 * MiB), Policy{});
+  ASSERT_TRUE(plan.ok());
+  ASSERT_EQ(plan->verdict, Verdict::kFitsExpertOffload);
+  EXPECT_GT(plan->policy_max_ctx, plan->max_ctx);
+  const uint32_t m = plan->policy_max_ctx;
+  if (m < 262144) {
+    EXPECT_NE(MakePlan(shape, Ctx(m), OneGpu(12 * GiB + 512 * MiB), Policy{})->verdict,
+              Verdict::kDoesNotFit);
+    EXPECT_EQ(MakePlan(shape, Ctx(m + 1), OneGpu(12 * GiB + 512 * MiB), Policy{})->verdict,
+              Verdict::kDoesNotFit);
+  }
+  EXPECT_NE(plan->reason.find("with more offload"), std::string::npos) << plan->reason;
+}
+
+TEST(Planner, DoesNotFitSaysUpToWhichContextItWould) {
+  // CPU only, 17 GiB free after the 1 GiB reserve: 15.1 GiB of weights leave room for some
+  // context, not for 262144 (5.3 GiB of KV).
+  Policy cpu;
+  cpu.mode = PolicyMode::kCpuOnly;
+  auto shape = MoeShape();
+  Inventory inv{{}, {"host", 18 * GiB, 18 * GiB, GpuType::kOther, false}};
+  auto plan = MakePlan(shape, Ctx(262144), inv, cpu);
+  ASSERT_TRUE(plan.ok());
+  EXPECT_EQ(plan->verdict, Verdict::kDoesNotFit);
+  EXPECT_EQ(plan->max_ctx, 0u);
+  const uint32_t m = plan->policy_max_ctx;
+  ASSERT_GT(m, 4096u);
+  ASSERT_LT(m, 262144u);
+  EXPECT_EQ(MakePlan(shape, Ctx(m), inv, cpu)->verdict, Verdict::kFits);
+  EXPECT_EQ(MakePlan(shape, Ctx(m + 1), inv, cpu)->verdict, Verdict::kDoesNotFit);
+  EXPECT_NE(plan->reason.find("does not fit at 262144 (fits at up to " + std::to_string(m) + ")"),
+            std::string::npos)
+      << plan->reason;
+}
+
+TEST(Planner, ReasonReadsLikeTheIssueExample) {
+  // "needs 21.3 GiB, device has 15.1 GiB free: 26 of 30 expert sets to host → fits at 32768"
+  auto plan = MakePlan(MoeShape(), Ctx(4096), OneGpu(12 * GiB + 512 * MiB), Policy{});
+  ASSERT_TRUE(plan.ok());
+  EXPECT_EQ(plan->reason.rfind("needs ", 0), 0u) << plan->reason;
+  EXPECT_NE(plan->reason.find(", device has 12.0 GiB free: "), std::string::npos) << plan->reason;
+  EXPECT_NE(plan->reason.find(" expert sets to host \u2192 fits at 4096 (max context "),
+            std::string::npos)
+      << plan->reason;
+  const std::string report = FormatPlan(*plan);
+  EXPECT_NE(report.find("fits with expert offload: needs "), std::string::npos) << report;
+  auto easy = MakePlan(MoeShape(), Ctx(4096), OneGpu(40 * GiB), Policy{});
+  ASSERT_TRUE(easy.ok());
+  EXPECT_EQ(FormatPlan(*easy).find("fits: fits"), std::string::npos);
+  EXPECT_NE(easy->reason.find("device has 39.5 GiB free \u2192 fits at 4096"), std::string::npos)
+      << easy->reason;
+}
+
 TEST(Planner, RejectsImpossibleRequests) {
   auto shape = MoeShape();
   EXPECT_TRUE(MakePlan(shape, Ctx(0), OneGpu(GiB), Policy{}).status().IsInvalidArgument());
