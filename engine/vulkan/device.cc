@@ -167,6 +167,7 @@ DeviceInfo Describe(VkPhysicalDevice pd, uint32_t index) {
   info.int8 = f12.shaderInt8;
   info.int16 = feats.features.shaderInt16;
   info.timeline_semaphore = f12.timelineSemaphore;
+  info.vulkan_memory_model = f12.vulkanMemoryModel;
   info.integer_dot_product = v13 ? f13.shaderIntegerDotProduct : fdot.shaderIntegerDotProduct;
   info.subgroup_size_control = v13 ? f13.subgroupSizeControl : false;
 
@@ -472,6 +473,31 @@ Result<uint32_t> SelectDevice(std::span<const DeviceInfo> devices, std::string_v
   return pick->index;
 }
 
+namespace {
+// Whether the driver lists a subgroup-scope 16x16x16 cooperative matrix shape with f16 A/B and
+// f32 C/D (the one matmul_coop.comp uses).
+bool HasNvCoopmatF16(VkInstance instance, VkPhysicalDevice pd) {
+  auto fn = reinterpret_cast<PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesNV>(
+      vkGetInstanceProcAddr(instance, "vkGetPhysicalDeviceCooperativeMatrixPropertiesNV"));
+  if (!fn) return false;
+  uint32_t n = 0;
+  if (fn(pd, &n, nullptr) != VK_SUCCESS || n == 0) return false;
+  std::vector<VkCooperativeMatrixPropertiesNV> props(
+      n, VkCooperativeMatrixPropertiesNV{VK_STRUCTURE_TYPE_COOPERATIVE_MATRIX_PROPERTIES_NV});
+  if (fn(pd, &n, props.data()) != VK_SUCCESS) return false;
+  for (uint32_t i = 0; i < n; ++i) {
+    const VkCooperativeMatrixPropertiesNV& p = props[i];
+    if (p.MSize == 16 && p.NSize == 16 && p.KSize == 16 &&
+        p.AType == VK_COMPONENT_TYPE_FLOAT16_NV && p.BType == VK_COMPONENT_TYPE_FLOAT16_NV &&
+        p.CType == VK_COMPONENT_TYPE_FLOAT32_NV && p.DType == VK_COMPONENT_TYPE_FLOAT32_NV &&
+        p.scope == VK_SCOPE_SUBGROUP_NV) {
+      return true;
+    }
+  }
+  return false;
+}
+}  // namespace
+
 Result<std::unique_ptr<Device>> Device::Create(std::shared_ptr<Instance> instance,
                                                const DeviceOptions& options) {
   if (!instance) return Status::InvalidArgument("vulkan device", "null instance");
@@ -494,10 +520,15 @@ Result<std::unique_ptr<Device>> Device::Create(std::shared_ptr<Instance> instanc
   caps.int8 = info.int8 && !options.disable_8bit_storage;
   caps.memory_budget = info.memory_budget;
   caps.subgroup_size = info.subgroup_size;
+  caps.nv_coopmat_f16 = info.nv_cooperative_matrix && !options.disable_cooperative_matrix &&
+                        caps.float16 && caps.storage_16bit && info.vulkan_memory_model &&
+                        info.subgroup_size == 32 &&
+                        HasNvCoopmatF16(instance->handle(), dev->physical_);
 
   std::vector<const char*> extensions;
   if (caps.push_descriptors) extensions.push_back(VK_KHR_PUSH_DESCRIPTOR_EXTENSION_NAME);
   if (caps.memory_budget) extensions.push_back(VK_EXT_MEMORY_BUDGET_EXTENSION_NAME);
+  if (caps.nv_coopmat_f16) extensions.push_back(VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME);
 
   VkPhysicalDeviceVulkan11Features f11{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES};
   f11.storageBuffer16BitAccess = caps.storage_16bit;
@@ -506,10 +537,15 @@ Result<std::unique_ptr<Device>> Device::Create(std::shared_ptr<Instance> instanc
   f12.shaderFloat16 = caps.float16;
   f12.shaderInt8 = caps.int8;
   f12.timelineSemaphore = info.timeline_semaphore;
+  f12.vulkanMemoryModel = caps.nv_coopmat_f16;
+  VkPhysicalDeviceCooperativeMatrixFeaturesNV fcm{
+      VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV};
+  fcm.cooperativeMatrix = VK_TRUE;
   VkPhysicalDeviceFeatures2 feats{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2};
   feats.features.shaderInt16 = info.int16;
   feats.pNext = &f11;
   f11.pNext = &f12;
+  if (caps.nv_coopmat_f16) f12.pNext = &fcm;
 
   const float priority = 1.0f;
   VkDeviceQueueCreateInfo qci{VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO};

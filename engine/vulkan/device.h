@@ -75,6 +75,7 @@ struct DeviceInfo {
   bool int16 = false;          // shaderInt16
   bool integer_dot_product = false;
   bool timeline_semaphore = false;
+  bool vulkan_memory_model = false;  // vulkanMemoryModel (the cooperative-matrix shaders need it)
 
   // Extensions.
   bool push_descriptor = false;         // VK_KHR_push_descriptor
@@ -167,6 +168,7 @@ struct DeviceOptions {
   bool disable_16bit_storage = false;
   bool disable_8bit_storage = false;
   bool disable_float16 = false;
+  bool disable_cooperative_matrix = false;
   // Pipeline cache file. Empty: $XDG_CACHE_HOME/garnet/vk-<device uuid>.bin (or
   // ~/.cache/garnet/...). "-": no file, in-memory cache only.
   std::string pipeline_cache_path;
@@ -182,6 +184,10 @@ struct DeviceCaps {
   bool int8 = false;
   bool memory_budget = false;
   uint32_t subgroup_size = 0;
+  // VK_NV_cooperative_matrix enabled with a 16x16x16 f16 x f16 -> f32 subgroup shape, together
+  // with float16, 16-bit storage, the Vulkan memory model and a subgroup size of 32 (what
+  // matmul_coop.comp assumes).
+  bool nv_coopmat_f16 = false;
 };
 
 class Device {

@@ -14,6 +14,7 @@ constexpr uint32_t kElementwiseWg = 256;
 constexpr uint32_t kReduceWg = 64;
 constexpr uint32_t kMatmulWg = 256;  // fixed by matmul.comp
 constexpr uint32_t kMatmulTile = 64;
+constexpr uint32_t kCoopTile = 128;  // matmul_coop.comp: 128 rows x 128 tokens
 
 // Bytes a range makes available to a shader.
 uint64_t RangeBytes(const BufferRange& r) {
@@ -136,7 +137,12 @@ std::string Kernels::MatvecVariant(GgmlType type, bool by_id) const {
   return v;
 }
 
+bool Kernels::MatmulUsesCooperativeMatrix() const {
+  return matmul_coop_ && device_.caps().nv_coopmat_f16;
+}
+
 std::string Kernels::MatmulVariant(GgmlType type) const {
+  if (MatmulUsesCooperativeMatrix()) return "matmul_coop_" + TypeSuffix(type);
   std::string v = "matmul_" + TypeSuffix(type);
   if (type != GgmlType::kF32 && device_.caps().storage_16bit) v += "_s16";
   return v;
@@ -255,14 +261,18 @@ Status Kernels::Matmul(Recorder& rec, GgmlType type, const MatmulShape& s, const
   if (row_bytes * s.m > 0xffffffffull) {
     return Status::InvalidArgument(op, "weight range over 4 GiB; split it");
   }
+  const uint32_t tile = MatmulUsesCooperativeMatrix() ? kCoopTile : kMatmulTile;
+  if ((s.n + tile - 1) / tile > device_.info().max_workgroup_count[1] ||
+      (s.m + tile - 1) / tile > device_.info().max_workgroup_count[0]) {
+    return Status::InvalidArgument(op, "too many tiles for one dispatch");
+  }
   PipelineDesc desc{MatmulVariant(type), 3, 0b100, 20, {kMatmulWg}, {kMatmulWg, 1, 1}};
   GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
   struct {
     uint32_t m, n, k, x_stride, y_stride;
   } push{s.m, s.n, s.k, xs, ys};
   const BufferRange bindings[] = {w, x, y};
-  return rec.Dispatch(*p, bindings, push, (s.m + kMatmulTile - 1) / kMatmulTile,
-                      (s.n + kMatmulTile - 1) / kMatmulTile);
+  return rec.Dispatch(*p, bindings, push, (s.m + tile - 1) / tile, (s.n + tile - 1) / tile);
 }
 
 Result<std::vector<float>> RopeThetaTable(uint32_t n_rot, double base,

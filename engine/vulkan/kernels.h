@@ -117,6 +117,11 @@ class Kernels {
   // per-device defaults; not to be changed while another thread records with this object.
   // InvalidArgument for values outside those ranges (nothing changes).
   Status SetMatvecLaunch(uint32_t workgroup, uint32_t rows_per_group);
+  // Whether Matmul may use the cooperative-matrix kernel where the device has it (default true).
+  // For benchmarks and tests comparing the two paths; same threading caveat as SetMatvecLaunch.
+  void SetMatmulCooperative(bool allow) { matmul_coop_ = allow; }
+  // Whether Matmul uses the cooperative-matrix kernel on this device now.
+  bool MatmulUsesCooperativeMatrix() const;
 
   // y = x / rms(x) (* w when `w` is given), per row. y may be the same range as x.
   Status RmsNorm(Recorder& rec, const RmsNormShape& s, const BufferRange& x, const BufferRange* w,
@@ -129,7 +134,10 @@ class Kernels {
   // Uses the same launch shape as Matvec.
   Status MatvecId(Recorder& rec, GgmlType type, const MatvecIdShape& s, const BufferRange& w,
                   const BufferRange& x, const BufferRange& ids, const BufferRange& y);
-  // Y[t, m] = sum_k W[m, k] X[t, k] through the tiled shared-memory kernel.
+  // Y[t, m] = sum_k W[m, k] X[t, k]. Where DeviceCaps::nv_coopmat_f16 (and not switched off by
+  // SetMatmulCooperative(false)) through tensor cores: W (dequantised) and X rounded to f16,
+  // fp32 accumulation, ~1e-3 relative error; X beyond the f16 range becomes infinite. Otherwise
+  // through the tiled shared-memory kernel in fp32.
   Status Matmul(Recorder& rec, GgmlType type, const MatmulShape& s, const BufferRange& w,
                 const BufferRange& x, const BufferRange& y);
   // NeoX RoPE over [n_tokens][n_heads][head_dim]; `pos` holds n_tokens int32 positions;
@@ -183,6 +191,7 @@ class Kernels {
   Buffer placeholder_;
   uint32_t matvec_wg_ = 64;
   uint32_t matvec_rows_ = 4;
+  bool matmul_coop_ = true;
 };
 
 }  // namespace garnet::vk

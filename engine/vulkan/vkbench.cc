@@ -1,12 +1,14 @@
 // garnet-vkbench: first numbers for the Vulkan backend on one device.
-//   garnet-vkbench [--device SEL] [--small] [--sweep]
+//   garnet-vkbench [--device SEL] [--small] [--sweep] [--matmul]
 // Measures, each as wall time around submit+wait of one command buffer holding many commands:
 //   - per-dispatch cost of a tiny kernel, with a barrier between every dispatch (a chain) and
 //     without (independent ranges), and the CPU cost of recording one dispatch;
 //   - device copy bandwidth (vkCmdCopyBuffer), the reference for bandwidth bounds;
 //   - matvec bandwidth per weight type (weight bytes read per second);
-//   - tiled matmul rate (the portable prefill path) and attention decode time.
-// --small uses sizes that finish quickly on lavapipe; --sweep tries several matvec launch shapes.
+//   - matmul rate (prefill) per weight type and token count, cooperative-matrix and tiled
+//     kernels, and attention decode time.
+// --small uses sizes that finish quickly on lavapipe; --sweep tries several matvec launch shapes;
+// --matmul runs only the matmul part.
 // Exit status 1 on any error.
 #include <algorithm>
 #include <chrono>
@@ -72,7 +74,41 @@ std::vector<uint8_t> WeightRows(GgmlType type, uint32_t in, uint32_t rows) {
   return all;
 }
 
-int Run(const std::string& selector, bool small, bool sweep) {
+// Matmul rate per weight type, token count and path (cooperative matrix where available, tiled).
+int RunMatmuls(Device& dev, Kernels& kernels, Recorder& rec, Transfer& transfer, bool small) {
+  const uint32_t m = small ? 256 : 4096, k = small ? 256 : 4096;
+  const std::vector<uint32_t> ns =
+      small ? std::vector<uint32_t>{64} : std::vector<uint32_t>{512, 2048};
+  const uint32_t n_max = ns.back();
+  ASSIGN_OR_FAIL(Buffer xb, Buffer::Create(dev, uint64_t{n_max} * k * 4, MemoryKind::kScratch));
+  ASSIGN_OR_FAIL(Buffer yb, Buffer::Create(dev, uint64_t{n_max} * m * 4, MemoryKind::kScratch));
+  CHECK_OK(rec.Fill(xb, 0, xb.size(), 0x3c000000u));
+  for (GgmlType type : {GgmlType::kF16, GgmlType::kQ8_0, GgmlType::kQ4_K, GgmlType::kQ6_K}) {
+    const std::vector<uint8_t> w = WeightRows(type, k, m);
+    ASSIGN_OR_FAIL(Buffer wb, Buffer::Create(dev, w.size(), MemoryKind::kWeights));
+    CHECK_OK(transfer.Upload(wb, 0, w.data(), w.size()));
+    for (bool coop : {true, false}) {
+      kernels.SetMatmulCooperative(coop);
+      if (coop && !kernels.MatmulUsesCooperativeMatrix()) continue;
+      for (uint32_t n : ns) {
+        CHECK_OK(kernels.Matmul(rec, type, {m, n, k}, wb, xb, yb));  // warm-up
+        CHECK_OK(rec.SubmitAndWait());
+        const int mreps = small ? 1 : 10;
+        const auto t0 = Clock::now();
+        for (int i = 0; i < mreps; ++i) CHECK_OK(kernels.Matmul(rec, type, {m, n, k}, wb, xb, yb));
+        CHECK_OK(rec.SubmitAndWait());
+        const double s = Seconds(t0, Clock::now()) / mreps;
+        std::printf("matmul %-5s M=%u N=%-4u K=%u: %8.1f us, %7.2f TFLOP/s (%s)\n",
+                    std::string(TypeName(type)).c_str(), m, n, k, s * 1e6,
+                    2.0 * m * n * k / s / 1e12, kernels.MatmulVariant(type).c_str());
+      }
+    }
+    kernels.SetMatmulCooperative(true);
+  }
+  return 0;
+}
+
+int Run(const std::string& selector, bool small, bool sweep, bool matmul_only) {
   ASSIGN_OR_FAIL(auto instance, Instance::Create());
   DeviceOptions opts;
   opts.selector = selector;
@@ -81,9 +117,10 @@ int Run(const std::string& selector, bool small, bool sweep) {
   ASSIGN_OR_FAIL(auto kernels, Kernels::Create(dev));
   ASSIGN_OR_FAIL(auto rec, Recorder::Create(dev));
   ASSIGN_OR_FAIL(auto transfer, Transfer::Create(dev));
-  std::printf("device: %s (%s), subgroup %u, push descriptors %s\n", dev.info().name.c_str(),
-              dev.info().driver_info.c_str(), dev.info().subgroup_size,
-              dev.caps().push_descriptors ? "yes" : "no");
+  std::printf("device: %s (%s), subgroup %u, push descriptors %s, NV cooperative matrix %s\n",
+              dev.info().name.c_str(), dev.info().driver_info.c_str(), dev.info().subgroup_size,
+              dev.caps().push_descriptors ? "yes" : "no", dev.caps().nv_coopmat_f16 ? "yes" : "no");
+  if (matmul_only) return RunMatmuls(dev, *kernels, *rec, *transfer, small);
 
   // 1. Per-dispatch cost.
   {
@@ -144,7 +181,8 @@ int Run(const std::string& selector, bool small, bool sweep) {
   std::vector<Launch> launches = {{64, 4}};
   if (sweep)
     launches = {{32, 1}, {32, 2}, {32, 4}, {64, 1}, {64, 2}, {64, 4}, {128, 1}, {128, 2}, {256, 1}};
-  for (GgmlType type : {GgmlType::kF16, GgmlType::kQ8_0, GgmlType::kQ4_0, GgmlType::kQ4_K}) {
+  for (GgmlType type : {GgmlType::kF16, GgmlType::kQ8_0, GgmlType::kQ4_0, GgmlType::kQ4_K,
+                        GgmlType::kQ5_K, GgmlType::kQ6_K}) {
     const std::vector<uint8_t> w = WeightRows(type, in, out);
     ASSIGN_OR_FAIL(Buffer wb, Buffer::Create(dev, w.size(), MemoryKind::kWeights));
     CHECK_OK(transfer->Upload(wb, 0, w.data(), w.size()));
@@ -167,27 +205,9 @@ int Run(const std::string& selector, bool small, bool sweep) {
   }
   CHECK_OK(kernels->SetMatvecLaunch(64, 4));
 
-  // 4. Tiled matmul (prefill fallback), F16 and Q4_K weights.
-  {
-    const uint32_t m = small ? 256 : 4096, n = small ? 64 : 512, k = small ? 256 : 4096;
-    ASSIGN_OR_FAIL(Buffer xb, Buffer::Create(dev, uint64_t{n} * k * 4, MemoryKind::kScratch));
-    ASSIGN_OR_FAIL(Buffer yb, Buffer::Create(dev, uint64_t{n} * m * 4, MemoryKind::kScratch));
-    CHECK_OK(rec->Fill(xb, 0, xb.size(), 0x3c000000u));
-    for (GgmlType type : {GgmlType::kF16, GgmlType::kQ4_K}) {
-      const std::vector<uint8_t> w = WeightRows(type, k, m);
-      ASSIGN_OR_FAIL(Buffer wb, Buffer::Create(dev, w.size(), MemoryKind::kWeights));
-      CHECK_OK(transfer->Upload(wb, 0, w.data(), w.size()));
-      CHECK_OK(kernels->Matmul(*rec, type, {m, n, k}, wb, xb, yb));
-      CHECK_OK(rec->SubmitAndWait());
-      const int mreps = small ? 1 : 5;
-      const auto t0 = Clock::now();
-      for (int i = 0; i < mreps; ++i) CHECK_OK(kernels->Matmul(*rec, type, {m, n, k}, wb, xb, yb));
-      CHECK_OK(rec->SubmitAndWait());
-      const double s = Seconds(t0, Clock::now()) / mreps;
-      std::printf("matmul %-5s M=%u N=%u K=%u: %8.1f us, %7.1f GFLOP/s\n",
-                  std::string(TypeName(type)).c_str(), m, n, k, s * 1e6, 2.0 * m * n * k / s / 1e9);
-    }
-  }
+  // 4. Matmul (prefill): the cooperative-matrix kernel where the device has it, and the tiled
+  // shared-memory kernel, per weight type and token count.
+  if (RunMatmuls(dev, *kernels, *rec, *transfer, small) != 0) return 1;
 
   // 5. Attention decode over an f16 cache.
   for (uint32_t d : {256u, 512u}) {
@@ -236,18 +256,21 @@ int main(int argc, char** argv) {
   std::string selector;
   bool small = false;
   bool sweep = false;
+  bool matmul_only = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--small") {
       small = true;
     } else if (a == "--sweep") {
       sweep = true;
+    } else if (a == "--matmul") {
+      matmul_only = true;
     } else if (a == "--device" && i + 1 < argc) {
       selector = argv[++i];
     } else {
-      std::fprintf(stderr, "usage: garnet-vkbench [--device SEL] [--small] [--sweep]\n");
+      std::fprintf(stderr, "usage: garnet-vkbench [--device SEL] [--small] [--sweep] [--matmul]\n");
       return 2;
     }
   }
-  return garnet::vk::Run(selector, small, sweep);
+  return garnet::vk::Run(selector, small, sweep, matmul_only);
 }

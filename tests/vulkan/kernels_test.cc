@@ -343,7 +343,48 @@ TEST_P(KernelTest, MatmulTiledEveryWeightTypeOddSizes) {
         scale.push_back(mag);
       }
     }
-    ExpectClose(got, want, scale, 1e-5, 1e-7, what);
+    // The cooperative-matrix path rounds W and X to f16.
+    ExpectClose(got, want, scale, k().MatmulUsesCooperativeMatrix() ? 2e-3 : 1e-5, 1e-7, what);
+  }
+}
+
+TEST_P(KernelTest, MatmulLargerTilesBothPaths) {
+  // Several 128x128 cooperative tiles with partial edges (and the tiled kernel for comparison);
+  // on devices without cooperative matrices both runs use the tiled kernel.
+  const uint32_t m = 200, n = 131;
+  for (const MatCase& c : {MatCase{GgmlType::kQ4_K, 512, 0}, MatCase{GgmlType::kF16, 83, 0}}) {
+    const std::vector<uint8_t> w = RandomWeights(c.type, c.in, m, 500 + c.in);
+    const std::vector<float> wf = Dequantize(c.type, w, c.in, m);
+    const std::vector<float> x = RandomFloats(size_t{n} * c.in, 501);
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bw,
+                                UploadBytes(*d_, w.data(), w.size(), MemoryKind::kWeights));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bx, UploadFloats(*d_, x));
+    GARNET_ASSERT_OK_AND_ASSIGN(
+        Buffer by, Buffer::Create(*d_->device, size_t{n} * m * 4, MemoryKind::kScratch));
+    for (bool coop : {true, false}) {
+      k().SetMatmulCooperative(coop);
+      const bool used = k().MatmulUsesCooperativeMatrix();
+      const std::string what = "matmul " + std::string(TypeName(c.type)) + " " + std::to_string(m) +
+                               "x" + std::to_string(n) + " (" + k().MatmulVariant(c.type) + ")";
+      GARNET_ASSERT_OK(k().Matmul(rec(), c.type, {m, n, c.in}, bw, bx, by));
+      k().SetMatmulCooperative(true);
+      GARNET_ASSERT_OK(rec().SubmitAndWait());
+      GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> y, DownloadFloats(*d_, by, size_t{n} * m));
+      std::vector<double> want, scale;
+      for (uint32_t t = 0; t < n; ++t) {
+        for (uint32_t r = 0; r < m; ++r) {
+          double acc = 0, mag = 0;
+          for (uint32_t i = 0; i < c.in; ++i) {
+            acc += double(wf[size_t{r} * c.in + i]) * x[size_t{t} * c.in + i];
+            mag += std::fabs(double(wf[size_t{r} * c.in + i]) * x[size_t{t} * c.in + i]);
+          }
+          want.push_back(acc);
+          scale.push_back(mag);
+        }
+      }
+      ExpectClose(y, want, scale, used ? 2e-3 : 1e-5, 1e-7, what);
+      if (!d_->device->caps().nv_coopmat_f16) break;  // the second run would repeat the first
+    }
   }
 }
 
