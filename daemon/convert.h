@@ -93,6 +93,9 @@ inline void ToPb(const LoadedInfo& i, ::garnet::v1::LoadedModel* out) {
   out->set_expires_at(i.expires_at_ms);
   out->set_loaded_at(i.loaded_at_ms);
   out->set_size(i.size);
+  out->set_decode_steps(i.decode_steps);
+  out->set_decode_sequence_steps(i.decode_sequence_steps);
+  out->set_decode_max_batch(static_cast<uint32_t>(i.decode_max_batch));
 }
 
 }  // namespace garnet::daemon

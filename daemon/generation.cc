@@ -5,6 +5,7 @@
 #include <cmath>
 #include <random>
 
+#include "daemon/decode_batcher.h"
 #include "engine/tokenizer/tokenizer.h"
 
 namespace garnet::daemon {
@@ -128,7 +129,10 @@ Result<GenerationResult> RunGeneration(ModelManager& models, const Config& confi
   gr.stop_strings = req.stops;
   gr.cancel = &cancel;
   GenerationResult out;
-  GARNET_ASSIGN_OR_RETURN(out.result, eng.Generate(*seq, prompt, gr, on_piece));
+  GARNET_ASSIGN_OR_RETURN(BatchedResult batched,
+                          GenerateBatched(lease->batcher(), *seq, prompt, gr, on_piece));
+  out.result = std::move(batched.result);
+  out.max_decode_batch = batched.max_batch;
   if (cancel.load() || out.result.finish == engine::FinishReason::kCancelled) {
     return Status::Cancelled("generate", "the client cancelled");
   }

@@ -51,6 +51,7 @@ struct GenerationResult {
   double load_seconds = 0;
   double queue_seconds = 0;
   double total_seconds = 0;
+  size_t max_decode_batch = 0;  // the most sequences one of its decode steps ran with
 };
 
 // Called for each generated token; returning false cancels.
@@ -58,7 +59,8 @@ using PieceFn = std::function<bool(int32_t token, std::string_view text)>;
 
 // Validates the request (InvalidArgument naming the field), acquires a slot (the manager's
 // errors: NotFound, ResourceExhausted "busy", ...), checks the prompt fits the context, runs the
-// engine. Cancelled when `cancel` was set or `on_piece` returned false.
+// engine (decode steps batched with the model's other requests: decode_batcher.h). Cancelled when
+// `cancel` was set or `on_piece` returned false.
 Result<GenerationResult> RunGeneration(ModelManager& models, const Config& config,
                                        const GenerationRequest& request, const PieceFn& on_piece,
                                        const std::atomic<bool>& cancel);

@@ -112,6 +112,33 @@ std::string Metrics::Render(const ModelManager* models) const {
           << "\"} " << d.use.total() << "\n";
       }
     }
+    // Counters of the loaded models (they restart when a model reloads).
+    struct Series {
+      const char* name;
+      const char* help;
+      uint64_t LoadedInfo::*field;
+    };
+    const Series series[] = {
+        {"garnet_decode_steps_total", "Batched decode forward passes of loaded models.",
+         &LoadedInfo::decode_steps},
+        {"garnet_decode_sequence_steps_total",
+         "Sequences advanced by those passes (divided by steps: the mean decode batch).",
+         &LoadedInfo::decode_sequence_steps},
+        {"garnet_decode_batched_steps_total", "Decode passes that advanced more than one sequence.",
+         &LoadedInfo::decode_batched_steps},
+    };
+    for (const Series& s : series) {
+      o << "# HELP " << s.name << " " << s.help << "\n# TYPE " << s.name << " counter\n";
+      for (const LoadedInfo& m : loaded) {
+        o << s.name << "{model=\"" << Esc(m.name) << "\"} " << m.*s.field << "\n";
+      }
+    }
+    o << "# HELP garnet_decode_max_batch Largest decode batch of a loaded model.\n"
+         "# TYPE garnet_decode_max_batch gauge\n";
+    for (const LoadedInfo& m : loaded) {
+      o << "garnet_decode_max_batch{model=\"" << Esc(m.name) << "\"} " << m.decode_max_batch
+        << "\n";
+    }
   }
   return o.str();
 }

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "daemon/decode_batcher.h"
 #include "engine/gguf/gguf.h"
 #include "engine/model/engine.h"
 
@@ -55,6 +56,7 @@ struct ModelManager::Entry {
   State state = State::kLoading;
   Status error;
   std::unique_ptr<engine::Engine> engine;
+  std::unique_ptr<DecodeBatcher> batcher;  // declared after `engine`: destroyed before it
   plan::Plan plan;
   uint32_t n_layer = 0;
   uint64_t planned_bytes = 0;
@@ -73,6 +75,9 @@ ModelManager::Lease::~Lease() {
 }
 engine::Engine& ModelManager::Lease::engine() const {
   return *entry_->engine;
+}
+DecodeBatcher& ModelManager::Lease::batcher() const {
+  return *entry_->batcher;
 }
 
 ModelManager::ModelManager(ManagerOptions options, ResolveFn resolve, OpenFn open)
@@ -265,6 +270,7 @@ Result<std::shared_ptr<ModelManager::Entry>> ModelManager::GetLoaded(
     e->error = st;
     auto it = models_.find(model.name);
     if (it != models_.end() && it->second == e) models_.erase(it);
+    e->batcher.reset();
     std::unique_ptr<engine::Engine> engine = std::move(e->engine);
     lock.unlock();
     cv_.notify_all();
@@ -320,7 +326,7 @@ Status ModelManager::LoadEntry(const std::shared_ptr<Entry>& e, const ResolvedMo
   evicted.clear();  // unloaded here, before the new engine allocates
 
   EngineSpec spec;
-  spec.path = model.paths[0];
+  spec.paths = model.paths;
   spec.ctx = ctx;
   spec.kv_type = e->opts.kv_type;
   spec.backend = e->opts.backend;
@@ -333,13 +339,14 @@ Status ModelManager::LoadEntry(const std::shared_ptr<Entry>& e, const ResolvedMo
     eo.n_threads = static_cast<int>(spec.threads);
     eo.kv_type = spec.kv_type == "f32" ? engine::KvType::kF32 : engine::KvType::kF16;
     eo.backend = spec.backend;
-    auto opened = engine::Engine::Open(spec.path, eo);
+    auto opened = engine::Engine::OpenParts(spec.paths, eo);
     if (!opened.ok()) return opened.status().WithContext("loading " + model.name);
     e->engine = std::move(opened).value();
   }
   if (e->engine->tokenizer() == nullptr) {
     return Status::FailedPrecondition("model " + model.name, "has no tokenizer in its GGUF");
   }
+  e->batcher = std::make_unique<DecodeBatcher>(e->engine.get());
   return Status::OK();
 }
 
@@ -438,6 +445,13 @@ LoadedInfo ModelManager::InfoLocked(const Entry& e) const {
   i.loaded_at_ms = e.loaded_at_ms;
   i.size = e.model.size;
   i.planned_bytes = e.planned_bytes;
+  if (e.batcher) {
+    const DecodeBatcher::Stats st = e.batcher->stats();
+    i.decode_steps = st.steps;
+    i.decode_sequence_steps = st.sequence_steps;
+    i.decode_batched_steps = st.batched_steps;
+    i.decode_max_batch = st.max_batch;
+  }
   return i;
 }
 

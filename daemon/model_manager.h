@@ -8,7 +8,8 @@
 // thread unloads expired models. Engines are destroyed outside the manager's mutex.
 //
 // Slots: each loaded model runs up to `parallel` requests at once (each with its own Sequence;
-// the engine interleaves their forward passes) and lets up to `max_queue` more wait. Beyond that
+// their decode steps are batched by the model's DecodeBatcher) and lets up to `max_queue` more
+// wait. Beyond that
 // Acquire fails at once with ResourceExhausted ("busy"). Ps() never waits for a load or a slot.
 //
 // Thread-safety: every public method may be called from any thread.
@@ -34,6 +35,8 @@ class Engine;
 }
 
 namespace garnet::daemon {
+
+class DecodeBatcher;
 
 // A pulled model as the registry describes it.
 struct ResolvedModel {
@@ -83,6 +86,11 @@ struct LoadedInfo {
   int64_t loaded_at_ms = 0;
   uint64_t size = 0;
   uint64_t planned_bytes = 0;  // total over devices
+  // Decode batching since the load (DecodeBatcher::Stats).
+  uint64_t decode_steps = 0;
+  uint64_t decode_sequence_steps = 0;
+  uint64_t decode_batched_steps = 0;
+  uint64_t decode_max_batch = 0;
 };
 
 class ModelManager {
@@ -97,6 +105,8 @@ class ModelManager {
     Lease(const Lease&) = delete;
     Lease& operator=(const Lease&) = delete;
     engine::Engine& engine() const;
+    // The model's decode batcher (decode_batcher.h): generations on the same model step together.
+    DecodeBatcher& batcher() const;
     const LoadedInfo& info() const { return info_; }
     double load_seconds() const { return load_seconds_; }
     double queue_seconds() const { return queue_seconds_; }
@@ -111,9 +121,10 @@ class ModelManager {
     double queue_seconds_ = 0;
   };
 
-  // Opens an engine; injectable so tests can count loads. Default: engine::Engine::Open.
+  // Opens an engine; injectable so tests can count loads. Default: engine::Engine::OpenParts
+  // (every part of a split model, in manifest order).
   struct EngineSpec {
-    std::string path;
+    std::vector<std::string> paths;  // GGUF parts in order (one for an unsplit model)
     uint32_t ctx = 0;
     std::string kv_type;
     std::string backend;

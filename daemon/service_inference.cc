@@ -116,6 +116,7 @@ void RunStream(const ServiceContext* ctx, const GenerationRequest& job, const ch
     p->set_layers_on_host(g.model.layers_on_host);
     p->set_expert_sets_on_host(g.model.expert_sets_on_host);
     p->set_placement(g.model.placement);
+    p->set_max_decode_batch(static_cast<uint32_t>(g.max_decode_batch));
     w->Write(std::move(last));
   }
   char extra[160] = "";

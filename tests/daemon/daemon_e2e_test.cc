@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <future>
 #include <memory>
 #include <string>
@@ -243,7 +244,9 @@ TEST_F(DaemonTest, GenerateStreamsTokensWithTiming) {
   EXPECT_EQ(o.pieces, d.timing().generated_tokens());
   EXPECT_TRUE(d.finish_reason() == pb::FINISH_REASON_LENGTH ||
               d.finish_reason() == pb::FINISH_REASON_STOP);
-  if (d.finish_reason() == pb::FINISH_REASON_LENGTH) EXPECT_EQ(o.pieces, 16);
+  if (d.finish_reason() == pb::FINISH_REASON_LENGTH) {
+    EXPECT_EQ(o.pieces, 16);
+  }
   EXPECT_GT(d.timing().prompt_tokens(), 5);
   EXPECT_GT(d.timing().ttft_seconds(), 0);
   EXPECT_GT(d.timing().prompt_tokens_per_second(), 0);
@@ -254,6 +257,47 @@ TEST_F(DaemonTest, GenerateStreamsTokensWithTiming) {
   // Greedy decoding is deterministic.
   GenOutcome again = Generate(ch(), Req("Why is the sky blue?", 16));
   EXPECT_EQ(again.text, o.text);
+}
+
+// A split model (three GGUF parts) imported into the store: the daemon loads every part, in
+// manifest order, and generates what the same model in one file generates.
+TEST_F(DaemonTest, SplitModelLoadsAllParts) {
+  const std::string prefix = world_->dir() + "/tiny-split";
+  Process mk({GARNET_MKMODEL_PATH, "--preset", "tiny", "--split", "3", "--out", prefix + ".gguf"},
+             world_->dir() + "/mksplit.out", world_->dir() + "/mksplit.err");
+  ASSERT_EQ(mk.Wait(std::chrono::seconds(120)), 0) << mk.Err();
+  {
+    grpc::ClientContext ctx;
+    pb::ImportRequest req;
+    req.set_path(prefix + "-00001-of-00003.gguf");
+    req.set_name("tinysplit:latest");
+    pb::ImportResponse resp;
+    grpc::Status s = pb::Models::NewStub(ch())->Import(&ctx, req, &resp);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    ASSERT_EQ(resp.model().files_size(), 3);
+  }
+  pb::GenerateRequest split = Req("Why is the sky blue?", 12);
+  split.set_model("tinysplit:latest");
+  GenOutcome a = Generate(ch(), split);
+  ASSERT_TRUE(a.status.ok()) << a.status.error_message();
+  EXPECT_EQ(a.done.model(), "tinysplit:latest");
+  GenOutcome b = Generate(ch(), Req("Why is the sky blue?", 12));
+  ASSERT_TRUE(b.status.ok()) << b.status.error_message();
+  EXPECT_FALSE(a.text.empty());
+  EXPECT_EQ(a.text, b.text);
+  {
+    grpc::ClientContext ctx;
+    pb::UnloadRequest req;
+    req.set_model("tinysplit:latest");
+    pb::UnloadResponse resp;
+    EXPECT_TRUE(pb::Inference::NewStub(ch())->Unload(&ctx, req, &resp).ok());
+  }
+  grpc::ClientContext ctx;
+  pb::DeleteRequest del;
+  del.set_model("tinysplit:latest");
+  pb::DeleteResponse resp;
+  ASSERT_TRUE(pb::Models::NewStub(ch())->Delete(&ctx, del, &resp).ok());
+  EXPECT_EQ(resp.removed_blobs_size(), 3);
 }
 
 TEST_F(DaemonTest, Chat) {
@@ -307,10 +351,25 @@ TEST_F(DaemonTest, SixteenConcurrentClientsMatchSerial) {
   pb::PsResponse ps;
   EXPECT_TRUE(pb::Inference::NewStub(ch())->Ps(&ctx, {}, &ps).ok());
   for (auto& t : threads) t.join();
+  uint32_t max_batch = 0;
   for (int i = 0; i < 16; ++i) {
     ASSERT_TRUE(outs[i].status.ok()) << i << ": " << outs[i].status.error_message();
     EXPECT_EQ(outs[i].text, serial.text) << "client " << i;
+    max_batch = std::max(max_batch, outs[i].done.path().max_decode_batch());
   }
+  // The serial run stepped alone; the concurrent ones shared forward passes (parallel 4).
+  EXPECT_EQ(serial.done.path().max_decode_batch(), 1u);
+  EXPECT_GT(max_batch, 1u);
+  EXPECT_LE(max_batch, 4u);
+  bool seen = false;
+  const pb::PsResponse ps_after = Ps(ch());
+  for (const pb::LoadedModel& m : ps_after.models()) {
+    if (m.name() != "gemma4:tiny") continue;
+    seen = true;
+    EXPECT_GT(m.decode_max_batch(), 1u);
+    EXPECT_LT(m.decode_steps(), m.decode_sequence_steps());
+  }
+  EXPECT_TRUE(seen);
 }
 
 TEST_F(DaemonTest, LoadPsUnload) {

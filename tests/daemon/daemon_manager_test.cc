@@ -42,7 +42,7 @@ class ManagerTest : public ::testing::Test {
       engine::EngineOptions eo;
       eo.n_ctx = s.ctx;
       eo.n_threads = 1;
-      return engine::Engine::Open(s.path, eo);
+      return engine::Engine::OpenParts(s.paths, eo);
     };
   }
 
