@@ -205,6 +205,118 @@ Status Kernels::Matvec(Recorder& rec, GgmlType type, const MatvecShape& s, const
   return rec.Dispatch(*p, bindings, push, gx, gy, s.n_vecs);
 }
 
+namespace {
+// The fused matvecs have two variants per type: 16-bit loads + subgroupAdd where the device has
+// both, else the portable one (32-bit words + shared-memory tree).
+std::string FusedSuffix(const DeviceCaps& caps, GgmlType type) {
+  if (!caps.subgroup_arithmetic) return "";
+  if (type == GgmlType::kF32) return "_sg";
+  return caps.storage_16bit ? "_s16_sg" : "";
+}
+}  // namespace
+
+std::string Kernels::MatvecNormVariant(GgmlType type) const {
+  return "matvec_norm_" + TypeSuffix(type) + FusedSuffix(device_.caps(), type);
+}
+
+std::string Kernels::MatvecGegluVariant(GgmlType type) const {
+  return "matvec_geglu_" + TypeSuffix(type) + FusedSuffix(device_.caps(), type);
+}
+
+Status Kernels::MatvecGeglu(Recorder& rec, GgmlType type, const MatvecShape& s,
+                            const BufferRange& w_gate, const BufferRange& w_up,
+                            const BufferRange& x, const NormSpec* norm, const BufferRange& y) {
+  const std::string op = "matvec_geglu " + std::string(TypeName(type));
+  GARNET_RETURN_IF_ERROR(CheckWeightType(type, s.in, op));
+  const uint32_t xs = s.x_stride ? s.x_stride : s.in;
+  const uint32_t ys = s.y_stride ? s.y_stride : s.out;
+  if (s.out == 0 || s.n_vecs == 0) return Status::InvalidArgument(op, "empty shape");
+  if (xs < s.in || ys < s.out) return Status::InvalidArgument(op, "stride smaller than the row");
+  if (norm && (!(norm->eps >= 0.0f) || !std::isfinite(norm->eps))) {
+    return Status::InvalidArgument(op, "eps must be finite and >= 0");
+  }
+  if (s.n_vecs > device_.info().max_workgroup_count[2]) {
+    return Status::InvalidArgument(op, "too many vectors for one dispatch");
+  }
+  const uint64_t matrix = *RowBytes(type, s.in) * s.out;
+  GARNET_RETURN_IF_ERROR(Need(w_gate, matrix, op, "gate W"));
+  GARNET_RETURN_IF_ERROR(Need(w_up, matrix, op, "up W"));
+  if (w_gate.buffer != w_up.buffer) {
+    return Status::InvalidArgument(op, "gate and up matrices must be in one Buffer");
+  }
+  const uint64_t lo = std::min(w_gate.offset, w_up.offset);
+  const uint64_t hi = std::max(w_gate.offset, w_up.offset) + matrix;
+  if ((w_gate.offset - lo) % 4 != 0 || (w_up.offset - lo) % 4 != 0) {
+    return Status::InvalidArgument(op, "gate and up offsets differ by a non-multiple of 4");
+  }
+  if (hi - lo > 0xffffffffull) {
+    return Status::InvalidArgument(op, "gate and up matrices span over 4 GiB");
+  }
+  GARNET_RETURN_IF_ERROR(Need(x, Span4(s.n_vecs, xs, s.in), op, "x"));
+  GARNET_RETURN_IF_ERROR(Need(y, Span4(s.n_vecs, ys, s.out), op, "y"));
+  if (norm && norm->weight) {
+    GARNET_RETURN_IF_ERROR(Need(*norm->weight, uint64_t{s.in} * 4, op, "norm weight"));
+  }
+  const uint32_t rows = matvec_rows_;
+  PipelineDesc desc{MatvecGegluVariant(type), 4, 0b100, 32, {matvec_wg_, rows}, {matvec_wg_, 1, 1}};
+  GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
+  struct {
+    uint32_t in, out, x_stride, y_stride;
+    float eps;
+    uint32_t norm_flags, gate_offset, up_offset;
+  } push{s.in,
+         s.out,
+         xs,
+         ys,
+         norm ? norm->eps : 0.0f,
+         !norm ? 2u : (norm->weight ? 1u : 0u),
+         static_cast<uint32_t>(w_gate.offset - lo),
+         static_cast<uint32_t>(w_up.offset - lo)};
+  uint32_t gx = 0, gy = 0;
+  GARNET_RETURN_IF_ERROR(Fold(device_, (s.out + rows - 1) / rows, &gx, &gy, op));
+  const BufferRange both(*w_gate.buffer, lo, hi - lo);
+  const BufferRange bindings[] = {both, x, y,
+                                  norm && norm->weight ? *norm->weight : BufferRange(placeholder_)};
+  return rec.Dispatch(*p, bindings, push, gx, gy, s.n_vecs);
+}
+
+Status Kernels::MatvecNorm(Recorder& rec, GgmlType type, const MatvecShape& s, const BufferRange& w,
+                           const BufferRange& x, const BufferRange* norm_w, float eps,
+                           const BufferRange& y) {
+  const std::string op = "matvec_norm " + std::string(TypeName(type));
+  GARNET_RETURN_IF_ERROR(CheckWeightType(type, s.in, op));
+  const uint32_t xs = s.x_stride ? s.x_stride : s.in;
+  const uint32_t ys = s.y_stride ? s.y_stride : s.out;
+  if (s.out == 0 || s.n_vecs == 0) return Status::InvalidArgument(op, "empty shape");
+  if (xs < s.in || ys < s.out) return Status::InvalidArgument(op, "stride smaller than the row");
+  if (!(eps >= 0.0f) || !std::isfinite(eps)) {
+    return Status::InvalidArgument(op, "eps must be finite and >= 0");
+  }
+  if (s.n_vecs > device_.info().max_workgroup_count[2]) {
+    return Status::InvalidArgument(op, "too many vectors for one dispatch");
+  }
+  const uint64_t row_bytes = *RowBytes(type, s.in);
+  GARNET_RETURN_IF_ERROR(Need(w, row_bytes * s.out, op, "W"));
+  GARNET_RETURN_IF_ERROR(Need(x, Span4(s.n_vecs, xs, s.in), op, "x"));
+  GARNET_RETURN_IF_ERROR(Need(y, Span4(s.n_vecs, ys, s.out), op, "y"));
+  if (norm_w) GARNET_RETURN_IF_ERROR(Need(*norm_w, uint64_t{s.in} * 4, op, "norm weight"));
+  if (row_bytes * s.out > 0xffffffffull) {
+    return Status::InvalidArgument(op, "weight range over 4 GiB; split it");
+  }
+  const uint32_t rows = matvec_rows_;
+  PipelineDesc desc{MatvecNormVariant(type), 4, 0b100, 24, {matvec_wg_, rows}, {matvec_wg_, 1, 1}};
+  GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
+  struct {
+    uint32_t in, out, x_stride, y_stride;
+    float eps;
+    uint32_t has_norm_w;
+  } push{s.in, s.out, xs, ys, eps, norm_w ? 1u : 0u};
+  uint32_t gx = 0, gy = 0;
+  GARNET_RETURN_IF_ERROR(Fold(device_, (s.out + rows - 1) / rows, &gx, &gy, op));
+  const BufferRange bindings[] = {w, x, y, norm_w ? *norm_w : BufferRange(placeholder_)};
+  return rec.Dispatch(*p, bindings, push, gx, gy, s.n_vecs);
+}
+
 Status Kernels::MatvecId(Recorder& rec, GgmlType type, const MatvecIdShape& s, const BufferRange& w,
                          const BufferRange& x, const BufferRange& ids, const BufferRange& y) {
   const std::string op = "matvec_id " + std::string(TypeName(type));

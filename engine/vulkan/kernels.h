@@ -129,6 +129,27 @@ class Kernels {
   // y[v, r] = sum_k W[r, k] x[v, k]. Unimplemented for a weight type without a kernel.
   Status Matvec(Recorder& rec, GgmlType type, const MatvecShape& s, const BufferRange& w,
                 const BufferRange& x, const BufferRange& y);
+  // RmsNorm folded into Matvec (decode: one dispatch and no barrier instead of two):
+  //   y[v, r] = sum_k W[r, k] * x[v, k] / sqrt(mean_k x[v, k]^2 + eps) * (norm_w ? norm_w[k] : 1)
+  // x is only read (the residual stream stays as it is); norm_w holds `in` floats. Same shapes,
+  // errors and launch shape as Matvec; y must not overlap x.
+  Status MatvecNorm(Recorder& rec, GgmlType type, const MatvecShape& s, const BufferRange& w,
+                    const BufferRange& x, const BufferRange* norm_w, float eps,
+                    const BufferRange& y);
+  // Gemma's feed-forward first half in one dispatch (decode):
+  //   y[v, r] = gelu_tanh(Wg[r] . x'_v) * (Wu[r] . x'_v)
+  // with x' = x, or RMS-normalised as in MatvecNorm when `norm` is given (norm->weight may be
+  // null: no weight). Wg and Wu are `out` rows of `in` elements of `type` each and must lie in
+  // the same Buffer at offsets that differ by a multiple of 4 bytes, within 4 GiB of each other
+  // (upload a layer's gate and up matrices into one weights buffer); InvalidArgument otherwise.
+  // Replaces Matvec(gate) + Matvec(up) + GeluMul: one dispatch, x read once, no intermediates.
+  struct NormSpec {
+    const BufferRange* weight = nullptr;
+    float eps = 1e-6f;
+  };
+  Status MatvecGeglu(Recorder& rec, GgmlType type, const MatvecShape& s, const BufferRange& w_gate,
+                     const BufferRange& w_up, const BufferRange& x, const NormSpec* norm,
+                     const BufferRange& y);
   // MoE decode: for slot s with expert e = ids[s] (int32), y[s, r] = sum_k W_e[r, k] x_s[k]; a
   // slot with an id outside [0, n_experts) gets zeros. Only the routed experts' rows are read.
   // Uses the same launch shape as Matvec.
@@ -183,6 +204,8 @@ class Kernels {
   // The shader variant a call would use on this device, e.g. "matvec_q8_0_s16_sg".
   std::string MatvecVariant(GgmlType type, bool by_id = false) const;
   std::string MatmulVariant(GgmlType type) const;
+  std::string MatvecNormVariant(GgmlType type) const;
+  std::string MatvecGegluVariant(GgmlType type) const;
   std::string RmsNormVariant() const;
 
  private:

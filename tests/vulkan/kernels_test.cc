@@ -52,7 +52,8 @@ std::vector<uint8_t> RandomWeights(GgmlType type, uint32_t in, uint32_t out, uin
   for (size_t blk = 0; blk * t.block_bytes < b.size(); ++blk) {
     uint8_t* p = b.data() + blk * t.block_bytes;
     const uint16_t d = F32ToF16(scales[2 * blk]);
-    std::memcpy(p, &d, 2);  // Q8_0, Q4_0, Q4_K: d first
+    // Q8_0, Q4_0, Q4_K: d first; Q6_K: d last (byte 208).
+    std::memcpy(p + (type == GgmlType::kQ6_K ? 208 : 0), &d, 2);
     if (type == GgmlType::kQ4_K) {
       const uint16_t dmin = F32ToF16(scales[2 * blk + 1]);
       std::memcpy(p + 2, &dmin, 2);
@@ -188,6 +189,136 @@ TEST_P(KernelTest, MatvecEveryWeightTypeOddSizes) {
     }
     ExpectClose(got, want, scale, 1e-5, 1e-7, what);
   }
+}
+
+TEST_P(KernelTest, MatvecNormFoldsRmsNormIn) {
+  const uint32_t n_vecs = 2, out = 13;
+  for (const MatCase& c : {MatCase{GgmlType::kF32, 67, 0}, MatCase{GgmlType::kF16, 70, 0},
+                           MatCase{GgmlType::kQ8_0, 96, 0}, MatCase{GgmlType::kQ4_K, 512, 0},
+                           MatCase{GgmlType::kQ6_K, 256, 0}}) {
+    const std::vector<uint8_t> w = RandomWeights(c.type, c.in, out, 700 + c.in);
+    const std::vector<float> wf = Dequantize(c.type, w, c.in, out);
+    const uint32_t xs = c.in + 2, ys = out + 1;
+    const std::vector<float> x = RandomFloats(size_t{n_vecs} * xs, 701, -3, 3);
+    const std::vector<float> nw = RandomFloats(c.in, 702, 0.5f, 1.5f);
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bw,
+                                UploadBytes(*d_, w.data(), w.size(), MemoryKind::kWeights));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bx, UploadFloats(*d_, x));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bn, UploadFloats(*d_, nw));
+    GARNET_ASSERT_OK_AND_ASSIGN(
+        Buffer by, Buffer::Create(*d_->device, size_t{n_vecs} * ys * 4, MemoryKind::kScratch));
+    const float eps = 1e-6f;
+    for (bool weighted : {true, false}) {
+      const std::string what = "matvec_norm " + std::string(TypeName(c.type)) +
+                               (weighted ? " weighted" : "") + " (" +
+                               k().MatvecNormVariant(c.type) + ")";
+      const BufferRange nr(bn);
+      GARNET_ASSERT_OK(k().MatvecNorm(rec(), c.type, {c.in, out, n_vecs, xs, ys}, bw, bx,
+                                      weighted ? &nr : nullptr, eps, by));
+      GARNET_ASSERT_OK(rec().SubmitAndWait());
+      GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> y,
+                                  DownloadFloats(*d_, by, size_t{n_vecs} * ys));
+      std::vector<float> got;
+      std::vector<double> want, scale;
+      for (uint32_t v = 0; v < n_vecs; ++v) {
+        double ss = 0;
+        for (uint32_t i = 0; i < c.in; ++i) ss += double(x[v * xs + i]) * x[v * xs + i];
+        const double inv = 1.0 / std::sqrt(ss / c.in + eps);
+        for (uint32_t r = 0; r < out; ++r) {
+          double acc = 0, mag = 0;
+          for (uint32_t i = 0; i < c.in; ++i) {
+            const double t =
+                double(wf[size_t{r} * c.in + i]) * x[v * xs + i] * inv * (weighted ? nw[i] : 1.0);
+            acc += t;
+            mag += std::fabs(t);
+          }
+          got.push_back(y[v * ys + r]);
+          want.push_back(acc);
+          scale.push_back(mag);
+        }
+      }
+      ExpectClose(got, want, scale, 1e-5, 1e-7, what);
+    }
+  }
+  GARNET_ASSERT_OK_AND_ASSIGN(Buffer b, Buffer::Create(*d_->device, 4096, MemoryKind::kScratch));
+  EXPECT_TRUE(
+      k().MatvecNorm(rec(), GgmlType::kF32, {8, 2}, b, b, nullptr, NAN, b).IsInvalidArgument());
+  const BufferRange small(b, 0, 16);
+  EXPECT_TRUE(
+      k().MatvecNorm(rec(), GgmlType::kF32, {8, 2}, b, b, &small, 1e-6f, b).IsInvalidArgument());
+  EXPECT_TRUE(rec().empty());
+}
+
+TEST_P(KernelTest, MatvecGegluGateUpGeluInOneDispatch) {
+  const uint32_t n_vecs = 2, out = 13;
+  for (const MatCase& c : {MatCase{GgmlType::kF16, 70, 0}, MatCase{GgmlType::kQ8_0, 96, 0},
+                           MatCase{GgmlType::kQ4_K, 512, 0}, MatCase{GgmlType::kQ6_K, 256, 0}}) {
+    const std::vector<uint8_t> wg = RandomWeights(c.type, c.in, out, 800 + c.in);
+    const std::vector<uint8_t> wu = RandomWeights(c.type, c.in, out, 900 + c.in);
+    const std::vector<float> gf = Dequantize(c.type, wg, c.in, out);
+    const std::vector<float> uf = Dequantize(c.type, wu, c.in, out);
+    // One buffer: 256 bytes of padding, up, then gate (after up, 4-byte aligned, plus 4).
+    const size_t up_at = 256, gate_at = (up_at + wu.size() + 3) / 4 * 4 + 4;
+    std::vector<uint8_t> all(gate_at + wg.size(), 0);
+    std::memcpy(&all[up_at], wu.data(), wu.size());
+    std::memcpy(&all[gate_at], wg.data(), wg.size());
+    const uint32_t xs = c.in + 3, ys = out + 2;
+    const std::vector<float> x = RandomFloats(size_t{n_vecs} * xs, 801, -2, 2);
+    const std::vector<float> nw = RandomFloats(c.in, 802, 0.5f, 1.5f);
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bw,
+                                UploadBytes(*d_, all.data(), all.size(), MemoryKind::kWeights));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bx, UploadFloats(*d_, x));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bn, UploadFloats(*d_, nw));
+    GARNET_ASSERT_OK_AND_ASSIGN(
+        Buffer by, Buffer::Create(*d_->device, size_t{n_vecs} * ys * 4, MemoryKind::kScratch));
+    const BufferRange gate(bw, gate_at, wg.size()), up(bw, up_at, wu.size()), nr(bn);
+    for (int mode = 0; mode < 3; ++mode) {  // no norm, norm without weight, norm with weight
+      Kernels::NormSpec ns;
+      ns.weight = mode == 2 ? &nr : nullptr;
+      const std::string what = "matvec_geglu " + std::string(TypeName(c.type)) + " norm mode " +
+                               std::to_string(mode) + " (" + k().MatvecGegluVariant(c.type) + ")";
+      GARNET_ASSERT_OK(k().MatvecGeglu(rec(), c.type, {c.in, out, n_vecs, xs, ys}, gate, up, bx,
+                                       mode ? &ns : nullptr, by));
+      GARNET_ASSERT_OK(rec().SubmitAndWait());
+      GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> y,
+                                  DownloadFloats(*d_, by, size_t{n_vecs} * ys));
+      std::vector<float> got;
+      std::vector<double> want, scale;
+      for (uint32_t v = 0; v < n_vecs; ++v) {
+        double inv = 1.0;
+        if (mode) {
+          double ss = 0;
+          for (uint32_t i = 0; i < c.in; ++i) ss += double(x[v * xs + i]) * x[v * xs + i];
+          inv = 1.0 / std::sqrt(ss / c.in + ns.eps);
+        }
+        for (uint32_t r = 0; r < out; ++r) {
+          double g = 0, u = 0, mg = 0, mu = 0;
+          for (uint32_t i = 0; i < c.in; ++i) {
+            const double xv = x[v * xs + i] * inv * (mode == 2 ? nw[i] : 1.0);
+            g += gf[size_t{r} * c.in + i] * xv;
+            u += uf[size_t{r} * c.in + i] * xv;
+            mg += std::fabs(gf[size_t{r} * c.in + i] * xv);
+            mu += std::fabs(uf[size_t{r} * c.in + i] * xv);
+          }
+          const double gelu =
+              0.5 * g * (1 + std::tanh(0.7978845608028654 * (g + 0.044715 * g * g * g)));
+          got.push_back(y[v * ys + r]);
+          want.push_back(gelu * u);
+          scale.push_back(1.2 * mg * std::fabs(u) + std::fabs(gelu) * mu);
+        }
+      }
+      ExpectClose(got, want, scale, 1e-5, 1e-7, what);
+    }
+  }
+  GARNET_ASSERT_OK_AND_ASSIGN(Buffer a, Buffer::Create(*d_->device, 4096, MemoryKind::kScratch));
+  GARNET_ASSERT_OK_AND_ASSIGN(Buffer b, Buffer::Create(*d_->device, 4096, MemoryKind::kScratch));
+  // Gate and up in different buffers; offsets 2 bytes apart.
+  EXPECT_TRUE(
+      k().MatvecGeglu(rec(), GgmlType::kF16, {8, 2}, a, b, a, nullptr, b).IsInvalidArgument());
+  EXPECT_TRUE(k().MatvecGeglu(rec(), GgmlType::kF16, {8, 2}, BufferRange(a, 0, 32),
+                              BufferRange(a, 34, 32), b, nullptr, b)
+                  .IsInvalidArgument());
+  EXPECT_TRUE(rec().empty());
 }
 
 TEST_P(KernelTest, MatvecOtherLaunchShapesAgree) {

@@ -19,6 +19,14 @@
 // [0, n_experts) (moe_route writes -1 for an empty slot) gets zeros; only the routed experts'
 // matrices are read.
 //   extra binding 3 ids (read, int[slots]); extra push uint expert_stride, n_experts
+// NORM (not with MUL_ID): RMSNorm of each input vector folded in, i.e. the product uses
+//   x'[k] = x[v * x_stride + k] / sqrt(mean_k(x^2) + eps) * (has_norm_w ? nw[k] : 1)
+//   extra binding 3 nw (read, float[in]); extra push float eps, uint norm_flags (bit 0: times nw,
+//   bit 1: skip the normalisation)
+// GEGLU (with NORM, not with MUL_ID): Gemma's feed-forward first half in one dispatch. Binding 0
+// holds both the gate and the up matrix (gate_offset / up_offset bytes into it; extra push uint
+// gate_offset, up_offset) and the output is
+//   y[v * y_stride + r] = gelu_tanh(Wg[r] . x'_v) * (Wu[r] . x'_v)   (x' normalised as above)
 // Each invocation takes a strided share of the columns (a few elements of one block at a time),
 // loads those x values once and accumulates them against all NROWS rows of the workgroup in fp32
 // (so x is read once per NROWS rows); then the workgroup reduces each row and invocation 0 writes.
@@ -37,11 +45,36 @@ layout(push_constant) uniform Push {
   uint expert_stride;
   uint n_experts;
 #endif
+#ifdef NORM
+  float eps;
+  uint norm_flags;  // bit 0: multiply by nw; bit 1: no normalisation at all (GEGLU without norm)
+#endif
+#ifdef GEGLU
+  uint gate_offset;  // bytes from the start of binding 0 to the gate matrix
+  uint up_offset;    // and to the up matrix
+#endif
 } p;
 #ifdef MUL_ID
 layout(binding = 3, std430) readonly buffer IdBuf { int ids[]; };
 #endif
 layout(constant_id = 1) const uint NROWS = 1;
+#ifdef GEGLU
+const uint NR = 2u * NROWS;  // accumulators: NROWS gate rows, then the same NROWS up rows
+#else
+const uint NR = NROWS;
+#endif
+
+#ifdef NORM
+layout(binding = 3, std430) readonly buffer NBuf { float nw[]; };
+float g_xscale = 1.0;  // 1 / rms of this workgroup's vector
+uint g_xb = 0;         // index of its first element
+float load_x(uint i) {
+  const float v = x[i] * g_xscale;
+  return (p.norm_flags & 1u) != 0u ? v * nw[i - g_xb] : v;
+}
+#else
+float load_x(uint i) { return x[i]; }
+#endif
 
 void main() {
   const uint row0 = group_index() * NROWS;
@@ -62,17 +95,32 @@ void main() {
   }
   wb = uint(id) * p.expert_stride;
 #endif
+#ifdef NORM
+  // RMSNorm folded in: every workgroup recomputes its vector's sum of squares (x is small and
+  // read anyway) instead of a separate rmsnorm dispatch, barrier and round trip through memory.
+  g_xb = xb;
+  if ((p.norm_flags & 2u) == 0u) {
+    float ss = 0.0;
+    for (uint k = tid; k < p.in_; k += WG) ss += x[xb + k] * x[xb + k];
+    g_xscale = inversesqrt(wg_sum(ss) / float(p.in_) + p.eps);
+  }
+#endif
   // Byte offset of each row; rows past the end repeat the last one (their sums are dropped).
-  uint rb[NROWS];
-  float acc[NROWS];
-  for (uint r = 0; r < NROWS; ++r) {
+  uint rb[NR];
+  float acc[NR];
+  for (uint r = 0; r < NR; ++r) {
+#ifdef GEGLU
+    const uint base = r < NROWS ? p.gate_offset : p.up_offset;
+    rb[r] = base + min(row0 + r % NROWS, p.out_ - 1u) * row_bytes;
+#else
     rb[r] = wb + min(row0 + r, p.out_ - 1u) * row_bytes;
+#endif
     acc[r] = 0.0;
   }
 #if defined(W_PER_ELEMENT)
   for (uint k = tid; k < p.in_; k += WG) {
-    const float xv = x[xb + k];
-    for (uint r = 0; r < NROWS; ++r) {
+    const float xv = load_x(xb + k);
+    for (uint r = 0; r < NR; ++r) {
 #if defined(WTYPE_F32)
       acc[r] += w_f32[rb[r] / 4u + k] * xv;
 #elif defined(WTYPE_F16)
@@ -88,8 +136,8 @@ void main() {
     const uint blk = it >> 2, part = it & 3u;
     const uint xo = xb + blk * 32u + part * 8u;
     float xv[8];
-    [[unroll]] for (uint j = 0; j < 8u; ++j) xv[j] = x[xo + j];
-    for (uint r = 0; r < NROWS; ++r) {
+    [[unroll]] for (uint j = 0; j < 8u; ++j) xv[j] = load_x(xo + j);
+    for (uint r = 0; r < NR; ++r) {
       const uint b = rb[r] + blk * 34u;
       const uint qa = b + 2u + part * 8u;
       float s = 0.0;
@@ -108,10 +156,10 @@ void main() {
     const uint xo = xb + blk * 32u + part * 4u;
     float xl[4], xh[4];
     [[unroll]] for (uint j = 0; j < 4u; ++j) {
-      xl[j] = x[xo + j];
-      xh[j] = x[xo + 16u + j];
+      xl[j] = load_x(xo + j);
+      xh[j] = load_x(xo + 16u + j);
     }
-    for (uint r = 0; r < NROWS; ++r) {
+    for (uint r = 0; r < NR; ++r) {
       const uint b = rb[r] + blk * 18u;
       float s = 0.0;
       [[unroll]] for (uint j = 0; j < 2u; ++j) {
@@ -133,12 +181,12 @@ void main() {
     float xl[8], xh[8];
     float sum_l = 0.0, sum_h = 0.0;
     [[unroll]] for (uint j = 0; j < 8u; ++j) {
-      xl[j] = x[xo + j];
-      xh[j] = x[xo + 32u + j];
+      xl[j] = load_x(xo + j);
+      xh[j] = load_x(xo + 32u + j);
       sum_l += xl[j];
       sum_h += xh[j];
     }
-    for (uint r = 0; r < NROWS; ++r) {
+    for (uint r = 0; r < NR; ++r) {
       const uint b = rb[r] + blk * 144u;
       const vec2 lo = q4k_scale_min(b, 2u * c);
       const vec2 hi = q4k_scale_min(b, 2u * c + 1u);
@@ -157,8 +205,8 @@ void main() {
   // decoded by w_group8; neighbouring invocations take neighbouring groups.
   for (uint it = tid; it < p.in_ / 8u; it += WG) {
     float xv[8];
-    [[unroll]] for (uint j = 0; j < 8u; ++j) xv[j] = x[xb + 8u * it + j];
-    for (uint r = 0; r < NROWS; ++r) {
+    [[unroll]] for (uint j = 0; j < 8u; ++j) xv[j] = load_x(xb + 8u * it + j);
+    for (uint r = 0; r < NR; ++r) {
       float wv[8];
       w_group8(rb[r], 8u * it, wv);
       float s = 0.0;
@@ -167,8 +215,20 @@ void main() {
     }
   }
 #endif
+#ifdef GEGLU
+  // y = gelu_tanh(g) * u, gelu_tanh computed as in gelu_mul.comp.
+  for (uint r = 0; r < NROWS; ++r) {
+    const float g = wg_sum(acc[r]);
+    const float u = wg_sum(acc[NROWS + r]);
+    const float z = 0.7978845608028654 * (g + 0.044715 * g * g * g);
+    if (tid == 0 && row0 + r < p.out_) {
+      y[vec * p.y_stride + row0 + r] = g / (1.0 + exp(min(-2.0 * z, 80.0))) * u;
+    }
+  }
+#else
   for (uint r = 0; r < NROWS; ++r) {
     const float t = wg_sum(acc[r]);
     if (tid == 0 && row0 + r < p.out_) y[vec * p.y_stride + row0 + r] = t;
   }
+#endif
 }
