@@ -5,6 +5,9 @@
 
 #include "engine/gguf/gguf.h"
 #include "engine/model/chat.h"
+#if GARNET_HAVE_VULKAN
+#include "engine/model/vulkan_backend.h"
+#endif
 #include "engine/tokenizer/tokenizer.h"
 
 namespace garnet::engine {
@@ -48,8 +51,24 @@ Result<std::unique_ptr<Engine>> Engine::Open(const std::string& path,
 
 Result<std::unique_ptr<Engine>> Engine::OpenParts(const std::vector<std::string>& paths,
                                                   const EngineOptions& options) {
-  if (options.backend != "cpu") {
-    return Status::Unimplemented("engine", "backend '" + options.backend + "' is not available");
+  if (options.backend != "cpu" && options.backend != "vulkan") {
+    return Status::Unimplemented(
+        "engine", "backend '" + options.backend + "' is not available (cpu, vulkan)");
+  }
+  if (options.backend == "vulkan") {
+#if GARNET_HAVE_VULKAN
+    if (options.kv_type != KvType::kF16) {
+      return Status::InvalidArgument("engine", "the Vulkan backend keeps the KV cache in f16");
+    }
+    if (options.swa_full_cache) {
+      return Status::InvalidArgument("engine", "swa_full_cache is a CPU-backend test option");
+    }
+    if (options.n_seq <= 0) return Status::InvalidArgument("engine", "n_seq must be positive");
+#else
+    return Status::Unavailable("engine",
+                               "this build has no Vulkan backend (the Vulkan headers or glslc were "
+                               "missing when it was built); use backend cpu");
+#endif
   }
   if (options.n_ubatch <= 0) return Status::InvalidArgument("engine", "ubatch must be positive");
   if (paths.empty()) return Status::InvalidArgument("engine", "no model file given");
@@ -70,22 +89,42 @@ Result<std::unique_ptr<Engine>> Engine::OpenParts(const std::vector<std::string>
     ctx = e->params_.context_length;
   }
   e->options_.n_ctx = ctx;
-  model::CpuBackendOptions co;
-  co.n_ctx = ctx;
-  co.n_ubatch = std::min(options.n_ubatch, ctx);
-  e->options_.n_ubatch = co.n_ubatch;
-  co.n_threads = options.n_threads;
-  co.kv_type = options.kv_type;
-  co.embed_scale = options.embed_scale;
-  co.swa_full_cache = options.swa_full_cache;
-  GARNET_ASSIGN_OR_RETURN(auto backend,
-                          model::CpuBackend::Create(&e->params_, e->weights_.get(), co));
-  e->kv_bytes_ = backend->KvBytesPerSequence();
-  e->backend_ = std::move(backend);
+  e->options_.n_ubatch = std::min(options.n_ubatch, ctx);
+#if GARNET_HAVE_VULKAN
+  if (options.backend == "vulkan") {
+    model::VulkanBackendOptions vo;
+    vo.n_ctx = ctx;
+    vo.n_ubatch = e->options_.n_ubatch;
+    vo.n_seq = options.n_seq;
+    vo.embed_scale = options.embed_scale;
+    vo.device = options.device;
+    GARNET_ASSIGN_OR_RETURN(auto backend, model::VulkanBackend::Create(e->model_.get(), &e->params_,
+                                                                       e->weights_.get(), vo));
+    e->kv_bytes_ = backend->KvBytesPerSequence();
+    e->backend_ = std::move(backend);
+  }
+#endif
+  if (!e->backend_) {
+    GARNET_RETURN_IF_ERROR(e->MakeCpuBackend());
+  }
   if (e->model_->Find("tokenizer.ggml.model") != nullptr) {
     GARNET_ASSIGN_OR_RETURN(e->tokenizer_, tok::Tokenizer::FromGguf(*e->model_));
   }
   return e;
+}
+
+Status Engine::MakeCpuBackend() {
+  model::CpuBackendOptions co;
+  co.n_ctx = options_.n_ctx;
+  co.n_ubatch = options_.n_ubatch;
+  co.n_threads = options_.n_threads;
+  co.kv_type = options_.kv_type;
+  co.embed_scale = options_.embed_scale;
+  co.swa_full_cache = options_.swa_full_cache;
+  GARNET_ASSIGN_OR_RETURN(auto backend, model::CpuBackend::Create(&params_, weights_.get(), co));
+  kv_bytes_ = backend->KvBytesPerSequence();
+  backend_ = std::move(backend);
+  return Status::OK();
 }
 
 std::string_view Engine::backend_name() const {

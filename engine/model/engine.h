@@ -1,6 +1,6 @@
 // The inference engine API: open a Gemma 4 GGUF, create sequences, feed tokens (batched
 // prefill), read logits, sample, and stream generation with timing. Backend-neutral: the CPU
-// backend runs today; a Vulkan backend plugs in behind the same calls (backend.h).
+// backend and the Vulkan backend (vulkan_backend.h) run behind the same calls (backend.h).
 //
 // Typical use:
 //   GARNET_ASSIGN_OR_RETURN(auto engine, Engine::Open(path, options));
@@ -46,8 +46,14 @@ struct EngineOptions {
   int n_threads = 0;  // 0: all cores
   KvType kv_type = KvType::kF16;
   EmbedScale embed_scale = EmbedScale::kF32;
-  bool swa_full_cache = false;  // testing only: sliding layers keep every position
+  bool swa_full_cache = false;  // testing only: sliding layers keep every position (cpu only)
+  // "cpu" or "vulkan" (KV cache f16 only; Unavailable when the machine has no Vulkan device or
+  // the build has no Vulkan backend: the caller may fall back to "cpu").
   std::string backend = "cpu";
+  // Vulkan device: "" the best one (discrete first), "<digits>" an index, else a name substring.
+  std::string device;
+  // Vulkan: sequences sharing one KV allocation and logit rows per pass (the plan's n_seq).
+  int64_t n_seq = 1;
 };
 
 struct Timing {
@@ -108,7 +114,8 @@ class Engine {
  public:
   // Opens the GGUF (all parts of a split set), reads the hyper-parameters, binds and checks the
   // weights, builds the backend and the tokenizer (absent when the file has none). Errors name
-  // the file and the key/tensor at fault; Unimplemented for an unknown backend.
+  // the file and the key/tensor at fault; Unimplemented for an unknown backend; for "vulkan",
+  // Unavailable without a Vulkan device and FailedPrecondition for a weight type it cannot run.
   static Result<std::unique_ptr<Engine>> Open(const std::string& path,
                                               const EngineOptions& options);
   // The same for an explicit list of parts in order (a split model whose files are not named
@@ -151,6 +158,7 @@ class Engine {
 
  private:
   Engine() = default;
+  Status MakeCpuBackend();
   std::unique_ptr<gguf::Model> model_;
   gguf::Gemma4Params params_;
   std::unique_ptr<model::ModelWeights> weights_;

@@ -57,30 +57,73 @@ uint64_t KvTotalBytes(const gguf::Gemma4Params& p, const KvOptions& o) {
   return total;
 }
 
+uint32_t AttentionSplitCount(uint32_t n_tokens, uint32_t n_q_heads, uint32_t max_keys) {
+  constexpr uint64_t kTargetGroups = 512, kMinKeysPerSplit = 256, kMaxSplits = 64;
+  const uint64_t work = static_cast<uint64_t>(n_tokens) * n_q_heads;
+  if (work == 0 || work >= kTargetGroups || max_keys <= kMinKeysPerSplit) return 1;
+  const uint64_t by_keys = (max_keys + kMinKeysPerSplit - 1) / kMinKeysPerSplit;
+  const uint64_t by_work = (kTargetGroups + work - 1) / work;
+  return static_cast<uint32_t>(std::max<uint64_t>(1, std::min({by_keys, by_work, kMaxSplits})));
+}
+
+uint32_t AttentionMaxKeys(const gguf::Gemma4Params& p, uint32_t il, const KvOptions& o) {
+  const gguf::Gemma4Layer& l = p.layers[il];
+  const uint32_t owner = l.owns_kv() ? il : static_cast<uint32_t>(l.kv_source);
+  if (owner >= p.layers.size()) return 0;
+  const uint32_t cells = KvCells(p, owner, o);
+  return l.kind == gguf::AttnKind::kFull ? cells : std::min(cells, p.sliding_window);
+}
+
 std::vector<ScratchBuffer> ScratchLayout(const gguf::Gemma4Params& p, const KvOptions& o) {
-  uint64_t q_width = 0, kv_width = 0, ffn_width = 0;
-  for (const auto& l : p.layers) {
+  uint64_t q_width = 0, kv_width = 0, ffn_width = 0, split_bytes = 0;
+  for (uint32_t il = 0; il < p.layers.size(); ++il) {
+    const auto& l = p.layers[il];
     q_width = std::max<uint64_t>(q_width, static_cast<uint64_t>(l.n_head) * l.head_dim);
     kv_width = std::max<uint64_t>(kv_width, static_cast<uint64_t>(l.n_head_kv) * l.head_dim);
     ffn_width = std::max<uint64_t>(ffn_width, l.ffn_dim);
+    // The flash-decoding partials of the largest attention dispatch (one per sequence's run of
+    // n <= T tokens; splits only happen while n * heads < 512, so n stays small).
+    const uint32_t keys = AttentionMaxKeys(p, il, o);
+    for (uint32_t n = 1; n <= std::min<uint32_t>(o.n_ubatch, 512); ++n) {
+      const uint32_t splits = AttentionSplitCount(n, l.n_head, keys);
+      if (splits > 1) {
+        split_bytes = std::max<uint64_t>(
+            split_bytes, static_cast<uint64_t>(n) * l.n_head * splits * (l.head_dim + 2ull) * 4);
+      }
+    }
   }
   const uint64_t t = o.n_ubatch;
   const uint64_t f = sizeof(float);
+  const uint64_t rows = std::max<uint32_t>(o.n_seq, 1);
+  const uint64_t tk = t * p.n_expert_used;
+  const uint64_t lp = static_cast<uint64_t>(p.n_layer) * p.n_embd_per_layer;
+  constexpr auto kUp = ScratchPlace::kHostUpload;
   std::vector<ScratchBuffer> out = {
-      {"hidden", t * p.n_embd * f},  {"norm", t * p.n_embd * f},
-      {"q", t * q_width * f},        {"k", t * kv_width * f},
-      {"v", t * kv_width * f},       {"attn", t * q_width * f},
-      {"branch", t * p.n_embd * f},  {"ffn_gate", t * ffn_width * f},
-      {"ffn_up", t * ffn_width * f}, {"logits", static_cast<uint64_t>(o.n_seq) * p.n_vocab * f},
+      {"hidden", t * p.n_embd * f}, {"norm", t * p.n_embd * f},       {"branch", t * p.n_embd * f},
+      {"q", t * q_width * f},       {"attn", t * q_width * f},        {"k", t * kv_width * f},
+      {"v", t * kv_width * f},      {"ffn_gate", t * ffn_width * f},  {"ffn_up", t * ffn_width * f},
+      {"attn_split", split_bytes},  {"logits", rows * p.n_vocab * f},
   };
   if (p.is_moe()) {
     out.push_back({"router", t * p.n_expert * f});
-    out.push_back({"moe_gate_up", t * p.n_expert_used * 2ull * p.expert_ffn_dim * f});
+    out.push_back({"moe_ids", tk * 4});
+    out.push_back({"moe_weights", tk * f});
+    out.push_back({"moe_x", tk * p.n_embd * f});
+    out.push_back({"moe_gate_up", tk * 2ull * p.expert_ffn_dim * f});
+    out.push_back({"moe_down", tk * p.n_embd * f});
     out.push_back({"moe_out", t * p.n_embd * f});
   }
   if (p.has_ple()) {
-    out.push_back({"ple", t * p.n_layer * static_cast<uint64_t>(p.n_embd_per_layer) * f});
+    out.push_back({"ple", t * lp * f});
+    out.push_back({"ple_gate", t * p.n_embd_per_layer * f});
   }
+  out.push_back({"tokens", t * 4, kUp});
+  out.push_back({"positions", t * 4, kUp});
+  out.push_back({"logit_rows", rows * 4, kUp});
+  if (p.is_moe()) out.push_back({"moe_rep", tk * 4, kUp});
+  out.push_back({"attn_pos", t * kBufferAlign, kUp});
+  if (p.has_ple()) out.push_back({"ple_rows", t * lp * f, kUp});
+  out.push_back({"logits_out", rows * p.n_vocab * f, ScratchPlace::kHostReadback});
   for (auto& b : out) b.bytes = AlignUp(b.bytes);
   return out;
 }

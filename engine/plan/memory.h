@@ -43,14 +43,41 @@ uint64_t KvRowBytes(const gguf::Gemma4Params& p, uint32_t il, KvType type);
 uint64_t KvLayerBytes(const gguf::Gemma4Params& p, uint32_t il, const KvOptions& o);
 uint64_t KvTotalBytes(const gguf::Gemma4Params& p, const KvOptions& o);
 
-// One named activation buffer a backend allocates per device for a forward pass.
+// Where a scratch buffer lives (the Vulkan backend's vk::Residency).
+enum class ScratchPlace : uint8_t {
+  kDevice,        // device-local activations
+  kHostUpload,    // host-visible inputs written before each pass (token ids, positions, ...)
+  kHostReadback,  // host-visible results read after each pass (logits)
+};
+
+// One named buffer a backend allocates per device for forward passes.
 struct ScratchBuffer {
   std::string name;
   uint64_t bytes;
+  ScratchPlace place = ScratchPlace::kDevice;
 };
-// The activation buffers (f32) for a micro-batch of n_ubatch tokens: hidden state, norm output,
-// Q/K/V/attention output at the widest layer, the dense MLP at the widest layer, the MoE router,
-// expert activations and output, PLE inputs, and last-position logits for n_seq sequences.
+
+// Flash-decoding splits the Vulkan attention uses for a dispatch of `n_tokens` query tokens of
+// `n_q_heads` heads over at most `max_keys` keys: 1 (one pass) once there are 512 (token, head)
+// workgroups, else enough slices of >= 256 keys to reach ~512 workgroups, at most 64.
+uint32_t AttentionSplitCount(uint32_t n_tokens, uint32_t n_q_heads, uint32_t max_keys);
+// Keys a query of layer `il` can see at most: the window on sliding layers (capped by its
+// cells), the context on full layers (0 when the layer has no cells, i.e. it shares KV).
+uint32_t AttentionMaxKeys(const gguf::Gemma4Params& p, uint32_t il, const KvOptions& o);
+
+// EXACTLY the buffers the Vulkan backend (engine/model/vulkan_backend.cc) allocates for a
+// micro-batch of n_ubatch tokens and n_seq logit rows per pass, in the order it places them;
+// each rounded up to kBufferAlign. Device-local, all f32 unless noted:
+//   hidden, norm, branch [T x H]; q, attn [T x widest q]; k, v [T x widest kv];
+//   ffn_gate, ffn_up [T x widest ffn]; attn_split: flash-decoding partials (AttentionSplitCount);
+//   logits [n_seq x V];
+//   MoE: router [T x E], moe_ids (int32), moe_weights [T x K], moe_x, moe_down [T*K x H],
+//        moe_gate_up [T*K x 2 Ie], moe_out [T x H];
+//   PLE: ple [T x L*P], ple_gate [T x P].
+// Host upload (int32 unless noted): tokens, positions [T]; logit_rows [n_seq]; moe_rep [T*K];
+//   attn_pos: T blocks of kBufferAlign bytes (each sequence's positions at an aligned offset);
+//   ple_rows [T x L*P] f32 (the PLE table stays on the host; its rows are gathered there).
+// Host readback: logits_out [n_seq x V].
 std::vector<ScratchBuffer> ScratchLayout(const gguf::Gemma4Params& p, const KvOptions& o);
 uint64_t ScratchBytes(const gguf::Gemma4Params& p, const KvOptions& o);
 

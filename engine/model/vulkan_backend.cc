@@ -1,0 +1,949 @@
+#include "engine/model/vulkan_backend.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <list>
+#include <map>
+#include <mutex>
+#include <vector>
+
+#include "engine/gguf/gguf.h"
+#include "engine/plan/memory.h"
+#include "engine/quant/fp16.h"
+#include "engine/vulkan/buffer.h"
+#include "engine/vulkan/device.h"
+#include "engine/vulkan/kernels.h"
+#include "engine/vulkan/model_ops.h"
+#include "engine/vulkan/recorder.h"
+#include "engine/vulkan/transfer.h"
+
+namespace garnet::model {
+namespace {
+
+using plan::AlignUp;
+using plan::kBufferAlign;
+using vk::BufferRange;
+using vk::MemoryKind;
+
+// Largest weight buffer: tensors are packed into buffers of at most this size (or the device's
+// maxMemoryAllocationSize), so a model takes a few allocations, not one per tensor.
+constexpr uint64_t kWeightBufferBytes = 1ull << 30;
+
+// A tensor on the device.
+struct WRef {
+  const vk::Buffer* buf = nullptr;
+  uint64_t off = 0;
+  uint64_t bytes = 0;
+  GgmlType type = GgmlType::kF32;
+  std::string name;
+  bool present() const { return buf != nullptr; }
+  BufferRange r() const { return BufferRange(*buf, off, bytes); }
+};
+
+// A named part of a scratch buffer.
+struct Region {
+  const vk::Buffer* buf = nullptr;
+  uint64_t off = 0;
+  uint64_t size = 0;
+  BufferRange r() const { return BufferRange(*buf, off, size); }
+  // The part starting `at` bytes in, `n` bytes long.
+  BufferRange sub(uint64_t at, uint64_t n) const { return BufferRange(*buf, off + at, n); }
+};
+
+struct LayerRefs {
+  WRef attn_norm, wq, q_norm, wk, k_norm, wv, wo, post_attention_norm;
+  WRef ffn_norm, ffn_gate, ffn_up, ffn_down, post_ffw_norm;
+  WRef ple_gate, ple_proj, ple_post_norm;
+  WRef router, router_scale, expert_scale, pre_ffw_norm_2, post_ffw_norm_1, post_ffw_norm_2;
+  WRef gate_up_exps, up_exps, down_exps;
+  const vk::Buffer* theta = nullptr;
+  uint32_t n_rot = 0;
+};
+
+// KV storage of n_seq sequences: per layer K then V (empty for KV-shared layers).
+struct KvBlock {
+  std::vector<vk::Buffer> layers;
+  std::vector<bool> used;
+};
+
+struct KvPool {
+  std::shared_ptr<vk::Device> dev;  // first: destroyed after the blocks
+  std::mutex mu;
+  std::list<KvBlock> blocks;  // guarded by mu (stable addresses)
+  std::atomic<uint64_t> bytes{0};
+  uint32_t n_seq = 1;
+  std::vector<uint32_t> cells;      // per layer (0: shared)
+  std::vector<uint64_t> row_bytes;  // per layer: n_head_kv * head_dim * 2
+  std::vector<uint64_t> half;       // per layer: bytes of the K (= V) part, aligned
+};
+
+class VulkanSequence final : public BackendSequence {
+ public:
+  VulkanSequence(std::shared_ptr<KvPool> pool, KvBlock* block, uint32_t slot, uint64_t bytes)
+      : pool_(std::move(pool)), block_(block), slot_(slot), bytes_(bytes) {}
+  ~VulkanSequence() override {
+    std::lock_guard<std::mutex> lock(pool_->mu);
+    block_->used[slot_] = false;
+    if (std::none_of(block_->used.begin(), block_->used.end(), [](bool u) { return u; })) {
+      for (auto it = pool_->blocks.begin(); it != pool_->blocks.end(); ++it) {
+        if (&*it != block_) continue;
+        uint64_t b = 0;
+        for (const auto& l : it->layers) b += l.size();
+        pool_->bytes -= b;
+        pool_->blocks.erase(it);
+        break;
+      }
+    }
+  }
+  uint64_t kv_bytes() const override { return bytes_; }
+
+  // This sequence's K or V cache of owning layer `il`.
+  BufferRange K(int il) const {
+    const uint64_t n = pool_->cells[il] * pool_->row_bytes[il];
+    return BufferRange(block_->layers[il], slot_ * n, n);
+  }
+  BufferRange V(int il) const {
+    const uint64_t n = pool_->cells[il] * pool_->row_bytes[il];
+    return BufferRange(block_->layers[il], pool_->half[il] + slot_ * n, n);
+  }
+  const KvPool* pool() const { return pool_.get(); }
+
+ private:
+  std::shared_ptr<KvPool> pool_;
+  KvBlock* block_;
+  uint32_t slot_;
+  uint64_t bytes_;
+};
+
+std::string TensorError(const std::string& name, const std::string& what) {
+  return "tensor " + name + ": " + what;
+}
+
+}  // namespace
+
+struct VulkanBackend::Impl {
+  Impl(const gguf::Gemma4Params& params, const ModelWeights& weights) : p(params), w(weights) {}
+
+  const gguf::Gemma4Params& p;
+  const ModelWeights& w;
+  VulkanBackendOptions opt;
+  plan::KvOptions kvo;
+  std::shared_ptr<vk::Device> dev;  // first: outlives every buffer below
+  std::unique_ptr<vk::Kernels> kern;
+  std::unique_ptr<vk::Recorder> rec;
+  std::vector<std::unique_ptr<vk::Buffer>> weight_bufs;
+  std::map<std::string, WRef, std::less<>> tensors;
+  WRef tok_embd, output_norm, ple_model_proj, ple_proj_norm;
+  std::vector<LayerRefs> layers;
+  std::vector<std::unique_ptr<vk::Buffer>> thetas;
+  vk::Buffer one;  // a single 1.0f: Binary's b operand for "scale by a constant"
+  vk::Buffer scratch_dev, scratch_up, scratch_rb;
+  std::map<std::string, Region, std::less<>> regions;
+  std::shared_ptr<KvPool> kv;
+  uint64_t weight_bytes = 0, scratch_bytes = 0, other_bytes = 0;
+  uint32_t logit_rows = 1;  // per pass (n_seq)
+
+  // One token row of a pass.
+  struct Row {
+    VulkanSequence* seq;
+    int64_t pos;
+  };
+
+  Status Init(const gguf::Model& model);
+  Status UploadWeights(const gguf::Model& model);
+  Result<WRef> Tensor(const std::string& name, bool required = true) const;
+  Status Mul(const WRef& wt, uint32_t in, uint32_t out, uint32_t T, const BufferRange& x,
+             const BufferRange& y);
+  Status RmsNorm(uint32_t n, uint32_t rows, const BufferRange& x, const WRef* wt,
+                 const BufferRange& y);
+  Status Add(uint32_t n, const BufferRange& x, const BufferRange& b);
+  Status RecordLayers(const Row* rows, uint32_t T);
+  Status RecordLayer(int il, const Row* rows, uint32_t T, const std::vector<int64_t>& run_start,
+                     const std::vector<uint32_t>& run_len);
+  Status RecordMoe(const LayerRefs& lr, uint32_t ffn_dim, uint32_t T);
+  Status RecordHead(uint32_t T, uint32_t n_rows);
+  Status Run(const int32_t* tokens, const Row* rows, uint32_t T,
+             const std::vector<uint32_t>& logit_rows, float* logits);
+  const Region& R(std::string_view name) const { return regions.find(name)->second; }
+};
+
+Result<WRef> VulkanBackend::Impl::Tensor(const std::string& name, bool required) const {
+  auto it = tensors.find(name);
+  if (it == tensors.end()) {
+    if (!required) return WRef{};
+    return Status::NotFound("vulkan backend", TensorError(name, "not uploaded"));
+  }
+  return it->second;
+}
+
+Status VulkanBackend::Impl::UploadWeights(const gguf::Model& model) {
+  GARNET_ASSIGN_OR_RETURN(std::vector<plan::WeightTensor> all, plan::ClassifyTensors(model, p));
+  const vk::DeviceInfo& info = dev->info();
+  const uint64_t cap = std::min<uint64_t>(kWeightBufferBytes, info.max_allocation_size);
+  // Pack the device-resident tensors, in file order, into buffers of at most `cap` bytes.
+  struct Item {
+    const gguf::TensorInfo* t;
+    size_t buffer;
+    uint64_t off;
+  };
+  std::vector<Item> items;
+  std::vector<uint64_t> sizes;
+  for (const auto& wt : all) {
+    if (wt.cls == plan::TensorClass::kPleTable || wt.cls == plan::TensorClass::kUnused) continue;
+    const gguf::TensorInfo* t = model.FindTensor(wt.name);
+    if (t == nullptr || t->data == nullptr) {
+      return Status::DataLoss("vulkan backend", TensorError(wt.name, "no data"));
+    }
+    if (t->n_dims == 1 && t->type != GgmlType::kF32) {
+      return Status::FailedPrecondition(
+          "vulkan backend",
+          TensorError(wt.name, "1-D tensor of type " + std::string(TypeName(t->type)) +
+                                   "; the Vulkan backend reads norms as F32"));
+    }
+    if (t->bytes > info.max_storage_buffer_range) {
+      return Status::FailedPrecondition(
+          "vulkan backend",
+          TensorError(wt.name, std::to_string(t->bytes) +
+                                   " bytes, above this device's storage buffer "
+                                   "range of " +
+                                   std::to_string(info.max_storage_buffer_range)));
+    }
+    const uint64_t need = AlignUp(t->bytes);
+    if (sizes.empty() || (sizes.back() + need > cap && sizes.back() > 0)) sizes.push_back(0);
+    items.push_back({t, sizes.size() - 1, sizes.back()});
+    sizes.back() += need;
+  }
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    GARNET_ASSIGN_OR_RETURN(
+        vk::Buffer b, vk::Buffer::Create(*dev, sizes[i], MemoryKind::kWeights,
+                                         vk::Residency::kDevice, "weights " + std::to_string(i)));
+    weight_bufs.push_back(std::make_unique<vk::Buffer>(std::move(b)));
+    weight_bytes += sizes[i];
+  }
+  {
+    GARNET_ASSIGN_OR_RETURN(auto transfer, vk::Transfer::Create(*dev));
+    for (const Item& it : items) {
+      const vk::Buffer& b = *weight_bufs[it.buffer];
+      GARNET_RETURN_IF_ERROR(transfer->Upload(b, it.off, it.t->data, it.t->bytes)
+                                 .WithContext("uploading " + std::string(it.t->name)));
+      tensors[std::string(it.t->name)] = {&b, it.off, it.t->bytes, it.t->type,
+                                          std::string(it.t->name)};
+    }
+  }  // staging freed here
+  return Status::OK();
+}
+
+Status VulkanBackend::Impl::Init(const gguf::Model& model) {
+  const vk::DeviceInfo& info = dev->info();
+  const uint64_t align = std::max<uint64_t>(info.min_storage_buffer_offset_alignment, 1);
+  if (kBufferAlign % align != 0) {
+    return Status::FailedPrecondition(
+        "vulkan backend",
+        "device needs storage buffer offsets aligned to " + std::to_string(align) + " bytes");
+  }
+  for (size_t il = 0; il < p.layers.size(); ++il) {
+    const auto& ly = p.layers[il];
+    const std::string where = "layer " + std::to_string(il);
+    if (ly.n_head_kv == 0 || ly.n_head % ly.n_head_kv != 0 || ly.head_dim % 2 != 0 ||
+        ly.head_dim == 0 || ly.head_dim > 1024) {
+      return Status::InvalidArgument(where, "unsupported attention shape");
+    }
+    if (!ly.owns_kv()) {
+      const auto& donor = p.layers.at(static_cast<size_t>(ly.kv_source));
+      if (!donor.owns_kv() || donor.head_dim != ly.head_dim || donor.n_head_kv != ly.n_head_kv) {
+        return Status::InvalidArgument(where, "KV donor of another shape");
+      }
+    }
+    // Per-sequence runs of a batch start at token offsets; those must stay aligned.
+    // So do the sequences of a KV block.
+    const uint64_t seq_bytes = uint64_t{ly.n_head_kv} * ly.head_dim * 2 * plan::KvCells(p, il, kvo);
+    if ((uint64_t{ly.n_head} * ly.head_dim * 4) % align != 0 ||
+        (uint64_t{ly.n_head_kv} * ly.head_dim * 4) % align != 0 ||
+        (kvo.n_seq > 1 && seq_bytes % align != 0)) {
+      return Status::FailedPrecondition(where, "row sizes are not multiples of the device's " +
+                                                   std::to_string(align) +
+                                                   "-byte offset alignment");
+    }
+  }
+  if (p.has_ple() && w.ple_tok.rows == 0) {
+    return Status::InvalidArgument("vulkan backend", "PLE model without PLE tensors");
+  }
+  GARNET_RETURN_IF_ERROR(UploadWeights(model));
+
+  // Resolve the tensors the forward pass reads, checking that a kernel exists for each type.
+  auto mat = [&](const std::string& name, WRef* out, bool required = true) -> Status {
+    GARNET_ASSIGN_OR_RETURN(*out, Tensor(name, required));
+    if (out->present() && !vk::Kernels::SupportsWeightType(out->type)) {
+      return Status::FailedPrecondition(
+          "vulkan backend", TensorError(name, "weight type " + std::string(TypeName(out->type)) +
+                                                  " has no Vulkan kernel yet"));
+    }
+    return Status::OK();
+  };
+  GARNET_RETURN_IF_ERROR(mat("token_embd.weight", &tok_embd));
+  GARNET_RETURN_IF_ERROR(mat("output_norm.weight", &output_norm));
+  if (p.has_ple()) {
+    GARNET_RETURN_IF_ERROR(mat("per_layer_model_proj.weight", &ple_model_proj));
+    GARNET_RETURN_IF_ERROR(mat("per_layer_proj_norm.weight", &ple_proj_norm));
+  }
+  layers.resize(p.layers.size());
+  std::map<std::string, const vk::Buffer*> theta_by_key;
+  for (uint32_t il = 0; il < p.n_layer; ++il) {
+    const auto& ly = p.layers[il];
+    const LayerWeights& lw = w.layers[il];
+    LayerRefs& lr = layers[il];
+    auto n = [il](const char* s) { return gguf::BlockTensorName(il, s); };
+    GARNET_RETURN_IF_ERROR(mat(n("attn_norm.weight"), &lr.attn_norm));
+    GARNET_RETURN_IF_ERROR(mat(n("attn_q.weight"), &lr.wq));
+    GARNET_RETURN_IF_ERROR(mat(n("attn_q_norm.weight"), &lr.q_norm));
+    if (ly.owns_kv()) {
+      GARNET_RETURN_IF_ERROR(mat(n("attn_k.weight"), &lr.wk));
+      GARNET_RETURN_IF_ERROR(mat(n("attn_k_norm.weight"), &lr.k_norm));
+      if (ly.has_v) GARNET_RETURN_IF_ERROR(mat(n("attn_v.weight"), &lr.wv));
+    }
+    GARNET_RETURN_IF_ERROR(mat(n("attn_output.weight"), &lr.wo));
+    GARNET_RETURN_IF_ERROR(mat(n("post_attention_norm.weight"), &lr.post_attention_norm));
+    GARNET_RETURN_IF_ERROR(mat(n("ffn_norm.weight"), &lr.ffn_norm));
+    GARNET_RETURN_IF_ERROR(mat(n("ffn_gate.weight"), &lr.ffn_gate));
+    GARNET_RETURN_IF_ERROR(mat(n("ffn_up.weight"), &lr.ffn_up));
+    GARNET_RETURN_IF_ERROR(mat(n("ffn_down.weight"), &lr.ffn_down));
+    GARNET_RETURN_IF_ERROR(mat(n("post_ffw_norm.weight"), &lr.post_ffw_norm));
+    if (p.has_ple()) {
+      GARNET_RETURN_IF_ERROR(mat(n("inp_gate.weight"), &lr.ple_gate));
+      GARNET_RETURN_IF_ERROR(mat(n("proj.weight"), &lr.ple_proj));
+      GARNET_RETURN_IF_ERROR(mat(n("post_norm.weight"), &lr.ple_post_norm));
+    }
+    if (p.is_moe()) {
+      GARNET_RETURN_IF_ERROR(mat(n("ffn_gate_inp.weight"), &lr.router));
+      GARNET_RETURN_IF_ERROR(mat(n("ffn_gate_inp.scale"), &lr.router_scale));
+      GARNET_RETURN_IF_ERROR(mat(n("ffn_down_exps.scale"), &lr.expert_scale, false));
+      GARNET_RETURN_IF_ERROR(mat(n("pre_ffw_norm_2.weight"), &lr.pre_ffw_norm_2));
+      GARNET_RETURN_IF_ERROR(mat(n("post_ffw_norm_1.weight"), &lr.post_ffw_norm_1));
+      GARNET_RETURN_IF_ERROR(mat(n("post_ffw_norm_2.weight"), &lr.post_ffw_norm_2));
+      if (lw.fused_gate_up) {
+        GARNET_RETURN_IF_ERROR(mat(n("ffn_gate_up_exps.weight"), &lr.gate_up_exps));
+      } else {
+        GARNET_RETURN_IF_ERROR(mat(n("ffn_gate_exps.weight"), &lr.gate_up_exps));
+        GARNET_RETURN_IF_ERROR(mat(n("ffn_up_exps.weight"), &lr.up_exps));
+        if ((uint64_t{p.expert_ffn_dim} * 4) % align != 0) {
+          return Status::FailedPrecondition(n("ffn_up_exps.weight"),
+                                            "unfused expert width not aligned for this device");
+        }
+      }
+      GARNET_RETURN_IF_ERROR(mat(n("ffn_down_exps.weight"), &lr.down_exps));
+    }
+    // RoPE angle table, one per distinct (rotated dims, base, frequency factors).
+    const bool full = ly.kind == gguf::AttnKind::kFull;
+    uint32_t rd = full ? p.rope_dims_full : p.rope_dims_swa;
+    if (rd == 0 || rd > ly.head_dim) rd = ly.head_dim;
+    lr.n_rot = rd;
+    const bool ff = full && !w.rope_freqs.empty();
+    const std::string key =
+        std::to_string(rd) + "/" + std::to_string(ly.rope_base) + (ff ? "/ff" : "");
+    auto it = theta_by_key.find(key);
+    if (it == theta_by_key.end()) {
+      GARNET_ASSIGN_OR_RETURN(
+          std::vector<float> table,
+          vk::RopeThetaTable(rd, ly.rope_base,
+                             ff ? std::span<const float>(w.rope_freqs) : std::span<const float>()));
+      GARNET_ASSIGN_OR_RETURN(vk::Buffer b,
+                              vk::Buffer::Create(*dev, table.size() * 4, MemoryKind::kOther,
+                                                 vk::Residency::kDevice, "rope"));
+      GARNET_ASSIGN_OR_RETURN(auto transfer, vk::Transfer::Create(*dev, 1 << 20));
+      GARNET_RETURN_IF_ERROR(transfer->Upload(b, 0, table.data(), table.size() * 4));
+      other_bytes += b.size();
+      thetas.push_back(std::make_unique<vk::Buffer>(std::move(b)));
+      it = theta_by_key.emplace(key, thetas.back().get()).first;
+    }
+    lr.theta = it->second;
+  }
+  {
+    GARNET_ASSIGN_OR_RETURN(
+        one, vk::Buffer::Create(*dev, 4, MemoryKind::kOther, vk::Residency::kDevice, "constant 1"));
+    const float v = 1.0f;
+    GARNET_ASSIGN_OR_RETURN(auto transfer, vk::Transfer::Create(*dev, 4096));
+    GARNET_RETURN_IF_ERROR(transfer->Upload(one, 0, &v, 4));
+    other_bytes += 4;
+  }
+
+  // Scratch: plan::ScratchLayout, one buffer per place, parts at aligned offsets.
+  const auto layout = plan::ScratchLayout(p, kvo);
+  uint64_t place_bytes[3] = {0, 0, 0};
+  for (const auto& b : layout) {
+    Region r;
+    const int pl = static_cast<int>(b.place);
+    r.off = place_bytes[pl];
+    r.size = b.bytes;
+    place_bytes[pl] += b.bytes;
+    regions[b.name] = r;
+  }
+  const vk::Residency res[3] = {vk::Residency::kDevice, vk::Residency::kHostUpload,
+                                vk::Residency::kHostReadback};
+  vk::Buffer* bufs[3] = {&scratch_dev, &scratch_up, &scratch_rb};
+  const char* labels[3] = {"scratch", "inputs", "logits readback"};
+  for (int i = 0; i < 3; ++i) {
+    if (place_bytes[i] == 0) continue;
+    GARNET_ASSIGN_OR_RETURN(*bufs[i], vk::Buffer::Create(*dev, place_bytes[i], MemoryKind::kScratch,
+                                                         res[i], labels[i]));
+    scratch_bytes += place_bytes[i];
+  }
+  for (const auto& b : layout) regions[b.name].buf = bufs[static_cast<int>(b.place)];
+
+  // KV geometry.
+  kv = std::make_shared<KvPool>();
+  kv->dev = dev;
+  kv->n_seq = kvo.n_seq;
+  for (uint32_t il = 0; il < p.n_layer; ++il) {
+    const uint32_t cells = plan::KvCells(p, il, kvo);
+    const uint64_t row = plan::KvRowBytes(p, il, plan::KvType::kF16);
+    kv->cells.push_back(cells);
+    kv->row_bytes.push_back(row);
+    kv->half.push_back(AlignUp(uint64_t{cells} * kvo.n_seq * row));
+  }
+  GARNET_ASSIGN_OR_RETURN(kern, vk::Kernels::Create(*dev));
+  other_bytes += 256;  // the kernels' placeholder
+  GARNET_ASSIGN_OR_RETURN(rec, vk::Recorder::Create(*dev));
+  return Status::OK();
+}
+
+VulkanBackend::VulkanBackend(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+VulkanBackend::~VulkanBackend() = default;
+
+Result<std::unique_ptr<VulkanBackend>> VulkanBackend::Create(const gguf::Model* model,
+                                                             const gguf::Gemma4Params* params,
+                                                             const ModelWeights* weights,
+                                                             const VulkanBackendOptions& options,
+                                                             vk::Device* device) {
+  if (model == nullptr || params == nullptr || weights == nullptr) {
+    return Status::InvalidArgument("vulkan backend", "no model");
+  }
+  if (options.n_ctx <= 0 || options.n_ubatch <= 0 || options.n_seq <= 0 ||
+      options.n_ctx > (1 << 30) || options.n_ubatch > 65535 || options.n_seq > 4096) {
+    return Status::InvalidArgument("vulkan backend",
+                                   "context, ubatch and sequences must be positive (ubatch <= "
+                                   "65535, sequences <= 4096)");
+  }
+  auto impl = std::make_unique<Impl>(*params, *weights);
+  impl->opt = options;
+  impl->kvo.n_ctx = static_cast<uint32_t>(options.n_ctx);
+  impl->kvo.n_ubatch = static_cast<uint32_t>(options.n_ubatch);
+  impl->kvo.n_seq = static_cast<uint32_t>(options.n_seq);
+  impl->kvo.type = plan::KvType::kF16;
+  impl->logit_rows = static_cast<uint32_t>(options.n_seq);
+  if (device != nullptr) {
+    impl->dev = std::shared_ptr<vk::Device>(device, [](vk::Device*) {});
+  } else {
+    GARNET_ASSIGN_OR_RETURN(auto instance, vk::Instance::Create());
+    vk::DeviceOptions dopt;
+    dopt.selector = options.device;
+    GARNET_ASSIGN_OR_RETURN(auto d, vk::Device::Create(std::move(instance), dopt));
+    impl->dev = std::shared_ptr<vk::Device>(std::move(d));
+  }
+  GARNET_RETURN_IF_ERROR(
+      impl->Init(*model).WithContext("vulkan backend on " + impl->dev->info().name));
+  return std::unique_ptr<VulkanBackend>(new VulkanBackend(std::move(impl)));
+}
+
+uint64_t VulkanBackend::KvBytesPerSequence() const {
+  uint64_t total = 0;
+  for (size_t il = 0; il < impl_->kv->cells.size(); ++il) {
+    total += 2ull * impl_->kv->cells[il] * impl_->kv->row_bytes[il];
+  }
+  return total;
+}
+
+VulkanAllocation VulkanBackend::allocated() const {
+  VulkanAllocation a;
+  a.weights = impl_->weight_bytes;
+  a.kv = impl_->kv->bytes.load();
+  a.scratch = impl_->scratch_bytes;
+  a.other = impl_->other_bytes;
+  return a;
+}
+
+const std::string& VulkanBackend::device_name() const {
+  return impl_->dev->info().name;
+}
+
+const vk::Device& VulkanBackend::device() const {
+  return *impl_->dev;
+}
+
+Result<std::unique_ptr<BackendSequence>> VulkanBackend::NewSequence() {
+  KvPool& pool = *impl_->kv;
+  std::lock_guard<std::mutex> lock(pool.mu);
+  KvBlock* block = nullptr;
+  uint32_t slot = 0;
+  for (auto& b : pool.blocks) {
+    for (uint32_t s = 0; s < b.used.size(); ++s) {
+      if (!b.used[s]) {
+        block = &b;
+        slot = s;
+        break;
+      }
+    }
+    if (block) break;
+  }
+  if (block == nullptr) {
+    KvBlock nb;
+    nb.used.assign(pool.n_seq, false);
+    nb.layers.resize(pool.cells.size());
+    uint64_t bytes = 0;
+    for (size_t il = 0; il < pool.cells.size(); ++il) {
+      if (pool.cells[il] == 0) continue;
+      GARNET_ASSIGN_OR_RETURN(
+          nb.layers[il],
+          vk::Buffer::Create(*pool.dev, 2 * pool.half[il], MemoryKind::kKv, vk::Residency::kDevice,
+                             "kv layer " + std::to_string(il)));
+      bytes += 2 * pool.half[il];
+    }
+    pool.blocks.push_back(std::move(nb));
+    pool.bytes += bytes;
+    block = &pool.blocks.back();
+    slot = 0;
+  }
+  block->used[slot] = true;
+  return std::unique_ptr<BackendSequence>(
+      new VulkanSequence(impl_->kv, block, slot, KvBytesPerSequence()));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Recording helpers.
+
+Status VulkanBackend::Impl::Mul(const WRef& wt, uint32_t in, uint32_t out, uint32_t T,
+                                const BufferRange& x, const BufferRange& y) {
+  if (T == 1) {
+    vk::MatvecShape s;
+    s.in = in;
+    s.out = out;
+    return kern->Matvec(*rec, wt.type, s, wt.r(), x, y).WithContext(wt.name);
+  }
+  vk::MatmulShape s;
+  s.m = out;
+  s.n = T;
+  s.k = in;
+  return kern->Matmul(*rec, wt.type, s, wt.r(), x, y).WithContext(wt.name);
+}
+
+Status VulkanBackend::Impl::RmsNorm(uint32_t n, uint32_t rows, const BufferRange& x, const WRef* wt,
+                                    const BufferRange& y) {
+  vk::RmsNormShape s;
+  s.n = n;
+  s.rows = rows;
+  s.eps = p.rms_eps;
+  if (wt == nullptr) return kern->RmsNorm(*rec, s, x, nullptr, y);
+  const BufferRange wr = wt->r();
+  return kern->RmsNorm(*rec, s, x, &wr, y).WithContext(wt->name);
+}
+
+Status VulkanBackend::Impl::Add(uint32_t n, const BufferRange& x, const BufferRange& b) {
+  return kern->Binary(*rec, vk::Kernels::BinaryOp::kAdd, n, n, 1.0f, x, b, x);
+}
+
+Status VulkanBackend::Impl::RecordMoe(const LayerRefs& lr, uint32_t I, uint32_t T) {
+  const uint32_t H = p.n_embd, E = p.n_expert, K = p.n_expert_used, Ie = p.expert_ffn_dim;
+  const uint32_t TK = T * K;
+  const Region &hidden = R("hidden"), &norm = R("norm"), &branch = R("branch");
+  const Region &gate = R("ffn_gate"), &up = R("ffn_up"), &router = R("router");
+  const Region &ids = R("moe_ids"), &wts = R("moe_weights"), &mx = R("moe_x");
+  const Region &gu = R("moe_gate_up"), &down = R("moe_down"), &mo = R("moe_out");
+  // Dense branch: post_ffw_norm_1(mlp(ffn_norm(h))).
+  GARNET_RETURN_IF_ERROR(RmsNorm(H, T, hidden.r(), &lr.ffn_norm, norm.r()));
+  GARNET_RETURN_IF_ERROR(Mul(lr.ffn_gate, H, I, T, norm.r(), gate.r()));
+  GARNET_RETURN_IF_ERROR(Mul(lr.ffn_up, H, I, T, norm.r(), up.r()));
+  GARNET_RETURN_IF_ERROR(kern->GeluMul(*rec, T * I, gate.r(), up.r(), gate.r()));
+  GARNET_RETURN_IF_ERROR(Mul(lr.ffn_down, I, H, T, gate.r(), branch.r()));
+  GARNET_RETURN_IF_ERROR(RmsNorm(H, T, branch.r(), &lr.post_ffw_norm_1, branch.r()));
+  // Router: rmsnorm(h) * router_scale * H^-1/2, logits, softmax top-k with per-expert scale.
+  GARNET_RETURN_IF_ERROR(RmsNorm(H, T, hidden.r(), nullptr, norm.r()));
+  GARNET_RETURN_IF_ERROR(kern->Binary(*rec, vk::Kernels::BinaryOp::kMul, T * H, H,
+                                      1.0f / std::sqrt(static_cast<float>(H)), norm.r(),
+                                      lr.router_scale.r(), norm.r()));
+  GARNET_RETURN_IF_ERROR(Mul(lr.router, H, E, T, norm.r(), router.r()));
+  BufferRange es = lr.expert_scale.present() ? lr.expert_scale.r() : BufferRange(one);
+  GARNET_RETURN_IF_ERROR(kern->MoeRoute(
+      *rec, E, K, T, router.r(), lr.expert_scale.present() ? &es : nullptr, ids.r(), wts.r()));
+  // Experts on pre_ffw_norm_2(h): slot t*K + i runs expert ids[t, i] on token t's row.
+  GARNET_RETURN_IF_ERROR(RmsNorm(H, T, hidden.r(), &lr.pre_ffw_norm_2, norm.r()));
+  BufferRange xin = norm.r();
+  uint32_t x_stride = 0;
+  if (T > 1) {
+    GARNET_RETURN_IF_ERROR(
+        kern->GetRows(*rec, GgmlType::kF32, H, T, TK, 0, 1.0f, norm.r(), R("moe_rep").r(), mx.r()));
+    xin = mx.r();
+    x_stride = H;
+  }
+  vk::MatvecIdShape s;
+  s.in = H;
+  s.n_experts = E;
+  s.n_slots = TK;
+  s.x_stride = x_stride;
+  s.y_stride = 2 * Ie;
+  if (lr.up_exps.present()) {  // separate gate and up stacks
+    s.out = Ie;
+    GARNET_RETURN_IF_ERROR(
+        kern->MatvecId(*rec, lr.gate_up_exps.type, s, lr.gate_up_exps.r(), xin, ids.r(), gu.r())
+            .WithContext(lr.gate_up_exps.name));
+    GARNET_RETURN_IF_ERROR(kern->MatvecId(*rec, lr.up_exps.type, s, lr.up_exps.r(), xin, ids.r(),
+                                          gu.sub(uint64_t{Ie} * 4, gu.size - uint64_t{Ie} * 4))
+                               .WithContext(lr.up_exps.name));
+  } else {  // fused rows: [0, Ie) gate, [Ie, 2 Ie) up
+    s.out = 2 * Ie;
+    GARNET_RETURN_IF_ERROR(
+        kern->MatvecId(*rec, lr.gate_up_exps.type, s, lr.gate_up_exps.r(), xin, ids.r(), gu.r())
+            .WithContext(lr.gate_up_exps.name));
+  }
+  vk::GluShape g;
+  g.n = Ie;
+  g.rows = TK;
+  g.g_stride = g.u_stride = g.y_stride = 2 * Ie;
+  g.u_off = Ie;
+  GARNET_RETURN_IF_ERROR(vk::GluStrided(*dev, *rec, g, gu.r(), gu.r(), gu.r()));
+  vk::MatvecIdShape d;
+  d.in = Ie;
+  d.out = H;
+  d.n_experts = E;
+  d.n_slots = TK;
+  d.x_stride = 2 * Ie;
+  d.y_stride = H;
+  GARNET_RETURN_IF_ERROR(
+      kern->MatvecId(*rec, lr.down_exps.type, d, lr.down_exps.r(), gu.r(), ids.r(), down.r())
+          .WithContext(lr.down_exps.name));
+  GARNET_RETURN_IF_ERROR(vk::MoeCombine(*dev, *rec, H, K, T, down.r(), wts.r(), mo.r()));
+  GARNET_RETURN_IF_ERROR(RmsNorm(H, T, mo.r(), &lr.post_ffw_norm_2, mo.r()));
+  // post_ffw_norm(dense + experts), added to the residual by the caller.
+  GARNET_RETURN_IF_ERROR(kern->Binary(*rec, vk::Kernels::BinaryOp::kAdd, T * H, T * H, 1.0f,
+                                      branch.r(), mo.r(), branch.r()));
+  return RmsNorm(H, T, branch.r(), &lr.post_ffw_norm, branch.r());
+}
+
+Status VulkanBackend::Impl::RecordLayer(int il, const Row* rows, uint32_t T,
+                                        const std::vector<int64_t>& run_start,
+                                        const std::vector<uint32_t>& run_len) {
+  const gguf::Gemma4Layer& ly = p.layers[static_cast<size_t>(il)];
+  const LayerRefs& lr = layers[static_cast<size_t>(il)];
+  const uint32_t H = p.n_embd, hd = ly.head_dim, nh = ly.n_head, nkvh = ly.n_head_kv;
+  const uint32_t nq = nh * hd, nkv = nkvh * hd, I = ly.ffn_dim;
+  const bool full = ly.kind == gguf::AttnKind::kFull;
+  const int owner = ly.owns_kv() ? il : ly.kv_source;
+  const Region &hidden = R("hidden"), &norm = R("norm"), &branch = R("branch");
+  const Region &q = R("q"), &k = R("k"), &v = R("v"), &attn = R("attn");
+  const Region &pos = R("positions"), &apos = R("attn_pos");
+
+  // --- attention ---
+  GARNET_RETURN_IF_ERROR(RmsNorm(H, T, hidden.r(), &lr.attn_norm, norm.r()));
+  GARNET_RETURN_IF_ERROR(Mul(lr.wq, H, nq, T, norm.r(), q.r()));
+  GARNET_RETURN_IF_ERROR(RmsNorm(hd, T * nh, q.r(), &lr.q_norm, q.r()));
+  vk::RopeShape rs;
+  rs.head_dim = hd;
+  rs.n_rot = lr.n_rot;
+  rs.n_heads = nh;
+  rs.n_tokens = T;
+  GARNET_RETURN_IF_ERROR(kern->Rope(*rec, rs, q.r(), pos.r(), *lr.theta, q.r()));
+  if (ly.owns_kv()) {
+    GARNET_RETURN_IF_ERROR(Mul(lr.wk, H, nkv, T, norm.r(), k.r()));
+    if (lr.wv.present()) {
+      GARNET_RETURN_IF_ERROR(Mul(lr.wv, H, nkv, T, norm.r(), v.r()));
+    } else {  // K = V: V is the raw K projection
+      GARNET_RETURN_IF_ERROR(rec->Copy(*k.buf, k.off, *v.buf, v.off, uint64_t{T} * nkv * 4));
+    }
+    GARNET_RETURN_IF_ERROR(RmsNorm(hd, T * nkvh, k.r(), &lr.k_norm, k.r()));
+    rs.n_heads = nkvh;
+    GARNET_RETURN_IF_ERROR(kern->Rope(*rec, rs, k.r(), pos.r(), *lr.theta, k.r()));
+    GARNET_RETURN_IF_ERROR(RmsNorm(hd, T * nkvh, v.r(), nullptr, v.r()));
+    uint64_t pos_off = 0;
+    for (size_t r = 0; r < run_start.size(); ++r) {
+      const uint32_t t0 = static_cast<uint32_t>(run_start[r]), n = run_len[r];
+      const VulkanSequence* seq = rows[t0].seq;
+      vk::KvStoreShape ks;
+      ks.head_dim = hd;
+      ks.n_kv_heads = nkvh;
+      ks.n_tokens = n;
+      ks.ring_size = seq->pool()->cells[static_cast<size_t>(il)];
+      GARNET_RETURN_IF_ERROR(
+          vk::KvStore(*dev, *rec, ks, k.sub(uint64_t{t0} * nkv * 4, uint64_t{n} * nkv * 4),
+                      v.sub(uint64_t{t0} * nkv * 4, uint64_t{n} * nkv * 4),
+                      apos.sub(pos_off, uint64_t{n} * 4), seq->K(il), seq->V(il)));
+      pos_off += AlignUp(uint64_t{n} * 4);
+    }
+  }
+  uint64_t pos_off = 0;
+  const uint32_t max_keys = plan::AttentionMaxKeys(p, static_cast<uint32_t>(il), kvo);
+  const Region& split = R("attn_split");
+  for (size_t r = 0; r < run_start.size(); ++r) {
+    const uint32_t t0 = static_cast<uint32_t>(run_start[r]), n = run_len[r];
+    const VulkanSequence* seq = rows[t0].seq;
+    // The newest position this sequence holds after the batch (its items are consecutive).
+    int64_t last = 0;
+    for (uint32_t t = 0; t < T; ++t) {
+      if (rows[t].seq == seq) last = std::max(last, rows[t].pos);
+    }
+    vk::AttentionShape as;
+    as.head_dim = hd;
+    as.n_q_heads = nh;
+    as.n_kv_heads = nkvh;
+    as.n_tokens = n;
+    as.ring_size = seq->pool()->cells[static_cast<size_t>(owner)];
+    as.kv_first = static_cast<uint32_t>(std::max<int64_t>(0, last + 1 - as.ring_size));
+    as.window = full ? 0 : p.sliding_window;
+    as.scale = 1.0f;
+    const uint32_t splits = plan::AttentionSplitCount(n, nh, max_keys);
+    as.split_keys = splits > 1 ? (max_keys + splits - 1) / splits : std::max<uint32_t>(max_keys, 1);
+    const uint64_t need = vk::AttentionScratchBytes(as);
+    if (need > split.size) {
+      return Status::Internal("attention", "scratch layout holds " + std::to_string(split.size) +
+                                               " bytes, the dispatch needs " +
+                                               std::to_string(need));
+    }
+    const BufferRange scratch = need ? split.r() : BufferRange(one);
+    GARNET_RETURN_IF_ERROR(kern->AttentionDecode(
+        *rec, as, q.sub(uint64_t{t0} * nq * 4, uint64_t{n} * nq * 4), seq->K(owner), seq->V(owner),
+        apos.sub(pos_off, uint64_t{n} * 4), attn.sub(uint64_t{t0} * nq * 4, uint64_t{n} * nq * 4),
+        need ? &scratch : nullptr));
+    pos_off += AlignUp(uint64_t{n} * 4);
+  }
+  GARNET_RETURN_IF_ERROR(Mul(lr.wo, nq, H, T, attn.r(), branch.r()));
+  GARNET_RETURN_IF_ERROR(RmsNorm(H, T, branch.r(), &lr.post_attention_norm, branch.r()));
+  GARNET_RETURN_IF_ERROR(Add(T * H, hidden.r(), branch.r()));
+
+  // --- feed-forward ---
+  if (p.is_moe()) {
+    GARNET_RETURN_IF_ERROR(RecordMoe(lr, I, T));
+  } else {
+    const Region &gate = R("ffn_gate"), &up = R("ffn_up");
+    GARNET_RETURN_IF_ERROR(RmsNorm(H, T, hidden.r(), &lr.ffn_norm, norm.r()));
+    GARNET_RETURN_IF_ERROR(Mul(lr.ffn_gate, H, I, T, norm.r(), gate.r()));
+    GARNET_RETURN_IF_ERROR(Mul(lr.ffn_up, H, I, T, norm.r(), up.r()));
+    GARNET_RETURN_IF_ERROR(kern->GeluMul(*rec, T * I, gate.r(), up.r(), gate.r()));
+    GARNET_RETURN_IF_ERROR(Mul(lr.ffn_down, I, H, T, gate.r(), branch.r()));
+    GARNET_RETURN_IF_ERROR(RmsNorm(H, T, branch.r(), &lr.post_ffw_norm, branch.r()));
+  }
+  GARNET_RETURN_IF_ERROR(Add(T * H, hidden.r(), branch.r()));
+
+  // --- per-layer embedding injection ---
+  if (p.has_ple()) {
+    const uint32_t P = p.n_embd_per_layer, LP = p.n_layer * P;
+    const Region &pg = R("ple_gate"), &ple = R("ple");
+    GARNET_RETURN_IF_ERROR(Mul(lr.ple_gate, H, P, T, hidden.r(), pg.r()));
+    vk::GluShape g;
+    g.n = P;
+    g.rows = T;
+    g.g_stride = g.y_stride = P;
+    g.u_stride = LP;
+    g.u_off = static_cast<uint32_t>(il) * P;
+    GARNET_RETURN_IF_ERROR(vk::GluStrided(*dev, *rec, g, pg.r(), ple.r(), pg.r()));
+    GARNET_RETURN_IF_ERROR(Mul(lr.ple_proj, P, H, T, pg.r(), branch.r()));
+    GARNET_RETURN_IF_ERROR(RmsNorm(H, T, branch.r(), &lr.ple_post_norm, branch.r()));
+    GARNET_RETURN_IF_ERROR(Add(T * H, hidden.r(), branch.r()));
+  }
+  const float scale = w.layers[static_cast<size_t>(il)].output_scale;
+  if (scale != 1.0f) {
+    GARNET_RETURN_IF_ERROR(kern->Binary(*rec, vk::Kernels::BinaryOp::kMul, T * H, 1, scale,
+                                        hidden.r(), one, hidden.r()));
+  }
+  return Status::OK();
+}
+
+Status VulkanBackend::Impl::RecordLayers(const Row* rows, uint32_t T) {
+  const uint32_t H = p.n_embd;
+  float emb_scale = std::sqrt(static_cast<float>(H));
+  if (opt.embed_scale == EmbedScale::kBf16) emb_scale = RoundToBf16(emb_scale);
+  const Region& hidden = R("hidden");
+  GARNET_RETURN_IF_ERROR(kern->GetRows(*rec, tok_embd.type, H, p.n_vocab, T, 0, emb_scale,
+                                       tok_embd.r(), R("tokens").r(), hidden.r()));
+  if (p.has_ple()) {
+    const uint32_t P = p.n_embd_per_layer, LP = p.n_layer * P;
+    const Region& ple = R("ple");
+    GARNET_RETURN_IF_ERROR(Mul(ple_model_proj, H, LP, T, hidden.r(), ple.r()));
+    GARNET_RETURN_IF_ERROR(kern->Binary(*rec, vk::Kernels::BinaryOp::kMul, T * LP, 1,
+                                        1.0f / std::sqrt(static_cast<float>(H)), ple.r(), one,
+                                        ple.r()));
+    GARNET_RETURN_IF_ERROR(RmsNorm(P, T * p.n_layer, ple.r(), &ple_proj_norm, ple.r()));
+    GARNET_RETURN_IF_ERROR(kern->Binary(*rec, vk::Kernels::BinaryOp::kAdd, T * LP, T * LP,
+                                        1.0f / std::sqrt(2.0f), ple.r(), R("ple_rows").r(),
+                                        ple.r()));
+  }
+  // Runs: maximal stretches of consecutive rows of one sequence (one attention dispatch each).
+  std::vector<int64_t> run_start;
+  std::vector<uint32_t> run_len;
+  for (uint32_t t = 0; t < T; ++t) {
+    if (t > 0 && rows[t].seq == rows[t - 1].seq) {
+      ++run_len.back();
+    } else {
+      run_start.push_back(t);
+      run_len.push_back(1);
+    }
+  }
+  for (int il = 0; il < static_cast<int>(p.n_layer); ++il) {
+    GARNET_RETURN_IF_ERROR(
+        RecordLayer(il, rows, T, run_start, run_len).WithContext("layer " + std::to_string(il)));
+  }
+  return Status::OK();
+}
+
+Status VulkanBackend::Impl::RecordHead(uint32_t T, uint32_t n_rows) {
+  const uint32_t H = p.n_embd, V = p.n_vocab;
+  const Region &norm = R("norm"), &lg = R("logits"), &out = R("logits_out");
+  GARNET_RETURN_IF_ERROR(kern->GetRows(*rec, GgmlType::kF32, H, T, n_rows, 0, 1.0f, R("hidden").r(),
+                                       R("logit_rows").r(), norm.r()));
+  GARNET_RETURN_IF_ERROR(RmsNorm(H, n_rows, norm.r(), &output_norm, norm.r()));
+  GARNET_RETURN_IF_ERROR(Mul(tok_embd, H, V, n_rows, norm.r(), lg.r()));
+  const uint64_t bytes = uint64_t{n_rows} * V * 4;
+  if (p.final_logit_softcap > 0) {
+    return kern->Softcap(*rec, n_rows * V, p.final_logit_softcap, lg.sub(0, bytes),
+                         out.sub(0, bytes));
+  }
+  return rec->Copy(*lg.buf, lg.off, *out.buf, out.off, bytes);
+}
+
+Status VulkanBackend::Impl::Run(const int32_t* tokens, const Row* rows, uint32_t T,
+                                const std::vector<uint32_t>& logit_rows_wanted, float* logits) {
+  for (uint32_t t = 0; t < T; ++t) {
+    if (tokens[t] < 0 || tokens[t] >= static_cast<int32_t>(p.n_vocab)) {
+      return Status::InvalidArgument("forward", "token id " + std::to_string(tokens[t]) +
+                                                    " outside the vocabulary of " +
+                                                    std::to_string(p.n_vocab));
+    }
+  }
+  // Inputs: ids, positions, the MoE row map, per-run positions at aligned offsets, PLE rows.
+  uint8_t* up = scratch_up.mapped();
+  auto ints = [&](std::string_view name) { return reinterpret_cast<int32_t*>(up + R(name).off); };
+  int32_t* tok = ints("tokens");
+  int32_t* pos = ints("positions");
+  for (uint32_t t = 0; t < T; ++t) {
+    tok[t] = tokens[t];
+    pos[t] = static_cast<int32_t>(rows[t].pos);
+  }
+  {
+    uint8_t* apos = up + R("attn_pos").off;
+    uint64_t off = 0;
+    for (uint32_t t = 0; t < T;) {
+      uint32_t n = 1;
+      while (t + n < T && rows[t + n].seq == rows[t].seq) ++n;
+      auto* dst = reinterpret_cast<int32_t*>(apos + off);
+      for (uint32_t i = 0; i < n; ++i) dst[i] = static_cast<int32_t>(rows[t + i].pos);
+      off += AlignUp(uint64_t{n} * 4);
+      t += n;
+    }
+  }
+  if (p.is_moe()) {
+    int32_t* rep = ints("moe_rep");
+    for (uint32_t t = 0; t < T; ++t) {
+      for (uint32_t i = 0; i < p.n_expert_used; ++i) rep[t * p.n_expert_used + i] = int32_t(t);
+    }
+  }
+  if (p.has_ple()) {
+    const uint64_t LP = uint64_t{p.n_layer} * p.n_embd_per_layer;
+    const float tok_scale = std::sqrt(static_cast<float>(p.n_embd_per_layer));
+    std::vector<float> row(LP);
+    auto* dst = reinterpret_cast<float*>(up + R("ple_rows").off);
+    for (uint32_t t = 0; t < T; ++t) {
+      cpu::DecodeRow(w.ple_tok, tokens[t], row.data());
+      for (float& x : row) x *= tok_scale;
+      std::memcpy(dst + t * LP, row.data(), LP * 4);
+    }
+  }
+  const uint32_t n_logits = static_cast<uint32_t>(logit_rows_wanted.size());
+  const uint32_t first = std::min(n_logits, logit_rows);
+  int32_t* lrows = ints("logit_rows");
+  for (uint32_t i = 0; i < first; ++i) lrows[i] = static_cast<int32_t>(logit_rows_wanted[i]);
+  GARNET_RETURN_IF_ERROR(scratch_up.FlushHostWrites(0, scratch_up.size()));
+
+  Status s = RecordLayers(rows, T);
+  if (s.ok() && first > 0 && logits != nullptr) s = RecordHead(T, first);
+  if (!s.ok()) {
+    (void)rec->SubmitAndWait();  // drops what was recorded
+    return s;
+  }
+  GARNET_RETURN_IF_ERROR(rec->SubmitAndWait());
+  if (logits == nullptr) return Status::OK();
+  const uint64_t V = p.n_vocab;
+  const auto* out = reinterpret_cast<const float*>(scratch_rb.mapped() + R("logits_out").off);
+  for (uint32_t done = 0; done < n_logits;) {
+    const uint32_t n = std::min(logit_rows, n_logits - done);
+    if (done > 0) {  // further rows: the head alone, in another small submission
+      for (uint32_t i = 0; i < n; ++i) {
+        lrows[i] = static_cast<int32_t>(logit_rows_wanted[done + i]);
+      }
+      GARNET_RETURN_IF_ERROR(scratch_up.FlushHostWrites(0, scratch_up.size()));
+      Status hs = RecordHead(T, n);
+      if (!hs.ok()) {
+        (void)rec->SubmitAndWait();
+        return hs;
+      }
+      GARNET_RETURN_IF_ERROR(rec->SubmitAndWait());
+    }
+    GARNET_RETURN_IF_ERROR(scratch_rb.InvalidateForHostReads(0, scratch_rb.size()));
+    std::memcpy(logits + uint64_t{done} * V, out, uint64_t{n} * V * 4);
+    done += n;
+  }
+  return Status::OK();
+}
+
+// ---------------------------------------------------------------------------------------------
+
+Status VulkanBackend::Forward(BackendSequence* bseq, const int32_t* tokens, int64_t T, int64_t pos0,
+                              bool all_logits, float* logits) {
+  if (bseq == nullptr || tokens == nullptr) {
+    return Status::InvalidArgument("forward", "no sequence or tokens");
+  }
+  auto* seq = static_cast<VulkanSequence*>(bseq);
+  const int64_t ub = impl_->opt.n_ubatch, ctx = impl_->opt.n_ctx;
+  if (T <= 0 || T > ub) {
+    return Status::InvalidArgument(
+        "forward", "batch of " + std::to_string(T) + " tokens (ubatch " + std::to_string(ub) + ")");
+  }
+  if (pos0 < 0 || pos0 + T > ctx) {
+    return Status::OutOfRange("forward", "positions " + std::to_string(pos0) + ".." +
+                                             std::to_string(pos0 + T - 1) +
+                                             " exceed the context of " + std::to_string(ctx));
+  }
+  std::vector<Impl::Row> rows(static_cast<size_t>(T));
+  for (int64_t t = 0; t < T; ++t) rows[static_cast<size_t>(t)] = {seq, pos0 + t};
+  std::vector<uint32_t> out_rows;
+  if (logits != nullptr) {
+    for (int64_t t = all_logits ? 0 : T - 1; t < T; ++t) out_rows.push_back(uint32_t(t));
+  }
+  return impl_->Run(tokens, rows.data(), static_cast<uint32_t>(T), out_rows, logits);
+}
+
+Status VulkanBackend::ForwardBatch(std::span<const BatchItem> items, float* logits) {
+  const int64_t T = static_cast<int64_t>(items.size());
+  const int64_t ub = impl_->opt.n_ubatch, ctx = impl_->opt.n_ctx;
+  if (T <= 0 || T > ub) {
+    return Status::InvalidArgument(
+        "forward batch",
+        "batch of " + std::to_string(T) + " tokens (ubatch " + std::to_string(ub) + ")");
+  }
+  std::vector<Impl::Row> rows(static_cast<size_t>(T));
+  std::vector<int32_t> tokens(static_cast<size_t>(T));
+  std::vector<uint32_t> out_rows;
+  for (int64_t t = 0; t < T; ++t) {
+    const BatchItem& it = items[static_cast<size_t>(t)];
+    if (it.seq == nullptr) return Status::InvalidArgument("forward batch", "item without sequence");
+    auto* seq = static_cast<VulkanSequence*>(it.seq);
+    if (it.pos < 0 || it.pos >= ctx) {
+      return Status::OutOfRange(
+          "forward batch",
+          "position " + std::to_string(it.pos) + " outside the context of " + std::to_string(ctx));
+    }
+    for (int64_t u = t - 1; u >= 0; --u) {
+      if (rows[static_cast<size_t>(u)].seq == seq) {
+        if (rows[static_cast<size_t>(u)].pos != it.pos - 1) {
+          return Status::InvalidArgument("forward batch",
+                                         "a sequence's items must have consecutive positions");
+        }
+        break;
+      }
+    }
+    rows[static_cast<size_t>(t)] = {seq, it.pos};
+    tokens[static_cast<size_t>(t)] = it.token;
+    if (it.logits) out_rows.push_back(static_cast<uint32_t>(t));
+  }
+  if (logits == nullptr) out_rows.clear();
+  return impl_->Run(tokens.data(), rows.data(), static_cast<uint32_t>(T), out_rows, logits);
+}
+
+}  // namespace garnet::model

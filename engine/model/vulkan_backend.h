@@ -1,0 +1,112 @@
+// Vulkan backend: the Gemma 4 forward pass (../shared/docs/gemma4.md §2) on a GPU through the
+// garnet::vk kernels, behind the same Backend seam as the CPU backend.
+//
+// Memory (every byte comes from the fit planner's size functions, engine/plan/memory.h, so
+// plan::MakePlan's prediction equals what is allocated; tests/vulkan/vulkan_backend_test.cc):
+//   weights  (vk::MemoryKind::kWeights): every tensor plan::ClassifyTensors places on the GPU
+//            (all but the PLE table, which stays in the host mapping, and unused K/V tensors of
+//            KV-shared layers), in their stored type, each at a kBufferAlign-aligned offset of a
+//            few large device-local buffers, uploaded once through staging chunks;
+//   KV       (kKv): f16, allocated in blocks of n_seq sequences (plan::KvOptions::n_seq): per
+//            owning layer one buffer of K then V, each AlignUp(KvCells * n_seq * row bytes),
+//            laid out [sequence][kv head][cell][head_dim]; sliding layers keep a ring of
+//            min(n_ctx, W + ubatch) cells; KV-shared layers read their donor's. A block is
+//            allocated when a sequence finds no free slot and freed with its last sequence;
+//   scratch  (kScratch): plan::ScratchLayout exactly — device-local activations, a host-visible
+//            input buffer (ids, positions, gathered PLE rows) and a host-readback logits buffer;
+//   other    (kOther): the kernels' placeholder, RoPE angle tables and a constant (a few KiB).
+// Staging buffers (kStaging) live only while the weights upload.
+//
+// A forward pass is one command buffer: every layer of every token of the micro-batch is
+// recorded, submitted once and waited for. Prefill uses tiled matmuls, T == 1 matvecs; MoE
+// experts run as per-slot matvecs of the routed experts (T * k slots); attention runs one
+// dispatch per sequence of the batch. Logit rows beyond n_seq per pass (all_logits, or a batch
+// with more than n_seq logit items) cost one extra small submission per n_seq rows.
+//
+// Numerics: activations fp32, K/V rounded to f16 (nearest even, as the CPU backend's f16 cache),
+// so logits match the CPU backend to ~1e-5 relative on the tiny presets (docs/CORRECTNESS.md).
+//
+// Thread-safety: calls are serialised by the caller (the Engine's forward mutex), as for every
+// Backend; sequences may be created and destroyed from any thread.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "engine/base/status.h"
+#include "engine/gguf/gemma4.h"
+#include "engine/model/backend.h"
+#include "engine/model/cpu_backend.h"  // EmbedScale
+#include "engine/model/weights.h"
+
+namespace garnet::gguf {
+class Model;
+}
+namespace garnet::vk {
+class Device;
+}
+
+namespace garnet::model {
+
+struct VulkanBackendOptions {
+  int64_t n_ctx = 4096;
+  int64_t n_ubatch = 512;
+  // Sequences sharing one KV allocation and logit rows computed per pass: the plan's n_seq.
+  int64_t n_seq = 1;
+  EmbedScale embed_scale = EmbedScale::kF32;
+  // vk::SelectDevice selector: "" the best device, "<digits>" an index, else a name substring.
+  std::string device;
+};
+
+// Bytes (as requested from the device, i.e. vk::MemoryAccounting::requested) the backend and
+// its live sequences hold, per kind.
+struct VulkanAllocation {
+  uint64_t weights = 0;
+  uint64_t kv = 0;
+  uint64_t scratch = 0;
+  uint64_t other = 0;
+};
+
+class VulkanBackend final : public Backend {
+ public:
+  // `model`, `params` and `weights` must outlive the backend. With `device` null the backend
+  // creates its own Vulkan instance and device (options.device selects it); otherwise it uses
+  // `device`, which must outlive the backend and every sequence it made.
+  // Errors: Unavailable when there is no Vulkan driver/device (the caller may fall back to the
+  // CPU); NotFound when the selector matches no device; FailedPrecondition naming the tensor for
+  // a weight type without a Vulkan kernel, a 1-D tensor that is not F32, or a tensor larger
+  // than the device can bind; InvalidArgument for bad shapes/options; ResourceExhausted when
+  // the device memory does not suffice. Nothing stays allocated after an error.
+  static Result<std::unique_ptr<VulkanBackend>> Create(const gguf::Model* model,
+                                                       const gguf::Gemma4Params* params,
+                                                       const ModelWeights* weights,
+                                                       const VulkanBackendOptions& options,
+                                                       vk::Device* device = nullptr);
+  ~VulkanBackend() override;
+  VulkanBackend(const VulkanBackend&) = delete;
+  VulkanBackend& operator=(const VulkanBackend&) = delete;
+
+  std::string_view name() const override { return "vulkan"; }
+  // Takes a free slot of a KV block, allocating a block of n_seq sequences when none is free
+  // (ResourceExhausted when the device memory does not suffice).
+  Result<std::unique_ptr<BackendSequence>> NewSequence() override;
+  Status Forward(BackendSequence* seq, const int32_t* tokens, int64_t T, int64_t pos0,
+                 bool all_logits, float* logits) override;
+  Status ForwardBatch(std::span<const BatchItem> items, float* logits) override;
+
+  // K and V bytes of one sequence (its share of a block, without alignment padding).
+  uint64_t KvBytesPerSequence() const;
+  VulkanAllocation allocated() const;
+  // "NVIDIA H100 80GB HBM3" etc.
+  const std::string& device_name() const;
+  const vk::Device& device() const;
+
+  struct Impl;
+
+ private:
+  explicit VulkanBackend(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace garnet::model

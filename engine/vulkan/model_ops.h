@@ -1,0 +1,51 @@
+// Kernels the model backend (engine/model/vulkan_backend.cc) needs beyond kernels.h: writing
+// K/V into the f16 ring cache, a GeGLU over strided rows, and the MoE weighted sum. Same
+// conventions as kernels.h: each call checks its shape and buffer ranges (InvalidArgument,
+// nothing recorded), gets its cached pipeline and records one dispatch into the Recorder.
+// The exact formula of each op is in its shader's header comment (shaders/kv_store.comp,
+// glu_strided.comp, moe_combine.comp).
+//
+// Thread-safety: free functions; the Device's pipeline cache is locked, a Recorder is used by
+// one thread.
+#pragma once
+
+#include <cstdint>
+
+#include "engine/base/status.h"
+#include "engine/vulkan/recorder.h"
+
+namespace garnet::vk {
+
+class Device;
+
+struct KvStoreShape {
+  uint32_t head_dim = 0;  // D, even
+  uint32_t n_kv_heads = 0;
+  uint32_t n_tokens = 0;
+  uint32_t ring_size = 0;       // cache slots per kv head
+  uint32_t src_tok_stride = 0;  // elements between tokens of K/V (0: n_kv_heads * head_dim)
+};
+// Kc/Vc[(g * ring_size + pos[t] % ring_size) * D + d] = f16(K/V[t * stride + g * D + d]), f16
+// rounded to nearest even (as engine/quant/fp16.h). Tokens with a negative position are skipped.
+Status KvStore(Device& device, Recorder& rec, const KvStoreShape& s, const BufferRange& k,
+               const BufferRange& v, const BufferRange& pos, const BufferRange& k_cache,
+               const BufferRange& v_cache);
+
+struct GluShape {
+  uint32_t n = 0;     // elements per row
+  uint32_t rows = 0;  // <= maxComputeWorkGroupCount[1]
+  uint32_t g_stride = 0, g_off = 0;
+  uint32_t u_stride = 0, u_off = 0;
+  uint32_t y_stride = 0, y_off = 0;
+};
+// y[r, i] = gelu_tanh(g[r, i]) * u[r, i] with the row strides and element offsets of `s`.
+// y may alias g or u.
+Status GluStrided(Device& device, Recorder& rec, const GluShape& s, const BufferRange& g,
+                  const BufferRange& u, const BufferRange& y);
+
+// y[t, :] = sum_i w[t, i] * x[t * k + i, :] over the k slots of each of n_tokens tokens (slots
+// of weight 0 skipped); rows of n elements.
+Status MoeCombine(Device& device, Recorder& rec, uint32_t n, uint32_t k, uint32_t n_tokens,
+                  const BufferRange& x, const BufferRange& w, const BufferRange& y);
+
+}  // namespace garnet::vk

@@ -1,0 +1,72 @@
+// kv_store: writes a micro-batch's K and V rows (fp32) into an f16 KV cache kept as a ring.
+// For token t < n_tokens at position p = pos[t] (tokens with p < 0 are skipped), kv head
+// g < n_kv_heads and element d < D:
+//   slot = p mod ring_size
+//   Kc[(g * ring_size + slot) * D + d] = f16(K[t * src_tok_stride + g * D + d])     (V alike)
+// i.e. the cache layout attn_decode.comp reads with kv_head_stride = ring_size * D and
+// slot_stride = D. f16(): round to nearest even, |x| >= 65520 to infinity, NaN stays NaN —
+// computed with integer operations (engine/quant/fp16.h's rules), so every device rounds exactly
+// as the CPU backend does, whatever its float-to-half conversion would do.
+//
+// Bindings:  0 K (read, float), 1 V (read, float), 2 pos (read, int[n_tokens]),
+//            3 Kc (write, uint: two halves per word), 4 Vc (write, uint)
+// Push:      uint D, n_kv_heads, n_tokens, ring_size, src_tok_stride     (D even)
+// Spec:      0 WG workgroup size
+// Grid:      (ceil(n_kv_heads * D / 2 / WG), n_tokens, 1); invocation i writes elements 2i, 2i+1
+//            of the token's n_kv_heads * D row (one 32-bit word of each cache).
+#version 450
+#include "common.glsl"
+
+layout(binding = 0, std430) readonly buffer KBuf { float k[]; };
+layout(binding = 1, std430) readonly buffer VBuf { float v[]; };
+layout(binding = 2, std430) readonly buffer PBuf { int pos[]; };
+layout(binding = 3, std430) writeonly buffer KcBuf { uint kc[]; };
+layout(binding = 4, std430) writeonly buffer VcBuf { uint vc[]; };
+layout(push_constant) uniform Push {
+  uint D;
+  uint n_kv_heads;
+  uint n_tokens;
+  uint ring_size;
+  uint src_tok_stride;
+} p;
+
+uint half_bits(float f) {
+  const uint x = floatBitsToUint(f);
+  const uint sign = (x >> 16) & 0x8000u;
+  const uint e32 = (x >> 23) & 0xffu;
+  const uint mant = x & 0x7fffffu;
+  if (e32 == 0xffu) return mant == 0u ? (sign | 0x7c00u) : (sign | 0x7e00u | (mant >> 13));
+  const int e = int(e32) - 127 + 15;
+  if (e >= 31) return sign | 0x7c00u;
+  if (e >= 1) {
+    uint r = (uint(e) << 10) | (mant >> 13);
+    const uint rest = mant & 0x1fffu;
+    if (rest > 0x1000u || (rest == 0x1000u && (r & 1u) != 0u)) ++r;  // may carry to infinity
+    return sign | r;
+  }
+  if (e32 == 0u) return sign;
+  const int shift = 14 - e;
+  if (shift > 24) return sign;
+  const uint m = mant | 0x800000u;
+  uint r = m >> uint(shift);
+  const uint rest = m & ((1u << uint(shift)) - 1u);
+  const uint half_point = 1u << uint(shift - 1);
+  if (rest > half_point || (rest == half_point && (r & 1u) != 0u)) ++r;
+  return sign | r;
+}
+
+void main() {
+  const uint t = gl_WorkGroupID.y;
+  const uint i = gl_WorkGroupID.x * WG + gl_LocalInvocationIndex;
+  const uint row = p.n_kv_heads * p.D;
+  if (t >= p.n_tokens || 2u * i >= row) return;
+  const int ps = pos[t];
+  if (ps < 0) return;
+  const uint e = 2u * i;  // element within the row; D is even so e, e+1 share a head
+  const uint g = e / p.D, d = e % p.D;
+  const uint slot = uint(ps) % p.ring_size;
+  const uint src = t * p.src_tok_stride + e;
+  const uint dst = ((g * p.ring_size + slot) * p.D + d) >> 1;
+  kc[dst] = half_bits(k[src]) | (half_bits(k[src + 1u]) << 16);
+  vc[dst] = half_bits(v[src]) | (half_bits(v[src + 1u]) << 16);
+}

@@ -1,0 +1,407 @@
+// The Vulkan backend against the CPU backend on the tiny presets (f32 and f16 weights), and the
+// fit planner's prediction against what the Vulkan backend allocates.
+//
+// One Vulkan device per binary (tests/vulkan/vk_test_env.h; lavapipe compiles pipelines slowly);
+// skipped loudly when the machine has no Vulkan device. Token counts are small: lavapipe runs
+// these forward passes ~300x slower than the CPU backend.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/gguf/gguf.h"
+#include "engine/model/cpu_backend.h"
+#include "engine/model/engine.h"
+#include "engine/model/vulkan_backend.h"
+#include "engine/plan/planner.h"
+#include "tests/engine/model_fixture.h"
+#include "tests/vulkan/vk_test_env.h"
+
+namespace garnet::model {
+namespace {
+
+using garnet::testing::TestModelPath;
+using vk::MemoryKind;
+
+// Test geometry: window 16 (tiny presets), ubatch 8, so the sliding ring has 24 cells and a
+// context of 128 wraps it four times; the prompt (40) is longer than the window.
+constexpr int64_t kCtx = 128;
+constexpr int64_t kUbatch = 8;
+constexpr int kPrompt = 40;
+constexpr int kGenerate = 64;
+
+vk::Device* TestDevice() {
+  auto* env = vk::testing::VkTestEnv::Get();
+  return env && env->available() ? env->main().device.get() : nullptr;
+}
+
+struct Loaded {
+  std::unique_ptr<gguf::Model> model;
+  gguf::Gemma4Params params;
+  std::unique_ptr<ModelWeights> weights;
+};
+
+std::unique_ptr<Loaded> Load(const std::string& preset, const std::string& type) {
+  auto l = std::make_unique<Loaded>();
+  auto m = gguf::Model::Open(TestModelPath(preset, type));
+  EXPECT_TRUE(m.ok()) << m.status().ToString();
+  if (!m.ok()) return nullptr;
+  l->model = std::move(*m);
+  auto p = gguf::ReadGemma4Params(*l->model);
+  EXPECT_TRUE(p.ok()) << p.status().ToString();
+  if (!p.ok()) return nullptr;
+  l->params = *p;
+  auto w = LoadWeights(*l->model, l->params);
+  EXPECT_TRUE(w.ok()) << w.status().ToString();
+  if (!w.ok()) return nullptr;
+  l->weights = std::make_unique<ModelWeights>(std::move(*w));
+  return l;
+}
+
+VulkanBackendOptions VkOptions(int64_t n_seq = 1) {
+  VulkanBackendOptions o;
+  o.n_ctx = kCtx;
+  o.n_ubatch = kUbatch;
+  o.n_seq = n_seq;
+  return o;
+}
+
+std::unique_ptr<CpuBackend> MakeCpu(const Loaded& l) {
+  CpuBackendOptions o;
+  o.n_ctx = kCtx;
+  o.n_ubatch = kUbatch;
+  o.n_threads = 2;
+  o.kv_type = KvType::kF16;
+  auto b = CpuBackend::Create(&l.params, l.weights.get(), o);
+  EXPECT_TRUE(b.ok()) << b.status().ToString();
+  return b.ok() ? std::move(*b) : nullptr;
+}
+
+std::unique_ptr<VulkanBackend> MakeVk(const Loaded& l, int64_t n_seq = 1) {
+  auto b = VulkanBackend::Create(l.model.get(), &l.params, l.weights.get(), VkOptions(n_seq),
+                                 TestDevice());
+  EXPECT_TRUE(b.ok()) << b.status().ToString();
+  return b.ok() ? std::move(*b) : nullptr;
+}
+
+std::vector<int32_t> Tokens(int n, int vocab, uint64_t seed) {
+  std::vector<int32_t> t(static_cast<size_t>(n));
+  uint64_t x = seed;
+  for (auto& v : t) {
+    x = x * 6364136223846793005ull + 1442695040888963407ull;
+    v = static_cast<int32_t>(4 + (x >> 33) % static_cast<uint64_t>(vocab - 4));
+  }
+  t[0] = 2;
+  return t;
+}
+
+// max |a - b| / max |a|
+double RelDiff(std::span<const float> a, std::span<const float> b) {
+  double d = 0, m = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    d = std::max(d, static_cast<double>(std::fabs(a[i] - b[i])));
+    m = std::max(m, static_cast<double>(std::fabs(a[i])));
+  }
+  return d / std::max(m, 1e-12);
+}
+
+int32_t Argmax(std::span<const float> v) {
+  return static_cast<int32_t>(std::max_element(v.begin(), v.end()) - v.begin());
+}
+
+// Feeds `toks` from position pos0 in ubatch chunks; `last` receives the logits of the last token.
+Status Feed(Backend& b, BackendSequence* s, std::span<const int32_t> toks, int64_t pos0,
+            std::vector<float>* last, int64_t V) {
+  last->assign(static_cast<size_t>(V), 0.0f);
+  for (size_t i = 0; i < toks.size(); i += kUbatch) {
+    const int64_t n = std::min<int64_t>(kUbatch, static_cast<int64_t>(toks.size() - i));
+    GARNET_RETURN_IF_ERROR(
+        b.Forward(s, toks.data() + i, n, pos0 + static_cast<int64_t>(i), false, last->data()));
+  }
+  return Status::OK();
+}
+
+struct ParityCase {
+  const char* preset;
+  const char* type;
+};
+
+class Parity : public ::testing::TestWithParam<ParityCase> {};
+
+// Prefill of a 40-token prompt (every row's logits of one chunk, the last row of each), then 64
+// greedy tokens decoded one by one on both backends: logits within 1e-2 relative everywhere,
+// identical continuations.
+TEST_P(Parity, PrefillAndGreedyDecodeMatchCpu) {
+  GARNET_REQUIRE_VULKAN();
+  const auto [preset, type] = GetParam();
+  auto l = Load(preset, type);
+  ASSERT_TRUE(l);
+  auto cpu = MakeCpu(*l);
+  auto gpu = MakeVk(*l);
+  ASSERT_TRUE(cpu && gpu);
+  const int64_t V = l->params.n_vocab;
+  auto prompt = Tokens(kPrompt, static_cast<int>(V), 11);
+  auto sc = cpu->NewSequence();
+  auto sg = gpu->NewSequence();
+  ASSERT_TRUE(sc.ok() && sg.ok());
+  const auto t0 = std::chrono::steady_clock::now();
+  double worst_prefill = 0, worst_decode = 0;
+  // First chunk with every row's logits (the multi-pass head path: n_seq = 1 row per pass).
+  std::vector<float> ac(static_cast<size_t>(kUbatch * V)), ag(ac.size());
+  ASSERT_TRUE(cpu->Forward(sc->get(), prompt.data(), kUbatch, 0, true, ac.data()).ok());
+  auto st = gpu->Forward(sg->get(), prompt.data(), kUbatch, 0, true, ag.data());
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  for (int64_t r = 0; r < kUbatch; ++r) {
+    const double d = RelDiff(std::span(ac).subspan(r * V, V), std::span(ag).subspan(r * V, V));
+    worst_prefill = std::max(worst_prefill, d);
+    EXPECT_LE(d, 1e-2) << "prompt row " << r;
+  }
+  std::vector<float> lc, lg;
+  for (int i = kUbatch; i < kPrompt; i += kUbatch) {
+    auto chunk = std::span(prompt).subspan(static_cast<size_t>(i), kUbatch);
+    ASSERT_TRUE(Feed(*cpu, sc->get(), chunk, i, &lc, V).ok());
+    st = Feed(*gpu, sg->get(), chunk, i, &lg, V);
+    ASSERT_TRUE(st.ok()) << st.ToString();
+    const double d = RelDiff(lc, lg);
+    worst_prefill = std::max(worst_prefill, d);
+    EXPECT_LE(d, 1e-2) << "prompt chunk at " << i;
+  }
+  std::vector<int32_t> gen_c, gen_g;
+  int64_t pos = kPrompt;
+  for (int i = 0; i < kGenerate; ++i) {
+    const int32_t tc = Argmax(lc), tg = Argmax(lg);
+    gen_c.push_back(tc);
+    gen_g.push_back(tg);
+    ASSERT_EQ(tc, tg) << "greedy continuations differ at generated token " << i;
+    ASSERT_TRUE(Feed(*cpu, sc->get(), std::span(&tc, 1), pos, &lc, V).ok());
+    st = Feed(*gpu, sg->get(), std::span(&tg, 1), pos, &lg, V);
+    ASSERT_TRUE(st.ok()) << st.ToString();
+    ++pos;
+    const double d = RelDiff(lc, lg);
+    worst_decode = std::max(worst_decode, d);
+    EXPECT_LE(d, 1e-2) << "decode step " << i;
+  }
+  EXPECT_EQ(gen_c, gen_g);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf(
+      "[parity] %s %s on %s: max rel diff prefill %.2e decode %.2e, %d greedy tokens "
+      "identical (%.1f s)\n",
+      preset, type, gpu->device_name().c_str(), worst_prefill, worst_decode, kGenerate, secs);
+}
+
+INSTANTIATE_TEST_SUITE_P(TinyPresets, Parity,
+                         ::testing::Values(ParityCase{"tiny", "f32"}, ParityCase{"tiny", "f16"},
+                                           ParityCase{"tiny-moe", "f32"},
+                                           ParityCase{"tiny-moe", "f16"},
+                                           ParityCase{"tiny-ple", "f32"},
+                                           ParityCase{"tiny-ple", "f16"}),
+                         [](const auto& info) {
+                           std::string s = std::string(info.param.preset) + "_" + info.param.type;
+                           std::replace(s.begin(), s.end(), '-', '_');
+                           return s;
+                         });
+
+// Several sequences in one pass: two sequences interleaved (one of them with two consecutive
+// tokens, in two separate runs), matching the CPU backend's ForwardBatch.
+TEST(VulkanBackend, ForwardBatchMatchesCpu) {
+  GARNET_REQUIRE_VULKAN();
+  auto l = Load("tiny-moe", "f32");
+  ASSERT_TRUE(l);
+  auto cpu = MakeCpu(*l);
+  auto gpu = MakeVk(*l, 2);
+  ASSERT_TRUE(cpu && gpu);
+  const int64_t V = l->params.n_vocab;
+  auto pa = Tokens(20, static_cast<int>(V), 3), pb = Tokens(13, static_cast<int>(V), 4);
+  auto ca = cpu->NewSequence(), cb = cpu->NewSequence();
+  auto ga = gpu->NewSequence(), gb = gpu->NewSequence();
+  ASSERT_TRUE(ca.ok() && cb.ok() && ga.ok() && gb.ok());
+  std::vector<float> tmp;
+  ASSERT_TRUE(Feed(*cpu, ca->get(), pa, 0, &tmp, V).ok());
+  ASSERT_TRUE(Feed(*cpu, cb->get(), pb, 0, &tmp, V).ok());
+  ASSERT_TRUE(Feed(*gpu, ga->get(), pa, 0, &tmp, V).ok());
+  ASSERT_TRUE(Feed(*gpu, gb->get(), pb, 0, &tmp, V).ok());
+  // a@20, b@13, a@21: three logit rows, more than n_seq = 2 per pass.
+  auto items = [&](BackendSequence* a, BackendSequence* b) {
+    return std::vector<BatchItem>{{a, 7, 20, true}, {b, 9, 13, true}, {a, 5, 21, true}};
+  };
+  auto ic = items(ca->get(), cb->get());
+  auto ig = items(ga->get(), gb->get());
+  std::vector<float> oc(static_cast<size_t>(3 * V)), og(oc.size());
+  ASSERT_TRUE(cpu->ForwardBatch(ic, oc.data()).ok());
+  auto st = gpu->ForwardBatch(ig, og.data());
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  for (int r = 0; r < 3; ++r) {
+    EXPECT_LE(RelDiff(std::span(oc).subspan(r * V, V), std::span(og).subspan(r * V, V)), 1e-2)
+        << "row " << r;
+  }
+  // Both sequences go on decoding in one batch each step.
+  for (int step = 0; step < 3; ++step) {
+    std::vector<BatchItem> bc{{ca->get(), 11 + step, 22 + step, true},
+                              {cb->get(), 12 + step, 14 + step, true}};
+    std::vector<BatchItem> bg{{ga->get(), 11 + step, 22 + step, true},
+                              {gb->get(), 12 + step, 14 + step, true}};
+    ASSERT_TRUE(cpu->ForwardBatch(bc, oc.data()).ok());
+    ASSERT_TRUE(gpu->ForwardBatch(bg, og.data()).ok());
+    for (int r = 0; r < 2; ++r) {
+      EXPECT_LE(RelDiff(std::span(oc).subspan(r * V, V), std::span(og).subspan(r * V, V)), 1e-2)
+          << "step " << step << " row " << r;
+    }
+  }
+}
+
+TEST(VulkanBackend, RejectsBadCalls) {
+  GARNET_REQUIRE_VULKAN();
+  auto l = Load("tiny", "f32");
+  ASSERT_TRUE(l);
+  auto gpu = MakeVk(*l);
+  ASSERT_TRUE(gpu);
+  auto s = gpu->NewSequence();
+  ASSERT_TRUE(s.ok());
+  std::vector<float> out(l->params.n_vocab);
+  const int32_t bad = static_cast<int32_t>(l->params.n_vocab);
+  EXPECT_EQ(gpu->Forward(s->get(), &bad, 1, 0, false, out.data()).code(), Code::kInvalidArgument);
+  const int32_t ok = 5;
+  EXPECT_EQ(gpu->Forward(s->get(), &ok, 1, kCtx, false, out.data()).code(), Code::kOutOfRange);
+  std::vector<int32_t> many(kUbatch + 1, 5);
+  EXPECT_EQ(gpu->Forward(s->get(), many.data(), kUbatch + 1, 0, false, out.data()).code(),
+            Code::kInvalidArgument);
+  // Still usable afterwards.
+  EXPECT_TRUE(gpu->Forward(s->get(), &ok, 1, 0, false, out.data()).ok());
+}
+
+// Planner prediction == device accounting, per kind, exactly (the fit planner issue).
+class Exactness : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(Exactness, PlanEqualsAllocation) {
+  GARNET_REQUIRE_VULKAN();
+  vk::Device* dev = TestDevice();
+  auto l = Load(GetParam(), "f16");
+  ASSERT_TRUE(l);
+  constexpr int64_t kSeq = 2;
+  auto shape = plan::ShapeFromModel(*l->model);
+  ASSERT_TRUE(shape.ok()) << shape.status().ToString();
+  plan::KvOptions kv;
+  kv.n_ctx = kCtx;
+  kv.n_ubatch = kUbatch;
+  kv.n_seq = kSeq;
+  kv.type = plan::KvType::kF16;
+  plan::Inventory inv;
+  inv.gpus.push_back({"big gpu", 1ull << 40, 1ull << 40});
+  inv.host = {"host", 1ull << 40, 1ull << 40};
+  auto pl = plan::MakePlan(*shape, kv, inv, plan::Policy{});
+  ASSERT_TRUE(pl.ok()) << pl.status().ToString();
+  ASSERT_EQ(pl->verdict, plan::Verdict::kFits);
+  const plan::MemoryUse& want = pl->devices[0].use;
+
+  const vk::MemoryAccounting before = dev->accounting();
+  auto delta = [&](MemoryKind k, bool driver) {
+    const vk::MemoryAccounting now = dev->accounting();
+    return driver ? now.Bytes(k) - before.Bytes(k) : now.Requested(k) - before.Requested(k);
+  };
+  {
+    auto gpu = MakeVk(*l, kSeq);
+    ASSERT_TRUE(gpu);
+    std::vector<std::unique_ptr<BackendSequence>> seqs;
+    for (int i = 0; i < kSeq; ++i) {
+      auto s = gpu->NewSequence();
+      ASSERT_TRUE(s.ok()) << s.status().ToString();
+      seqs.push_back(std::move(*s));
+    }
+    for (bool driver : {false, true}) {
+      SCOPED_TRACE(driver ? "driver bytes" : "requested bytes");
+      EXPECT_EQ(delta(MemoryKind::kWeights, driver), want.weights);
+      EXPECT_EQ(delta(MemoryKind::kKv, driver), want.kv);
+      EXPECT_EQ(delta(MemoryKind::kScratch, driver), want.scratch);
+      EXPECT_EQ(delta(MemoryKind::kStaging, driver), 0u);
+    }
+    const VulkanAllocation a = gpu->allocated();
+    EXPECT_EQ(a.weights, want.weights);
+    EXPECT_EQ(a.kv, want.kv);
+    EXPECT_EQ(a.scratch, want.scratch);
+    std::printf(
+        "[exactness] %s on %s: weights %llu kv %llu scratch %llu bytes == plan\n", GetParam(),
+        gpu->device_name().c_str(), static_cast<unsigned long long>(want.weights),
+        static_cast<unsigned long long>(want.kv), static_cast<unsigned long long>(want.scratch));
+    // A third sequence opens a second block of n_seq; dropping sequences frees their block.
+    auto extra = gpu->NewSequence();
+    ASSERT_TRUE(extra.ok());
+    EXPECT_EQ(delta(MemoryKind::kKv, false), 2 * want.kv);
+    extra->reset();
+    EXPECT_EQ(delta(MemoryKind::kKv, false), want.kv);
+  }
+  for (int k = 0; k < vk::kMemoryKindCount; ++k) {
+    EXPECT_EQ(delta(static_cast<MemoryKind>(k), false), 0u) << "kind " << k << " leaked";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(TinyPresets, Exactness, ::testing::Values("tiny", "tiny-moe", "tiny-ple"),
+                         [](const auto& info) {
+                           std::string s = info.param;
+                           std::replace(s.begin(), s.end(), '-', '_');
+                           return s;
+                         });
+
+// A weight type with no Vulkan kernel is a FailedPrecondition naming the tensor and the type.
+TEST(VulkanBackend, UnsupportedWeightTypeNamesTensor) {
+  GARNET_REQUIRE_VULKAN();
+  for (const char* t :
+       {"q4_1", "q5_0", "q5_1", "q2_k", "q3_k", "q5_k", "q6_k", "iq4_nl", "iq4_xs", "bf16"}) {
+    auto type = ParseTypeName(t);
+    ASSERT_TRUE(type.has_value()) << t;
+    if (vk::Kernels::SupportsWeightType(*type)) continue;
+    auto l = Load("tiny", t);
+    ASSERT_TRUE(l);
+    auto b = VulkanBackend::Create(l->model.get(), &l->params, l->weights.get(), VkOptions(),
+                                   TestDevice());
+    ASSERT_FALSE(b.ok()) << t;
+    EXPECT_EQ(b.status().code(), Code::kFailedPrecondition) << b.status().ToString();
+    EXPECT_NE(b.status().ToString().find("tensor "), std::string::npos) << b.status().ToString();
+    EXPECT_NE(b.status().ToString().find(TypeName(*type)), std::string::npos)
+        << b.status().ToString();
+  }
+}
+
+// The Engine picks the backend by name; greedy generation agrees with the CPU engine.
+TEST(VulkanEngine, GenerateMatchesCpuEngine) {
+  GARNET_REQUIRE_VULKAN();
+  engine::EngineOptions o;
+  o.n_ctx = kCtx;
+  o.n_ubatch = kUbatch;
+  o.n_threads = 2;
+  o.kv_type = KvType::kF16;
+  o.backend = "vulkan";
+  o.device = std::to_string(TestDevice()->info().index);
+  const std::string path = TestModelPath("tiny", "f32");
+  auto ev = engine::Engine::Open(path, o);
+  ASSERT_TRUE(ev.ok()) << ev.status().ToString();
+  EXPECT_EQ((*ev)->backend_name(), "vulkan");
+  o.backend = "cpu";
+  auto ec = engine::Engine::Open(path, o);
+  ASSERT_TRUE(ec.ok());
+  auto prompt = Tokens(12, static_cast<int>((*ec)->params().n_vocab), 5);
+  engine::GenerateRequest req;
+  req.max_tokens = 8;
+  req.stop_ids = {-1};
+  auto sv = (*ev)->NewSequence();
+  auto sc = (*ec)->NewSequence();
+  ASSERT_TRUE(sv.ok() && sc.ok());
+  auto rv = (*ev)->Generate(**sv, prompt, req, nullptr);
+  auto rc = (*ec)->Generate(**sc, prompt, req, nullptr);
+  ASSERT_TRUE(rv.ok()) << rv.status().ToString();
+  ASSERT_TRUE(rc.ok());
+  EXPECT_EQ(rv->tokens, rc->tokens);
+  o.backend = "vulkan";
+  o.kv_type = KvType::kF32;
+  EXPECT_EQ(engine::Engine::Open(path, o).status().code(), Code::kInvalidArgument);
+  o.kv_type = KvType::kF16;
+  o.device = "no such device";
+  EXPECT_EQ(engine::Engine::Open(path, o).status().code(), Code::kNotFound);
+}
+
+}  // namespace
+}  // namespace garnet::model
