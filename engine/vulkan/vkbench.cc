@@ -1,5 +1,5 @@
 // garnet-vkbench: first numbers for the Vulkan backend on one device.
-//   garnet-vkbench [--device SEL] [--small] [--sweep] [--matmul]
+//   garnet-vkbench [--device SEL] [--small] [--sweep] [--matmul] [--ffn]
 // Measures, each as wall time around submit+wait of one command buffer holding many commands:
 //   - per-dispatch cost of a tiny kernel, with a barrier between every dispatch (a chain) and
 //     without (independent ranges), and the CPU cost of recording one dispatch;
@@ -8,7 +8,8 @@
 //   - matmul rate (prefill) per weight type and token count, cooperative-matrix and tiled
 //     kernels, and attention decode time.
 // --small uses sizes that finish quickly on lavapipe; --sweep tries several matvec launch shapes;
-// --matmul runs only the matmul part.
+// --matmul runs only the matmul part; --ffn only a decode feed-forward chain (unfused vs the
+// fused MatvecGeglu).
 // Exit status 1 on any error.
 #include <algorithm>
 #include <chrono>
@@ -108,7 +109,63 @@ int RunMatmuls(Device& dev, Kernels& kernels, Recorder& rec, Transfer& transfer,
   return 0;
 }
 
-int Run(const std::string& selector, bool small, bool sweep, bool matmul_only) {
+// Decode feed-forward chain, `layers` times: unfused (rmsnorm, gate, up, gelu_mul, down, add: 6
+// dispatches) against fused (matvec_geglu with the norm folded in, down, add: 3 dispatches).
+int RunFfnChain(Device& dev, Kernels& kernels, Recorder& rec, Transfer& transfer, bool small) {
+  const uint32_t h = small ? 256 : 2560, ffn = small ? 1024 : 10240, layers = small ? 2 : 30;
+  ASSIGN_OR_FAIL(Buffer x, Buffer::Create(dev, uint64_t{h} * 4, MemoryKind::kScratch));
+  ASSIGN_OR_FAIL(Buffer t, Buffer::Create(dev, uint64_t{h} * 4, MemoryKind::kScratch));
+  ASSIGN_OR_FAIL(Buffer hb, Buffer::Create(dev, uint64_t{h} * 4, MemoryKind::kScratch));
+  ASSIGN_OR_FAIL(Buffer nw, Buffer::Create(dev, uint64_t{h} * 4, MemoryKind::kScratch));
+  ASSIGN_OR_FAIL(Buffer g, Buffer::Create(dev, uint64_t{ffn} * 4, MemoryKind::kScratch));
+  ASSIGN_OR_FAIL(Buffer u, Buffer::Create(dev, uint64_t{ffn} * 4, MemoryKind::kScratch));
+  CHECK_OK(rec.Fill(nw, 0, nw.size(), 0x3f800000u));
+  for (GgmlType type : {GgmlType::kQ8_0, GgmlType::kQ4_K}) {
+    const std::vector<uint8_t> gu = WeightRows(type, h, 2 * ffn);  // gate rows, then up rows
+    const std::vector<uint8_t> down = WeightRows(type, ffn, h);
+    ASSIGN_OR_FAIL(Buffer wgu, Buffer::Create(dev, gu.size(), MemoryKind::kWeights));
+    ASSIGN_OR_FAIL(Buffer wd, Buffer::Create(dev, down.size(), MemoryKind::kWeights));
+    CHECK_OK(transfer.Upload(wgu, 0, gu.data(), gu.size()));
+    CHECK_OK(transfer.Upload(wd, 0, down.data(), down.size()));
+    const uint64_t half = gu.size() / 2;
+    const BufferRange gate(wgu, 0, half), up(wgu, half, half);
+    const BufferRange nwr(nw);
+    for (bool fused : {false, true}) {
+      for (int rep = 0; rep < 2; ++rep) {  // the first repetition warms up the pipelines
+        CHECK_OK(rec.Fill(x, 0, x.size(), 0x3c23d70au));  // 0.01
+        CHECK_OK(rec.SubmitAndWait());
+        const auto t0 = Clock::now();
+        for (uint32_t l = 0; l < layers; ++l) {
+          if (fused) {
+            Kernels::NormSpec ns;
+            ns.weight = &nwr;
+            CHECK_OK(kernels.MatvecGeglu(rec, type, {h, ffn}, gate, up, x, &ns, g));
+          } else {
+            CHECK_OK(kernels.RmsNorm(rec, {h, 1}, x, &nwr, t));
+            CHECK_OK(kernels.Matvec(rec, type, {h, ffn}, gate, t, g));
+            CHECK_OK(kernels.Matvec(rec, type, {h, ffn}, up, t, u));
+            CHECK_OK(kernels.GeluMul(rec, ffn, g, u, g));
+          }
+          CHECK_OK(kernels.Matvec(rec, type, {ffn, h}, wd, g, hb));
+          CHECK_OK(kernels.Binary(rec, Kernels::BinaryOp::kAdd, h, h, 1.0f, x, hb, x));
+        }
+        const uint32_t dispatches = rec.stats().dispatches, barriers = rec.stats().barriers;
+        CHECK_OK(rec.SubmitAndWait());
+        const double s = Seconds(t0, Clock::now()) / layers;
+        if (rep == 1) {
+          std::printf(
+              "ffn decode %-5s H=%u I=%u %-7s: %7.1f us/layer (%u dispatches, %u barriers per "
+              "submit), %6.1f GB/s of weights\n",
+              std::string(TypeName(type)).c_str(), h, ffn, fused ? "fused" : "unfused", s * 1e6,
+              dispatches, barriers, (gu.size() + down.size()) / s / 1e9);
+        }
+      }
+    }
+  }
+  return 0;
+}
+
+int Run(const std::string& selector, bool small, bool sweep, bool matmul_only, bool ffn_only) {
   ASSIGN_OR_FAIL(auto instance, Instance::Create());
   DeviceOptions opts;
   opts.selector = selector;
@@ -121,6 +178,7 @@ int Run(const std::string& selector, bool small, bool sweep, bool matmul_only) {
               dev.info().name.c_str(), dev.info().driver_info.c_str(), dev.info().subgroup_size,
               dev.caps().push_descriptors ? "yes" : "no", dev.caps().nv_coopmat_f16 ? "yes" : "no");
   if (matmul_only) return RunMatmuls(dev, *kernels, *rec, *transfer, small);
+  if (ffn_only) return RunFfnChain(dev, *kernels, *rec, *transfer, small);
 
   // 1. Per-dispatch cost.
   {
@@ -209,7 +267,10 @@ int Run(const std::string& selector, bool small, bool sweep, bool matmul_only) {
   // shared-memory kernel, per weight type and token count.
   if (RunMatmuls(dev, *kernels, *rec, *transfer, small) != 0) return 1;
 
-  // 5. Attention decode over an f16 cache.
+  // 5. A decode feed-forward chain, unfused and fused.
+  if (RunFfnChain(dev, *kernels, *rec, *transfer, small) != 0) return 1;
+
+  // 6. Attention decode over an f16 cache.
   for (uint32_t d : {256u, 512u}) {
     const uint32_t heads = 16, kv_heads = d == 512 ? 2 : 8, ctx = small ? 512 : 8192;
     ASSIGN_OR_FAIL(Buffer q, Buffer::Create(dev, uint64_t{heads} * d * 4, MemoryKind::kScratch));
@@ -257,6 +318,7 @@ int main(int argc, char** argv) {
   bool small = false;
   bool sweep = false;
   bool matmul_only = false;
+  bool ffn_only = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--small") {
@@ -265,12 +327,15 @@ int main(int argc, char** argv) {
       sweep = true;
     } else if (a == "--matmul") {
       matmul_only = true;
+    } else if (a == "--ffn") {
+      ffn_only = true;
     } else if (a == "--device" && i + 1 < argc) {
       selector = argv[++i];
     } else {
-      std::fprintf(stderr, "usage: garnet-vkbench [--device SEL] [--small] [--sweep] [--matmul]\n");
+      std::fprintf(stderr,
+                   "usage: garnet-vkbench [--device SEL] [--small] [--sweep] [--matmul] [--ffn]\n");
       return 2;
     }
   }
-  return garnet::vk::Run(selector, small, sweep, matmul_only);
+  return garnet::vk::Run(selector, small, sweep, matmul_only, ffn_only);
 }
