@@ -60,6 +60,24 @@ void Jobs::Join() {
   ReapLocked();
 }
 
+void Jobs::CallStarted() {
+  std::lock_guard lock(mu_);
+  calls_++;
+}
+
+void Jobs::CallDone() {
+  {
+    std::lock_guard lock(mu_);
+    calls_--;
+  }
+  cv_.notify_all();
+}
+
+bool Jobs::WaitCallsDone(std::chrono::steady_clock::time_point deadline) {
+  std::unique_lock lock(mu_);
+  return cv_.wait_until(lock, deadline, [&] { return calls_ == 0; });
+}
+
 uint32_t Jobs::running() const {
   std::lock_guard lock(mu_);
   uint32_t n = 0;

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -39,6 +40,14 @@ class Jobs {
 
   uint32_t running() const;
 
+  // The gRPC calls the jobs serve, counted until the call is over (the reactor's OnDone: its
+  // last message and status were sent, or the client went away). Shutdown waits for them before
+  // it stops the gRPC server, so replies flush without a fixed grace period.
+  void CallStarted();
+  void CallDone();
+  // Waits until no counted call is open or `deadline` passed; returns whether none is open.
+  bool WaitCallsDone(std::chrono::steady_clock::time_point deadline);
+
  private:
   struct Job {
     std::shared_ptr<std::atomic<bool>> cancel;
@@ -52,6 +61,7 @@ class Jobs {
   std::condition_variable cv_;
   std::list<Job> jobs_;  // guarded by mu_
   bool closed_ = false;  // guarded by mu_
+  uint32_t calls_ = 0;   // guarded by mu_
 };
 
 }  // namespace garnet::daemon

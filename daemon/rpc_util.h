@@ -59,7 +59,7 @@ class JobUnaryReactor final : public grpc::ServerUnaryReactor {
   using Work = std::function<Status(const std::atomic<bool>& cancel)>;
   // Starts `work` (or finishes at once when the job cannot start). Returns this reactor.
   static grpc::ServerUnaryReactor* Start(Jobs* jobs, Work work) {
-    auto* r = new JobUnaryReactor();
+    auto* r = new JobUnaryReactor(jobs);
     Status st = jobs->Run(r->cancel_, [r, work = std::move(work)](const std::atomic<bool>& c) {
       Status result = work(c);
       r->Finish(ToGrpc(result));  // `r` is deleted in OnDone, after this
@@ -68,10 +68,18 @@ class JobUnaryReactor final : public grpc::ServerUnaryReactor {
     return r;
   }
   void OnCancel() override { cancel_->store(true); }
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    Jobs* jobs = jobs_;
+    delete this;
+    jobs->CallDone();
+  }
 
  private:
-  JobUnaryReactor() : cancel_(std::make_shared<std::atomic<bool>>(false)) {}
+  explicit JobUnaryReactor(Jobs* jobs)
+      : jobs_(jobs), cancel_(std::make_shared<std::atomic<bool>>(false)) {
+    jobs_->CallStarted();
+  }
+  Jobs* jobs_;
   std::shared_ptr<std::atomic<bool>> cancel_;
 };
 
@@ -85,7 +93,7 @@ class StreamWriter final : public grpc::ServerWriteReactor<Response> {
   using Work = std::function<void(StreamWriter* w, const std::atomic<bool>& cancel)>;
 
   static grpc::ServerWriteReactor<Response>* Start(Jobs* jobs, Work work) {
-    auto* w = new StreamWriter();
+    auto* w = new StreamWriter(jobs);
     w->refs_ = 2;  // the gRPC side (OnDone) and the worker (after Finish)
     Status st = jobs->Run(w->cancel_, [w, work = std::move(work)](const std::atomic<bool>& c) {
       work(w, c);
@@ -139,10 +147,17 @@ class StreamWriter final : public grpc::ServerWriteReactor<Response> {
     std::lock_guard lock(mu_);
     broken_ = true;
   }
-  void OnDone() override { Unref(); }
+  void OnDone() override {
+    Jobs* jobs = jobs_;
+    Unref();
+    jobs->CallDone();
+  }
 
  private:
-  StreamWriter() : cancel_(std::make_shared<std::atomic<bool>>(false)) {}
+  explicit StreamWriter(Jobs* jobs)
+      : jobs_(jobs), cancel_(std::make_shared<std::atomic<bool>>(false)) {
+    jobs_->CallStarted();
+  }
 
   // Starts the next write or the finish; called with mu_ held, releases it before calling gRPC.
   void MaybeStartLocked(std::unique_lock<std::mutex>& lock) {
@@ -169,6 +184,7 @@ class StreamWriter final : public grpc::ServerWriteReactor<Response> {
     if (refs_.fetch_sub(1) == 1) delete this;
   }
 
+  Jobs* jobs_;
   std::shared_ptr<std::atomic<bool>> cancel_;
   std::atomic<int> refs_{1};
   std::mutex mu_;

@@ -207,12 +207,20 @@ void Server::Shutdown(std::chrono::milliseconds grace) {
     impl_->shutting_down = true;
   }
   std::fprintf(stderr, "garnetd: shutting down\n");
+  const auto deadline = std::chrono::steady_clock::now() + grace;
   if (auto* health = impl_->grpc_server->GetHealthCheckService()) health->Shutdown();
   impl_->models->Shutdown();  // queued requests fail, new ones are refused
   impl_->jobs->CancelAll();   // running pulls / generations stop at their next check
-  impl_->grpc_server->Shutdown(std::chrono::system_clock::now() + grace);
   if (impl_->http) impl_->http->Stop();
   impl_->jobs->Join();
+  // Let the calls the jobs served send their last messages and status (bounded by `grace`),
+  // then stop gRPC at once. A deadline-less Shutdown would wait for every client channel to
+  // close, even idle ones, until the grace ran out; after this point nothing is left to flush,
+  // so the remaining (idle) connections are cut right away.
+  if (!impl_->jobs->WaitCallsDone(deadline)) {
+    std::fprintf(stderr, "garnetd: calls still open after the grace period; cancelling them\n");
+  }
+  impl_->grpc_server->Shutdown(std::chrono::system_clock::now());
   impl_->grpc_server->Wait();
   impl_->http.reset();
   impl_->models.reset();    // unloads every engine

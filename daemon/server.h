@@ -3,8 +3,9 @@
 //
 // Lifecycle: Start() binds every endpoint or fails (nothing left listening); Wait() blocks until
 // Shutdown() (from another thread or a signal handler thread); Shutdown() cancels running jobs
-// (streams end with CANCELLED), lets calls finish for up to `grace`, joins workers, unloads
-// models, closes the database and removes the socket file. The destructor calls Shutdown().
+// (streams end with CANCELLED), joins workers, lets their calls send their last message for up to
+// `grace`, then stops gRPC at once (idle client connections do not delay it), unloads models,
+// closes the database and removes the socket file. The destructor calls Shutdown().
 //
 // Thread-safety: Shutdown() and the accessors may be called from any thread.
 #pragma once

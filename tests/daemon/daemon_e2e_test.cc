@@ -594,6 +594,25 @@ TEST_F(DaemonTest, ShutdownDuringStreamIsGraceful) {
   EXPECT_NE(stat(d.socket.c_str(), &st), 0);  // socket removed
 }
 
+// A client that keeps its channel open (idle, after a call) must not hold up SIGTERM.
+TEST_F(DaemonTest, ShutdownWithAnIdleClientChannelIsQuick) {
+  World::Daemon d = world_->StartDaemon({"--http-listen", "127.0.0.1:0"});
+  ASSERT_FALSE(d.target.empty()) << d.proc->Err();
+  {
+    grpc::ClientContext ctx;
+    pb::VersionResponse v;
+    ASSERT_TRUE(pb::System::NewStub(d.channel)->Version(&ctx, {}, &v).ok());
+  }
+  // A second, TCP-less channel that connected and stays idle too.
+  auto other = grpc::CreateChannel(d.target, grpc::InsecureChannelCredentials());
+  ASSERT_TRUE(other->WaitForConnected(std::chrono::system_clock::now() + milliseconds(2000)));
+  const auto t0 = std::chrono::steady_clock::now();
+  d.proc->Signal(SIGTERM);
+  EXPECT_EQ(d.proc->Wait(milliseconds(5000)), 0) << d.proc->Err();
+  const auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_LT(took, milliseconds(1000)) << d.proc->Err();
+}
+
 // Deleting is last: later suites start their own daemons.
 TEST_F(DaemonTest, ZzDeleteThenGenerateSaysPull) {
   grpc::ClientContext ctx;
