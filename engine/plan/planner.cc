@@ -246,12 +246,13 @@ Outcome Place(const ModelShape& shape, const WeightSums& w, const KvOptions& kv,
 }
 
 // The largest context for which the policy finds a placement that fits (0: none, not even 1).
-// `fits_at_kv` says whether kv.n_ctx itself fits, which bounds the search from one side.
+// `known` is a context known to fit (0: none known): kv.n_ctx when it fits, with its placement's
+// own maximum. Searched above `known` when kv.n_ctx fits, below kv.n_ctx when it does not.
 uint32_t PolicyMaxContext(const ModelShape& shape, const WeightSums& w, KvOptions kv,
-                          const Inventory& inv, const Policy& policy, bool fits_at_kv) {
+                          const Inventory& inv, const Policy& policy, uint32_t known) {
   const uint32_t top = shape.params.context_length ? shape.params.context_length : kv.n_ctx;
-  uint32_t lo = fits_at_kv ? kv.n_ctx : 0;
-  uint32_t hi = fits_at_kv ? top : kv.n_ctx - 1;
+  uint32_t lo = known;
+  uint32_t hi = known > 0 ? top : kv.n_ctx - 1;
   while (lo < hi) {
     const uint32_t mid = lo + (hi - lo + 1) / 2;
     kv.n_ctx = mid;
@@ -327,7 +328,9 @@ Result<Plan> MakePlan(const ModelShape& shape, const KvOptions& kv, const Invent
   plan.output_device = o.pl.output_device;
   const bool fits = AllFit(use);
   plan.max_ctx = fits ? MaxContext(shape, w, kv, inv, policy, o.pl) : 0;
-  plan.policy_max_ctx = PolicyMaxContext(shape, w, kv, inv, policy, fits);
+  const uint32_t top = p.context_length ? p.context_length : kv.n_ctx;
+  plan.policy_max_ctx =
+      plan.max_ctx == top ? top : PolicyMaxContext(shape, w, kv, inv, policy, plan.max_ctx);
 
   const DeviceUse& h = use[host];
   const std::string device_has = inv.gpus.size() > 1 ? "devices have " : "device has ";
