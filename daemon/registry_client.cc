@@ -1,8 +1,10 @@
 #include "daemon/registry_client.h"
 
+#include <cstdio>
 #include <map>
 #include <set>
 
+#include "daemon/pull_journal.h"
 #include "engine/gguf/gguf.h"
 #include "engine/quant/types.h"
 #include "registry/mirror.h"
@@ -54,7 +56,9 @@ std::vector<TypeCount> TypeHistogram(const std::vector<std::string>& paths) {
 
 }  // namespace
 
-RegistryClient::RegistryClient(std::unique_ptr<registry::Registry> reg) : reg_(std::move(reg)) {}
+RegistryClient::RegistryClient(std::unique_ptr<registry::Registry> reg)
+    : reg_(std::move(reg)),
+      journal_(std::make_unique<PullJournal>(reg_->store().root() + "/garnetd-pulls.json")) {}
 
 RegistryClient::~RegistryClient() {
   mirror_.reset();  // stops serving before the registry goes
@@ -151,6 +155,10 @@ Result<DeleteResult> RegistryClient::Delete(const std::string& ref) {
 Status RegistryClient::Pull(const std::string& ref, const PullEventFn& on_event,
                             const std::atomic<bool>* cancel) {
   GARNET_ASSIGN_OR_RETURN(std::string name, CanonicalName(ref));
+  if (Status st = journal_->Begin(name); !st.ok()) {
+    std::fprintf(stderr, "garnetd: %s (the pull of %s would not resume after a stop)\n",
+                 st.message().c_str(), name.c_str());
+  }
   auto progress = [&](const registry::Progress& p) {
     if (!on_event) return;
     PullEvent ev;
@@ -166,6 +174,10 @@ Status RegistryClient::Pull(const std::string& ref, const PullEventFn& on_event,
     on_event(ev);
   };
   auto pulled = reg_->Pull(ref, progress, cancel);
+  const bool interrupted = !pulled.ok() && stopping_.load();
+  if (Status st = journal_->End(name, interrupted); !st.ok()) {
+    std::fprintf(stderr, "garnetd: %s\n", st.message().c_str());
+  }
   if (!pulled.ok()) return pulled.status();
   if (on_event) {
     PullEvent ev;
@@ -177,6 +189,23 @@ Status RegistryClient::Pull(const std::string& ref, const PullEventFn& on_event,
     on_event(ev);
   }
   return Status::OK();
+}
+
+std::vector<std::string> RegistryClient::InterruptedPulls() {
+  std::vector<std::string> out;
+  for (const std::string& name : journal_->interrupted()) {
+    auto m = reg_->db().GetManifest(name);
+    if (m.ok() && m->has_value()) {
+      (void)journal_->Drop(name);  // finished after all (e.g. by another process)
+      continue;
+    }
+    if (!CanonicalName(name).ok()) {  // not a reference (damaged or hostile journal)
+      (void)journal_->Drop(name);
+      continue;
+    }
+    out.push_back(name);
+  }
+  return out;
 }
 
 Result<std::vector<BlobCheck>> RegistryClient::Verify(const std::string& ref,

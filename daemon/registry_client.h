@@ -78,6 +78,8 @@ struct PullEvent {
 };
 using PullEventFn = std::function<void(const PullEvent&)>;
 
+class PullJournal;
+
 class RegistryClient {
  public:
   // Opens the store and database and loads the catalog (builtin + user file). Errors name the
@@ -100,9 +102,16 @@ class RegistryClient {
   Result<DeleteResult> Delete(const std::string& ref);
 
   // Downloads every file of a catalog or Hugging Face model, verifies and registers it.
-  // `on_event` runs on the download thread (must be quick). Cancelled when `cancel` is set
-  // (partials stay for a resume).
+  // `on_event` runs on the download thread (must be quick; may be null). Cancelled when `cancel`
+  // is set (partials stay for a resume). The model is recorded in the pull journal
+  // (pull_journal.h) while the pull runs, and stays there when it ends because of BeginShutdown().
   Status Pull(const std::string& ref, const PullEventFn& on_event, const std::atomic<bool>* cancel);
+
+  // Pulls that were in progress when the daemon last stopped (canonical names, from the journal
+  // read at Open), minus those whose model is registered by now (dropped from the journal).
+  std::vector<std::string> InterruptedPulls();
+  // The daemon is stopping: pulls cancelled from now on stay in the journal for the next start.
+  void BeginShutdown() { stopping_.store(true); }
 
   // Re-hashes blobs of `ref` (empty: every blob); corrupt blobs are reported, not deleted.
   Result<std::vector<BlobCheck>> Verify(const std::string& ref, const std::atomic<bool>* cancel);
@@ -124,6 +133,8 @@ class RegistryClient {
 
   std::unique_ptr<registry::Registry> reg_;
   std::unique_ptr<registry::Mirror> mirror_;
+  std::unique_ptr<PullJournal> journal_;
+  std::atomic<bool> stopping_{false};
 };
 
 }  // namespace garnet::daemon

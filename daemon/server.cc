@@ -186,6 +186,21 @@ Result<std::unique_ptr<Server>> Server::Start(const Config& config) {
     impl->http = std::move(http).value();
     std::fprintf(stderr, "garnetd: OpenAI-compatible HTTP at %s\n", impl->http->base_url().c_str());
   }
+  // Pulls the last run left unfinished (stopped or killed mid-pull) continue in the background,
+  // from their partials.
+  for (const std::string& name : impl->registry->InterruptedPulls()) {
+    RegistryClient* reg = impl->registry.get();
+    Status st = impl->jobs->Run(
+        std::make_shared<std::atomic<bool>>(false), [reg, name](const std::atomic<bool>& cancel) {
+          const auto t0 = std::chrono::steady_clock::now();
+          Status s = reg->Pull(name, nullptr, &cancel);
+          LogRequest("Pull", name, s,
+                     std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
+                     "resumed after a restart");
+        });
+    std::fprintf(stderr, "garnetd: resuming the interrupted pull of %s%s\n", name.c_str(),
+                 st.ok() ? "" : (": " + st.message()).c_str());
+  }
   std::fprintf(stderr, "garnetd: listening on %s%s%s (data dir %s)\n", impl->unix_target.c_str(),
                impl->tcp_target.empty() ? "" : " and tcp ", impl->tcp_target.c_str(),
                impl->registry->data_dir().c_str());
@@ -209,8 +224,9 @@ void Server::Shutdown(std::chrono::milliseconds grace) {
   std::fprintf(stderr, "garnetd: shutting down\n");
   const auto deadline = std::chrono::steady_clock::now() + grace;
   if (auto* health = impl_->grpc_server->GetHealthCheckService()) health->Shutdown();
-  impl_->models->Shutdown();  // queued requests fail, new ones are refused
-  impl_->jobs->CancelAll();   // running pulls / generations stop at their next check
+  impl_->models->Shutdown();         // queued requests fail, new ones are refused
+  impl_->registry->BeginShutdown();  // pulls cancelled now resume on the next start
+  impl_->jobs->CancelAll();          // running pulls / generations stop at their next check
   if (impl_->http) impl_->http->Stop();
   impl_->jobs->Join();
   // Let the calls the jobs served send their last messages and status (bounded by `grace`),

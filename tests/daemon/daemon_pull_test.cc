@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <thread>
+
 #include "garnet/v1/garnet.grpc.pb.h"
 #include "tests/daemon/harness.h"
 #include "tests/registry/fault_server.h"
@@ -128,6 +130,53 @@ TEST_F(PullTest, CancelMidPullThenResume) {
   EXPECT_EQ(ListCount(daemon_.channel), 1);
   // Only what was missing came over the wire again (resume), give or take in-flight chunks.
   EXPECT_LT(server_->body_bytes_sent(), content_->size());
+}
+
+// A pull in flight when garnetd stops resumes on its next start, from the partial: first a
+// SIGTERM mid-pull, then a SIGKILL mid-pull of the resumed one, then a start that finishes it.
+TEST_F(PullTest, PullInterruptedByAStopResumesOnTheNextStart) {
+  server_->faults().throttle_us = 40000;  // slow enough to stop it mid-way
+  const uint64_t size = content_->size();
+  PullOutcome first;
+  std::thread client([&] { first = Pull(daemon_.channel); });
+  ASSERT_TRUE(WaitFor([&] { return server_->body_bytes_sent() > size / 5; }));
+  daemon_.proc->Signal(SIGTERM);
+  EXPECT_EQ(daemon_.proc->Wait(milliseconds(5000)), 0) << daemon_.proc->Err();
+  client.join();
+  EXPECT_FALSE(first.status.ok());
+  const std::string data_dir = daemon_.data_dir;
+  ASSERT_LT(server_->body_bytes_sent(), size);
+
+  // Second run: resumes on its own, then is killed hard mid-way.
+  server_->ResetCounters();
+  World::Daemon second =
+      world_->StartDaemon({"--base-url", server_->BaseUrl(), "--data-dir", data_dir});
+  ASSERT_FALSE(second.target.empty()) << second.proc->Err();
+  EXPECT_NE(second.proc->Err().find("resuming the interrupted pull of gemma4:tiny"),
+            std::string::npos)
+      << second.proc->Err();
+  ASSERT_TRUE(WaitFor([&] { return server_->body_bytes_sent() > size / 5; }));
+  std::this_thread::sleep_for(milliseconds(700));  // past a progress checkpoint
+  EXPECT_EQ(ListCount(second.channel), 0);
+  second.proc->Signal(SIGKILL);
+  second.proc->Wait(milliseconds(5000));
+
+  // Third run, full speed: the pull completes without a client and the model is listed.
+  server_->faults().throttle_us = 0;
+  server_->ResetCounters();
+  daemon_ = world_->StartDaemon({"--base-url", server_->BaseUrl(), "--data-dir", data_dir});
+  ASSERT_FALSE(daemon_.target.empty()) << daemon_.proc->Err();
+  EXPECT_TRUE(WaitFor([&] { return ListCount(daemon_.channel) == 1; })) << daemon_.proc->Err();
+  // Only the missing part came over the wire again.
+  EXPECT_LT(server_->body_bytes_sent(), size);
+  EXPECT_NE(daemon_.proc->Err().find("resumed after a restart"), std::string::npos);
+  // Finished: the next start has nothing to resume.
+  daemon_.proc->Signal(SIGTERM);
+  EXPECT_EQ(daemon_.proc->Wait(milliseconds(5000)), 0);
+  daemon_ = world_->StartDaemon({"--base-url", server_->BaseUrl(), "--data-dir", data_dir});
+  ASSERT_FALSE(daemon_.target.empty()) << daemon_.proc->Err();
+  EXPECT_EQ(daemon_.proc->Err().find("resuming"), std::string::npos) << daemon_.proc->Err();
+  EXPECT_EQ(ListCount(daemon_.channel), 1);
 }
 
 }  // namespace
