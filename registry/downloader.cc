@@ -508,6 +508,7 @@ Result<FetchResult> Downloader::Transfer(const Plan& plan, Job* job, int fd,
                        plan.size, bytes_per_second});
   };
   hooks.advance = [&](uint64_t watermark) { hasher.Advance(watermark); };
+  hooks.hashed = [&] { return hasher.hashed(); };
   uint64_t total_received = 0;
   Status fatal = FetchRanges(target, o, hooks, &ranges, &single, &total_received);
   if (!fatal.ok()) {

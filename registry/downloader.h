@@ -86,6 +86,10 @@ struct DownloadOptions {
   std::chrono::milliseconds checkpoint_interval{500};
   uint64_t disk_reserve_bytes = 64ull << 20;  // free space kept beyond the file itself
   size_t curl_buffer_bytes = 512 * 1024;
+  // A connection more than this far ahead of the hasher pauses (unless its range is the lowest
+  // one still incomplete), so hashing keeps pace with the transfer and little is left to hash
+  // after the last byte; 0: never pause.
+  uint64_t max_hash_lag_bytes = 32ull << 20;
   // fsync each finished blob (and the blobs directory) before and after the rename, so a
   // registered blob survives a power loss, and fdatasync the partial file before each progress
   // checkpoint, so saved progress never claims bytes a power loss could take back. Off: faster,

@@ -322,6 +322,22 @@ class Fetcher {
     exit_cv_.notify_all();
   }
 
+  // True when range `i`, about to write at `pos`, should wait for the hasher (see
+  // RangeHooks::hashed): it is more than max_hash_lag_bytes ahead, it is not the lowest
+  // incomplete range, and that one is being downloaded right now (so the hasher is sure to get
+  // further; a lowest range waiting for a retry or for a free worker never blocks the others).
+  bool HashLagging(size_t i, uint64_t pos) {
+    if (!hooks_.hashed || o_.max_hash_lag_bytes == 0 || !t_.size_known || single_) return false;
+    if (pos <= o_.max_hash_lag_bytes || pos - o_.max_hash_lag_bytes <= hooks_.hashed()) {
+      return false;
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    for (size_t j = 0; j < i; ++j) {
+      if (!Complete(j)) return active_[j] != 0;
+    }
+    return false;  // the lowest incomplete range: the hasher is waiting for it
+  }
+
   void RunOne(CURLM* multi, size_t i) {
     Xfer x;
     x.start = start_[i];
@@ -364,6 +380,12 @@ class Fetcher {
     bool finished = false, stalled = false;
     CURLcode rc = CURLE_OK;
     while (!stop_) {
+      if (HashLagging(i, x.pos)) {
+        // Let the hasher catch up; not reading is our choice, not a stall.
+        std::this_thread::sleep_for(milliseconds(1));
+        x.last_activity = Clock::now();
+        continue;
+      }
       int running = 0;
       curl_multi_perform(multi, &running);
       int left = 0;

@@ -50,6 +50,12 @@ struct RangeHooks {
   std::function<void(uint64_t completed, double bytes_per_second)> progress;
   // The contiguous prefix [0, watermark) is written.
   std::function<void(uint64_t watermark)> advance;
+  // Optional: how many bytes of that prefix the hasher has consumed. Called from the worker
+  // threads (must be thread-safe). With DownloadOptions::max_hash_lag_bytes > 0, a worker whose
+  // range is not the lowest incomplete one stops reading while it is that far ahead of the
+  // hasher, so the hash finishes soon after the last byte arrives (the lowest range never
+  // waits, so the hasher can always catch up).
+  std::function<uint64_t()> hashed;
 };
 
 // Runs until every range is complete (OK), a permanent failure, or cancellation (Cancelled).

@@ -130,6 +130,27 @@ TEST_F(DownloaderTest, CleanDownloadIsVerifiedAndRegistered) {
   EXPECT_EQ(server_.get_requests(), 0);
 }
 
+// Connections ahead of the hasher pause (max_hash_lag_bytes); the range the hasher waits for
+// never does, so a tiny limit still finishes, verified, with every byte sent once, also when
+// connections drop mid-range.
+TEST_F(DownloaderTest, HashLagLimitNeverDeadlocks) {
+  for (uint64_t lag : {uint64_t{1}, uint64_t{64 * 1024}}) {
+    SCOPED_TRACE("max_hash_lag_bytes " + std::to_string(lag));
+    std::filesystem::remove_all(dir_);
+    DownloadOptions o = FastOptions();
+    o.max_hash_lag_bytes = lag;
+    o.connections = 4;
+    Open(o);
+    server_.faults().drop_count = 3;
+    server_.faults().drop_random = true;
+    auto r = Fetch();
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(r->digest, "sha256-" + sha_);
+    ExpectStoredAndRegistered();
+  }
+  EXPECT_GE(server_.ranged_requests(), 2);
+}
+
 TEST_F(DownloaderTest, LearnsDigestFromLinkedEtag) {
   auto r = Fetch(/*pin=*/false);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
