@@ -216,7 +216,7 @@ TEST(VulkanBackend, ForwardBatchMatchesCpu) {
   auto gpu = MakeVk(*l, 2);
   ASSERT_TRUE(cpu && gpu);
   const int64_t V = l->params.n_vocab;
-  auto pa = Tokens(20, static_cast<int>(V), 3), pb = Tokens(13, static_cast<int>(V), 4);
+  auto pa = Tokens(10, static_cast<int>(V), 3), pb = Tokens(9, static_cast<int>(V), 4);
   auto ca = cpu->NewSequence(), cb = cpu->NewSequence();
   auto ga = gpu->NewSequence(), gb = gpu->NewSequence();
   ASSERT_TRUE(ca.ok() && cb.ok() && ga.ok() && gb.ok());
@@ -225,9 +225,9 @@ TEST(VulkanBackend, ForwardBatchMatchesCpu) {
   ASSERT_TRUE(Feed(*cpu, cb->get(), pb, 0, &tmp, V).ok());
   ASSERT_TRUE(Feed(*gpu, ga->get(), pa, 0, &tmp, V).ok());
   ASSERT_TRUE(Feed(*gpu, gb->get(), pb, 0, &tmp, V).ok());
-  // a@20, b@13, a@21: three logit rows, more than n_seq = 2 per pass.
+  // a@10, b@9, a@11: three logit rows, more than n_seq = 2 per pass.
   auto items = [&](BackendSequence* a, BackendSequence* b) {
-    return std::vector<BatchItem>{{a, 7, 20, true}, {b, 9, 13, true}, {a, 5, 21, true}};
+    return std::vector<BatchItem>{{a, 7, 10, true}, {b, 9, 9, true}, {a, 5, 11, true}};
   };
   auto ic = items(ca->get(), cb->get());
   auto ig = items(ga->get(), gb->get());
@@ -241,10 +241,10 @@ TEST(VulkanBackend, ForwardBatchMatchesCpu) {
   }
   // Both sequences go on decoding in one batch each step.
   for (int step = 0; step < 3; ++step) {
-    std::vector<BatchItem> bc{{ca->get(), 11 + step, 22 + step, true},
-                              {cb->get(), 12 + step, 14 + step, true}};
-    std::vector<BatchItem> bg{{ga->get(), 11 + step, 22 + step, true},
-                              {gb->get(), 12 + step, 14 + step, true}};
+    std::vector<BatchItem> bc{{ca->get(), 11 + step, 12 + step, true},
+                              {cb->get(), 12 + step, 10 + step, true}};
+    std::vector<BatchItem> bg{{ga->get(), 11 + step, 12 + step, true},
+                              {gb->get(), 12 + step, 10 + step, true}};
     ASSERT_TRUE(cpu->ForwardBatch(bc, oc.data()).ok());
     ASSERT_TRUE(gpu->ForwardBatch(bg, og.data()).ok());
     for (int r = 0; r < 2; ++r) {

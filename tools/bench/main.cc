@@ -2,6 +2,7 @@
 //
 //   garnet-bench-engine --model PATH [--prompt-tokens 512] [--gen 64] [--threads N]
 //                       [--ctx N] [--ubatch N] [--kv-type f16|f32] [--reps 1]
+//                       [--backend cpu|vulkan] [--device N|NAME]
 //
 // The prompt is deterministic pseudo-random token ids (bos first); decode is greedy. Prints one
 // line per measurement and peak RSS (getrusage) with the file size and KV-cache size for scale.
@@ -19,7 +20,7 @@
 
 int main(int argc, char** argv) {
   using namespace garnet;
-  std::string model_path;
+  std::string model_path, backend = "cpu", device;
   int64_t n_prompt = 512, n_gen = 64, threads = 0, ctx = 0, ubatch = 512, reps = 1;
   model::KvType kv_type = model::KvType::kF16;
   for (int i = 1; i < argc; ++i) {
@@ -46,6 +47,10 @@ int main(int argc, char** argv) {
       ok = tools::ParseInt(a, v, &reps);
     } else if (a == "--kv-type") {
       kv_type = std::string(v) == "f32" ? model::KvType::kF32 : model::KvType::kF16;
+    } else if (a == "--backend") {
+      backend = v;
+    } else if (a == "--device") {
+      device = v;
     } else {
       std::fprintf(stderr, "error: unknown flag %s\n", a.c_str());
       return 2;
@@ -55,7 +60,8 @@ int main(int argc, char** argv) {
   if (model_path.empty() || n_prompt < 1 || n_gen < 0) {
     std::fprintf(stderr,
                  "usage: garnet-bench-engine --model PATH [--prompt-tokens N] [--gen N] "
-                 "[--threads N] [--ctx N] [--ubatch N] [--kv-type f16|f32] [--reps N]\n");
+                 "[--threads N] [--ctx N] [--ubatch N] [--kv-type f16|f32] [--reps N] "
+                 "[--backend cpu|vulkan] [--device N|NAME]\n");
     return 2;
   }
   engine::EngineOptions opt;
@@ -63,6 +69,8 @@ int main(int argc, char** argv) {
   opt.n_ubatch = ubatch;
   opt.n_threads = static_cast<int>(threads);
   opt.kv_type = kv_type;
+  opt.backend = backend;
+  opt.device = device;
   auto t_load0 = std::chrono::steady_clock::now();
   auto eng = engine::Engine::Open(model_path, opt);
   if (!eng.ok()) {
@@ -84,7 +92,7 @@ int main(int argc, char** argv) {
   std::printf("model %s: %u layers, H %u, vocab %u, file %.1f MiB, kv/seq %.1f MiB, ctx %lld\n",
               model_path.c_str(), p.n_layer, p.n_embd, p.n_vocab, st.st_size / 1048576.0,
               e.KvBytesPerSequence() / 1048576.0, static_cast<long long>(e.options().n_ctx));
-  std::printf("load %.2f s\n", load_s);
+  std::printf("backend %s, load %.2f s\n", std::string(e.backend_name()).c_str(), load_s);
   for (int64_t rep = 0; rep < reps; ++rep) {
     auto seq = e.NewSequence();
     if (!seq.ok()) {

@@ -3,7 +3,11 @@
 //   garnet-run --model PATH [--prompt TEXT] [--system TEXT] [--chat] [--think] [--raw]
 //              [--max-tokens N] [--temp T] [--top-k K] [--top-p P] [--min-p P]
 //              [--repeat-penalty R] [--seed S] [--threads N] [--ctx N] [--ubatch N]
-//              [--kv-type f16|f32] [--stop TEXT]... [--backend cpu]
+//              [--kv-type f16|f32] [--stop TEXT]... [--backend cpu|vulkan] [--device N|NAME]
+//
+// --backend vulkan runs the forward pass on a Vulkan device (--device: its index or a
+// substring of its name, default the best one; the KV cache is f16); without a Vulkan device it
+// fails with a message saying so.
 //
 // Without --chat, one reply to --prompt is generated. With --chat, turns are read from stdin
 // (one line per user turn) and the conversation continues until EOF. --raw skips the chat
@@ -32,14 +36,14 @@ void Usage() {
                "                  [--raw] [--max-tokens N] [--temp T] [--top-k K] [--top-p P]\n"
                "                  [--min-p P] [--repeat-penalty R] [--seed S] [--threads N]\n"
                "                  [--ctx N] [--ubatch N] [--kv-type f16|f32] [--stop TEXT]\n"
-               "                  [--backend cpu]\n");
+               "                  [--backend cpu|vulkan] [--device N|NAME]\n");
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   using namespace garnet;
-  std::string model_path, prompt, system, backend = "cpu";
+  std::string model_path, prompt, system, backend = "cpu", device;
   bool chat_loop = false, think = false, raw = false;
   int64_t max_tokens = 256, seed = 0, threads = 0, ctx = 4096, ubatch = 512;
   sampling::SamplerParams sp = sampling::SamplerParams::GemmaDefaults();
@@ -103,6 +107,12 @@ int main(int argc, char** argv) {
       stops.push_back(need());
     } else if (a == "--backend") {
       backend = need();
+      if (backend != "cpu" && backend != "vulkan") {
+        std::fprintf(stderr, "error: --backend wants cpu or vulkan\n");
+        ok = false;
+      }
+    } else if (a == "--device") {
+      device = need();
     } else if (a == "-h" || a == "--help") {
       Usage();
       return 0;
@@ -124,6 +134,7 @@ int main(int argc, char** argv) {
   opt.n_threads = static_cast<int>(threads);
   opt.kv_type = kv_type;
   opt.backend = backend;
+  opt.device = device;
   auto engine_or = Engine::Open(model_path, opt);
   if (!engine_or.ok()) {
     std::fprintf(stderr, "error: %s\n", engine_or.status().ToString().c_str());
