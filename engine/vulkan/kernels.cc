@@ -387,6 +387,92 @@ Status Kernels::Matmul(Recorder& rec, GgmlType type, const MatmulShape& s, const
   return rec.Dispatch(*p, bindings, push, (s.m + tile - 1) / tile, (s.n + tile - 1) / tile);
 }
 
+namespace {
+constexpr uint32_t kIdTile = 64;  // slots per matmul_id workgroup (matmul.comp's BN)
+uint64_t MatmulIdTiles(uint32_t n_experts, uint32_t n_slots) {
+  return (uint64_t{n_slots} + kIdTile - 1) / kIdTile + n_experts + 1;
+}
+}  // namespace
+
+uint64_t MatmulIdScratchBytes(uint32_t n_experts, uint32_t n_slots) {
+  return (uint64_t{n_experts} + 1 + n_slots + 2 * MatmulIdTiles(n_experts, n_slots)) * 4;
+}
+
+Status Kernels::MatmulId(Recorder& rec, GgmlType type, const MatmulIdShape& s, const BufferRange& w,
+                         const BufferRange& x, const BufferRange& ids, const BufferRange& scratch,
+                         const BufferRange& y) {
+  const std::string op = "matmul_id " + std::string(TypeName(type));
+  GARNET_RETURN_IF_ERROR(CheckWeightType(type, s.k, op));
+  if (s.m == 0 || s.n_experts == 0 || s.n_tokens == 0 || s.k_slots == 0) {
+    return Status::InvalidArgument(op, "empty shape");
+  }
+  if (s.n_experts > 1024) return Status::InvalidArgument(op, "more than 1024 experts");
+  const uint64_t n_slots = uint64_t{s.n_tokens} * s.k_slots;
+  if (n_slots > 0x7fffffffull) return Status::InvalidArgument(op, "too many slots");
+  const uint32_t xs = s.x_stride ? s.x_stride : s.k;
+  const uint32_t ys = s.y_stride ? s.y_stride : s.m;
+  if (ys < s.m || (s.x_slot_stride == 0 && xs < s.k) ||
+      (s.x_slot_stride != 0 && s.x_slot_stride < s.k)) {
+    return Status::InvalidArgument(op, "a stride is smaller than what it steps over");
+  }
+  const uint64_t row_bytes = *RowBytes(type, s.k);
+  const uint64_t matrix = row_bytes * s.m;
+  const uint64_t stride = s.expert_stride ? s.expert_stride : matrix;
+  if (stride < matrix || stride % 4 != 0) {
+    return Status::InvalidArgument(op, "expert stride " + std::to_string(stride) +
+                                           " is below the matrix size or not a multiple of 4");
+  }
+  const uint64_t w_bytes = (s.n_experts - 1) * stride + matrix;
+  if (w_bytes > 0xffffffffull) {
+    return Status::InvalidArgument(op, "weight range over 4 GiB; split it");
+  }
+  const uint64_t tiles = MatmulIdTiles(s.n_experts, static_cast<uint32_t>(n_slots));
+  if (tiles > device_.info().max_workgroup_count[1] ||
+      (s.m + kMatmulTile - 1) / kMatmulTile > device_.info().max_workgroup_count[0]) {
+    return Status::InvalidArgument(op, "too many tiles for one dispatch");
+  }
+  const uint64_t x_elems =
+      uint64_t{s.n_tokens - 1} * xs + uint64_t{s.k_slots - 1} * s.x_slot_stride + s.k;
+  if (x_elems > 0xffffffffull || (n_slots - 1) * ys + s.m > 0xffffffffull) {
+    return Status::InvalidArgument(op, "X or Y over 2^32 elements");
+  }
+  GARNET_RETURN_IF_ERROR(Need(w, w_bytes, op, "W"));
+  GARNET_RETURN_IF_ERROR(Need(x, x_elems * 4, op, "X"));
+  GARNET_RETURN_IF_ERROR(Need(ids, n_slots * 4, op, "ids"));
+  GARNET_RETURN_IF_ERROR(Need(
+      scratch, MatmulIdScratchBytes(s.n_experts, static_cast<uint32_t>(n_slots)), op, "scratch"));
+  GARNET_RETURN_IF_ERROR(Need(y, ((n_slots - 1) * ys + s.m) * 4, op, "Y"));
+
+  constexpr uint32_t kGroupWg = 256;
+  PipelineDesc gdesc{"moe_group", 2, 0b10, 12, {kGroupWg}, {kGroupWg, 1, 1}};
+  GARNET_ASSIGN_OR_RETURN(const Pipeline* gp, device_.pipelines().Get(gdesc));
+  std::string variant = "matmul_id_" + TypeSuffix(type);
+  if (type != GgmlType::kF32 && device_.caps().storage_16bit) variant += "_s16";
+  PipelineDesc desc{variant, 4, 0b100, 40, {kMatmulWg}, {kMatmulWg, 1, 1}};
+  GARNET_ASSIGN_OR_RETURN(const Pipeline* mp, device_.pipelines().Get(desc));
+  struct {
+    uint32_t n_experts, n_slots, max_tiles;
+  } gpush{s.n_experts, static_cast<uint32_t>(n_slots), static_cast<uint32_t>(tiles)};
+  const BufferRange gbind[] = {ids, scratch};
+  GARNET_RETURN_IF_ERROR(rec.Dispatch(*gp, gbind, gpush, 1));
+  struct {
+    uint32_t m, n, k, x_stride, y_stride, expert_stride, n_experts, k_slots, x_slot_stride,
+        max_tiles;
+  } push{s.m,
+         static_cast<uint32_t>(n_slots),
+         s.k,
+         xs,
+         ys,
+         static_cast<uint32_t>(stride),
+         s.n_experts,
+         s.k_slots,
+         s.x_slot_stride,
+         static_cast<uint32_t>(tiles)};
+  const BufferRange bindings[] = {w, x, y, scratch};
+  return rec.Dispatch(*mp, bindings, push, (s.m + kMatmulTile - 1) / kMatmulTile,
+                      static_cast<uint32_t>(tiles));
+}
+
 Result<std::vector<float>> RopeThetaTable(uint32_t n_rot, double base,
                                           std::span<const float> freq_factors) {
   const std::string op = "rope theta table";

@@ -61,6 +61,20 @@ struct MatmulShape {
   uint32_t y_stride = 0;  // elements between tokens of Y (0: m)
 };
 
+struct MatmulIdShape {
+  uint32_t m = 0;          // rows per expert matrix (outputs per slot)
+  uint32_t k = 0;          // elements per weight row (multiple of the type's block size)
+  uint32_t n_experts = 0;  // matrices in W, expert_stride apart (<= 1024)
+  uint32_t n_tokens = 0;
+  uint32_t k_slots = 0;        // routed experts per token; slot = token * k_slots + s
+  uint32_t x_stride = 0;       // elements between tokens of X (0: k)
+  uint32_t x_slot_stride = 0;  // elements between the slots of one token (0: they share X[t])
+  uint32_t y_stride = 0;       // elements between slot rows of Y (0: m)
+  uint64_t expert_stride = 0;  // bytes between expert matrices (0: m * row bytes)
+};
+// Scratch bytes MatmulId needs (the slots grouped by expert): plan it as MemoryKind::kScratch.
+uint64_t MatmulIdScratchBytes(uint32_t n_experts, uint32_t n_slots);
+
 struct RopeShape {
   uint32_t head_dim = 0;  // even
   uint32_t n_rot = 0;     // rotated dims, even, <= head_dim (0: head_dim)
@@ -161,6 +175,17 @@ class Kernels {
   // through the tiled shared-memory kernel in fp32.
   Status Matmul(Recorder& rec, GgmlType type, const MatmulShape& s, const BufferRange& w,
                 const BufferRange& x, const BufferRange& y);
+  // MoE prefill: for token t and slot s with expert e = ids[t * k_slots + s] (int32),
+  //   Y[(t * k_slots + s) * y_stride + r] = sum_i W_e[r, i] * X[t * x_stride + s * x_slot_stride +
+  //   i]
+  // and zeros for an id outside [0, n_experts). Records two dispatches: moe_group.comp groups
+  // the slots by expert into `scratch` (MatmulIdScratchBytes), then the tiled matmul multiplies
+  // each expert's matrix with only its own slots (64 per workgroup), so every routed expert's
+  // weights are read once per 64 of its tokens. fp32 throughout (no cooperative-matrix variant
+  // yet). InvalidArgument for bad shapes or short ranges (nothing recorded).
+  Status MatmulId(Recorder& rec, GgmlType type, const MatmulIdShape& s, const BufferRange& w,
+                  const BufferRange& x, const BufferRange& ids, const BufferRange& scratch,
+                  const BufferRange& y);
   // NeoX RoPE over [n_tokens][n_heads][head_dim]; `pos` holds n_tokens int32 positions;
   // `theta` holds RopeThetaTable(n_rot, ...) (n_rot/2 pairs of floats). y may equal x.
   Status Rope(Recorder& rec, const RopeShape& s, const BufferRange& x, const BufferRange& pos,

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <numeric>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -517,6 +518,79 @@ TEST_P(KernelTest, MatmulLargerTilesBothPaths) {
       if (!d_->device->caps().nv_coopmat_f16) break;  // the second run would repeat the first
     }
   }
+}
+
+TEST_P(KernelTest, MatmulIdGroupsSlotsByExpert) {
+  const uint32_t n_experts = 5, m = 70, n_tokens = 37, k_slots = 3;
+  const uint32_t n_slots = n_tokens * k_slots;
+  // Skewed routing: expert 2 gets more than one 64-slot tile; -1 and 5 are out of range.
+  std::vector<int32_t> ids(n_slots);
+  std::mt19937 rng(42);
+  for (uint32_t i = 0; i < n_slots; ++i) {
+    const uint32_t r = rng() % 10;
+    ids[i] = r < 6 ? 2 : (r == 6 ? -1 : (r == 7 ? 5 : static_cast<int32_t>(rng() % 5)));
+  }
+  for (const MatCase& c : {MatCase{GgmlType::kQ4_K, 256, 0}, MatCase{GgmlType::kQ8_0, 64, 0},
+                           MatCase{GgmlType::kF16, 40, 0}}) {
+    const uint64_t rb = *RowBytes(c.type, c.in);
+    const uint64_t stride = (rb * m + 255) / 256 * 256;
+    std::vector<uint8_t> w(stride * n_experts, 0);
+    std::vector<std::vector<float>> wf;
+    for (uint32_t e = 0; e < n_experts; ++e) {
+      const std::vector<uint8_t> one = RandomWeights(c.type, c.in, m, 1000 + e);
+      std::memcpy(&w[e * stride], one.data(), one.size());
+      wf.push_back(Dequantize(c.type, one, c.in, m));
+    }
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bw,
+                                UploadBytes(*d_, w.data(), w.size(), MemoryKind::kWeights));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bi, UploadBytes(*d_, ids.data(), ids.size() * 4));
+    GARNET_ASSERT_OK_AND_ASSIGN(
+        Buffer bs, Buffer::Create(*d_->device, MatmulIdScratchBytes(n_experts, n_slots),
+                                  MemoryKind::kScratch));
+    const uint32_t ys = m + 2;
+    GARNET_ASSERT_OK_AND_ASSIGN(
+        Buffer by, Buffer::Create(*d_->device, size_t{n_slots} * ys * 4, MemoryKind::kScratch));
+    for (bool shared_x : {true, false}) {
+      const uint32_t slot_stride = shared_x ? 0 : c.in + 1;
+      const uint32_t xs = shared_x ? c.in + 3 : k_slots * slot_stride;
+      const std::vector<float> x = RandomFloats(size_t{n_tokens} * xs, 1100);
+      GARNET_ASSERT_OK_AND_ASSIGN(Buffer bx, UploadFloats(*d_, x));
+      GARNET_ASSERT_OK(rec().Fill(by, 0, by.size(), 0x7fc00000u));  // NaN: rows are written
+      MatmulIdShape s{m, c.in, n_experts, n_tokens, k_slots, xs, slot_stride, ys, stride};
+      GARNET_ASSERT_OK(k().MatmulId(rec(), c.type, s, bw, bx, bi, bs, by));
+      GARNET_ASSERT_OK(rec().SubmitAndWait());
+      GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> y,
+                                  DownloadFloats(*d_, by, size_t{n_slots} * ys));
+      std::vector<float> got;
+      std::vector<double> want, scale;
+      for (uint32_t sl = 0; sl < n_slots; ++sl) {
+        const uint32_t t = sl / k_slots, sk = sl % k_slots;
+        const bool valid = ids[sl] >= 0 && ids[sl] < int32_t(n_experts);
+        const float* xv = &x[size_t{t} * xs + sk * slot_stride];
+        for (uint32_t r = 0; r < m; ++r) {
+          double acc = 0, mag = 0;
+          for (uint32_t i = 0; valid && i < c.in; ++i) {
+            const double v = double(wf[ids[sl]][size_t{r} * c.in + i]) * xv[i];
+            acc += v;
+            mag += std::fabs(v);
+          }
+          got.push_back(y[size_t{sl} * ys + r]);
+          want.push_back(acc);
+          scale.push_back(mag);
+        }
+      }
+      ExpectClose(got, want, scale, 1e-5, 1e-7,
+                  "matmul_id " + std::string(TypeName(c.type)) + (shared_x ? " shared x" : ""));
+    }
+  }
+  GARNET_ASSERT_OK_AND_ASSIGN(Buffer b, Buffer::Create(*d_->device, 4096, MemoryKind::kScratch));
+  // Scratch too small; more than 1024 experts.
+  EXPECT_TRUE(
+      k().MatmulId(rec(), GgmlType::kF32, {4, 4, 2, 2, 1}, b, b, b, BufferRange(b, 0, 16), b)
+          .IsInvalidArgument());
+  EXPECT_TRUE(
+      k().MatmulId(rec(), GgmlType::kF32, {1, 1, 2000, 1, 1}, b, b, b, b, b).IsInvalidArgument());
+  EXPECT_TRUE(rec().empty());
 }
 
 TEST_P(KernelTest, MatvecAndMatmulRejectBadShapes) {
