@@ -98,6 +98,7 @@ Result<std::unique_ptr<Engine>> Engine::OpenParts(const std::vector<std::string>
     vo.n_seq = options.n_seq;
     vo.embed_scale = options.embed_scale;
     vo.device = options.device;
+    vo.f16_matmul = options.f16_matmul;
     GARNET_ASSIGN_OR_RETURN(auto backend, model::VulkanBackend::Create(e->model_.get(), &e->params_,
                                                                        e->weights_.get(), vo));
     e->kv_bytes_ = backend->KvBytesPerSequence();

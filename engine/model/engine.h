@@ -54,6 +54,8 @@ struct EngineOptions {
   std::string device;
   // Vulkan: sequences sharing one KV allocation and logit rows per pass (the plan's n_seq).
   int64_t n_seq = 1;
+  // Vulkan: tensor-core prefill with f16 inputs (see model::VulkanBackendOptions::f16_matmul).
+  bool f16_matmul = false;
 };
 
 struct Timing {

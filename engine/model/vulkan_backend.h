@@ -57,6 +57,11 @@ struct VulkanBackendOptions {
   EmbedScale embed_scale = EmbedScale::kF32;
   // vk::SelectDevice selector: "" the best device, "<digits>" an index, else a name substring.
   std::string device;
+  // Prefill matmuls through tensor cores where the device has them (VK_NV_cooperative_matrix):
+  // activations and weights rounded to f16. Much faster prefill, but on the tiny presets it moved
+  // logits up to 14% from the CPU backend on an H100 (fp32 tiled matmuls: <= 2.4e-3), so it is
+  // opt-in until a more precise variant exists (docs/CORRECTNESS.md).
+  bool f16_matmul = false;
 };
 
 // Bytes (as requested from the device, i.e. vk::MemoryAccounting::requested) the backend and

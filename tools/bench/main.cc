@@ -2,7 +2,7 @@
 //
 //   garnet-bench-engine --model PATH [--prompt-tokens 512] [--gen 64] [--threads N]
 //                       [--ctx N] [--ubatch N] [--kv-type f16|f32] [--reps 1]
-//                       [--backend cpu|vulkan] [--device N|NAME]
+//                       [--backend cpu|vulkan] [--device N|NAME] [--f16-matmul 0|1]
 //
 // The prompt is deterministic pseudo-random token ids (bos first); decode is greedy. Prints one
 // line per measurement and peak RSS (getrusage) with the file size and KV-cache size for scale.
@@ -21,6 +21,7 @@
 int main(int argc, char** argv) {
   using namespace garnet;
   std::string model_path, backend = "cpu", device;
+  bool f16_matmul = false;
   int64_t n_prompt = 512, n_gen = 64, threads = 0, ctx = 0, ubatch = 512, reps = 1;
   model::KvType kv_type = model::KvType::kF16;
   for (int i = 1; i < argc; ++i) {
@@ -51,6 +52,8 @@ int main(int argc, char** argv) {
       backend = v;
     } else if (a == "--device") {
       device = v;
+    } else if (a == "--f16-matmul") {
+      f16_matmul = std::string(v) == "1";
     } else {
       std::fprintf(stderr, "error: unknown flag %s\n", a.c_str());
       return 2;
@@ -61,7 +64,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr,
                  "usage: garnet-bench-engine --model PATH [--prompt-tokens N] [--gen N] "
                  "[--threads N] [--ctx N] [--ubatch N] [--kv-type f16|f32] [--reps N] "
-                 "[--backend cpu|vulkan] [--device N|NAME]\n");
+                 "[--backend cpu|vulkan] [--device N|NAME] [--f16-matmul 0|1]\n");
     return 2;
   }
   engine::EngineOptions opt;
@@ -71,6 +74,7 @@ int main(int argc, char** argv) {
   opt.kv_type = kv_type;
   opt.backend = backend;
   opt.device = device;
+  opt.f16_matmul = f16_matmul;
   auto t_load0 = std::chrono::steady_clock::now();
   auto eng = engine::Engine::Open(model_path, opt);
   if (!eng.ok()) {
