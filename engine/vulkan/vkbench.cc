@@ -106,6 +106,47 @@ int RunMatmuls(Device& dev, Kernels& kernels, Recorder& rec, Transfer& transfer,
     }
     kernels.SetMatmulCooperative(true);
   }
+  // MoE prefill expert matmul (26B-A4B's fused gate_up experts: 128 experts, top 8, 1408 x 2816),
+  // routing pseudo-random and uniform; TFLOP/s counts the useful products only.
+  {
+    const uint32_t e = small ? 8 : 128, top = small ? 2 : 8, em = small ? 64 : 1408,
+                   ek = small ? 256 : 2816;
+    const GgmlType type = GgmlType::kQ4_K;
+    const std::vector<uint8_t> w = WeightRows(type, ek, em * e);
+    ASSIGN_OR_FAIL(Buffer wb, Buffer::Create(dev, w.size(), MemoryKind::kWeights));
+    CHECK_OK(transfer.Upload(wb, 0, w.data(), w.size()));
+    for (uint32_t n : ns) {
+      const uint32_t slots = n * top;
+      std::vector<int32_t> ids(slots);
+      uint32_t state = 12345;
+      for (uint32_t t = 0; t < n; ++t) {
+        for (uint32_t s = 0; s < top; ++s) {  // distinct experts per token
+          state = state * 1664525u + 1013904223u;
+          ids[t * top + s] = static_cast<int32_t>((state >> 8) % (e / top) * top + s);
+        }
+      }
+      ASSIGN_OR_FAIL(Buffer ib, Buffer::Create(dev, uint64_t{slots} * 4, MemoryKind::kScratch));
+      CHECK_OK(transfer.Upload(ib, 0, ids.data(), ids.size() * 4));
+      ASSIGN_OR_FAIL(Buffer sb,
+                     Buffer::Create(dev, MatmulIdScratchBytes(e, slots), MemoryKind::kScratch));
+      ASSIGN_OR_FAIL(Buffer xe, Buffer::Create(dev, uint64_t{n} * ek * 4, MemoryKind::kScratch));
+      ASSIGN_OR_FAIL(Buffer ye,
+                     Buffer::Create(dev, uint64_t{slots} * em * 4, MemoryKind::kScratch));
+      CHECK_OK(rec.Fill(xe, 0, xe.size(), 0x3c000000u));
+      const MatmulIdShape shape{em, ek, e, n, top};
+      CHECK_OK(kernels.MatmulId(rec, type, shape, wb, xe, ib, sb, ye));  // warm-up
+      CHECK_OK(rec.SubmitAndWait());
+      const int mreps = small ? 1 : 10;
+      const auto t0 = Clock::now();
+      for (int i = 0; i < mreps; ++i)
+        CHECK_OK(kernels.MatmulId(rec, type, shape, wb, xe, ib, sb, ye));
+      CHECK_OK(rec.SubmitAndWait());
+      const double sec = Seconds(t0, Clock::now()) / mreps;
+      std::printf(
+          "matmul_id q4_k %u experts top %u M=%u K=%u tokens %-4u: %8.1f us, %6.2f TFLOP/s\n", e,
+          top, em, ek, n, sec * 1e6, 2.0 * slots * em * ek / sec / 1e12);
+    }
+  }
   return 0;
 }
 
