@@ -99,10 +99,10 @@ FlagSet VerbFlags(const std::string& verb) {
   } else if (verb == "run") {
     f.with_value.insert({"--system", "--max-tokens", "--temp", "--top-k", "--top-p", "--min-p",
                          "--repeat-penalty", "--seed", "--stop", "--ctx", "--parallel",
-                         "--keep-alive", "--timeout"});
+                         "--keep-alive", "--timeout", "--backend"});
     f.boolean.insert({"--raw", "--think", "--no-pull", "--quiet", "--chat"});
   } else if (verb == "load") {
-    f.with_value.insert({"--ctx", "--parallel", "--keep-alive", "--kv"});
+    f.with_value.insert({"--ctx", "--parallel", "--keep-alive", "--kv", "--backend"});
   } else if (verb == "import") {
     f.with_value.insert("--name");
   } else if (verb == "bench") {
@@ -362,7 +362,7 @@ int CmdPs(Ctx& ctx, const Args& args) {
     return kExitOk;
   }
   std::vector<std::vector<std::string>> rows = {
-      {"NAME", "ID", "MEMORY", "PROCESSOR", "CONTEXT", "PARALLEL", "ACTIVE", "UNTIL"}};
+      {"NAME", "ID", "BACKEND", "MEMORY", "PROCESSOR", "CONTEXT", "PARALLEL", "ACTIVE", "UNTIL"}};
   const int64_t now_ms = static_cast<int64_t>(std::time(nullptr)) * 1000;
   for (const auto& m : resp.models()) {
     std::string mem;
@@ -373,8 +373,8 @@ int CmdPs(Ctx& ctx, const Args& args) {
                             ? (m.active() > 0 ? "busy" : "forever")
                             : Duration((m.expires_at() - now_ms) / 1000.0) + " from now";
     rows.push_back(
-        {m.name(), ShortDigest(m.digest()), mem, m.placement(), std::to_string(m.ctx()),
-         std::to_string(m.parallel()),
+        {m.name(), ShortDigest(m.digest()), m.backend(), mem, m.placement(),
+         std::to_string(m.ctx()), std::to_string(m.parallel()),
          std::to_string(m.active()) + (m.queued() ? "+" + std::to_string(m.queued()) : ""), until});
   }
   PrintTable(rows);
@@ -397,6 +397,7 @@ int CmdLoad(Ctx& ctx, const Args& args) {
     req.mutable_options()->set_parallel(static_cast<uint32_t>(*n));
   }
   if (auto v = args.Get("--kv")) req.mutable_options()->set_kv_type(*v);
+  if (auto v = args.Get("--backend")) req.mutable_options()->set_backend(*v);
   if (auto v = args.Get("--keep-alive")) {
     auto n = ParseIntFlag("--keep-alive", *v, -1, int64_t{365} * 86400, &err);
     if (!n) return Usage(err);

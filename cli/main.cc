@@ -32,10 +32,12 @@ const char kHelp[] = R"(usage: garnet [--host unix:/path|host:port] [--json] VER
                           interactive chat. [--system S] [--max-tokens N] [--temp T] [--top-k K]
                           [--top-p P] [--seed N] [--stop S]... [--ctx N] [--raw] [--think]
                           [--keep-alive SECONDS] [--timeout SECONDS] [--no-pull] [--quiet]
+                          [--backend auto|cpu|vulkan]
   bench MODEL             fixed prompt lengths then N tokens: TTFT, prompt and decode tok/s,
                           memory shape. [--prompt-tokens 512,2048] [--tokens 64]
   ps                      loaded models
   load MODEL              load now: [--ctx N] [--parallel N] [--keep-alive SECONDS]
+                          [--backend auto|cpu|vulkan]
   unload | stop MODEL     unload a model
   verify [MODEL]          re-hash blobs and report corruption
   prune                   delete unreferenced blobs and stale partial downloads

@@ -199,6 +199,7 @@ int CmdRun(Ctx& ctx, const Args& args) {
     if (!n) return Usage(err);
     o.model_options.set_parallel(static_cast<uint32_t>(*n));
   }
+  if (auto v = args.Get("--backend")) o.model_options.set_backend(*v);
   if (auto v = args.Get("--keep-alive")) {
     auto n = ParseIntFlag("--keep-alive", *v, -1, int64_t{365} * 86400, &err);
     if (!n) return Usage(err);

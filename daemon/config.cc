@@ -88,6 +88,11 @@ Status Set(Config& c, std::string_view key, const std::string& value, std::strin
     c.memory_limit = *bytes;
   } else if (key == "threads") {
     return ParseInt<uint32_t>(what, value, 0, 1024, &c.threads);
+  } else if (key == "backend") {
+    if (value != "auto" && value != "cpu" && value != "vulkan") {
+      return Status::InvalidArgument(what, "must be auto, cpu or vulkan");
+    }
+    c.backend = value;
   } else if (key == "max_prompt_bytes") {
     return ParseInt<uint64_t>(what, value, 1, uint64_t{1} << 30, &c.max_prompt_bytes);
   } else if (key == "download_attempts") {
@@ -160,6 +165,7 @@ constexpr FlagSpec kFlags[] = {
     {"--max-loaded", "max_loaded_models"},
     {"--memory-limit", "memory_limit"},
     {"--threads", "threads"},
+    {"--backend", "backend"},
     {"--max-prompt-bytes", "max_prompt_bytes"},
     {"--mirror-listen", "mirror_listen"},
     {"--download-attempts", "download_attempts"},
@@ -232,7 +238,7 @@ Result<Config> LoadConfig(const std::vector<std::string>& args, const GetEnv& ge
       {"GARNET_BASE_URL", "base_url"},       {"HF_TOKEN", "hf_token"},
       {"GARNET_CATALOG", "catalog"},         {"GARNET_KEEP_ALIVE", "keep_alive_seconds"},
       {"GARNET_PARALLEL", "parallel"},       {"GARNET_CTX", "default_ctx"},
-      {"GARNET_HTTP_LISTEN", "http_listen"},
+      {"GARNET_HTTP_LISTEN", "http_listen"}, {"GARNET_BACKEND", "backend"},
   };
   for (const EnvSpec& e : kEnv) {
     const std::string v = Env(getenv, e.var);
@@ -316,6 +322,7 @@ std::string ConfigUsage() {
   --max-loaded N        models loaded at once (3)
   --memory-limit SIZE   memory for loaded models, e.g. 24GiB (default: available RAM)
   --threads N           engine threads (0: all cores)
+  --backend B           cpu (default), vulkan, or auto (Vulkan when a GPU exists, else CPU)
   --max-prompt-bytes N  largest prompt accepted (1048576)
   --mirror-listen H:P   also serve the store read-only over HTTP (hub URL shape)
   --download-attempts N tries per byte range on transient download errors (6)

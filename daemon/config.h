@@ -6,6 +6,7 @@
 //     "base_url": "https://huggingface.co", "hf_token": "...", "catalog":
 //     "/etc/garnet/catalog.json", "default_ctx": 4096, "keep_alive_seconds": 300, "parallel": 4,
 //     "max_queue": 16, "max_loaded_models": 3, "memory_limit": "24GiB", "threads": 0,
+//     "backend": "cpu",
 //     "max_prompt_bytes": 1048576, "mirror_listen": "127.0.0.1:0",
 //     "http_listen": "127.0.0.1:11435", "http_allowed_hosts": "myhost,myhost.lan",
 //     "cors_origin": "" }
@@ -14,9 +15,11 @@
 //
 // Environment: GARNET_HOME, GARNET_SOCKET, GARNET_LISTEN, GARNET_TOKEN, GARNET_BASE_URL (or
 // GARNET_MIRROR, GARNET_HTTP_LISTEN,
-// HF_ENDPOINT), HF_TOKEN, GARNET_CATALOG, GARNET_KEEP_ALIVE, GARNET_PARALLEL, GARNET_CTX.
+// HF_ENDPOINT), HF_TOKEN, GARNET_CATALOG, GARNET_KEEP_ALIVE, GARNET_PARALLEL, GARNET_CTX,
+// GARNET_BACKEND.
 // Flags: --data-dir --socket --listen --token --token-file --base-url --catalog --ctx
-// --keep-alive --parallel --max-queue --max-loaded --memory-limit --threads --mirror-listen
+// --keep-alive --parallel --max-queue --max-loaded --memory-limit --threads --backend
+// --mirror-listen
 // --http-listen --http-allowed-hosts --cors-origin.
 //
 // Socket: $XDG_RUNTIME_DIR/garnet/garnetd.sock, or /tmp/garnet-<uid>/garnetd.sock when
@@ -49,6 +52,9 @@ struct Config {
   uint32_t max_loaded_models = 3;
   uint64_t memory_limit = 0;  // bytes for loaded models; 0: available host RAM
   uint32_t threads = 0;       // engine threads; 0: all cores
+  // Inference backend for loads that do not name one: "cpu", "vulkan", or "auto" (Vulkan when
+  // this machine has a GPU, else — or when the model cannot load there — the CPU).
+  std::string backend = "cpu";
   uint64_t max_prompt_bytes = 1 << 20;
   uint32_t download_attempts = 6;  // tries per byte range before a pull fails (transient errors)
   std::string mirror_listen;       // serve the store read-only over HTTP ("127.0.0.1:0")

@@ -1,11 +1,44 @@
 #include "daemon/fit.h"
 
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <mutex>
 
 #include "engine/gguf/gguf.h"
 #include "engine/plan/memory.h"
+#if GARNET_DAEMON_HAVE_GPU_INVENTORY
+#include "engine/vulkan/inventory.h"
+#endif
 
 namespace garnet::daemon {
+
+std::vector<plan::DeviceInfo> MachineGpus() {
+#if GARNET_DAEMON_HAVE_GPU_INVENTORY
+  using Clock = std::chrono::steady_clock;
+  static std::mutex mu;
+  static std::vector<plan::DeviceInfo> cached;
+  static Clock::time_point taken;
+  static bool have = false, warned = false;
+  std::lock_guard lock(mu);
+  if (have && Clock::now() - taken < std::chrono::seconds(5)) return cached;
+  auto gpus = vk::GpuInventory();
+  if (gpus.ok()) {
+    cached = std::move(gpus).value();
+  } else {
+    if (!warned) {
+      std::fprintf(stderr, "garnetd: no GPU inventory: %s\n", gpus.status().message().c_str());
+      warned = true;
+    }
+    cached.clear();
+  }
+  taken = Clock::now();
+  have = true;
+  return cached;
+#else
+  return {};
+#endif
+}
 
 Result<FitResult> PlanFit(const ResolvedModel& model, const FitParams& p, uint32_t default_ctx) {
   if (model.paths.empty()) return Status::Internal("model " + model.name, "has no files");
@@ -48,6 +81,8 @@ Result<FitResult> PlanFit(const ResolvedModel& model, const FitParams& p, uint32
       d.total_bytes = d.free_bytes = p.vram_bytes[i];
       inv.gpus.push_back(d);
     }
+    // No overrides: this machine's GPUs.
+    if (p.vram_bytes.empty()) inv.gpus = MachineGpus();
   }
   plan::Policy policy;
   policy.mode = p.cpu_only ? plan::PolicyMode::kCpuOnly : p.policy;
@@ -56,9 +91,7 @@ Result<FitResult> PlanFit(const ResolvedModel& model, const FitParams& p, uint32
   r.ctx = ctx;
   r.report = plan::FormatPlan(r.plan);
   if (inv.gpus.empty() && !p.cpu_only && p.policy != plan::PolicyMode::kCpuOnly) {
-    r.report +=
-        "note: no GPU inventory (the daemon runs the CPU backend); pass --vram to plan "
-        "for a GPU\n";
+    r.report += "note: no Vulkan GPU found on this machine; pass --vram to plan for a GPU\n";
   }
   return r;
 }

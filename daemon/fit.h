@@ -2,10 +2,13 @@
 // header of the model's files, builds the memory inventory (this machine, or the overrides of a
 // request planning for another machine) and runs the planner.
 //
-// GPUs: the engine runs on the CPU backend today and the daemon has no Vulkan inventory yet, so
-// without `vram` overrides the plan is for host memory only (said in the report's reason).
+// GPUs: without `vram` overrides the plan uses this machine's Vulkan GPUs (MachineGpus: the
+// engine's Vulkan inventory, software rasterisers such as lavapipe excluded); with overrides
+// those win. A build without Vulkan, or a machine without a GPU, plans for host memory only (said
+// in the report).
 //
-// Thread-safety: pure apart from reading the files and /proc/meminfo.
+// Thread-safety: every function may be called from any thread (reads the files, /proc/meminfo
+// and the Vulkan driver).
 #pragma once
 
 #include <cstdint>
@@ -36,6 +39,11 @@ struct FitResult {
   uint32_t n_layer = 0;
   std::string report;  // FormatPlan
 };
+
+// This machine's Vulkan GPUs, in enumeration order; empty when the build has no Vulkan support or
+// no usable GPU exists (an inventory error is logged once and treated as no GPU). Cached for a
+// few seconds: every query creates a Vulkan instance, and the catalog plans every entry in a row.
+std::vector<plan::DeviceInfo> MachineGpus();
 
 // InvalidArgument for impossible requests (context beyond the model's maximum, zero sizes,
 // gpu_layers > layers, unknown kv type), the GGUF reader's errors for a bad file.

@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "daemon/decode_batcher.h"
+#include "daemon/fit.h"
 #include "engine/gguf/gguf.h"
 #include "engine/model/engine.h"
 
@@ -60,6 +61,7 @@ struct ModelManager::Entry {
   plan::Plan plan;
   uint32_t n_layer = 0;
   uint64_t planned_bytes = 0;
+  uint64_t host_bytes = 0;  // the host's part of planned_bytes
   uint32_t active = 0;
   uint32_t queued = 0;
   uint32_t pending = 0;  // callers between GetLoaded and taking/refusing a slot
@@ -68,6 +70,7 @@ struct ModelManager::Entry {
   int64_t loaded_at_ms = 0;
   Clock::time_point last_used;
   bool unload_requested = false;
+  bool auto_backend = false;  // the backend was "auto": a failed Vulkan load falls back to cpu
 };
 
 ModelManager::Lease::~Lease() {
@@ -129,9 +132,9 @@ Status ModelManager::ValidateOptions(const LoadOptions& o) {
     return Status::InvalidArgument("options kv_type",
                                    "\"" + o.kv_type + "\" is not supported (f16, f32)");
   }
-  if (!o.backend.empty() && o.backend != "cpu") {
+  if (!o.backend.empty() && o.backend != "cpu" && o.backend != "vulkan" && o.backend != "auto") {
     return Status::InvalidArgument("options backend",
-                                   "\"" + o.backend + "\" is not available (cpu)");
+                                   "\"" + o.backend + "\" is not one of auto, cpu, vulkan");
   }
   if (o.threads > 1024) return Status::InvalidArgument("options threads", "exceeds 1024");
   return Status::OK();
@@ -208,6 +211,10 @@ Result<ModelManager::LoadResult> ModelManager::Load(const std::string& ref,
 Result<std::shared_ptr<ModelManager::Entry>> ModelManager::GetLoaded(
     const ResolvedModel& model, const LoadOptions& req, int64_t keep_alive_s,
     const std::atomic<bool>* cancel, double* load_seconds, bool* already_loaded) {
+  // "auto": Vulkan when this machine has a GPU (the load falls back to the CPU if it cannot).
+  const std::string asked = req.backend.empty() ? options_.default_backend : req.backend;
+  const bool auto_backend = asked == "auto";
+  const std::string backend = auto_backend ? (MachineGpus().empty() ? "cpu" : "vulkan") : asked;
   std::vector<std::shared_ptr<Entry>> dropped;  // destroyed after the lock is released
   std::unique_lock lock(mu_);
   for (;;) {
@@ -224,6 +231,7 @@ Result<std::shared_ptr<ModelManager::Entry>> ModelManager::GetLoaded(
                          (req.parallel != 0 && req.parallel != e->opts.parallel) ||
                          (!req.kv_type.empty() && req.kv_type != e->opts.kv_type) ||
                          (req.threads != 0 && req.threads != e->opts.threads) ||
+                         (!req.backend.empty() && !auto_backend && backend != e->opts.backend) ||
                          e->model.digest != model.digest;
     if (e->unload_requested || differs) {
       if (e->active > 0 || e->queued > 0 || e->pending > 0) {
@@ -251,7 +259,8 @@ Result<std::shared_ptr<ModelManager::Entry>> ModelManager::GetLoaded(
   e->opts.ctx = req.ctx;
   e->opts.parallel = req.parallel ? req.parallel : options_.default_parallel;
   e->opts.kv_type = req.kv_type.empty() ? "f16" : req.kv_type;
-  e->opts.backend = req.backend.empty() ? "cpu" : req.backend;
+  e->opts.backend = backend;
+  e->auto_backend = auto_backend;
   e->opts.threads = req.threads ? req.threads : options_.threads;
   e->keep_alive_s = keep_alive_s == 0 ? options_.default_keep_alive_s : keep_alive_s;
   e->pending = 1;
@@ -307,27 +316,75 @@ Status ModelManager::LoadEntry(const std::shared_ptr<Entry>& e, const ResolvedMo
   e->opts.ctx = ctx;
   e->n_layer = shape.params.n_layer;
 
+  Status st = LoadWith(e, model, shape);
+  if (!st.ok() && e->auto_backend && e->opts.backend != "cpu") {
+    std::fprintf(stderr, "garnetd: %s on %s failed (%s); using the CPU backend\n",
+                 model.name.c_str(), e->opts.backend.c_str(), st.message().c_str());
+    e->opts.backend = "cpu";
+    st = LoadWith(e, model, shape);
+  }
+  GARNET_RETURN_IF_ERROR(st);
+  if (e->engine->tokenizer() == nullptr) {
+    return Status::FailedPrecondition("model " + model.name, "has no tokenizer in its GGUF");
+  }
+  e->batcher = std::make_unique<DecodeBatcher>(e->engine.get());
+  return Status::OK();
+}
+
+Status ModelManager::LoadWith(const std::shared_ptr<Entry>& e, const ResolvedModel& model,
+                              const plan::ModelShape& shape) {
   plan::KvOptions kv;
-  kv.n_ctx = ctx;
+  kv.n_ctx = e->opts.ctx;
   kv.n_seq = e->opts.parallel;
   kv.type = e->opts.kv_type == "f32" ? plan::KvType::kF32 : plan::KvType::kF16;
+  const bool vulkan = e->opts.backend == "vulkan";
   plan::Inventory inv;
   GARNET_ASSIGN_OR_RETURN(inv.host, plan::HostInventory());
   plan::Policy policy;
-  policy.mode = plan::PolicyMode::kCpuOnly;  // the engine runs the CPU backend today
+  policy.mode = plan::PolicyMode::kCpuOnly;
   policy.host_reserve = 0;
   if (options_.memory_limit != 0) inv.host.free_bytes = options_.memory_limit;
+  std::string device;
+  if (vulkan) {
+    if (e->opts.kv_type != "f16") {
+      return Status::InvalidArgument("options kv_type",
+                                     "the Vulkan backend keeps its KV cache in f16");
+    }
+    // The engine runs on one GPU: plan for the one it picks (discrete first), by name.
+    const std::vector<plan::DeviceInfo> gpus = MachineGpus();
+    if (gpus.empty()) return Status::Unavailable("backend vulkan", "no Vulkan GPU on this machine");
+    const plan::DeviceInfo* pick = &gpus[0];
+    for (const plan::DeviceInfo& g : gpus) {
+      if (g.type == plan::GpuType::kDiscrete) {
+        pick = &g;
+        break;
+      }
+    }
+    inv.gpus = {*pick};
+    device = pick->name;
+    policy.mode = plan::PolicyMode::kAuto;
+  }
   GARNET_ASSIGN_OR_RETURN(e->plan, plan::MakePlan(shape, kv, inv, policy));
+  if (vulkan && (e->plan.layers_on_host() > 0 || e->plan.expert_sets_on_host() > 0 ||
+                 e->plan.verdict == plan::Verdict::kDoesNotFit)) {
+    return Status::ResourceExhausted(
+        "model " + model.name, "does not fit on " + device + " (" + e->plan.reason +
+                                   "); use backend cpu, a smaller context or fewer sequences");
+  }
   e->planned_bytes = 0;
   for (const plan::DeviceUse& d : e->plan.devices) e->planned_bytes += d.use.total();
+  // Host memory is what the limit and eviction govern (GPU memory was checked by the plan
+  // against the device's free bytes).
+  const uint64_t host_bytes = e->plan.devices.empty() ? 0 : e->plan.devices.back().use.total();
+  e->host_bytes = host_bytes;
 
   std::vector<std::shared_ptr<Entry>> evicted;
-  GARNET_RETURN_IF_ERROR(MakeRoom(e->name, e->planned_bytes, &evicted));
+  GARNET_RETURN_IF_ERROR(MakeRoom(e->name, host_bytes, &evicted));
   evicted.clear();  // unloaded here, before the new engine allocates
 
   EngineSpec spec;
   spec.paths = model.paths;
-  spec.ctx = ctx;
+  spec.ctx = e->opts.ctx;
   spec.kv_type = e->opts.kv_type;
   spec.backend = e->opts.backend;
   spec.threads = e->opts.threads;
@@ -335,18 +392,16 @@ Status ModelManager::LoadEntry(const std::shared_ptr<Entry>& e, const ResolvedMo
     GARNET_ASSIGN_OR_RETURN(e->engine, open_(spec));
   } else {
     engine::EngineOptions eo;
-    eo.n_ctx = ctx;
+    eo.n_ctx = e->opts.ctx;
     eo.n_threads = static_cast<int>(spec.threads);
     eo.kv_type = spec.kv_type == "f32" ? engine::KvType::kF32 : engine::KvType::kF16;
     eo.backend = spec.backend;
+    eo.device = device;
+    eo.n_seq = e->opts.parallel;
     auto opened = engine::Engine::OpenParts(spec.paths, eo);
     if (!opened.ok()) return opened.status().WithContext("loading " + model.name);
     e->engine = std::move(opened).value();
   }
-  if (e->engine->tokenizer() == nullptr) {
-    return Status::FailedPrecondition("model " + model.name, "has no tokenizer in its GGUF");
-  }
-  e->batcher = std::make_unique<DecodeBatcher>(e->engine.get());
   return Status::OK();
 }
 
@@ -357,7 +412,7 @@ Status ModelManager::MakeRoom(const std::string& name, uint64_t bytes,
   uint32_t count = 0;
   for (auto& [n, e] : models_) {
     if (n == name || e->state != Entry::State::kReady) continue;
-    loaded += e->planned_bytes;
+    loaded += e->host_bytes;
     ++count;
   }
   uint64_t limit = options_.memory_limit;
@@ -387,7 +442,7 @@ Status ModelManager::MakeRoom(const std::string& name, uint64_t bytes,
     }
     std::fprintf(stderr, "garnetd: evicting %s to make room for %s\n", victim->name.c_str(),
                  name.c_str());
-    loaded -= victim->planned_bytes;
+    loaded -= victim->host_bytes;
     --count;
     models_.erase(victim->name);
     evicted->push_back(victim);

@@ -55,7 +55,7 @@ struct LoadOptions {
   uint32_t ctx = 0;
   uint32_t parallel = 0;
   std::string kv_type;  // "f16", "f32"
-  std::string backend;  // "cpu"
+  std::string backend;  // "auto", "cpu", "vulkan"; empty: the daemon's default
   uint32_t threads = 0;
 };
 
@@ -67,6 +67,9 @@ struct ManagerOptions {
   int64_t default_keep_alive_s = 300;  // < 0: forever
   uint64_t memory_limit = 0;           // 0: available host RAM at load time + what is loaded
   uint32_t threads = 0;
+  // "cpu", "vulkan", or "auto" (Vulkan when this machine has a GPU, falling back to the CPU
+  // when the model cannot load there).
+  std::string default_backend = "cpu";
 };
 
 // What Ps() reports about one loaded model.
@@ -176,6 +179,8 @@ class ModelManager {
                                            int64_t keep_alive_s, const std::atomic<bool>* cancel,
                                            double* load_seconds, bool* already_loaded);
   Status LoadEntry(const std::shared_ptr<Entry>& entry, const ResolvedModel& model);
+  Status LoadWith(const std::shared_ptr<Entry>& entry, const ResolvedModel& model,
+                  const plan::ModelShape& shape);
   Status MakeRoom(const std::string& name, uint64_t bytes,
                   std::vector<std::shared_ptr<Entry>>* evicted);
   void Release(Entry* entry);

@@ -124,6 +124,7 @@ Result<std::unique_ptr<Server>> Server::Start(const Config& config) {
   mo.default_keep_alive_s = config.keep_alive_seconds;
   mo.memory_limit = config.memory_limit;
   mo.threads = config.threads;
+  mo.default_backend = config.backend;
   RegistryClient* reg = impl->registry.get();
   impl->models = std::make_unique<ModelManager>(
       mo, [reg](const std::string& ref) { return reg->Resolve(ref); });

@@ -1,5 +1,6 @@
 // garnet.v1.System: version and build facts.
 #include "daemon/config.h"
+#include "daemon/fit.h"
 #include "daemon/rpc_util.h"
 #include "daemon/services.h"
 #include "garnet/v1/garnet.grpc.pb.h"
@@ -25,6 +26,9 @@ class SystemService final : public pb::System::CallbackService {
       resp->set_version(GARNET_VERSION);
       resp->set_api("garnet.v1");
       resp->add_backends("cpu");
+#if GARNET_HAVE_VULKAN
+      if (!MachineGpus().empty()) resp->add_backends("vulkan");
+#endif
 #ifdef NDEBUG
       resp->set_build(std::string("release, g++ ") + __VERSION__);
 #else

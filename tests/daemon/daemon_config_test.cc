@@ -29,6 +29,7 @@ TEST(DaemonConfig, DefaultsAndSocketPath) {
   EXPECT_EQ(c->socket, "/run/user/1000/garnet/garnetd.sock");
   EXPECT_EQ(c->default_ctx, 4096u);
   EXPECT_EQ(c->keep_alive_seconds, 300);
+  EXPECT_EQ(c->backend, "cpu");
   EXPECT_TRUE(ValidateConfig(*c).ok());
 
   FakeEnv none;
@@ -63,6 +64,11 @@ TEST(DaemonConfig, Errors) {
   EXPECT_TRUE(LoadConfig({"--parallel", "x"}, env.fn()).status().IsInvalidArgument());
   EXPECT_TRUE(LoadConfig({"--ctx"}, env.fn()).status().IsInvalidArgument());
   EXPECT_TRUE(LoadConfig({"--base-url", "ftp://x"}, env.fn()).status().IsInvalidArgument());
+  EXPECT_TRUE(LoadConfig({"--backend", "cuda"}, env.fn()).status().IsInvalidArgument());
+  EXPECT_EQ(LoadConfig({"--backend", "auto"}, env.fn())->backend, "auto");
+  FakeEnv vk;
+  vk.vars["GARNET_BACKEND"] = "vulkan";
+  EXPECT_EQ(LoadConfig({}, vk.fn())->backend, "vulkan");
   EXPECT_TRUE(
       LoadConfig({"--config", "/nonexistent/garnetd.json"}, env.fn()).status().IsNotFound());
   testing::TempDir tmp;

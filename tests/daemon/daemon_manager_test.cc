@@ -6,6 +6,7 @@
 #include <thread>
 #include <vector>
 
+#include "daemon/fit.h"
 #include "daemon/model_manager.h"
 #include "engine/model/engine.h"
 #include "tests/daemon/harness.h"
@@ -188,6 +189,25 @@ TEST_F(ManagerTest, OptionsValidatedAndReloaded) {
   EXPECT_EQ(opens_.load(), 2);
   ASSERT_TRUE(mm.Load("a", {}, 0, nullptr).ok());  // defaults: keep what is loaded
   EXPECT_EQ(opens_.load(), 2);
+}
+
+// Backend choice without a GPU: "auto" loads on the CPU, "vulkan" says there is no GPU.
+TEST_F(ManagerTest, BackendAutoFallsBackToCpuWithoutAGpu) {
+  if (!MachineGpus().empty()) GTEST_SKIP() << "this machine has a Vulkan GPU";
+  ManagerOptions o;
+  o.default_backend = "auto";
+  ModelManager mm(o, Resolve, nullptr);
+  auto lease = mm.Acquire("m", {}, 0, nullptr);
+  ASSERT_TRUE(lease.ok()) << lease.status().ToString();
+  EXPECT_EQ((*lease)->info().backend, "cpu");
+  lease->reset();
+  LoadOptions vk;
+  vk.backend = "vulkan";
+  auto refused = mm.Acquire("n", vk, 0, nullptr);
+  EXPECT_TRUE(refused.status().IsUnavailable()) << refused.status().ToString();
+  LoadOptions bad;
+  bad.backend = "metal";
+  EXPECT_TRUE(mm.Acquire("m", bad, 0, nullptr).status().IsInvalidArgument());
 }
 
 }  // namespace
