@@ -224,7 +224,9 @@ class Fetcher {
     for (;;) {
       {
         std::unique_lock<std::mutex> lock(mu_);
-        exit_cv_.wait_for(lock, milliseconds(10), [&] { return running_ == 0; });
+        // A short tick: the hasher learns of new contiguous bytes only here, and it must not
+        // sit idle while they pile up.
+        exit_cv_.wait_for(lock, milliseconds(2), [&] { return running_ == 0; });
         if (running_ == 0) break;
       }
       if (!cancelled && hooks_.cancelled()) {
