@@ -210,5 +210,27 @@ TEST_F(ManagerTest, BackendAutoFallsBackToCpuWithoutAGpu) {
   EXPECT_TRUE(mm.Acquire("m", bad, 0, nullptr).status().IsInvalidArgument());
 }
 
+// On a machine with a Vulkan GPU: "vulkan" and "auto" load on it, planned for that GPU, and the
+// model generates.
+TEST_F(ManagerTest, VulkanLoadWhenAGpuExists) {
+  if (MachineGpus().empty()) GTEST_SKIP() << "no Vulkan GPU on this machine";
+  for (const char* backend : {"vulkan", "auto"}) {
+    ManagerOptions o;
+    o.default_backend = backend;
+    ModelManager mm(o, Resolve, nullptr);
+    auto lease = mm.Acquire("m", {}, 0, nullptr);
+    ASSERT_TRUE(lease.ok()) << backend << ": " << lease.status().ToString();
+    EXPECT_EQ((*lease)->info().backend, "vulkan");
+    EXPECT_EQ((*lease)->info().placement, "GPU 100%");
+    auto seq = (*lease)->engine().NewSequence();
+    ASSERT_TRUE(seq.ok());
+    engine::GenerateRequest req;
+    req.max_tokens = 4;
+    auto r = (*lease)->engine().Generate(**seq, std::vector<int32_t>{2, 10, 11}, req, nullptr);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_GT(r->timing.generated_tokens, 0);
+  }
+}
+
 }  // namespace
 }  // namespace garnet::daemon
