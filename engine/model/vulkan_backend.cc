@@ -2,7 +2,10 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <list>
 #include <map>
@@ -57,6 +60,7 @@ struct LayerRefs {
   WRef ffn_norm, ffn_gate, ffn_up, ffn_down, post_ffw_norm;
   WRef ple_gate, ple_proj, ple_post_norm;
   WRef router, router_scale, expert_scale, pre_ffw_norm_2, post_ffw_norm_1, post_ffw_norm_2;
+  WRef router_norm;  // router_scale * H^-1/2, precomputed (the router's fused norm weight)
   WRef gate_up_exps, up_exps, down_exps;
   const vk::Buffer* theta = nullptr;
   uint32_t n_rot = 0;
@@ -138,12 +142,15 @@ struct VulkanBackend::Impl {
   WRef tok_embd, output_norm, ple_model_proj, ple_proj_norm;
   std::vector<LayerRefs> layers;
   std::vector<std::unique_ptr<vk::Buffer>> thetas;
-  vk::Buffer one;  // a single 1.0f: Binary's b operand for "scale by a constant"
+  vk::Buffer one;          // a single 1.0f: Binary's b operand for "scale by a constant"
+  vk::Buffer router_norm;  // MoE: per layer router_scale * H^-1/2 at kBufferAlign offsets
   vk::Buffer scratch_dev, scratch_up, scratch_rb;
   std::map<std::string, Region, std::less<>> regions;
   std::shared_ptr<KvPool> kv;
   uint64_t weight_bytes = 0, scratch_bytes = 0, other_bytes = 0;
   uint32_t logit_rows = 1;  // per pass (n_seq)
+  // GARNET_VULKAN_STATS set: one stderr line per pass (dispatches, barriers, host times).
+  bool print_stats = false;
 
   // One token row of a pass.
   struct Row {
@@ -167,6 +174,10 @@ struct VulkanBackend::Impl {
   Status DenseMlp(const LayerRefs& lr, const WRef& norm_w, uint32_t I, uint32_t T,
                   const BufferRange& x, const BufferRange& tmp, const BufferRange& gate,
                   const BufferRange& up, const BufferRange& y);
+  // DenseMlp's first half: gelu(gate . x') * (up . x') into `gate`.
+  Status DenseMlpUp(const LayerRefs& lr, const WRef& norm_w, uint32_t I, uint32_t T,
+                    const BufferRange& x, const BufferRange& tmp, const BufferRange& gate,
+                    const BufferRange& up);
   Status Add(uint32_t n, const BufferRange& x, const BufferRange& b);
   Status RecordLayers(const Row* rows, uint32_t T);
   Status RecordLayer(int il, const Row* rows, uint32_t T, const std::vector<int64_t>& run_start,
@@ -368,6 +379,36 @@ Status VulkanBackend::Impl::Init(const gguf::Model& model) {
     }
     lr.theta = it->second;
   }
+  if (p.is_moe()) {
+    // The router input is rmsnorm(h) * router_scale * H^-1/2: with the constant folded into the
+    // norm weight it is one fused MatvecNorm at decode (and RmsNorm + matmul at prefill).
+    const uint32_t H = p.n_embd;
+    const uint64_t stride = AlignUp(uint64_t{H} * 4);
+    std::vector<float> host(stride / 4 * p.n_layer, 0.0f);
+    const float inv = 1.0f / std::sqrt(static_cast<float>(H));
+    for (uint32_t il = 0; il < p.n_layer; ++il) {
+      const std::string name = gguf::BlockTensorName(il, "ffn_gate_inp.scale");
+      const gguf::TensorInfo* t = model.FindTensor(name);
+      if (t == nullptr || t->data == nullptr || t->type != GgmlType::kF32 ||
+          t->bytes != uint64_t{H} * 4) {
+        return Status::FailedPrecondition(
+            "vulkan backend", TensorError(name, "expected " + std::to_string(H) + " F32 values"));
+      }
+      float* dst = host.data() + il * (stride / 4);
+      std::memcpy(dst, t->data, uint64_t{H} * 4);
+      for (uint32_t i = 0; i < H; ++i) dst[i] *= inv;
+    }
+    GARNET_ASSIGN_OR_RETURN(router_norm,
+                            vk::Buffer::Create(*dev, host.size() * 4, MemoryKind::kOther,
+                                               vk::Residency::kDevice, "router norm"));
+    GARNET_ASSIGN_OR_RETURN(auto transfer, vk::Transfer::Create(*dev, 1 << 20));
+    GARNET_RETURN_IF_ERROR(transfer->Upload(router_norm, 0, host.data(), host.size() * 4));
+    other_bytes += router_norm.size();
+    for (uint32_t il = 0; il < p.n_layer; ++il) {
+      layers[il].router_norm = {&router_norm, il * stride, uint64_t{H} * 4, GgmlType::kF32,
+                                gguf::BlockTensorName(il, "ffn_gate_inp.scale") + "/sqrt(H)"};
+    }
+  }
   {
     GARNET_ASSIGN_OR_RETURN(
         one, vk::Buffer::Create(*dev, 4, MemoryKind::kOther, vk::Residency::kDevice, "constant 1"));
@@ -448,6 +489,8 @@ Result<std::unique_ptr<VulkanBackend>> VulkanBackend::Create(const gguf::Model* 
   impl->kvo.n_seq = static_cast<uint32_t>(options.n_seq);
   impl->kvo.type = plan::KvType::kF16;
   impl->logit_rows = static_cast<uint32_t>(options.n_seq);
+  impl->print_stats =
+      std::getenv("GARNET_VULKAN_STATS") != nullptr;  // NOLINT(concurrency-mt-unsafe)
   if (device != nullptr) {
     impl->dev = std::shared_ptr<vk::Device>(device, [](vk::Device*) {});
   } else {
@@ -568,10 +611,9 @@ Status VulkanBackend::Impl::NormMul(const WRef& wt, const WRef& norm_w, uint32_t
   return Mul(wt, in, out, T, tmp, y);
 }
 
-Status VulkanBackend::Impl::DenseMlp(const LayerRefs& lr, const WRef& norm_w, uint32_t I,
-                                     uint32_t T, const BufferRange& x, const BufferRange& tmp,
-                                     const BufferRange& gate, const BufferRange& up,
-                                     const BufferRange& y) {
+Status VulkanBackend::Impl::DenseMlpUp(const LayerRefs& lr, const WRef& norm_w, uint32_t I,
+                                       uint32_t T, const BufferRange& x, const BufferRange& tmp,
+                                       const BufferRange& gate, const BufferRange& up) {
   const uint32_t H = p.n_embd;
   const WRef &g = lr.ffn_gate, &u = lr.ffn_up;
   const bool fuse = T == 1 && g.buf == u.buf && g.type == u.type &&
@@ -590,7 +632,15 @@ Status VulkanBackend::Impl::DenseMlp(const LayerRefs& lr, const WRef& norm_w, ui
     GARNET_RETURN_IF_ERROR(Mul(u, H, I, T, tmp, up));
     GARNET_RETURN_IF_ERROR(kern->GeluMul(*rec, T * I, gate, up, gate));
   }
-  return Mul(lr.ffn_down, I, H, T, gate, y);
+  return Status::OK();
+}
+
+Status VulkanBackend::Impl::DenseMlp(const LayerRefs& lr, const WRef& norm_w, uint32_t I,
+                                     uint32_t T, const BufferRange& x, const BufferRange& tmp,
+                                     const BufferRange& gate, const BufferRange& up,
+                                     const BufferRange& y) {
+  GARNET_RETURN_IF_ERROR(DenseMlpUp(lr, norm_w, I, T, x, tmp, gate, up));
+  return Mul(lr.ffn_down, I, p.n_embd, T, gate, y);
 }
 
 Status VulkanBackend::Impl::Add(uint32_t n, const BufferRange& x, const BufferRange& b) {
@@ -602,67 +652,104 @@ Status VulkanBackend::Impl::RecordMoe(const LayerRefs& lr, uint32_t I, uint32_t 
   const uint32_t TK = T * K;
   const Region &hidden = R("hidden"), &norm = R("norm"), &branch = R("branch");
   const Region &gate = R("ffn_gate"), &up = R("ffn_up"), &router = R("router");
-  const Region &ids = R("moe_ids"), &wts = R("moe_weights"), &mx = R("moe_x");
+  const Region &ids = R("moe_ids"), &wts = R("moe_weights");
   const Region &gu = R("moe_gate_up"), &down = R("moe_down"), &mo = R("moe_out");
-  // Dense branch: post_ffw_norm_1(mlp(ffn_norm(h))).
+  // Recorded in dependency stages so independent dispatches share a barrier interval:
+  // (dense gate*up, router logits, expert input norm), (dense down, routing), (post norm, ...).
+  // Dense branch: post_ffw_norm_1(mlp(ffn_norm(h))). Router: W_r . (rmsnorm(h) * router_scale *
+  // H^-1/2), softmax top-k with per-expert scale. Experts on pre_ffw_norm_2(h): slot t*K + i
+  // runs expert ids[t, i] on token t's row.
+  GARNET_RETURN_IF_ERROR(DenseMlpUp(lr, lr.ffn_norm, I, T, hidden.r(), norm.r(), gate.r(), up.r()));
   GARNET_RETURN_IF_ERROR(
-      DenseMlp(lr, lr.ffn_norm, I, T, hidden.r(), norm.r(), gate.r(), up.r(), branch.r()));
-  GARNET_RETURN_IF_ERROR(RmsNorm(H, T, branch.r(), &lr.post_ffw_norm_1, branch.r()));
-  // Router: rmsnorm(h) * router_scale * H^-1/2, logits, softmax top-k with per-expert scale.
-  GARNET_RETURN_IF_ERROR(RmsNorm(H, T, hidden.r(), nullptr, norm.r()));
-  GARNET_RETURN_IF_ERROR(kern->Binary(*rec, vk::Kernels::BinaryOp::kMul, T * H, H,
-                                      1.0f / std::sqrt(static_cast<float>(H)), norm.r(),
-                                      lr.router_scale.r(), norm.r()));
-  GARNET_RETURN_IF_ERROR(Mul(lr.router, H, E, T, norm.r(), router.r()));
+      NormMul(lr.router, lr.router_norm, H, E, T, hidden.r(), norm.r(), router.r()));
+  GARNET_RETURN_IF_ERROR(RmsNorm(H, T, hidden.r(), &lr.pre_ffw_norm_2, norm.r()));
+  GARNET_RETURN_IF_ERROR(Mul(lr.ffn_down, I, H, T, gate.r(), branch.r()));
   BufferRange es = lr.expert_scale.present() ? lr.expert_scale.r() : BufferRange(one);
   GARNET_RETURN_IF_ERROR(kern->MoeRoute(
       *rec, E, K, T, router.r(), lr.expert_scale.present() ? &es : nullptr, ids.r(), wts.r()));
-  // Experts on pre_ffw_norm_2(h): slot t*K + i runs expert ids[t, i] on token t's row.
-  GARNET_RETURN_IF_ERROR(RmsNorm(H, T, hidden.r(), &lr.pre_ffw_norm_2, norm.r()));
-  BufferRange xin = norm.r();
-  uint32_t x_stride = 0;
-  if (T > 1) {
-    GARNET_RETURN_IF_ERROR(
-        kern->GetRows(*rec, GgmlType::kF32, H, T, TK, 0, 1.0f, norm.r(), R("moe_rep").r(), mx.r()));
-    xin = mx.r();
-    x_stride = H;
-  }
-  vk::MatvecIdShape s;
-  s.in = H;
-  s.n_experts = E;
-  s.n_slots = TK;
-  s.x_stride = x_stride;
-  s.y_stride = 2 * Ie;
-  if (lr.up_exps.present()) {  // separate gate and up stacks
-    s.out = Ie;
-    GARNET_RETURN_IF_ERROR(
-        kern->MatvecId(*rec, lr.gate_up_exps.type, s, lr.gate_up_exps.r(), xin, ids.r(), gu.r())
-            .WithContext(lr.gate_up_exps.name));
-    GARNET_RETURN_IF_ERROR(kern->MatvecId(*rec, lr.up_exps.type, s, lr.up_exps.r(), xin, ids.r(),
-                                          gu.sub(uint64_t{Ie} * 4, gu.size - uint64_t{Ie} * 4))
-                               .WithContext(lr.up_exps.name));
-  } else {  // fused rows: [0, Ie) gate, [Ie, 2 Ie) up
-    s.out = 2 * Ie;
-    GARNET_RETURN_IF_ERROR(
-        kern->MatvecId(*rec, lr.gate_up_exps.type, s, lr.gate_up_exps.r(), xin, ids.r(), gu.r())
-            .WithContext(lr.gate_up_exps.name));
-  }
+  GARNET_RETURN_IF_ERROR(RmsNorm(H, T, branch.r(), &lr.post_ffw_norm_1, branch.r()));
   vk::GluShape g;
   g.n = Ie;
   g.rows = TK;
   g.g_stride = g.u_stride = g.y_stride = 2 * Ie;
   g.u_off = Ie;
-  GARNET_RETURN_IF_ERROR(vk::GluStrided(*dev, *rec, g, gu.r(), gu.r(), gu.r()));
-  vk::MatvecIdShape d;
-  d.in = Ie;
-  d.out = H;
-  d.n_experts = E;
-  d.n_slots = TK;
-  d.x_stride = 2 * Ie;
-  d.y_stride = H;
-  GARNET_RETURN_IF_ERROR(
-      kern->MatvecId(*rec, lr.down_exps.type, d, lr.down_exps.r(), gu.r(), ids.r(), down.r())
-          .WithContext(lr.down_exps.name));
+  if (T > 1) {
+    // Prefill: slots grouped by expert (MatmulId), so each routed expert's matrix is read once
+    // per 64 of its slots instead of once per slot.
+    const Region& grp = R("moe_group");
+    const uint64_t need = vk::MatmulIdScratchBytes(E, TK);
+    if (need > grp.size) {
+      return Status::Internal("moe", "scratch layout holds " + std::to_string(grp.size) +
+                                         " bytes for expert grouping, MatmulId needs " +
+                                         std::to_string(need));
+    }
+    vk::MatmulIdShape s;
+    s.k = H;
+    s.n_experts = E;
+    s.n_tokens = T;
+    s.k_slots = K;
+    s.y_stride = 2 * Ie;
+    if (lr.up_exps.present()) {  // separate gate and up stacks
+      s.m = Ie;
+      GARNET_RETURN_IF_ERROR(kern->MatmulId(*rec, lr.gate_up_exps.type, s, lr.gate_up_exps.r(),
+                                            norm.r(), ids.r(), grp.r(), gu.r())
+                                 .WithContext(lr.gate_up_exps.name));
+      GARNET_RETURN_IF_ERROR(kern->MatmulId(*rec, lr.up_exps.type, s, lr.up_exps.r(), norm.r(),
+                                            ids.r(), grp.r(),
+                                            gu.sub(uint64_t{Ie} * 4, gu.size - uint64_t{Ie} * 4))
+                                 .WithContext(lr.up_exps.name));
+    } else {  // fused rows: [0, Ie) gate, [Ie, 2 Ie) up
+      s.m = 2 * Ie;
+      GARNET_RETURN_IF_ERROR(kern->MatmulId(*rec, lr.gate_up_exps.type, s, lr.gate_up_exps.r(),
+                                            norm.r(), ids.r(), grp.r(), gu.r())
+                                 .WithContext(lr.gate_up_exps.name));
+    }
+    GARNET_RETURN_IF_ERROR(vk::GluStrided(*dev, *rec, g, gu.r(), gu.r(), gu.r()));
+    vk::MatmulIdShape d;
+    d.m = H;
+    d.k = Ie;
+    d.n_experts = E;
+    d.n_tokens = T;
+    d.k_slots = K;
+    d.x_stride = K * 2 * Ie;
+    d.x_slot_stride = 2 * Ie;
+    d.y_stride = H;
+    GARNET_RETURN_IF_ERROR(kern->MatmulId(*rec, lr.down_exps.type, d, lr.down_exps.r(), gu.r(),
+                                          ids.r(), grp.r(), down.r())
+                               .WithContext(lr.down_exps.name));
+  } else {
+    vk::MatvecIdShape s;
+    s.in = H;
+    s.n_experts = E;
+    s.n_slots = TK;
+    s.y_stride = 2 * Ie;
+    if (lr.up_exps.present()) {  // separate gate and up stacks
+      s.out = Ie;
+      GARNET_RETURN_IF_ERROR(kern->MatvecId(*rec, lr.gate_up_exps.type, s, lr.gate_up_exps.r(),
+                                            norm.r(), ids.r(), gu.r())
+                                 .WithContext(lr.gate_up_exps.name));
+      GARNET_RETURN_IF_ERROR(kern->MatvecId(*rec, lr.up_exps.type, s, lr.up_exps.r(), norm.r(),
+                                            ids.r(),
+                                            gu.sub(uint64_t{Ie} * 4, gu.size - uint64_t{Ie} * 4))
+                                 .WithContext(lr.up_exps.name));
+    } else {  // fused rows: [0, Ie) gate, [Ie, 2 Ie) up
+      s.out = 2 * Ie;
+      GARNET_RETURN_IF_ERROR(kern->MatvecId(*rec, lr.gate_up_exps.type, s, lr.gate_up_exps.r(),
+                                            norm.r(), ids.r(), gu.r())
+                                 .WithContext(lr.gate_up_exps.name));
+    }
+    GARNET_RETURN_IF_ERROR(vk::GluStrided(*dev, *rec, g, gu.r(), gu.r(), gu.r()));
+    vk::MatvecIdShape d;
+    d.in = Ie;
+    d.out = H;
+    d.n_experts = E;
+    d.n_slots = TK;
+    d.x_stride = 2 * Ie;
+    d.y_stride = H;
+    GARNET_RETURN_IF_ERROR(
+        kern->MatvecId(*rec, lr.down_exps.type, d, lr.down_exps.r(), gu.r(), ids.r(), down.r())
+            .WithContext(lr.down_exps.name));
+  }
   GARNET_RETURN_IF_ERROR(vk::MoeCombine(*dev, *rec, H, K, T, down.r(), wts.r(), mo.r()));
   GARNET_RETURN_IF_ERROR(RmsNorm(H, T, mo.r(), &lr.post_ffw_norm_2, mo.r()));
   // post_ffw_norm(dense + experts), added to the residual by the caller.
@@ -685,14 +772,10 @@ Status VulkanBackend::Impl::RecordLayer(int il, const Row* rows, uint32_t T,
   const Region &pos = R("positions"), &apos = R("attn_pos");
 
   // --- attention ---
+  // Recorded in dependency stages (projections, then per-head norms, then RoPE) so that the
+  // Recorder, which inserts a barrier only before a conflicting command, runs each stage's
+  // independent dispatches without barriers between them.
   GARNET_RETURN_IF_ERROR(NormMul(lr.wq, lr.attn_norm, H, nq, T, hidden.r(), norm.r(), q.r()));
-  GARNET_RETURN_IF_ERROR(RmsNorm(hd, T * nh, q.r(), &lr.q_norm, q.r()));
-  vk::RopeShape rs;
-  rs.head_dim = hd;
-  rs.n_rot = lr.n_rot;
-  rs.n_heads = nh;
-  rs.n_tokens = T;
-  GARNET_RETURN_IF_ERROR(kern->Rope(*rec, rs, q.r(), pos.r(), *lr.theta, q.r()));
   if (ly.owns_kv()) {
     // (For T > 1 norm already holds attn_norm(h) from the q projection.)
     if (T == 1) {
@@ -707,10 +790,21 @@ Status VulkanBackend::Impl::RecordLayer(int il, const Row* rows, uint32_t T,
     } else {  // K = V: V is the raw K projection
       GARNET_RETURN_IF_ERROR(rec->Copy(*k.buf, k.off, *v.buf, v.off, uint64_t{T} * nkv * 4));
     }
+  }
+  GARNET_RETURN_IF_ERROR(RmsNorm(hd, T * nh, q.r(), &lr.q_norm, q.r()));
+  if (ly.owns_kv()) {
     GARNET_RETURN_IF_ERROR(RmsNorm(hd, T * nkvh, k.r(), &lr.k_norm, k.r()));
+    GARNET_RETURN_IF_ERROR(RmsNorm(hd, T * nkvh, v.r(), nullptr, v.r()));
+  }
+  vk::RopeShape rs;
+  rs.head_dim = hd;
+  rs.n_rot = lr.n_rot;
+  rs.n_heads = nh;
+  rs.n_tokens = T;
+  GARNET_RETURN_IF_ERROR(kern->Rope(*rec, rs, q.r(), pos.r(), *lr.theta, q.r()));
+  if (ly.owns_kv()) {
     rs.n_heads = nkvh;
     GARNET_RETURN_IF_ERROR(kern->Rope(*rec, rs, k.r(), pos.r(), *lr.theta, k.r()));
-    GARNET_RETURN_IF_ERROR(RmsNorm(hd, T * nkvh, v.r(), nullptr, v.r()));
     uint64_t pos_off = 0;
     for (size_t r = 0; r < run_start.size(); ++r) {
       const uint32_t t0 = static_cast<uint32_t>(run_start[r]), n = run_len[r];
@@ -862,7 +956,7 @@ Status VulkanBackend::Impl::Run(const int32_t* tokens, const Row* rows, uint32_t
                                                     std::to_string(p.n_vocab));
     }
   }
-  // Inputs: ids, positions, the MoE row map, per-run positions at aligned offsets, PLE rows.
+  // Inputs: ids, positions, per-run positions at aligned offsets, PLE rows.
   uint8_t* up = scratch_up.mapped();
   auto ints = [&](std::string_view name) { return reinterpret_cast<int32_t*>(up + R(name).off); };
   int32_t* tok = ints("tokens");
@@ -883,12 +977,6 @@ Status VulkanBackend::Impl::Run(const int32_t* tokens, const Row* rows, uint32_t
       t += n;
     }
   }
-  if (p.is_moe()) {
-    int32_t* rep = ints("moe_rep");
-    for (uint32_t t = 0; t < T; ++t) {
-      for (uint32_t i = 0; i < p.n_expert_used; ++i) rep[t * p.n_expert_used + i] = int32_t(t);
-    }
-  }
   if (p.has_ple()) {
     const uint64_t LP = uint64_t{p.n_layer} * p.n_embd_per_layer;
     const float tok_scale = std::sqrt(static_cast<float>(p.n_embd_per_layer));
@@ -906,13 +994,27 @@ Status VulkanBackend::Impl::Run(const int32_t* tokens, const Row* rows, uint32_t
   for (uint32_t i = 0; i < first; ++i) lrows[i] = static_cast<int32_t>(logit_rows_wanted[i]);
   GARNET_RETURN_IF_ERROR(scratch_up.FlushHostWrites(0, scratch_up.size()));
 
+  const auto t_record = std::chrono::steady_clock::now();
   Status s = RecordLayers(rows, T);
   if (s.ok() && first > 0 && logits != nullptr) s = RecordHead(T, first);
   if (!s.ok()) {
     (void)rec->SubmitAndWait();  // drops what was recorded
     return s;
   }
+  const vk::Recorder::Stats rs = rec->stats();
+  const auto t_submit = std::chrono::steady_clock::now();
   GARNET_RETURN_IF_ERROR(rec->SubmitAndWait());
+  if (print_stats) {
+    const auto t_done = std::chrono::steady_clock::now();
+    auto us = [](auto a, auto b) {
+      return std::chrono::duration<double, std::micro>(b - a).count();
+    };
+    std::fprintf(stderr,
+                 "vulkan pass: T=%u dispatches=%u barriers=%u transfers=%u record=%.0fus "
+                 "submit+wait=%.0fus\n",
+                 T, rs.dispatches, rs.barriers, rs.transfers, us(t_record, t_submit),
+                 us(t_submit, t_done));
+  }
   if (logits == nullptr) return Status::OK();
   const uint64_t V = p.n_vocab;
   const auto* out = reinterpret_cast<const float*>(scratch_rb.mapped() + R("logits_out").off);

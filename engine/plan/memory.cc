@@ -57,8 +57,13 @@ uint64_t KvTotalBytes(const gguf::Gemma4Params& p, const KvOptions& o) {
   return total;
 }
 
+namespace {
+// AttentionSplitCount's goal: this many (token, head[, split]) workgroups per dispatch.
+constexpr uint32_t kSplitTargetGroups = 512;
+}  // namespace
+
 uint32_t AttentionSplitCount(uint32_t n_tokens, uint32_t n_q_heads, uint32_t max_keys) {
-  constexpr uint64_t kTargetGroups = 512, kMinKeysPerSplit = 256, kMaxSplits = 64;
+  constexpr uint64_t kTargetGroups = kSplitTargetGroups, kMinKeysPerSplit = 256, kMaxSplits = 64;
   const uint64_t work = static_cast<uint64_t>(n_tokens) * n_q_heads;
   if (work == 0 || work >= kTargetGroups || max_keys <= kMinKeysPerSplit) return 1;
   const uint64_t by_keys = (max_keys + kMinKeysPerSplit - 1) / kMinKeysPerSplit;
@@ -83,8 +88,11 @@ std::vector<ScratchBuffer> ScratchLayout(const gguf::Gemma4Params& p, const KvOp
     ffn_width = std::max<uint64_t>(ffn_width, l.ffn_dim);
     // The flash-decoding partials of the largest attention dispatch (one per sequence's run of
     // n <= T tokens; splits only happen while n * heads < 512, so n stays small).
+    // AttentionSplitCount is 1 once n * heads reaches kSplitTargetGroups, so only n below
+    // that can split: at most 511 / heads + 1 candidates per layer instead of n_ubatch.
     const uint32_t keys = AttentionMaxKeys(p, il, o);
-    for (uint32_t n = 1; n <= std::min<uint32_t>(o.n_ubatch, 512); ++n) {
+    const uint32_t n_split_max = l.n_head == 0 ? 0 : (kSplitTargetGroups - 1) / l.n_head;
+    for (uint32_t n = 1; n <= std::min<uint32_t>(o.n_ubatch, n_split_max); ++n) {
       const uint32_t splits = AttentionSplitCount(n, l.n_head, keys);
       if (splits > 1) {
         split_bytes = std::max<uint64_t>(
@@ -108,7 +116,10 @@ std::vector<ScratchBuffer> ScratchLayout(const gguf::Gemma4Params& p, const KvOp
     out.push_back({"router", t * p.n_expert * f});
     out.push_back({"moe_ids", tk * 4});
     out.push_back({"moe_weights", tk * f});
-    out.push_back({"moe_x", tk * p.n_embd * f});
+    // MatmulId's slot grouping (vk::MatmulIdScratchBytes(E, T*K), same formula): E + 1 counts,
+    // T*K slot ids and two entries per tile, tiles = ceil(T*K / 64) + E + 1.
+    const uint64_t tiles = (tk + 63) / 64 + p.n_expert + 1;
+    out.push_back({"moe_group", (p.n_expert + 1ull + tk + 2 * tiles) * 4});
     out.push_back({"moe_gate_up", tk * 2ull * p.expert_ffn_dim * f});
     out.push_back({"moe_down", tk * p.n_embd * f});
     out.push_back({"moe_out", t * p.n_embd * f});
@@ -120,7 +131,6 @@ std::vector<ScratchBuffer> ScratchLayout(const gguf::Gemma4Params& p, const KvOp
   out.push_back({"tokens", t * 4, kUp});
   out.push_back({"positions", t * 4, kUp});
   out.push_back({"logit_rows", rows * 4, kUp});
-  if (p.is_moe()) out.push_back({"moe_rep", tk * 4, kUp});
   out.push_back({"attn_pos", t * kBufferAlign, kUp});
   if (p.has_ple()) out.push_back({"ple_rows", t * lp * f, kUp});
   out.push_back({"logits_out", rows * p.n_vocab * f, ScratchPlace::kHostReadback});

@@ -71,10 +71,10 @@ uint32_t AttentionMaxKeys(const gguf::Gemma4Params& p, uint32_t il, const KvOpti
 //   hidden, norm, branch [T x H]; q, attn [T x widest q]; k, v [T x widest kv];
 //   ffn_gate, ffn_up [T x widest ffn]; attn_split: flash-decoding partials (AttentionSplitCount);
 //   logits [n_seq x V];
-//   MoE: router [T x E], moe_ids (int32), moe_weights [T x K], moe_x, moe_down [T*K x H],
-//        moe_gate_up [T*K x 2 Ie], moe_out [T x H];
+//   MoE: router [T x E], moe_ids (int32), moe_weights [T x K], moe_group (MatmulId's slot
+//        grouping for prefill), moe_down [T*K x H], moe_gate_up [T*K x 2 Ie], moe_out [T x H];
 //   PLE: ple [T x L*P], ple_gate [T x P].
-// Host upload (int32 unless noted): tokens, positions [T]; logit_rows [n_seq]; moe_rep [T*K];
+// Host upload (int32 unless noted): tokens, positions [T]; logit_rows [n_seq];
 //   attn_pos: T blocks of kBufferAlign bytes (each sequence's positions at an aligned offset);
 //   ple_rows [T x L*P] f32 (the PLE table stays on the host; its rows are gathered there).
 // Host readback: logits_out [n_seq x V].
