@@ -14,17 +14,21 @@
 //            allocated when a sequence finds no free slot and freed with its last sequence;
 //   scratch  (kScratch): plan::ScratchLayout exactly — device-local activations, a host-visible
 //            input buffer (ids, positions, gathered PLE rows) and a host-readback logits buffer;
-//   other    (kOther): the kernels' placeholder, RoPE angle tables and a constant (a few KiB).
+//   other    (kOther): the kernels' placeholder, RoPE angle tables, a constant and, for MoE,
+//            the routers' norm weights premultiplied by H^-1/2 (n_layer x H floats).
 // Staging buffers (kStaging) live only while the weights upload.
 //
 // A forward pass is one command buffer: every layer of every token of the micro-batch is
 // recorded, submitted once and waited for. Prefill uses tiled matmuls, T == 1 matvecs; MoE
-// experts run as per-slot matvecs of the routed experts (T * k slots); attention runs one
-// dispatch per sequence of the batch. Logit rows beyond n_seq per pass (all_logits, or a batch
-// with more than n_seq logit items) cost one extra small submission per n_seq rows.
+// experts run as MatmulId for T > 1 (slots grouped by expert) and MatvecId for T == 1; attention
+// runs one dispatch per sequence of the batch. Logit rows beyond n_seq per pass (all_logits, or a
+// batch with more than n_seq logit items) cost one extra small submission per n_seq rows.
 //
 // Numerics: activations fp32, K/V rounded to f16 (nearest even, as the CPU backend's f16 cache),
 // so logits match the CPU backend to ~1e-5 relative on the tiny presets (docs/CORRECTNESS.md).
+//
+// Diagnostics: with GARNET_VULKAN_STATS set in the environment at Create, every pass prints one
+// stderr line (tokens, dispatches, barriers, transfers, host recording and submit-to-fence us).
 //
 // Thread-safety: calls are serialised by the caller (the Engine's forward mutex), as for every
 // Backend; sequences may be created and destroyed from any thread.
