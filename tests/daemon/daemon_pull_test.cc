@@ -121,7 +121,16 @@ TEST_F(PullTest, CancelMidPullThenResume) {
   PullOutcome first = Pull(daemon_.channel, /*cancel_after_bytes=*/1 << 20);
   EXPECT_EQ(first.status.error_code(), grpc::StatusCode::CANCELLED);
   EXPECT_EQ(ListCount(daemon_.channel), 0);
-  const uint64_t sent_before = server_->body_bytes_sent();
+  // The client's cancel returns at once; the daemon's download notices it a moment later. Wait
+  // (still throttled) until the server stops sending, so no connection of the first pull runs on
+  // unthrottled after the counters are reset (seen on a loaded 2-core CI machine).
+  uint64_t sent_before = server_->body_bytes_sent();
+  for (int i = 0; i < 50; ++i) {
+    std::this_thread::sleep_for(milliseconds(200));
+    const uint64_t now = server_->body_bytes_sent();
+    if (now == sent_before) break;
+    sent_before = now;
+  }
   ASSERT_LT(sent_before, content_->size());
   server_->faults().throttle_us = 0;
   server_->ResetCounters();
