@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstdlib>
 
+#include "engine/base/bytes.h"
+
 namespace garnet::cli {
 
 std::optional<Args> ParseArgs(const std::vector<std::string>& argv, const FlagSet& flags,
@@ -68,41 +70,9 @@ std::optional<int64_t> ParseIntFlag(const std::string& flag, const std::string& 
 }
 
 std::optional<uint64_t> ParseSize(const std::string& text) {
-  size_t i = 0;
-  while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.'))
-    ++i;
-  if (i == 0) return std::nullopt;
-  char* end = nullptr;
-  const std::string num = text.substr(0, i);
-  const double v = std::strtod(num.c_str(), &end);
-  if (end != num.c_str() + num.size() || !std::isfinite(v) || v < 0) return std::nullopt;
-  std::string unit = text.substr(i);
-  for (char& c : unit) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  double mult = 1;
-  if (unit.empty() || unit == "b") {
-    mult = 1;
-  } else if (unit == "k" || unit == "kib") {
-    mult = 1024.0;
-  } else if (unit == "m" || unit == "mib") {
-    mult = 1024.0 * 1024;
-  } else if (unit == "g" || unit == "gib") {
-    mult = 1024.0 * 1024 * 1024;
-  } else if (unit == "t" || unit == "tib") {
-    mult = 1024.0 * 1024 * 1024 * 1024;
-  } else if (unit == "kb") {
-    mult = 1e3;
-  } else if (unit == "mb") {
-    mult = 1e6;
-  } else if (unit == "gb") {
-    mult = 1e9;
-  } else if (unit == "tb") {
-    mult = 1e12;
-  } else {
-    return std::nullopt;
-  }
-  const double bytes = v * mult;
-  if (bytes > 1.8e19) return std::nullopt;
-  return static_cast<uint64_t>(bytes);
+  auto bytes = ParseByteSize(text);
+  if (!bytes.ok()) return std::nullopt;
+  return *bytes;
 }
 
 }  // namespace garnet::cli

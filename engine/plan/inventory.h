@@ -16,6 +16,7 @@
 #include <string_view>
 #include <vector>
 
+#include "engine/base/bytes.h"
 #include "engine/base/status.h"
 
 namespace garnet::plan {
@@ -44,14 +45,10 @@ struct Inventory {
 // or has no MemTotal.
 Result<DeviceInfo> HostInventory();
 
-// Parses "16GiB", "512MiB", "1.5GB", "12000000000" (bytes); binary units with or without "iB"
-// (k, m, g, t), decimal ones as kB/MB/GB/TB; case-insensitive. InvalidArgument names the text.
-Result<uint64_t> ParseByteSize(std::string_view text);
-// A comma-separated list of sizes, one per GPU: "24GiB,8GiB". "0" and "none" mean no GPU (an
-// empty list). InvalidArgument names the bad item; an empty item ("8GiB,") is an error.
-Result<std::vector<uint64_t>> ParseByteSizeList(std::string_view text);
-// "21.3 GiB" / "512.0 MiB" / "12.0 KiB" / "17 B".
-std::string FormatBytes(uint64_t bytes);
+// Byte sizes in and out (engine/base/bytes.h), also reachable as plan::.
+using garnet::FormatBytes;
+using garnet::ParseByteSize;
+using garnet::ParseByteSizeList;
 
 // Replaces parts of a measured inventory.
 //   vram: when set, exactly these GPUs (one per entry, free == total == the size). Entry i keeps
