@@ -74,22 +74,7 @@ std::vector<float> Dequantize(GgmlType type, const std::vector<uint8_t>& w, uint
   return f;
 }
 
-class KernelTest : public ::testing::TestWithParam<bool> {
- protected:
-  void SetUp() override {
-    GARNET_REQUIRE_VULKAN();
-    if (GetParam()) {
-      auto fb = VkTestEnv::Get()->fallback();
-      ASSERT_TRUE(fb.ok()) << fb.status().ToString();
-      d_ = *fb;
-    } else {
-      d_ = &VkTestEnv::Get()->main();
-    }
-  }
-  Kernels& k() { return *d_->kernels; }
-  Recorder& rec() { return *d_->recorder; }
-  VkTestDevice* d_ = nullptr;
-};
+using KernelTest = garnet::vk::testing::DeviceParamTest;
 
 // |gpu - ref| <= rel * scale + abs per element, where scale is given per element.
 void ExpectClose(const std::vector<float>& got, const std::vector<double>& want,

@@ -62,3 +62,26 @@ Result<VkTestDevice> MakeTestDevice(std::shared_ptr<Instance> instance, const De
                    << "). Install mesa-vulkan-drivers (lavapipe) to run them. ***";           \
     }                                                                                         \
   } while (0)
+
+namespace garnet::vk::testing {
+
+// Kernel tests parameterised by device: false runs on the main device, true on the fallback
+// device (features off). Skips loudly without Vulkan.
+class DeviceParamTest : public ::testing::TestWithParam<bool> {
+ protected:
+  void SetUp() override {
+    GARNET_REQUIRE_VULKAN();
+    if (GetParam()) {
+      auto fb = VkTestEnv::Get()->fallback();
+      ASSERT_TRUE(fb.ok()) << fb.status().ToString();
+      d_ = *fb;
+    } else {
+      d_ = &VkTestEnv::Get()->main();
+    }
+  }
+  Kernels& k() { return *d_->kernels; }
+  Recorder& rec() { return *d_->recorder; }
+  VkTestDevice* d_ = nullptr;
+};
+
+}  // namespace garnet::vk::testing

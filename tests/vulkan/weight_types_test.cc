@@ -95,22 +95,7 @@ std::string Name(GgmlType t) {
   return std::string(TypeName(t));
 }
 
-class WeightTypeTest : public ::testing::TestWithParam<bool> {
- protected:
-  void SetUp() override {
-    GARNET_REQUIRE_VULKAN();
-    if (GetParam()) {
-      auto fb = VkTestEnv::Get()->fallback();
-      ASSERT_TRUE(fb.ok()) << fb.status().ToString();
-      d_ = *fb;
-    } else {
-      d_ = &VkTestEnv::Get()->main();
-    }
-  }
-  Kernels& k() { return *d_->kernels; }
-  Recorder& rec() { return *d_->recorder; }
-  VkTestDevice* d_ = nullptr;
-};
+using WeightTypeTest = garnet::vk::testing::DeviceParamTest;
 
 TEST_P(WeightTypeTest, SupportsEveryDequantisableType) {
   for (const TypeCase& c : kCases) EXPECT_TRUE(Kernels::SupportsWeightType(c.type)) << Name(c.type);
