@@ -1,20 +1,12 @@
 #include "daemon/decode_batcher.h"
 
 #include <algorithm>
-#include <memory>
-#include <string>
-
-#include "engine/model/chat.h"
-#include "engine/tokenizer/tokenizer.h"
+#include <optional>
 
 namespace garnet::daemon {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-double Now() {
-  return std::chrono::duration<double>(Clock::now().time_since_epoch()).count();
-}
 
 }  // namespace
 
@@ -111,75 +103,17 @@ Result<BatchedResult> GenerateBatched(DecodeBatcher& batcher, engine::Sequence& 
                                       std::span<const int32_t> prompt,
                                       const engine::GenerateRequest& req,
                                       const engine::TokenCallback& on_token) {
-  engine::Engine& eng = batcher.engine();
   BatchedResult out;
-  engine::GenerateResult& res = out.result;
-  const double t0 = Now();
-  GARNET_RETURN_IF_ERROR(eng.Feed(seq, prompt));
-  const double t1 = Now();
-  res.timing.prompt_tokens = static_cast<int64_t>(prompt.size());
-  res.timing.prompt_seconds = t1 - t0;
-  if (seq.logits().empty()) {
-    return Status::FailedPrecondition("generate", "empty prompt on an empty sequence");
-  }
-  const tok::Tokenizer* tk = eng.tokenizer();
-  std::vector<int32_t> stops = req.stop_ids;
-  if (stops.empty() && tk != nullptr) stops = chat::StopTokenIds(*tk);
-  sampling::Sampler sampler(req.sampler);
-  std::unique_ptr<tok::StreamDecoder> decoder;
-  if (tk != nullptr) decoder = std::make_unique<tok::StreamDecoder>(tk);
-  chat::StopMatcher matcher(req.stop_strings);
-  const int64_t n_ctx = eng.options().n_ctx;
-  DecodeBatcher::Member member(&batcher);
-  double t_first = 0;
-  res.finish = engine::FinishReason::kMaxTokens;
-  for (int32_t i = 0; i < req.max_tokens; ++i) {
-    if (req.cancel != nullptr && req.cancel->load()) {
-      res.finish = engine::FinishReason::kCancelled;
-      break;
-    }
-    const int32_t tok = sampler.Sample(seq.logits());
-    if (tok < 0) return Status::Internal("generate", "sampler found no token (all banned?)");
-    if (i == 0) {
-      t_first = Now();
-      res.timing.ttft_seconds = t_first - t0;
-    }
-    if (std::find(stops.begin(), stops.end(), tok) != stops.end()) {
-      res.finish = engine::FinishReason::kStopToken;
-      break;
-    }
-    sampler.Accept(tok);
-    res.tokens.push_back(tok);
-    ++res.timing.generated_tokens;
-    const std::string piece = decoder ? decoder->Push(tok) : std::string();
-    auto m = matcher.Push(piece);
-    res.text += m.text;
-    const bool go_on = on_token ? on_token(tok, m.text) : true;
-    if (m.stopped) {
-      res.finish = engine::FinishReason::kStopString;
-      break;
-    }
-    if (!go_on) {
-      res.finish = engine::FinishReason::kCancelled;
-      break;
-    }
-    if (i + 1 == req.max_tokens) break;
-    if (seq.n_past() >= n_ctx) {
-      res.finish = engine::FinishReason::kContextFull;
-      break;
-    }
-    GARNET_ASSIGN_OR_RETURN(size_t batch, member.Step(seq, tok));
+  // Joins the batcher at the first decode step (after the prefill, so the others do not wait on
+  // it meanwhile) and leaves when the generation ends.
+  std::optional<DecodeBatcher::Member> member;
+  auto step = [&](engine::Sequence& s, int32_t tok) -> Status {
+    if (!member) member.emplace(&batcher);
+    GARNET_ASSIGN_OR_RETURN(size_t batch, member->Step(s, tok));
     out.max_batch = std::max(out.max_batch, batch);
-  }
-  if (res.finish != engine::FinishReason::kStopString) {
-    const std::string tail = decoder ? decoder->Flush() : std::string();
-    auto m = matcher.Push(tail);
-    const std::string rest = m.text + (m.stopped ? std::string() : matcher.Flush());
-    if (m.stopped) res.finish = engine::FinishReason::kStopString;
-    res.text += rest;
-    if (!rest.empty() && on_token) on_token(-1, rest);
-  }
-  if (t_first > 0) res.timing.decode_seconds = Now() - t_first;
+    return Status::OK();
+  };
+  GARNET_ASSIGN_OR_RETURN(out.result, batcher.engine().Generate(seq, prompt, req, on_token, step));
   return out;
 }
 

@@ -14,7 +14,7 @@
 // later submissions form the next batch. A member leaves when its generation ends, which may
 // complete a batch the others wait on.
 //
-// GenerateBatched() is Engine::Generate with the decode feed replaced by a batched step: the same
+// GenerateBatched() is Engine::Generate with its FeedOne hook doing a batched step: the same
 // sampler, stop ids, stop strings, UTF-8 streaming, cancellation check before each step, and
 // the same Timing definitions (ttft from the start of the prefill; decode time includes waiting
 // for the batch, as the client experienced it).

@@ -223,6 +223,14 @@ Status Engine::Step(std::span<Sequence* const> seqs, std::span<const int32_t> to
 
 Result<GenerateResult> Engine::Generate(Sequence& seq, std::span<const int32_t> prompt,
                                         const GenerateRequest& req, const TokenCallback& on_token) {
+  return Generate(seq, prompt, req, on_token, [this](Sequence& s, int32_t tok) {
+    return Feed(s, std::span<const int32_t>(&tok, 1));
+  });
+}
+
+Result<GenerateResult> Engine::Generate(Sequence& seq, std::span<const int32_t> prompt,
+                                        const GenerateRequest& req, const TokenCallback& on_token,
+                                        const FeedOne& feed_one) {
   GenerateResult res;
   const double t0 = Now();
   GARNET_RETURN_IF_ERROR(Feed(seq, prompt));
@@ -275,7 +283,7 @@ Result<GenerateResult> Engine::Generate(Sequence& seq, std::span<const int32_t> 
       res.finish = FinishReason::kContextFull;
       break;
     }
-    GARNET_RETURN_IF_ERROR(Feed(seq, std::span<const int32_t>(&tok, 1)));
+    GARNET_RETURN_IF_ERROR(feed_one(seq, tok));
   }
   if (res.finish != FinishReason::kStopString) {
     std::string tail = (decoder ? decoder->Flush() : std::string());

@@ -158,6 +158,15 @@ class Engine {
   Result<GenerateResult> Generate(Sequence& seq, std::span<const int32_t> prompt,
                                   const GenerateRequest& request, const TokenCallback& on_token);
 
+  // Appends one sampled token to the sequence and computes its logits (what Generate does with
+  // Feed between samples). A caller may do it differently, e.g. in a decode step batched across
+  // concurrent requests (daemon/decode_batcher.h).
+  using FeedOne = std::function<Status(Sequence& seq, int32_t token)>;
+  // Generate with each sampled token fed back through `feed_one` instead of Feed.
+  Result<GenerateResult> Generate(Sequence& seq, std::span<const int32_t> prompt,
+                                  const GenerateRequest& request, const TokenCallback& on_token,
+                                  const FeedOne& feed_one);
+
  private:
   Engine() = default;
   Status MakeCpuBackend();

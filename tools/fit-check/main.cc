@@ -142,8 +142,9 @@ int Run(const Args& a) {
   }
   std::printf("%s\n", plan::FormatPlan(*pl).c_str());
   if (pl->layers_on_host() > 0 || pl->expert_sets_on_host() > 0) {
-    std::fprintf(stderr, "error: the plan puts part of the model on the host; this check loads "
-                         "all-GPU placements only\n");
+    std::fprintf(stderr,
+                 "error: the plan puts part of the model on the host; this check loads "
+                 "all-GPU placements only\n");
     return 3;
   }
   const plan::MemoryUse& want = pl->devices[0].use;
@@ -188,18 +189,19 @@ int Run(const Args& a) {
   const model::VulkanAllocation got = (*backend)->allocated();
   const vk::MemoryAccounting acct = (*dev)->accounting();
 
-  std::printf("device: %s (%s), model %s, ctx %u x %u sequences, ubatch %u; open+plan %.2f s, "
-              "load %.2f s\n",
-              info.name.c_str(), info.driver_name.c_str(), a.model.c_str(), a.ctx, a.seq,
-              a.ubatch, Seconds(t_open) - load_s, load_s);
+  std::printf(
+      "device: %s (%s), model %s, ctx %u x %u sequences, ubatch %u; open+plan %.2f s, "
+      "load %.2f s\n",
+      info.name.c_str(), info.driver_name.c_str(), a.model.c_str(), a.ctx, a.seq, a.ubatch,
+      Seconds(t_open) - load_s, load_s);
   std::printf("%-9s %16s %16s %16s %8s\n", "kind", "plan", "requested", "driver", "equal");
   bool ok = true;
   auto row = [&](const char* kind, uint64_t planned, uint64_t requested, uint64_t driver) {
     const bool eq = planned == requested;
     ok = ok && eq;
     std::printf("%-9s %16llu %16llu %16llu %8s\n", kind, static_cast<unsigned long long>(planned),
-                static_cast<unsigned long long>(requested),
-                static_cast<unsigned long long>(driver), eq ? "yes" : "NO");
+                static_cast<unsigned long long>(requested), static_cast<unsigned long long>(driver),
+                eq ? "yes" : "NO");
   };
   row("weights", want.weights, got.weights, acct.Bytes(vk::MemoryKind::kWeights));
   row("kv", want.kv, got.kv, acct.Bytes(vk::MemoryKind::kKv));
@@ -213,12 +215,13 @@ int Run(const Args& a) {
               Mib(planned).c_str(), Mib(driver_total).c_str());
   if (usage0 && usage1) {
     const uint64_t grew = *usage1 - *usage0;
-    std::printf("heap usage growth (VK_EXT_memory_budget) %s = allocations + %s unaccounted "
-                "(device context, pipelines, pools); planner's fixed estimate %s\n",
-                Mib(grew).c_str(),
-                grew >= driver_total ? Mib(grew - driver_total).c_str()
-                                     : ("-" + Mib(driver_total - grew)).c_str(),
-                Mib(plan::kGpuContextOverhead).c_str());
+    std::printf(
+        "heap usage growth (VK_EXT_memory_budget) %s = allocations + %s unaccounted "
+        "(device context, pipelines, pools); planner's fixed estimate %s\n",
+        Mib(grew).c_str(),
+        grew >= driver_total ? Mib(grew - driver_total).c_str()
+                             : ("-" + Mib(driver_total - grew)).c_str(),
+        Mib(plan::kGpuContextOverhead).c_str());
   } else {
     std::printf("heap usage: the device has no VK_EXT_memory_budget\n");
   }
