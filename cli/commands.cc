@@ -8,6 +8,7 @@
 #include <ctime>
 
 #include "cli/output.h"
+#include "engine/base/bytes.h"
 #include "garnet/v1/garnet.grpc.pb.h"
 
 #ifndef GARNET_VERSION
@@ -319,18 +320,11 @@ int CmdFit(Ctx& ctx, const Args& args) {
   }
   if (args.Has("--cpu")) req.set_cpu_only(true);
   if (auto v = args.Get("--vram")) {
-    std::string list = *v;
-    size_t start = 0;
-    while (start <= list.size()) {
-      const size_t comma = list.find(',', start);
-      const std::string part =
-          list.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
-      auto bytes = ParseSize(part);
-      if (!bytes) return Usage("--vram: \"" + part + "\" is not a size (e.g. 16GiB)");
-      req.add_vram_bytes(*bytes);
-      if (comma == std::string::npos) break;
-      start = comma + 1;
-    }
+    // "0" or "none": plan for a machine without a GPU (as --cpu).
+    auto sizes = ParseByteSizeList(*v);
+    if (!sizes.ok()) return Usage("--vram: " + sizes.status().message() + " (e.g. 16GiB,8GiB)");
+    if (sizes->empty()) req.set_cpu_only(true);
+    for (uint64_t b : *sizes) req.add_vram_bytes(b);
   }
   if (auto v = args.Get("--ram")) {
     auto bytes = ParseSize(*v);

@@ -62,6 +62,13 @@ TEST_F(CliTest, FullFlow) {
   r = Cli({"fit", "gemma4:tiny", "--vram", "16GiB", "--ctx", "256"});
   ASSERT_EQ(r.rc, 0) << r.err;
   EXPECT_NE(r.out.find("gemma4:tiny at context 256: fits"), std::string::npos) << r.out;
+  // A list plans for several GPUs; "none" (or "0") for a machine without one.
+  r = Cli({"fit", "gemma4:tiny", "--vram", "16GiB,8GiB", "--ctx", "256"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.out.find("layers: 6 of 6 on GPU"), std::string::npos) << r.out;
+  r = Cli({"fit", "gemma4:tiny", "--vram", "none", "--ctx", "256"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.out.find("layers: 0 of 6 on GPU"), std::string::npos) << r.out;
 
   r = Cli({"catalog"});
   ASSERT_EQ(r.rc, 0);
@@ -126,6 +133,9 @@ TEST_F(CliTest, ErrorsAndExitCodes) {
   r = Cli({"fit", "gemma4:tiny", "--vram", "lots"});
   EXPECT_EQ(r.rc, 2);
   EXPECT_NE(r.err.find("--vram"), std::string::npos);
+  r = Cli({"fit", "gemma4:tiny", "--vram", "16GiB,,8GiB"});
+  EXPECT_EQ(r.rc, 2);
+  EXPECT_NE(r.err.find("empty item"), std::string::npos) << r.err;
   r = Cli({"run", "gemma4:tiny", "hi", "--max-tokens", "-5"});
   EXPECT_EQ(r.rc, 1);
   EXPECT_NE(r.err.find("max_tokens"), std::string::npos) << r.err;
