@@ -25,7 +25,7 @@ const char kHelp[] = R"(usage: garnet [--host unix:/path|host:port] [--json] VER
   show MODEL              manifest, GGUF summary and tensor types
   rm MODEL...             delete models (blobs no other model uses are freed)
   catalog                 the managed model ids, whether pulled, whether they fit
-  fit MODEL               memory plan: [--ctx N] [--vram 16GiB[,8GiB]] [--ram SIZE] [--cpu]
+  fit MODEL               memory plan: [--ctx N] [--vram 16GiB[,8GiB]|none] [--ram SIZE] [--cpu]
                           [--policy auto|cpu|experts-cpu] [--gpu-layers N] [--kv f16|q8_0|f32]
                           [--parallel N]
   run MODEL [PROMPT]      generate (streams tokens; timing on stderr); no PROMPT on a terminal:
