@@ -75,11 +75,23 @@ struct WeightSums {
   }
 };
 
-// Bytes on every device for a placement. `scratch` is ScratchBytes(params, kv), computed by the
-// caller once per KvOptions (it does not depend on the placement).
+// Scratch sizes of one KvOptions for every kind of placement, computed once per KvOptions by the
+// caller (costing a placement then stays O(layers)).
+struct ScratchSizes {
+  uint64_t gpu[2][2] = {};  // [from_host][host_experts]: ScratchBytes
+  uint64_t host[2] = {};    // [runs layers]: HostScratchBytes
+  ScratchSizes(const gguf::Gemma4Params& p, const KvOptions& kv) {
+    for (int a = 0; a < 2; ++a) {
+      for (int b = 0; b < 2; ++b) gpu[a][b] = ScratchBytes(p, kv, {a == 1, b == 1});
+      host[a] = HostScratchBytes(p, kv, a == 1);
+    }
+  }
+};
+
+// Bytes on every device for a placement.
 std::vector<DeviceUse> Account(const ModelShape& shape, const WeightSums& w, const KvOptions& kv,
-                               uint64_t scratch, const Inventory& inv, const Policy& policy,
-                               const Placement& pl) {
+                               const ScratchSizes& scratch, const Inventory& inv,
+                               const Policy& policy, const Placement& pl) {
   const int n_dev = static_cast<int>(inv.gpus.size()) + 1;
   const int host = n_dev - 1;
   std::vector<DeviceUse> d(n_dev);
@@ -107,15 +119,29 @@ std::vector<DeviceUse> Account(const ModelShape& shape, const WeightSums& w, con
     const int dev = pl.layer_device[il];
     add(dev, w.layer[il]);
     add(pl.experts_on_host[il] ? host : dev, w.experts[il]);
-    d[dev].use.kv += KvLayerBytes(shape.params, il, kv);
+    d[dev].use.kv +=
+        dev == host ? HostKvLayerBytes(shape.params, il, kv) : KvLayerBytes(shape.params, il, kv);
   }
-  std::vector<bool> computes(n_dev, false);
-  for (int dev = 0; dev < n_dev; ++dev) computes[dev] = has_layers[dev];
-  for (bool e : pl.experts_on_host) computes[host] = computes[host] || e;
+  // A GPU's scratch gains upload/readback buffers where activations cross: the GPU that takes
+  // over from host layers (from_host), and any GPU with layers whose experts run on the host.
+  std::vector<bool> from_host(n_dev, false), host_experts(n_dev, false);
+  bool host_runs_experts = false;
+  for (uint32_t il = 0; il < shape.params.n_layer; ++il) {
+    const int dev = pl.layer_device[il];
+    if (dev != host && il > 0 && pl.layer_device[il - 1] == host) from_host[dev] = true;
+    if (pl.experts_on_host[il] && dev != host) {
+      host_experts[dev] = true;
+      host_runs_experts = true;
+    }
+  }
   for (int dev = 0; dev < n_dev; ++dev) {
-    if (!computes[dev]) continue;
-    d[dev].use.scratch = scratch;
-    if (dev != host) d[dev].use.overhead = kGpuContextOverhead;
+    if (dev == host) {
+      if (has_layers[dev] || host_runs_experts) d[dev].use.scratch = scratch.host[has_layers[dev]];
+      continue;
+    }
+    if (!has_layers[dev]) continue;
+    d[dev].use.scratch = scratch.gpu[from_host[dev]][host_experts[dev] && shape.params.is_moe()];
+    d[dev].use.overhead = kGpuContextOverhead;
   }
   return d;
 }
@@ -162,13 +188,30 @@ void SplitLayers(uint32_t n_layer, uint32_t n_gpu, const Inventory& inv, const P
   pl->output_device = n_layer ? pl->layer_device[n_layer - 1] : host;
 }
 
+// The largest count <= n_gpu of top layers that can run on the GPUs while the rest run on the
+// host: a KV-sharing layer reads its donor's cache, so a GPU layer's donor must be on the GPU too
+// (the engine does not mirror a host cache to the GPU). E.g. E2B (donors 13/14, layers 15..34
+// share) can run 0 or >= 22 layers on the GPU.
+uint32_t ValidGpuLayers(const gguf::Gemma4Params& p, uint32_t n_gpu) {
+  for (; n_gpu > 0; --n_gpu) {
+    const uint32_t first = p.n_layer - n_gpu;
+    bool ok = true;
+    for (uint32_t il = first; il < p.n_layer && ok; ++il) {
+      const int32_t src = p.layers[il].kv_source;
+      ok = src < 0 || static_cast<uint32_t>(src) >= first;
+    }
+    if (ok) break;
+  }
+  return n_gpu;
+}
+
 uint32_t MaxContext(const ModelShape& shape, const WeightSums& w, KvOptions kv,
                     const Inventory& inv, const Policy& policy, const Placement& pl) {
   uint32_t lo = 0, hi = shape.params.context_length;
   while (lo < hi) {
     const uint32_t mid = lo + (hi - lo + 1) / 2;
     kv.n_ctx = mid;
-    if (AllFit(Account(shape, w, kv, ScratchBytes(shape.params, kv), inv, policy, pl))) {
+    if (AllFit(Account(shape, w, kv, ScratchSizes(shape.params, kv), inv, policy, pl))) {
       lo = mid;
     } else {
       hi = mid - 1;
@@ -206,7 +249,7 @@ struct Outcome {
 Outcome Place(const ModelShape& shape, const WeightSums& w, const KvOptions& kv,
               const Inventory& inv, const Policy& policy) {
   const auto& p = shape.params;
-  const uint64_t scratch = ScratchBytes(p, kv);
+  const ScratchSizes scratch(p, kv);
   const int host = static_cast<int>(inv.gpus.size());
   Outcome o;
   o.cpu_only = inv.gpus.empty() || policy.mode == PolicyMode::kCpuOnly;
@@ -214,6 +257,7 @@ Outcome Place(const ModelShape& shape, const WeightSums& w, const KvOptions& kv,
   pl.experts_on_host.assign(p.n_layer, false);
   uint32_t n_gpu = o.cpu_only ? 0 : p.n_layer;
   if (policy.mode == PolicyMode::kGpuLayers) n_gpu = policy.gpu_layers;
+  n_gpu = ValidGpuLayers(p, n_gpu);
   SplitLayers(p.n_layer, n_gpu, inv, policy, &pl);
   if (p.is_moe() && (o.cpu_only || policy.mode == PolicyMode::kExpertsOnHost)) {
     pl.experts_on_host.assign(p.n_layer, true);
@@ -237,7 +281,7 @@ Outcome Place(const ModelShape& shape, const WeightSums& w, const KvOptions& kv,
   }
   // 2. Whole layers: fewer layers on the GPUs until every GPU fits.
   while (!GpusFit(o.use) && n_gpu > 0) {
-    --n_gpu;
+    n_gpu = ValidGpuLayers(p, n_gpu - 1);
     o.moved_layers = true;
     SplitLayers(p.n_layer, n_gpu, inv, policy, &pl);
     o.use = Account(shape, w, kv, scratch, inv, policy, pl);
@@ -381,6 +425,12 @@ Result<Plan> MakePlan(const ModelShape& shape, const KvOptions& kv, const Invent
       why << "; " << plan.policy_max_ctx << " with more offload";
     }
     why << ")";
+  }
+  if (policy.mode == PolicyMode::kGpuLayers && !o.cpu_only &&
+      p.n_layer - plan.layers_on_host() != policy.gpu_layers) {
+    why << "; gpu_layers " << policy.gpu_layers << " lowered to "
+        << (p.n_layer - plan.layers_on_host())
+        << " (a layer sharing KV runs on its donor's device)";
   }
   plan.reason = why.str();
   return plan;
