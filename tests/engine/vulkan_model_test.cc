@@ -615,6 +615,44 @@ INSTANTIATE_TEST_SUITE_P(TinyPresets, MixedExactness, ::testing::ValuesIn(kMixed
 INSTANTIATE_TEST_SUITE_P(TinyPresets, MixedParity,
                          ::testing::ValuesIn(kMixedCases, kMixedCases + 4), MixedName);
 
+// A batch mixing two sequences through host layers (each sequence's own host KV) and host
+// experts: matches the CPU backend's ForwardBatch.
+TEST(MixedPlan, ForwardBatchMatchesCpu) {
+  GARNET_REQUIRE_VULKAN();
+  auto l = Load("tiny-moe", "f16");
+  ASSERT_TRUE(l);
+  auto pl = MixedPlan(kMixedCases[2], *l->model, 2);
+  ASSERT_TRUE(pl.ok()) << pl.status().ToString();
+  ASSERT_GT(pl->layers_on_host(), 0u);
+  ASSERT_GT(pl->expert_sets_on_host(), pl->layers_on_host());
+  auto cpu = MakeCpu(*l);
+  auto gpu = MakeMixed(*l, *pl, 2);
+  ASSERT_TRUE(cpu && gpu);
+  const int64_t V = l->params.n_vocab;
+  auto pa = Tokens(10, static_cast<int>(V), 3), pb = Tokens(9, static_cast<int>(V), 4);
+  auto ca = cpu->NewSequence(), cb = cpu->NewSequence();
+  auto ga = gpu->NewSequence(), gb = gpu->NewSequence();
+  ASSERT_TRUE(ca.ok() && cb.ok() && ga.ok() && gb.ok());
+  std::vector<float> tmp;
+  ASSERT_TRUE(Feed(*cpu, ca->get(), pa, 0, &tmp, V).ok());
+  ASSERT_TRUE(Feed(*cpu, cb->get(), pb, 0, &tmp, V).ok());
+  ASSERT_TRUE(Feed(*gpu, ga->get(), pa, 0, &tmp, V).ok());
+  ASSERT_TRUE(Feed(*gpu, gb->get(), pb, 0, &tmp, V).ok());
+  auto items = [&](BackendSequence* a, BackendSequence* b) {
+    return std::vector<BatchItem>{{a, 7, 10, true}, {b, 9, 9, true}, {a, 5, 11, true}};
+  };
+  auto ic = items(ca->get(), cb->get());
+  auto ig = items(ga->get(), gb->get());
+  std::vector<float> oc(static_cast<size_t>(3 * V)), og(oc.size());
+  ASSERT_TRUE(cpu->ForwardBatch(ic, oc.data()).ok());
+  auto st = gpu->ForwardBatch(ig, og.data());
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  for (int r = 0; r < 3; ++r) {
+    EXPECT_LE(RelDiff(std::span(oc).subspan(r * V, V), std::span(og).subspan(r * V, V)), 1e-2)
+        << "row " << r;
+  }
+}
+
 // The planner never separates a KV-sharing layer from its donor: gpu_layers between the sharers
 // and the donors is lowered (tiny-ple: layers 4..7 share the KV of layers 2 and 3).
 TEST(MixedPlan, KeepsKvDonorsWithTheirSharers) {
