@@ -37,6 +37,7 @@ Result<std::unique_ptr<CpuLayers>> CpuLayers::Create(const gguf::Gemma4Params* p
     return Status::InvalidArgument("cpu layers", "ubatch must be in 1..2^20");
   }
   std::unique_ptr<CpuLayers> c(new CpuLayers(params, weights, kv_type, embed_scale, pool));
+  c->n_ubatch_ = n_ubatch;
   plan::KvOptions o;
   o.n_ubatch = static_cast<uint32_t>(n_ubatch);
   const auto layout = plan::HostScratchLayout(*params, o, layers);
@@ -177,33 +178,96 @@ void CpuLayers::MoeFfn(const LayerWeights& lw, int64_t ffn_dim, const float* h, 
 void CpuLayers::Experts(const LayerWeights& lw, const float* in, const Routes& routes, int64_t T,
                         float* m) {
   const int64_t H = p_.n_embd, Ie = p_.expert_ffn_dim;
+  const int64_t cap = std::max<int64_t>(n_ubatch_, p_.n_expert_used);  // slot rows of the arena
   std::fill(m, m + T * H, 0.0f);
   float *xe = moe_x_, *gu = moe_gate_up_, *de = moe_down_;
+  // Experts are taken in groups whose slots fit the arena (a token picks an expert at most once,
+  // so one expert's ne <= T rows always fit). Each group runs as two parallel steps over
+  // (expert, block of output rows) tasks, single-threaded matmuls inside: at decode the k
+  // experts of a token share the threads instead of each matmul waking the pool (8 x 3 pool
+  // round trips per layer before).
+  struct Item {
+    int64_t e, base, ne;
+  };
+  std::vector<Item> group;
+  struct Task {
+    int64_t item, r0, n;
+  };
+  std::vector<Task> tasks;
+  const int64_t threads = std::max(1, pool_.size());
+  auto run = [&](int64_t rows, const auto& fn) {
+    // Enough row blocks per expert to give every thread ~2 tasks, at least 32 rows each.
+    const int64_t per = std::max<int64_t>(
+        1, std::min<int64_t>((2 * threads + static_cast<int64_t>(group.size()) - 1) /
+                                 static_cast<int64_t>(group.size()),
+                             rows / 32));
+    const int64_t block = (rows + per - 1) / per;
+    tasks.clear();
+    for (int64_t i = 0; i < static_cast<int64_t>(group.size()); ++i) {
+      for (int64_t r0 = 0; r0 < rows; r0 += block)
+        tasks.push_back({i, r0, std::min(block, rows - r0)});
+    }
+    pool_.ParallelFor(static_cast<int64_t>(tasks.size()), [&](int64_t b, int64_t e, int) {
+      for (int64_t k = b; k < e; ++k)
+        fn(group[static_cast<size_t>(tasks[k].item)], tasks[k].r0, tasks[k].n);
+    });
+  };
+  auto flush = [&]() {
+    if (group.empty()) return;
+    // gate and up: gu[slot] = [gate . x | up . x]
+    run(2 * Ie, [&](const Item& it, int64_t r0, int64_t n) {
+      const float* x = xe + it.base * H;
+      float* y = gu + it.base * 2 * Ie;
+      if (lw.fused_gate_up) {
+        cpu::MatMul(lw.gate_up_exps.Slice(it.e, r0, n), x, H, it.ne, y + r0, 2 * Ie, nullptr);
+        return;
+      }
+      // Rows [0, Ie) from the gate stack, [Ie, 2 Ie) from the up stack; a block may span both.
+      for (int64_t r = r0; r < r0 + n;) {
+        const bool gate = r < Ie;
+        const int64_t end = gate ? std::min(r0 + n, Ie) : r0 + n;
+        const ExpertStack& st = gate ? lw.gate_up_exps : lw.up_exps;
+        cpu::MatMul(st.Slice(it.e, gate ? r : r - Ie, end - r), x, H, it.ne, y + r, 2 * Ie,
+                    nullptr);
+        r = end;
+      }
+    });
+    for (const Item& it : group) {
+      for (int64_t i = 0; i < it.ne; ++i) {
+        float* row = &gu[(it.base + i) * 2 * Ie];
+        cpu::GeluTanhMul(row, row + Ie, row, Ie);
+      }
+    }
+    run(H, [&](const Item& it, int64_t r0, int64_t n) {
+      cpu::MatMul(lw.down_exps.Slice(it.e, r0, n), gu + it.base * 2 * Ie, 2 * Ie, it.ne,
+                  de + it.base * H + r0, H, nullptr);
+    });
+    for (const Item& it : group) {
+      const auto& list = routes[static_cast<size_t>(it.e)];
+      for (int64_t i = 0; i < it.ne; ++i) {
+        const auto [t, wgt] = list[static_cast<size_t>(i)];
+        cpu::FastKernels().axpy_f32(wgt, &de[(it.base + i) * H], &m[t * H], H);
+      }
+    }
+    group.clear();
+  };
+  int64_t used = 0;
   for (size_t ex = 0; ex < routes.size(); ++ex) {
     const auto& list = routes[ex];
     if (list.empty()) continue;
-    // A token picks an expert at most once, so ne <= T rows fit the buffers.
     const int64_t ne = static_cast<int64_t>(list.size());
-    for (int64_t i = 0; i < ne; ++i) {
-      std::memcpy(&xe[i * H], &in[list[static_cast<size_t>(i)].first * H], sizeof(float) * H);
-    }
-    const auto e = static_cast<int64_t>(ex);
-    if (lw.fused_gate_up) {
-      MatMul(lw.gate_up_exps.Slice(e, 0, 2 * Ie), xe, H, ne, gu, 2 * Ie, &pool_);
-    } else {
-      MatMul(lw.gate_up_exps.Slice(e, 0, Ie), xe, H, ne, gu, 2 * Ie, &pool_);
-      MatMul(lw.up_exps.Slice(e, 0, Ie), xe, H, ne, gu + Ie, 2 * Ie, &pool_);
+    if (used + ne > cap) {
+      flush();
+      used = 0;
     }
     for (int64_t i = 0; i < ne; ++i) {
-      float* row = &gu[i * 2 * Ie];
-      cpu::GeluTanhMul(row, row + Ie, row, Ie);
+      std::memcpy(&xe[(used + i) * H], &in[list[static_cast<size_t>(i)].first * H],
+                  sizeof(float) * H);
     }
-    MatMul(lw.down_exps.Slice(e, 0, H), gu, 2 * Ie, ne, de, H, &pool_);
-    for (int64_t i = 0; i < ne; ++i) {
-      const auto [t, wgt] = list[static_cast<size_t>(i)];
-      cpu::FastKernels().axpy_f32(wgt, &de[i * H], &m[t * H], H);
-    }
+    group.push_back({static_cast<int64_t>(ex), used, ne});
+    used += ne;
   }
+  flush();
 }
 
 void CpuLayers::Embed(const int32_t* tokens, int64_t T) {

@@ -64,7 +64,8 @@ class CpuLayers {
 
   // The routed experts of MoE layer lw on inputs in [T x H] (already pre_ffw_norm_2-normed):
   // m[t] = sum of weight * expert(in[t]) over the experts routed to token t. Tokens are grouped
-  // by expert, so each expert's matrices are read once per call. m is [T x H], overwritten.
+  // by expert, so each expert's matrices are read once per call; several experts' row blocks
+  // share one parallel step. m is [T x H], overwritten.
   void Experts(const LayerWeights& lw, const float* in, const Routes& routes, int64_t T, float* m);
 
  private:
@@ -80,6 +81,7 @@ class CpuLayers {
   KvType kv_type_;
   EmbedScale embed_scale_;
   cpu::ThreadPool& pool_;
+  int64_t n_ubatch_ = 0;
   std::vector<float> arena_;
   // Parts of the arena (plan::HostScratchLayout's names); null when not in the layout.
   float *x_ = nullptr, *a_ = nullptr, *o_ = nullptr, *q_ = nullptr, *att_ = nullptr;

@@ -189,9 +189,11 @@ std::vector<ScratchBuffer> HostScratchLayout(const gguf::Gemma4Params& p, const 
     }
   }
   if (p.is_moe()) {
-    out.push_back({"moe_x", t * h * f});
-    out.push_back({"moe_gate_up", t * 2ull * p.expert_ffn_dim * f});
-    out.push_back({"moe_down", t * h * f});
+    // Slots of several experts are computed in one parallel step: rows for max(T, K) slots.
+    const uint64_t r = std::max<uint64_t>(t, p.n_expert_used);
+    out.push_back({"moe_x", r * h * f});
+    out.push_back({"moe_gate_up", r * 2ull * p.expert_ffn_dim * f});
+    out.push_back({"moe_down", r * h * f});
   }
   for (auto& b : out) b.bytes = AlignUp(b.bytes);
   return out;

@@ -104,7 +104,7 @@ uint64_t ScratchBytes(const gguf::Gemma4Params& p, const KvOptions& o,
 //     ffn_gate, ffn_up [T x widest ffn]; PLE: ple [T x L*P], ple_gate [T x P];
 //     MoE: moe_dense [T x H], router [T x E], moe_out [T x H], plus the expert buffers below;
 //   expert buffers (also alone, when the CPU runs only routed experts of GPU layers):
-//     moe_x [T x H], moe_gate_up [T x 2 Ie], moe_down [T x H].
+//     moe_x [R x H], moe_gate_up [R x 2 Ie], moe_down [R x H], R = max(T, K) routed slots.
 // Not counted: per-worker rows (attention scores of up to n_ctx floats, one PLE table row per
 // task) and the routing lists (T x K entries).
 std::vector<ScratchBuffer> HostScratchLayout(const gguf::Gemma4Params& p, const KvOptions& o,
