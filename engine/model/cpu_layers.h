@@ -52,6 +52,10 @@ class CpuLayers {
   // The hidden state [T x H] and (PLE models) the per-layer inputs [T x L*P].
   float* x() const { return x_; }
   float* ple() const { return ple_; }
+  // K and V rows [T x n_head_kv * head_dim] the last RunLayer wrote into the cache (after the
+  // norms and RoPE, before f16 rounding); meaningful only when that layer owns its KV.
+  const float* k() const { return k_; }
+  const float* v() const { return v_; }
 
   // x = embedding rows x sqrt(H); PLE models also compute the per-layer inputs (§2.0). Token ids
   // must be valid (the caller checks them); 1 <= T <= n_ubatch.

@@ -170,6 +170,10 @@ struct VulkanBackend::Impl {
   uint32_t n_host = 0;
   std::vector<bool> host_experts;
   bool any_host_experts = false;
+  // Per layer: a host layer whose KV a GPU layer shares; its K/V rows cross in kv_in (at
+  // kv_in_off[il]: K, then V one aligned [n_ubatch x row] part later) into a GPU copy of its cache.
+  std::vector<bool> mirror;
+  std::vector<uint64_t> kv_in_off;
   std::unique_ptr<cpu::ThreadPool> pool;  // before cpu, which uses it
   std::unique_ptr<CpuLayers> cpu;
   // GARNET_VULKAN_STATS set: one stderr line per pass (dispatches, barriers, host times).
@@ -490,6 +494,14 @@ Status VulkanBackend::Impl::Init(const gguf::Model& model) {
     scratch_bytes += place_bytes[i];
   }
   for (const auto& b : layout) regions[b.name].buf = bufs[static_cast<int>(b.place)];
+  // kv_in parts in plan::ScratchLayout's order: every donor layer, K then V.
+  kv_in_off.assign(p.n_layer, 0);
+  uint64_t kv_in = 0;
+  for (uint32_t il = 0; il < p.n_layer; ++il) {
+    if (!plan::IsKvDonor(p, il)) continue;
+    kv_in_off[il] = kv_in;
+    kv_in += 2 * AlignUp(uint64_t{kvo.n_ubatch} * plan::KvRowBytes(p, il, plan::KvType::kF32));
+  }
 
   // KV geometry.
   kv = std::make_shared<KvPool>();
@@ -503,7 +515,7 @@ Status VulkanBackend::Impl::Init(const gguf::Model& model) {
     for (uint32_t il = 0; il < n_host; ++il) kv->host_kv_layers[il] = true;
   }
   for (uint32_t il = 0; il < p.n_layer; ++il) {
-    const uint32_t cells = il < n_host ? 0 : plan::KvCells(p, il, kvo);
+    const uint32_t cells = il < n_host && !mirror[il] ? 0 : plan::KvCells(p, il, kvo);
     const uint64_t row = plan::KvRowBytes(p, il, plan::KvType::kF16);
     kv->cells.push_back(cells);
     kv->row_bytes.push_back(row);
@@ -623,18 +635,12 @@ Result<std::unique_ptr<VulkanBackend>> VulkanBackend::Create(const gguf::Model* 
     impl->host_experts[il] = true;
     impl->any_host_experts = true;
   }
+  // Host donors whose cache a GPU layer shares get a copy of that cache on the GPU.
+  impl->mirror.assign(L, false);
   for (uint32_t il = impl->n_host; il < L; ++il) {
-    const auto& ly = params->layers[il];
-    if (!ly.owns_kv() && ly.kv_source >= 0 && static_cast<uint32_t>(ly.kv_source) < impl->n_host) {
-      return Status::FailedPrecondition(
-          "vulkan backend", "layer " + std::to_string(il) + " (GPU) shares the KV cache of layer " +
-                                std::to_string(ly.kv_source) +
-                                " (host); a placement must keep a KV-sharing layer's donor on "
-                                "the GPU too");
-    }
+    const int32_t src = params->layers[il].kv_source;
+    if (src >= 0 && static_cast<uint32_t>(src) < impl->n_host) impl->mirror[src] = true;
   }
-  impl->print_stats =
-      std::getenv("GARNET_VULKAN_STATS") != nullptr;  // NOLINT(concurrency-mt-unsafe)
   if (device != nullptr) {
     impl->dev = std::move(device);
   } else {
@@ -1140,6 +1146,32 @@ Status VulkanBackend::Impl::RecordLayers(const Row* rows, uint32_t T) {
       run_len.push_back(1);
     }
   }
+  // Host donors' new K/V into their GPU copies (the GPU rounds to f16 exactly as the CPU did).
+  for (uint32_t il = 0; il < n_host; ++il) {
+    if (!mirror[il]) continue;
+    const gguf::Gemma4Layer& ly = p.layers[il];
+    const uint32_t nkv = ly.n_head_kv * ly.head_dim;
+    const Region &in = R("kv_in"), &apos = R("attn_pos");
+    const uint64_t k_off = kv_in_off[il];
+    const uint64_t v_off = k_off + AlignUp(uint64_t{kvo.n_ubatch} * nkv * 4);
+    uint64_t pos_off = 0;
+    for (size_t r = 0; r < run_start.size(); ++r) {
+      const uint32_t t0 = static_cast<uint32_t>(run_start[r]), n = run_len[r];
+      const VulkanSequence* seq = rows[t0].seq;
+      vk::KvStoreShape ks;
+      ks.head_dim = ly.head_dim;
+      ks.n_kv_heads = ly.n_head_kv;
+      ks.n_tokens = n;
+      ks.ring_size = seq->pool()->cells[il];
+      const uint64_t at = uint64_t{t0} * nkv * 4, len = uint64_t{n} * nkv * 4;
+      GARNET_RETURN_IF_ERROR(vk::KvStore(*dev, *rec, ks, in.sub(k_off + at, len),
+                                         in.sub(v_off + at, len),
+                                         apos.sub(pos_off, uint64_t{n} * 4),
+                                         seq->K(static_cast<int>(il)), seq->V(static_cast<int>(il)))
+                                 .WithContext("KV copy of host layer " + std::to_string(il)));
+      pos_off += AlignUp(uint64_t{n} * 4);
+    }
+  }
   for (int il = static_cast<int>(n_host); il < static_cast<int>(p.n_layer); ++il) {
     GARNET_RETURN_IF_ERROR(
         RecordLayer(il, rows, T, run_start, run_len).WithContext("layer " + std::to_string(il)));
@@ -1197,7 +1229,14 @@ Status VulkanBackend::Impl::Run(const int32_t* tokens, const Row* rows, uint32_t
     std::vector<CpuLayers::Row> crows(T);
     for (uint32_t t = 0; t < T; ++t) crows[t] = {rows[t].seq->host_kv(), rows[t].pos};
     cpu->Embed(tokens, T);
-    for (uint32_t il = 0; il < n_host; ++il) cpu->RunLayer(static_cast<int>(il), crows.data(), T);
+    for (uint32_t il = 0; il < n_host; ++il) {
+      cpu->RunLayer(static_cast<int>(il), crows.data(), T);
+      if (!mirror[il]) continue;
+      const uint64_t row = plan::KvRowBytes(p, il, plan::KvType::kF32);
+      uint8_t* dst = up + R("kv_in").off + kv_in_off[il];
+      std::memcpy(dst, cpu->k(), uint64_t{T} * row);
+      std::memcpy(dst + AlignUp(uint64_t{kvo.n_ubatch} * row), cpu->v(), uint64_t{T} * row);
+    }
     std::memcpy(up + R("hidden_in").off, cpu->x(), uint64_t{T} * p.n_embd * 4);
     if (p.has_ple()) {
       std::memcpy(up + R("ple_rows").off, cpu->ple(),

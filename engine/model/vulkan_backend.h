@@ -24,7 +24,8 @@
 // dense branch, the routing and the expert input norm, the pass is submitted and waited for, the
 // CPU runs the routed experts on the read-back rows and the combined output is uploaded into
 // the next command buffer (one sync per such layer per pass). Only the tensors the GPU runs are
-// uploaded. A GPU layer that shares the KV of a host layer is refused (FailedPrecondition).
+// uploaded. A host layer whose KV a GPU layer shares (E2B/E4B donors) keeps its cache on the
+// host and a copy on the GPU: its new K/V rows cross with the hidden state and are stored there.
 //
 // A forward pass is one command buffer: every layer of every token of the micro-batch is
 // recorded, submitted once and waited for. Prefill uses tiled matmuls, T == 1 matvecs; MoE

@@ -55,6 +55,13 @@ uint64_t HostKvLayerBytes(const gguf::Gemma4Params& p, uint32_t il, const KvOpti
   return 2ull * KvCells(p, il, o) * o.n_seq * KvRowBytes(p, il, o.type);
 }
 
+bool IsKvDonor(const gguf::Gemma4Params& p, uint32_t il) {
+  for (const auto& l : p.layers) {
+    if (l.kv_source >= 0 && static_cast<uint32_t>(l.kv_source) == il) return true;
+  }
+  return false;
+}
+
 uint64_t KvTotalBytes(const gguf::Gemma4Params& p, const KvOptions& o) {
   uint64_t total = 0;
   for (uint32_t il = 0; il < p.n_layer; ++il) total += KvLayerBytes(p, il, o);
@@ -139,7 +146,14 @@ std::vector<ScratchBuffer> ScratchLayout(const gguf::Gemma4Params& p, const KvOp
   out.push_back({"attn_pos", t * kBufferAlign, kUp});
   if (p.has_ple()) out.push_back({"ple_rows", t * lp * f, kUp});
   out.push_back({"logits_out", rows * p.n_vocab * f, ScratchPlace::kHostReadback});
-  if (so.from_host) out.push_back({"hidden_in", t * p.n_embd * f, kUp});
+  if (so.from_host) {
+    out.push_back({"hidden_in", t * p.n_embd * f, kUp});
+    uint64_t kv_in = 0;
+    for (uint32_t il = 0; il < p.layers.size(); ++il) {
+      if (IsKvDonor(p, il)) kv_in += 2 * AlignUp(t * KvRowBytes(p, il, KvType::kF32));
+    }
+    if (kv_in > 0) out.push_back({"kv_in", kv_in, kUp});
+  }
   if (so.host_experts && p.is_moe()) {
     constexpr auto kRb = ScratchPlace::kHostReadback;
     out.push_back({"moe_x_out", t * p.n_embd * f, kRb});

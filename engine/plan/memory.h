@@ -42,6 +42,8 @@ uint64_t KvRowBytes(const gguf::Gemma4Params& p, uint32_t il, KvType type);
 // Bytes of layer il's K and V for all sequences (0 for a KV-shared layer).
 uint64_t KvLayerBytes(const gguf::Gemma4Params& p, uint32_t il, const KvOptions& o);
 uint64_t KvTotalBytes(const gguf::Gemma4Params& p, const KvOptions& o);
+// Whether some KV-sharing layer reads layer il's cache.
+bool IsKvDonor(const gguf::Gemma4Params& p, uint32_t il);
 // The same for a layer whose cache lives in host memory (the CPU's model::KvCache: one
 // allocation per sequence, K and V each exactly cells * row bytes, no alignment padding).
 uint64_t HostKvLayerBytes(const gguf::Gemma4Params& p, uint32_t il, const KvOptions& o);
@@ -84,7 +86,10 @@ uint32_t AttentionMaxKeys(const gguf::Gemma4Params& p, uint32_t il, const KvOpti
 //
 // Mixed GPU/CPU placements add host-visible buffers where activations cross (ScratchOptions):
 //   from_host (the lowest layers run on the CPU): hidden_in [T x H] upload (the hidden state
-//     after the host layers; ple_rows then carries the finished per-layer inputs);
+//     after the host layers; ple_rows then carries the finished per-layer inputs); for models
+//     with KV sharing also kv_in, the K then V rows [T x n_head_kv * head_dim] of every donor
+//     layer (each part rounded up to kBufferAlign), so that a host donor's new K/V reach the
+//     copy of its cache on the GPU where its sharers run;
 //   host_experts (some GPU layer keeps its experts on the host): moe_x_out [T x H] (the expert
 //     input), moe_ids_out (int32) and moe_weights_out [T x K] read back, moe_out_in [T x H]
 //     upload (the weighted sum of the routed experts computed on the CPU).

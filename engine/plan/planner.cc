@@ -122,6 +122,18 @@ std::vector<DeviceUse> Account(const ModelShape& shape, const WeightSums& w, con
     d[dev].use.kv +=
         dev == host ? HostKvLayerBytes(shape.params, il, kv) : KvLayerBytes(shape.params, il, kv);
   }
+  // A GPU layer that shares the KV of a layer on another device reads a copy of that cache on
+  // its own GPU (the donor's device writes both), once per donor and GPU.
+  std::vector<bool> mirrored(static_cast<size_t>(n_dev) * shape.params.n_layer, false);
+  for (uint32_t il = 0; il < shape.params.n_layer; ++il) {
+    const int dev = pl.layer_device[il];
+    const int32_t src = shape.params.layers[il].kv_source;
+    if (dev == host || src < 0 || pl.layer_device[static_cast<size_t>(src)] == dev) continue;
+    const size_t key = static_cast<size_t>(dev) * shape.params.n_layer + static_cast<size_t>(src);
+    if (mirrored[key]) continue;
+    mirrored[key] = true;
+    d[dev].use.kv += KvLayerBytes(shape.params, static_cast<uint32_t>(src), kv);
+  }
   // A GPU's scratch gains upload/readback buffers where activations cross: the GPU that takes
   // over from host layers (from_host), and any GPU with layers whose experts run on the host.
   std::vector<bool> from_host(n_dev, false), host_experts(n_dev, false);
@@ -188,23 +200,6 @@ void SplitLayers(uint32_t n_layer, uint32_t n_gpu, const Inventory& inv, const P
   pl->output_device = n_layer ? pl->layer_device[n_layer - 1] : host;
 }
 
-// The largest count <= n_gpu of top layers that can run on the GPUs while the rest run on the
-// host: a KV-sharing layer reads its donor's cache, so a GPU layer's donor must be on the GPU too
-// (the engine does not mirror a host cache to the GPU). E.g. E2B (donors 13/14, layers 15..34
-// share) can run 0 or >= 22 layers on the GPU.
-uint32_t ValidGpuLayers(const gguf::Gemma4Params& p, uint32_t n_gpu) {
-  for (; n_gpu > 0; --n_gpu) {
-    const uint32_t first = p.n_layer - n_gpu;
-    bool ok = true;
-    for (uint32_t il = first; il < p.n_layer && ok; ++il) {
-      const int32_t src = p.layers[il].kv_source;
-      ok = src < 0 || static_cast<uint32_t>(src) >= first;
-    }
-    if (ok) break;
-  }
-  return n_gpu;
-}
-
 uint32_t MaxContext(const ModelShape& shape, const WeightSums& w, KvOptions kv,
                     const Inventory& inv, const Policy& policy, const Placement& pl) {
   uint32_t lo = 0, hi = shape.params.context_length;
@@ -257,7 +252,6 @@ Outcome Place(const ModelShape& shape, const WeightSums& w, const KvOptions& kv,
   pl.experts_on_host.assign(p.n_layer, false);
   uint32_t n_gpu = o.cpu_only ? 0 : p.n_layer;
   if (policy.mode == PolicyMode::kGpuLayers) n_gpu = policy.gpu_layers;
-  n_gpu = ValidGpuLayers(p, n_gpu);
   SplitLayers(p.n_layer, n_gpu, inv, policy, &pl);
   if (p.is_moe() && (o.cpu_only || policy.mode == PolicyMode::kExpertsOnHost)) {
     pl.experts_on_host.assign(p.n_layer, true);
@@ -281,7 +275,7 @@ Outcome Place(const ModelShape& shape, const WeightSums& w, const KvOptions& kv,
   }
   // 2. Whole layers: fewer layers on the GPUs until every GPU fits.
   while (!GpusFit(o.use) && n_gpu > 0) {
-    n_gpu = ValidGpuLayers(p, n_gpu - 1);
+    --n_gpu;
     o.moved_layers = true;
     SplitLayers(p.n_layer, n_gpu, inv, policy, &pl);
     o.use = Account(shape, w, kv, scratch, inv, policy, pl);
@@ -425,12 +419,6 @@ Result<Plan> MakePlan(const ModelShape& shape, const KvOptions& kv, const Invent
       why << "; " << plan.policy_max_ctx << " with more offload";
     }
     why << ")";
-  }
-  if (policy.mode == PolicyMode::kGpuLayers && !o.cpu_only &&
-      p.n_layer - plan.layers_on_host() != policy.gpu_layers) {
-    why << "; gpu_layers " << policy.gpu_layers << " lowered to "
-        << (p.n_layer - plan.layers_on_host())
-        << " (a layer sharing KV runs on its donor's device)";
   }
   plan.reason = why.str();
   return plan;
