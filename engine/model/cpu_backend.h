@@ -1,6 +1,7 @@
 // CPU backend: the Gemma 4 decoder on fp32 activations, weights used in place from the GGUF
 // mapping, multi-threaded matmuls (engine/cpu), batched prefill (a ubatch of tokens is one
-// matrix-matrix product per weight) and per-sequence KV caches (kv_cache.h).
+// matrix-matrix product per weight) and per-sequence KV caches (kv_cache.h). The layer math is
+// CpuLayers (cpu_layers.h), which the Vulkan backend also runs for layers placed on the host.
 //
 // Numerics (../shared/docs/gemma4.md §2): RMSNorm/softmax reductions in double, fp32 elsewhere;
 // embedding scale sqrt(H) in fp32 (llama.cpp's convention and what transformers computes for an
@@ -12,12 +13,11 @@
 #include "engine/cpu/thread_pool.h"
 #include "engine/gguf/gemma4.h"
 #include "engine/model/backend.h"
+#include "engine/model/cpu_layers.h"
 #include "engine/model/kv_cache.h"
 #include "engine/model/weights.h"
 
 namespace garnet::model {
-
-enum class EmbedScale { kF32, kBf16 };
 
 struct CpuBackendOptions {
   int64_t n_ctx = 4096;
@@ -41,25 +41,21 @@ class CpuBackend final : public Backend {
   Status ForwardBatch(std::span<const BatchItem> items, float* logits) override;
 
   uint64_t KvBytesPerSequence() const;
+  // Bytes of the forward pass's scratch arena (plan::HostScratchBytes).
+  uint64_t scratch_bytes() const { return layers_->scratch_bytes(); }
 
  private:
   CpuBackend(const gguf::Gemma4Params* p, const ModelWeights* w, const CpuBackendOptions& o)
       : p_(*p), w_(*w), opt_(o), pool_(o.n_threads) {}
-  // Per batch row: the cache it reads/writes and its position.
-  struct Row {
-    KvCache* kv;
-    int64_t pos;
-  };
+  using Row = CpuLayers::Row;
   Status Run(const int32_t* tokens, const Row* rows, int64_t T, const int64_t* logit_rows,
              int64_t n_logits, float* logits);
-  void Attention(int il, const Row* rows, const float* q, int64_t T, float* out);
-  void DenseFfn(const LayerWeights& lw, int64_t ffn_dim, const float* in, int64_t T, float* out);
-  void MoeFfn(const LayerWeights& lw, int64_t ffn_dim, const float* h, int64_t T, float* out);
 
   const gguf::Gemma4Params& p_;
   const ModelWeights& w_;
   CpuBackendOptions opt_;
   cpu::ThreadPool pool_;
+  std::unique_ptr<CpuLayers> layers_;  // its scratch: plan::HostScratchLayout(.., layers=true)
 };
 
 }  // namespace garnet::model

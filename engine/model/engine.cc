@@ -7,6 +7,8 @@
 #include "engine/model/chat.h"
 #if GARNET_HAVE_VULKAN
 #include "engine/model/vulkan_backend.h"
+#include "engine/vulkan/device.h"
+#include "engine/vulkan/inventory.h"
 #endif
 #include "engine/tokenizer/tokenizer.h"
 
@@ -92,17 +94,7 @@ Result<std::unique_ptr<Engine>> Engine::OpenParts(const std::vector<std::string>
   e->options_.n_ubatch = std::min(options.n_ubatch, ctx);
 #if GARNET_HAVE_VULKAN
   if (options.backend == "vulkan") {
-    model::VulkanBackendOptions vo;
-    vo.n_ctx = ctx;
-    vo.n_ubatch = e->options_.n_ubatch;
-    vo.n_seq = options.n_seq;
-    vo.embed_scale = options.embed_scale;
-    vo.device = options.device;
-    vo.f16_matmul = options.f16_matmul;
-    GARNET_ASSIGN_OR_RETURN(auto backend, model::VulkanBackend::Create(e->model_.get(), &e->params_,
-                                                                       e->weights_.get(), vo));
-    e->kv_bytes_ = backend->KvBytesPerSequence();
-    e->backend_ = std::move(backend);
+    GARNET_RETURN_IF_ERROR(e->MakeVulkanBackend());
   }
 #endif
   if (!e->backend_) {
@@ -112,6 +104,63 @@ Result<std::unique_ptr<Engine>> Engine::OpenParts(const std::vector<std::string>
     GARNET_ASSIGN_OR_RETURN(e->tokenizer_, tok::Tokenizer::FromGguf(*e->model_));
   }
   return e;
+}
+
+Status Engine::MakeVulkanBackend() {
+#if GARNET_HAVE_VULKAN
+  GARNET_ASSIGN_OR_RETURN(auto instance, vk::Instance::Create());
+  vk::DeviceOptions dopt;
+  dopt.selector = options_.device;
+  GARNET_ASSIGN_OR_RETURN(std::unique_ptr<vk::Device> owned,
+                          vk::Device::Create(std::move(instance), dopt));
+  std::shared_ptr<vk::Device> dev(std::move(owned));
+  device_ = dev;
+  if (options_.plan) {
+    plan_ = *options_.plan;
+  } else {
+    GARNET_ASSIGN_OR_RETURN(plan::ModelShape shape, plan::ShapeFromModel(*model_));
+    plan::KvOptions kv;
+    kv.n_ctx = static_cast<uint32_t>(options_.n_ctx);
+    kv.n_ubatch = static_cast<uint32_t>(options_.n_ubatch);
+    kv.n_seq = static_cast<uint32_t>(options_.n_seq);
+    kv.type = plan::KvType::kF16;
+    plan::Inventory inv;
+    if (options_.inventory) {
+      inv = *options_.inventory;
+    } else {
+      vk::InventoryOptions io;
+      io.include_cpu = true;  // the device the user selected, whatever its type
+      const vk::DeviceInfo info = dev->info();
+      inv.gpus = vk::InventoryFromDevices(std::span<const vk::DeviceInfo>(&info, 1), io);
+      GARNET_ASSIGN_OR_RETURN(inv.host, plan::HostInventory());
+    }
+    GARNET_ASSIGN_OR_RETURN(plan::Plan pl, plan::MakePlan(shape, kv, inv, options_.policy));
+    if (pl.verdict == plan::Verdict::kDoesNotFit) {
+      return Status::ResourceExhausted("engine", "no placement fits: " + pl.reason);
+    }
+    plan_ = std::move(pl);
+  }
+  model::VulkanBackendOptions vo;
+  vo.n_ctx = options_.n_ctx;
+  vo.n_ubatch = options_.n_ubatch;
+  vo.n_seq = options_.n_seq;
+  vo.embed_scale = options_.embed_scale;
+  vo.device = options_.device;
+  vo.f16_matmul = options_.f16_matmul;
+  vo.n_threads = options_.n_threads;
+  GARNET_RETURN_IF_ERROR(model::PlacementFromPlan(*plan_, params_, &vo));
+  if (std::all_of(vo.host_layers.begin(), vo.host_layers.end(), [](bool h) { return h; })) {
+    device_.reset();  // nothing on the GPU: the CPU backend, KV f16 as planned
+    return MakeCpuBackend();
+  }
+  GARNET_ASSIGN_OR_RETURN(
+      auto backend, model::VulkanBackend::Create(model_.get(), &params_, weights_.get(), vo, dev));
+  kv_bytes_ = backend->KvBytesPerSequence();
+  backend_ = std::move(backend);
+  return Status::OK();
+#else
+  return Status::Unavailable("engine", "this build has no Vulkan backend");
+#endif
 }
 
 Status Engine::MakeCpuBackend() {

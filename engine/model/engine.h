@@ -18,6 +18,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -27,6 +28,7 @@
 #include "engine/gguf/gemma4.h"
 #include "engine/model/cpu_backend.h"
 #include "engine/model/sampler.h"
+#include "engine/plan/planner.h"
 
 namespace garnet::gguf {
 class Model;
@@ -56,6 +58,17 @@ struct EngineOptions {
   int64_t n_seq = 1;
   // Vulkan: tensor-core prefill with f16 inputs (see model::VulkanBackendOptions::f16_matmul).
   bool f16_matmul = false;
+  // Vulkan: where layers and experts run (engine/plan). A ready `plan` (e.g. the daemon's) is
+  // used as given: its layer_device / experts_on_host for the selected device (GPU index 0 of
+  // the plan), the host last. Otherwise the engine plans `policy` for n_ctx x n_seq (ubatch,
+  // KV f16) against `inventory` when set, else the selected device and this machine's RAM, and
+  // refuses with ResourceExhausted (the plan's reason) when the policy finds nothing that fits.
+  // Layers the plan puts on the host run on the CPU inside the same forward pass, experts on the
+  // host are computed on the CPU for the tokens routed to them; a plan with every layer on the
+  // host opens the CPU backend. Plans over several GPUs are refused (Unimplemented) for now.
+  plan::Policy policy;
+  std::optional<plan::Inventory> inventory;
+  std::optional<plan::Plan> plan;
 };
 
 struct Timing {
@@ -133,6 +146,8 @@ class Engine {
   const tok::Tokenizer* tokenizer() const { return tokenizer_.get(); }
   std::string_view backend_name() const;
   uint64_t KvBytesPerSequence() const;
+  // The placement the Vulkan engine runs (null for backend "cpu").
+  const plan::Plan* plan() const { return plan_ ? &*plan_ : nullptr; }
 
   // A new empty sequence. ResourceExhausted when its KV cache cannot be allocated.
   Result<std::unique_ptr<Sequence>> NewSequence();
@@ -170,9 +185,12 @@ class Engine {
  private:
   Engine() = default;
   Status MakeCpuBackend();
+  Status MakeVulkanBackend();
   std::unique_ptr<gguf::Model> model_;
   gguf::Gemma4Params params_;
   std::unique_ptr<model::ModelWeights> weights_;
+  std::shared_ptr<void> device_;  // the Vulkan device (type-erased): outlives backend_
+  std::optional<plan::Plan> plan_;
   std::unique_ptr<model::Backend> backend_;
   std::unique_ptr<tok::Tokenizer> tokenizer_;
   EngineOptions options_;

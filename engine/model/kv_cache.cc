@@ -18,10 +18,11 @@ int64_t ElemBytes(KvType t) {
 }  // namespace
 
 uint64_t KvCache::Bytes(const gguf::Gemma4Params& p, int64_t n_ctx, int64_t n_ubatch, KvType type,
-                        bool swa_full) {
+                        bool swa_full, const std::vector<bool>& only) {
   uint64_t total = 0;
-  for (const auto& ly : p.layers) {
-    if (!ly.owns_kv()) continue;
+  for (size_t il = 0; il < p.layers.size(); ++il) {
+    const auto& ly = p.layers[il];
+    if (!ly.owns_kv() || (!only.empty() && (il >= only.size() || !only[il]))) continue;
     total += 2ull * static_cast<uint64_t>(SlotsFor(p, ly, n_ctx, n_ubatch, swa_full)) *
              ly.n_head_kv * ly.head_dim * static_cast<uint64_t>(ElemBytes(type));
   }
@@ -29,7 +30,7 @@ uint64_t KvCache::Bytes(const gguf::Gemma4Params& p, int64_t n_ctx, int64_t n_ub
 }
 
 Result<KvCache> KvCache::Create(const gguf::Gemma4Params& p, int64_t n_ctx, int64_t n_ubatch,
-                                KvType type, bool swa_full) {
+                                KvType type, bool swa_full, const std::vector<bool>& only) {
   if (n_ctx <= 0 || n_ubatch <= 0) {
     return Status::InvalidArgument("kv cache", "context and ubatch must be positive");
   }
@@ -41,7 +42,7 @@ Result<KvCache> KvCache::Create(const gguf::Gemma4Params& p, int64_t n_ctx, int6
   for (size_t il = 0; il < p.layers.size(); ++il) {
     const auto& ly = p.layers[il];
     c.owner_[il] = ly.owns_kv() ? static_cast<int>(il) : ly.kv_source;
-    if (!ly.owns_kv()) continue;
+    if (!ly.owns_kv() || (!only.empty() && (il >= only.size() || !only[il]))) continue;
     Layer& l = c.layers_[il];
     l.slots = SlotsFor(p, ly, n_ctx, n_ubatch, swa_full);
     l.head_dim = ly.head_dim;

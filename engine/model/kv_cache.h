@@ -28,12 +28,15 @@ enum class KvType { kF32, kF16 };
 class KvCache {
  public:
   // swa_full: sliding layers keep every position like full layers (a test oracle for the ring).
+  // only: when non-empty (n_layer entries), storage only for the owning layers marked true (the
+  // host layers of a mixed GPU/CPU placement); the others must not be accessed.
   // ResourceExhausted when the allocation fails.
   static Result<KvCache> Create(const gguf::Gemma4Params& params, int64_t n_ctx, int64_t n_ubatch,
-                                KvType type, bool swa_full = false);
+                                KvType type, bool swa_full = false,
+                                const std::vector<bool>& only = {});
   // Bytes the cache of these parameters takes (what Create allocates).
   static uint64_t Bytes(const gguf::Gemma4Params& params, int64_t n_ctx, int64_t n_ubatch,
-                        KvType type, bool swa_full = false);
+                        KvType type, bool swa_full = false, const std::vector<bool>& only = {});
 
   KvType type() const { return type_; }
   int64_t n_ctx() const { return n_ctx_; }

@@ -12,7 +12,10 @@
 #include <mutex>
 #include <vector>
 
+#include "engine/cpu/thread_pool.h"
 #include "engine/gguf/gguf.h"
+#include "engine/model/cpu_layers.h"
+#include "engine/model/kv_cache.h"
 #include "engine/plan/memory.h"
 #include "engine/quant/fp16.h"
 #include "engine/vulkan/buffer.h"
@@ -81,13 +84,24 @@ struct KvPool {
   std::vector<uint32_t> cells;      // per layer (0: shared)
   std::vector<uint64_t> row_bytes;  // per layer: n_head_kv * head_dim * 2
   std::vector<uint64_t> half;       // per layer: bytes of the K (= V) part, aligned
+  // Host layers of a mixed placement: each sequence's KvCache for them.
+  std::atomic<uint64_t> host_bytes{0};
+  std::vector<bool> host_kv_layers;  // empty: no host layers
+  const gguf::Gemma4Params* params = nullptr;
+  int64_t n_ctx = 0, n_ubatch = 0;
 };
 
 class VulkanSequence final : public BackendSequence {
  public:
-  VulkanSequence(std::shared_ptr<KvPool> pool, KvBlock* block, uint32_t slot, uint64_t bytes)
-      : pool_(std::move(pool)), block_(block), slot_(slot), bytes_(bytes) {}
+  VulkanSequence(std::shared_ptr<KvPool> pool, KvBlock* block, uint32_t slot, uint64_t bytes,
+                 std::unique_ptr<KvCache> host_kv)
+      : pool_(std::move(pool)),
+        block_(block),
+        slot_(slot),
+        bytes_(bytes),
+        host_kv_(std::move(host_kv)) {}
   ~VulkanSequence() override {
+    if (host_kv_) pool_->host_bytes -= host_kv_->bytes();
     std::lock_guard<std::mutex> lock(pool_->mu);
     block_->used[slot_] = false;
     if (std::none_of(block_->used.begin(), block_->used.end(), [](bool u) { return u; })) {
@@ -101,7 +115,9 @@ class VulkanSequence final : public BackendSequence {
       }
     }
   }
-  uint64_t kv_bytes() const override { return bytes_; }
+  uint64_t kv_bytes() const override { return bytes_ + (host_kv_ ? host_kv_->bytes() : 0); }
+  // The host layers' cache (null without host layers).
+  KvCache* host_kv() const { return host_kv_.get(); }
 
   // This sequence's K or V cache of owning layer `il`.
   BufferRange K(int il) const {
@@ -119,6 +135,7 @@ class VulkanSequence final : public BackendSequence {
   KvBlock* block_;
   uint32_t slot_;
   uint64_t bytes_;
+  std::unique_ptr<KvCache> host_kv_;
 };
 
 std::string TensorError(const std::string& name, const std::string& what) {
@@ -149,6 +166,16 @@ struct VulkanBackend::Impl {
   std::shared_ptr<KvPool> kv;
   uint64_t weight_bytes = 0, scratch_bytes = 0, other_bytes = 0;
   uint32_t logit_rows = 1;  // per pass (n_seq)
+  // Mixed placement: layers [0, n_host) on the CPU; per layer, routed experts on the CPU.
+  uint32_t n_host = 0;
+  std::vector<bool> host_experts;
+  bool any_host_experts = false;
+  // Per layer: a host layer whose KV a GPU layer shares; its K/V rows cross in kv_in (at
+  // kv_in_off[il]: K, then V one aligned [n_ubatch x row] part later) into a GPU copy of its cache.
+  std::vector<bool> mirror;
+  std::vector<uint64_t> kv_in_off;
+  std::unique_ptr<cpu::ThreadPool> pool;  // before cpu, which uses it
+  std::unique_ptr<CpuLayers> cpu;
   // GARNET_VULKAN_STATS set: one stderr line per pass (dispatches, barriers, host times).
   bool print_stats = false;
 
@@ -160,6 +187,26 @@ struct VulkanBackend::Impl {
 
   Status Init(const gguf::Model& model);
   Status UploadWeights(const gguf::Model& model);
+  // Whether the placement puts this tensor on the GPU (as the planner's accounting does): not the
+  // PLE table, unused K/V, anything of a host layer, experts kept on the host, nor the PLE
+  // projection when the first layer (which it feeds) runs on the host.
+  bool OnGpu(const plan::WeightTensor& wt) const {
+    switch (wt.cls) {
+      case plan::TensorClass::kPleTable:
+      case plan::TensorClass::kUnused:
+        return false;
+      case plan::TensorClass::kLayer:
+        return wt.layer < 0 || static_cast<uint32_t>(wt.layer) >= n_host;
+      case plan::TensorClass::kExperts:
+        return wt.layer < 0 || (static_cast<uint32_t>(wt.layer) >= n_host &&
+                                !host_experts[static_cast<size_t>(wt.layer)]);
+      case plan::TensorClass::kGlobal:
+        return n_host == 0 || wt.name.rfind("per_layer_", 0) != 0;
+      case plan::TensorClass::kTokenEmbd:
+        return true;
+    }
+    return true;
+  }
   Result<WRef> Tensor(const std::string& name, bool required = true) const;
   Status Mul(const WRef& wt, uint32_t in, uint32_t out, uint32_t T, const BufferRange& x,
              const BufferRange& y);
@@ -182,7 +229,12 @@ struct VulkanBackend::Impl {
   Status RecordLayers(const Row* rows, uint32_t T);
   Status RecordLayer(int il, const Row* rows, uint32_t T, const std::vector<int64_t>& run_start,
                      const std::vector<uint32_t>& run_len);
-  Status RecordMoe(const LayerRefs& lr, uint32_t ffn_dim, uint32_t T);
+  Status RecordMoe(int il, const LayerRefs& lr, uint32_t ffn_dim, uint32_t T);
+  // Host experts of layer il: submits what is recorded, runs the routed experts on the CPU from
+  // the read-back rows and uploads their combined output into moe_out.
+  Status HostExperts(int il, uint32_t T);
+  // The routed experts on the GPU (MatmulId for prefill, MatvecId for decode) into moe_out.
+  Status RecordExperts(const LayerRefs& lr, uint32_t T);
   Status RecordHead(uint32_t T, uint32_t n_rows);
   Status Run(const int32_t* tokens, const Row* rows, uint32_t T,
              const std::vector<uint32_t>& logit_rows, float* logits);
@@ -211,7 +263,7 @@ Status VulkanBackend::Impl::UploadWeights(const gguf::Model& model) {
   std::vector<Item> items;
   std::vector<uint64_t> sizes;
   for (const auto& wt : all) {
-    if (wt.cls == plan::TensorClass::kPleTable || wt.cls == plan::TensorClass::kUnused) continue;
+    if (!OnGpu(wt)) continue;
     const gguf::TensorInfo* t = model.FindTensor(wt.name);
     if (t == nullptr || t->data == nullptr) {
       return Status::DataLoss("vulkan backend", TensorError(wt.name, "no data"));
@@ -304,13 +356,13 @@ Status VulkanBackend::Impl::Init(const gguf::Model& model) {
   };
   GARNET_RETURN_IF_ERROR(mat("token_embd.weight", &tok_embd));
   GARNET_RETURN_IF_ERROR(mat("output_norm.weight", &output_norm));
-  if (p.has_ple()) {
+  if (p.has_ple() && n_host == 0) {
     GARNET_RETURN_IF_ERROR(mat("per_layer_model_proj.weight", &ple_model_proj));
     GARNET_RETURN_IF_ERROR(mat("per_layer_proj_norm.weight", &ple_proj_norm));
   }
   layers.resize(p.layers.size());
   std::map<std::string, const vk::Buffer*> theta_by_key;
-  for (uint32_t il = 0; il < p.n_layer; ++il) {
+  for (uint32_t il = n_host; il < p.n_layer; ++il) {
     const auto& ly = p.layers[il];
     const LayerWeights& lw = w.layers[il];
     LayerRefs& lr = layers[il];
@@ -342,6 +394,8 @@ Status VulkanBackend::Impl::Init(const gguf::Model& model) {
       GARNET_RETURN_IF_ERROR(mat(n("pre_ffw_norm_2.weight"), &lr.pre_ffw_norm_2));
       GARNET_RETURN_IF_ERROR(mat(n("post_ffw_norm_1.weight"), &lr.post_ffw_norm_1));
       GARNET_RETURN_IF_ERROR(mat(n("post_ffw_norm_2.weight"), &lr.post_ffw_norm_2));
+    }
+    if (p.is_moe() && !host_experts[il]) {
       if (lw.fused_gate_up) {
         GARNET_RETURN_IF_ERROR(mat(n("ffn_gate_up_exps.weight"), &lr.gate_up_exps));
       } else {
@@ -419,7 +473,7 @@ Status VulkanBackend::Impl::Init(const gguf::Model& model) {
   }
 
   // Scratch: plan::ScratchLayout, one buffer per place, parts at aligned offsets.
-  const auto layout = plan::ScratchLayout(p, kvo);
+  const auto layout = plan::ScratchLayout(p, kvo, {n_host > 0, any_host_experts});
   uint64_t place_bytes[3] = {0, 0, 0};
   for (const auto& b : layout) {
     Region r;
@@ -440,13 +494,28 @@ Status VulkanBackend::Impl::Init(const gguf::Model& model) {
     scratch_bytes += place_bytes[i];
   }
   for (const auto& b : layout) regions[b.name].buf = bufs[static_cast<int>(b.place)];
+  // kv_in parts in plan::ScratchLayout's order: every donor layer, K then V.
+  kv_in_off.assign(p.n_layer, 0);
+  uint64_t kv_in = 0;
+  for (uint32_t il = 0; il < p.n_layer; ++il) {
+    if (!plan::IsKvDonor(p, il)) continue;
+    kv_in_off[il] = kv_in;
+    kv_in += 2 * AlignUp(uint64_t{kvo.n_ubatch} * plan::KvRowBytes(p, il, plan::KvType::kF32));
+  }
 
   // KV geometry.
   kv = std::make_shared<KvPool>();
   kv->dev = dev;
   kv->n_seq = kvo.n_seq;
+  kv->params = &p;
+  kv->n_ctx = opt.n_ctx;
+  kv->n_ubatch = opt.n_ubatch;
+  if (n_host > 0) {
+    kv->host_kv_layers.assign(p.n_layer, false);
+    for (uint32_t il = 0; il < n_host; ++il) kv->host_kv_layers[il] = true;
+  }
   for (uint32_t il = 0; il < p.n_layer; ++il) {
-    const uint32_t cells = plan::KvCells(p, il, kvo);
+    const uint32_t cells = il < n_host && !mirror[il] ? 0 : plan::KvCells(p, il, kvo);
     const uint64_t row = plan::KvRowBytes(p, il, plan::KvType::kF16);
     kv->cells.push_back(cells);
     kv->row_bytes.push_back(row);
@@ -462,6 +531,39 @@ Status VulkanBackend::Impl::Init(const gguf::Model& model) {
   }
   other_bytes += 256;  // the kernels' placeholder
   GARNET_ASSIGN_OR_RETURN(rec, vk::Recorder::Create(*dev));
+  if (n_host > 0 || any_host_experts) {
+    pool = std::make_unique<cpu::ThreadPool>(opt.n_threads);
+    GARNET_ASSIGN_OR_RETURN(cpu, CpuLayers::Create(&p, &w, opt.n_ubatch, n_host > 0, KvType::kF16,
+                                                   opt.embed_scale, pool.get()));
+  }
+  return Status::OK();
+}
+
+Status PlacementFromPlan(const plan::Plan& pl, const gguf::Gemma4Params& params,
+                         VulkanBackendOptions* o) {
+  const uint32_t L = params.n_layer;
+  const int host = pl.host_index();
+  if (pl.layer_device.size() != L ||
+      (!pl.experts_on_host.empty() && pl.experts_on_host.size() != L) || host < 0) {
+    return Status::InvalidArgument("placement", "the plan has " +
+                                                    std::to_string(pl.layer_device.size()) +
+                                                    " layers, the model " + std::to_string(L));
+  }
+  o->host_layers.assign(L, false);
+  o->host_experts.assign(L, false);
+  for (uint32_t il = 0; il < L; ++il) {
+    const int d = pl.layer_device[il];
+    if (d == host) {
+      o->host_layers[il] = true;
+    } else if (d != 0) {
+      return Status::Unimplemented(
+          "placement", "the plan spreads layers over several GPUs (layer " + std::to_string(il) +
+                           " on device " + std::to_string(d) +
+                           "); one GPU plus the host is supported");
+    }
+    o->host_experts[il] =
+        params.is_moe() && !pl.experts_on_host.empty() && pl.experts_on_host[il] && d != host;
+  }
   return Status::OK();
 }
 
@@ -473,6 +575,18 @@ Result<std::unique_ptr<VulkanBackend>> VulkanBackend::Create(const gguf::Model* 
                                                              const ModelWeights* weights,
                                                              const VulkanBackendOptions& options,
                                                              vk::Device* device) {
+  if (device == nullptr) {
+    return Create(model, params, weights, options, std::shared_ptr<vk::Device>());
+  }
+  return Create(model, params, weights, options,
+                std::shared_ptr<vk::Device>(device, [](vk::Device*) {}));
+}
+
+Result<std::unique_ptr<VulkanBackend>> VulkanBackend::Create(const gguf::Model* model,
+                                                             const gguf::Gemma4Params* params,
+                                                             const ModelWeights* weights,
+                                                             const VulkanBackendOptions& options,
+                                                             std::shared_ptr<vk::Device> device) {
   if (model == nullptr || params == nullptr || weights == nullptr) {
     return Status::InvalidArgument("vulkan backend", "no model");
   }
@@ -489,10 +603,46 @@ Result<std::unique_ptr<VulkanBackend>> VulkanBackend::Create(const gguf::Model* 
   impl->kvo.n_seq = static_cast<uint32_t>(options.n_seq);
   impl->kvo.type = plan::KvType::kF16;
   impl->logit_rows = static_cast<uint32_t>(options.n_seq);
-  impl->print_stats =
-      std::getenv("GARNET_VULKAN_STATS") != nullptr;  // NOLINT(concurrency-mt-unsafe)
+  // The placement: a prefix of host layers, experts on the host per GPU layer.
+  const uint32_t L = params->n_layer;
+  if ((!options.host_layers.empty() && options.host_layers.size() != L) ||
+      (!options.host_experts.empty() && options.host_experts.size() != L)) {
+    return Status::InvalidArgument("vulkan backend",
+                                   "placement vectors must have one entry per "
+                                   "layer (" +
+                                       std::to_string(L) + ")");
+  }
+  for (uint32_t il = 0; il < options.host_layers.size(); ++il) {
+    if (!options.host_layers[il]) continue;
+    if (il != impl->n_host) {
+      return Status::InvalidArgument(
+          "vulkan backend", "host layers must be the lowest ones (layer " + std::to_string(il) +
+                                " is on the host, layer " + std::to_string(impl->n_host) +
+                                " on the GPU)");
+    }
+    ++impl->n_host;
+  }
+  if (impl->n_host == L) {
+    return Status::InvalidArgument("vulkan backend",
+                                   "every layer is on the host: use the CPU backend");
+  }
+  impl->host_experts.assign(L, false);
+  for (uint32_t il = impl->n_host; il < options.host_experts.size(); ++il) {
+    if (!options.host_experts[il]) continue;
+    if (!params->is_moe()) {
+      return Status::InvalidArgument("vulkan backend", "experts on the host for a dense model");
+    }
+    impl->host_experts[il] = true;
+    impl->any_host_experts = true;
+  }
+  // Host donors whose cache a GPU layer shares get a copy of that cache on the GPU.
+  impl->mirror.assign(L, false);
+  for (uint32_t il = impl->n_host; il < L; ++il) {
+    const int32_t src = params->layers[il].kv_source;
+    if (src >= 0 && static_cast<uint32_t>(src) < impl->n_host) impl->mirror[src] = true;
+  }
   if (device != nullptr) {
-    impl->dev = std::shared_ptr<vk::Device>(device, [](vk::Device*) {});
+    impl->dev = std::move(device);
   } else {
     GARNET_ASSIGN_OR_RETURN(auto instance, vk::Instance::Create());
     vk::DeviceOptions dopt;
@@ -505,12 +655,21 @@ Result<std::unique_ptr<VulkanBackend>> VulkanBackend::Create(const gguf::Model* 
   return std::unique_ptr<VulkanBackend>(new VulkanBackend(std::move(impl)));
 }
 
-uint64_t VulkanBackend::KvBytesPerSequence() const {
+uint64_t VulkanBackend::GpuKvBytesPerSequence() const {
   uint64_t total = 0;
   for (size_t il = 0; il < impl_->kv->cells.size(); ++il) {
     total += 2ull * impl_->kv->cells[il] * impl_->kv->row_bytes[il];
   }
   return total;
+}
+
+uint64_t VulkanBackend::KvBytesPerSequence() const {
+  const KvPool& k = *impl_->kv;
+  const uint64_t host =
+      k.host_kv_layers.empty()
+          ? 0
+          : KvCache::Bytes(*k.params, k.n_ctx, k.n_ubatch, KvType::kF16, false, k.host_kv_layers);
+  return GpuKvBytesPerSequence() + host;
 }
 
 VulkanAllocation VulkanBackend::allocated() const {
@@ -519,6 +678,8 @@ VulkanAllocation VulkanBackend::allocated() const {
   a.kv = impl_->kv->bytes.load();
   a.scratch = impl_->scratch_bytes;
   a.other = impl_->other_bytes;
+  a.host_kv = impl_->kv->host_bytes.load();
+  a.host_scratch = impl_->cpu ? impl_->cpu->scratch_bytes() : 0;
   return a;
 }
 
@@ -563,9 +724,16 @@ Result<std::unique_ptr<BackendSequence>> VulkanBackend::NewSequence() {
     block = &pool.blocks.back();
     slot = 0;
   }
+  std::unique_ptr<KvCache> host_kv;
+  if (!pool.host_kv_layers.empty()) {
+    GARNET_ASSIGN_OR_RETURN(KvCache c, KvCache::Create(*pool.params, pool.n_ctx, pool.n_ubatch,
+                                                       KvType::kF16, false, pool.host_kv_layers));
+    host_kv = std::make_unique<KvCache>(std::move(c));
+    pool.host_bytes += host_kv->bytes();
+  }
   block->used[slot] = true;
   return std::unique_ptr<BackendSequence>(
-      new VulkanSequence(impl_->kv, block, slot, KvBytesPerSequence()));
+      new VulkanSequence(impl_->kv, block, slot, GpuKvBytesPerSequence(), std::move(host_kv)));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -647,13 +815,11 @@ Status VulkanBackend::Impl::Add(uint32_t n, const BufferRange& x, const BufferRa
   return kern->Binary(*rec, vk::Kernels::BinaryOp::kAdd, n, n, 1.0f, x, b, x);
 }
 
-Status VulkanBackend::Impl::RecordMoe(const LayerRefs& lr, uint32_t I, uint32_t T) {
-  const uint32_t H = p.n_embd, E = p.n_expert, K = p.n_expert_used, Ie = p.expert_ffn_dim;
-  const uint32_t TK = T * K;
+Status VulkanBackend::Impl::RecordMoe(int il, const LayerRefs& lr, uint32_t I, uint32_t T) {
+  const uint32_t H = p.n_embd, E = p.n_expert, K = p.n_expert_used;
   const Region &hidden = R("hidden"), &norm = R("norm"), &branch = R("branch");
   const Region &gate = R("ffn_gate"), &up = R("ffn_up"), &router = R("router");
-  const Region &ids = R("moe_ids"), &wts = R("moe_weights");
-  const Region &gu = R("moe_gate_up"), &down = R("moe_down"), &mo = R("moe_out");
+  const Region &ids = R("moe_ids"), &wts = R("moe_weights"), &mo = R("moe_out");
   // Recorded in dependency stages so independent dispatches share a barrier interval:
   // (dense gate*up, router logits, expert input norm), (dense down, routing), (post norm, ...).
   // Dense branch: post_ffw_norm_1(mlp(ffn_norm(h))). Router: W_r . (rmsnorm(h) * router_scale *
@@ -668,6 +834,55 @@ Status VulkanBackend::Impl::RecordMoe(const LayerRefs& lr, uint32_t I, uint32_t 
   GARNET_RETURN_IF_ERROR(kern->MoeRoute(
       *rec, E, K, T, router.r(), lr.expert_scale.present() ? &es : nullptr, ids.r(), wts.r()));
   GARNET_RETURN_IF_ERROR(RmsNorm(H, T, branch.r(), &lr.post_ffw_norm_1, branch.r()));
+  if (host_experts[static_cast<size_t>(il)]) {
+    GARNET_RETURN_IF_ERROR(HostExperts(il, T));
+  } else {
+    GARNET_RETURN_IF_ERROR(RecordExperts(lr, T));
+  }
+  GARNET_RETURN_IF_ERROR(RmsNorm(H, T, mo.r(), &lr.post_ffw_norm_2, mo.r()));
+  // post_ffw_norm(dense + experts), added to the residual by the caller.
+  GARNET_RETURN_IF_ERROR(kern->Binary(*rec, vk::Kernels::BinaryOp::kAdd, T * H, T * H, 1.0f,
+                                      branch.r(), mo.r(), branch.r()));
+  return RmsNorm(H, T, branch.r(), &lr.post_ffw_norm, branch.r());
+}
+
+Status VulkanBackend::Impl::HostExperts(int il, uint32_t T) {
+  const uint32_t H = p.n_embd, E = p.n_expert, K = p.n_expert_used;
+  const Region &norm = R("norm"), &ids = R("moe_ids"), &wts = R("moe_weights"), &mo = R("moe_out");
+  const Region &x_out = R("moe_x_out"), &ids_out = R("moe_ids_out");
+  const Region &wts_out = R("moe_weights_out"), &in = R("moe_out_in");
+  const uint64_t row_bytes = uint64_t{T} * H * 4, slot_bytes = uint64_t{T} * K * 4;
+  GARNET_RETURN_IF_ERROR(rec->Copy(*norm.buf, norm.off, *x_out.buf, x_out.off, row_bytes));
+  GARNET_RETURN_IF_ERROR(rec->Copy(*ids.buf, ids.off, *ids_out.buf, ids_out.off, slot_bytes));
+  GARNET_RETURN_IF_ERROR(rec->Copy(*wts.buf, wts.off, *wts_out.buf, wts_out.off, slot_bytes));
+  GARNET_RETURN_IF_ERROR(rec->SubmitAndWait());
+  GARNET_RETURN_IF_ERROR(scratch_rb.InvalidateForHostReads(0, scratch_rb.size()));
+  const uint8_t* rb = scratch_rb.mapped();
+  const auto* id = reinterpret_cast<const int32_t*>(rb + ids_out.off);
+  const auto* wt = reinterpret_cast<const float*>(rb + wts_out.off);
+  CpuLayers::Routes routes(E);
+  for (uint32_t t = 0; t < T; ++t) {
+    for (uint32_t i = 0; i < K; ++i) {
+      const int32_t e = id[uint64_t{t} * K + i];
+      if (e < 0 || static_cast<uint32_t>(e) >= E) {
+        return Status::Internal(
+            "moe", "routing produced expert id " + std::to_string(e) + " of " + std::to_string(E));
+      }
+      routes[static_cast<size_t>(e)].push_back({t, wt[uint64_t{t} * K + i]});
+    }
+  }
+  auto* out = reinterpret_cast<float*>(scratch_up.mapped() + in.off);
+  cpu->Experts(w.layers[static_cast<size_t>(il)], reinterpret_cast<const float*>(rb + x_out.off),
+               routes, T, out);
+  GARNET_RETURN_IF_ERROR(scratch_up.FlushHostWrites(in.off, row_bytes));
+  return rec->Copy(*in.buf, in.off, *mo.buf, mo.off, row_bytes);
+}
+
+Status VulkanBackend::Impl::RecordExperts(const LayerRefs& lr, uint32_t T) {
+  const uint32_t H = p.n_embd, E = p.n_expert, K = p.n_expert_used, Ie = p.expert_ffn_dim;
+  const uint32_t TK = T * K;
+  const Region &norm = R("norm"), &ids = R("moe_ids"), &wts = R("moe_weights");
+  const Region &gu = R("moe_gate_up"), &down = R("moe_down"), &mo = R("moe_out");
   vk::GluShape g;
   g.n = Ie;
   g.rows = TK;
@@ -750,12 +965,7 @@ Status VulkanBackend::Impl::RecordMoe(const LayerRefs& lr, uint32_t I, uint32_t 
         kern->MatvecId(*rec, lr.down_exps.type, d, lr.down_exps.r(), gu.r(), ids.r(), down.r())
             .WithContext(lr.down_exps.name));
   }
-  GARNET_RETURN_IF_ERROR(vk::MoeCombine(*dev, *rec, H, K, T, down.r(), wts.r(), mo.r()));
-  GARNET_RETURN_IF_ERROR(RmsNorm(H, T, mo.r(), &lr.post_ffw_norm_2, mo.r()));
-  // post_ffw_norm(dense + experts), added to the residual by the caller.
-  GARNET_RETURN_IF_ERROR(kern->Binary(*rec, vk::Kernels::BinaryOp::kAdd, T * H, T * H, 1.0f,
-                                      branch.r(), mo.r(), branch.r()));
-  return RmsNorm(H, T, branch.r(), &lr.post_ffw_norm, branch.r());
+  return vk::MoeCombine(*dev, *rec, H, K, T, down.r(), wts.r(), mo.r());
 }
 
 Status VulkanBackend::Impl::RecordLayer(int il, const Row* rows, uint32_t T,
@@ -862,7 +1072,7 @@ Status VulkanBackend::Impl::RecordLayer(int il, const Row* rows, uint32_t T,
 
   // --- feed-forward ---
   if (p.is_moe()) {
-    GARNET_RETURN_IF_ERROR(RecordMoe(lr, I, T));
+    GARNET_RETURN_IF_ERROR(RecordMoe(il, lr, I, T));
   } else {
     const Region &gate = R("ffn_gate"), &up = R("ffn_up");
     GARNET_RETURN_IF_ERROR(
@@ -900,9 +1110,20 @@ Status VulkanBackend::Impl::RecordLayers(const Row* rows, uint32_t T) {
   float emb_scale = std::sqrt(static_cast<float>(H));
   if (opt.embed_scale == EmbedScale::kBf16) emb_scale = RoundToBf16(emb_scale);
   const Region& hidden = R("hidden");
-  GARNET_RETURN_IF_ERROR(kern->GetRows(*rec, tok_embd.type, H, p.n_vocab, T, 0, emb_scale,
-                                       tok_embd.r(), R("tokens").r(), hidden.r()));
-  if (p.has_ple()) {
+  if (n_host > 0) {  // the host layers' output arrives by upload
+    const Region& in = R("hidden_in");
+    GARNET_RETURN_IF_ERROR(
+        rec->Copy(*in.buf, in.off, *hidden.buf, hidden.off, uint64_t{T} * H * 4));
+    if (p.has_ple()) {
+      const Region &src = R("ple_rows"), &dst = R("ple");
+      GARNET_RETURN_IF_ERROR(rec->Copy(*src.buf, src.off, *dst.buf, dst.off,
+                                       uint64_t{T} * p.n_layer * p.n_embd_per_layer * 4));
+    }
+  } else {
+    GARNET_RETURN_IF_ERROR(kern->GetRows(*rec, tok_embd.type, H, p.n_vocab, T, 0, emb_scale,
+                                         tok_embd.r(), R("tokens").r(), hidden.r()));
+  }
+  if (p.has_ple() && n_host == 0) {
     const uint32_t P = p.n_embd_per_layer, LP = p.n_layer * P;
     const Region& ple = R("ple");
     GARNET_RETURN_IF_ERROR(Mul(ple_model_proj, H, LP, T, hidden.r(), ple.r()));
@@ -925,7 +1146,33 @@ Status VulkanBackend::Impl::RecordLayers(const Row* rows, uint32_t T) {
       run_len.push_back(1);
     }
   }
-  for (int il = 0; il < static_cast<int>(p.n_layer); ++il) {
+  // Host donors' new K/V into their GPU copies (the GPU rounds to f16 exactly as the CPU did).
+  for (uint32_t il = 0; il < n_host; ++il) {
+    if (!mirror[il]) continue;
+    const gguf::Gemma4Layer& ly = p.layers[il];
+    const uint32_t nkv = ly.n_head_kv * ly.head_dim;
+    const Region &in = R("kv_in"), &apos = R("attn_pos");
+    const uint64_t k_off = kv_in_off[il];
+    const uint64_t v_off = k_off + AlignUp(uint64_t{kvo.n_ubatch} * nkv * 4);
+    uint64_t pos_off = 0;
+    for (size_t r = 0; r < run_start.size(); ++r) {
+      const uint32_t t0 = static_cast<uint32_t>(run_start[r]), n = run_len[r];
+      const VulkanSequence* seq = rows[t0].seq;
+      vk::KvStoreShape ks;
+      ks.head_dim = ly.head_dim;
+      ks.n_kv_heads = ly.n_head_kv;
+      ks.n_tokens = n;
+      ks.ring_size = seq->pool()->cells[il];
+      const uint64_t at = uint64_t{t0} * nkv * 4, len = uint64_t{n} * nkv * 4;
+      GARNET_RETURN_IF_ERROR(vk::KvStore(*dev, *rec, ks, in.sub(k_off + at, len),
+                                         in.sub(v_off + at, len),
+                                         apos.sub(pos_off, uint64_t{n} * 4),
+                                         seq->K(static_cast<int>(il)), seq->V(static_cast<int>(il)))
+                                 .WithContext("KV copy of host layer " + std::to_string(il)));
+      pos_off += AlignUp(uint64_t{n} * 4);
+    }
+  }
+  for (int il = static_cast<int>(n_host); il < static_cast<int>(p.n_layer); ++il) {
     GARNET_RETURN_IF_ERROR(
         RecordLayer(il, rows, T, run_start, run_len).WithContext("layer " + std::to_string(il)));
   }
@@ -977,7 +1224,25 @@ Status VulkanBackend::Impl::Run(const int32_t* tokens, const Row* rows, uint32_t
       t += n;
     }
   }
-  if (p.has_ple()) {
+  if (n_host > 0) {
+    // The host layers, then their output (and the PLE inputs) into the upload buffer.
+    std::vector<CpuLayers::Row> crows(T);
+    for (uint32_t t = 0; t < T; ++t) crows[t] = {rows[t].seq->host_kv(), rows[t].pos};
+    cpu->Embed(tokens, T);
+    for (uint32_t il = 0; il < n_host; ++il) {
+      cpu->RunLayer(static_cast<int>(il), crows.data(), T);
+      if (!mirror[il]) continue;
+      const uint64_t row = plan::KvRowBytes(p, il, plan::KvType::kF32);
+      uint8_t* dst = up + R("kv_in").off + kv_in_off[il];
+      std::memcpy(dst, cpu->k(), uint64_t{T} * row);
+      std::memcpy(dst + AlignUp(uint64_t{kvo.n_ubatch} * row), cpu->v(), uint64_t{T} * row);
+    }
+    std::memcpy(up + R("hidden_in").off, cpu->x(), uint64_t{T} * p.n_embd * 4);
+    if (p.has_ple()) {
+      std::memcpy(up + R("ple_rows").off, cpu->ple(),
+                  uint64_t{T} * p.n_layer * p.n_embd_per_layer * 4);
+    }
+  } else if (p.has_ple()) {
     const uint64_t LP = uint64_t{p.n_layer} * p.n_embd_per_layer;
     const float tok_scale = std::sqrt(static_cast<float>(p.n_embd_per_layer));
     std::vector<float> row(LP);

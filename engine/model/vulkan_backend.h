@@ -18,6 +18,15 @@
 //            the routers' norm weights premultiplied by H^-1/2 (n_layer x H floats).
 // Staging buffers (kStaging) live only while the weights upload.
 //
+// Mixed placement (host_layers / host_experts): the host layers (a prefix) run first on the CPU,
+// then the hidden state (and PLE inputs) are uploaded once and the GPU runs the rest in one
+// command buffer; a GPU layer whose experts are on the host splits it: the GPU computes the
+// dense branch, the routing and the expert input norm, the pass is submitted and waited for, the
+// CPU runs the routed experts on the read-back rows and the combined output is uploaded into
+// the next command buffer (one sync per such layer per pass). Only the tensors the GPU runs are
+// uploaded. A host layer whose KV a GPU layer shares (E2B/E4B donors) keeps its cache on the
+// host and a copy on the GPU: its new K/V rows cross with the hidden state and are stored there.
+//
 // A forward pass is one command buffer: every layer of every token of the micro-batch is
 // recorded, submitted once and waited for. Prefill uses tiled matmuls, T == 1 matvecs; MoE
 // experts run as MatmulId for T > 1 (slots grouped by expert) and MatvecId for T == 1; attention
@@ -43,6 +52,7 @@
 #include "engine/model/backend.h"
 #include "engine/model/cpu_backend.h"  // EmbedScale
 #include "engine/model/weights.h"
+#include "engine/plan/planner.h"
 
 namespace garnet::gguf {
 class Model;
@@ -66,7 +76,24 @@ struct VulkanBackendOptions {
   // logits up to 14% from the CPU backend on an H100 (fp32 tiled matmuls: <= 2.4e-3), so it is
   // opt-in until a more precise variant exists (docs/CORRECTNESS.md).
   bool f16_matmul = false;
+  // Mixed GPU/CPU placement (a plan::Plan for one GPU; engine.h turns a plan into these). Empty
+  // vectors: everything on the GPU.
+  //   host_layers[il]:  layer il runs on the CPU (CpuLayers) with its weights in the mapping and
+  //                     its KV in host memory per sequence. Only a prefix [0, h) may be on the
+  //                     host (the planner offloads the lowest layers), and not every layer.
+  //   host_experts[il]: MoE layer il (on the GPU) keeps its routed experts in the mapping; the
+  //                     CPU computes them for the tokens routed to them.
+  std::vector<bool> host_layers;
+  std::vector<bool> host_experts;
+  int n_threads = 0;  // CPU threads for host layers/experts (0: all cores)
 };
+
+// Fills options->host_layers / host_experts from a plan for one GPU (device 0 of the plan, the
+// host last). InvalidArgument when the plan's layer count is not the model's; Unimplemented
+// when it puts layers on a second GPU. Every layer on the host is not an error here (the caller
+// then runs the CPU backend).
+Status PlacementFromPlan(const plan::Plan& plan, const gguf::Gemma4Params& params,
+                         VulkanBackendOptions* options);
 
 // Bytes (as requested from the device, i.e. vk::MemoryAccounting::requested) the backend and
 // its live sequences hold, per kind.
@@ -75,6 +102,10 @@ struct VulkanAllocation {
   uint64_t kv = 0;
   uint64_t scratch = 0;
   uint64_t other = 0;
+  // Host memory the mixed placement allocates: KV of host layers (live sequences) and the CPU
+  // scratch arena (plan::HostScratchLayout). Host weights are the file mapping, not counted.
+  uint64_t host_kv = 0;
+  uint64_t host_scratch = 0;
 };
 
 class VulkanBackend final : public Backend {
@@ -92,6 +123,12 @@ class VulkanBackend final : public Backend {
                                                        const ModelWeights* weights,
                                                        const VulkanBackendOptions& options,
                                                        vk::Device* device = nullptr);
+  // The same on a device shared with the caller (kept alive by the backend and its sequences).
+  static Result<std::unique_ptr<VulkanBackend>> Create(const gguf::Model* model,
+                                                       const gguf::Gemma4Params* params,
+                                                       const ModelWeights* weights,
+                                                       const VulkanBackendOptions& options,
+                                                       std::shared_ptr<vk::Device> device);
   ~VulkanBackend() override;
   VulkanBackend(const VulkanBackend&) = delete;
   VulkanBackend& operator=(const VulkanBackend&) = delete;
@@ -104,7 +141,8 @@ class VulkanBackend final : public Backend {
                  bool all_logits, float* logits) override;
   Status ForwardBatch(std::span<const BatchItem> items, float* logits) override;
 
-  // K and V bytes of one sequence (its share of a block, without alignment padding).
+  // K and V bytes of one sequence (its share of a GPU block, without alignment padding, plus
+  // its host layers' cache).
   uint64_t KvBytesPerSequence() const;
   VulkanAllocation allocated() const;
   // "NVIDIA H100 80GB HBM3" etc.
@@ -115,6 +153,7 @@ class VulkanBackend final : public Backend {
 
  private:
   explicit VulkanBackend(std::unique_ptr<Impl> impl);
+  uint64_t GpuKvBytesPerSequence() const;
   std::unique_ptr<Impl> impl_;
 };
 

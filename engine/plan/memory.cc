@@ -51,6 +51,17 @@ uint64_t KvLayerBytes(const gguf::Gemma4Params& p, uint32_t il, const KvOptions&
   return 2 * AlignUp(cells * KvRowBytes(p, il, o.type));
 }
 
+uint64_t HostKvLayerBytes(const gguf::Gemma4Params& p, uint32_t il, const KvOptions& o) {
+  return 2ull * KvCells(p, il, o) * o.n_seq * KvRowBytes(p, il, o.type);
+}
+
+bool IsKvDonor(const gguf::Gemma4Params& p, uint32_t il) {
+  for (const auto& l : p.layers) {
+    if (l.kv_source >= 0 && static_cast<uint32_t>(l.kv_source) == il) return true;
+  }
+  return false;
+}
+
 uint64_t KvTotalBytes(const gguf::Gemma4Params& p, const KvOptions& o) {
   uint64_t total = 0;
   for (uint32_t il = 0; il < p.n_layer; ++il) total += KvLayerBytes(p, il, o);
@@ -79,7 +90,8 @@ uint32_t AttentionMaxKeys(const gguf::Gemma4Params& p, uint32_t il, const KvOpti
   return l.kind == gguf::AttnKind::kFull ? cells : std::min(cells, p.sliding_window);
 }
 
-std::vector<ScratchBuffer> ScratchLayout(const gguf::Gemma4Params& p, const KvOptions& o) {
+std::vector<ScratchBuffer> ScratchLayout(const gguf::Gemma4Params& p, const KvOptions& o,
+                                         const ScratchOptions& so) {
   uint64_t q_width = 0, kv_width = 0, ffn_width = 0, split_bytes = 0;
   for (uint32_t il = 0; il < p.layers.size(); ++il) {
     const auto& l = p.layers[il];
@@ -134,13 +146,76 @@ std::vector<ScratchBuffer> ScratchLayout(const gguf::Gemma4Params& p, const KvOp
   out.push_back({"attn_pos", t * kBufferAlign, kUp});
   if (p.has_ple()) out.push_back({"ple_rows", t * lp * f, kUp});
   out.push_back({"logits_out", rows * p.n_vocab * f, ScratchPlace::kHostReadback});
+  if (so.from_host) {
+    out.push_back({"hidden_in", t * p.n_embd * f, kUp});
+    uint64_t kv_in = 0;
+    for (uint32_t il = 0; il < p.layers.size(); ++il) {
+      if (IsKvDonor(p, il)) kv_in += 2 * AlignUp(t * KvRowBytes(p, il, KvType::kF32));
+    }
+    if (kv_in > 0) out.push_back({"kv_in", kv_in, kUp});
+  }
+  if (so.host_experts && p.is_moe()) {
+    constexpr auto kRb = ScratchPlace::kHostReadback;
+    out.push_back({"moe_x_out", t * p.n_embd * f, kRb});
+    out.push_back({"moe_ids_out", tk * 4, kRb});
+    out.push_back({"moe_weights_out", tk * f, kRb});
+    out.push_back({"moe_out_in", t * p.n_embd * f, kUp});
+  }
   for (auto& b : out) b.bytes = AlignUp(b.bytes);
   return out;
 }
 
-uint64_t ScratchBytes(const gguf::Gemma4Params& p, const KvOptions& o) {
+uint64_t ScratchBytes(const gguf::Gemma4Params& p, const KvOptions& o, const ScratchOptions& s) {
   uint64_t total = 0;
-  for (const auto& b : ScratchLayout(p, o)) total += b.bytes;
+  for (const auto& b : ScratchLayout(p, o, s)) total += b.bytes;
+  return total;
+}
+
+std::vector<ScratchBuffer> HostScratchLayout(const gguf::Gemma4Params& p, const KvOptions& o,
+                                             bool layers) {
+  uint64_t q_width = 0, kv_width = 0, ffn_width = 0;
+  for (const auto& l : p.layers) {
+    q_width = std::max<uint64_t>(q_width, static_cast<uint64_t>(l.n_head) * l.head_dim);
+    kv_width = std::max<uint64_t>(kv_width, static_cast<uint64_t>(l.n_head_kv) * l.head_dim);
+    ffn_width = std::max<uint64_t>(ffn_width, l.ffn_dim);
+  }
+  const uint64_t t = o.n_ubatch, f = sizeof(float), h = p.n_embd;
+  std::vector<ScratchBuffer> out;
+  if (layers) {
+    out = {{"x", t * h * f},
+           {"a", t * h * f},
+           {"o", t * h * f},
+           {"q", t * q_width * f},
+           {"att", t * q_width * f},
+           {"k", t * kv_width * f},
+           {"v", t * kv_width * f},
+           {"rope", t * 1024 * f},
+           {"ffn_gate", t * ffn_width * f},
+           {"ffn_up", t * ffn_width * f}};
+    if (p.has_ple()) {
+      out.push_back({"ple", t * p.n_layer * p.n_embd_per_layer * f});
+      out.push_back({"ple_gate", t * p.n_embd_per_layer * f});
+    }
+    if (p.is_moe()) {
+      out.push_back({"moe_dense", t * h * f});
+      out.push_back({"router", t * p.n_expert * f});
+      out.push_back({"moe_out", t * h * f});
+    }
+  }
+  if (p.is_moe()) {
+    // Slots of several experts are computed in one parallel step: rows for max(T, K) slots.
+    const uint64_t r = std::max<uint64_t>(t, p.n_expert_used);
+    out.push_back({"moe_x", r * h * f});
+    out.push_back({"moe_gate_up", r * 2ull * p.expert_ffn_dim * f});
+    out.push_back({"moe_down", r * h * f});
+  }
+  for (auto& b : out) b.bytes = AlignUp(b.bytes);
+  return out;
+}
+
+uint64_t HostScratchBytes(const gguf::Gemma4Params& p, const KvOptions& o, bool layers) {
+  uint64_t total = 0;
+  for (const auto& b : HostScratchLayout(p, o, layers)) total += b.bytes;
   return total;
 }
 

@@ -42,6 +42,11 @@ uint64_t KvRowBytes(const gguf::Gemma4Params& p, uint32_t il, KvType type);
 // Bytes of layer il's K and V for all sequences (0 for a KV-shared layer).
 uint64_t KvLayerBytes(const gguf::Gemma4Params& p, uint32_t il, const KvOptions& o);
 uint64_t KvTotalBytes(const gguf::Gemma4Params& p, const KvOptions& o);
+// Whether some KV-sharing layer reads layer il's cache.
+bool IsKvDonor(const gguf::Gemma4Params& p, uint32_t il);
+// The same for a layer whose cache lives in host memory (the CPU's model::KvCache: one
+// allocation per sequence, K and V each exactly cells * row bytes, no alignment padding).
+uint64_t HostKvLayerBytes(const gguf::Gemma4Params& p, uint32_t il, const KvOptions& o);
 
 // Where a scratch buffer lives (the Vulkan backend's vk::Residency).
 enum class ScratchPlace : uint8_t {
@@ -78,8 +83,38 @@ uint32_t AttentionMaxKeys(const gguf::Gemma4Params& p, uint32_t il, const KvOpti
 //   attn_pos: T blocks of kBufferAlign bytes (each sequence's positions at an aligned offset);
 //   ple_rows [T x L*P] f32 (the PLE table stays on the host; its rows are gathered there).
 // Host readback: logits_out [n_seq x V].
-std::vector<ScratchBuffer> ScratchLayout(const gguf::Gemma4Params& p, const KvOptions& o);
-uint64_t ScratchBytes(const gguf::Gemma4Params& p, const KvOptions& o);
+//
+// Mixed GPU/CPU placements add host-visible buffers where activations cross (ScratchOptions):
+//   from_host (the lowest layers run on the CPU): hidden_in [T x H] upload (the hidden state
+//     after the host layers; ple_rows then carries the finished per-layer inputs); for models
+//     with KV sharing also kv_in, the K then V rows [T x n_head_kv * head_dim] of every donor
+//     layer (each part rounded up to kBufferAlign), so that a host donor's new K/V reach the
+//     copy of its cache on the GPU where its sharers run;
+//   host_experts (some GPU layer keeps its experts on the host): moe_x_out [T x H] (the expert
+//     input), moe_ids_out (int32) and moe_weights_out [T x K] read back, moe_out_in [T x H]
+//     upload (the weighted sum of the routed experts computed on the CPU).
+struct ScratchOptions {
+  bool from_host = false;
+  bool host_experts = false;
+};
+std::vector<ScratchBuffer> ScratchLayout(const gguf::Gemma4Params& p, const KvOptions& o,
+                                         const ScratchOptions& s = {});
+uint64_t ScratchBytes(const gguf::Gemma4Params& p, const KvOptions& o,
+                      const ScratchOptions& s = {});
+
+// EXACTLY the host buffers the CPU layer code (engine/model/cpu_layers.h) allocates once for
+// micro-batches of n_ubatch tokens, each rounded up to kBufferAlign, f32:
+//   layers (the CPU runs whole layers: the CPU backend, or the host layers of a mixed plan):
+//     x, a, o [T x H]; q, att [T x widest q]; k, v [T x widest kv]; rope [T x 1024];
+//     ffn_gate, ffn_up [T x widest ffn]; PLE: ple [T x L*P], ple_gate [T x P];
+//     MoE: moe_dense [T x H], router [T x E], moe_out [T x H], plus the expert buffers below;
+//   expert buffers (also alone, when the CPU runs only routed experts of GPU layers):
+//     moe_x [R x H], moe_gate_up [R x 2 Ie], moe_down [R x H], R = max(T, K) routed slots.
+// Not counted: per-worker rows (attention scores of up to n_ctx floats, one PLE table row per
+// task) and the routing lists (T x K entries).
+std::vector<ScratchBuffer> HostScratchLayout(const gguf::Gemma4Params& p, const KvOptions& o,
+                                             bool layers);
+uint64_t HostScratchBytes(const gguf::Gemma4Params& p, const KvOptions& o, bool layers);
 
 // What a weight tensor is, for placement.
 enum class TensorClass : uint8_t {

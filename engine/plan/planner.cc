@@ -75,11 +75,23 @@ struct WeightSums {
   }
 };
 
-// Bytes on every device for a placement. `scratch` is ScratchBytes(params, kv), computed by the
-// caller once per KvOptions (it does not depend on the placement).
+// Scratch sizes of one KvOptions for every kind of placement, computed once per KvOptions by the
+// caller (costing a placement then stays O(layers)).
+struct ScratchSizes {
+  uint64_t gpu[2][2] = {};  // [from_host][host_experts]: ScratchBytes
+  uint64_t host[2] = {};    // [runs layers]: HostScratchBytes
+  ScratchSizes(const gguf::Gemma4Params& p, const KvOptions& kv) {
+    for (int a = 0; a < 2; ++a) {
+      for (int b = 0; b < 2; ++b) gpu[a][b] = ScratchBytes(p, kv, {a == 1, b == 1});
+      host[a] = HostScratchBytes(p, kv, a == 1);
+    }
+  }
+};
+
+// Bytes on every device for a placement.
 std::vector<DeviceUse> Account(const ModelShape& shape, const WeightSums& w, const KvOptions& kv,
-                               uint64_t scratch, const Inventory& inv, const Policy& policy,
-                               const Placement& pl) {
+                               const ScratchSizes& scratch, const Inventory& inv,
+                               const Policy& policy, const Placement& pl) {
   const int n_dev = static_cast<int>(inv.gpus.size()) + 1;
   const int host = n_dev - 1;
   std::vector<DeviceUse> d(n_dev);
@@ -107,15 +119,41 @@ std::vector<DeviceUse> Account(const ModelShape& shape, const WeightSums& w, con
     const int dev = pl.layer_device[il];
     add(dev, w.layer[il]);
     add(pl.experts_on_host[il] ? host : dev, w.experts[il]);
-    d[dev].use.kv += KvLayerBytes(shape.params, il, kv);
+    d[dev].use.kv +=
+        dev == host ? HostKvLayerBytes(shape.params, il, kv) : KvLayerBytes(shape.params, il, kv);
   }
-  std::vector<bool> computes(n_dev, false);
-  for (int dev = 0; dev < n_dev; ++dev) computes[dev] = has_layers[dev];
-  for (bool e : pl.experts_on_host) computes[host] = computes[host] || e;
+  // A GPU layer that shares the KV of a layer on another device reads a copy of that cache on
+  // its own GPU (the donor's device writes both), once per donor and GPU.
+  std::vector<bool> mirrored(static_cast<size_t>(n_dev) * shape.params.n_layer, false);
+  for (uint32_t il = 0; il < shape.params.n_layer; ++il) {
+    const int dev = pl.layer_device[il];
+    const int32_t src = shape.params.layers[il].kv_source;
+    if (dev == host || src < 0 || pl.layer_device[static_cast<size_t>(src)] == dev) continue;
+    const size_t key = static_cast<size_t>(dev) * shape.params.n_layer + static_cast<size_t>(src);
+    if (mirrored[key]) continue;
+    mirrored[key] = true;
+    d[dev].use.kv += KvLayerBytes(shape.params, static_cast<uint32_t>(src), kv);
+  }
+  // A GPU's scratch gains upload/readback buffers where activations cross: the GPU that takes
+  // over from host layers (from_host), and any GPU with layers whose experts run on the host.
+  std::vector<bool> from_host(n_dev, false), host_experts(n_dev, false);
+  bool host_runs_experts = false;
+  for (uint32_t il = 0; il < shape.params.n_layer; ++il) {
+    const int dev = pl.layer_device[il];
+    if (dev != host && il > 0 && pl.layer_device[il - 1] == host) from_host[dev] = true;
+    if (pl.experts_on_host[il] && dev != host) {
+      host_experts[dev] = true;
+      host_runs_experts = true;
+    }
+  }
   for (int dev = 0; dev < n_dev; ++dev) {
-    if (!computes[dev]) continue;
-    d[dev].use.scratch = scratch;
-    if (dev != host) d[dev].use.overhead = kGpuContextOverhead;
+    if (dev == host) {
+      if (has_layers[dev] || host_runs_experts) d[dev].use.scratch = scratch.host[has_layers[dev]];
+      continue;
+    }
+    if (!has_layers[dev]) continue;
+    d[dev].use.scratch = scratch.gpu[from_host[dev]][host_experts[dev] && shape.params.is_moe()];
+    d[dev].use.overhead = kGpuContextOverhead;
   }
   return d;
 }
@@ -168,7 +206,7 @@ uint32_t MaxContext(const ModelShape& shape, const WeightSums& w, KvOptions kv,
   while (lo < hi) {
     const uint32_t mid = lo + (hi - lo + 1) / 2;
     kv.n_ctx = mid;
-    if (AllFit(Account(shape, w, kv, ScratchBytes(shape.params, kv), inv, policy, pl))) {
+    if (AllFit(Account(shape, w, kv, ScratchSizes(shape.params, kv), inv, policy, pl))) {
       lo = mid;
     } else {
       hi = mid - 1;
@@ -206,7 +244,7 @@ struct Outcome {
 Outcome Place(const ModelShape& shape, const WeightSums& w, const KvOptions& kv,
               const Inventory& inv, const Policy& policy) {
   const auto& p = shape.params;
-  const uint64_t scratch = ScratchBytes(p, kv);
+  const ScratchSizes scratch(p, kv);
   const int host = static_cast<int>(inv.gpus.size());
   Outcome o;
   o.cpu_only = inv.gpus.empty() || policy.mode == PolicyMode::kCpuOnly;

@@ -407,5 +407,330 @@ TEST(VulkanEngine, GenerateMatchesCpuEngine) {
   EXPECT_EQ(engine::Engine::Open(path, o).status().code(), Code::kNotFound);
 }
 
+// ---------------------------------------------------------------------------------------------
+// Mixed GPU/CPU placement (issue #6): host layers and host experts inside one forward pass.
+
+// A placement to test: a planner policy over a one-GPU inventory whose GPU budget is the
+// all-GPU need minus `gpu_short` bytes (0: plenty), as kAuto sees a too-small card.
+struct MixedCase {
+  const char* name;
+  const char* preset;
+  plan::PolicyMode mode;
+  uint32_t gpu_layers;
+  // kAuto only: GPU budget = all-GPU need - short_experts * (one expert set) - short_layers *
+  // (one layer's weights) + half a unit, so the planner moves that many expert sets / layers.
+  uint32_t short_experts;
+  uint32_t short_layers;
+  // What the plan must come out as (layers on the host, expert sets on the host).
+  uint32_t want_host_layers;
+  uint32_t want_host_experts;
+};
+
+plan::KvOptions MixedKv(uint32_t n_seq) {
+  plan::KvOptions kv;
+  kv.n_ctx = kCtx;
+  kv.n_ubatch = kUbatch;
+  kv.n_seq = n_seq;
+  kv.type = plan::KvType::kF16;
+  return kv;
+}
+
+// The plan for a case; the inventory's GPU budget is derived from an all-GPU plan's need.
+Result<plan::Plan> MixedPlan(const MixedCase& c, const gguf::Model& model, uint32_t n_seq) {
+  GARNET_ASSIGN_OR_RETURN(plan::ModelShape shape, plan::ShapeFromModel(model));
+  plan::Policy policy;
+  policy.mode = c.mode;
+  policy.gpu_layers = c.gpu_layers;
+  policy.gpu_reserve = 0;
+  policy.host_reserve = 0;
+  plan::Inventory inv;
+  inv.gpus.push_back({"test gpu", 1ull << 40, 1ull << 40});
+  inv.host = {"host", 1ull << 40, 1ull << 40};
+  if (c.short_experts || c.short_layers) {
+    GARNET_ASSIGN_OR_RETURN(plan::Plan all, plan::MakePlan(shape, MixedKv(n_seq), inv, policy));
+    uint64_t expert_set = 0, layer = 0;
+    for (const auto& t : shape.tensors) {
+      if (t.layer != 0) continue;
+      if (t.cls == plan::TensorClass::kExperts) expert_set += plan::AlignUp(t.bytes);
+      if (t.cls == plan::TensorClass::kLayer) layer += plan::AlignUp(t.bytes);
+    }
+    const uint64_t need = all.devices[0].use.total();
+    // Half a unit of slack, so the few KB of crossing buffers a move adds to the GPU's scratch
+    // do not tip the planner into moving one more.
+    const uint64_t cut = c.short_experts * expert_set + c.short_layers * layer -
+                         (c.short_layers ? layer : expert_set) / 2;
+    inv.gpus[0].free_bytes = inv.gpus[0].total_bytes = need - cut;
+  }
+  return plan::MakePlan(shape, MixedKv(n_seq), inv, policy);
+}
+
+std::unique_ptr<VulkanBackend> MakeMixed(const Loaded& l, const plan::Plan& pl, int64_t n_seq) {
+  VulkanBackendOptions o = VkOptions(n_seq);
+  o.n_threads = 2;
+  Status st = PlacementFromPlan(pl, l.params, &o);
+  EXPECT_TRUE(st.ok()) << st.ToString();
+  auto b = VulkanBackend::Create(l.model.get(), &l.params, l.weights.get(), o, TestDevice());
+  EXPECT_TRUE(b.ok()) << b.status().ToString();
+  return b.ok() ? std::move(*b) : nullptr;
+}
+
+class MixedExactness : public ::testing::TestWithParam<MixedCase> {};
+class MixedParity : public ::testing::TestWithParam<MixedCase> {};
+
+// Predicted bytes == allocated bytes on the GPU (weights, KV, scratch) and on the host (KV of the
+// host layers for n_seq sequences, the CPU scratch arena), exactly.
+TEST_P(MixedExactness, PlanEqualsAllocation) {
+  GARNET_REQUIRE_VULKAN();
+  const MixedCase& c = GetParam();
+  vk::Device* dev = TestDevice();
+  auto l = Load(c.preset, "f16");
+  ASSERT_TRUE(l);
+  constexpr int64_t kSeq = 2;
+  auto pl = MixedPlan(c, *l->model, kSeq);
+  ASSERT_TRUE(pl.ok()) << pl.status().ToString();
+  ASSERT_NE(pl->verdict, plan::Verdict::kDoesNotFit) << pl->reason;
+  EXPECT_EQ(pl->layers_on_host(), c.want_host_layers) << plan::FormatPlan(*pl);
+  EXPECT_EQ(pl->expert_sets_on_host(), c.want_host_experts) << plan::FormatPlan(*pl);
+  const plan::MemoryUse& gpu_want = pl->devices[0].use;
+  const plan::MemoryUse& host_want = pl->devices[static_cast<size_t>(pl->host_index())].use;
+  const vk::MemoryAccounting before = dev->accounting();
+  auto delta = [&](MemoryKind k) { return dev->accounting().Requested(k) - before.Requested(k); };
+  {
+    auto gpu = MakeMixed(*l, *pl, kSeq);
+    ASSERT_TRUE(gpu);
+    std::vector<std::unique_ptr<BackendSequence>> seqs;
+    for (int i = 0; i < kSeq; ++i) {
+      auto s = gpu->NewSequence();
+      ASSERT_TRUE(s.ok()) << s.status().ToString();
+      seqs.push_back(std::move(*s));
+    }
+    EXPECT_EQ(delta(MemoryKind::kWeights), gpu_want.weights);
+    EXPECT_EQ(delta(MemoryKind::kKv), gpu_want.kv);
+    EXPECT_EQ(delta(MemoryKind::kScratch), gpu_want.scratch);
+    EXPECT_EQ(delta(MemoryKind::kStaging), 0u);
+    const VulkanAllocation a = gpu->allocated();
+    EXPECT_EQ(a.weights, gpu_want.weights);
+    EXPECT_EQ(a.kv, gpu_want.kv);
+    EXPECT_EQ(a.scratch, gpu_want.scratch);
+    EXPECT_EQ(a.host_kv, host_want.kv);
+    EXPECT_EQ(a.host_scratch, host_want.scratch);
+    EXPECT_GT(a.host_scratch, 0u);
+    std::printf(
+        "[mixed exactness] %s: gpu weights %llu kv %llu scratch %llu, host kv %llu "
+        "scratch %llu bytes == plan\n",
+        c.name, static_cast<unsigned long long>(a.weights), static_cast<unsigned long long>(a.kv),
+        static_cast<unsigned long long>(a.scratch), static_cast<unsigned long long>(a.host_kv),
+        static_cast<unsigned long long>(a.host_scratch));
+    seqs.pop_back();
+    EXPECT_EQ(gpu->allocated().host_kv, host_want.kv / kSeq);
+  }
+  for (int k = 0; k < vk::kMemoryKindCount; ++k) {
+    EXPECT_EQ(delta(static_cast<MemoryKind>(k)), 0u) << "kind " << k << " leaked";
+  }
+}
+
+// Logits within 1e-2 relative of the all-CPU backend through a prefill whose prompt (40) wraps
+// the sliding ring (24 cells), and 32 greedy tokens decoded one by one, identical.
+TEST_P(MixedParity, MatchesCpu) {
+  GARNET_REQUIRE_VULKAN();
+  const MixedCase& c = GetParam();
+  auto l = Load(c.preset, "f16");
+  ASSERT_TRUE(l);
+  auto pl = MixedPlan(c, *l->model, 1);
+  ASSERT_TRUE(pl.ok()) << pl.status().ToString();
+  auto cpu = MakeCpu(*l);
+  auto gpu = MakeMixed(*l, *pl, 1);
+  ASSERT_TRUE(cpu && gpu);
+  const int64_t V = l->params.n_vocab;
+  auto prompt = Tokens(kPrompt, static_cast<int>(V), 17);
+  auto sc = cpu->NewSequence();
+  auto sg = gpu->NewSequence();
+  ASSERT_TRUE(sc.ok() && sg.ok());
+  const auto t0 = std::chrono::steady_clock::now();
+  double worst_prefill = 0, worst_decode = 0;
+  std::vector<float> ac(static_cast<size_t>(kUbatch * V)), ag(ac.size());
+  ASSERT_TRUE(cpu->Forward(sc->get(), prompt.data(), kUbatch, 0, true, ac.data()).ok());
+  auto st = gpu->Forward(sg->get(), prompt.data(), kUbatch, 0, true, ag.data());
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  for (int64_t r = 0; r < kUbatch; ++r) {
+    const double d = RelDiff(std::span(ac).subspan(r * V, V), std::span(ag).subspan(r * V, V));
+    worst_prefill = std::max(worst_prefill, d);
+    EXPECT_LE(d, 1e-2) << "prompt row " << r;
+  }
+  std::vector<float> lc, lg;
+  for (int i = kUbatch; i < kPrompt; i += kUbatch) {
+    auto chunk = std::span(prompt).subspan(static_cast<size_t>(i), kUbatch);
+    ASSERT_TRUE(Feed(*cpu, sc->get(), chunk, i, &lc, V).ok());
+    st = Feed(*gpu, sg->get(), chunk, i, &lg, V);
+    ASSERT_TRUE(st.ok()) << st.ToString();
+    const double d = RelDiff(lc, lg);
+    worst_prefill = std::max(worst_prefill, d);
+    EXPECT_LE(d, 1e-2) << "prompt chunk at " << i;
+  }
+  std::vector<int32_t> gen_c, gen_g;
+  int64_t pos = kPrompt;
+  for (int i = 0; i < kGenerateF32; ++i) {
+    const int32_t tc = Argmax(lc), tg = Argmax(lg);
+    gen_c.push_back(tc);
+    gen_g.push_back(tg);
+    ASSERT_EQ(tc, tg) << "greedy continuations differ at generated token " << i;
+    ASSERT_TRUE(Feed(*cpu, sc->get(), std::span(&tc, 1), pos, &lc, V).ok());
+    st = Feed(*gpu, sg->get(), std::span(&tg, 1), pos, &lg, V);
+    ASSERT_TRUE(st.ok()) << st.ToString();
+    ++pos;
+    const double d = RelDiff(lc, lg);
+    worst_decode = std::max(worst_decode, d);
+    EXPECT_LE(d, 1e-2) << "decode step " << i;
+  }
+  EXPECT_EQ(gen_c, gen_g);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf(
+      "[mixed parity] %s (%u layers, %u expert sets on host) on %s: max rel diff prefill "
+      "%.2e decode %.2e, %d greedy tokens identical (%.1f s)\n",
+      c.name, pl->layers_on_host(), pl->expert_sets_on_host(), gpu->device_name().c_str(),
+      worst_prefill, worst_decode, kGenerateF32, secs);
+}
+
+constexpr plan::PolicyMode kAuto = plan::PolicyMode::kAuto;
+constexpr plan::PolicyMode kGpuLayers = plan::PolicyMode::kGpuLayers;
+constexpr plan::PolicyMode kExperts = plan::PolicyMode::kExpertsOnHost;
+
+const MixedCase kMixedCases[] = {
+    // tiny: the lowest 2 of 6 layers on the CPU.
+    {"tiny_gpu_layers_4", "tiny", kGpuLayers, 4, 0, 0, 2, 0},
+    // tiny-moe: the auto policy on a card 3 expert sets short (the lowest 3 layers' experts
+    // move: host and GPU experts in one pass); one 6 expert sets + 2 layers short (every expert
+    // set and the lowest 2 layers move); every expert set on the host by policy.
+    {"tiny_moe_auto_3_expert_sets", "tiny-moe", kAuto, 0, 3, 0, 0, 3},
+    {"tiny_moe_auto_experts_and_layers", "tiny-moe", kAuto, 0, 6, 2, 2, 6},
+    // tiny-ple: the lowest 4 of 8 layers on the CPU (layers 4..7 on the GPU share the caches of
+    // host layers 2 and 3: GPU copies); the lowest 2 (the KV donors stay on the GPU).
+    {"tiny_ple_gpu_layers_4", "tiny-ple", kGpuLayers, 4, 0, 0, 4, 0},
+    {"tiny_ple_gpu_layers_6", "tiny-ple", kGpuLayers, 6, 0, 0, 2, 0},
+    {"tiny_moe_experts_on_host", "tiny-moe", kExperts, 0, 0, 0, 0, 6},
+};
+auto MixedName = [](const auto& info) { return std::string(info.param.name); };
+
+INSTANTIATE_TEST_SUITE_P(TinyPresets, MixedExactness, ::testing::ValuesIn(kMixedCases), MixedName);
+// Parity on the first four (the last two place subsets of what those cover: host layers before
+// GPU donors, all experts on the host): 3-7 s each on lavapipe.
+INSTANTIATE_TEST_SUITE_P(TinyPresets, MixedParity,
+                         ::testing::ValuesIn(kMixedCases, kMixedCases + 4), MixedName);
+
+// A batch mixing two sequences through host layers (each sequence's own host KV) and host
+// experts: matches the CPU backend's ForwardBatch.
+TEST(MixedPlan, ForwardBatchMatchesCpu) {
+  GARNET_REQUIRE_VULKAN();
+  auto l = Load("tiny-moe", "f16");
+  ASSERT_TRUE(l);
+  auto pl = MixedPlan(kMixedCases[2], *l->model, 2);
+  ASSERT_TRUE(pl.ok()) << pl.status().ToString();
+  ASSERT_GT(pl->layers_on_host(), 0u);
+  ASSERT_GT(pl->expert_sets_on_host(), pl->layers_on_host());
+  auto cpu = MakeCpu(*l);
+  auto gpu = MakeMixed(*l, *pl, 2);
+  ASSERT_TRUE(cpu && gpu);
+  const int64_t V = l->params.n_vocab;
+  auto pa = Tokens(10, static_cast<int>(V), 3), pb = Tokens(9, static_cast<int>(V), 4);
+  auto ca = cpu->NewSequence(), cb = cpu->NewSequence();
+  auto ga = gpu->NewSequence(), gb = gpu->NewSequence();
+  ASSERT_TRUE(ca.ok() && cb.ok() && ga.ok() && gb.ok());
+  std::vector<float> tmp;
+  ASSERT_TRUE(Feed(*cpu, ca->get(), pa, 0, &tmp, V).ok());
+  ASSERT_TRUE(Feed(*cpu, cb->get(), pb, 0, &tmp, V).ok());
+  ASSERT_TRUE(Feed(*gpu, ga->get(), pa, 0, &tmp, V).ok());
+  ASSERT_TRUE(Feed(*gpu, gb->get(), pb, 0, &tmp, V).ok());
+  auto items = [&](BackendSequence* a, BackendSequence* b) {
+    return std::vector<BatchItem>{{a, 7, 10, true}, {b, 9, 9, true}, {a, 5, 11, true}};
+  };
+  auto ic = items(ca->get(), cb->get());
+  auto ig = items(ga->get(), gb->get());
+  std::vector<float> oc(static_cast<size_t>(3 * V)), og(oc.size());
+  ASSERT_TRUE(cpu->ForwardBatch(ic, oc.data()).ok());
+  auto st = gpu->ForwardBatch(ig, og.data());
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  for (int r = 0; r < 3; ++r) {
+    EXPECT_LE(RelDiff(std::span(oc).subspan(r * V, V), std::span(og).subspan(r * V, V)), 1e-2)
+        << "row " << r;
+  }
+}
+
+// The backend refuses placements it cannot run, with errors that say why.
+TEST(MixedPlan, BackendRejectsBadPlacements) {
+  GARNET_REQUIRE_VULKAN();
+  auto l = Load("tiny-ple", "f32");
+  ASSERT_TRUE(l);
+  auto make = [&](std::vector<bool> host_layers, std::vector<bool> host_experts = {}) {
+    VulkanBackendOptions o = VkOptions();
+    o.host_layers = std::move(host_layers);
+    o.host_experts = std::move(host_experts);
+    return VulkanBackend::Create(l->model.get(), &l->params, l->weights.get(), o, TestDevice())
+        .status();
+  };
+  const std::vector<bool> F(8, false);
+  auto hole = F;
+  hole[3] = true;  // not a prefix
+  EXPECT_EQ(make(hole).code(), Code::kInvalidArgument) << make(hole).ToString();
+  EXPECT_EQ(make(std::vector<bool>(8, true)).code(), Code::kInvalidArgument);
+  EXPECT_EQ(make(std::vector<bool>(3, false)).code(), Code::kInvalidArgument);
+  EXPECT_EQ(make(F, std::vector<bool>(8, true)).code(), Code::kInvalidArgument);  // dense model
+  plan::Plan two;
+  two.devices.resize(3);
+  two.layer_device = {0, 0, 0, 0, 1, 1, 1, 1};
+  VulkanBackendOptions o;
+  EXPECT_EQ(PlacementFromPlan(two, l->params, &o).code(), Code::kUnimplemented);
+}
+
+// The Engine takes a policy: layers on the host with the Vulkan backend, generation equal to the
+// CPU engine's; the CPU-only policy opens the CPU backend.
+TEST(MixedEngine, PolicyOpensMixedPlacement) {
+  GARNET_REQUIRE_VULKAN();
+  engine::EngineOptions o;
+  o.n_ctx = kCtx;
+  o.n_ubatch = kUbatch;
+  o.n_threads = 2;
+  o.kv_type = KvType::kF16;
+  o.backend = "vulkan";
+  o.device = std::to_string(TestDevice()->info().index);
+  o.policy.mode = plan::PolicyMode::kGpuLayers;
+  o.policy.gpu_layers = 3;
+  const std::string path = TestModelPath("tiny-moe", "f32");
+  auto ev = engine::Engine::Open(path, o);
+  ASSERT_TRUE(ev.ok()) << ev.status().ToString();
+  EXPECT_EQ((*ev)->backend_name(), "vulkan");
+  ASSERT_NE((*ev)->plan(), nullptr);
+  EXPECT_EQ((*ev)->plan()->layers_on_host(), 3u);
+  engine::EngineOptions oc = o;
+  oc.backend = "cpu";
+  auto ec = engine::Engine::Open(path, oc);
+  ASSERT_TRUE(ec.ok());
+  auto prompt = Tokens(12, static_cast<int>((*ec)->params().n_vocab), 5);
+  engine::GenerateRequest req;
+  req.max_tokens = 8;
+  req.stop_ids = {-1};
+  auto sv = (*ev)->NewSequence();
+  auto sc = (*ec)->NewSequence();
+  ASSERT_TRUE(sv.ok() && sc.ok());
+  auto rv = (*ev)->Generate(**sv, prompt, req, nullptr);
+  auto rc = (*ec)->Generate(**sc, prompt, req, nullptr);
+  ASSERT_TRUE(rv.ok()) << rv.status().ToString();
+  ASSERT_TRUE(rc.ok());
+  EXPECT_EQ(rv->tokens, rc->tokens);
+  o.policy.mode = plan::PolicyMode::kCpuOnly;
+  auto e_cpu = engine::Engine::Open(path, o);
+  ASSERT_TRUE(e_cpu.ok()) << e_cpu.status().ToString();
+  EXPECT_EQ((*e_cpu)->backend_name(), "cpu");
+  // A machine too small for the model: the plan's reason comes back.
+  o.policy.mode = plan::PolicyMode::kAuto;
+  plan::Inventory tiny_machine;
+  tiny_machine.gpus.push_back({"small", 1 << 20, 1 << 20});
+  tiny_machine.host = {"host", 1 << 20, 1 << 20};
+  o.inventory = tiny_machine;
+  auto none = engine::Engine::Open(path, o);
+  EXPECT_EQ(none.status().code(), Code::kResourceExhausted);
+  EXPECT_NE(none.status().ToString().find("does not fit"), std::string::npos)
+      << none.status().ToString();
+}
+
 }  // namespace
 }  // namespace garnet::model

@@ -3,6 +3,12 @@
 //   garnet-bench-engine --model PATH [--prompt-tokens 512] [--gen 64] [--threads N]
 //                       [--ctx N] [--ubatch N] [--kv-type f16|f32] [--reps 1]
 //                       [--backend cpu|vulkan] [--device N|NAME] [--f16-matmul 0|1]
+//                       [--gpu-layers N] [--experts-on-host N|all]
+//
+// Placement (vulkan): --gpu-layers N runs the last N layers on the GPU and the rest on the CPU
+// (plan::PolicyMode::kGpuLayers); --experts-on-host N keeps the routed experts of the lowest N
+// layers (all: every layer) in host memory, computed on the CPU. Without either, the engine's
+// auto plan for this machine.
 //
 // The prompt is deterministic pseudo-random token ids (bos first); decode is greedy. Prints one
 // line per measurement and peak RSS (getrusage) with the file size and KV-cache size for scale.
@@ -15,7 +21,9 @@
 #include <string>
 #include <vector>
 
+#include "engine/gguf/gguf.h"
 #include "engine/model/engine.h"
+#include "engine/plan/planner.h"
 #include "tools/run/args.h"
 
 int main(int argc, char** argv) {
@@ -23,6 +31,7 @@ int main(int argc, char** argv) {
   std::string model_path, backend = "cpu", device;
   bool f16_matmul = false;
   int64_t n_prompt = 512, n_gen = 64, threads = 0, ctx = 0, ubatch = 512, reps = 1;
+  int64_t gpu_layers = -1, experts_on_host = -1;  // -1: not given
   model::KvType kv_type = model::KvType::kF16;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -52,6 +61,14 @@ int main(int argc, char** argv) {
       backend = v;
     } else if (a == "--device") {
       device = v;
+    } else if (a == "--gpu-layers") {
+      ok = tools::ParseInt(a, v, &gpu_layers);
+    } else if (a == "--experts-on-host") {
+      if (std::string(v) == "all") {
+        experts_on_host = 1 << 30;
+      } else {
+        ok = tools::ParseInt(a, v, &experts_on_host);
+      }
     } else if (a == "--f16-matmul") {
       f16_matmul = std::string(v) == "1";
     } else {
@@ -64,7 +81,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr,
                  "usage: garnet-bench-engine --model PATH [--prompt-tokens N] [--gen N] "
                  "[--threads N] [--ctx N] [--ubatch N] [--kv-type f16|f32] [--reps N] "
-                 "[--backend cpu|vulkan] [--device N|NAME] [--f16-matmul 0|1]\n");
+                 "[--backend cpu|vulkan] [--device N|NAME] [--f16-matmul 0|1] "
+                 "[--gpu-layers N] [--experts-on-host N|all]\n");
     return 2;
   }
   engine::EngineOptions opt;
@@ -75,6 +93,40 @@ int main(int argc, char** argv) {
   opt.backend = backend;
   opt.device = device;
   opt.f16_matmul = f16_matmul;
+  if (gpu_layers >= 0) {
+    opt.policy.mode = plan::PolicyMode::kGpuLayers;
+    opt.policy.gpu_layers = static_cast<uint32_t>(gpu_layers);
+  }
+  if (experts_on_host >= 0) {
+    // A plan of its own: the policy's (or all layers on the GPU), then the lowest N expert sets
+    // to the host. Planned against a machine large enough for any placement; the engine runs it
+    // as given.
+    auto model = gguf::Model::Open(model_path);
+    if (!model.ok()) {
+      std::fprintf(stderr, "error: %s\n", model.status().ToString().c_str());
+      return 1;
+    }
+    auto shape = plan::ShapeFromModel(**model);
+    if (!shape.ok()) {
+      std::fprintf(stderr, "error: %s\n", shape.status().ToString().c_str());
+      return 1;
+    }
+    plan::KvOptions kv;
+    kv.n_ctx = static_cast<uint32_t>(opt.n_ctx);
+    kv.n_ubatch = static_cast<uint32_t>(std::min(ubatch, opt.n_ctx));
+    plan::Inventory inv;
+    inv.gpus.push_back({"any", 1ull << 50, 1ull << 50});
+    inv.host = {"host", 1ull << 50, 1ull << 50};
+    auto pl = plan::MakePlan(*shape, kv, inv, opt.policy);
+    if (!pl.ok()) {
+      std::fprintf(stderr, "error: %s\n", pl.status().ToString().c_str());
+      return 1;
+    }
+    for (size_t il = 0; il < pl->experts_on_host.size(); ++il) {
+      if (static_cast<int64_t>(il) < experts_on_host) pl->experts_on_host[il] = true;
+    }
+    opt.plan = *pl;
+  }
   auto t_load0 = std::chrono::steady_clock::now();
   auto eng = engine::Engine::Open(model_path, opt);
   if (!eng.ok()) {
@@ -97,6 +149,10 @@ int main(int argc, char** argv) {
               model_path.c_str(), p.n_layer, p.n_embd, p.n_vocab, st.st_size / 1048576.0,
               e.KvBytesPerSequence() / 1048576.0, static_cast<long long>(e.options().n_ctx));
   std::printf("backend %s, load %.2f s\n", std::string(e.backend_name()).c_str(), load_s);
+  if (const plan::Plan* pl = e.plan()) {
+    std::printf("placement: %u of %u layers on the host, %u expert sets on the host\n",
+                pl->layers_on_host(), p.n_layer, pl->expert_sets_on_host());
+  }
   for (int64_t rep = 0; rep < reps; ++rep) {
     auto seq = e.NewSequence();
     if (!seq.ok()) {
@@ -111,9 +167,11 @@ int main(int argc, char** argv) {
     }
     auto t1 = std::chrono::steady_clock::now();
     double pre = std::chrono::duration<double>(t1 - t0).count();
+    uint64_t hash = 1469598103934665603ull;  // FNV-1a over the greedy ids, to compare runs
     for (int64_t g = 0; g < n_gen; ++g) {
       auto l = (*seq)->logits();
       int32_t best = static_cast<int32_t>(std::max_element(l.begin(), l.end()) - l.begin());
+      hash = (hash ^ static_cast<uint32_t>(best)) * 1099511628211ull;
       s = e.Feed(**seq, std::vector<int32_t>{best});
       if (!s.ok()) {
         std::fprintf(stderr, "error: %s\n", s.ToString().c_str());
@@ -124,6 +182,7 @@ int main(int argc, char** argv) {
     std::printf("prefill %lld tok: %.2f tok/s (%.3f s) | decode %lld tok: %.2f tok/s (%.3f s)\n",
                 static_cast<long long>(n_prompt), n_prompt / pre, pre,
                 static_cast<long long>(n_gen), n_gen > 0 ? n_gen / dec : 0.0, dec);
+    std::printf("greedy ids hash %016llx\n", static_cast<unsigned long long>(hash));
   }
   struct rusage ru {};
   getrusage(RUSAGE_SELF, &ru);
