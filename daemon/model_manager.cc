@@ -336,6 +336,9 @@ Status ModelManager::LoadWith(const std::shared_ptr<Entry>& e, const ResolvedMod
   plan::KvOptions kv;
   kv.n_ctx = e->opts.ctx;
   kv.n_seq = e->opts.parallel;
+  // The engine's micro-batch (EngineOptions' default), capped at the context as the engine does.
+  kv.n_ubatch =
+      static_cast<uint32_t>(std::min<int64_t>(engine::EngineOptions{}.n_ubatch, kv.n_ctx));
   kv.type = e->opts.kv_type == "f32" ? plan::KvType::kF32 : plan::KvType::kF16;
   const bool vulkan = e->opts.backend == "vulkan";
   plan::Inventory inv;
@@ -365,8 +368,9 @@ Status ModelManager::LoadWith(const std::shared_ptr<Entry>& e, const ResolvedMod
     policy.mode = plan::PolicyMode::kAuto;
   }
   GARNET_ASSIGN_OR_RETURN(e->plan, plan::MakePlan(shape, kv, inv, policy));
-  if (vulkan && (e->plan.layers_on_host() > 0 || e->plan.expert_sets_on_host() > 0 ||
-                 e->plan.verdict == plan::Verdict::kDoesNotFit)) {
+  // Layers or experts the plan puts on the host run on the CPU inside the Vulkan forward pass
+  // (the engine is handed this plan, so it runs what was accounted for here).
+  if (vulkan && e->plan.verdict == plan::Verdict::kDoesNotFit) {
     return Status::ResourceExhausted(
         "model " + model.name, "does not fit on " + device + " (" + e->plan.reason +
                                    "); use backend cpu, a smaller context or fewer sequences");
@@ -398,6 +402,7 @@ Status ModelManager::LoadWith(const std::shared_ptr<Entry>& e, const ResolvedMod
     eo.backend = spec.backend;
     eo.device = device;
     eo.n_seq = e->opts.parallel;
+    if (vulkan) eo.plan = e->plan;
     auto opened = engine::Engine::OpenParts(spec.paths, eo);
     if (!opened.ok()) return opened.status().WithContext("loading " + model.name);
     e->engine = std::move(opened).value();
