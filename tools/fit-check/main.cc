@@ -3,10 +3,12 @@
 // the tiny presets on lavapipe).
 //
 //   garnet-fit-check --model PATH [--ctx 8192] [--seq 1] [--ubatch 512] [--device SEL]
+//                    [--policy auto|experts-on-host|gpu-layers:N] [--vram SIZE]
 //
-// Plans the model for the selected device (its free memory from VK_EXT_memory_budget, host RAM
-// from /proc/meminfo; auto policy), loads it on that device with every sequence's KV cache, and
-// prints per kind (weights, KV, scratch): the plan's bytes, the bytes the backend requested, the
+// Plans the model for the selected device (its free memory from VK_EXT_memory_budget, or --vram;
+// host RAM from /proc/meminfo) under the policy, loads it on that device with that placement and
+// every sequence's KV cache, and prints per kind (weights, KV, scratch, and for what the plan puts
+// on the host: host KV and CPU scratch): the plan's bytes, the bytes the backend requested, the
 // driver's allocation sizes (VkMemoryRequirements) and, where the device reports it, the growth of
 // the heap's usage seen by VK_EXT_memory_budget — which also covers what no buffer accounts for
 // (the device context, pipelines, command and descriptor pools): the planner's fixed
@@ -35,12 +37,16 @@ struct Args {
   std::string model;
   uint32_t ctx = 8192, seq = 1, ubatch = 512;
   std::string device;
+  plan::Policy policy;
+  std::string vram;
 };
 
 void Usage() {
   std::fprintf(stderr,
                "usage: garnet-fit-check --model PATH [--ctx 8192] [--seq 1] [--ubatch 512] "
-               "[--device N|NAME]\n");
+               "[--device N|NAME]\n"
+               "                        [--policy auto|experts-on-host|gpu-layers:N] "
+               "[--vram SIZE]\n");
 }
 
 bool ParseArgs(int argc, char** argv, Args* a) {
@@ -65,6 +71,23 @@ bool ParseArgs(int argc, char** argv, Args* a) {
       if (!num(&a->ubatch)) return false;
     } else if (k == "--device") {
       a->device = v;
+    } else if (k == "--vram") {
+      a->vram = v;
+    } else if (k == "--policy") {
+      if (v == "auto") {
+        a->policy.mode = plan::PolicyMode::kAuto;
+      } else if (v == "experts-on-host") {
+        a->policy.mode = plan::PolicyMode::kExpertsOnHost;
+      } else if (v.rfind("gpu-layers:", 0) == 0) {
+        a->policy.mode = plan::PolicyMode::kGpuLayers;
+        char* end = nullptr;
+        const char* n = v.c_str() + 11;
+        const unsigned long x = std::strtoul(n, &end, 10);
+        if (end == n || *end != '\0' || x > 4096) return false;
+        a->policy.gpu_layers = static_cast<uint32_t>(x);
+      } else {
+        return false;
+      }
     } else {
       return false;
     }
@@ -135,19 +158,30 @@ int Run(const Args& a) {
     return 3;
   }
   inv.host = *host;
-  auto pl = plan::MakePlan(*shape, kv, inv, plan::Policy{});
+  if (!a.vram.empty()) {
+    auto over = plan::ApplyOverrides(inv, a.vram, "");
+    if (!over.ok()) {
+      std::fprintf(stderr, "error: %s\n", over.status().ToString().c_str());
+      return 2;
+    }
+    inv = *over;
+  }
+  auto pl = plan::MakePlan(*shape, kv, inv, a.policy);
   if (!pl.ok()) {
     std::fprintf(stderr, "error: %s\n", pl.status().ToString().c_str());
     return 3;
   }
   std::printf("%s\n", plan::FormatPlan(*pl).c_str());
-  if (pl->layers_on_host() > 0 || pl->expert_sets_on_host() > 0) {
-    std::fprintf(stderr,
-                 "error: the plan puts part of the model on the host; this check loads "
-                 "all-GPU placements only\n");
+  if (pl->verdict == plan::Verdict::kDoesNotFit) {
+    std::fprintf(stderr, "error: nothing to load: %s\n", pl->reason.c_str());
+    return 3;
+  }
+  if (pl->layers_on_host() == (*shape).params.n_layer) {
+    std::fprintf(stderr, "error: the plan puts every layer on the host; nothing to check\n");
     return 3;
   }
   const plan::MemoryUse& want = pl->devices[0].use;
+  const plan::MemoryUse& want_host = pl->devices.back().use;
 
   const std::optional<uint64_t> usage0 = DeviceLocalUsage(**probe);
   auto params = gguf::ReadGemma4Params(**model);
@@ -169,6 +203,10 @@ int Run(const Args& a) {
   vo.n_ctx = a.ctx;
   vo.n_ubatch = kv.n_ubatch;
   vo.n_seq = a.seq;
+  if (Status st = model::PlacementFromPlan(*pl, *params, &vo); !st.ok()) {
+    std::fprintf(stderr, "error: %s\n", st.ToString().c_str());
+    return 3;
+  }
   const auto t_load = std::chrono::steady_clock::now();
   auto backend = model::VulkanBackend::Create(model->get(), &*params, &*weights, vo, dev->get());
   if (!backend.ok()) {
@@ -206,6 +244,11 @@ int Run(const Args& a) {
   row("weights", want.weights, got.weights, acct.Bytes(vk::MemoryKind::kWeights));
   row("kv", want.kv, got.kv, acct.Bytes(vk::MemoryKind::kKv));
   row("scratch", want.scratch, got.scratch, acct.Bytes(vk::MemoryKind::kScratch));
+  if (pl->layers_on_host() > 0 || pl->expert_sets_on_host() > 0) {
+    // Host weights stay in the file mapping (plan: the host's weight bytes; not allocated).
+    row("host kv", want_host.kv, got.host_kv, got.host_kv);
+    row("host scr", want_host.scratch, got.host_scratch, got.host_scratch);
+  }
   const uint64_t planned = want.weights + want.kv + want.scratch;
   const uint64_t driver_total = acct.TotalBytes();
   std::printf("other (RoPE tables, constants; not planned): %llu requested, %llu driver\n",
