@@ -129,6 +129,57 @@ Status Feed(Backend& b, BackendSequence* s, std::span<const int32_t> toks, int64
   return Status::OK();
 }
 
+struct ParityFigures {
+  double prefill = 0, decode = 0;  // worst max|cpu - gpu| / max|cpu|
+};
+
+// Feeds `prompt` to both backends (the first micro-batch with every row's logits, the multi-pass
+// head path; then chunk by chunk) and then decodes n_gen greedy tokens one by one, each side fed
+// its own argmax: logits within 1e-2 relative at every step and identical continuations.
+void CheckParity(Backend& cpu, Backend& gpu, int64_t V, const std::vector<int32_t>& prompt,
+                 int n_gen, ParityFigures* worst) {
+  auto sc = cpu.NewSequence();
+  auto sg = gpu.NewSequence();
+  ASSERT_TRUE(sc.ok() && sg.ok());
+  std::vector<float> ac(static_cast<size_t>(kUbatch * V)), ag(ac.size());
+  ASSERT_TRUE(cpu.Forward(sc->get(), prompt.data(), kUbatch, 0, true, ac.data()).ok());
+  auto st = gpu.Forward(sg->get(), prompt.data(), kUbatch, 0, true, ag.data());
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  for (int64_t r = 0; r < kUbatch; ++r) {
+    const double d = RelDiff(std::span(ac).subspan(r * V, V), std::span(ag).subspan(r * V, V));
+    worst->prefill = std::max(worst->prefill, d);
+    EXPECT_LE(d, 1e-2) << "prompt row " << r;
+  }
+  const int64_t n_prompt = static_cast<int64_t>(prompt.size());
+  std::vector<float> lc, lg;
+  for (int64_t i = kUbatch; i < n_prompt; i += kUbatch) {
+    auto chunk = std::span(prompt).subspan(static_cast<size_t>(i),
+                                           static_cast<size_t>(std::min(kUbatch, n_prompt - i)));
+    ASSERT_TRUE(Feed(cpu, sc->get(), chunk, i, &lc, V).ok());
+    st = Feed(gpu, sg->get(), chunk, i, &lg, V);
+    ASSERT_TRUE(st.ok()) << st.ToString();
+    const double d = RelDiff(lc, lg);
+    worst->prefill = std::max(worst->prefill, d);
+    EXPECT_LE(d, 1e-2) << "prompt chunk at " << i;
+  }
+  std::vector<int32_t> gen_c, gen_g;
+  int64_t pos = n_prompt;
+  for (int i = 0; i < n_gen; ++i) {
+    const int32_t tc = Argmax(lc), tg = Argmax(lg);
+    gen_c.push_back(tc);
+    gen_g.push_back(tg);
+    ASSERT_EQ(tc, tg) << "greedy continuations differ at generated token " << i;
+    ASSERT_TRUE(Feed(cpu, sc->get(), std::span(&tc, 1), pos, &lc, V).ok());
+    st = Feed(gpu, sg->get(), std::span(&tg, 1), pos, &lg, V);
+    ASSERT_TRUE(st.ok()) << st.ToString();
+    ++pos;
+    const double d = RelDiff(lc, lg);
+    worst->decode = std::max(worst->decode, d);
+    EXPECT_LE(d, 1e-2) << "decode step " << i;
+  }
+  EXPECT_EQ(gen_c, gen_g);
+}
+
 struct ParityCase {
   const char* preset;
   const char* type;
@@ -149,53 +200,16 @@ TEST_P(Parity, PrefillAndGreedyDecodeMatchCpu) {
   ASSERT_TRUE(cpu && gpu);
   const int64_t V = l->params.n_vocab;
   auto prompt = Tokens(kPrompt, static_cast<int>(V), 11);
-  auto sc = cpu->NewSequence();
-  auto sg = gpu->NewSequence();
-  ASSERT_TRUE(sc.ok() && sg.ok());
-  const auto t0 = std::chrono::steady_clock::now();
-  double worst_prefill = 0, worst_decode = 0;
-  // First chunk with every row's logits (the multi-pass head path: n_seq = 1 row per pass).
-  std::vector<float> ac(static_cast<size_t>(kUbatch * V)), ag(ac.size());
-  ASSERT_TRUE(cpu->Forward(sc->get(), prompt.data(), kUbatch, 0, true, ac.data()).ok());
-  auto st = gpu->Forward(sg->get(), prompt.data(), kUbatch, 0, true, ag.data());
-  ASSERT_TRUE(st.ok()) << st.ToString();
-  for (int64_t r = 0; r < kUbatch; ++r) {
-    const double d = RelDiff(std::span(ac).subspan(r * V, V), std::span(ag).subspan(r * V, V));
-    worst_prefill = std::max(worst_prefill, d);
-    EXPECT_LE(d, 1e-2) << "prompt row " << r;
-  }
-  std::vector<float> lc, lg;
-  for (int i = kUbatch; i < kPrompt; i += kUbatch) {
-    auto chunk = std::span(prompt).subspan(static_cast<size_t>(i), kUbatch);
-    ASSERT_TRUE(Feed(*cpu, sc->get(), chunk, i, &lc, V).ok());
-    st = Feed(*gpu, sg->get(), chunk, i, &lg, V);
-    ASSERT_TRUE(st.ok()) << st.ToString();
-    const double d = RelDiff(lc, lg);
-    worst_prefill = std::max(worst_prefill, d);
-    EXPECT_LE(d, 1e-2) << "prompt chunk at " << i;
-  }
-  std::vector<int32_t> gen_c, gen_g;
-  int64_t pos = kPrompt;
   const int n_gen = std::string(type) == "f32" ? kGenerateF32 : kGenerateF16;
-  for (int i = 0; i < n_gen; ++i) {
-    const int32_t tc = Argmax(lc), tg = Argmax(lg);
-    gen_c.push_back(tc);
-    gen_g.push_back(tg);
-    ASSERT_EQ(tc, tg) << "greedy continuations differ at generated token " << i;
-    ASSERT_TRUE(Feed(*cpu, sc->get(), std::span(&tc, 1), pos, &lc, V).ok());
-    st = Feed(*gpu, sg->get(), std::span(&tg, 1), pos, &lg, V);
-    ASSERT_TRUE(st.ok()) << st.ToString();
-    ++pos;
-    const double d = RelDiff(lc, lg);
-    worst_decode = std::max(worst_decode, d);
-    EXPECT_LE(d, 1e-2) << "decode step " << i;
-  }
-  EXPECT_EQ(gen_c, gen_g);
+  const auto t0 = std::chrono::steady_clock::now();
+  ParityFigures worst;
+  CheckParity(*cpu, *gpu, V, prompt, n_gen, &worst);
+  if (HasFatalFailure()) return;
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::printf(
       "[parity] %s %s on %s: max rel diff prefill %.2e decode %.2e, %d greedy tokens "
       "identical (%.1f s)\n",
-      preset, type, gpu->device_name().c_str(), worst_prefill, worst_decode, n_gen, secs);
+      preset, type, gpu->device_name().c_str(), worst.prefill, worst.decode, n_gen, secs);
 }
 
 INSTANTIATE_TEST_SUITE_P(TinyPresets, Parity,
@@ -543,52 +557,16 @@ TEST_P(MixedParity, MatchesCpu) {
   ASSERT_TRUE(cpu && gpu);
   const int64_t V = l->params.n_vocab;
   auto prompt = Tokens(kPrompt, static_cast<int>(V), 17);
-  auto sc = cpu->NewSequence();
-  auto sg = gpu->NewSequence();
-  ASSERT_TRUE(sc.ok() && sg.ok());
   const auto t0 = std::chrono::steady_clock::now();
-  double worst_prefill = 0, worst_decode = 0;
-  std::vector<float> ac(static_cast<size_t>(kUbatch * V)), ag(ac.size());
-  ASSERT_TRUE(cpu->Forward(sc->get(), prompt.data(), kUbatch, 0, true, ac.data()).ok());
-  auto st = gpu->Forward(sg->get(), prompt.data(), kUbatch, 0, true, ag.data());
-  ASSERT_TRUE(st.ok()) << st.ToString();
-  for (int64_t r = 0; r < kUbatch; ++r) {
-    const double d = RelDiff(std::span(ac).subspan(r * V, V), std::span(ag).subspan(r * V, V));
-    worst_prefill = std::max(worst_prefill, d);
-    EXPECT_LE(d, 1e-2) << "prompt row " << r;
-  }
-  std::vector<float> lc, lg;
-  for (int i = kUbatch; i < kPrompt; i += kUbatch) {
-    auto chunk = std::span(prompt).subspan(static_cast<size_t>(i), kUbatch);
-    ASSERT_TRUE(Feed(*cpu, sc->get(), chunk, i, &lc, V).ok());
-    st = Feed(*gpu, sg->get(), chunk, i, &lg, V);
-    ASSERT_TRUE(st.ok()) << st.ToString();
-    const double d = RelDiff(lc, lg);
-    worst_prefill = std::max(worst_prefill, d);
-    EXPECT_LE(d, 1e-2) << "prompt chunk at " << i;
-  }
-  std::vector<int32_t> gen_c, gen_g;
-  int64_t pos = kPrompt;
-  for (int i = 0; i < kGenerateF32; ++i) {
-    const int32_t tc = Argmax(lc), tg = Argmax(lg);
-    gen_c.push_back(tc);
-    gen_g.push_back(tg);
-    ASSERT_EQ(tc, tg) << "greedy continuations differ at generated token " << i;
-    ASSERT_TRUE(Feed(*cpu, sc->get(), std::span(&tc, 1), pos, &lc, V).ok());
-    st = Feed(*gpu, sg->get(), std::span(&tg, 1), pos, &lg, V);
-    ASSERT_TRUE(st.ok()) << st.ToString();
-    ++pos;
-    const double d = RelDiff(lc, lg);
-    worst_decode = std::max(worst_decode, d);
-    EXPECT_LE(d, 1e-2) << "decode step " << i;
-  }
-  EXPECT_EQ(gen_c, gen_g);
+  ParityFigures worst;
+  CheckParity(*cpu, *gpu, V, prompt, kGenerateF32, &worst);
+  if (HasFatalFailure()) return;
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::printf(
       "[mixed parity] %s (%u layers, %u expert sets on host) on %s: max rel diff prefill "
       "%.2e decode %.2e, %d greedy tokens identical (%.1f s)\n",
       c.name, pl->layers_on_host(), pl->expert_sets_on_host(), gpu->device_name().c_str(),
-      worst_prefill, worst_decode, kGenerateF32, secs);
+      worst.prefill, worst.decode, kGenerateF32, secs);
 }
 
 constexpr plan::PolicyMode kAuto = plan::PolicyMode::kAuto;
