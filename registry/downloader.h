@@ -104,12 +104,26 @@ struct FetchRequest {
   std::string display_name;               // for progress events
 };
 
+// Where a download's time went: seconds from the start of Fetch to each event (0: did not
+// happen, e.g. for a blob already stored). For logs and garnet-bench-pull.
+struct FetchTimings {
+  double resolved = 0;        // size and digest known (HEAD answered)
+  double transfer_start = 0;  // partial file ready (opened, locked, reserved, row saved)
+  double first_byte = 0;      // the first body bytes written at the start of the file
+  double last_byte = 0;       // the file's last byte written (known sizes only)
+  double ranges_done = 0;     // every connection closed, progress flushed and saved
+  double hashed = 0;          // SHA-256 over every byte finished
+  double stored = 0;          // synced, renamed into blobs/, blob row written
+  double hash_starved = 0;    // seconds the hasher waited for data after its first piece
+};
+
 struct FetchResult {
   std::string digest;  // "sha256-<hex>"
   uint64_t size = 0;
   uint64_t bytes_transferred = 0;  // body bytes received by this download
   bool already_present = false;    // nothing was downloaded
   bool digest_was_known = false;   // verified against a pin or X-Linked-Etag
+  FetchTimings timings;
 };
 
 class Downloader {

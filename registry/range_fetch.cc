@@ -21,6 +21,10 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
+class Fetcher;
+// Called by a worker after it wrote bytes of range `i` (defined after Fetcher).
+void Written(Fetcher* f, size_t i);
+
 // One HTTP request for one range.
 struct Xfer {
   CURL* h = nullptr;
@@ -45,6 +49,8 @@ struct Xfer {
   int fd = -1;
   std::atomic<uint64_t>* done = nullptr;  // the range's progress counter
   std::atomic<uint64_t>* total_received = nullptr;
+  Fetcher* fetcher = nullptr;
+  size_t index = 0;  // the range's index
 };
 
 size_t XferHeader(char* data, size_t size, size_t nitems, void* user) {
@@ -104,6 +110,7 @@ size_t XferWrite(char* data, size_t size, size_t nmemb, void* user) {
     x->pos += static_cast<uint64_t>(w);
   }
   x->done->store(x->pos - x->start, std::memory_order_release);
+  Written(x->fetcher, x->index);
   x->received += want;
   x->total_received->fetch_add(want, std::memory_order_relaxed);
   x->last_activity = Clock::now();
@@ -160,6 +167,7 @@ class Fetcher {
     not_before_.assign(n_, Clock::now());
     active_.assign(n_, 0);
     unknown_complete_ = false;
+    lowest_.store(0);
   }
 
   bool Complete(size_t i) const {
@@ -196,12 +204,27 @@ class Fetcher {
     return c;
   }
 
-  uint64_t Watermark() const {
-    for (size_t i = 0; i < n_; ++i) {
-      if (!Complete(i)) return start_[i] + done_[i].load(std::memory_order_acquire);
+  // The end of the contiguous written prefix. Ranges below lowest_ are complete (they stay so
+  // until the next Reset), so the scan starts there and moves the hint up.
+  uint64_t Watermark() {
+    size_t i = lowest_.load(std::memory_order_acquire);
+    while (i < n_ && Complete(i)) ++i;
+    size_t seen = lowest_.load(std::memory_order_relaxed);
+    while (seen < i && !lowest_.compare_exchange_weak(seen, i, std::memory_order_acq_rel)) {
     }
+    if (i < n_) return start_[i] + done_[i].load(std::memory_order_acquire);
     return t_.size_known ? t_.size : done_[0].load();
   }
+
+ public:
+  // A worker wrote bytes of range `i`: when that range is the lowest incomplete one, the prefix
+  // grew, and the hasher hears of it now rather than at the coordinator's next tick (which
+  // still catches anything a race here misses).
+  void OnWritten(size_t i) {
+    if (i == lowest_.load(std::memory_order_acquire)) hooks_.advance(Watermark());
+  }
+
+ private:
 
   Status RunWorkers() {
     stop_ = false;
@@ -300,7 +323,7 @@ class Fetcher {
       size_t pick = n_;
       bool all_done = true;
       {
-        std::lock_guard<std::mutex> lock(mu_);
+        std::unique_lock<std::mutex> lock(mu_);
         const auto now = Clock::now();
         for (size_t i = 0; i < n_; ++i) {
           if (Complete(i)) continue;
@@ -310,11 +333,13 @@ class Fetcher {
           active_[i] = 1;
           break;
         }
-      }
-      if (pick == n_) {
-        if (all_done) break;
-        std::this_thread::sleep_for(milliseconds(5));  // others are busy or backing off
-        continue;
+        if (pick == n_) {
+          if (all_done) break;
+          // Others are busy or backing off: wait until a request ends (then there may be a
+          // range to take, or nothing left, and this worker should leave at once), or 5 ms.
+          idle_cv_.wait_for(lock, milliseconds(5));
+          continue;
+        }
       }
       RunOne(multi, pick);
     }
@@ -352,6 +377,8 @@ class Fetcher {
     x.fd = t_.fd;
     x.done = &done_[i];
     x.total_received = &received_;
+    x.fetcher = this;
+    x.index = i;
     x.last_activity = Clock::now();
     CURL* h = curl_easy_init();
     x.h = h;
@@ -417,6 +444,7 @@ class Fetcher {
     active_[i] = 0;
     range_ended_ = true;
     save_cv_.notify_one();
+    idle_cv_.notify_all();
     if (!finished && !stalled && !x.complete) return;  // abandoned: cancelled or another failure
     Classify(x, i, rc, stalled);
   }
@@ -492,6 +520,7 @@ class Fetcher {
 
   std::mutex mu_;
   std::condition_variable exit_cv_;
+  std::condition_variable idle_cv_;  // a request ended (workers waiting for a range)
   size_t running_ = 0;                         // guarded by mu_
   std::vector<int> attempts_;                  // guarded by mu_
   std::vector<Clock::time_point> not_before_;  // guarded by mu_
@@ -499,6 +528,7 @@ class Fetcher {
   Status fatal_;                               // guarded by mu_
   bool switch_single_ = false;                 // guarded by mu_
   std::atomic<bool> unknown_complete_{false};
+  std::atomic<size_t> lowest_{0};  // every range below it is complete
 
   // The checkpoint thread's state.
   std::mutex save_mu_;
@@ -506,6 +536,10 @@ class Fetcher {
   bool save_stop_ = false;            // guarded by save_mu_
   std::vector<RangeRow> saved_rows_;  // the rows last saved; guarded by save_mu_
 };
+
+void Written(Fetcher* f, size_t i) {
+  f->OnWritten(i);
+}
 
 }  // namespace
 

@@ -7,13 +7,16 @@
 // giving up after `max_attempts` failures of one range without progress), or permanent. A
 // request with no byte for `stall_timeout` is abandoned as transient. A 200 answer to a ranged
 // request switches the whole transfer to one un-ranged stream. The calling thread coordinates:
-// it polls cancellation, reports progress and advances the hasher. A checkpoint thread saves
+// it polls cancellation, reports progress and advances the hasher every 2 ms; the worker writing
+// the lowest incomplete range advances it too, as its bytes land. A checkpoint thread saves
 // progress every `checkpoint_interval` and soon after a range ends; with `sync_blobs` it
 // fdatasyncs the partial file between reading the counters and saving them, so saved progress
 // never claims bytes that were not yet on disk (a resume after a power loss trusts only those).
 //
 // Thread-safety: one call per partial file. `checkpoint` is called on the checkpoint thread (one
-// call at a time, never after FetchRanges returns); the other hooks on the calling thread.
+// call at a time, never after FetchRanges returns); `advance` and `hashed` from the calling
+// thread and the worker threads at once (never after FetchRanges returns); the other hooks on
+// the calling thread.
 #pragma once
 
 #include <chrono>
@@ -48,7 +51,8 @@ struct RangeHooks {
   // Persist the switch to one stream (the new single range).
   std::function<Status(const std::vector<RangeRow>&)> switched_to_single;
   std::function<void(uint64_t completed, double bytes_per_second)> progress;
-  // The contiguous prefix [0, watermark) is written.
+  // The contiguous prefix [0, watermark) is written. Thread-safe (see above); calls from
+  // different threads may arrive out of order, so a value below an earlier one says nothing new.
   std::function<void(uint64_t watermark)> advance;
   // Optional: how many bytes of that prefix the hasher has consumed. Called from the worker
   // threads (must be thread-safe). With DownloadOptions::max_hash_lag_bytes > 0, a worker whose
