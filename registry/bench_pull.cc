@@ -69,6 +69,7 @@ int Main(int argc, char** argv) {
   uint64_t buffer_kb = 0, part_mb = 0;  // 0: the DownloadOptions defaults
   uint64_t hash_lag_mb = 0;
   bool hash_lag_set = false;
+  double lag_rate_factor = -1;  // < 0: the default
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&]() -> std::string { return i + 1 < argc ? argv[++i] : ""; };
@@ -85,6 +86,8 @@ int Main(int argc, char** argv) {
     } else if (a == "--hash-lag-mb") {
       hash_lag_mb = std::strtoull(next().c_str(), nullptr, 10);
       hash_lag_set = true;
+    } else if (a == "--lag-rate-factor") {
+      lag_rate_factor = std::strtod(next().c_str(), nullptr);
     } else if (a == "--no-fsync") {
       sync_blobs = false;
     } else if (a == "--keep") {
@@ -92,7 +95,8 @@ int Main(int argc, char** argv) {
     } else {
       std::fprintf(stderr,
                    "usage: garnet-bench-pull [--size-mb N] [--runs N] [--connections N] "
-                   "[--buffer-kb N] [--part-mb N] [--hash-lag-mb N] [--no-fsync] [--keep DIR]\n");
+                   "[--buffer-kb N] [--part-mb N] [--hash-lag-mb N] [--lag-rate-factor F] "
+                   "[--no-fsync] [--keep DIR]\n");
       return 2;
     }
   }
@@ -172,6 +176,7 @@ int Main(int argc, char** argv) {
   if (buffer_kb > 0) opts.download.curl_buffer_bytes = buffer_kb * 1024;
   if (part_mb > 0) opts.download.min_part_bytes = opts.download.max_part_bytes = part_mb << 20;
   if (hash_lag_set) opts.download.max_hash_lag_bytes = hash_lag_mb << 20;
+  if (lag_rate_factor >= 0) opts.download.hash_lag_rate_factor = lag_rate_factor;
   auto reg = Registry::Open(opts);
   if (!reg.ok()) {
     std::fprintf(stderr, "%s\n", reg.status().ToString().c_str());

@@ -77,6 +77,13 @@ class PrefixHasher {
     reader_cv_.notify_one();
   }
   uint64_t hashed() const { return hashed_.load(std::memory_order_relaxed); }
+  // Bytes per second of hashing (busy time only); 0 until kMinPiece bytes were hashed.
+  double rate() const {
+    const uint64_t bytes = hashed_.load(std::memory_order_relaxed);
+    const int64_t ns = busy_ns_.load(std::memory_order_relaxed);
+    if (bytes < kMinPiece || ns <= 0) return 0;
+    return static_cast<double>(bytes) * 1e9 / static_cast<double>(ns);
+  }
   // Hashes up to `size` and returns the hex digest.
   Result<std::string> Finish(uint64_t size) {
     {
@@ -106,6 +113,7 @@ class PrefixHasher {
  private:
   static constexpr size_t kSlots = 4;
   static constexpr size_t kSlotBytes = 1 << 20;
+  static constexpr size_t kMinPiece = 256 << 10;
   struct Slot {
     std::unique_ptr<uint8_t[]> data;
     size_t len = 0;
@@ -120,8 +128,12 @@ class PrefixHasher {
     uint64_t pos = 0;
     std::unique_lock<std::mutex> lock(mu_);
     for (;;) {
+      // While the hasher has work queued, wait for a piece of at least kMinPiece: many small
+      // pieces (a connection's bytes trickling in) cost a hand-over each.
       reader_cv_.wait(lock, [&] {
-        return stop_ || (filled_ < kSlots && watermark_ > pos) || (finishing_ && pos >= watermark_);
+        if (stop_ || (finishing_ && pos >= watermark_)) return true;
+        if (filled_ == kSlots || watermark_ <= pos) return false;
+        return filled_ == 0 || finishing_ || watermark_ - pos >= kMinPiece;
       });
       if (stop_) return;
       if (pos >= watermark_) break;  // finishing, everything read
@@ -169,12 +181,16 @@ class PrefixHasher {
       Slot& slot = slots_[head_];
       lock.unlock();
       started = true;
+      const auto h0 = Clock::now();
       sha_.Update(slot.data.get(), slot.len);
+      busy_ns_.fetch_add(
+          std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - h0).count(),
+          std::memory_order_relaxed);
       hashed_.fetch_add(slot.len, std::memory_order_relaxed);
       lock.lock();
       head_ = (head_ + 1) % kSlots;
       --filled_;
-      reader_cv_.notify_one();
+      reader_cv_.notify_one();  // a free slot, or an idle hasher that takes a piece of any size
     }
   }
 
@@ -190,9 +206,10 @@ class PrefixHasher {
   bool reader_done_ = false;
   bool stop_ = false;
   std::atomic<uint64_t> hashed_{0};
-  Sha256 sha_;          // the hasher thread's until it is joined
-  Status error_;        // set by the reader under mu_; read after Join
-  double starved_ = 0;  // the hasher thread's until it is joined
+  std::atomic<int64_t> busy_ns_{0};  // time spent in Sha256::Update
+  Sha256 sha_;                       // the hasher thread's until it is joined
+  Status error_;                     // set by the reader under mu_; read after Join
+  double starved_ = 0;               // the hasher thread's until it is joined
   std::thread reader_;
   std::thread hasher_;
 };
@@ -598,6 +615,7 @@ Result<FetchResult> Downloader::Transfer(const Plan& plan, Job* job, int fd,
     }
   };
   hooks.hashed = [&] { return hasher.hashed(); };
+  hooks.hash_rate = [&] { return hasher.rate(); };
   uint64_t total_received = 0;
   Status fatal = FetchRanges(target, o, hooks, &ranges, &single, &total_received);
   timings.ranges_done = since_start();

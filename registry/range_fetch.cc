@@ -21,6 +21,10 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
+// With sync_blobs, written bytes are handed to writeback in pieces of this size as they arrive,
+// so a flush (a checkpoint's, the last one's before the rename) never waits for much more.
+constexpr uint64_t kWritebackBytes = 4ull << 20;
+
 class Fetcher;
 // Called by a worker after it wrote bytes of range `i` (defined after Fetcher).
 void Written(Fetcher* f, size_t i);
@@ -28,9 +32,11 @@ void Written(Fetcher* f, size_t i);
 // One HTTP request for one range.
 struct Xfer {
   CURL* h = nullptr;
-  uint64_t start = 0;  // the range's first byte
-  uint64_t pos = 0;    // next file offset to write
-  uint64_t end = 0;    // exclusive; UINT64_MAX when the size is unknown
+  uint64_t start = 0;         // the range's first byte
+  uint64_t pos = 0;           // next file offset to write
+  uint64_t written_back = 0;  // [start of this request, written_back) was handed to writeback
+  bool writeback = false;     // hand written pieces to writeback (sync_blobs)
+  uint64_t end = 0;           // exclusive; UINT64_MAX when the size is unknown
   uint64_t size = 0;
   bool size_known = true;
   bool ranged = false;
@@ -111,6 +117,12 @@ size_t XferWrite(char* data, size_t size, size_t nmemb, void* user) {
   }
   x->done->store(x->pos - x->start, std::memory_order_release);
   Written(x->fetcher, x->index);
+  if (x->writeback && x->pos - x->written_back >= kWritebackBytes) {
+    // Asynchronous: starts writing these pages back now; errors surface at the next fdatasync.
+    ::sync_file_range(x->fd, static_cast<off_t>(x->written_back),
+                      static_cast<off_t>(x->pos - x->written_back), SYNC_FILE_RANGE_WRITE);
+    x->written_back = x->pos;
+  }
   x->received += want;
   x->total_received->fetch_add(want, std::memory_order_relaxed);
   x->last_activity = Clock::now();
@@ -225,12 +237,12 @@ class Fetcher {
   }
 
  private:
-
   Status RunWorkers() {
     stop_ = false;
     size_t workers =
         single_ || !t_.size_known ? 1 : static_cast<size_t>(std::max(1, o_.connections));
     workers = std::min(workers, n_);
+    workers_ = workers;
     std::vector<std::thread> threads;
     running_ = workers;
     for (size_t w = 0; w < workers; ++w) threads.emplace_back([this] { Worker(); });
@@ -349,14 +361,23 @@ class Fetcher {
     exit_cv_.notify_all();
   }
 
-  // True when range `i`, about to write at `pos`, should wait for the hasher (see
-  // RangeHooks::hashed): it is more than max_hash_lag_bytes ahead, it is not the lowest
-  // incomplete range, and that one is being downloaded right now (so the hasher is sure to get
-  // further; a lowest range waiting for a retry or for a free worker never blocks the others).
-  bool HashLagging(size_t i, uint64_t pos) {
+  // True when range `i`, about to write at `pos` and receiving `rate` bytes per second, should
+  // wait for the hasher (see RangeHooks::hashed): it is more than max_hash_lag_bytes ahead, the
+  // connections together outrun the hasher (hash_lag_rate_factor; a rate of 0 is unknown and
+  // never pauses), it is not the lowest incomplete range, and that one is being downloaded right
+  // now (so the hasher is sure to get further; a lowest range waiting for a retry or for a free
+  // worker never blocks the others).
+  bool HashLagging(size_t i, uint64_t pos, double rate) {
     if (!hooks_.hashed || o_.max_hash_lag_bytes == 0 || !t_.size_known || single_) return false;
     if (pos <= o_.max_hash_lag_bytes || pos - o_.max_hash_lag_bytes <= hooks_.hashed()) {
       return false;
+    }
+    if (o_.hash_lag_rate_factor > 0) {
+      const double hash_rate = hooks_.hash_rate ? hooks_.hash_rate() : 0;
+      if (rate <= 0 || hash_rate <= 0 ||
+          rate * static_cast<double>(workers_) <= o_.hash_lag_rate_factor * hash_rate) {
+        return false;
+      }
     }
     std::lock_guard<std::mutex> lock(mu_);
     for (size_t j = 0; j < i; ++j) {
@@ -379,6 +400,8 @@ class Fetcher {
     x.total_received = &received_;
     x.fetcher = this;
     x.index = i;
+    x.written_back = x.pos;
+    x.writeback = o_.sync_blobs && t_.size_known;
     x.last_activity = Clock::now();
     CURL* h = curl_easy_init();
     x.h = h;
@@ -408,11 +431,21 @@ class Fetcher {
     curl_multi_add_handle(multi, h);
     bool finished = false, stalled = false;
     CURLcode rc = CURLE_OK;
+    // This request's receive rate, over the time it was not paused; 0 until 256 KiB arrived.
+    const auto request_start = Clock::now();
+    Clock::duration paused{0};
+    auto receive_rate = [&] {
+      if (x.received < (256u << 10)) return 0.0;
+      const double s = std::chrono::duration<double>(Clock::now() - request_start - paused).count();
+      return s > 0 ? static_cast<double>(x.received) / s : 0.0;
+    };
     while (!stop_) {
-      if (HashLagging(i, x.pos)) {
+      if (HashLagging(i, x.pos, receive_rate())) {
         // Let the hasher catch up; not reading is our choice, not a stall.
+        const auto p0 = Clock::now();
         std::this_thread::sleep_for(milliseconds(1));
         x.last_activity = Clock::now();
+        paused += x.last_activity - p0;
         continue;
       }
       int running = 0;
@@ -520,7 +553,7 @@ class Fetcher {
 
   std::mutex mu_;
   std::condition_variable exit_cv_;
-  std::condition_variable idle_cv_;  // a request ended (workers waiting for a range)
+  std::condition_variable idle_cv_;            // a request ended (workers waiting for a range)
   size_t running_ = 0;                         // guarded by mu_
   std::vector<int> attempts_;                  // guarded by mu_
   std::vector<Clock::time_point> not_before_;  // guarded by mu_
@@ -529,6 +562,7 @@ class Fetcher {
   bool switch_single_ = false;                 // guarded by mu_
   std::atomic<bool> unknown_complete_{false};
   std::atomic<size_t> lowest_{0};  // every range below it is complete
+  size_t workers_ = 1;             // worker threads of the current RunWorkers
 
   // The checkpoint thread's state.
   std::mutex save_mu_;

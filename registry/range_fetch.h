@@ -54,12 +54,14 @@ struct RangeHooks {
   // The contiguous prefix [0, watermark) is written. Thread-safe (see above); calls from
   // different threads may arrive out of order, so a value below an earlier one says nothing new.
   std::function<void(uint64_t watermark)> advance;
-  // Optional: how many bytes of that prefix the hasher has consumed. Called from the worker
-  // threads (must be thread-safe). With DownloadOptions::max_hash_lag_bytes > 0, a worker whose
-  // range is not the lowest incomplete one stops reading while it is that far ahead of the
-  // hasher, so the hash finishes soon after the last byte arrives (the lowest range never
-  // waits, so the hasher can always catch up).
+  // Optional: how many bytes of that prefix the hasher has consumed, and its speed in bytes per
+  // second of hashing (0 while unknown). Called from the worker threads (must be thread-safe).
+  // With DownloadOptions::max_hash_lag_bytes > 0, a worker whose range is not the lowest
+  // incomplete one stops reading while it is that far ahead of the hasher and the transfer
+  // outruns the hasher (see hash_lag_rate_factor), so the hash finishes soon after the last
+  // byte arrives (the lowest range never waits, so the hasher can always catch up).
   std::function<uint64_t()> hashed;
+  std::function<double()> hash_rate;
 };
 
 // Runs until every range is complete (OK), a permanent failure, or cancellation (Cancelled).
