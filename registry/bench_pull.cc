@@ -247,10 +247,10 @@ int Main(int argc, char** argv) {
       std::printf(
           "       fetch ms: HEAD %.1f, file ready %.1f, first byte %.1f, last byte %.1f, "
           "ranges closed %.1f, hashed %.1f, stored %.1f; pull returned %.1f; hasher starved "
-          "%.1f ms\n",
+          "%.1f ms; connections paused for it %.1f ms\n",
           1e3 * f.resolved, 1e3 * f.transfer_start, 1e3 * f.first_byte, 1e3 * f.last_byte,
           1e3 * f.ranges_done, 1e3 * f.hashed, 1e3 * f.stored, 1e3 * t_pull.back(),
-          1e3 * f.hash_starved);
+          1e3 * f.hash_starved, 1e3 * f.lag_paused);
       timings.push_back(f);
     }
     if (Status s = (*reg)->Remove("bench:synthetic"); !s.ok()) {
@@ -289,12 +289,12 @@ int Main(int argc, char** argv) {
     };
     std::printf(
         "fetch ms, median: HEAD %.1f, file ready %.1f, first byte %.1f, last byte %.1f, ranges "
-        "closed %.1f, hashed %.1f, stored %.1f; pull %.1f; hasher starved %.1f; hashing "
-        "first byte->hashed %.1f ms = %.0f MB/s\n",
+        "closed %.1f, hashed %.1f, stored %.1f; pull %.1f; hasher starved %.1f; connections "
+        "paused %.1f; hashing first byte->hashed %.1f ms = %.0f MB/s\n",
         med(&FetchTimings::resolved), med(&FetchTimings::transfer_start),
         med(&FetchTimings::first_byte), med(&FetchTimings::last_byte),
         med(&FetchTimings::ranges_done), med(&FetchTimings::hashed), med(&FetchTimings::stored),
-        1e3 * median(t_pull), med(&FetchTimings::hash_starved),
+        1e3 * median(t_pull), med(&FetchTimings::hash_starved), med(&FetchTimings::lag_paused),
         med(&FetchTimings::hashed) - med(&FetchTimings::first_byte),
         size / 1e3 / (med(&FetchTimings::hashed) - med(&FetchTimings::first_byte)));
   }

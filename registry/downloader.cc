@@ -617,7 +617,8 @@ Result<FetchResult> Downloader::Transfer(const Plan& plan, Job* job, int fd,
   hooks.hashed = [&] { return hasher.hashed(); };
   hooks.hash_rate = [&] { return hasher.rate(); };
   uint64_t total_received = 0;
-  Status fatal = FetchRanges(target, o, hooks, &ranges, &single, &total_received);
+  Status fatal =
+      FetchRanges(target, o, hooks, &ranges, &single, &total_received, &timings.lag_paused);
   timings.ranges_done = since_start();
   if (!fatal.ok()) {
     hasher.Stop();

@@ -95,7 +95,8 @@ struct DownloadOptions {
   // "Outruns": the connection's own receive rate times the number of connections exceeds this
   // factor times the hasher's measured speed. Below that (a typical network) hashing costs
   // nothing and pausing would only lose parallelism, so nobody pauses; until both rates are
-  // measured (256 KiB received / hashed) nobody pauses either. 0: pause on lag alone.
+  // measured (a connection's rate over 1 MiB and 2 ms after its first bytes; 256 KiB hashed)
+  // nobody pauses either. 0: pause on lag alone.
   double hash_lag_rate_factor = 1.0;
   // fsync each finished blob (and the blobs directory) before and after the rename, so a
   // registered blob survives a power loss, and fdatasync the partial file before each progress
@@ -122,6 +123,7 @@ struct FetchTimings {
   double hashed = 0;          // SHA-256 over every byte finished
   double stored = 0;          // synced, renamed into blobs/, blob row written
   double hash_starved = 0;    // seconds the hasher waited for data after its first piece
+  double lag_paused = 0;      // seconds connections paused for the hasher, summed over them
 };
 
 struct FetchResult {

@@ -49,6 +49,8 @@ struct Xfer {
   std::string bad_range;  // non-empty: the server answered a different range/size
   long code = 0;
   uint64_t received = 0;
+  Clock::time_point first_write;   // when the first body bytes were written
+  uint64_t first_write_bytes = 0;  // how many
   std::string content_range;
   Clock::time_point last_activity;
   char err[CURL_ERROR_SIZE] = {0};
@@ -123,6 +125,10 @@ size_t XferWrite(char* data, size_t size, size_t nmemb, void* user) {
                       static_cast<off_t>(x->pos - x->written_back), SYNC_FILE_RANGE_WRITE);
     x->written_back = x->pos;
   }
+  if (x->received == 0) {
+    x->first_write = Clock::now();
+    x->first_write_bytes = want;
+  }
   x->received += want;
   x->total_received->fetch_add(want, std::memory_order_relaxed);
   x->last_activity = Clock::now();
@@ -140,6 +146,8 @@ class Fetcher {
       : t_(t), o_(o), hooks_(hooks), rows_(ranges), single_(single) {
     Reset(*ranges);
   }
+
+  double lag_paused_seconds() const { return 1e-9 * static_cast<double>(lag_paused_ns_.load()); }
 
   Status Run(bool* single, uint64_t* received) {
     Status result;
@@ -431,13 +439,15 @@ class Fetcher {
     curl_multi_add_handle(multi, h);
     bool finished = false, stalled = false;
     CURLcode rc = CURLE_OK;
-    // This request's receive rate, over the time it was not paused; 0 until 256 KiB arrived.
-    const auto request_start = Clock::now();
+    // This request's receive rate from its first body bytes on (the request's round trip left
+    // out), over the time it was not paused; 0 (unknown) until 1 MiB more arrived over >= 2 ms.
     Clock::duration paused{0};
     auto receive_rate = [&] {
-      if (x.received < (256u << 10)) return 0.0;
-      const double s = std::chrono::duration<double>(Clock::now() - request_start - paused).count();
-      return s > 0 ? static_cast<double>(x.received) / s : 0.0;
+      if (x.received < x.first_write_bytes + (1u << 20)) return 0.0;
+      const auto t = Clock::now() - x.first_write - paused;
+      if (t < milliseconds(2)) return 0.0;
+      return static_cast<double>(x.received - x.first_write_bytes) /
+             std::chrono::duration<double>(t).count();
     };
     while (!stop_) {
       if (HashLagging(i, x.pos, receive_rate())) {
@@ -446,6 +456,9 @@ class Fetcher {
         std::this_thread::sleep_for(milliseconds(1));
         x.last_activity = Clock::now();
         paused += x.last_activity - p0;
+        lag_paused_ns_.fetch_add(
+            std::chrono::duration_cast<std::chrono::nanoseconds>(x.last_activity - p0).count(),
+            std::memory_order_relaxed);
         continue;
       }
       int running = 0;
@@ -548,6 +561,7 @@ class Fetcher {
   std::vector<uint64_t> start_, end_;
   std::unique_ptr<std::atomic<uint64_t>[]> done_;  // written by the range's worker only
   std::atomic<uint64_t> received_{0};
+  std::atomic<int64_t> lag_paused_ns_{0};  // connections paused for the hasher, summed
   std::atomic<bool> stop_{false};
   std::atomic<bool> range_ended_{false};
 
@@ -588,9 +602,11 @@ std::chrono::milliseconds RetryBackoff(const DownloadOptions& o, int attempt) {
 
 Status FetchRanges(const RangeTarget& target, const DownloadOptions& options,
                    const RangeHooks& hooks, std::vector<RangeRow>* ranges, bool* single,
-                   uint64_t* received) {
+                   uint64_t* received, double* lag_paused) {
   Fetcher f(target, options, hooks, ranges, *single);
-  return f.Run(single, received);
+  Status s = f.Run(single, received);
+  if (lag_paused != nullptr) *lag_paused = f.lag_paused_seconds();
+  return s;
 }
 
 }  // namespace garnet::registry

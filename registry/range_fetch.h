@@ -68,9 +68,11 @@ struct RangeHooks {
 // `ranges` holds the progress on entry and on return (on return, with `sync_blobs`, only what a
 // final fdatasync made durable, or the last checkpoint's rows if that flush failed); `single` says
 // whether the transfer is (or became) one un-ranged stream; `received` gets the body bytes written
-// by this call. For an unknown size, `ranges` is one range whose end is set to the final length.
+// by this call and `lag_paused` (may be null) the seconds connections spent paused for the hasher,
+// summed over connections. For an unknown size, `ranges` is one range whose end is set to the
+// final length.
 Status FetchRanges(const RangeTarget& target, const DownloadOptions& options,
                    const RangeHooks& hooks, std::vector<RangeRow>* ranges, bool* single,
-                   uint64_t* received);
+                   uint64_t* received, double* lag_paused = nullptr);
 
 }  // namespace garnet::registry
