@@ -119,6 +119,16 @@ TEST_F(DownloaderTest, CleanDownloadIsVerifiedAndRegistered) {
   ExpectStoredAndRegistered();
   EXPECT_EQ(server_.body_bytes_sent(), content_.size());
   EXPECT_GE(server_.ranged_requests(), 2);  // parallel ranges
+  // The download's own clock, in the order things happen (garnet-bench-pull prints it).
+  const FetchTimings& t = r->timings;
+  EXPECT_GT(t.resolved, 0);
+  EXPECT_LE(t.resolved, t.transfer_start);
+  EXPECT_LE(t.transfer_start, t.first_byte);
+  EXPECT_LE(t.first_byte, t.last_byte);
+  EXPECT_LE(t.last_byte, t.ranges_done);
+  EXPECT_LE(t.ranges_done, t.hashed);
+  EXPECT_LE(t.hashed, t.stored);
+  EXPECT_GE(t.hash_starved, 0);
   ASSERT_FALSE(phases.empty());
   EXPECT_EQ(phases.front(), Phase::kResolving);
   EXPECT_EQ(phases.back(), Phase::kDone);
