@@ -7,7 +7,8 @@
 // (the target is >= 0.8).
 //
 //   garnet-bench-pull [--size-mb N] [--runs N] [--connections N] [--buffer-kb N] [--part-mb N]
-//                     [--no-fsync] [--keep DIR]
+//                     [--hash-lag-mb N] [--lag-rate-factor F] [--portable-sha] [--no-fsync]
+//                     [--keep DIR]
 #include <spawn.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -88,6 +89,8 @@ int Main(int argc, char** argv) {
       hash_lag_set = true;
     } else if (a == "--lag-rate-factor") {
       lag_rate_factor = std::strtod(next().c_str(), nullptr);
+    } else if (a == "--portable-sha") {
+      Sha256::TEST_AllowAcceleration(false);  // a CPU without SHA-NI: hashing ~8x slower
     } else if (a == "--no-fsync") {
       sync_blobs = false;
     } else if (a == "--keep") {
@@ -96,7 +99,7 @@ int Main(int argc, char** argv) {
       std::fprintf(stderr,
                    "usage: garnet-bench-pull [--size-mb N] [--runs N] [--connections N] "
                    "[--buffer-kb N] [--part-mb N] [--hash-lag-mb N] [--lag-rate-factor F] "
-                   "[--no-fsync] [--keep DIR]\n");
+                   "[--portable-sha] [--no-fsync] [--keep DIR]\n");
       return 2;
     }
   }

@@ -92,11 +92,11 @@ struct DownloadOptions {
   // incomplete: the bytes the hasher needs next then get the CPU, the disk and the link, so
   // the hasher never waits and little is left to hash after the last byte. 0: never pause.
   uint64_t max_hash_lag_bytes = 8ull << 20;
-  // "Outruns": the connection's own receive rate times the number of connections exceeds this
-  // factor times the hasher's measured speed. Below that (a typical network) hashing costs
-  // nothing and pausing would only lose parallelism, so nobody pauses; until both rates are
-  // measured (a connection's rate over 1 MiB and 2 ms after its first bytes; 256 KiB hashed)
-  // nobody pauses either. 0: pause on lag alone.
+  // "Outruns": the connection's receive rate (over all its requests so far) times the number of
+  // connections exceeds this factor times the hasher's measured speed. Below that (a typical
+  // network) hashing costs nothing and pausing would only lose parallelism, so nobody pauses.
+  // Until both rates are measured (1 MiB over 2 ms on the connection; 256 KiB hashed) a
+  // connection may pause up to 20 ms per request. 0: pause on lag alone.
   double hash_lag_rate_factor = 1.0;
   // fsync each finished blob (and the blobs directory) before and after the rename, so a
   // registered blob survives a power loss, and fdatasync the partial file before each progress

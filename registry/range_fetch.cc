@@ -25,6 +25,19 @@ using std::chrono::milliseconds;
 // so a flush (a checkpoint's, the last one's before the rename) never waits for much more.
 constexpr uint64_t kWritebackBytes = 4ull << 20;
 
+// A connection's receive rate is known once it received this much over this long (the first
+// write of each request, which may have waited in the socket, left out).
+constexpr uint64_t kRateMinBytes = 1ull << 20;
+constexpr auto kRateMinTime = std::chrono::milliseconds(2);
+// While its rate is unknown, a connection pauses for the hasher at most this long per request.
+constexpr auto kUnknownRatePause = std::chrono::milliseconds(20);
+
+// What one worker (one connection) received so far, over the time it was receiving.
+struct RateMeter {
+  uint64_t bytes = 0;
+  Clock::duration time{0};
+};
+
 class Fetcher;
 // Called by a worker after it wrote bytes of range `i` (defined after Fetcher).
 void Written(Fetcher* f, size_t i);
@@ -337,6 +350,7 @@ class Fetcher {
   }
 
   void Worker() {
+    RateMeter meter;  // this connection's rate, over all its requests
     CURLM* multi = curl_multi_init();
     curl_multi_setopt(multi, CURLMOPT_PIPELINING, CURLPIPE_NOTHING);
     while (!stop_) {
@@ -361,7 +375,7 @@ class Fetcher {
           continue;
         }
       }
-      RunOne(multi, pick);
+      RunOne(multi, pick, &meter);
     }
     curl_multi_cleanup(multi);
     std::lock_guard<std::mutex> lock(mu_);
@@ -369,21 +383,23 @@ class Fetcher {
     exit_cv_.notify_all();
   }
 
-  // True when range `i`, about to write at `pos` and receiving `rate` bytes per second, should
-  // wait for the hasher (see RangeHooks::hashed): it is more than max_hash_lag_bytes ahead, the
-  // connections together outrun the hasher (hash_lag_rate_factor; a rate of 0 is unknown and
-  // never pauses), it is not the lowest incomplete range, and that one is being downloaded right
-  // now (so the hasher is sure to get further; a lowest range waiting for a retry or for a free
-  // worker never blocks the others).
-  bool HashLagging(size_t i, uint64_t pos, double rate) {
+  // True when range `i`, about to write at `pos` with its connection receiving `rate` bytes per
+  // second (0: not known yet), should wait for the hasher (see RangeHooks::hashed): it is more
+  // than max_hash_lag_bytes ahead; the connections together outrun the hasher
+  // (hash_lag_rate_factor), or either rate is unknown and `may_guess` (a short pause while the
+  // rates are being learnt, see kUnknownRatePause); it is not the lowest incomplete range, and
+  // that one is being downloaded right now (so the hasher is sure to get further; a lowest range
+  // waiting for a retry or for a free worker never blocks the others).
+  bool HashLagging(size_t i, uint64_t pos, double rate, bool may_guess) {
     if (!hooks_.hashed || o_.max_hash_lag_bytes == 0 || !t_.size_known || single_) return false;
     if (pos <= o_.max_hash_lag_bytes || pos - o_.max_hash_lag_bytes <= hooks_.hashed()) {
       return false;
     }
     if (o_.hash_lag_rate_factor > 0) {
       const double hash_rate = hooks_.hash_rate ? hooks_.hash_rate() : 0;
-      if (rate <= 0 || hash_rate <= 0 ||
-          rate * static_cast<double>(workers_) <= o_.hash_lag_rate_factor * hash_rate) {
+      if (rate <= 0 || hash_rate <= 0) {
+        if (!may_guess) return false;
+      } else if (rate * static_cast<double>(workers_) <= o_.hash_lag_rate_factor * hash_rate) {
         return false;
       }
     }
@@ -394,7 +410,7 @@ class Fetcher {
     return false;  // the lowest incomplete range: the hasher is waiting for it
   }
 
-  void RunOne(CURLM* multi, size_t i) {
+  void RunOne(CURLM* multi, size_t i, RateMeter* meter) {
     Xfer x;
     x.start = start_[i];
     if (!t_.size_known || single_) done_[i].store(0);  // no resume without Range
@@ -439,26 +455,38 @@ class Fetcher {
     curl_multi_add_handle(multi, h);
     bool finished = false, stalled = false;
     CURLcode rc = CURLE_OK;
-    // This request's receive rate from its first body bytes on (the request's round trip left
-    // out), over the time it was not paused; 0 (unknown) until 1 MiB more arrived over >= 2 ms.
-    Clock::duration paused{0};
+    // The connection's receive rate: its earlier requests plus this one from its first body
+    // bytes on (the round trip left out), over the time it was not paused.
+    Clock::duration paused_receiving{0};  // pauses after this request's first bytes
+    Clock::duration paused_unknown{0};    // pauses while the rate was unknown
+    auto this_request = [&] {
+      RateMeter m;
+      if (x.received > x.first_write_bytes) {
+        m.bytes = x.received - x.first_write_bytes;
+        m.time = Clock::now() - x.first_write - paused_receiving;
+      }
+      return m;
+    };
     auto receive_rate = [&] {
-      if (x.received < x.first_write_bytes + (1u << 20)) return 0.0;
-      const auto t = Clock::now() - x.first_write - paused;
-      if (t < milliseconds(2)) return 0.0;
-      return static_cast<double>(x.received - x.first_write_bytes) /
-             std::chrono::duration<double>(t).count();
+      const RateMeter m = this_request();
+      const uint64_t bytes = meter->bytes + m.bytes;
+      const Clock::duration time = meter->time + m.time;
+      if (bytes < kRateMinBytes || time < kRateMinTime) return 0.0;
+      return static_cast<double>(bytes) / std::chrono::duration<double>(time).count();
     };
     while (!stop_) {
-      if (HashLagging(i, x.pos, receive_rate())) {
+      const double rate = receive_rate();
+      const bool unknown = rate <= 0 || !hooks_.hash_rate || hooks_.hash_rate() <= 0;
+      if (HashLagging(i, x.pos, rate, paused_unknown < kUnknownRatePause)) {
         // Let the hasher catch up; not reading is our choice, not a stall.
         const auto p0 = Clock::now();
         std::this_thread::sleep_for(milliseconds(1));
         x.last_activity = Clock::now();
-        paused += x.last_activity - p0;
-        lag_paused_ns_.fetch_add(
-            std::chrono::duration_cast<std::chrono::nanoseconds>(x.last_activity - p0).count(),
-            std::memory_order_relaxed);
+        const auto d = x.last_activity - p0;
+        if (x.received > 0) paused_receiving += d;
+        if (unknown) paused_unknown += d;
+        lag_paused_ns_.fetch_add(std::chrono::duration_cast<std::chrono::nanoseconds>(d).count(),
+                                 std::memory_order_relaxed);
         continue;
       }
       int running = 0;
@@ -478,6 +506,11 @@ class Fetcher {
       curl_multi_poll(multi, nullptr, 0, 20, nullptr);
     }
     if (x.code == 0) curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &x.code);
+    {
+      const RateMeter m = this_request();
+      meter->bytes += m.bytes;
+      meter->time += m.time;
+    }
     curl_multi_remove_handle(multi, h);
     curl_easy_cleanup(h);
     if (x.complete && t_.size_known) {

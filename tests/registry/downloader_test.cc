@@ -166,8 +166,8 @@ TEST_F(DownloaderTest, HashLagLimitNeverDeadlocks) {
 // ahead of the hasher keep downloading: the server holds the first range after 512 KiB until the
 // three others were sent in full, which never happens if they wait for the hasher (it waits for
 // the first range). Both rates get measured (the others receive well over 1 MiB, the hasher
-// hashes 512 KiB), so this is the rate comparison at work, not an unknown rate. Before the hash
-// lag rule looked at rates, large files (ranges far apart) downloaded one range at a time.
+// hashes 512 KiB); before that a connection may pause 20 ms per request, no more. Before the
+// hash lag rule looked at rates, large files (ranges far apart) downloaded one range at a time.
 TEST_F(DownloaderTest, SlowConnectionsDoNotWaitForTheHasher) {
   std::filesystem::remove_all(dir_);
   content_ = RandomBytes(8 << 20, 7);
@@ -186,7 +186,9 @@ TEST_F(DownloaderTest, SlowConnectionsDoNotWaitForTheHasher) {
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_FALSE(server_.faults().hold_timed_out.load())
       << "the other ranges were not fetched while the first one was held";
-  EXPECT_EQ(r->timings.lag_paused, 0) << "connections paused for a hasher that was not behind";
+  // At most the three far connections' first 20 ms while their rates were unknown (plus sleep
+  // overshoot); waiting for the hasher would take seconds here.
+  EXPECT_LT(r->timings.lag_paused, 0.3) << "connections paused for a hasher that was not behind";
   ExpectStoredAndRegistered();
   EXPECT_EQ(server_.body_bytes_sent(), content_.size());
 }
