@@ -13,13 +13,14 @@
 // with fallocate first; each range's progress is saved to SQLite
 // every `checkpoint_interval`, soon after every range completion, and when the download stops,
 // so a killed process resumes where the last checkpoint left off (with `sync_blobs`, the file is
-// flushed before each save, so the saved progress holds after a power loss too). A hasher thread
-// follows the contiguous written prefix, so verification overlaps the transfer. Transient failures
-// (connect/recv errors, 408/429/5xx, stalls with no byte for `stall_timeout`) are retried per
-// range with exponential backoff; a range that fails `max_attempts` times in a row without
-// progress ends the download with Unavailable. A server that ignores Range (200 to a ranged
-// request) switches the download to one stream. Free space is checked before starting
-// (ResourceExhausted); ENOSPC while writing is ResourceExhausted too.
+// flushed before each save, so the saved progress holds after a power loss too). Two threads
+// follow the contiguous written prefix, one reading it back, one hashing, so verification
+// overlaps the transfer; when the transfer outruns the hasher, connections far ahead of it pause
+// (max_hash_lag_bytes). Transient failures (connect/recv errors, 408/429/5xx, stalls with no
+// byte for `stall_timeout`) are retried per range with exponential backoff; a range that fails
+// `max_attempts` times in a row without progress ends the download with Unavailable. A server
+// that ignores Range (200 to a ranged request) switches the download to one stream. Free space
+// is checked before starting (ResourceExhausted); ENOSPC while writing is ResourceExhausted too.
 //
 // Sharing: concurrent Fetch calls for the same blob (same digest, or same URL when the digest is
 // unknown) in one process share one download; each caller gets progress and the same result.
@@ -86,10 +87,17 @@ struct DownloadOptions {
   std::chrono::milliseconds checkpoint_interval{500};
   uint64_t disk_reserve_bytes = 64ull << 20;  // free space kept beyond the file itself
   size_t curl_buffer_bytes = 512 * 1024;
-  // A connection more than this far ahead of the hasher pauses (unless its range is the lowest
-  // one still incomplete), so hashing keeps pace with the transfer and little is left to hash
-  // after the last byte; 0: never pause.
-  uint64_t max_hash_lag_bytes = 32ull << 20;
+  // When the transfer outruns SHA-256 (a fast link: loopback, a LAN mirror), a connection more
+  // than this far ahead of the hasher pauses, unless its range is the lowest one still
+  // incomplete: the bytes the hasher needs next then get the CPU, the disk and the link, so
+  // the hasher never waits and little is left to hash after the last byte. 0: never pause.
+  uint64_t max_hash_lag_bytes = 8ull << 20;
+  // "Outruns": the connection's receive rate (over all its requests so far) times the number of
+  // connections exceeds this factor times the hasher's measured speed. Below that (a typical
+  // network) hashing costs nothing and pausing would only lose parallelism, so nobody pauses.
+  // Until both rates are measured (1 MiB over 2 ms on the connection; 256 KiB hashed) a
+  // connection may pause up to 20 ms per request. 0: pause on lag alone.
+  double hash_lag_rate_factor = 1.0;
   // fsync each finished blob (and the blobs directory) before and after the rename, so a
   // registered blob survives a power loss, and fdatasync the partial file before each progress
   // checkpoint, so saved progress never claims bytes a power loss could take back. Off: faster,
@@ -104,12 +112,27 @@ struct FetchRequest {
   std::string display_name;               // for progress events
 };
 
+// Where a download's time went: seconds from the start of Fetch to each event (0: did not
+// happen, e.g. for a blob already stored). For logs and garnet-bench-pull.
+struct FetchTimings {
+  double resolved = 0;        // size and digest known (HEAD answered)
+  double transfer_start = 0;  // partial file ready (opened, locked, reserved, row saved)
+  double first_byte = 0;      // the first body bytes written at the start of the file
+  double last_byte = 0;       // the file's last byte written (known sizes only)
+  double ranges_done = 0;     // every connection closed, progress flushed and saved
+  double hashed = 0;          // SHA-256 over every byte finished
+  double stored = 0;          // synced, renamed into blobs/, blob row written
+  double hash_starved = 0;    // seconds the hasher waited for data after its first piece
+  double lag_paused = 0;      // seconds connections paused for the hasher, summed over them
+};
+
 struct FetchResult {
   std::string digest;  // "sha256-<hex>"
   uint64_t size = 0;
   uint64_t bytes_transferred = 0;  // body bytes received by this download
   bool already_present = false;    // nothing was downloaded
   bool digest_was_known = false;   // verified against a pin or X-Linked-Etag
+  FetchTimings timings;
 };
 
 class Downloader {

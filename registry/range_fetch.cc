@@ -21,12 +21,35 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
+// With sync_blobs, written bytes are handed to writeback in pieces of this size as they arrive,
+// so a flush (a checkpoint's, the last one's before the rename) never waits for much more.
+constexpr uint64_t kWritebackBytes = 4ull << 20;
+
+// A connection's receive rate is known once it received this much over this long (the first
+// write of each request, which may have waited in the socket, left out).
+constexpr uint64_t kRateMinBytes = 1ull << 20;
+constexpr auto kRateMinTime = std::chrono::milliseconds(2);
+// While its rate is unknown, a connection pauses for the hasher at most this long per request.
+constexpr auto kUnknownRatePause = std::chrono::milliseconds(20);
+
+// What one worker (one connection) received so far, over the time it was receiving.
+struct RateMeter {
+  uint64_t bytes = 0;
+  Clock::duration time{0};
+};
+
+class Fetcher;
+// Called by a worker after it wrote bytes of range `i` (defined after Fetcher).
+void Written(Fetcher* f, size_t i);
+
 // One HTTP request for one range.
 struct Xfer {
   CURL* h = nullptr;
-  uint64_t start = 0;  // the range's first byte
-  uint64_t pos = 0;    // next file offset to write
-  uint64_t end = 0;    // exclusive; UINT64_MAX when the size is unknown
+  uint64_t start = 0;         // the range's first byte
+  uint64_t pos = 0;           // next file offset to write
+  uint64_t written_back = 0;  // [start of this request, written_back) was handed to writeback
+  bool writeback = false;     // hand written pieces to writeback (sync_blobs)
+  uint64_t end = 0;           // exclusive; UINT64_MAX when the size is unknown
   uint64_t size = 0;
   bool size_known = true;
   bool ranged = false;
@@ -39,12 +62,16 @@ struct Xfer {
   std::string bad_range;  // non-empty: the server answered a different range/size
   long code = 0;
   uint64_t received = 0;
+  Clock::time_point first_write;   // when the first body bytes were written
+  uint64_t first_write_bytes = 0;  // how many
   std::string content_range;
   Clock::time_point last_activity;
   char err[CURL_ERROR_SIZE] = {0};
   int fd = -1;
   std::atomic<uint64_t>* done = nullptr;  // the range's progress counter
   std::atomic<uint64_t>* total_received = nullptr;
+  Fetcher* fetcher = nullptr;
+  size_t index = 0;  // the range's index
 };
 
 size_t XferHeader(char* data, size_t size, size_t nitems, void* user) {
@@ -104,6 +131,17 @@ size_t XferWrite(char* data, size_t size, size_t nmemb, void* user) {
     x->pos += static_cast<uint64_t>(w);
   }
   x->done->store(x->pos - x->start, std::memory_order_release);
+  Written(x->fetcher, x->index);
+  if (x->writeback && x->pos - x->written_back >= kWritebackBytes) {
+    // Asynchronous: starts writing these pages back now; errors surface at the next fdatasync.
+    ::sync_file_range(x->fd, static_cast<off_t>(x->written_back),
+                      static_cast<off_t>(x->pos - x->written_back), SYNC_FILE_RANGE_WRITE);
+    x->written_back = x->pos;
+  }
+  if (x->received == 0) {
+    x->first_write = Clock::now();
+    x->first_write_bytes = want;
+  }
   x->received += want;
   x->total_received->fetch_add(want, std::memory_order_relaxed);
   x->last_activity = Clock::now();
@@ -121,6 +159,8 @@ class Fetcher {
       : t_(t), o_(o), hooks_(hooks), rows_(ranges), single_(single) {
     Reset(*ranges);
   }
+
+  double lag_paused_seconds() const { return 1e-9 * static_cast<double>(lag_paused_ns_.load()); }
 
   Status Run(bool* single, uint64_t* received) {
     Status result;
@@ -160,6 +200,7 @@ class Fetcher {
     not_before_.assign(n_, Clock::now());
     active_.assign(n_, 0);
     unknown_complete_ = false;
+    lowest_.store(0);
   }
 
   bool Complete(size_t i) const {
@@ -196,18 +237,33 @@ class Fetcher {
     return c;
   }
 
-  uint64_t Watermark() const {
-    for (size_t i = 0; i < n_; ++i) {
-      if (!Complete(i)) return start_[i] + done_[i].load(std::memory_order_acquire);
+  // The end of the contiguous written prefix. Ranges below lowest_ are complete (they stay so
+  // until the next Reset), so the scan starts there and moves the hint up.
+  uint64_t Watermark() {
+    size_t i = lowest_.load(std::memory_order_acquire);
+    while (i < n_ && Complete(i)) ++i;
+    size_t seen = lowest_.load(std::memory_order_relaxed);
+    while (seen < i && !lowest_.compare_exchange_weak(seen, i, std::memory_order_acq_rel)) {
     }
+    if (i < n_) return start_[i] + done_[i].load(std::memory_order_acquire);
     return t_.size_known ? t_.size : done_[0].load();
   }
 
+ public:
+  // A worker wrote bytes of range `i`: when that range is the lowest incomplete one, the prefix
+  // grew, and the hasher hears of it now rather than at the coordinator's next tick (which
+  // still catches anything a race here misses).
+  void OnWritten(size_t i) {
+    if (i == lowest_.load(std::memory_order_acquire)) hooks_.advance(Watermark());
+  }
+
+ private:
   Status RunWorkers() {
     stop_ = false;
     size_t workers =
         single_ || !t_.size_known ? 1 : static_cast<size_t>(std::max(1, o_.connections));
     workers = std::min(workers, n_);
+    workers_ = workers;
     std::vector<std::thread> threads;
     running_ = workers;
     for (size_t w = 0; w < workers; ++w) threads.emplace_back([this] { Worker(); });
@@ -294,13 +350,14 @@ class Fetcher {
   }
 
   void Worker() {
+    RateMeter meter;  // this connection's rate, over all its requests
     CURLM* multi = curl_multi_init();
     curl_multi_setopt(multi, CURLMOPT_PIPELINING, CURLPIPE_NOTHING);
     while (!stop_) {
       size_t pick = n_;
       bool all_done = true;
       {
-        std::lock_guard<std::mutex> lock(mu_);
+        std::unique_lock<std::mutex> lock(mu_);
         const auto now = Clock::now();
         for (size_t i = 0; i < n_; ++i) {
           if (Complete(i)) continue;
@@ -310,13 +367,15 @@ class Fetcher {
           active_[i] = 1;
           break;
         }
+        if (pick == n_) {
+          if (all_done) break;
+          // Others are busy or backing off: wait until a request ends (then there may be a
+          // range to take, or nothing left, and this worker should leave at once), or 5 ms.
+          idle_cv_.wait_for(lock, milliseconds(5));
+          continue;
+        }
       }
-      if (pick == n_) {
-        if (all_done) break;
-        std::this_thread::sleep_for(milliseconds(5));  // others are busy or backing off
-        continue;
-      }
-      RunOne(multi, pick);
+      RunOne(multi, pick, &meter);
     }
     curl_multi_cleanup(multi);
     std::lock_guard<std::mutex> lock(mu_);
@@ -324,14 +383,25 @@ class Fetcher {
     exit_cv_.notify_all();
   }
 
-  // True when range `i`, about to write at `pos`, should wait for the hasher (see
-  // RangeHooks::hashed): it is more than max_hash_lag_bytes ahead, it is not the lowest
-  // incomplete range, and that one is being downloaded right now (so the hasher is sure to get
-  // further; a lowest range waiting for a retry or for a free worker never blocks the others).
-  bool HashLagging(size_t i, uint64_t pos) {
+  // True when range `i`, about to write at `pos` with its connection receiving `rate` bytes per
+  // second (0: not known yet), should wait for the hasher (see RangeHooks::hashed): it is more
+  // than max_hash_lag_bytes ahead; the connections together outrun the hasher
+  // (hash_lag_rate_factor), or either rate is unknown and `may_guess` (a short pause while the
+  // rates are being learnt, see kUnknownRatePause); it is not the lowest incomplete range, and
+  // that one is being downloaded right now (so the hasher is sure to get further; a lowest range
+  // waiting for a retry or for a free worker never blocks the others).
+  bool HashLagging(size_t i, uint64_t pos, double rate, bool may_guess) {
     if (!hooks_.hashed || o_.max_hash_lag_bytes == 0 || !t_.size_known || single_) return false;
     if (pos <= o_.max_hash_lag_bytes || pos - o_.max_hash_lag_bytes <= hooks_.hashed()) {
       return false;
+    }
+    if (o_.hash_lag_rate_factor > 0) {
+      const double hash_rate = hooks_.hash_rate ? hooks_.hash_rate() : 0;
+      if (rate <= 0 || hash_rate <= 0) {
+        if (!may_guess) return false;
+      } else if (rate * static_cast<double>(workers_) <= o_.hash_lag_rate_factor * hash_rate) {
+        return false;
+      }
     }
     std::lock_guard<std::mutex> lock(mu_);
     for (size_t j = 0; j < i; ++j) {
@@ -340,7 +410,7 @@ class Fetcher {
     return false;  // the lowest incomplete range: the hasher is waiting for it
   }
 
-  void RunOne(CURLM* multi, size_t i) {
+  void RunOne(CURLM* multi, size_t i, RateMeter* meter) {
     Xfer x;
     x.start = start_[i];
     if (!t_.size_known || single_) done_[i].store(0);  // no resume without Range
@@ -352,6 +422,10 @@ class Fetcher {
     x.fd = t_.fd;
     x.done = &done_[i];
     x.total_received = &received_;
+    x.fetcher = this;
+    x.index = i;
+    x.written_back = x.pos;
+    x.writeback = o_.sync_blobs && t_.size_known;
     x.last_activity = Clock::now();
     CURL* h = curl_easy_init();
     x.h = h;
@@ -381,11 +455,38 @@ class Fetcher {
     curl_multi_add_handle(multi, h);
     bool finished = false, stalled = false;
     CURLcode rc = CURLE_OK;
+    // The connection's receive rate: its earlier requests plus this one from its first body
+    // bytes on (the round trip left out), over the time it was not paused.
+    Clock::duration paused_receiving{0};  // pauses after this request's first bytes
+    Clock::duration paused_unknown{0};    // pauses while the rate was unknown
+    auto this_request = [&] {
+      RateMeter m;
+      if (x.received > x.first_write_bytes) {
+        m.bytes = x.received - x.first_write_bytes;
+        m.time = Clock::now() - x.first_write - paused_receiving;
+      }
+      return m;
+    };
+    auto receive_rate = [&] {
+      const RateMeter m = this_request();
+      const uint64_t bytes = meter->bytes + m.bytes;
+      const Clock::duration time = meter->time + m.time;
+      if (bytes < kRateMinBytes || time < kRateMinTime) return 0.0;
+      return static_cast<double>(bytes) / std::chrono::duration<double>(time).count();
+    };
     while (!stop_) {
-      if (HashLagging(i, x.pos)) {
+      const double rate = receive_rate();
+      const bool unknown = rate <= 0 || !hooks_.hash_rate || hooks_.hash_rate() <= 0;
+      if (HashLagging(i, x.pos, rate, paused_unknown < kUnknownRatePause)) {
         // Let the hasher catch up; not reading is our choice, not a stall.
+        const auto p0 = Clock::now();
         std::this_thread::sleep_for(milliseconds(1));
         x.last_activity = Clock::now();
+        const auto d = x.last_activity - p0;
+        if (x.received > 0) paused_receiving += d;
+        if (unknown) paused_unknown += d;
+        lag_paused_ns_.fetch_add(std::chrono::duration_cast<std::chrono::nanoseconds>(d).count(),
+                                 std::memory_order_relaxed);
         continue;
       }
       int running = 0;
@@ -405,6 +506,11 @@ class Fetcher {
       curl_multi_poll(multi, nullptr, 0, 20, nullptr);
     }
     if (x.code == 0) curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &x.code);
+    {
+      const RateMeter m = this_request();
+      meter->bytes += m.bytes;
+      meter->time += m.time;
+    }
     curl_multi_remove_handle(multi, h);
     curl_easy_cleanup(h);
     if (x.complete && t_.size_known) {
@@ -417,6 +523,7 @@ class Fetcher {
     active_[i] = 0;
     range_ended_ = true;
     save_cv_.notify_one();
+    idle_cv_.notify_all();
     if (!finished && !stalled && !x.complete) return;  // abandoned: cancelled or another failure
     Classify(x, i, rc, stalled);
   }
@@ -487,11 +594,13 @@ class Fetcher {
   std::vector<uint64_t> start_, end_;
   std::unique_ptr<std::atomic<uint64_t>[]> done_;  // written by the range's worker only
   std::atomic<uint64_t> received_{0};
+  std::atomic<int64_t> lag_paused_ns_{0};  // connections paused for the hasher, summed
   std::atomic<bool> stop_{false};
   std::atomic<bool> range_ended_{false};
 
   std::mutex mu_;
   std::condition_variable exit_cv_;
+  std::condition_variable idle_cv_;            // a request ended (workers waiting for a range)
   size_t running_ = 0;                         // guarded by mu_
   std::vector<int> attempts_;                  // guarded by mu_
   std::vector<Clock::time_point> not_before_;  // guarded by mu_
@@ -499,6 +608,8 @@ class Fetcher {
   Status fatal_;                               // guarded by mu_
   bool switch_single_ = false;                 // guarded by mu_
   std::atomic<bool> unknown_complete_{false};
+  std::atomic<size_t> lowest_{0};  // every range below it is complete
+  size_t workers_ = 1;             // worker threads of the current RunWorkers
 
   // The checkpoint thread's state.
   std::mutex save_mu_;
@@ -506,6 +617,10 @@ class Fetcher {
   bool save_stop_ = false;            // guarded by save_mu_
   std::vector<RangeRow> saved_rows_;  // the rows last saved; guarded by save_mu_
 };
+
+void Written(Fetcher* f, size_t i) {
+  f->OnWritten(i);
+}
 
 }  // namespace
 
@@ -520,9 +635,11 @@ std::chrono::milliseconds RetryBackoff(const DownloadOptions& o, int attempt) {
 
 Status FetchRanges(const RangeTarget& target, const DownloadOptions& options,
                    const RangeHooks& hooks, std::vector<RangeRow>* ranges, bool* single,
-                   uint64_t* received) {
+                   uint64_t* received, double* lag_paused) {
   Fetcher f(target, options, hooks, ranges, *single);
-  return f.Run(single, received);
+  Status s = f.Run(single, received);
+  if (lag_paused != nullptr) *lag_paused = f.lag_paused_seconds();
+  return s;
 }
 
 }  // namespace garnet::registry

@@ -316,6 +316,7 @@ Result<PullResult> Registry::Pull(std::string_view text, const ProgressFn& progr
     }
     if (!r->already_present) result.already_present = false;
     result.bytes_transferred += r->bytes_transferred;
+    result.timings.push_back(r->timings);
     row.files.push_back(ManifestFile{r->digest, r->size, f.FileName(), source});
   }
   std::vector<std::string> paths;

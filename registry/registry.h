@@ -67,7 +67,8 @@ struct ModelInfo {
 struct PullResult {
   ModelInfo model;
   uint64_t bytes_transferred = 0;
-  bool already_present = false;  // every file was already stored
+  bool already_present = false;       // every file was already stored
+  std::vector<FetchTimings> timings;  // per file, in manifest order (see FetchTimings)
 };
 
 struct VerifyItem {

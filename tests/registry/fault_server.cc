@@ -91,10 +91,25 @@ FaultServer::FaultServer() : server_(std::make_unique<httplib::Server>()) {
       stall_at = faults_.stall_after.load();
     }
     auto sent = std::make_shared<int64_t>(0);
+    auto first = std::make_shared<int64_t>(-1);  // the body's first byte
     res.set_content_provider(
         file->size(), "application/octet-stream",
-        [this, file, drop_at, stall_at, sent](size_t offset, size_t length,
-                                              httplib::DataSink& sink) {
+        [this, file, drop_at, stall_at, sent, first](size_t offset, size_t length,
+                                                     httplib::DataSink& sink) {
+          if (*first < 0) *first = static_cast<int64_t>(offset);
+          if (int64_t hold = faults_.hold_first_after.load();
+              hold >= 0 && *first == 0 && *sent >= hold &&
+              faults_.hold_first_after.compare_exchange_strong(hold, -1)) {
+            auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+            while (complete_bodies_.load() < faults_.hold_until_bodies.load() &&
+                   !stopping_.load()) {
+              if (std::chrono::steady_clock::now() >= until) {
+                faults_.hold_timed_out = true;
+                break;
+              }
+              std::this_thread::sleep_for(std::chrono::milliseconds(2));
+            }
+          }
           size_t n = std::min<size_t>(length, 64 * 1024);
           if (drop_at >= 0 && *sent >= drop_at) return false;  // close mid-body
           if (stall_at >= 0 && *sent >= stall_at) {
@@ -119,6 +134,7 @@ FaultServer::FaultServer() : server_(std::make_unique<httplib::Server>()) {
           if (!sink.write(chunk.data(), chunk.size())) return false;
           *sent += static_cast<int64_t>(chunk.size());
           body_bytes_ += chunk.size();
+          if (chunk.size() == length) complete_bodies_++;
           return true;
         });
   });
@@ -159,6 +175,7 @@ void FaultServer::ResetCounters() {
   requests_ = 0;
   gets_ = 0;
   ranged_ = 0;
+  complete_bodies_ = 0;
 }
 
 }  // namespace garnet::registry::testing

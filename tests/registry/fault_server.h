@@ -42,6 +42,12 @@ struct Faults {
   std::atomic<bool> linked_headers{true};
   // Advertise this size instead of the real one (0 = real): an upstream that lies.
   std::atomic<uint64_t> advertised_size{0};
+  // The next GET body that starts at byte 0 stops after `hold_first_after` bytes (-1 = off) until
+  // `hold_until_bodies` GET bodies have been sent completely, then goes on; after 10 s it goes on
+  // anyway and sets `hold_timed_out` (the client never fetched the others meanwhile).
+  std::atomic<int64_t> hold_first_after{-1};
+  std::atomic<int> hold_until_bodies{0};
+  std::atomic<bool> hold_timed_out{false};
   // Sleep this many microseconds per 64 KiB sent (slows transfers so tests can act mid-way).
   std::atomic<int> throttle_us{0};
   // Send bodies chunked, without Content-Length (and without the linked headers): the size is
@@ -78,6 +84,7 @@ class FaultServer {
   std::map<std::string, std::shared_ptr<const std::string>> files_;
   std::map<std::string, std::string> sha_;
   std::atomic<uint64_t> body_bytes_{0};
+  std::atomic<int> complete_bodies_{0};  // GET bodies sent to their last byte
   std::atomic<int> requests_{0};
   std::atomic<int> gets_{0};
   std::atomic<int> ranged_{0};
