@@ -178,11 +178,13 @@ struct VulkanBackend::Impl {
   Status DenseMlpUp(const LayerRefs& lr, const WRef& norm_w, uint32_t I, uint32_t T,
                     const BufferRange& x, const BufferRange& tmp, const BufferRange& gate,
                     const BufferRange& up);
-  Status Add(uint32_t n, const BufferRange& x, const BufferRange& b);
+  // hidden = (hidden + rmsnorm(x) * norm_w) * scale for T rows of n_embd: one dispatch.
+  Status NormAdd(uint32_t T, const BufferRange& x, const WRef& norm_w, float scale);
   Status RecordLayers(const Row* rows, uint32_t T);
   Status RecordLayer(int il, const Row* rows, uint32_t T, const std::vector<int64_t>& run_start,
                      const std::vector<uint32_t>& run_len);
-  Status RecordMoe(const LayerRefs& lr, uint32_t ffn_dim, uint32_t T);
+  // The MoE feed-forward block, ending with the residual update of `hidden` (times `scale`).
+  Status RecordMoe(const LayerRefs& lr, uint32_t ffn_dim, uint32_t T, float scale);
   Status RecordHead(uint32_t T, uint32_t n_rows);
   Status Run(const int32_t* tokens, const Row* rows, uint32_t T,
              const std::vector<uint32_t>& logit_rows, float* logits);
@@ -643,11 +645,17 @@ Status VulkanBackend::Impl::DenseMlp(const LayerRefs& lr, const WRef& norm_w, ui
   return Mul(lr.ffn_down, I, p.n_embd, T, gate, y);
 }
 
-Status VulkanBackend::Impl::Add(uint32_t n, const BufferRange& x, const BufferRange& b) {
-  return kern->Binary(*rec, vk::Kernels::BinaryOp::kAdd, n, n, 1.0f, x, b, x);
+Status VulkanBackend::Impl::NormAdd(uint32_t T, const BufferRange& x, const WRef& norm_w,
+                                    float scale) {
+  vk::Kernels::NormAddShape s;
+  s.n = p.n_embd;
+  s.rows = T;
+  s.eps = p.rms_eps;
+  s.scale = scale;
+  return kern->RmsNormAdd(*rec, s, R("hidden").r(), x, norm_w.r()).WithContext(norm_w.name);
 }
 
-Status VulkanBackend::Impl::RecordMoe(const LayerRefs& lr, uint32_t I, uint32_t T) {
+Status VulkanBackend::Impl::RecordMoe(const LayerRefs& lr, uint32_t I, uint32_t T, float scale) {
   const uint32_t H = p.n_embd, E = p.n_expert, K = p.n_expert_used, Ie = p.expert_ffn_dim;
   const uint32_t TK = T * K;
   const Region &hidden = R("hidden"), &norm = R("norm"), &branch = R("branch");
@@ -667,7 +675,6 @@ Status VulkanBackend::Impl::RecordMoe(const LayerRefs& lr, uint32_t I, uint32_t 
   BufferRange es = lr.expert_scale.present() ? lr.expert_scale.r() : BufferRange(one);
   GARNET_RETURN_IF_ERROR(kern->MoeRoute(
       *rec, E, K, T, router.r(), lr.expert_scale.present() ? &es : nullptr, ids.r(), wts.r()));
-  GARNET_RETURN_IF_ERROR(RmsNorm(H, T, branch.r(), &lr.post_ffw_norm_1, branch.r()));
   vk::GluShape g;
   g.n = Ie;
   g.rows = TK;
@@ -750,12 +757,16 @@ Status VulkanBackend::Impl::RecordMoe(const LayerRefs& lr, uint32_t I, uint32_t 
         kern->MatvecId(*rec, lr.down_exps.type, d, lr.down_exps.r(), gu.r(), ids.r(), down.r())
             .WithContext(lr.down_exps.name));
   }
-  GARNET_RETURN_IF_ERROR(vk::MoeCombine(*dev, *rec, H, K, T, down.r(), wts.r(), mo.r()));
-  GARNET_RETURN_IF_ERROR(RmsNorm(H, T, mo.r(), &lr.post_ffw_norm_2, mo.r()));
-  // post_ffw_norm(dense + experts), added to the residual by the caller.
-  GARNET_RETURN_IF_ERROR(kern->Binary(*rec, vk::Kernels::BinaryOp::kAdd, T * H, T * H, 1.0f,
-                                      branch.r(), mo.r(), branch.r()));
-  return RmsNorm(H, T, branch.r(), &lr.post_ffw_norm, branch.r());
+  // One dispatch: combine the experts, h += post_ffw_norm(post_ffw_norm_1(dense) +
+  // post_ffw_norm_2(experts)), times the layer's output scale.
+  vk::Kernels::MoeTailShape ts;
+  ts.n = H;
+  ts.k = K;
+  ts.n_tokens = T;
+  ts.eps = p.rms_eps;
+  ts.scale = scale;
+  return kern->MoeTail(*rec, ts, hidden.r(), branch.r(), down.r(), wts.r(), mo.r(),
+                       lr.post_ffw_norm_1.r(), lr.post_ffw_norm_2.r(), lr.post_ffw_norm.r());
 }
 
 Status VulkanBackend::Impl::RecordLayer(int il, const Row* rows, uint32_t T,
@@ -857,19 +868,20 @@ Status VulkanBackend::Impl::RecordLayer(int il, const Row* rows, uint32_t T,
     pos_off += AlignUp(uint64_t{n} * 4);
   }
   GARNET_RETURN_IF_ERROR(Mul(lr.wo, nq, H, T, attn.r(), branch.r()));
-  GARNET_RETURN_IF_ERROR(RmsNorm(H, T, branch.r(), &lr.post_attention_norm, branch.r()));
-  GARNET_RETURN_IF_ERROR(Add(T * H, hidden.r(), branch.r()));
+  GARNET_RETURN_IF_ERROR(NormAdd(T, branch.r(), lr.post_attention_norm, 1.0f));
 
+  // The layer's output scale rides on its last residual update (fused norm + add kernels).
+  const float scale = w.layers[static_cast<size_t>(il)].output_scale;
+  const float ffn_scale = p.has_ple() ? 1.0f : scale;
   // --- feed-forward ---
   if (p.is_moe()) {
-    GARNET_RETURN_IF_ERROR(RecordMoe(lr, I, T));
+    GARNET_RETURN_IF_ERROR(RecordMoe(lr, I, T, ffn_scale));
   } else {
     const Region &gate = R("ffn_gate"), &up = R("ffn_up");
     GARNET_RETURN_IF_ERROR(
         DenseMlp(lr, lr.ffn_norm, I, T, hidden.r(), norm.r(), gate.r(), up.r(), branch.r()));
-    GARNET_RETURN_IF_ERROR(RmsNorm(H, T, branch.r(), &lr.post_ffw_norm, branch.r()));
+    GARNET_RETURN_IF_ERROR(NormAdd(T, branch.r(), lr.post_ffw_norm, ffn_scale));
   }
-  GARNET_RETURN_IF_ERROR(Add(T * H, hidden.r(), branch.r()));
 
   // --- per-layer embedding injection ---
   if (p.has_ple()) {
@@ -884,13 +896,7 @@ Status VulkanBackend::Impl::RecordLayer(int il, const Row* rows, uint32_t T,
     g.u_off = static_cast<uint32_t>(il) * P;
     GARNET_RETURN_IF_ERROR(vk::GluStrided(*dev, *rec, g, pg.r(), ple.r(), pg.r()));
     GARNET_RETURN_IF_ERROR(Mul(lr.ple_proj, P, H, T, pg.r(), branch.r()));
-    GARNET_RETURN_IF_ERROR(RmsNorm(H, T, branch.r(), &lr.ple_post_norm, branch.r()));
-    GARNET_RETURN_IF_ERROR(Add(T * H, hidden.r(), branch.r()));
-  }
-  const float scale = w.layers[static_cast<size_t>(il)].output_scale;
-  if (scale != 1.0f) {
-    GARNET_RETURN_IF_ERROR(kern->Binary(*rec, vk::Kernels::BinaryOp::kMul, T * H, 1, scale,
-                                        hidden.r(), one, hidden.r()));
+    GARNET_RETURN_IF_ERROR(NormAdd(T, branch.r(), lr.ple_post_norm, scale));
   }
   return Status::OK();
 }

@@ -175,6 +175,90 @@ Status Kernels::RmsNorm(Recorder& rec, const RmsNormShape& s, const BufferRange&
   return rec.Dispatch(*p, bindings, push, gx, gy);
 }
 
+namespace {
+// Whether two ranges share bytes of one buffer (a fused kernel's in-place outputs must not).
+bool Overlap(const BufferRange& a, const BufferRange& b) {
+  if (a.buffer != b.buffer) return false;
+  const uint64_t ae = a.offset + RangeBytes(a), be = b.offset + RangeBytes(b);
+  return a.offset < be && b.offset < ae;
+}
+constexpr uint32_t kRowWg = 256;  // one workgroup per row for the fused residual kernels
+}  // namespace
+
+Status Kernels::RmsNormAdd(Recorder& rec, const NormAddShape& s, const BufferRange& h,
+                           const BufferRange& x, const BufferRange& w) {
+  const char* op = "norm_add";
+  const uint32_t hs = s.h_stride ? s.h_stride : s.n;
+  const uint32_t xs = s.x_stride ? s.x_stride : s.n;
+  if (s.n == 0 || s.rows == 0) return Status::InvalidArgument(op, "empty shape");
+  if (hs < s.n || xs < s.n) return Status::InvalidArgument(op, "stride smaller than the row");
+  if (!(s.eps >= 0.0f) || !std::isfinite(s.eps) || !std::isfinite(s.scale)) {
+    return Status::InvalidArgument(op, "eps must be finite and >= 0, scale finite");
+  }
+  GARNET_RETURN_IF_ERROR(Need(h, Span4(s.rows, hs, s.n), op, "h"));
+  GARNET_RETURN_IF_ERROR(Need(x, Span4(s.rows, xs, s.n), op, "x"));
+  GARNET_RETURN_IF_ERROR(Need(w, uint64_t{s.n} * 4, op, "w"));
+  if (Overlap(h, x)) return Status::InvalidArgument(op, "x overlaps h");
+  PipelineDesc desc{device_.caps().subgroup_arithmetic ? "norm_add_sg" : "norm_add",
+                    3,
+                    0b001,
+                    24,
+                    {kRowWg},
+                    {kRowWg, 1, 1}};
+  GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
+  struct {
+    uint32_t n, rows, h_stride, x_stride;
+    float eps, scale;
+  } push{s.n, s.rows, hs, xs, s.eps, s.scale};
+  uint32_t gx = 0, gy = 0;
+  GARNET_RETURN_IF_ERROR(Fold(device_, s.rows, &gx, &gy, op));
+  const BufferRange bindings[] = {h, x, w};
+  return rec.Dispatch(*p, bindings, push, gx, gy);
+}
+
+Status Kernels::MoeTail(Recorder& rec, const MoeTailShape& s, const BufferRange& h,
+                        const BufferRange& dense, const BufferRange& down, const BufferRange& wt,
+                        const BufferRange& mo, const BufferRange& w1, const BufferRange& w2,
+                        const BufferRange& w) {
+  const char* op = "moe_tail";
+  if (s.n == 0 || s.k == 0 || s.n_tokens == 0) return Status::InvalidArgument(op, "empty shape");
+  if (!(s.eps >= 0.0f) || !std::isfinite(s.eps) || !std::isfinite(s.scale)) {
+    return Status::InvalidArgument(op, "eps must be finite and >= 0, scale finite");
+  }
+  const uint64_t row = uint64_t{s.n} * 4, rows = uint64_t{s.n_tokens} * row;
+  GARNET_RETURN_IF_ERROR(Need(h, rows, op, "h"));
+  GARNET_RETURN_IF_ERROR(Need(dense, rows, op, "dense"));
+  GARNET_RETURN_IF_ERROR(Need(down, rows * s.k, op, "down"));
+  GARNET_RETURN_IF_ERROR(Need(wt, uint64_t{s.n_tokens} * s.k * 4, op, "weights"));
+  GARNET_RETURN_IF_ERROR(Need(mo, rows, op, "mo"));
+  GARNET_RETURN_IF_ERROR(Need(w1, row, op, "w1"));
+  GARNET_RETURN_IF_ERROR(Need(w2, row, op, "w2"));
+  GARNET_RETURN_IF_ERROR(Need(w, row, op, "w"));
+  const BufferRange* rw[] = {&h, &dense, &down, &mo};
+  for (int i = 0; i < 4; ++i) {
+    for (int j = i + 1; j < 4; ++j) {
+      if (Overlap(*rw[i], *rw[j])) {
+        return Status::InvalidArgument(op, "h, dense, down and mo must not overlap");
+      }
+    }
+  }
+  PipelineDesc desc{device_.caps().subgroup_arithmetic ? "moe_tail_sg" : "moe_tail",
+                    8,
+                    0b10011,
+                    20,
+                    {kRowWg},
+                    {kRowWg, 1, 1}};
+  GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
+  struct {
+    uint32_t n, k, n_tokens;
+    float eps, scale;
+  } push{s.n, s.k, s.n_tokens, s.eps, s.scale};
+  uint32_t gx = 0, gy = 0;
+  GARNET_RETURN_IF_ERROR(Fold(device_, s.n_tokens, &gx, &gy, op));
+  const BufferRange bindings[] = {h, dense, down, wt, mo, w1, w2, w};
+  return rec.Dispatch(*p, bindings, push, gx, gy);
+}
+
 Status Kernels::Matvec(Recorder& rec, GgmlType type, const MatvecShape& s, const BufferRange& w,
                        const BufferRange& x, const BufferRange& y) {
   const std::string op = "matvec " + std::string(TypeName(type));

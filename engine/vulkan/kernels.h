@@ -140,6 +140,35 @@ class Kernels {
   // y = x / rms(x) (* w when `w` is given), per row. y may be the same range as x.
   Status RmsNorm(Recorder& rec, const RmsNormShape& s, const BufferRange& x, const BufferRange* w,
                  const BufferRange& y);
+  // A block's output norm plus the residual update in one dispatch, per row r < rows:
+  //   h[r, k] = (h[r, k] + x[r, k] / sqrt(mean_k x[r, k]^2 + eps) * w[k]) * scale
+  // (shaders/norm_add.comp). w holds n floats; x must not overlap h (InvalidArgument).
+  struct NormAddShape {
+    uint32_t n = 0;         // elements per row
+    uint32_t rows = 0;      // tokens
+    uint32_t h_stride = 0;  // elements between rows of h (0: n)
+    uint32_t x_stride = 0;  // elements between rows of x (0: n)
+    float eps = 1e-6f;
+    float scale = 1.0f;  // applied to the updated h (Gemma 4's per-layer output scale)
+  };
+  Status RmsNormAdd(Recorder& rec, const NormAddShape& s, const BufferRange& h,
+                    const BufferRange& x, const BufferRange& w);
+  // The end of a Gemma 4 MoE block in one dispatch, per token t (rows of n floats, k slots):
+  //   m = sum_i wt[t, i] * down[t * k + i]   (slots of weight 0 skipped), written to mo[t]
+  //   y = rmsnorm(dense[t]) * w1 + rmsnorm(m) * w2, written to dense[t]
+  //   h[t] = (h[t] + rmsnorm(y) * w) * scale
+  // (shaders/moe_tail.comp). h, dense, down and mo must not overlap each other.
+  struct MoeTailShape {
+    uint32_t n = 0;  // hidden size
+    uint32_t k = 0;  // routed slots per token
+    uint32_t n_tokens = 0;
+    float eps = 1e-6f;
+    float scale = 1.0f;
+  };
+  Status MoeTail(Recorder& rec, const MoeTailShape& s, const BufferRange& h,
+                 const BufferRange& dense, const BufferRange& down, const BufferRange& wt,
+                 const BufferRange& mo, const BufferRange& w1, const BufferRange& w2,
+                 const BufferRange& w);
   // y[v, r] = sum_k W[r, k] x[v, k]. Unimplemented for a weight type without a kernel.
   Status Matvec(Recorder& rec, GgmlType type, const MatvecShape& s, const BufferRange& w,
                 const BufferRange& x, const BufferRange& y);

@@ -1,6 +1,7 @@
 #include "engine/vulkan/recorder.h"
 
 #include <algorithm>
+#include <array>
 #include <string>
 
 #include "engine/vulkan/device.h"
@@ -63,6 +64,7 @@ Status Recorder::Begin() {
   bi.flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT;
   GARNET_VK_RETURN_IF_ERROR("vkBeginCommandBuffer", vkBeginCommandBuffer(cmd_, &bi));
   recording_ = true;
+  bound_pipeline_ = VK_NULL_HANDLE;
   return Status::OK();
 }
 
@@ -71,6 +73,7 @@ void Recorder::ResetForReuse() {
   for (VkDescriptorPool p : descriptor_pools_) vkResetDescriptorPool(device_.handle(), p, 0);
   descriptor_pool_next_ = 0;
   pending_.clear();
+  bound_pipeline_ = VK_NULL_HANDLE;
   recording_ = false;
   error_ = Status::OK();
   const uint32_t submits = stats_.submits;
@@ -107,7 +110,8 @@ void Recorder::Track(std::span<const Access> accesses, VkPipelineStageFlags stag
     if (hazard) break;
   }
   if (hazard) {
-    std::vector<VkBufferMemoryBarrier> barriers;
+    std::vector<VkBufferMemoryBarrier>& barriers = barrier_scratch_;  // reused: no allocation
+    barriers.clear();
     VkPipelineStageFlags src = 0;
     for (const Access& p : pending_) {
       src |= p.stage;
@@ -160,42 +164,47 @@ Result<VkDescriptorSet> Recorder::AllocateSet(VkDescriptorSetLayout layout) {
 
 Status Recorder::Dispatch(const Pipeline& pipeline, std::span<const BufferRange> bindings,
                           std::span<const uint8_t> push, uint32_t gx, uint32_t gy, uint32_t gz) {
+  // Hot path (hundreds of calls per decoded token): no heap work unless something is wrong;
+  // error messages are built only on failure.
   const PipelineDesc& d = pipeline.desc;
-  const std::string what = "dispatch " + d.Key();
-  if (bindings.size() != d.n_bindings) {
-    return Fail(Status::InvalidArgument(what, std::to_string(bindings.size()) +
-                                                  " bindings given, shader has " +
-                                                  std::to_string(d.n_bindings)));
+  auto what = [&d] { return "dispatch " + d.Key(); };
+  if (bindings.size() != d.n_bindings || bindings.size() > kMaxBindings) {
+    return Fail(Status::InvalidArgument(what(), std::to_string(bindings.size()) +
+                                                    " bindings given, shader has " +
+                                                    std::to_string(d.n_bindings)));
   }
   if (push.size() != d.push_bytes) {
-    return Fail(Status::InvalidArgument(what, std::to_string(push.size()) +
-                                                  " push-constant bytes given, shader takes " +
-                                                  std::to_string(d.push_bytes)));
+    return Fail(Status::InvalidArgument(what(), std::to_string(push.size()) +
+                                                    " push-constant bytes given, shader takes " +
+                                                    std::to_string(d.push_bytes)));
   }
   const DeviceInfo& info = device_.info();
   if (gx == 0 || gy == 0 || gz == 0) return Status::OK();  // nothing to do
   if (gx > info.max_workgroup_count[0] || gy > info.max_workgroup_count[1] ||
       gz > info.max_workgroup_count[2]) {
-    return Fail(Status::InvalidArgument(what, "grid " + std::to_string(gx) + "x" +
-                                                  std::to_string(gy) + "x" + std::to_string(gz) +
-                                                  " exceeds the device's workgroup count limits"));
+    return Fail(Status::InvalidArgument(
+        what(), "grid " + std::to_string(gx) + "x" + std::to_string(gy) + "x" + std::to_string(gz) +
+                    " exceeds the device's workgroup count limits"));
   }
-  std::vector<Access> accesses(bindings.size());
-  std::vector<VkDescriptorBufferInfo> infos(bindings.size());
-  for (size_t i = 0; i < bindings.size(); ++i) {
-    const std::string bwhat = what + " binding " + std::to_string(i);
+  const size_t n = bindings.size();
+  std::array<Access, kMaxBindings> accesses;
+  std::array<VkDescriptorBufferInfo, kMaxBindings> infos;
+  for (size_t i = 0; i < n; ++i) {
+    auto bwhat = [&] { return what() + " binding " + std::to_string(i); };
     uint64_t begin = 0, end = 0;
-    if (Status s = CheckRange(bindings[i], bwhat.c_str(), &begin, &end); !s.ok()) return Fail(s);
+    if (!CheckRange(bindings[i], "dispatch", &begin, &end).ok()) {
+      return Fail(CheckRange(bindings[i], bwhat().c_str(), &begin, &end));  // named message
+    }
     if (end - begin > info.max_storage_buffer_range) {
       return Fail(Status::InvalidArgument(
-          bwhat, std::to_string(end - begin) + " bytes exceed maxStorageBufferRange " +
-                     std::to_string(info.max_storage_buffer_range)));
+          bwhat(), std::to_string(end - begin) + " bytes exceed maxStorageBufferRange " +
+                       std::to_string(info.max_storage_buffer_range)));
     }
     if (info.min_storage_buffer_offset_alignment > 1 &&
         begin % info.min_storage_buffer_offset_alignment != 0) {
       return Fail(Status::InvalidArgument(
-          bwhat, "offset " + std::to_string(begin) + " is not a multiple of " +
-                     std::to_string(info.min_storage_buffer_offset_alignment)));
+          bwhat(), "offset " + std::to_string(begin) + " is not a multiple of " +
+                       std::to_string(info.min_storage_buffer_offset_alignment)));
     }
     const VkBuffer vb = bindings[i].buffer->handle();
     accesses[i] = {vb, begin, end, ((d.write_mask >> i) & 1u) != 0,
@@ -206,11 +215,14 @@ Status Recorder::Dispatch(const Pipeline& pipeline, std::span<const BufferRange>
     infos[i] = {vb, begin, desc_end - begin};
   }
   if (Status s = Begin(); !s.ok()) return Fail(s);
-  Track(accesses, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT);
+  Track({accesses.data(), n}, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT);
 
-  vkCmdBindPipeline(cmd_, VK_PIPELINE_BIND_POINT_COMPUTE, pipeline.pipeline);
-  std::vector<VkWriteDescriptorSet> writes(bindings.size());
-  for (size_t i = 0; i < bindings.size(); ++i) {
+  if (pipeline.pipeline != bound_pipeline_) {
+    vkCmdBindPipeline(cmd_, VK_PIPELINE_BIND_POINT_COMPUTE, pipeline.pipeline);
+    bound_pipeline_ = pipeline.pipeline;
+  }
+  std::array<VkWriteDescriptorSet, kMaxBindings> writes;
+  for (size_t i = 0; i < n; ++i) {
     writes[i] = {VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET};
     writes[i].dstBinding = static_cast<uint32_t>(i);
     writes[i].descriptorCount = 1;
@@ -219,13 +231,12 @@ Status Recorder::Dispatch(const Pipeline& pipeline, std::span<const BufferRange>
   }
   if (pipeline.push_descriptors) {
     device_.push_descriptor_fn()(cmd_, VK_PIPELINE_BIND_POINT_COMPUTE, pipeline.layout, 0,
-                                 static_cast<uint32_t>(writes.size()), writes.data());
+                                 static_cast<uint32_t>(n), writes.data());
   } else {
     Result<VkDescriptorSet> set = AllocateSet(pipeline.set_layout);
     if (!set.ok()) return Fail(set.status());
-    for (VkWriteDescriptorSet& w : writes) w.dstSet = *set;
-    vkUpdateDescriptorSets(device_.handle(), static_cast<uint32_t>(writes.size()), writes.data(), 0,
-                           nullptr);
+    for (size_t i = 0; i < n; ++i) writes[i].dstSet = *set;
+    vkUpdateDescriptorSets(device_.handle(), static_cast<uint32_t>(n), writes.data(), 0, nullptr);
     vkCmdBindDescriptorSets(cmd_, VK_PIPELINE_BIND_POINT_COMPUTE, pipeline.layout, 0, 1, &*set, 0,
                             nullptr);
   }

@@ -115,7 +115,10 @@ class Recorder {
   bool recording_ = false;
   bool in_flight_ = false;
   Status error_;
-  std::vector<Access> pending_;  // accesses since the last barrier
+  static constexpr size_t kMaxBindings = 16;            // PipelineCache refuses more
+  std::vector<Access> pending_;                         // accesses since the last barrier
+  std::vector<VkBufferMemoryBarrier> barrier_scratch_;  // Track's, kept to avoid reallocation
+  VkPipeline bound_pipeline_ = VK_NULL_HANDLE;          // last vkCmdBindPipeline in cmd_
   Stats stats_;
 };
 

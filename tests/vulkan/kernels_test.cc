@@ -840,6 +840,140 @@ TEST_P(KernelTest, BinaryAddMulBroadcastAndInPlace) {
       k().Binary(rec(), Kernels::BinaryOp::kAdd, n + 1, 1, 1.0f, ba, bb, by).IsInvalidArgument());
 }
 
+// Double-precision rms scale of n values.
+double InvRms(const double* v, uint32_t n, double eps) {
+  double ss = 0;
+  for (uint32_t i = 0; i < n; ++i) ss += v[i] * v[i];
+  return 1.0 / std::sqrt(ss / n + eps);
+}
+
+TEST_P(KernelTest, RmsNormAddUpdatesTheResidualWithScaleAndStrides) {
+  struct Case {
+    uint32_t n, rows, hs, xs;
+    float scale;
+  };
+  for (const Case& c : {Case{2817, 3, 2817, 2830, 0.75f}, Case{300, 5, 301, 300, 1.0f},
+                        Case{1, 2, 1, 1, 2.0f}, Case{129, 700, 129, 129, 1.0f}}) {
+    const std::vector<float> h = RandomFloats(size_t{c.rows} * c.hs, 40 + c.n, -2, 2);
+    const std::vector<float> x = RandomFloats(size_t{c.rows} * c.xs, 41 + c.n, -3, 3);
+    const std::vector<float> w = RandomFloats(c.n, 42, 0.5f, 1.5f);
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bh, UploadFloats(*d_, h));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bx, UploadFloats(*d_, x));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bw, UploadFloats(*d_, w));
+    Kernels::NormAddShape s{c.n, c.rows, c.hs, c.xs, 1e-6f, c.scale};
+    GARNET_ASSERT_OK(k().RmsNormAdd(rec(), s, bh, bx, bw));
+    GARNET_ASSERT_OK(rec().SubmitAndWait());
+    GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> y, DownloadFloats(*d_, bh, h.size()));
+    std::vector<float> got;
+    std::vector<double> want, scale;
+    for (uint32_t r = 0; r < c.rows; ++r) {
+      std::vector<double> xr(x.begin() + size_t{r} * c.xs, x.begin() + size_t{r} * c.xs + c.n);
+      const double inv = InvRms(xr.data(), c.n, 1e-6);
+      for (uint32_t i = 0; i < c.hs; ++i) {
+        const size_t at = size_t{r} * c.hs + i;
+        if (i >= c.n) {  // padding between rows stays untouched
+          EXPECT_EQ(y[at], h[at]);
+          continue;
+        }
+        const double v = (h[at] + xr[i] * inv * w[i]) * c.scale;
+        got.push_back(y[at]);
+        want.push_back(v);
+        scale.push_back(std::fabs(h[at]) + std::fabs(xr[i] * inv * w[i]));
+      }
+    }
+    ExpectClose(got, want, scale, 2e-6, 1e-6, "norm_add n=" + std::to_string(c.n));
+  }
+  GARNET_ASSERT_OK_AND_ASSIGN(Buffer b, Buffer::Create(*d_->device, 4096, MemoryKind::kScratch));
+  Kernels::NormAddShape s{100, 2};
+  EXPECT_TRUE(k().RmsNormAdd(rec(), s, BufferRange(b, 0, 800), BufferRange(b, 400, 800),
+                             BufferRange(b, 3200, 400))
+                  .IsInvalidArgument());  // x overlaps h
+  EXPECT_TRUE(k().RmsNormAdd(rec(), s, BufferRange(b, 0, 800), BufferRange(b, 800, 796),
+                             BufferRange(b, 3200, 400))
+                  .IsInvalidArgument());  // x too short
+  s.rows = 0;
+  EXPECT_TRUE(k().RmsNormAdd(rec(), s, b, b, b).IsInvalidArgument());
+}
+
+TEST_P(KernelTest, MoeTailCombinesNormsAddsAndScales) {
+  struct Case {
+    uint32_t n, k, t;
+    float scale;
+  };
+  for (const Case& c : {Case{2817, 8, 3, 0.5f}, Case{33, 3, 70, 1.0f}, Case{1, 1, 2, 1.5f}}) {
+    const uint32_t n = c.n, K = c.k, T = c.t;
+    const std::vector<float> h = RandomFloats(size_t{T} * n, 50 + n, -2, 2);
+    const std::vector<float> dense = RandomFloats(size_t{T} * n, 51 + n, -3, 3);
+    const std::vector<float> down = RandomFloats(size_t{T} * K * n, 52 + n, -3, 3);
+    std::vector<float> wt = RandomFloats(size_t{T} * K, 53 + n, 0.0f, 1.0f);
+    wt[0] = 0.0f;  // an empty slot: its row must not reach the sum, even when it holds NaN
+    std::vector<float> down_nan = down;
+    for (uint32_t j = 0; j < n; ++j) down_nan[j] = std::nanf("");
+    const std::vector<float> w1 = RandomFloats(n, 54, 0.5f, 1.5f);
+    const std::vector<float> w2 = RandomFloats(n, 55, 0.5f, 1.5f);
+    const std::vector<float> w = RandomFloats(n, 56, 0.5f, 1.5f);
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bh, UploadFloats(*d_, h));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bd, UploadFloats(*d_, dense));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bdown, UploadFloats(*d_, down_nan));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bwt, UploadFloats(*d_, wt));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bw1, UploadFloats(*d_, w1));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bw2, UploadFloats(*d_, w2));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bw, UploadFloats(*d_, w));
+    GARNET_ASSERT_OK_AND_ASSIGN(
+        Buffer bmo, Buffer::Create(*d_->device, size_t{T} * n * 4, MemoryKind::kScratch));
+    Kernels::MoeTailShape s{n, K, T, 1e-6f, c.scale};
+    GARNET_ASSERT_OK(k().MoeTail(rec(), s, bh, bd, bdown, bwt, bmo, bw1, bw2, bw));
+    GARNET_ASSERT_OK(rec().SubmitAndWait());
+    GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> gh, DownloadFloats(*d_, bh, h.size()));
+    GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> gy, DownloadFloats(*d_, bd, dense.size()));
+    GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> gm, DownloadFloats(*d_, bmo, dense.size()));
+    std::vector<float> got;
+    std::vector<double> want, scale;
+    for (uint32_t t = 0; t < T; ++t) {
+      std::vector<double> m(n, 0.0), d(n), y(n), ms(n, 0.0);
+      for (uint32_t j = 0; j < n; ++j) {
+        d[j] = dense[size_t{t} * n + j];
+        for (uint32_t i = 0; i < K; ++i) {
+          const double wi = wt[size_t{t} * K + i];
+          if (wi == 0.0) continue;
+          m[j] += wi * down[(size_t{t} * K + i) * n + j];
+          ms[j] += std::fabs(wi * down[(size_t{t} * K + i) * n + j]);
+        }
+      }
+      const double rd = InvRms(d.data(), n, 1e-6), rm = InvRms(m.data(), n, 1e-6);
+      for (uint32_t j = 0; j < n; ++j) y[j] = d[j] * rd * w1[j] + m[j] * rm * w2[j];
+      const double ry = InvRms(y.data(), n, 1e-6);
+      for (uint32_t j = 0; j < n; ++j) {
+        const size_t at = size_t{t} * n + j;
+        got.push_back(gm[at]);
+        want.push_back(m[j]);
+        scale.push_back(ms[j]);
+        got.push_back(gy[at]);
+        want.push_back(y[j]);
+        scale.push_back(std::fabs(d[j] * rd * w1[j]) + std::fabs(m[j] * rm * w2[j]) +
+                        ms[j] * rm * w2[j]);
+        got.push_back(gh[at]);
+        want.push_back((h[at] + y[j] * ry * w[j]) * c.scale);
+        scale.push_back(std::fabs(h[at]) + std::fabs(y[j] * ry * w[j]) + 1e-3);
+      }
+    }
+    ExpectClose(got, want, scale, 1e-5, 1e-6,
+                "moe_tail n=" + std::to_string(n) + " k=" + std::to_string(K));
+  }
+  GARNET_ASSERT_OK_AND_ASSIGN(Buffer b, Buffer::Create(*d_->device, 1 << 16, MemoryKind::kScratch));
+  Kernels::MoeTailShape s{100, 2, 1};
+  const BufferRange h(b, 0, 400), dense(b, 512, 400), down(b, 1024, 800), wt(b, 2048, 8),
+      mo(b, 4096, 400), w1(b, 8192, 400);
+  GARNET_ASSERT_OK(k().MoeTail(rec(), s, h, dense, down, wt, mo, w1, w1, w1));
+  GARNET_ASSERT_OK(rec().SubmitAndWait());
+  EXPECT_TRUE(k().MoeTail(rec(), s, h, BufferRange(b, 256, 400), down, wt, mo, w1, w1, w1)
+                  .IsInvalidArgument());  // dense overlaps h
+  EXPECT_TRUE(k().MoeTail(rec(), s, h, dense, BufferRange(b, 1024, 796), wt, mo, w1, w1, w1)
+                  .IsInvalidArgument());  // down holds one slot row too few
+  s.k = 0;
+  EXPECT_TRUE(k().MoeTail(rec(), s, h, dense, down, wt, mo, w1, w1, w1).IsInvalidArgument());
+}
+
 TEST_P(KernelTest, MoeRouteSoftmaxTopKRenormScaleTiesAndNaN) {
   struct Case {
     uint32_t e, k;
