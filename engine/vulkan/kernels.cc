@@ -618,6 +618,50 @@ Status Kernels::Rope(Recorder& rec, const RopeShape& s, const BufferRange& x,
   return rec.Dispatch(*p, bindings, push, (s.head_dim / 2 + kWg - 1) / kWg, s.n_heads, s.n_tokens);
 }
 
+Status Kernels::NormRope(Recorder& rec, const RopeShape& s, const BufferRange* norm_w, float eps,
+                         const BufferRange& x, const BufferRange& pos, const BufferRange& theta,
+                         const BufferRange& y) {
+  const char* op = "norm_rope";
+  const uint32_t n_rot = s.n_rot ? s.n_rot : s.head_dim;
+  const uint32_t row = s.n_heads * s.head_dim;
+  const uint32_t xs = s.x_tok_stride ? s.x_tok_stride : row;
+  const uint32_t ys = s.y_tok_stride ? s.y_tok_stride : row;
+  if (s.head_dim == 0 || s.n_heads == 0 || s.n_tokens == 0) {
+    return Status::InvalidArgument(op, "empty shape");
+  }
+  if (s.head_dim % 2 || n_rot % 2 || n_rot > s.head_dim) {
+    return Status::InvalidArgument(op, "head_dim and n_rot must be even, n_rot <= head_dim");
+  }
+  if (xs < row || ys < row) return Status::InvalidArgument(op, "stride smaller than a token");
+  if (!(eps >= 0.0f) || !std::isfinite(eps)) {
+    return Status::InvalidArgument(op, "eps must be finite and >= 0");
+  }
+  if (s.n_heads > device_.info().max_workgroup_count[1] ||
+      s.n_tokens > device_.info().max_workgroup_count[2]) {
+    return Status::InvalidArgument(op, "too many heads or tokens for one dispatch");
+  }
+  GARNET_RETURN_IF_ERROR(Need(x, Span4(s.n_tokens, xs, row), op, "x"));
+  GARNET_RETURN_IF_ERROR(Need(y, Span4(s.n_tokens, ys, row), op, "y"));
+  GARNET_RETURN_IF_ERROR(Need(pos, uint64_t{s.n_tokens} * 4, op, "pos"));
+  GARNET_RETURN_IF_ERROR(Need(theta, uint64_t{n_rot} * 4, op, "theta"));
+  if (norm_w) GARNET_RETURN_IF_ERROR(Need(*norm_w, uint64_t{s.head_dim} * 4, op, "norm weight"));
+  constexpr uint32_t kWg = 128;
+  PipelineDesc desc{device_.caps().subgroup_arithmetic ? "rope_norm_sg" : "rope_norm",
+                    5,
+                    0b1000,
+                    32,
+                    {kWg},
+                    {kWg, 1, 1}};
+  GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
+  struct {
+    uint32_t head_dim, n_rot, n_heads, n_tokens, x_tok_stride, y_tok_stride;
+    float eps;
+    uint32_t has_weight;
+  } push{s.head_dim, n_rot, s.n_heads, s.n_tokens, xs, ys, eps, norm_w ? 1u : 0u};
+  const BufferRange bindings[] = {x, pos, theta, y, norm_w ? *norm_w : BufferRange(placeholder_)};
+  return rec.Dispatch(*p, bindings, push, 1, s.n_heads, s.n_tokens);
+}
+
 Status Kernels::GeluMul(Recorder& rec, uint32_t n, const BufferRange& g, const BufferRange& u,
                         const BufferRange& y) {
   const std::string op = "gelu_mul";

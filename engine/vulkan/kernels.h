@@ -219,6 +219,12 @@ class Kernels {
   // `theta` holds RopeThetaTable(n_rot, ...) (n_rot/2 pairs of floats). y may equal x.
   Status Rope(Recorder& rec, const RopeShape& s, const BufferRange& x, const BufferRange& pos,
               const BufferRange& theta, const BufferRange& y);
+  // Per-head RMSNorm and then Rope in one dispatch (q_norm / k_norm + RoPE): every head's
+  // head_dim values are normalised as RmsNorm (times norm_w when given: head_dim floats, shared
+  // by all heads) and rotated as Rope. Same shapes, errors and aliasing as Rope.
+  Status NormRope(Recorder& rec, const RopeShape& s, const BufferRange* norm_w, float eps,
+                  const BufferRange& x, const BufferRange& pos, const BufferRange& theta,
+                  const BufferRange& y);
   // y = gelu_tanh(g) * u over n elements. y may equal g or u.
   Status GeluMul(Recorder& rec, uint32_t n, const BufferRange& g, const BufferRange& u,
                  const BufferRange& y);

@@ -39,6 +39,7 @@ Result<std::unique_ptr<Recorder>> Recorder::Create(Device& device) {
   cai.commandBufferCount = 1;
   GARNET_VK_RETURN_IF_ERROR("vkAllocateCommandBuffers",
                             vkAllocateCommandBuffers(dev, &cai, &r->cmd_));
+  r->cmds_.push_back(r->cmd_);
   VkFenceCreateInfo fci{VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
   GARNET_VK_RETURN_IF_ERROR("vkCreateFence", vkCreateFence(dev, &fci, nullptr, &r->fence_));
   return r;
@@ -47,6 +48,7 @@ Result<std::unique_ptr<Recorder>> Recorder::Create(Device& device) {
 Recorder::~Recorder() {
   VkDevice dev = device_.handle();
   if (in_flight_) vkWaitForFences(dev, 1, &fence_, VK_TRUE, UINT64_MAX);
+  if (!in_flight_ && flushed_ > 0) DrainFlushed();
   for (VkDescriptorPool p : descriptor_pools_) vkDestroyDescriptorPool(dev, p, nullptr);
   if (fence_ != VK_NULL_HANDLE) vkDestroyFence(dev, fence_, nullptr);
   if (pool_ != VK_NULL_HANDLE) vkDestroyCommandPool(dev, pool_, nullptr);
@@ -68,8 +70,22 @@ Status Recorder::Begin() {
   return Status::OK();
 }
 
+void Recorder::DrainFlushed() {
+  if (flushed_ == 0) return;
+  // An empty batch with the fence: its signal covers every earlier submission on the queue.
+  VkDevice dev = device_.handle();
+  VkSubmitInfo si{VK_STRUCTURE_TYPE_SUBMIT_INFO};
+  if (vkResetFences(dev, 1, &fence_) == VK_SUCCESS && device_.Submit(si, fence_).ok()) {
+    vkWaitForFences(dev, 1, &fence_, VK_TRUE, UINT64_MAX);
+  } else {
+    (void)device_.WaitIdle();
+  }
+}
+
 void Recorder::ResetForReuse() {
-  vkResetCommandBuffer(cmd_, 0);
+  for (size_t i = 0; i <= flushed_ && i < cmds_.size(); ++i) vkResetCommandBuffer(cmds_[i], 0);
+  flushed_ = 0;
+  cmd_ = cmds_[0];
   for (VkDescriptorPool p : descriptor_pools_) vkResetDescriptorPool(device_.handle(), p, 0);
   descriptor_pool_next_ = 0;
   pending_.clear();
@@ -291,6 +307,7 @@ Status Recorder::Submit() {
   if (!error_.ok()) {
     Status first = error_;
     if (recording_) vkEndCommandBuffer(cmd_);
+    DrainFlushed();
     ResetForReuse();
     return first;
   }
@@ -303,21 +320,63 @@ Status Recorder::Submit() {
                        VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &to_host, 0, nullptr, 0, nullptr);
   const VkResult end = vkEndCommandBuffer(cmd_);
   if (end != VK_SUCCESS) {
+    DrainFlushed();
     ResetForReuse();
     return VkError("vkEndCommandBuffer", end);
   }
   VkDevice dev = device_.handle();
-  GARNET_VK_RETURN_IF_ERROR("vkResetFences", vkResetFences(dev, 1, &fence_));
+  if (const VkResult r = vkResetFences(dev, 1, &fence_); r != VK_SUCCESS) {
+    DrainFlushed();
+    ResetForReuse();
+    return VkError("vkResetFences", r);
+  }
   VkSubmitInfo si{VK_STRUCTURE_TYPE_SUBMIT_INFO};
   si.commandBufferCount = 1;
   si.pCommandBuffers = &cmd_;
   if (Status s = device_.Submit(si, fence_); !s.ok()) {
+    DrainFlushed();
     ResetForReuse();
     return s;
   }
   in_flight_ = true;
   recording_ = false;
   ++stats_.submits;
+  return Status::OK();
+}
+
+Status Recorder::Flush() {
+  if (!recording_ || !error_.ok()) return Status::OK();  // a latched error surfaces at Submit
+  if (const VkResult end = vkEndCommandBuffer(cmd_); end != VK_SUCCESS) {
+    recording_ = false;  // cmd_ is in an undefined state; Submit drains and resets
+    return Fail(VkError("vkEndCommandBuffer", end));
+  }
+  VkSubmitInfo si{VK_STRUCTURE_TYPE_SUBMIT_INFO};
+  si.commandBufferCount = 1;
+  si.pCommandBuffers = &cmd_;
+  if (Status s = device_.Submit(si, VK_NULL_HANDLE); !s.ok()) {
+    recording_ = false;
+    return Fail(s);
+  }
+  ++flushed_;
+  ++stats_.submits;
+  if (flushed_ == cmds_.size()) {
+    VkCommandBufferAllocateInfo cai{VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO};
+    cai.commandPool = pool_;
+    cai.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
+    cai.commandBufferCount = 1;
+    VkCommandBuffer next = VK_NULL_HANDLE;
+    if (const VkResult r = vkAllocateCommandBuffers(device_.handle(), &cai, &next);
+        r != VK_SUCCESS) {
+      recording_ = false;
+      return Fail(VkError("vkAllocateCommandBuffers", r));
+    }
+    cmds_.push_back(next);
+  }
+  cmd_ = cmds_[flushed_];
+  // pending_ is kept: the next conflicting command still gets its barrier, and a barrier orders
+  // everything earlier in submission order, including the batches already submitted.
+  recording_ = false;
+  if (Status s = Begin(); !s.ok()) return Fail(s);
   return Status::OK();
 }
 

@@ -76,6 +76,13 @@ std::vector<float> Dequantize(GgmlType type, const std::vector<uint8_t>& w, uint
 
 using KernelTest = garnet::vk::testing::DeviceParamTest;
 
+// Double-precision rms scale of n values.
+double InvRms(const double* v, uint32_t n, double eps) {
+  double ss = 0;
+  for (uint32_t i = 0; i < n; ++i) ss += v[i] * v[i];
+  return 1.0 / std::sqrt(ss / n + eps);
+}
+
 // |gpu - ref| <= rel * scale + abs per element, where scale is given per element.
 void ExpectClose(const std::vector<float>& got, const std::vector<double>& want,
                  const std::vector<double>& scale, double rel, double abs,
@@ -641,6 +648,72 @@ TEST_P(KernelTest, RopeNeoxWithFreqFactorsPartialInPlaceAndLongContexts) {
   }
 }
 
+TEST_P(KernelTest, NormRopeNormalisesEachHeadThenRotates) {
+  struct Case {
+    uint32_t head_dim, n_rot, heads;
+    double base;
+    bool ff, in_place, weight;
+  };
+  const std::vector<int32_t> pos = {0, 5, 4097, 262143};
+  const uint32_t tokens = static_cast<uint32_t>(pos.size());
+  for (const Case& c : {Case{512, 512, 2, 1e6, true, true, true},  // Gemma full layer
+                        Case{256, 256, 3, 10000.0, false, false, true},
+                        Case{300, 128, 2, 10000.0, false, true, true},  // > 2 * WG, pass-through
+                        Case{48, 32, 3, 10000.0, false, true, false}}) {
+    const uint32_t row = c.heads * c.head_dim;
+    const std::vector<float> x = RandomFloats(size_t{tokens} * row, 520 + c.head_dim, -4, 4);
+    const std::vector<float> w = RandomFloats(c.head_dim, 521, 0.5f, 1.5f);
+    std::vector<float> ff;
+    if (c.ff) {
+      ff.assign(c.n_rot / 2, 1.0f);
+      for (size_t i = ff.size() / 4; i < ff.size(); ++i) ff[i] = 1e30f;
+    }
+    GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> table, RopeThetaTable(c.n_rot, c.base, ff));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bx, UploadFloats(*d_, x));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bw, UploadFloats(*d_, w));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bp, UploadBytes(*d_, pos.data(), pos.size() * 4));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bt, UploadFloats(*d_, table));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer by,
+                                Buffer::Create(*d_->device, x.size() * 4, MemoryKind::kScratch));
+    const Buffer& out = c.in_place ? bx : by;
+    const BufferRange wr(bw);
+    RopeShape s{c.head_dim, c.n_rot, c.heads, tokens, 0, 0};
+    GARNET_ASSERT_OK(k().NormRope(rec(), s, c.weight ? &wr : nullptr, 1e-6f, bx, bp, bt, out));
+    GARNET_ASSERT_OK(rec().SubmitAndWait());
+    GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> y, DownloadFloats(*d_, out, x.size()));
+    std::vector<double> want(x.size()), scale(x.size(), 1.0);
+    const uint32_t half = c.n_rot / 2;
+    for (uint32_t t = 0; t < tokens; ++t) {
+      for (uint32_t h = 0; h < c.heads; ++h) {
+        const size_t b = size_t{t} * row + h * c.head_dim;
+        std::vector<double> v(c.head_dim);
+        for (uint32_t i = 0; i < c.head_dim; ++i) v[i] = x[b + i];
+        const double inv = InvRms(v.data(), c.head_dim, 1e-6);
+        for (uint32_t i = 0; i < c.head_dim; ++i) {
+          v[i] *= inv * (c.weight ? w[i] : 1.0);
+          want[b + i] = v[i];
+          scale[b + i] = 1.5;
+        }
+        for (uint32_t i = 0; i < half; ++i) {
+          double a = pos[t] * std::pow(c.base, -2.0 * i / c.n_rot);
+          if (c.ff) a /= ff[i];
+          want[b + i] = v[i] * std::cos(a) - v[i + half] * std::sin(a);
+          want[b + i + half] = v[i + half] * std::cos(a) + v[i] * std::sin(a);
+        }
+      }
+    }
+    ExpectClose(
+        y, want, scale, 2e-6, 0,
+        "norm_rope head_dim=" + std::to_string(c.head_dim) + " n_rot=" + std::to_string(c.n_rot));
+  }
+  GARNET_ASSERT_OK_AND_ASSIGN(Buffer b, Buffer::Create(*d_->device, 4096, MemoryKind::kScratch));
+  RopeShape s{64, 66, 1, 1, 0, 0};  // n_rot > head_dim
+  EXPECT_TRUE(k().NormRope(rec(), s, nullptr, 1e-6f, b, b, b, b).IsInvalidArgument());
+  s = RopeShape{64, 64, 1, 1, 0, 0};
+  const BufferRange short_w(b, 0, 252);
+  EXPECT_TRUE(k().NormRope(rec(), s, &short_w, 1e-6f, b, b, b, b).IsInvalidArgument());
+}
+
 TEST_P(KernelTest, GeluMulAndSoftcap) {
   const uint32_t n = 1003;
   std::vector<float> g = RandomFloats(n, 900, -6, 6);
@@ -840,13 +913,6 @@ TEST_P(KernelTest, BinaryAddMulBroadcastAndInPlace) {
       k().Binary(rec(), Kernels::BinaryOp::kAdd, n + 1, 1, 1.0f, ba, bb, by).IsInvalidArgument());
 }
 
-// Double-precision rms scale of n values.
-double InvRms(const double* v, uint32_t n, double eps) {
-  double ss = 0;
-  for (uint32_t i = 0; i < n; ++i) ss += v[i] * v[i];
-  return 1.0 / std::sqrt(ss / n + eps);
-}
-
 TEST_P(KernelTest, RmsNormAddUpdatesTheResidualWithScaleAndStrides) {
   struct Case {
     uint32_t n, rows, hs, xs;
@@ -972,6 +1038,41 @@ TEST_P(KernelTest, MoeTailCombinesNormsAddsAndScales) {
                   .IsInvalidArgument());  // down holds one slot row too few
   s.k = 0;
   EXPECT_TRUE(k().MoeTail(rec(), s, h, dense, down, wt, mo, w1, w1, w1).IsInvalidArgument());
+}
+
+TEST_P(KernelTest, RecorderFlushKeepsDependenciesAcrossParts) {
+  const uint32_t n = 5000;
+  const std::vector<float> a = RandomFloats(n, 710);
+  const std::vector<float> b = RandomFloats(n, 711);
+  GARNET_ASSERT_OK_AND_ASSIGN(Buffer ba, UploadFloats(*d_, a));
+  GARNET_ASSERT_OK_AND_ASSIGN(Buffer bb, UploadFloats(*d_, b));
+  GARNET_ASSERT_OK(rec().Flush());  // nothing recorded: no-op
+  // a = (a + b) * 0.5, six times, each step in its own submitted part (read-after-write on a
+  // across every cut), and the parts grow the Recorder's command-buffer list the first time.
+  for (int round = 0; round < 2; ++round) {
+    for (int i = 0; i < 6; ++i) {
+      GARNET_ASSERT_OK(k().Binary(rec(), Kernels::BinaryOp::kAdd, n, n, 0.5f, ba, bb, ba));
+      if (i < 5) GARNET_ASSERT_OK(rec().Flush());
+    }
+    GARNET_ASSERT_OK(rec().SubmitAndWait());
+  }
+  GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> got, DownloadFloats(*d_, ba, n));
+  for (uint32_t i = 0; i < n; ++i) {
+    float v = a[i];
+    for (int s = 0; s < 12; ++s) v = (v + b[i]) * 0.5f;
+    ASSERT_FLOAT_EQ(got[i], v) << i;
+  }
+  // An error latched after a flush: Submit reports it once the submitted part has finished, and
+  // the Recorder is reusable.
+  GARNET_ASSERT_OK(k().Binary(rec(), Kernels::BinaryOp::kAdd, n, n, 1.0f, ba, bb, ba));
+  GARNET_ASSERT_OK(rec().Flush());
+  GARNET_ASSERT_OK_AND_ASSIGN(const Pipeline* p, d_->device->pipelines().Get(PipelineDesc{
+                                                     "binary", 3, 0b100, 16, {256}, {256, 1, 1}}));
+  const BufferRange two[] = {ba, bb};  // the shader has three bindings: latched error
+  EXPECT_FALSE(rec().Dispatch(*p, two, std::span<const uint8_t>(), 1).ok());
+  EXPECT_FALSE(rec().SubmitAndWait().ok());
+  GARNET_ASSERT_OK(k().Binary(rec(), Kernels::BinaryOp::kMul, n, n, 1.0f, ba, bb, bb));
+  GARNET_ASSERT_OK(rec().SubmitAndWait());
 }
 
 TEST_P(KernelTest, MoeRouteSoftmaxTopKRenormScaleTiesAndNaN) {
