@@ -670,7 +670,14 @@ Status VulkanBackend::Impl::RecordMoe(const LayerRefs& lr, uint32_t I, uint32_t 
   GARNET_RETURN_IF_ERROR(DenseMlpUp(lr, lr.ffn_norm, I, T, hidden.r(), norm.r(), gate.r(), up.r()));
   GARNET_RETURN_IF_ERROR(
       NormMul(lr.router, lr.router_norm, H, E, T, hidden.r(), norm.r(), router.r()));
-  GARNET_RETURN_IF_ERROR(RmsNorm(H, T, hidden.r(), &lr.pre_ffw_norm_2, norm.r()));
+  // Decode with fused gate_up rows: pre_ffw_norm_2 folds into the gate_up expert matvec and the
+  // GeGLU into the down expert matvec (two dispatches and barriers fewer).
+  const bool fuse_experts = T == 1 && !lr.up_exps.present() &&
+                            kern->MatvecIdFusedAvailable(lr.gate_up_exps.type) &&
+                            kern->MatvecIdFusedAvailable(lr.down_exps.type);
+  if (!fuse_experts) {
+    GARNET_RETURN_IF_ERROR(RmsNorm(H, T, hidden.r(), &lr.pre_ffw_norm_2, norm.r()));
+  }
   GARNET_RETURN_IF_ERROR(Mul(lr.ffn_down, I, H, T, gate.r(), branch.r()));
   BufferRange es = lr.expert_scale.present() ? lr.expert_scale.r() : BufferRange(one);
   GARNET_RETURN_IF_ERROR(kern->MoeRoute(
@@ -723,6 +730,27 @@ Status VulkanBackend::Impl::RecordMoe(const LayerRefs& lr, uint32_t I, uint32_t 
     d.y_stride = H;
     GARNET_RETURN_IF_ERROR(kern->MatmulId(*rec, lr.down_exps.type, d, lr.down_exps.r(), gu.r(),
                                           ids.r(), grp.r(), down.r())
+                               .WithContext(lr.down_exps.name));
+  } else if (fuse_experts) {
+    vk::MatvecIdShape s;
+    s.in = H;
+    s.out = 2 * Ie;
+    s.n_experts = E;
+    s.n_slots = TK;
+    s.y_stride = 2 * Ie;
+    const BufferRange nw = lr.pre_ffw_norm_2.r();
+    GARNET_RETURN_IF_ERROR(kern->MatvecIdNorm(*rec, lr.gate_up_exps.type, s, lr.gate_up_exps.r(),
+                                              hidden.r(), ids.r(), &nw, p.rms_eps, gu.r())
+                               .WithContext(lr.gate_up_exps.name));
+    vk::MatvecIdShape d;
+    d.in = Ie;
+    d.out = H;
+    d.n_experts = E;
+    d.n_slots = TK;
+    d.x_stride = 2 * Ie;
+    d.y_stride = H;
+    GARNET_RETURN_IF_ERROR(kern->MatvecIdGeglu(*rec, lr.down_exps.type, d, lr.down_exps.r(), gu.r(),
+                                               ids.r(), Ie, down.r())
                                .WithContext(lr.down_exps.name));
   } else {
     vk::MatvecIdShape s;

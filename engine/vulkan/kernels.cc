@@ -6,6 +6,7 @@
 
 #include "engine/vulkan/device.h"
 #include "engine/vulkan/pipeline.h"
+#include "engine/vulkan/shaders.h"
 
 namespace garnet::vk {
 namespace {
@@ -401,9 +402,42 @@ Status Kernels::MatvecNorm(Recorder& rec, GgmlType type, const MatvecShape& s, c
   return rec.Dispatch(*p, bindings, push, gx, gy, s.n_vecs);
 }
 
+bool Kernels::MatvecIdFusedAvailable(GgmlType type) const {
+  const std::string suffix = FusedSuffix(device_.caps(), type);
+  return !suffix.empty() && FindShader("matvec_id_norm_" + TypeSuffix(type) + suffix) != nullptr;
+}
+
 Status Kernels::MatvecId(Recorder& rec, GgmlType type, const MatvecIdShape& s, const BufferRange& w,
                          const BufferRange& x, const BufferRange& ids, const BufferRange& y) {
-  const std::string op = "matvec_id " + std::string(TypeName(type));
+  return MatvecIdImpl(rec, type, s, w, x, ids, 0, nullptr, 0.0f, 0, y);
+}
+
+Status Kernels::MatvecIdNorm(Recorder& rec, GgmlType type, const MatvecIdShape& s,
+                             const BufferRange& w, const BufferRange& x, const BufferRange& ids,
+                             const BufferRange* norm_w, float eps, const BufferRange& y) {
+  return MatvecIdImpl(rec, type, s, w, x, ids, 1, norm_w, eps, 0, y);
+}
+
+Status Kernels::MatvecIdGeglu(Recorder& rec, GgmlType type, const MatvecIdShape& s,
+                              const BufferRange& w, const BufferRange& x, const BufferRange& ids,
+                              uint32_t up_offset, const BufferRange& y) {
+  return MatvecIdImpl(rec, type, s, w, x, ids, 2, nullptr, 0.0f, up_offset, y);
+}
+
+Status Kernels::MatvecIdImpl(Recorder& rec, GgmlType type, const MatvecIdShape& s,
+                             const BufferRange& w, const BufferRange& x, const BufferRange& ids,
+                             int kind, const BufferRange* norm_w, float eps, uint32_t up_offset,
+                             const BufferRange& y) {
+  const std::string op = std::string(kind == 0   ? "matvec_id "
+                                     : kind == 1 ? "matvec_id_norm "
+                                                 : "matvec_id_glu ") +
+                         std::string(TypeName(type));
+  if (kind != 0 && !MatvecIdFusedAvailable(type)) {
+    return Status::Unimplemented(op, "no fused variant on this device");
+  }
+  if (kind == 1 && (!(eps >= 0.0f) || !std::isfinite(eps))) {
+    return Status::InvalidArgument(op, "eps must be finite and >= 0");
+  }
   GARNET_RETURN_IF_ERROR(CheckWeightType(type, s.in, op));
   const uint32_t ys = s.y_stride ? s.y_stride : s.out;
   if (s.out == 0 || s.n_experts == 0 || s.n_slots == 0) {
@@ -426,18 +460,46 @@ Status Kernels::MatvecId(Recorder& rec, GgmlType type, const MatvecIdShape& s, c
   if (w_bytes > 0xffffffffull)
     return Status::InvalidArgument(op, "weight range over 4 GiB; split it");
   GARNET_RETURN_IF_ERROR(Need(w, w_bytes, op, "W"));
-  GARNET_RETURN_IF_ERROR(Need(x, Span4(s.x_stride ? s.n_slots : 1, s.x_stride, s.in), op, "x"));
+  const uint64_t x_item = uint64_t{s.in} + (kind == 2 ? up_offset : 0);
+  GARNET_RETURN_IF_ERROR(Need(x, Span4(s.x_stride ? s.n_slots : 1, s.x_stride, x_item), op, "x"));
+  if (kind == 1 && norm_w) {
+    GARNET_RETURN_IF_ERROR(Need(*norm_w, uint64_t{s.in} * 4, op, "norm weight"));
+  }
   GARNET_RETURN_IF_ERROR(Need(ids, uint64_t{s.n_slots} * 4, op, "ids"));
   GARNET_RETURN_IF_ERROR(Need(y, Span4(s.n_slots, ys, s.out), op, "y"));
   const uint32_t rows = matvec_rows_;
-  PipelineDesc desc{MatvecVariant(type, true), 4, 0b100, 24, {matvec_wg_, rows},
+  uint32_t gx = 0, gy = 0;
+  GARNET_RETURN_IF_ERROR(Fold(device_, (s.out + rows - 1) / rows, &gx, &gy, op));
+  if (kind == 0) {
+    PipelineDesc desc{MatvecVariant(type, true), 4, 0b100, 24, {matvec_wg_, rows},
+                      {matvec_wg_, 1, 1}};
+    GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
+    struct {
+      uint32_t in, out, x_stride, y_stride, expert_stride, n_experts;
+    } push{s.in, s.out, s.x_stride, ys, static_cast<uint32_t>(stride), s.n_experts};
+    const BufferRange bindings[] = {w, x, y, ids};
+    return rec.Dispatch(*p, bindings, push, gx, gy, s.n_slots);
+  }
+  const std::string suffix = TypeSuffix(type) + FusedSuffix(device_.caps(), type);
+  if (kind == 1) {
+    PipelineDesc desc{"matvec_id_norm_" + suffix, 5, 0b100, 32, {matvec_wg_, rows},
+                      {matvec_wg_, 1, 1}};
+    GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
+    struct {
+      uint32_t in, out, x_stride, y_stride, expert_stride, n_experts;
+      float eps;
+      uint32_t norm_flags;
+    } push{s.in,        s.out, s.x_stride,      ys, static_cast<uint32_t>(stride),
+           s.n_experts, eps,   norm_w ? 1u : 0u};
+    const BufferRange bindings[] = {w, x, y, ids, norm_w ? *norm_w : BufferRange(placeholder_)};
+    return rec.Dispatch(*p, bindings, push, gx, gy, s.n_slots);
+  }
+  PipelineDesc desc{"matvec_id_glu_" + suffix, 4, 0b100, 28, {matvec_wg_, rows},
                     {matvec_wg_, 1, 1}};
   GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
   struct {
-    uint32_t in, out, x_stride, y_stride, expert_stride, n_experts;
-  } push{s.in, s.out, s.x_stride, ys, static_cast<uint32_t>(stride), s.n_experts};
-  uint32_t gx = 0, gy = 0;
-  GARNET_RETURN_IF_ERROR(Fold(device_, (s.out + rows - 1) / rows, &gx, &gy, op));
+    uint32_t in, out, x_stride, y_stride, expert_stride, n_experts, glu_off;
+  } push{s.in, s.out, s.x_stride, ys, static_cast<uint32_t>(stride), s.n_experts, up_offset};
   const BufferRange bindings[] = {w, x, y, ids};
   return rec.Dispatch(*p, bindings, push, gx, gy, s.n_slots);
 }

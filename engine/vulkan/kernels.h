@@ -198,6 +198,19 @@ class Kernels {
   // Uses the same launch shape as Matvec.
   Status MatvecId(Recorder& rec, GgmlType type, const MatvecIdShape& s, const BufferRange& w,
                   const BufferRange& x, const BufferRange& ids, const BufferRange& y);
+  // MatvecId with its input transformed on load (MoE decode, one dispatch instead of two):
+  //   MatvecIdNorm:  x'_s = rmsnorm(x_s) * norm_w (norm_w: `in` floats, or null for none)
+  //   MatvecIdGeglu: x'_s[k] = gelu_tanh(x_s[k]) * x_s[k + up_offset] (the [gate | up] row of a
+  //                  fused expert gate_up output; x_s must hold up_offset + in floats)
+  // Unimplemented where this device has no such variant for `type` (see
+  // MatvecIdFusedAvailable): record the unfused ops instead.
+  bool MatvecIdFusedAvailable(GgmlType type) const;
+  Status MatvecIdNorm(Recorder& rec, GgmlType type, const MatvecIdShape& s, const BufferRange& w,
+                      const BufferRange& x, const BufferRange& ids, const BufferRange* norm_w,
+                      float eps, const BufferRange& y);
+  Status MatvecIdGeglu(Recorder& rec, GgmlType type, const MatvecIdShape& s, const BufferRange& w,
+                       const BufferRange& x, const BufferRange& ids, uint32_t up_offset,
+                       const BufferRange& y);
   // Y[t, m] = sum_k W[m, k] X[t, k]. Where DeviceCaps::nv_coopmat_f16 (and not switched off by
   // SetMatmulCooperative(false)) through tensor cores: W (dequantised) and X rounded to f16,
   // fp32 accumulation, ~1e-3 relative error; X beyond the f16 range becomes infinite. Otherwise
@@ -270,6 +283,11 @@ class Kernels {
 
  private:
   Kernels(Device& device) : device_(device) {}
+  // MatvecId, MatvecIdNorm and MatvecIdGeglu: kind 0, 1, 2.
+  Status MatvecIdImpl(Recorder& rec, GgmlType type, const MatvecIdShape& s, const BufferRange& w,
+                      const BufferRange& x, const BufferRange& ids, int kind,
+                      const BufferRange* norm_w, float eps, uint32_t up_offset,
+                      const BufferRange& y);
   Device& device_;
   Buffer placeholder_;
   uint32_t matvec_wg_ = 64;

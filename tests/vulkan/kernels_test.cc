@@ -403,6 +403,91 @@ TEST_P(KernelTest, MatvecIdReadsOnlyRoutedExperts) {
   }
 }
 
+TEST_P(KernelTest, MatvecIdNormAndGegluTransformTheInputOnLoad) {
+  const uint32_t n_experts = 5, out = 19;
+  const std::vector<int32_t> ids = {3, 0, -1, 4, 3};  // -1: an empty slot
+  const uint32_t slots = static_cast<uint32_t>(ids.size());
+  for (const MatCase& c : {MatCase{GgmlType::kQ4_K, 512, 0}, MatCase{GgmlType::kQ8_0, 96, 0},
+                           MatCase{GgmlType::kQ6_K, 256, 0}, MatCase{GgmlType::kF32, 70, 0},
+                           MatCase{GgmlType::kF16, 70, 0}}) {
+    const std::string name(TypeName(c.type));
+    if (!k().MatvecIdFusedAvailable(c.type)) {
+      MatvecIdShape s{c.in, out, n_experts, slots, 0, 0, 0};
+      GARNET_ASSERT_OK_AND_ASSIGN(Buffer b,
+                                  Buffer::Create(*d_->device, 1 << 16, MemoryKind::kScratch));
+      EXPECT_TRUE(k().MatvecIdNorm(rec(), c.type, s, b, b, b, nullptr, 1e-6f, b).IsUnimplemented())
+          << name;
+      continue;
+    }
+    const uint64_t rb = *RowBytes(c.type, c.in);
+    const uint64_t stride = (rb * out + 255) / 256 * 256;  // padded expert slabs
+    std::vector<uint8_t> w(stride * n_experts, 0);
+    std::vector<std::vector<float>> wf;
+    for (uint32_t e = 0; e < n_experts; ++e) {
+      const std::vector<uint8_t> m = RandomWeights(c.type, c.in, out, 960 + e);
+      std::memcpy(&w[e * stride], m.data(), m.size());
+      wf.push_back(Dequantize(c.type, m, c.in, out));
+    }
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bw,
+                                UploadBytes(*d_, w.data(), w.size(), MemoryKind::kWeights));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bi, UploadBytes(*d_, ids.data(), ids.size() * 4));
+    GARNET_ASSERT_OK_AND_ASSIGN(
+        Buffer by, Buffer::Create(*d_->device, size_t{slots} * out * 4, MemoryKind::kScratch));
+    for (int kind = 1; kind <= 2; ++kind) {
+      // Norm: one shared x of `in`; GeGLU: per slot [gate | pad | up] rows, up at in + 3.
+      const uint32_t up_off = c.in + 3, xs = 2 * c.in + 5;
+      const std::vector<float> x =
+          RandomFloats(kind == 1 ? c.in : size_t{slots} * xs, 970 + kind, -2, 2);
+      const std::vector<float> nw = RandomFloats(c.in, 972, 0.5f, 1.5f);
+      GARNET_ASSERT_OK_AND_ASSIGN(Buffer bx, UploadFloats(*d_, x));
+      GARNET_ASSERT_OK_AND_ASSIGN(Buffer bn, UploadFloats(*d_, nw));
+      GARNET_ASSERT_OK(rec().Fill(by, 0, by.size(), 0x7fc00000u));
+      const BufferRange nr(bn);
+      if (kind == 1) {
+        MatvecIdShape s{c.in, out, n_experts, slots, 0, 0, stride};
+        GARNET_ASSERT_OK(k().MatvecIdNorm(rec(), c.type, s, bw, bx, bi, &nr, 1e-6f, by));
+      } else {
+        MatvecIdShape s{c.in, out, n_experts, slots, xs, 0, stride};
+        GARNET_ASSERT_OK(k().MatvecIdGeglu(rec(), c.type, s, bw, bx, bi, up_off, by));
+      }
+      GARNET_ASSERT_OK(rec().SubmitAndWait());
+      GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> y,
+                                  DownloadFloats(*d_, by, size_t{slots} * out));
+      std::vector<float> got;
+      std::vector<double> want, scale;
+      for (uint32_t sl = 0; sl < slots; ++sl) {
+        std::vector<double> xv(c.in);
+        if (kind == 1) {
+          for (uint32_t i = 0; i < c.in; ++i) xv[i] = x[i];
+          const double inv = InvRms(xv.data(), c.in, 1e-6);
+          for (uint32_t i = 0; i < c.in; ++i) xv[i] *= inv * nw[i];
+        } else {
+          for (uint32_t i = 0; i < c.in; ++i) {
+            const double g = x[sl * xs + i], u = x[sl * xs + up_off + i];
+            const double gl =
+                0.5 * g * (1.0 + std::tanh(0.7978845608028654 * (g + 0.044715 * g * g * g)));
+            xv[i] = gl * u;
+          }
+        }
+        const bool valid = ids[sl] >= 0 && ids[sl] < int32_t(n_experts);
+        for (uint32_t r = 0; r < out; ++r) {
+          double acc = 0, mag = 0;
+          for (uint32_t i = 0; valid && i < c.in; ++i) {
+            const double t = double(wf[ids[sl]][size_t{r} * c.in + i]) * xv[i];
+            acc += t;
+            mag += std::fabs(t);
+          }
+          got.push_back(y[sl * out + r]);
+          want.push_back(acc);
+          scale.push_back(mag);
+        }
+      }
+      ExpectClose(got, want, scale, 1e-5, 1e-7,
+                  (kind == 1 ? "matvec_id_norm " : "matvec_id_glu ") + name);
+    }
+  }
+}
+
 TEST_P(KernelTest, MatvecFoldsGridsBeyondTheWorkgroupCountLimit) {
   // More rows than maxComputeWorkGroupCount[0] (65535 on most devices).
   const uint32_t in = 32, out = d_->device->info().max_workgroup_count[0] + 100;
