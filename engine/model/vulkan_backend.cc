@@ -820,6 +820,9 @@ Status VulkanBackend::Impl::RecordLayer(int il, const Row* rows, uint32_t T,
   // Recorder, which inserts a barrier only before a conflicting command, runs each stage's
   // independent dispatches without barriers between them.
   GARNET_RETURN_IF_ERROR(NormMul(lr.wq, lr.attn_norm, H, nq, T, hidden.r(), norm.r(), q.r()));
+  // K and V: norms, RoPE and the f16 cache store in one dispatch per run (kv_norm_store), which
+  // reads V straight from the K projection on K = V layers.
+  const bool fuse_kv = hd <= vk::kKvNormStoreMaxHeadDim;
   if (ly.owns_kv()) {
     // (For T > 1 norm already holds attn_norm(h) from the q projection.)
     if (T == 1) {
@@ -831,7 +834,7 @@ Status VulkanBackend::Impl::RecordLayer(int il, const Row* rows, uint32_t T,
       GARNET_RETURN_IF_ERROR(NormMul(lr.wv, lr.attn_norm, H, nkv, T, hidden.r(), norm.r(), v.r()));
     } else if (lr.wv.present()) {
       GARNET_RETURN_IF_ERROR(Mul(lr.wv, H, nkv, T, norm.r(), v.r()));
-    } else {  // K = V: V is the raw K projection
+    } else if (!fuse_kv) {  // K = V: V is the raw K projection
       GARNET_RETURN_IF_ERROR(rec->Copy(*k.buf, k.off, *v.buf, v.off, uint64_t{T} * nkv * 4));
     }
   }
@@ -844,12 +847,15 @@ Status VulkanBackend::Impl::RecordLayer(int il, const Row* rows, uint32_t T,
   const BufferRange qn = lr.q_norm.r();
   GARNET_RETURN_IF_ERROR(
       kern->NormRope(*rec, rs, &qn, p.rms_eps, q.r(), pos.r(), *lr.theta, q.r()));
-  if (ly.owns_kv()) {
+  if (ly.owns_kv() && !fuse_kv) {
     rs.n_heads = nkvh;
     const BufferRange kn = lr.k_norm.r();
     GARNET_RETURN_IF_ERROR(
         kern->NormRope(*rec, rs, &kn, p.rms_eps, k.r(), pos.r(), *lr.theta, k.r()));
     GARNET_RETURN_IF_ERROR(RmsNorm(hd, T * nkvh, v.r(), nullptr, v.r()));
+  }
+  if (ly.owns_kv()) {
+    const Region& vsrc = lr.wv.present() || !fuse_kv ? v : k;
     uint64_t pos_off = 0;
     for (size_t r = 0; r < run_start.size(); ++r) {
       const uint32_t t0 = static_cast<uint32_t>(run_start[r]), n = run_len[r];
@@ -859,10 +865,16 @@ Status VulkanBackend::Impl::RecordLayer(int il, const Row* rows, uint32_t T,
       ks.n_kv_heads = nkvh;
       ks.n_tokens = n;
       ks.ring_size = seq->pool()->cells[static_cast<size_t>(il)];
-      GARNET_RETURN_IF_ERROR(
-          vk::KvStore(*dev, *rec, ks, k.sub(uint64_t{t0} * nkv * 4, uint64_t{n} * nkv * 4),
-                      v.sub(uint64_t{t0} * nkv * 4, uint64_t{n} * nkv * 4),
-                      apos.sub(pos_off, uint64_t{n} * 4), seq->K(il), seq->V(il)));
+      const BufferRange kr = k.sub(uint64_t{t0} * nkv * 4, uint64_t{n} * nkv * 4);
+      const BufferRange vr = vsrc.sub(uint64_t{t0} * nkv * 4, uint64_t{n} * nkv * 4);
+      const BufferRange pr = apos.sub(pos_off, uint64_t{n} * 4);
+      if (fuse_kv) {
+        GARNET_RETURN_IF_ERROR(vk::KvNormRopeStore(*dev, *rec, ks, lr.n_rot ? lr.n_rot : hd,
+                                                   p.rms_eps, kr, vr, pr, *lr.theta, lr.k_norm.r(),
+                                                   seq->K(il), seq->V(il)));
+      } else {
+        GARNET_RETURN_IF_ERROR(vk::KvStore(*dev, *rec, ks, kr, vr, pr, seq->K(il), seq->V(il)));
+      }
       pos_off += AlignUp(uint64_t{n} * 4);
     }
   }

@@ -31,6 +31,18 @@ Status KvStore(Device& device, Recorder& rec, const KvStoreShape& s, const Buffe
                const BufferRange& v, const BufferRange& pos, const BufferRange& k_cache,
                const BufferRange& v_cache);
 
+// KvStore with the per-head norms and RoPE folded in (decode and prefill of one sequence's run):
+//   K' = Rope(rmsnorm_head(K) * k_norm_w), V' = rmsnorm_head(V) (no weight), stored as KvStore
+// stores K/V (shaders/kv_norm_store.comp). n_rot and theta as Kernels::Rope (RopeThetaTable);
+// k and v may be the same range (K = V layers). head_dim <= kKvNormStoreMaxHeadDim, else
+// InvalidArgument (use NormRope + RmsNorm + KvStore).
+constexpr uint32_t kKvNormStoreMaxHeadDim = 512;
+Status KvNormRopeStore(Device& device, Recorder& rec, const KvStoreShape& s, uint32_t n_rot,
+                       float eps, const BufferRange& k, const BufferRange& v,
+                       const BufferRange& pos, const BufferRange& theta,
+                       const BufferRange& k_norm_w, const BufferRange& k_cache,
+                       const BufferRange& v_cache);
+
 struct GluShape {
   uint32_t n = 0;     // elements per row
   uint32_t rows = 0;  // <= maxComputeWorkGroupCount[1]

@@ -15,6 +15,7 @@
 #include "engine/quant/quant.h"
 #include "engine/quant/types.h"
 #include "engine/vulkan/kernels.h"
+#include "engine/vulkan/model_ops.h"
 #include "tests/vulkan/vk_test_env.h"
 #include "tests/vulkan/vk_test_util.h"
 
@@ -797,6 +798,99 @@ TEST_P(KernelTest, NormRopeNormalisesEachHeadThenRotates) {
   s = RopeShape{64, 64, 1, 1, 0, 0};
   const BufferRange short_w(b, 0, 252);
   EXPECT_TRUE(k().NormRope(rec(), s, &short_w, 1e-6f, b, b, b, b).IsInvalidArgument());
+}
+
+TEST_P(KernelTest, KvNormRopeStoreWritesNormedRotatedKAndNormedVAsF16) {
+  struct Case {
+    uint32_t head_dim, n_rot, kv_heads, ring;
+    bool k_is_v;
+  };
+  // Positions past the ring size wrap (to distinct slots); -1 is skipped.
+  const std::vector<int32_t> pos = {3, 9, -1, 4};
+  const uint32_t tokens = static_cast<uint32_t>(pos.size());
+  for (const Case& c :
+       {Case{512, 512, 1, 8, true}, Case{256, 256, 2, 7, false}, Case{300, 128, 3, 10, false}}) {
+    const uint32_t row = c.kv_heads * c.head_dim, stride = row + 4;
+    const std::vector<float> kx = RandomFloats(size_t{tokens} * stride, 530 + c.head_dim, -4, 4);
+    const std::vector<float> vx =
+        c.k_is_v ? kx : RandomFloats(size_t{tokens} * stride, 531 + c.head_dim, -4, 4);
+    const std::vector<float> kw = RandomFloats(c.head_dim, 532, 0.5f, 1.5f);
+    GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> table, RopeThetaTable(c.n_rot, 1e4, {}));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bk, UploadFloats(*d_, kx));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bv, UploadFloats(*d_, vx));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bw, UploadFloats(*d_, kw));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bp, UploadBytes(*d_, pos.data(), pos.size() * 4));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bt, UploadFloats(*d_, table));
+    const size_t cache_halves = size_t{row} * c.ring;
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer kc,
+                                Buffer::Create(*d_->device, cache_halves * 2, MemoryKind::kKv));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer vc,
+                                Buffer::Create(*d_->device, cache_halves * 2, MemoryKind::kKv));
+    GARNET_ASSERT_OK(rec().Fill(kc, 0, kc.size() / 4 * 4, 0x7e007e00u));  // f16 NaN: untouched
+    GARNET_ASSERT_OK(rec().Fill(vc, 0, vc.size() / 4 * 4, 0x7e007e00u));
+    KvStoreShape s{c.head_dim, c.kv_heads, tokens, c.ring, stride};
+    GARNET_ASSERT_OK(KvNormRopeStore(*d_->device, rec(), s, c.n_rot, 1e-6f, bk, c.k_is_v ? bk : bv,
+                                     bp, bt, bw, kc, vc));
+    GARNET_ASSERT_OK(rec().SubmitAndWait());
+    std::vector<uint16_t> gk(cache_halves), gv(cache_halves);
+    GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> kwords,
+                                DownloadFloats(*d_, kc, cache_halves / 2));
+    GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> vwords,
+                                DownloadFloats(*d_, vc, cache_halves / 2));
+    std::memcpy(gk.data(), kwords.data(), cache_halves * 2);
+    std::memcpy(gv.data(), vwords.data(), cache_halves * 2);
+    std::vector<float> got;
+    std::vector<double> want, scale;
+    std::vector<bool> written(c.ring, false);
+    const uint32_t half = c.n_rot / 2;
+    for (uint32_t t = 0; t < tokens; ++t) {
+      if (pos[t] < 0) continue;
+      const uint32_t slot = static_cast<uint32_t>(pos[t]) % c.ring;
+      written[slot] = true;
+      for (uint32_t g = 0; g < c.kv_heads; ++g) {
+        const size_t src = size_t{t} * stride + g * c.head_dim;
+        const size_t dst = (size_t{g} * c.ring + slot) * c.head_dim;
+        std::vector<double> kv(c.head_dim), vv(c.head_dim);
+        for (uint32_t d = 0; d < c.head_dim; ++d) {
+          kv[d] = kx[src + d];
+          vv[d] = vx[src + d];
+        }
+        const double ik = InvRms(kv.data(), c.head_dim, 1e-6);
+        const double iv = InvRms(vv.data(), c.head_dim, 1e-6);
+        for (uint32_t d = 0; d < c.head_dim; ++d) {
+          kv[d] *= ik * kw[d];
+          vv[d] *= iv;
+        }
+        std::vector<double> kr = kv;
+        for (uint32_t i = 0; i < half; ++i) {
+          const double a = pos[t] * std::pow(1e4, -2.0 * i / c.n_rot);
+          kr[i] = kv[i] * std::cos(a) - kv[i + half] * std::sin(a);
+          kr[i + half] = kv[i + half] * std::cos(a) + kv[i] * std::sin(a);
+        }
+        for (uint32_t d = 0; d < c.head_dim; ++d) {
+          got.push_back(F16ToF32(gk[dst + d]));
+          want.push_back(kr[d]);
+          scale.push_back(std::fabs(kr[d]) + 1e-3);
+          got.push_back(F16ToF32(gv[dst + d]));
+          want.push_back(vv[d]);
+          scale.push_back(std::fabs(vv[d]) + 1e-3);
+        }
+      }
+    }
+    // f16 storage: half an ulp is 2^-11 relative.
+    ExpectClose(got, want, scale, 1.0 / 1024, 0,
+                "kv_norm_store head_dim=" + std::to_string(c.head_dim));
+    for (uint32_t slot = 0; slot < c.ring; ++slot) {
+      if (!written[slot]) EXPECT_EQ(gk[slot * c.head_dim], 0x7e00) << "slot " << slot;
+    }
+  }
+  GARNET_ASSERT_OK_AND_ASSIGN(Buffer b, Buffer::Create(*d_->device, 1 << 16, MemoryKind::kScratch));
+  KvStoreShape s{514, 1, 1, 4, 0};  // head_dim above the staging row
+  EXPECT_TRUE(
+      KvNormRopeStore(*d_->device, rec(), s, 514, 1e-6f, b, b, b, b, b, b, b).IsInvalidArgument());
+  s = KvStoreShape{64, 1, 1, 4, 0};
+  EXPECT_TRUE(
+      KvNormRopeStore(*d_->device, rec(), s, 66, 1e-6f, b, b, b, b, b, b, b).IsInvalidArgument());
 }
 
 TEST_P(KernelTest, GeluMulAndSoftcap) {
