@@ -410,7 +410,8 @@ TEST_P(KernelTest, MatvecIdNormAndGegluTransformTheInputOnLoad) {
   const uint32_t slots = static_cast<uint32_t>(ids.size());
   for (const MatCase& c : {MatCase{GgmlType::kQ4_K, 512, 0}, MatCase{GgmlType::kQ8_0, 96, 0},
                            MatCase{GgmlType::kQ6_K, 256, 0}, MatCase{GgmlType::kF32, 70, 0},
-                           MatCase{GgmlType::kF16, 70, 0}}) {
+                           MatCase{GgmlType::kF16, 70, 0}, MatCase{GgmlType::kQ5_0, 704, 0},
+                           MatCase{GgmlType::kQ4_0, 96, 0}, MatCase{GgmlType::kIQ4_NL, 64, 0}}) {
     const std::string name(TypeName(c.type));
     if (!k().MatvecIdFusedAvailable(c.type)) {
       MatvecIdShape s{c.in, out, n_experts, slots, 0, 0, 0};
