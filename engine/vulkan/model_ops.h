@@ -1,9 +1,10 @@
 // Kernels the model backend (engine/model/vulkan_backend.cc) needs beyond kernels.h: writing
-// K/V into the f16 ring cache, a GeGLU over strided rows, and the MoE weighted sum. Same
+// K/V into the f16 ring cache (plain, or with the K/V norms and RoPE folded in), a GeGLU over
+// strided rows, and the MoE weighted sum. Same
 // conventions as kernels.h: each call checks its shape and buffer ranges (InvalidArgument,
 // nothing recorded), gets its cached pipeline and records one dispatch into the Recorder.
 // The exact formula of each op is in its shader's header comment (shaders/kv_store.comp,
-// glu_strided.comp, moe_combine.comp).
+// kv_norm_store.comp, glu_strided.comp, moe_combine.comp).
 //
 // Thread-safety: free functions; the Device's pipeline cache is locked, a Recorder is used by
 // one thread.
