@@ -93,6 +93,8 @@ class Recorder {
 
   static constexpr uint64_t kDefaultTimeoutNs = 120'000'000'000ull;  // 2 minutes (lavapipe)
 
+  // in_flight: the final Submit is pending (parts sent by Flush() alone do not count). empty:
+  // nothing is being recorded (after a Flush() the Recorder records on, so it is not empty).
   bool in_flight() const { return in_flight_; }
   const Stats& stats() const { return stats_; }
   bool empty() const { return !recording_; }
