@@ -225,16 +225,19 @@ struct VulkanBackend::Impl {
   Status DenseMlpUp(const LayerRefs& lr, const WRef& norm_w, uint32_t I, uint32_t T,
                     const BufferRange& x, const BufferRange& tmp, const BufferRange& gate,
                     const BufferRange& up);
-  Status Add(uint32_t n, const BufferRange& x, const BufferRange& b);
+  // hidden = (hidden + rmsnorm(x) * norm_w) * scale for T rows of n_embd: one dispatch.
+  Status NormAdd(uint32_t T, const BufferRange& x, const WRef& norm_w, float scale);
   Status RecordLayers(const Row* rows, uint32_t T);
   Status RecordLayer(int il, const Row* rows, uint32_t T, const std::vector<int64_t>& run_start,
                      const std::vector<uint32_t>& run_len);
-  Status RecordMoe(int il, const LayerRefs& lr, uint32_t ffn_dim, uint32_t T);
+  // The MoE feed-forward block, ending with the residual update of `hidden` (times `scale`).
+  Status RecordMoe(int il, const LayerRefs& lr, uint32_t ffn_dim, uint32_t T, float scale);
   // Host experts of layer il: submits what is recorded, runs the routed experts on the CPU from
   // the read-back rows and uploads their combined output into moe_out.
   Status HostExperts(int il, uint32_t T);
-  // The routed experts on the GPU (MatmulId for prefill, MatvecId for decode) into moe_out.
-  Status RecordExperts(const LayerRefs& lr, uint32_t T);
+  // The routed experts on the GPU (MatmulId for prefill, MatvecId for decode; `fused`: the decode
+  // matvecs with pre_ffw_norm_2 and GeGLU folded in) into moe_down, one row per slot.
+  Status RecordExperts(const LayerRefs& lr, uint32_t T, bool fused);
   Status RecordHead(uint32_t T, uint32_t n_rows);
   Status Run(const int32_t* tokens, const Row* rows, uint32_t T,
              const std::vector<uint32_t>& logit_rows, float* logits);
@@ -811,11 +814,18 @@ Status VulkanBackend::Impl::DenseMlp(const LayerRefs& lr, const WRef& norm_w, ui
   return Mul(lr.ffn_down, I, p.n_embd, T, gate, y);
 }
 
-Status VulkanBackend::Impl::Add(uint32_t n, const BufferRange& x, const BufferRange& b) {
-  return kern->Binary(*rec, vk::Kernels::BinaryOp::kAdd, n, n, 1.0f, x, b, x);
+Status VulkanBackend::Impl::NormAdd(uint32_t T, const BufferRange& x, const WRef& norm_w,
+                                    float scale) {
+  vk::Kernels::NormAddShape s;
+  s.n = p.n_embd;
+  s.rows = T;
+  s.eps = p.rms_eps;
+  s.scale = scale;
+  return kern->RmsNormAdd(*rec, s, R("hidden").r(), x, norm_w.r()).WithContext(norm_w.name);
 }
 
-Status VulkanBackend::Impl::RecordMoe(int il, const LayerRefs& lr, uint32_t I, uint32_t T) {
+Status VulkanBackend::Impl::RecordMoe(int il, const LayerRefs& lr, uint32_t I, uint32_t T,
+                                      float scale) {
   const uint32_t H = p.n_embd, E = p.n_expert, K = p.n_expert_used;
   const Region &hidden = R("hidden"), &norm = R("norm"), &branch = R("branch");
   const Region &gate = R("ffn_gate"), &up = R("ffn_up"), &router = R("router");
@@ -828,22 +838,40 @@ Status VulkanBackend::Impl::RecordMoe(int il, const LayerRefs& lr, uint32_t I, u
   GARNET_RETURN_IF_ERROR(DenseMlpUp(lr, lr.ffn_norm, I, T, hidden.r(), norm.r(), gate.r(), up.r()));
   GARNET_RETURN_IF_ERROR(
       NormMul(lr.router, lr.router_norm, H, E, T, hidden.r(), norm.r(), router.r()));
-  GARNET_RETURN_IF_ERROR(RmsNorm(H, T, hidden.r(), &lr.pre_ffw_norm_2, norm.r()));
+  // Decode with fused gate_up rows: pre_ffw_norm_2 folds into the gate_up expert matvec and the
+  // GeGLU into the down expert matvec (two dispatches and barriers fewer).
+  const bool fuse_experts = T == 1 && !host_experts[static_cast<size_t>(il)] &&
+                            !lr.up_exps.present() &&
+                            kern->MatvecIdFusedAvailable(lr.gate_up_exps.type) &&
+                            kern->MatvecIdFusedAvailable(lr.down_exps.type);
+  if (!fuse_experts) {
+    GARNET_RETURN_IF_ERROR(RmsNorm(H, T, hidden.r(), &lr.pre_ffw_norm_2, norm.r()));
+  }
   GARNET_RETURN_IF_ERROR(Mul(lr.ffn_down, I, H, T, gate.r(), branch.r()));
   BufferRange es = lr.expert_scale.present() ? lr.expert_scale.r() : BufferRange(one);
   GARNET_RETURN_IF_ERROR(kern->MoeRoute(
       *rec, E, K, T, router.r(), lr.expert_scale.present() ? &es : nullptr, ids.r(), wts.r()));
-  GARNET_RETURN_IF_ERROR(RmsNorm(H, T, branch.r(), &lr.post_ffw_norm_1, branch.r()));
   if (host_experts[static_cast<size_t>(il)]) {
     GARNET_RETURN_IF_ERROR(HostExperts(il, T));
-  } else {
-    GARNET_RETURN_IF_ERROR(RecordExperts(lr, T));
+    // The CPU's weighted expert sum is in moe_out: h += post_ffw_norm(post_ffw_norm_1(dense) +
+    // post_ffw_norm_2(experts)), times the layer's output scale.
+    GARNET_RETURN_IF_ERROR(RmsNorm(H, T, branch.r(), &lr.post_ffw_norm_1, branch.r()));
+    GARNET_RETURN_IF_ERROR(RmsNorm(H, T, mo.r(), &lr.post_ffw_norm_2, mo.r()));
+    GARNET_RETURN_IF_ERROR(kern->Binary(*rec, vk::Kernels::BinaryOp::kAdd, T * H, T * H, 1.0f,
+                                        branch.r(), mo.r(), branch.r()));
+    return NormAdd(T, branch.r(), lr.post_ffw_norm, scale);
   }
-  GARNET_RETURN_IF_ERROR(RmsNorm(H, T, mo.r(), &lr.post_ffw_norm_2, mo.r()));
-  // post_ffw_norm(dense + experts), added to the residual by the caller.
-  GARNET_RETURN_IF_ERROR(kern->Binary(*rec, vk::Kernels::BinaryOp::kAdd, T * H, T * H, 1.0f,
-                                      branch.r(), mo.r(), branch.r()));
-  return RmsNorm(H, T, branch.r(), &lr.post_ffw_norm, branch.r());
+  GARNET_RETURN_IF_ERROR(RecordExperts(lr, T, fuse_experts));
+  // One dispatch: combine the experts, h += post_ffw_norm(post_ffw_norm_1(dense) +
+  // post_ffw_norm_2(experts)), times the layer's output scale.
+  vk::Kernels::MoeTailShape ts;
+  ts.n = H;
+  ts.k = K;
+  ts.n_tokens = T;
+  ts.eps = p.rms_eps;
+  ts.scale = scale;
+  return kern->MoeTail(*rec, ts, hidden.r(), branch.r(), R("moe_down").r(), wts.r(), mo.r(),
+                       lr.post_ffw_norm_1.r(), lr.post_ffw_norm_2.r(), lr.post_ffw_norm.r());
 }
 
 Status VulkanBackend::Impl::HostExperts(int il, uint32_t T) {
@@ -878,11 +906,11 @@ Status VulkanBackend::Impl::HostExperts(int il, uint32_t T) {
   return rec->Copy(*in.buf, in.off, *mo.buf, mo.off, row_bytes);
 }
 
-Status VulkanBackend::Impl::RecordExperts(const LayerRefs& lr, uint32_t T) {
+Status VulkanBackend::Impl::RecordExperts(const LayerRefs& lr, uint32_t T, bool fused) {
   const uint32_t H = p.n_embd, E = p.n_expert, K = p.n_expert_used, Ie = p.expert_ffn_dim;
   const uint32_t TK = T * K;
-  const Region &norm = R("norm"), &ids = R("moe_ids"), &wts = R("moe_weights");
-  const Region &gu = R("moe_gate_up"), &down = R("moe_down"), &mo = R("moe_out");
+  const Region &hidden = R("hidden"), &norm = R("norm"), &ids = R("moe_ids");
+  const Region &gu = R("moe_gate_up"), &down = R("moe_down");
   vk::GluShape g;
   g.n = Ie;
   g.rows = TK;
@@ -932,6 +960,27 @@ Status VulkanBackend::Impl::RecordExperts(const LayerRefs& lr, uint32_t T) {
     GARNET_RETURN_IF_ERROR(kern->MatmulId(*rec, lr.down_exps.type, d, lr.down_exps.r(), gu.r(),
                                           ids.r(), grp.r(), down.r())
                                .WithContext(lr.down_exps.name));
+  } else if (fused) {
+    vk::MatvecIdShape s;
+    s.in = H;
+    s.out = 2 * Ie;
+    s.n_experts = E;
+    s.n_slots = TK;
+    s.y_stride = 2 * Ie;
+    const BufferRange nw = lr.pre_ffw_norm_2.r();
+    GARNET_RETURN_IF_ERROR(kern->MatvecIdNorm(*rec, lr.gate_up_exps.type, s, lr.gate_up_exps.r(),
+                                              hidden.r(), ids.r(), &nw, p.rms_eps, gu.r())
+                               .WithContext(lr.gate_up_exps.name));
+    vk::MatvecIdShape d;
+    d.in = Ie;
+    d.out = H;
+    d.n_experts = E;
+    d.n_slots = TK;
+    d.x_stride = 2 * Ie;
+    d.y_stride = H;
+    GARNET_RETURN_IF_ERROR(kern->MatvecIdGeglu(*rec, lr.down_exps.type, d, lr.down_exps.r(), gu.r(),
+                                               ids.r(), Ie, down.r())
+                               .WithContext(lr.down_exps.name));
   } else {
     vk::MatvecIdShape s;
     s.in = H;
@@ -965,7 +1014,7 @@ Status VulkanBackend::Impl::RecordExperts(const LayerRefs& lr, uint32_t T) {
         kern->MatvecId(*rec, lr.down_exps.type, d, lr.down_exps.r(), gu.r(), ids.r(), down.r())
             .WithContext(lr.down_exps.name));
   }
-  return vk::MoeCombine(*dev, *rec, H, K, T, down.r(), wts.r(), mo.r());
+  return Status::OK();
 }
 
 Status VulkanBackend::Impl::RecordLayer(int il, const Row* rows, uint32_t T,
@@ -981,11 +1030,19 @@ Status VulkanBackend::Impl::RecordLayer(int il, const Row* rows, uint32_t T,
   const Region &q = R("q"), &k = R("k"), &v = R("v"), &attn = R("attn");
   const Region &pos = R("positions"), &apos = R("attn_pos");
 
+  // Hand the first layers to the device while the host records the rest (recording is ~50 us
+  // per layer, the GPU ~300 us per decode layer on an H200): after that the device never waits
+  // for the host within a pass.
+  if (il == 1 || il == 4) GARNET_RETURN_IF_ERROR(rec->Flush());
+
   // --- attention ---
   // Recorded in dependency stages (projections, then per-head norms, then RoPE) so that the
   // Recorder, which inserts a barrier only before a conflicting command, runs each stage's
   // independent dispatches without barriers between them.
   GARNET_RETURN_IF_ERROR(NormMul(lr.wq, lr.attn_norm, H, nq, T, hidden.r(), norm.r(), q.r()));
+  // K and V: norms, RoPE and the f16 cache store in one dispatch per run (kv_norm_store), which
+  // reads V straight from the K projection on K = V layers.
+  const bool fuse_kv = hd <= vk::kKvNormStoreMaxHeadDim;
   if (ly.owns_kv()) {
     // (For T > 1 norm already holds attn_norm(h) from the q projection.)
     if (T == 1) {
@@ -997,24 +1054,28 @@ Status VulkanBackend::Impl::RecordLayer(int il, const Row* rows, uint32_t T,
       GARNET_RETURN_IF_ERROR(NormMul(lr.wv, lr.attn_norm, H, nkv, T, hidden.r(), norm.r(), v.r()));
     } else if (lr.wv.present()) {
       GARNET_RETURN_IF_ERROR(Mul(lr.wv, H, nkv, T, norm.r(), v.r()));
-    } else {  // K = V: V is the raw K projection
+    } else if (!fuse_kv) {  // K = V: V is the raw K projection
       GARNET_RETURN_IF_ERROR(rec->Copy(*k.buf, k.off, *v.buf, v.off, uint64_t{T} * nkv * 4));
     }
   }
-  GARNET_RETURN_IF_ERROR(RmsNorm(hd, T * nh, q.r(), &lr.q_norm, q.r()));
-  if (ly.owns_kv()) {
-    GARNET_RETURN_IF_ERROR(RmsNorm(hd, T * nkvh, k.r(), &lr.k_norm, k.r()));
-    GARNET_RETURN_IF_ERROR(RmsNorm(hd, T * nkvh, v.r(), nullptr, v.r()));
-  }
+  // Per-head norms with RoPE folded in (q_norm + RoPE, k_norm + RoPE: one dispatch each).
   vk::RopeShape rs;
   rs.head_dim = hd;
   rs.n_rot = lr.n_rot;
   rs.n_heads = nh;
   rs.n_tokens = T;
-  GARNET_RETURN_IF_ERROR(kern->Rope(*rec, rs, q.r(), pos.r(), *lr.theta, q.r()));
-  if (ly.owns_kv()) {
+  const BufferRange qn = lr.q_norm.r();
+  GARNET_RETURN_IF_ERROR(
+      kern->NormRope(*rec, rs, &qn, p.rms_eps, q.r(), pos.r(), *lr.theta, q.r()));
+  if (ly.owns_kv() && !fuse_kv) {
     rs.n_heads = nkvh;
-    GARNET_RETURN_IF_ERROR(kern->Rope(*rec, rs, k.r(), pos.r(), *lr.theta, k.r()));
+    const BufferRange kn = lr.k_norm.r();
+    GARNET_RETURN_IF_ERROR(
+        kern->NormRope(*rec, rs, &kn, p.rms_eps, k.r(), pos.r(), *lr.theta, k.r()));
+    GARNET_RETURN_IF_ERROR(RmsNorm(hd, T * nkvh, v.r(), nullptr, v.r()));
+  }
+  if (ly.owns_kv()) {
+    const Region& vsrc = lr.wv.present() || !fuse_kv ? v : k;
     uint64_t pos_off = 0;
     for (size_t r = 0; r < run_start.size(); ++r) {
       const uint32_t t0 = static_cast<uint32_t>(run_start[r]), n = run_len[r];
@@ -1024,10 +1085,16 @@ Status VulkanBackend::Impl::RecordLayer(int il, const Row* rows, uint32_t T,
       ks.n_kv_heads = nkvh;
       ks.n_tokens = n;
       ks.ring_size = seq->pool()->cells[static_cast<size_t>(il)];
-      GARNET_RETURN_IF_ERROR(
-          vk::KvStore(*dev, *rec, ks, k.sub(uint64_t{t0} * nkv * 4, uint64_t{n} * nkv * 4),
-                      v.sub(uint64_t{t0} * nkv * 4, uint64_t{n} * nkv * 4),
-                      apos.sub(pos_off, uint64_t{n} * 4), seq->K(il), seq->V(il)));
+      const BufferRange kr = k.sub(uint64_t{t0} * nkv * 4, uint64_t{n} * nkv * 4);
+      const BufferRange vr = vsrc.sub(uint64_t{t0} * nkv * 4, uint64_t{n} * nkv * 4);
+      const BufferRange pr = apos.sub(pos_off, uint64_t{n} * 4);
+      if (fuse_kv) {
+        GARNET_RETURN_IF_ERROR(vk::KvNormRopeStore(*dev, *rec, ks, lr.n_rot ? lr.n_rot : hd,
+                                                   p.rms_eps, kr, vr, pr, *lr.theta, lr.k_norm.r(),
+                                                   seq->K(il), seq->V(il)));
+      } else {
+        GARNET_RETURN_IF_ERROR(vk::KvStore(*dev, *rec, ks, kr, vr, pr, seq->K(il), seq->V(il)));
+      }
       pos_off += AlignUp(uint64_t{n} * 4);
     }
   }
@@ -1067,19 +1134,20 @@ Status VulkanBackend::Impl::RecordLayer(int il, const Row* rows, uint32_t T,
     pos_off += AlignUp(uint64_t{n} * 4);
   }
   GARNET_RETURN_IF_ERROR(Mul(lr.wo, nq, H, T, attn.r(), branch.r()));
-  GARNET_RETURN_IF_ERROR(RmsNorm(H, T, branch.r(), &lr.post_attention_norm, branch.r()));
-  GARNET_RETURN_IF_ERROR(Add(T * H, hidden.r(), branch.r()));
+  GARNET_RETURN_IF_ERROR(NormAdd(T, branch.r(), lr.post_attention_norm, 1.0f));
 
+  // The layer's output scale rides on its last residual update (fused norm + add kernels).
+  const float scale = w.layers[static_cast<size_t>(il)].output_scale;
+  const float ffn_scale = p.has_ple() ? 1.0f : scale;
   // --- feed-forward ---
   if (p.is_moe()) {
-    GARNET_RETURN_IF_ERROR(RecordMoe(il, lr, I, T));
+    GARNET_RETURN_IF_ERROR(RecordMoe(il, lr, I, T, ffn_scale));
   } else {
     const Region &gate = R("ffn_gate"), &up = R("ffn_up");
     GARNET_RETURN_IF_ERROR(
         DenseMlp(lr, lr.ffn_norm, I, T, hidden.r(), norm.r(), gate.r(), up.r(), branch.r()));
-    GARNET_RETURN_IF_ERROR(RmsNorm(H, T, branch.r(), &lr.post_ffw_norm, branch.r()));
+    GARNET_RETURN_IF_ERROR(NormAdd(T, branch.r(), lr.post_ffw_norm, ffn_scale));
   }
-  GARNET_RETURN_IF_ERROR(Add(T * H, hidden.r(), branch.r()));
 
   // --- per-layer embedding injection ---
   if (p.has_ple()) {
@@ -1094,13 +1162,7 @@ Status VulkanBackend::Impl::RecordLayer(int il, const Row* rows, uint32_t T,
     g.u_off = static_cast<uint32_t>(il) * P;
     GARNET_RETURN_IF_ERROR(vk::GluStrided(*dev, *rec, g, pg.r(), ple.r(), pg.r()));
     GARNET_RETURN_IF_ERROR(Mul(lr.ple_proj, P, H, T, pg.r(), branch.r()));
-    GARNET_RETURN_IF_ERROR(RmsNorm(H, T, branch.r(), &lr.ple_post_norm, branch.r()));
-    GARNET_RETURN_IF_ERROR(Add(T * H, hidden.r(), branch.r()));
-  }
-  const float scale = w.layers[static_cast<size_t>(il)].output_scale;
-  if (scale != 1.0f) {
-    GARNET_RETURN_IF_ERROR(kern->Binary(*rec, vk::Kernels::BinaryOp::kMul, T * H, 1, scale,
-                                        hidden.r(), one, hidden.r()));
+    GARNET_RETURN_IF_ERROR(NormAdd(T, branch.r(), lr.ple_post_norm, scale));
   }
   return Status::OK();
 }

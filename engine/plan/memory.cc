@@ -74,7 +74,7 @@ constexpr uint32_t kSplitTargetGroups = 512;
 }  // namespace
 
 uint32_t AttentionSplitCount(uint32_t n_tokens, uint32_t n_q_heads, uint32_t max_keys) {
-  constexpr uint64_t kTargetGroups = kSplitTargetGroups, kMinKeysPerSplit = 256, kMaxSplits = 64;
+  constexpr uint64_t kTargetGroups = kSplitTargetGroups, kMinKeysPerSplit = 64, kMaxSplits = 64;
   const uint64_t work = static_cast<uint64_t>(n_tokens) * n_q_heads;
   if (work == 0 || work >= kTargetGroups || max_keys <= kMinKeysPerSplit) return 1;
   const uint64_t by_keys = (max_keys + kMinKeysPerSplit - 1) / kMinKeysPerSplit;

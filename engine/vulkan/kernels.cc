@@ -6,6 +6,7 @@
 
 #include "engine/vulkan/device.h"
 #include "engine/vulkan/pipeline.h"
+#include "engine/vulkan/shaders.h"
 
 namespace garnet::vk {
 namespace {
@@ -175,6 +176,90 @@ Status Kernels::RmsNorm(Recorder& rec, const RmsNormShape& s, const BufferRange&
   return rec.Dispatch(*p, bindings, push, gx, gy);
 }
 
+namespace {
+// Whether two ranges share bytes of one buffer (a fused kernel's in-place outputs must not).
+bool Overlap(const BufferRange& a, const BufferRange& b) {
+  if (a.buffer != b.buffer) return false;
+  const uint64_t ae = a.offset + RangeBytes(a), be = b.offset + RangeBytes(b);
+  return a.offset < be && b.offset < ae;
+}
+constexpr uint32_t kRowWg = 256;  // one workgroup per row for the fused residual kernels
+}  // namespace
+
+Status Kernels::RmsNormAdd(Recorder& rec, const NormAddShape& s, const BufferRange& h,
+                           const BufferRange& x, const BufferRange& w) {
+  const char* op = "norm_add";
+  const uint32_t hs = s.h_stride ? s.h_stride : s.n;
+  const uint32_t xs = s.x_stride ? s.x_stride : s.n;
+  if (s.n == 0 || s.rows == 0) return Status::InvalidArgument(op, "empty shape");
+  if (hs < s.n || xs < s.n) return Status::InvalidArgument(op, "stride smaller than the row");
+  if (!(s.eps >= 0.0f) || !std::isfinite(s.eps) || !std::isfinite(s.scale)) {
+    return Status::InvalidArgument(op, "eps must be finite and >= 0, scale finite");
+  }
+  GARNET_RETURN_IF_ERROR(Need(h, Span4(s.rows, hs, s.n), op, "h"));
+  GARNET_RETURN_IF_ERROR(Need(x, Span4(s.rows, xs, s.n), op, "x"));
+  GARNET_RETURN_IF_ERROR(Need(w, uint64_t{s.n} * 4, op, "w"));
+  if (Overlap(h, x)) return Status::InvalidArgument(op, "x overlaps h");
+  PipelineDesc desc{device_.caps().subgroup_arithmetic ? "norm_add_sg" : "norm_add",
+                    3,
+                    0b001,
+                    24,
+                    {kRowWg},
+                    {kRowWg, 1, 1}};
+  GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
+  struct {
+    uint32_t n, rows, h_stride, x_stride;
+    float eps, scale;
+  } push{s.n, s.rows, hs, xs, s.eps, s.scale};
+  uint32_t gx = 0, gy = 0;
+  GARNET_RETURN_IF_ERROR(Fold(device_, s.rows, &gx, &gy, op));
+  const BufferRange bindings[] = {h, x, w};
+  return rec.Dispatch(*p, bindings, push, gx, gy);
+}
+
+Status Kernels::MoeTail(Recorder& rec, const MoeTailShape& s, const BufferRange& h,
+                        const BufferRange& dense, const BufferRange& down, const BufferRange& wt,
+                        const BufferRange& mo, const BufferRange& w1, const BufferRange& w2,
+                        const BufferRange& w) {
+  const char* op = "moe_tail";
+  if (s.n == 0 || s.k == 0 || s.n_tokens == 0) return Status::InvalidArgument(op, "empty shape");
+  if (!(s.eps >= 0.0f) || !std::isfinite(s.eps) || !std::isfinite(s.scale)) {
+    return Status::InvalidArgument(op, "eps must be finite and >= 0, scale finite");
+  }
+  const uint64_t row = uint64_t{s.n} * 4, rows = uint64_t{s.n_tokens} * row;
+  GARNET_RETURN_IF_ERROR(Need(h, rows, op, "h"));
+  GARNET_RETURN_IF_ERROR(Need(dense, rows, op, "dense"));
+  GARNET_RETURN_IF_ERROR(Need(down, rows * s.k, op, "down"));
+  GARNET_RETURN_IF_ERROR(Need(wt, uint64_t{s.n_tokens} * s.k * 4, op, "weights"));
+  GARNET_RETURN_IF_ERROR(Need(mo, rows, op, "mo"));
+  GARNET_RETURN_IF_ERROR(Need(w1, row, op, "w1"));
+  GARNET_RETURN_IF_ERROR(Need(w2, row, op, "w2"));
+  GARNET_RETURN_IF_ERROR(Need(w, row, op, "w"));
+  const BufferRange* rw[] = {&h, &dense, &down, &mo};
+  for (int i = 0; i < 4; ++i) {
+    for (int j = i + 1; j < 4; ++j) {
+      if (Overlap(*rw[i], *rw[j])) {
+        return Status::InvalidArgument(op, "h, dense, down and mo must not overlap");
+      }
+    }
+  }
+  PipelineDesc desc{device_.caps().subgroup_arithmetic ? "moe_tail_sg" : "moe_tail",
+                    8,
+                    0b10011,
+                    20,
+                    {kRowWg},
+                    {kRowWg, 1, 1}};
+  GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
+  struct {
+    uint32_t n, k, n_tokens;
+    float eps, scale;
+  } push{s.n, s.k, s.n_tokens, s.eps, s.scale};
+  uint32_t gx = 0, gy = 0;
+  GARNET_RETURN_IF_ERROR(Fold(device_, s.n_tokens, &gx, &gy, op));
+  const BufferRange bindings[] = {h, dense, down, wt, mo, w1, w2, w};
+  return rec.Dispatch(*p, bindings, push, gx, gy);
+}
+
 Status Kernels::Matvec(Recorder& rec, GgmlType type, const MatvecShape& s, const BufferRange& w,
                        const BufferRange& x, const BufferRange& y) {
   const std::string op = "matvec " + std::string(TypeName(type));
@@ -317,9 +402,42 @@ Status Kernels::MatvecNorm(Recorder& rec, GgmlType type, const MatvecShape& s, c
   return rec.Dispatch(*p, bindings, push, gx, gy, s.n_vecs);
 }
 
+bool Kernels::MatvecIdFusedAvailable(GgmlType type) const {
+  const std::string suffix = FusedSuffix(device_.caps(), type);
+  return !suffix.empty() && FindShader("matvec_id_norm_" + TypeSuffix(type) + suffix) != nullptr;
+}
+
 Status Kernels::MatvecId(Recorder& rec, GgmlType type, const MatvecIdShape& s, const BufferRange& w,
                          const BufferRange& x, const BufferRange& ids, const BufferRange& y) {
-  const std::string op = "matvec_id " + std::string(TypeName(type));
+  return MatvecIdImpl(rec, type, s, w, x, ids, 0, nullptr, 0.0f, 0, y);
+}
+
+Status Kernels::MatvecIdNorm(Recorder& rec, GgmlType type, const MatvecIdShape& s,
+                             const BufferRange& w, const BufferRange& x, const BufferRange& ids,
+                             const BufferRange* norm_w, float eps, const BufferRange& y) {
+  return MatvecIdImpl(rec, type, s, w, x, ids, 1, norm_w, eps, 0, y);
+}
+
+Status Kernels::MatvecIdGeglu(Recorder& rec, GgmlType type, const MatvecIdShape& s,
+                              const BufferRange& w, const BufferRange& x, const BufferRange& ids,
+                              uint32_t up_offset, const BufferRange& y) {
+  return MatvecIdImpl(rec, type, s, w, x, ids, 2, nullptr, 0.0f, up_offset, y);
+}
+
+Status Kernels::MatvecIdImpl(Recorder& rec, GgmlType type, const MatvecIdShape& s,
+                             const BufferRange& w, const BufferRange& x, const BufferRange& ids,
+                             int kind, const BufferRange* norm_w, float eps, uint32_t up_offset,
+                             const BufferRange& y) {
+  const std::string op = std::string(kind == 0   ? "matvec_id "
+                                     : kind == 1 ? "matvec_id_norm "
+                                                 : "matvec_id_glu ") +
+                         std::string(TypeName(type));
+  if (kind != 0 && !MatvecIdFusedAvailable(type)) {
+    return Status::Unimplemented(op, "no fused variant on this device");
+  }
+  if (kind == 1 && (!(eps >= 0.0f) || !std::isfinite(eps))) {
+    return Status::InvalidArgument(op, "eps must be finite and >= 0");
+  }
   GARNET_RETURN_IF_ERROR(CheckWeightType(type, s.in, op));
   const uint32_t ys = s.y_stride ? s.y_stride : s.out;
   if (s.out == 0 || s.n_experts == 0 || s.n_slots == 0) {
@@ -342,18 +460,46 @@ Status Kernels::MatvecId(Recorder& rec, GgmlType type, const MatvecIdShape& s, c
   if (w_bytes > 0xffffffffull)
     return Status::InvalidArgument(op, "weight range over 4 GiB; split it");
   GARNET_RETURN_IF_ERROR(Need(w, w_bytes, op, "W"));
-  GARNET_RETURN_IF_ERROR(Need(x, Span4(s.x_stride ? s.n_slots : 1, s.x_stride, s.in), op, "x"));
+  const uint64_t x_item = uint64_t{s.in} + (kind == 2 ? up_offset : 0);
+  GARNET_RETURN_IF_ERROR(Need(x, Span4(s.x_stride ? s.n_slots : 1, s.x_stride, x_item), op, "x"));
+  if (kind == 1 && norm_w) {
+    GARNET_RETURN_IF_ERROR(Need(*norm_w, uint64_t{s.in} * 4, op, "norm weight"));
+  }
   GARNET_RETURN_IF_ERROR(Need(ids, uint64_t{s.n_slots} * 4, op, "ids"));
   GARNET_RETURN_IF_ERROR(Need(y, Span4(s.n_slots, ys, s.out), op, "y"));
   const uint32_t rows = matvec_rows_;
-  PipelineDesc desc{MatvecVariant(type, true), 4, 0b100, 24, {matvec_wg_, rows},
+  uint32_t gx = 0, gy = 0;
+  GARNET_RETURN_IF_ERROR(Fold(device_, (s.out + rows - 1) / rows, &gx, &gy, op));
+  if (kind == 0) {
+    PipelineDesc desc{MatvecVariant(type, true), 4, 0b100, 24, {matvec_wg_, rows},
+                      {matvec_wg_, 1, 1}};
+    GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
+    struct {
+      uint32_t in, out, x_stride, y_stride, expert_stride, n_experts;
+    } push{s.in, s.out, s.x_stride, ys, static_cast<uint32_t>(stride), s.n_experts};
+    const BufferRange bindings[] = {w, x, y, ids};
+    return rec.Dispatch(*p, bindings, push, gx, gy, s.n_slots);
+  }
+  const std::string suffix = TypeSuffix(type) + FusedSuffix(device_.caps(), type);
+  if (kind == 1) {
+    PipelineDesc desc{"matvec_id_norm_" + suffix, 5, 0b100, 32, {matvec_wg_, rows},
+                      {matvec_wg_, 1, 1}};
+    GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
+    struct {
+      uint32_t in, out, x_stride, y_stride, expert_stride, n_experts;
+      float eps;
+      uint32_t norm_flags;
+    } push{s.in,        s.out, s.x_stride,      ys, static_cast<uint32_t>(stride),
+           s.n_experts, eps,   norm_w ? 1u : 0u};
+    const BufferRange bindings[] = {w, x, y, ids, norm_w ? *norm_w : BufferRange(placeholder_)};
+    return rec.Dispatch(*p, bindings, push, gx, gy, s.n_slots);
+  }
+  PipelineDesc desc{"matvec_id_glu_" + suffix, 4, 0b100, 28, {matvec_wg_, rows},
                     {matvec_wg_, 1, 1}};
   GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
   struct {
-    uint32_t in, out, x_stride, y_stride, expert_stride, n_experts;
-  } push{s.in, s.out, s.x_stride, ys, static_cast<uint32_t>(stride), s.n_experts};
-  uint32_t gx = 0, gy = 0;
-  GARNET_RETURN_IF_ERROR(Fold(device_, (s.out + rows - 1) / rows, &gx, &gy, op));
+    uint32_t in, out, x_stride, y_stride, expert_stride, n_experts, glu_off;
+  } push{s.in, s.out, s.x_stride, ys, static_cast<uint32_t>(stride), s.n_experts, up_offset};
   const BufferRange bindings[] = {w, x, y, ids};
   return rec.Dispatch(*p, bindings, push, gx, gy, s.n_slots);
 }
@@ -532,6 +678,50 @@ Status Kernels::Rope(Recorder& rec, const RopeShape& s, const BufferRange& x,
   } push{s.head_dim, n_rot, s.n_heads, s.n_tokens, xs, ys};
   const BufferRange bindings[] = {x, pos, theta, y};
   return rec.Dispatch(*p, bindings, push, (s.head_dim / 2 + kWg - 1) / kWg, s.n_heads, s.n_tokens);
+}
+
+Status Kernels::NormRope(Recorder& rec, const RopeShape& s, const BufferRange* norm_w, float eps,
+                         const BufferRange& x, const BufferRange& pos, const BufferRange& theta,
+                         const BufferRange& y) {
+  const char* op = "norm_rope";
+  const uint32_t n_rot = s.n_rot ? s.n_rot : s.head_dim;
+  const uint32_t row = s.n_heads * s.head_dim;
+  const uint32_t xs = s.x_tok_stride ? s.x_tok_stride : row;
+  const uint32_t ys = s.y_tok_stride ? s.y_tok_stride : row;
+  if (s.head_dim == 0 || s.n_heads == 0 || s.n_tokens == 0) {
+    return Status::InvalidArgument(op, "empty shape");
+  }
+  if (s.head_dim % 2 || n_rot % 2 || n_rot > s.head_dim) {
+    return Status::InvalidArgument(op, "head_dim and n_rot must be even, n_rot <= head_dim");
+  }
+  if (xs < row || ys < row) return Status::InvalidArgument(op, "stride smaller than a token");
+  if (!(eps >= 0.0f) || !std::isfinite(eps)) {
+    return Status::InvalidArgument(op, "eps must be finite and >= 0");
+  }
+  if (s.n_heads > device_.info().max_workgroup_count[1] ||
+      s.n_tokens > device_.info().max_workgroup_count[2]) {
+    return Status::InvalidArgument(op, "too many heads or tokens for one dispatch");
+  }
+  GARNET_RETURN_IF_ERROR(Need(x, Span4(s.n_tokens, xs, row), op, "x"));
+  GARNET_RETURN_IF_ERROR(Need(y, Span4(s.n_tokens, ys, row), op, "y"));
+  GARNET_RETURN_IF_ERROR(Need(pos, uint64_t{s.n_tokens} * 4, op, "pos"));
+  GARNET_RETURN_IF_ERROR(Need(theta, uint64_t{n_rot} * 4, op, "theta"));
+  if (norm_w) GARNET_RETURN_IF_ERROR(Need(*norm_w, uint64_t{s.head_dim} * 4, op, "norm weight"));
+  constexpr uint32_t kWg = 128;
+  PipelineDesc desc{device_.caps().subgroup_arithmetic ? "rope_norm_sg" : "rope_norm",
+                    5,
+                    0b1000,
+                    32,
+                    {kWg},
+                    {kWg, 1, 1}};
+  GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
+  struct {
+    uint32_t head_dim, n_rot, n_heads, n_tokens, x_tok_stride, y_tok_stride;
+    float eps;
+    uint32_t has_weight;
+  } push{s.head_dim, n_rot, s.n_heads, s.n_tokens, xs, ys, eps, norm_w ? 1u : 0u};
+  const BufferRange bindings[] = {x, pos, theta, y, norm_w ? *norm_w : BufferRange(placeholder_)};
+  return rec.Dispatch(*p, bindings, push, 1, s.n_heads, s.n_tokens);
 }
 
 Status Kernels::GeluMul(Recorder& rec, uint32_t n, const BufferRange& g, const BufferRange& u,

@@ -140,6 +140,35 @@ class Kernels {
   // y = x / rms(x) (* w when `w` is given), per row. y may be the same range as x.
   Status RmsNorm(Recorder& rec, const RmsNormShape& s, const BufferRange& x, const BufferRange* w,
                  const BufferRange& y);
+  // A block's output norm plus the residual update in one dispatch, per row r < rows:
+  //   h[r, k] = (h[r, k] + x[r, k] / sqrt(mean_k x[r, k]^2 + eps) * w[k]) * scale
+  // (shaders/norm_add.comp). w holds n floats; x must not overlap h (InvalidArgument).
+  struct NormAddShape {
+    uint32_t n = 0;         // elements per row
+    uint32_t rows = 0;      // tokens
+    uint32_t h_stride = 0;  // elements between rows of h (0: n)
+    uint32_t x_stride = 0;  // elements between rows of x (0: n)
+    float eps = 1e-6f;
+    float scale = 1.0f;  // applied to the updated h (Gemma 4's per-layer output scale)
+  };
+  Status RmsNormAdd(Recorder& rec, const NormAddShape& s, const BufferRange& h,
+                    const BufferRange& x, const BufferRange& w);
+  // The end of a Gemma 4 MoE block in one dispatch, per token t (rows of n floats, k slots):
+  //   m = sum_i wt[t, i] * down[t * k + i]   (slots of weight 0 skipped), written to mo[t]
+  //   y = rmsnorm(dense[t]) * w1 + rmsnorm(m) * w2, written to dense[t]
+  //   h[t] = (h[t] + rmsnorm(y) * w) * scale
+  // (shaders/moe_tail.comp). h, dense, down and mo must not overlap each other.
+  struct MoeTailShape {
+    uint32_t n = 0;  // hidden size
+    uint32_t k = 0;  // routed slots per token
+    uint32_t n_tokens = 0;
+    float eps = 1e-6f;
+    float scale = 1.0f;
+  };
+  Status MoeTail(Recorder& rec, const MoeTailShape& s, const BufferRange& h,
+                 const BufferRange& dense, const BufferRange& down, const BufferRange& wt,
+                 const BufferRange& mo, const BufferRange& w1, const BufferRange& w2,
+                 const BufferRange& w);
   // y[v, r] = sum_k W[r, k] x[v, k]. Unimplemented for a weight type without a kernel.
   Status Matvec(Recorder& rec, GgmlType type, const MatvecShape& s, const BufferRange& w,
                 const BufferRange& x, const BufferRange& y);
@@ -169,6 +198,19 @@ class Kernels {
   // Uses the same launch shape as Matvec.
   Status MatvecId(Recorder& rec, GgmlType type, const MatvecIdShape& s, const BufferRange& w,
                   const BufferRange& x, const BufferRange& ids, const BufferRange& y);
+  // MatvecId with its input transformed on load (MoE decode, one dispatch instead of two):
+  //   MatvecIdNorm:  x'_s = rmsnorm(x_s) * norm_w (norm_w: `in` floats, or null for none)
+  //   MatvecIdGeglu: x'_s[k] = gelu_tanh(x_s[k]) * x_s[k + up_offset] (the [gate | up] row of a
+  //                  fused expert gate_up output; x_s must hold up_offset + in floats)
+  // Unimplemented where this device has no such variant for `type` (see
+  // MatvecIdFusedAvailable): record the unfused ops instead.
+  bool MatvecIdFusedAvailable(GgmlType type) const;
+  Status MatvecIdNorm(Recorder& rec, GgmlType type, const MatvecIdShape& s, const BufferRange& w,
+                      const BufferRange& x, const BufferRange& ids, const BufferRange* norm_w,
+                      float eps, const BufferRange& y);
+  Status MatvecIdGeglu(Recorder& rec, GgmlType type, const MatvecIdShape& s, const BufferRange& w,
+                       const BufferRange& x, const BufferRange& ids, uint32_t up_offset,
+                       const BufferRange& y);
   // Y[t, m] = sum_k W[m, k] X[t, k]. Where DeviceCaps::nv_coopmat_f16 (and not switched off by
   // SetMatmulCooperative(false)) through tensor cores: W (dequantised) and X rounded to f16,
   // fp32 accumulation, ~1e-3 relative error; X beyond the f16 range becomes infinite. Otherwise
@@ -190,6 +232,12 @@ class Kernels {
   // `theta` holds RopeThetaTable(n_rot, ...) (n_rot/2 pairs of floats). y may equal x.
   Status Rope(Recorder& rec, const RopeShape& s, const BufferRange& x, const BufferRange& pos,
               const BufferRange& theta, const BufferRange& y);
+  // Per-head RMSNorm and then Rope in one dispatch (q_norm / k_norm + RoPE): every head's
+  // head_dim values are normalised as RmsNorm (times norm_w when given: head_dim floats, shared
+  // by all heads) and rotated as Rope. Same shapes, errors and aliasing as Rope.
+  Status NormRope(Recorder& rec, const RopeShape& s, const BufferRange* norm_w, float eps,
+                  const BufferRange& x, const BufferRange& pos, const BufferRange& theta,
+                  const BufferRange& y);
   // y = gelu_tanh(g) * u over n elements. y may equal g or u.
   Status GeluMul(Recorder& rec, uint32_t n, const BufferRange& g, const BufferRange& u,
                  const BufferRange& y);
@@ -235,6 +283,11 @@ class Kernels {
 
  private:
   Kernels(Device& device) : device_(device) {}
+  // MatvecId, MatvecIdNorm and MatvecIdGeglu: kind 0, 1, 2.
+  Status MatvecIdImpl(Recorder& rec, GgmlType type, const MatvecIdShape& s, const BufferRange& w,
+                      const BufferRange& x, const BufferRange& ids, int kind,
+                      const BufferRange* norm_w, float eps, uint32_t up_offset,
+                      const BufferRange& y);
   Device& device_;
   Buffer placeholder_;
   uint32_t matvec_wg_ = 64;

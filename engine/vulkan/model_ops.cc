@@ -74,6 +74,57 @@ Status KvStore(Device& device, Recorder& rec, const KvStoreShape& s, const Buffe
   return rec.Dispatch(*p, bindings, push, static_cast<uint32_t>(gx), s.n_tokens);
 }
 
+Status KvNormRopeStore(Device& device, Recorder& rec, const KvStoreShape& s, uint32_t n_rot,
+                       float eps, const BufferRange& k, const BufferRange& v,
+                       const BufferRange& pos, const BufferRange& theta,
+                       const BufferRange& k_norm_w, const BufferRange& k_cache,
+                       const BufferRange& v_cache) {
+  const char* op = "kv_norm_store";
+  if (s.head_dim == 0 || s.n_kv_heads == 0 || s.n_tokens == 0 || s.ring_size == 0) {
+    return Status::InvalidArgument(op, "empty shape");
+  }
+  if (s.head_dim % 2 != 0 || n_rot % 2 != 0 || n_rot == 0 || n_rot > s.head_dim) {
+    return Status::InvalidArgument(op, "head_dim and n_rot must be even, 0 < n_rot <= head_dim");
+  }
+  if (s.head_dim > kKvNormStoreMaxHeadDim) {
+    return Status::InvalidArgument(op, "head_dim above " + std::to_string(kKvNormStoreMaxHeadDim));
+  }
+  if (!(eps >= 0.0f) || !(eps < 1e30f)) return Status::InvalidArgument(op, "bad eps");
+  const uint64_t row = uint64_t{s.n_kv_heads} * s.head_dim;
+  const uint64_t stride = s.src_tok_stride ? s.src_tok_stride : row;
+  if (stride < row) return Status::InvalidArgument(op, "token stride smaller than a row");
+  const uint64_t cache_elems = row * s.ring_size;
+  if (cache_elems * 2 > 0xffffffffull || stride * s.n_tokens > 0xffffffffull) {
+    return Status::InvalidArgument(op, "cache or source beyond 32-bit indexing");
+  }
+  GARNET_RETURN_IF_ERROR(Need(k, Span4(s.n_tokens, stride, 0, row), op, "k"));
+  GARNET_RETURN_IF_ERROR(Need(v, Span4(s.n_tokens, stride, 0, row), op, "v"));
+  GARNET_RETURN_IF_ERROR(Need(pos, uint64_t{s.n_tokens} * 4, op, "pos"));
+  GARNET_RETURN_IF_ERROR(Need(theta, uint64_t{n_rot} * 4, op, "theta"));
+  GARNET_RETURN_IF_ERROR(Need(k_norm_w, uint64_t{s.head_dim} * 4, op, "k norm weight"));
+  GARNET_RETURN_IF_ERROR(Need(k_cache, cache_elems * 2, op, "k cache"));
+  GARNET_RETURN_IF_ERROR(Need(v_cache, cache_elems * 2, op, "v cache"));
+  if (s.n_kv_heads > device.info().max_workgroup_count[0] ||
+      s.n_tokens > device.info().max_workgroup_count[1]) {
+    return Status::InvalidArgument(op, "too many workgroups for one dispatch");
+  }
+  constexpr uint32_t kNormWg = 128;
+  PipelineDesc desc{device.caps().subgroup_arithmetic ? "kv_norm_store_sg" : "kv_norm_store",
+                    7,
+                    0b1100000,
+                    28,
+                    {kNormWg, kKvNormStoreMaxHeadDim},
+                    {kNormWg, 1, 1}};
+  GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device.pipelines().Get(desc));
+  struct {
+    uint32_t d, n_rot, n_kv_heads, n_tokens, ring_size, src_tok_stride;
+    float eps;
+  } push{s.head_dim, n_rot, s.n_kv_heads, s.n_tokens, s.ring_size, static_cast<uint32_t>(stride),
+         eps};
+  const BufferRange bindings[] = {k, v, pos, theta, k_norm_w, k_cache, v_cache};
+  return rec.Dispatch(*p, bindings, push, s.n_kv_heads, s.n_tokens, 2);
+}
+
 Status GluStrided(Device& device, Recorder& rec, const GluShape& s, const BufferRange& g,
                   const BufferRange& u, const BufferRange& y) {
   const char* op = "glu_strided";
@@ -89,22 +140,6 @@ Status GluStrided(Device& device, Recorder& rec, const GluShape& s, const Buffer
                             s.u_stride, s.u_off, s.y_stride, s.y_off};
   const BufferRange bindings[] = {g, u, y};
   return rec.Dispatch(*p, bindings, push, static_cast<uint32_t>(gx), s.rows);
-}
-
-Status MoeCombine(Device& device, Recorder& rec, uint32_t n, uint32_t k, uint32_t n_tokens,
-                  const BufferRange& x, const BufferRange& w, const BufferRange& y) {
-  const char* op = "moe_combine";
-  if (n == 0 || k == 0 || n_tokens == 0) return Status::InvalidArgument(op, "empty shape");
-  GARNET_RETURN_IF_ERROR(Need(x, uint64_t{n_tokens} * k * n * 4, op, "x"));
-  GARNET_RETURN_IF_ERROR(Need(w, uint64_t{n_tokens} * k * 4, op, "w"));
-  GARNET_RETURN_IF_ERROR(Need(y, uint64_t{n_tokens} * n * 4, op, "y"));
-  const uint64_t gx = (n + kWg - 1) / kWg;
-  GARNET_RETURN_IF_ERROR(CheckGrid(device, gx, n_tokens, op));
-  PipelineDesc desc{"moe_combine", 3, 0b100, 12, {kWg}, {kWg, 1, 1}};
-  GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device.pipelines().Get(desc));
-  const uint32_t push[3] = {n, k, n_tokens};
-  const BufferRange bindings[] = {x, w, y};
-  return rec.Dispatch(*p, bindings, push, static_cast<uint32_t>(gx), n_tokens);
 }
 
 }  // namespace garnet::vk

@@ -1,9 +1,9 @@
 // Kernels the model backend (engine/model/vulkan_backend.cc) needs beyond kernels.h: writing
-// K/V into the f16 ring cache, a GeGLU over strided rows, and the MoE weighted sum. Same
-// conventions as kernels.h: each call checks its shape and buffer ranges (InvalidArgument,
-// nothing recorded), gets its cached pipeline and records one dispatch into the Recorder.
-// The exact formula of each op is in its shader's header comment (shaders/kv_store.comp,
-// glu_strided.comp, moe_combine.comp).
+// K/V into the f16 ring cache (plain, or with the K/V norms and RoPE folded in), a GeGLU over
+// strided rows. Same conventions as kernels.h: each call checks its shape and buffer ranges
+// (InvalidArgument, nothing recorded), gets its cached pipeline and records one dispatch into the
+// Recorder. The exact formula of each op is in its shader's header comment (shaders/kv_store.comp,
+// kv_norm_store.comp, glu_strided.comp).
 //
 // Thread-safety: free functions; the Device's pipeline cache is locked, a Recorder is used by
 // one thread.
@@ -31,6 +31,18 @@ Status KvStore(Device& device, Recorder& rec, const KvStoreShape& s, const Buffe
                const BufferRange& v, const BufferRange& pos, const BufferRange& k_cache,
                const BufferRange& v_cache);
 
+// KvStore with the per-head norms and RoPE folded in (decode and prefill of one sequence's run):
+//   K' = Rope(rmsnorm_head(K) * k_norm_w), V' = rmsnorm_head(V) (no weight), stored as KvStore
+// stores K/V (shaders/kv_norm_store.comp). n_rot and theta as Kernels::Rope (RopeThetaTable);
+// k and v may be the same range (K = V layers). head_dim <= kKvNormStoreMaxHeadDim, else
+// InvalidArgument (use NormRope + RmsNorm + KvStore).
+constexpr uint32_t kKvNormStoreMaxHeadDim = 512;
+Status KvNormRopeStore(Device& device, Recorder& rec, const KvStoreShape& s, uint32_t n_rot,
+                       float eps, const BufferRange& k, const BufferRange& v,
+                       const BufferRange& pos, const BufferRange& theta,
+                       const BufferRange& k_norm_w, const BufferRange& k_cache,
+                       const BufferRange& v_cache);
+
 struct GluShape {
   uint32_t n = 0;     // elements per row
   uint32_t rows = 0;  // <= maxComputeWorkGroupCount[1]
@@ -42,10 +54,5 @@ struct GluShape {
 // y may alias g or u.
 Status GluStrided(Device& device, Recorder& rec, const GluShape& s, const BufferRange& g,
                   const BufferRange& u, const BufferRange& y);
-
-// y[t, :] = sum_i w[t, i] * x[t * k + i, :] over the k slots of each of n_tokens tokens (slots
-// of weight 0 skipped); rows of n elements.
-Status MoeCombine(Device& device, Recorder& rec, uint32_t n, uint32_t k, uint32_t n_tokens,
-                  const BufferRange& x, const BufferRange& w, const BufferRange& y);
 
 }  // namespace garnet::vk

@@ -183,10 +183,41 @@ Status PipelineCache::Save() {
   return Status::OK();
 }
 
+namespace {
+// Hash of every field Key() covers, computed without building the key string: the lookup runs
+// once per recorded dispatch.
+uint64_t DescHash(const PipelineDesc& d) {
+  uint64_t h = Fnv1a64(reinterpret_cast<const uint8_t*>(d.shader.data()), d.shader.size());
+  auto mix = [&h](uint32_t v) {
+    for (int i = 0; i < 4; ++i) {
+      h ^= (v >> (8 * i)) & 0xffu;
+      h *= 1099511628211ull;
+    }
+  };
+  mix(d.n_bindings);
+  mix(d.write_mask);
+  mix(d.push_bytes);
+  mix(static_cast<uint32_t>(d.spec.size()));
+  for (uint32_t v : d.spec) mix(v);
+  return h;
+}
+bool SameKey(const PipelineDesc& a, const PipelineDesc& b) {
+  return a.n_bindings == b.n_bindings && a.write_mask == b.write_mask &&
+         a.push_bytes == b.push_bytes && a.spec == b.spec && a.shader == b.shader;
+}
+}  // namespace
+
 Result<const Pipeline*> PipelineCache::Get(const PipelineDesc& desc) {
-  const std::string key = desc.Key();
+  const uint64_t hash = DescHash(desc);
   std::lock_guard<std::mutex> lock(mu_);
-  if (auto it = pipelines_.find(key); it != pipelines_.end()) return it->second.get();
+  for (auto [it, end] = by_hash_.equal_range(hash); it != end; ++it) {
+    if (SameKey(it->second->desc, desc)) return it->second;
+  }
+  const std::string key = desc.Key();
+  if (auto it = pipelines_.find(key); it != pipelines_.end()) {
+    by_hash_.emplace(hash, it->second.get());
+    return it->second.get();
+  }
 
   const SpirvShader* spirv = FindShader(desc.shader);
   if (!spirv) return Status::NotFound("vulkan shader " + desc.shader, "not built into garnet");
@@ -268,6 +299,7 @@ Result<const Pipeline*> PipelineCache::Get(const PipelineDesc& desc) {
   guard.p = nullptr;  // success: the cache owns it now
   const Pipeline* out = p.get();
   pipelines_.emplace(key, std::move(p));
+  by_hash_.emplace(hash, out);
   return out;
 }
 

@@ -29,6 +29,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "engine/base/status.h"
@@ -90,6 +91,8 @@ class PipelineCache {
   bool loaded_ = false;
   mutable std::mutex mu_;
   std::map<std::string, std::unique_ptr<Pipeline>> pipelines_;  // guarded by mu_
+  // The same pipelines by a hash of their desc (the allocation-free lookup); guarded by mu_.
+  std::unordered_multimap<uint64_t, const Pipeline*> by_hash_;
 };
 
 }  // namespace garnet::vk

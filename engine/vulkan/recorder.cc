@@ -1,6 +1,7 @@
 #include "engine/vulkan/recorder.h"
 
 #include <algorithm>
+#include <array>
 #include <string>
 
 #include "engine/vulkan/device.h"
@@ -38,6 +39,7 @@ Result<std::unique_ptr<Recorder>> Recorder::Create(Device& device) {
   cai.commandBufferCount = 1;
   GARNET_VK_RETURN_IF_ERROR("vkAllocateCommandBuffers",
                             vkAllocateCommandBuffers(dev, &cai, &r->cmd_));
+  r->cmds_.push_back(r->cmd_);
   VkFenceCreateInfo fci{VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
   GARNET_VK_RETURN_IF_ERROR("vkCreateFence", vkCreateFence(dev, &fci, nullptr, &r->fence_));
   return r;
@@ -46,6 +48,7 @@ Result<std::unique_ptr<Recorder>> Recorder::Create(Device& device) {
 Recorder::~Recorder() {
   VkDevice dev = device_.handle();
   if (in_flight_) vkWaitForFences(dev, 1, &fence_, VK_TRUE, UINT64_MAX);
+  if (!in_flight_ && flushed_ > 0) DrainFlushed();
   for (VkDescriptorPool p : descriptor_pools_) vkDestroyDescriptorPool(dev, p, nullptr);
   if (fence_ != VK_NULL_HANDLE) vkDestroyFence(dev, fence_, nullptr);
   if (pool_ != VK_NULL_HANDLE) vkDestroyCommandPool(dev, pool_, nullptr);
@@ -63,14 +66,30 @@ Status Recorder::Begin() {
   bi.flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT;
   GARNET_VK_RETURN_IF_ERROR("vkBeginCommandBuffer", vkBeginCommandBuffer(cmd_, &bi));
   recording_ = true;
+  bound_pipeline_ = VK_NULL_HANDLE;
   return Status::OK();
 }
 
+void Recorder::DrainFlushed() {
+  if (flushed_ == 0) return;
+  // An empty batch with the fence: its signal covers every earlier submission on the queue.
+  VkDevice dev = device_.handle();
+  VkSubmitInfo si{VK_STRUCTURE_TYPE_SUBMIT_INFO};
+  if (vkResetFences(dev, 1, &fence_) == VK_SUCCESS && device_.Submit(si, fence_).ok()) {
+    vkWaitForFences(dev, 1, &fence_, VK_TRUE, UINT64_MAX);
+  } else {
+    (void)device_.WaitIdle();
+  }
+}
+
 void Recorder::ResetForReuse() {
-  vkResetCommandBuffer(cmd_, 0);
+  for (size_t i = 0; i <= flushed_ && i < cmds_.size(); ++i) vkResetCommandBuffer(cmds_[i], 0);
+  flushed_ = 0;
+  cmd_ = cmds_[0];
   for (VkDescriptorPool p : descriptor_pools_) vkResetDescriptorPool(device_.handle(), p, 0);
   descriptor_pool_next_ = 0;
   pending_.clear();
+  bound_pipeline_ = VK_NULL_HANDLE;
   recording_ = false;
   error_ = Status::OK();
   const uint32_t submits = stats_.submits;
@@ -107,7 +126,8 @@ void Recorder::Track(std::span<const Access> accesses, VkPipelineStageFlags stag
     if (hazard) break;
   }
   if (hazard) {
-    std::vector<VkBufferMemoryBarrier> barriers;
+    std::vector<VkBufferMemoryBarrier>& barriers = barrier_scratch_;  // reused: no allocation
+    barriers.clear();
     VkPipelineStageFlags src = 0;
     for (const Access& p : pending_) {
       src |= p.stage;
@@ -160,42 +180,47 @@ Result<VkDescriptorSet> Recorder::AllocateSet(VkDescriptorSetLayout layout) {
 
 Status Recorder::Dispatch(const Pipeline& pipeline, std::span<const BufferRange> bindings,
                           std::span<const uint8_t> push, uint32_t gx, uint32_t gy, uint32_t gz) {
+  // Hot path (hundreds of calls per decoded token): no heap work unless something is wrong;
+  // error messages are built only on failure.
   const PipelineDesc& d = pipeline.desc;
-  const std::string what = "dispatch " + d.Key();
-  if (bindings.size() != d.n_bindings) {
-    return Fail(Status::InvalidArgument(what, std::to_string(bindings.size()) +
-                                                  " bindings given, shader has " +
-                                                  std::to_string(d.n_bindings)));
+  auto what = [&d] { return "dispatch " + d.Key(); };
+  if (bindings.size() != d.n_bindings || bindings.size() > kMaxBindings) {
+    return Fail(Status::InvalidArgument(what(), std::to_string(bindings.size()) +
+                                                    " bindings given, shader has " +
+                                                    std::to_string(d.n_bindings)));
   }
   if (push.size() != d.push_bytes) {
-    return Fail(Status::InvalidArgument(what, std::to_string(push.size()) +
-                                                  " push-constant bytes given, shader takes " +
-                                                  std::to_string(d.push_bytes)));
+    return Fail(Status::InvalidArgument(what(), std::to_string(push.size()) +
+                                                    " push-constant bytes given, shader takes " +
+                                                    std::to_string(d.push_bytes)));
   }
   const DeviceInfo& info = device_.info();
   if (gx == 0 || gy == 0 || gz == 0) return Status::OK();  // nothing to do
   if (gx > info.max_workgroup_count[0] || gy > info.max_workgroup_count[1] ||
       gz > info.max_workgroup_count[2]) {
-    return Fail(Status::InvalidArgument(what, "grid " + std::to_string(gx) + "x" +
-                                                  std::to_string(gy) + "x" + std::to_string(gz) +
-                                                  " exceeds the device's workgroup count limits"));
+    return Fail(Status::InvalidArgument(
+        what(), "grid " + std::to_string(gx) + "x" + std::to_string(gy) + "x" + std::to_string(gz) +
+                    " exceeds the device's workgroup count limits"));
   }
-  std::vector<Access> accesses(bindings.size());
-  std::vector<VkDescriptorBufferInfo> infos(bindings.size());
-  for (size_t i = 0; i < bindings.size(); ++i) {
-    const std::string bwhat = what + " binding " + std::to_string(i);
+  const size_t n = bindings.size();
+  std::array<Access, kMaxBindings> accesses;
+  std::array<VkDescriptorBufferInfo, kMaxBindings> infos;
+  for (size_t i = 0; i < n; ++i) {
+    auto bwhat = [&] { return what() + " binding " + std::to_string(i); };
     uint64_t begin = 0, end = 0;
-    if (Status s = CheckRange(bindings[i], bwhat.c_str(), &begin, &end); !s.ok()) return Fail(s);
+    if (!CheckRange(bindings[i], "dispatch", &begin, &end).ok()) {
+      return Fail(CheckRange(bindings[i], bwhat().c_str(), &begin, &end));  // named message
+    }
     if (end - begin > info.max_storage_buffer_range) {
       return Fail(Status::InvalidArgument(
-          bwhat, std::to_string(end - begin) + " bytes exceed maxStorageBufferRange " +
-                     std::to_string(info.max_storage_buffer_range)));
+          bwhat(), std::to_string(end - begin) + " bytes exceed maxStorageBufferRange " +
+                       std::to_string(info.max_storage_buffer_range)));
     }
     if (info.min_storage_buffer_offset_alignment > 1 &&
         begin % info.min_storage_buffer_offset_alignment != 0) {
       return Fail(Status::InvalidArgument(
-          bwhat, "offset " + std::to_string(begin) + " is not a multiple of " +
-                     std::to_string(info.min_storage_buffer_offset_alignment)));
+          bwhat(), "offset " + std::to_string(begin) + " is not a multiple of " +
+                       std::to_string(info.min_storage_buffer_offset_alignment)));
     }
     const VkBuffer vb = bindings[i].buffer->handle();
     accesses[i] = {vb, begin, end, ((d.write_mask >> i) & 1u) != 0,
@@ -206,11 +231,14 @@ Status Recorder::Dispatch(const Pipeline& pipeline, std::span<const BufferRange>
     infos[i] = {vb, begin, desc_end - begin};
   }
   if (Status s = Begin(); !s.ok()) return Fail(s);
-  Track(accesses, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT);
+  Track({accesses.data(), n}, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT);
 
-  vkCmdBindPipeline(cmd_, VK_PIPELINE_BIND_POINT_COMPUTE, pipeline.pipeline);
-  std::vector<VkWriteDescriptorSet> writes(bindings.size());
-  for (size_t i = 0; i < bindings.size(); ++i) {
+  if (pipeline.pipeline != bound_pipeline_) {
+    vkCmdBindPipeline(cmd_, VK_PIPELINE_BIND_POINT_COMPUTE, pipeline.pipeline);
+    bound_pipeline_ = pipeline.pipeline;
+  }
+  std::array<VkWriteDescriptorSet, kMaxBindings> writes;
+  for (size_t i = 0; i < n; ++i) {
     writes[i] = {VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET};
     writes[i].dstBinding = static_cast<uint32_t>(i);
     writes[i].descriptorCount = 1;
@@ -219,13 +247,12 @@ Status Recorder::Dispatch(const Pipeline& pipeline, std::span<const BufferRange>
   }
   if (pipeline.push_descriptors) {
     device_.push_descriptor_fn()(cmd_, VK_PIPELINE_BIND_POINT_COMPUTE, pipeline.layout, 0,
-                                 static_cast<uint32_t>(writes.size()), writes.data());
+                                 static_cast<uint32_t>(n), writes.data());
   } else {
     Result<VkDescriptorSet> set = AllocateSet(pipeline.set_layout);
     if (!set.ok()) return Fail(set.status());
-    for (VkWriteDescriptorSet& w : writes) w.dstSet = *set;
-    vkUpdateDescriptorSets(device_.handle(), static_cast<uint32_t>(writes.size()), writes.data(), 0,
-                           nullptr);
+    for (size_t i = 0; i < n; ++i) writes[i].dstSet = *set;
+    vkUpdateDescriptorSets(device_.handle(), static_cast<uint32_t>(n), writes.data(), 0, nullptr);
     vkCmdBindDescriptorSets(cmd_, VK_PIPELINE_BIND_POINT_COMPUTE, pipeline.layout, 0, 1, &*set, 0,
                             nullptr);
   }
@@ -280,6 +307,7 @@ Status Recorder::Submit() {
   if (!error_.ok()) {
     Status first = error_;
     if (recording_) vkEndCommandBuffer(cmd_);
+    DrainFlushed();
     ResetForReuse();
     return first;
   }
@@ -292,21 +320,63 @@ Status Recorder::Submit() {
                        VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &to_host, 0, nullptr, 0, nullptr);
   const VkResult end = vkEndCommandBuffer(cmd_);
   if (end != VK_SUCCESS) {
+    DrainFlushed();
     ResetForReuse();
     return VkError("vkEndCommandBuffer", end);
   }
   VkDevice dev = device_.handle();
-  GARNET_VK_RETURN_IF_ERROR("vkResetFences", vkResetFences(dev, 1, &fence_));
+  if (const VkResult r = vkResetFences(dev, 1, &fence_); r != VK_SUCCESS) {
+    DrainFlushed();
+    ResetForReuse();
+    return VkError("vkResetFences", r);
+  }
   VkSubmitInfo si{VK_STRUCTURE_TYPE_SUBMIT_INFO};
   si.commandBufferCount = 1;
   si.pCommandBuffers = &cmd_;
   if (Status s = device_.Submit(si, fence_); !s.ok()) {
+    DrainFlushed();
     ResetForReuse();
     return s;
   }
   in_flight_ = true;
   recording_ = false;
   ++stats_.submits;
+  return Status::OK();
+}
+
+Status Recorder::Flush() {
+  if (!recording_ || !error_.ok()) return Status::OK();  // a latched error surfaces at Submit
+  if (const VkResult end = vkEndCommandBuffer(cmd_); end != VK_SUCCESS) {
+    recording_ = false;  // cmd_ is in an undefined state; Submit drains and resets
+    return Fail(VkError("vkEndCommandBuffer", end));
+  }
+  VkSubmitInfo si{VK_STRUCTURE_TYPE_SUBMIT_INFO};
+  si.commandBufferCount = 1;
+  si.pCommandBuffers = &cmd_;
+  if (Status s = device_.Submit(si, VK_NULL_HANDLE); !s.ok()) {
+    recording_ = false;
+    return Fail(s);
+  }
+  ++flushed_;
+  ++stats_.submits;
+  if (flushed_ == cmds_.size()) {
+    VkCommandBufferAllocateInfo cai{VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO};
+    cai.commandPool = pool_;
+    cai.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
+    cai.commandBufferCount = 1;
+    VkCommandBuffer next = VK_NULL_HANDLE;
+    if (const VkResult r = vkAllocateCommandBuffers(device_.handle(), &cai, &next);
+        r != VK_SUCCESS) {
+      recording_ = false;
+      return Fail(VkError("vkAllocateCommandBuffers", r));
+    }
+    cmds_.push_back(next);
+  }
+  cmd_ = cmds_[flushed_];
+  // pending_ is kept: the next conflicting command still gets its barrier, and a barrier orders
+  // everything earlier in submission order, including the batches already submitted.
+  recording_ = false;
+  if (Status s = Begin(); !s.ok()) return Fail(s);
   return Status::OK();
 }
 

@@ -44,7 +44,7 @@ class Recorder {
     uint32_t dispatches = 0;
     uint32_t transfers = 0;  // copies and fills
     uint32_t barriers = 0;   // pipeline barriers inserted between commands
-    uint32_t submits = 0;    // total over the Recorder's life
+    uint32_t submits = 0;    // total over the Recorder's life (Flush() parts included)
   };
 
   // Errors: VkError of command pool / buffer / fence creation.
@@ -74,6 +74,13 @@ class Recorder {
   // vkCmdFillBuffer with a 32-bit pattern; offset and size multiples of 4.
   Status Fill(const Buffer& dst, uint64_t offset, uint64_t size, uint32_t value);
 
+  // Submits what was recorded so far without waiting and goes on recording into another command
+  // buffer, so the device starts on the first part while the host records the rest. Barriers
+  // stay complete across the cut (the next conflicting command gets one, and a barrier orders
+  // every earlier submission on the queue). Wait() waits for all parts. OK and nothing done when
+  // nothing is recorded or an error is latched (Submit reports it, after the parts already
+  // submitted have finished). Errors: VkError of ending, submitting or allocating.
+  Status Flush();
   // Ends the command buffer and submits it without waiting. OK with nothing recorded. The
   // Recorder accepts no new commands until Wait() (a new command waits implicitly).
   Status Submit();
@@ -86,6 +93,8 @@ class Recorder {
 
   static constexpr uint64_t kDefaultTimeoutNs = 120'000'000'000ull;  // 2 minutes (lavapipe)
 
+  // in_flight: the final Submit is pending (parts sent by Flush() alone do not count). empty:
+  // nothing is being recorded (after a Flush() the Recorder records on, so it is not empty).
   bool in_flight() const { return in_flight_; }
   const Stats& stats() const { return stats_; }
   bool empty() const { return !recording_; }
@@ -105,17 +114,23 @@ class Recorder {
   void Track(std::span<const Access> accesses, VkPipelineStageFlags stage);
   Result<VkDescriptorSet> AllocateSet(VkDescriptorSetLayout layout);
   void ResetForReuse();
+  void DrainFlushed();  // waits for batches submitted by Flush() (error and teardown paths)
 
   Device& device_;
   VkCommandPool pool_ = VK_NULL_HANDLE;
-  VkCommandBuffer cmd_ = VK_NULL_HANDLE;
+  VkCommandBuffer cmd_ = VK_NULL_HANDLE;  // the one being recorded: cmds_[flushed_]
+  std::vector<VkCommandBuffer> cmds_;     // grown by Flush(), reset after each Wait
+  size_t flushed_ = 0;                    // parts submitted by Flush() since the last Wait
   VkFence fence_ = VK_NULL_HANDLE;
   std::vector<VkDescriptorPool> descriptor_pools_;  // only without push descriptors
   size_t descriptor_pool_next_ = 0;                 // first pool that may still have room
   bool recording_ = false;
   bool in_flight_ = false;
   Status error_;
-  std::vector<Access> pending_;  // accesses since the last barrier
+  static constexpr size_t kMaxBindings = 16;            // PipelineCache refuses more
+  std::vector<Access> pending_;                         // accesses since the last barrier
+  std::vector<VkBufferMemoryBarrier> barrier_scratch_;  // Track's, kept to avoid reallocation
+  VkPipeline bound_pipeline_ = VK_NULL_HANDLE;          // last vkCmdBindPipeline in cmd_
   Stats stats_;
 };
 

@@ -15,6 +15,7 @@
 #include "engine/quant/quant.h"
 #include "engine/quant/types.h"
 #include "engine/vulkan/kernels.h"
+#include "engine/vulkan/model_ops.h"
 #include "tests/vulkan/vk_test_env.h"
 #include "tests/vulkan/vk_test_util.h"
 
@@ -75,6 +76,13 @@ std::vector<float> Dequantize(GgmlType type, const std::vector<uint8_t>& w, uint
 }
 
 using KernelTest = garnet::vk::testing::DeviceParamTest;
+
+// Double-precision rms scale of n values.
+double InvRms(const double* v, uint32_t n, double eps) {
+  double ss = 0;
+  for (uint32_t i = 0; i < n; ++i) ss += v[i] * v[i];
+  return 1.0 / std::sqrt(ss / n + eps);
+}
 
 // |gpu - ref| <= rel * scale + abs per element, where scale is given per element.
 void ExpectClose(const std::vector<float>& got, const std::vector<double>& want,
@@ -396,6 +404,92 @@ TEST_P(KernelTest, MatvecIdReadsOnlyRoutedExperts) {
   }
 }
 
+TEST_P(KernelTest, MatvecIdNormAndGegluTransformTheInputOnLoad) {
+  const uint32_t n_experts = 5, out = 19;
+  const std::vector<int32_t> ids = {3, 0, -1, 4, 3};  // -1: an empty slot
+  const uint32_t slots = static_cast<uint32_t>(ids.size());
+  for (const MatCase& c : {MatCase{GgmlType::kQ4_K, 512, 0}, MatCase{GgmlType::kQ8_0, 96, 0},
+                           MatCase{GgmlType::kQ6_K, 256, 0}, MatCase{GgmlType::kF32, 70, 0},
+                           MatCase{GgmlType::kF16, 70, 0}, MatCase{GgmlType::kQ5_0, 704, 0},
+                           MatCase{GgmlType::kQ4_0, 96, 0}, MatCase{GgmlType::kIQ4_NL, 64, 0}}) {
+    const std::string name(TypeName(c.type));
+    if (!k().MatvecIdFusedAvailable(c.type)) {
+      MatvecIdShape s{c.in, out, n_experts, slots, 0, 0, 0};
+      GARNET_ASSERT_OK_AND_ASSIGN(Buffer b,
+                                  Buffer::Create(*d_->device, 1 << 16, MemoryKind::kScratch));
+      EXPECT_TRUE(k().MatvecIdNorm(rec(), c.type, s, b, b, b, nullptr, 1e-6f, b).IsUnimplemented())
+          << name;
+      continue;
+    }
+    const uint64_t rb = *RowBytes(c.type, c.in);
+    const uint64_t stride = (rb * out + 255) / 256 * 256;  // padded expert slabs
+    std::vector<uint8_t> w(stride * n_experts, 0);
+    std::vector<std::vector<float>> wf;
+    for (uint32_t e = 0; e < n_experts; ++e) {
+      const std::vector<uint8_t> m = RandomWeights(c.type, c.in, out, 960 + e);
+      std::memcpy(&w[e * stride], m.data(), m.size());
+      wf.push_back(Dequantize(c.type, m, c.in, out));
+    }
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bw,
+                                UploadBytes(*d_, w.data(), w.size(), MemoryKind::kWeights));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bi, UploadBytes(*d_, ids.data(), ids.size() * 4));
+    GARNET_ASSERT_OK_AND_ASSIGN(
+        Buffer by, Buffer::Create(*d_->device, size_t{slots} * out * 4, MemoryKind::kScratch));
+    for (int kind = 1; kind <= 2; ++kind) {
+      // Norm: one shared x of `in`; GeGLU: per slot [gate | pad | up] rows, up at in + 3.
+      const uint32_t up_off = c.in + 3, xs = 2 * c.in + 5;
+      const std::vector<float> x =
+          RandomFloats(kind == 1 ? c.in : size_t{slots} * xs, 970 + kind, -2, 2);
+      const std::vector<float> nw = RandomFloats(c.in, 972, 0.5f, 1.5f);
+      GARNET_ASSERT_OK_AND_ASSIGN(Buffer bx, UploadFloats(*d_, x));
+      GARNET_ASSERT_OK_AND_ASSIGN(Buffer bn, UploadFloats(*d_, nw));
+      GARNET_ASSERT_OK(rec().Fill(by, 0, by.size(), 0x7fc00000u));
+      const BufferRange nr(bn);
+      if (kind == 1) {
+        MatvecIdShape s{c.in, out, n_experts, slots, 0, 0, stride};
+        GARNET_ASSERT_OK(k().MatvecIdNorm(rec(), c.type, s, bw, bx, bi, &nr, 1e-6f, by));
+      } else {
+        MatvecIdShape s{c.in, out, n_experts, slots, xs, 0, stride};
+        GARNET_ASSERT_OK(k().MatvecIdGeglu(rec(), c.type, s, bw, bx, bi, up_off, by));
+      }
+      GARNET_ASSERT_OK(rec().SubmitAndWait());
+      GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> y,
+                                  DownloadFloats(*d_, by, size_t{slots} * out));
+      std::vector<float> got;
+      std::vector<double> want, scale;
+      for (uint32_t sl = 0; sl < slots; ++sl) {
+        std::vector<double> xv(c.in);
+        if (kind == 1) {
+          for (uint32_t i = 0; i < c.in; ++i) xv[i] = x[i];
+          const double inv = InvRms(xv.data(), c.in, 1e-6);
+          for (uint32_t i = 0; i < c.in; ++i) xv[i] *= inv * nw[i];
+        } else {
+          for (uint32_t i = 0; i < c.in; ++i) {
+            const double g = x[sl * xs + i], u = x[sl * xs + up_off + i];
+            const double gl =
+                0.5 * g * (1.0 + std::tanh(0.7978845608028654 * (g + 0.044715 * g * g * g)));
+            xv[i] = gl * u;
+          }
+        }
+        const bool valid = ids[sl] >= 0 && ids[sl] < int32_t(n_experts);
+        for (uint32_t r = 0; r < out; ++r) {
+          double acc = 0, mag = 0;
+          for (uint32_t i = 0; valid && i < c.in; ++i) {
+            const double t = double(wf[ids[sl]][size_t{r} * c.in + i]) * xv[i];
+            acc += t;
+            mag += std::fabs(t);
+          }
+          got.push_back(y[sl * out + r]);
+          want.push_back(acc);
+          scale.push_back(mag);
+        }
+      }
+      ExpectClose(got, want, scale, 1e-5, 1e-7,
+                  (kind == 1 ? "matvec_id_norm " : "matvec_id_glu ") + name);
+    }
+  }
+}
+
 TEST_P(KernelTest, MatvecFoldsGridsBeyondTheWorkgroupCountLimit) {
   // More rows than maxComputeWorkGroupCount[0] (65535 on most devices).
   const uint32_t in = 32, out = d_->device->info().max_workgroup_count[0] + 100;
@@ -641,6 +735,165 @@ TEST_P(KernelTest, RopeNeoxWithFreqFactorsPartialInPlaceAndLongContexts) {
   }
 }
 
+TEST_P(KernelTest, NormRopeNormalisesEachHeadThenRotates) {
+  struct Case {
+    uint32_t head_dim, n_rot, heads;
+    double base;
+    bool ff, in_place, weight;
+  };
+  const std::vector<int32_t> pos = {0, 5, 4097, 262143};
+  const uint32_t tokens = static_cast<uint32_t>(pos.size());
+  for (const Case& c : {Case{512, 512, 2, 1e6, true, true, true},  // Gemma full layer
+                        Case{256, 256, 3, 10000.0, false, false, true},
+                        Case{300, 128, 2, 10000.0, false, true, true},  // > 2 * WG, pass-through
+                        Case{48, 32, 3, 10000.0, false, true, false}}) {
+    const uint32_t row = c.heads * c.head_dim;
+    const std::vector<float> x = RandomFloats(size_t{tokens} * row, 520 + c.head_dim, -4, 4);
+    const std::vector<float> w = RandomFloats(c.head_dim, 521, 0.5f, 1.5f);
+    std::vector<float> ff;
+    if (c.ff) {
+      ff.assign(c.n_rot / 2, 1.0f);
+      for (size_t i = ff.size() / 4; i < ff.size(); ++i) ff[i] = 1e30f;
+    }
+    GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> table, RopeThetaTable(c.n_rot, c.base, ff));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bx, UploadFloats(*d_, x));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bw, UploadFloats(*d_, w));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bp, UploadBytes(*d_, pos.data(), pos.size() * 4));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bt, UploadFloats(*d_, table));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer by,
+                                Buffer::Create(*d_->device, x.size() * 4, MemoryKind::kScratch));
+    const Buffer& out = c.in_place ? bx : by;
+    const BufferRange wr(bw);
+    RopeShape s{c.head_dim, c.n_rot, c.heads, tokens, 0, 0};
+    GARNET_ASSERT_OK(k().NormRope(rec(), s, c.weight ? &wr : nullptr, 1e-6f, bx, bp, bt, out));
+    GARNET_ASSERT_OK(rec().SubmitAndWait());
+    GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> y, DownloadFloats(*d_, out, x.size()));
+    std::vector<double> want(x.size()), scale(x.size(), 1.0);
+    const uint32_t half = c.n_rot / 2;
+    for (uint32_t t = 0; t < tokens; ++t) {
+      for (uint32_t h = 0; h < c.heads; ++h) {
+        const size_t b = size_t{t} * row + h * c.head_dim;
+        std::vector<double> v(c.head_dim);
+        for (uint32_t i = 0; i < c.head_dim; ++i) v[i] = x[b + i];
+        const double inv = InvRms(v.data(), c.head_dim, 1e-6);
+        for (uint32_t i = 0; i < c.head_dim; ++i) {
+          v[i] *= inv * (c.weight ? w[i] : 1.0);
+          want[b + i] = v[i];
+          scale[b + i] = 1.5;
+        }
+        for (uint32_t i = 0; i < half; ++i) {
+          double a = pos[t] * std::pow(c.base, -2.0 * i / c.n_rot);
+          if (c.ff) a /= ff[i];
+          want[b + i] = v[i] * std::cos(a) - v[i + half] * std::sin(a);
+          want[b + i + half] = v[i + half] * std::cos(a) + v[i] * std::sin(a);
+        }
+      }
+    }
+    ExpectClose(
+        y, want, scale, 2e-6, 0,
+        "norm_rope head_dim=" + std::to_string(c.head_dim) + " n_rot=" + std::to_string(c.n_rot));
+  }
+  GARNET_ASSERT_OK_AND_ASSIGN(Buffer b, Buffer::Create(*d_->device, 4096, MemoryKind::kScratch));
+  RopeShape s{64, 66, 1, 1, 0, 0};  // n_rot > head_dim
+  EXPECT_TRUE(k().NormRope(rec(), s, nullptr, 1e-6f, b, b, b, b).IsInvalidArgument());
+  s = RopeShape{64, 64, 1, 1, 0, 0};
+  const BufferRange short_w(b, 0, 252);
+  EXPECT_TRUE(k().NormRope(rec(), s, &short_w, 1e-6f, b, b, b, b).IsInvalidArgument());
+}
+
+TEST_P(KernelTest, KvNormRopeStoreWritesNormedRotatedKAndNormedVAsF16) {
+  struct Case {
+    uint32_t head_dim, n_rot, kv_heads, ring;
+    bool k_is_v;
+  };
+  // Positions past the ring size wrap (to distinct slots); -1 is skipped.
+  const std::vector<int32_t> pos = {3, 9, -1, 4};
+  const uint32_t tokens = static_cast<uint32_t>(pos.size());
+  for (const Case& c :
+       {Case{512, 512, 1, 8, true}, Case{256, 256, 2, 7, false}, Case{300, 128, 3, 10, false}}) {
+    const uint32_t row = c.kv_heads * c.head_dim, stride = row + 4;
+    const std::vector<float> kx = RandomFloats(size_t{tokens} * stride, 530 + c.head_dim, -4, 4);
+    const std::vector<float> vx =
+        c.k_is_v ? kx : RandomFloats(size_t{tokens} * stride, 531 + c.head_dim, -4, 4);
+    const std::vector<float> kw = RandomFloats(c.head_dim, 532, 0.5f, 1.5f);
+    GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> table, RopeThetaTable(c.n_rot, 1e4, {}));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bk, UploadFloats(*d_, kx));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bv, UploadFloats(*d_, vx));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bw, UploadFloats(*d_, kw));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bp, UploadBytes(*d_, pos.data(), pos.size() * 4));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bt, UploadFloats(*d_, table));
+    const size_t cache_halves = size_t{row} * c.ring;
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer kc,
+                                Buffer::Create(*d_->device, cache_halves * 2, MemoryKind::kKv));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer vc,
+                                Buffer::Create(*d_->device, cache_halves * 2, MemoryKind::kKv));
+    GARNET_ASSERT_OK(rec().Fill(kc, 0, kc.size() / 4 * 4, 0x7e007e00u));  // f16 NaN: untouched
+    GARNET_ASSERT_OK(rec().Fill(vc, 0, vc.size() / 4 * 4, 0x7e007e00u));
+    KvStoreShape s{c.head_dim, c.kv_heads, tokens, c.ring, stride};
+    GARNET_ASSERT_OK(KvNormRopeStore(*d_->device, rec(), s, c.n_rot, 1e-6f, bk, c.k_is_v ? bk : bv,
+                                     bp, bt, bw, kc, vc));
+    GARNET_ASSERT_OK(rec().SubmitAndWait());
+    std::vector<uint16_t> gk(cache_halves), gv(cache_halves);
+    GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> kwords,
+                                DownloadFloats(*d_, kc, cache_halves / 2));
+    GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> vwords,
+                                DownloadFloats(*d_, vc, cache_halves / 2));
+    std::memcpy(gk.data(), kwords.data(), cache_halves * 2);
+    std::memcpy(gv.data(), vwords.data(), cache_halves * 2);
+    std::vector<float> got;
+    std::vector<double> want, scale;
+    std::vector<bool> written(c.ring, false);
+    const uint32_t half = c.n_rot / 2;
+    for (uint32_t t = 0; t < tokens; ++t) {
+      if (pos[t] < 0) continue;
+      const uint32_t slot = static_cast<uint32_t>(pos[t]) % c.ring;
+      written[slot] = true;
+      for (uint32_t g = 0; g < c.kv_heads; ++g) {
+        const size_t src = size_t{t} * stride + g * c.head_dim;
+        const size_t dst = (size_t{g} * c.ring + slot) * c.head_dim;
+        std::vector<double> kv(c.head_dim), vv(c.head_dim);
+        for (uint32_t d = 0; d < c.head_dim; ++d) {
+          kv[d] = kx[src + d];
+          vv[d] = vx[src + d];
+        }
+        const double ik = InvRms(kv.data(), c.head_dim, 1e-6);
+        const double iv = InvRms(vv.data(), c.head_dim, 1e-6);
+        for (uint32_t d = 0; d < c.head_dim; ++d) {
+          kv[d] *= ik * kw[d];
+          vv[d] *= iv;
+        }
+        std::vector<double> kr = kv;
+        for (uint32_t i = 0; i < half; ++i) {
+          const double a = pos[t] * std::pow(1e4, -2.0 * i / c.n_rot);
+          kr[i] = kv[i] * std::cos(a) - kv[i + half] * std::sin(a);
+          kr[i + half] = kv[i + half] * std::cos(a) + kv[i] * std::sin(a);
+        }
+        for (uint32_t d = 0; d < c.head_dim; ++d) {
+          got.push_back(F16ToF32(gk[dst + d]));
+          want.push_back(kr[d]);
+          scale.push_back(std::fabs(kr[d]) + 1e-3);
+          got.push_back(F16ToF32(gv[dst + d]));
+          want.push_back(vv[d]);
+          scale.push_back(std::fabs(vv[d]) + 1e-3);
+        }
+      }
+    }
+    // f16 storage: half an ulp is 2^-11 relative.
+    ExpectClose(got, want, scale, 1.0 / 1024, 0,
+                "kv_norm_store head_dim=" + std::to_string(c.head_dim));
+    for (uint32_t slot = 0; slot < c.ring; ++slot) {
+      if (!written[slot]) EXPECT_EQ(gk[slot * c.head_dim], 0x7e00) << "slot " << slot;
+    }
+  }
+  GARNET_ASSERT_OK_AND_ASSIGN(Buffer b, Buffer::Create(*d_->device, 1 << 16, MemoryKind::kScratch));
+  KvStoreShape s{514, 1, 1, 4, 0};  // head_dim above the staging row
+  EXPECT_TRUE(
+      KvNormRopeStore(*d_->device, rec(), s, 514, 1e-6f, b, b, b, b, b, b, b).IsInvalidArgument());
+  s = KvStoreShape{64, 1, 1, 4, 0};
+  EXPECT_TRUE(
+      KvNormRopeStore(*d_->device, rec(), s, 66, 1e-6f, b, b, b, b, b, b, b).IsInvalidArgument());
+}
+
 TEST_P(KernelTest, GeluMulAndSoftcap) {
   const uint32_t n = 1003;
   std::vector<float> g = RandomFloats(n, 900, -6, 6);
@@ -838,6 +1091,168 @@ TEST_P(KernelTest, BinaryAddMulBroadcastAndInPlace) {
       k().Binary(rec(), Kernels::BinaryOp::kAdd, n, 0, 1.0f, ba, bb, by).IsInvalidArgument());
   EXPECT_TRUE(
       k().Binary(rec(), Kernels::BinaryOp::kAdd, n + 1, 1, 1.0f, ba, bb, by).IsInvalidArgument());
+}
+
+TEST_P(KernelTest, RmsNormAddUpdatesTheResidualWithScaleAndStrides) {
+  struct Case {
+    uint32_t n, rows, hs, xs;
+    float scale;
+  };
+  for (const Case& c : {Case{2817, 3, 2817, 2830, 0.75f}, Case{300, 5, 301, 300, 1.0f},
+                        Case{1, 2, 1, 1, 2.0f}, Case{129, 700, 129, 129, 1.0f}}) {
+    const std::vector<float> h = RandomFloats(size_t{c.rows} * c.hs, 40 + c.n, -2, 2);
+    const std::vector<float> x = RandomFloats(size_t{c.rows} * c.xs, 41 + c.n, -3, 3);
+    const std::vector<float> w = RandomFloats(c.n, 42, 0.5f, 1.5f);
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bh, UploadFloats(*d_, h));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bx, UploadFloats(*d_, x));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bw, UploadFloats(*d_, w));
+    Kernels::NormAddShape s{c.n, c.rows, c.hs, c.xs, 1e-6f, c.scale};
+    GARNET_ASSERT_OK(k().RmsNormAdd(rec(), s, bh, bx, bw));
+    GARNET_ASSERT_OK(rec().SubmitAndWait());
+    GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> y, DownloadFloats(*d_, bh, h.size()));
+    std::vector<float> got;
+    std::vector<double> want, scale;
+    for (uint32_t r = 0; r < c.rows; ++r) {
+      std::vector<double> xr(x.begin() + size_t{r} * c.xs, x.begin() + size_t{r} * c.xs + c.n);
+      const double inv = InvRms(xr.data(), c.n, 1e-6);
+      for (uint32_t i = 0; i < c.hs; ++i) {
+        const size_t at = size_t{r} * c.hs + i;
+        if (i >= c.n) {  // padding between rows stays untouched
+          EXPECT_EQ(y[at], h[at]);
+          continue;
+        }
+        const double v = (h[at] + xr[i] * inv * w[i]) * c.scale;
+        got.push_back(y[at]);
+        want.push_back(v);
+        scale.push_back(std::fabs(h[at]) + std::fabs(xr[i] * inv * w[i]));
+      }
+    }
+    ExpectClose(got, want, scale, 2e-6, 1e-6, "norm_add n=" + std::to_string(c.n));
+  }
+  GARNET_ASSERT_OK_AND_ASSIGN(Buffer b, Buffer::Create(*d_->device, 4096, MemoryKind::kScratch));
+  Kernels::NormAddShape s{100, 2};
+  EXPECT_TRUE(k().RmsNormAdd(rec(), s, BufferRange(b, 0, 800), BufferRange(b, 400, 800),
+                             BufferRange(b, 3200, 400))
+                  .IsInvalidArgument());  // x overlaps h
+  EXPECT_TRUE(k().RmsNormAdd(rec(), s, BufferRange(b, 0, 800), BufferRange(b, 800, 796),
+                             BufferRange(b, 3200, 400))
+                  .IsInvalidArgument());  // x too short
+  s.rows = 0;
+  EXPECT_TRUE(k().RmsNormAdd(rec(), s, b, b, b).IsInvalidArgument());
+}
+
+TEST_P(KernelTest, MoeTailCombinesNormsAddsAndScales) {
+  struct Case {
+    uint32_t n, k, t;
+    float scale;
+  };
+  for (const Case& c : {Case{2817, 8, 3, 0.5f}, Case{33, 3, 70, 1.0f}, Case{1, 1, 2, 1.5f}}) {
+    const uint32_t n = c.n, K = c.k, T = c.t;
+    const std::vector<float> h = RandomFloats(size_t{T} * n, 50 + n, -2, 2);
+    const std::vector<float> dense = RandomFloats(size_t{T} * n, 51 + n, -3, 3);
+    const std::vector<float> down = RandomFloats(size_t{T} * K * n, 52 + n, -3, 3);
+    std::vector<float> wt = RandomFloats(size_t{T} * K, 53 + n, 0.0f, 1.0f);
+    wt[0] = 0.0f;  // an empty slot: its row must not reach the sum, even when it holds NaN
+    std::vector<float> down_nan = down;
+    for (uint32_t j = 0; j < n; ++j) down_nan[j] = std::nanf("");
+    const std::vector<float> w1 = RandomFloats(n, 54, 0.5f, 1.5f);
+    const std::vector<float> w2 = RandomFloats(n, 55, 0.5f, 1.5f);
+    const std::vector<float> w = RandomFloats(n, 56, 0.5f, 1.5f);
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bh, UploadFloats(*d_, h));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bd, UploadFloats(*d_, dense));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bdown, UploadFloats(*d_, down_nan));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bwt, UploadFloats(*d_, wt));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bw1, UploadFloats(*d_, w1));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bw2, UploadFloats(*d_, w2));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bw, UploadFloats(*d_, w));
+    GARNET_ASSERT_OK_AND_ASSIGN(
+        Buffer bmo, Buffer::Create(*d_->device, size_t{T} * n * 4, MemoryKind::kScratch));
+    Kernels::MoeTailShape s{n, K, T, 1e-6f, c.scale};
+    GARNET_ASSERT_OK(k().MoeTail(rec(), s, bh, bd, bdown, bwt, bmo, bw1, bw2, bw));
+    GARNET_ASSERT_OK(rec().SubmitAndWait());
+    GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> gh, DownloadFloats(*d_, bh, h.size()));
+    GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> gy, DownloadFloats(*d_, bd, dense.size()));
+    GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> gm, DownloadFloats(*d_, bmo, dense.size()));
+    std::vector<float> got;
+    std::vector<double> want, scale;
+    for (uint32_t t = 0; t < T; ++t) {
+      std::vector<double> m(n, 0.0), d(n), y(n), ms(n, 0.0);
+      for (uint32_t j = 0; j < n; ++j) {
+        d[j] = dense[size_t{t} * n + j];
+        for (uint32_t i = 0; i < K; ++i) {
+          const double wi = wt[size_t{t} * K + i];
+          if (wi == 0.0) continue;
+          m[j] += wi * down[(size_t{t} * K + i) * n + j];
+          ms[j] += std::fabs(wi * down[(size_t{t} * K + i) * n + j]);
+        }
+      }
+      const double rd = InvRms(d.data(), n, 1e-6), rm = InvRms(m.data(), n, 1e-6);
+      for (uint32_t j = 0; j < n; ++j) y[j] = d[j] * rd * w1[j] + m[j] * rm * w2[j];
+      const double ry = InvRms(y.data(), n, 1e-6);
+      for (uint32_t j = 0; j < n; ++j) {
+        const size_t at = size_t{t} * n + j;
+        got.push_back(gm[at]);
+        want.push_back(m[j]);
+        scale.push_back(ms[j]);
+        got.push_back(gy[at]);
+        want.push_back(y[j]);
+        scale.push_back(std::fabs(d[j] * rd * w1[j]) + std::fabs(m[j] * rm * w2[j]) +
+                        ms[j] * rm * w2[j]);
+        got.push_back(gh[at]);
+        want.push_back((h[at] + y[j] * ry * w[j]) * c.scale);
+        scale.push_back(std::fabs(h[at]) + std::fabs(y[j] * ry * w[j]) + 1e-3);
+      }
+    }
+    ExpectClose(got, want, scale, 1e-5, 1e-6,
+                "moe_tail n=" + std::to_string(n) + " k=" + std::to_string(K));
+  }
+  GARNET_ASSERT_OK_AND_ASSIGN(Buffer b, Buffer::Create(*d_->device, 1 << 16, MemoryKind::kScratch));
+  Kernels::MoeTailShape s{100, 2, 1};
+  const BufferRange h(b, 0, 400), dense(b, 512, 400), down(b, 1024, 800), wt(b, 2048, 8),
+      mo(b, 4096, 400), w1(b, 8192, 400);
+  GARNET_ASSERT_OK(k().MoeTail(rec(), s, h, dense, down, wt, mo, w1, w1, w1));
+  GARNET_ASSERT_OK(rec().SubmitAndWait());
+  EXPECT_TRUE(k().MoeTail(rec(), s, h, BufferRange(b, 256, 400), down, wt, mo, w1, w1, w1)
+                  .IsInvalidArgument());  // dense overlaps h
+  EXPECT_TRUE(k().MoeTail(rec(), s, h, dense, BufferRange(b, 1024, 796), wt, mo, w1, w1, w1)
+                  .IsInvalidArgument());  // down holds one slot row too few
+  s.k = 0;
+  EXPECT_TRUE(k().MoeTail(rec(), s, h, dense, down, wt, mo, w1, w1, w1).IsInvalidArgument());
+}
+
+TEST_P(KernelTest, RecorderFlushKeepsDependenciesAcrossParts) {
+  const uint32_t n = 5000;
+  const std::vector<float> a = RandomFloats(n, 710);
+  const std::vector<float> b = RandomFloats(n, 711);
+  GARNET_ASSERT_OK_AND_ASSIGN(Buffer ba, UploadFloats(*d_, a));
+  GARNET_ASSERT_OK_AND_ASSIGN(Buffer bb, UploadFloats(*d_, b));
+  GARNET_ASSERT_OK(rec().Flush());  // nothing recorded: no-op
+  // a = (a + b) * 0.5, six times, each step in its own submitted part (read-after-write on a
+  // across every cut), and the parts grow the Recorder's command-buffer list the first time.
+  for (int round = 0; round < 2; ++round) {
+    for (int i = 0; i < 6; ++i) {
+      GARNET_ASSERT_OK(k().Binary(rec(), Kernels::BinaryOp::kAdd, n, n, 0.5f, ba, bb, ba));
+      if (i < 5) GARNET_ASSERT_OK(rec().Flush());
+    }
+    GARNET_ASSERT_OK(rec().SubmitAndWait());
+  }
+  GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> got, DownloadFloats(*d_, ba, n));
+  for (uint32_t i = 0; i < n; ++i) {
+    float v = a[i];
+    for (int s = 0; s < 12; ++s) v = (v + b[i]) * 0.5f;
+    ASSERT_FLOAT_EQ(got[i], v) << i;
+  }
+  // An error latched after a flush: Submit reports it once the submitted part has finished, and
+  // the Recorder is reusable.
+  GARNET_ASSERT_OK(k().Binary(rec(), Kernels::BinaryOp::kAdd, n, n, 1.0f, ba, bb, ba));
+  GARNET_ASSERT_OK(rec().Flush());
+  GARNET_ASSERT_OK_AND_ASSIGN(const Pipeline* p, d_->device->pipelines().Get(PipelineDesc{
+                                                     "binary", 3, 0b100, 16, {256}, {256, 1, 1}}));
+  const BufferRange two[] = {ba, bb};  // the shader has three bindings: latched error
+  EXPECT_FALSE(rec().Dispatch(*p, two, std::span<const uint8_t>(), 1).ok());
+  EXPECT_FALSE(rec().SubmitAndWait().ok());
+  GARNET_ASSERT_OK(k().Binary(rec(), Kernels::BinaryOp::kMul, n, n, 1.0f, ba, bb, bb));
+  GARNET_ASSERT_OK(rec().SubmitAndWait());
 }
 
 TEST_P(KernelTest, MoeRouteSoftmaxTopKRenormScaleTiesAndNaN) {

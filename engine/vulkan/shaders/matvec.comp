@@ -19,10 +19,13 @@
 // [0, n_experts) (moe_route writes -1 for an empty slot) gets zeros; only the routed experts'
 // matrices are read.
 //   extra binding 3 ids (read, int[slots]); extra push uint expert_stride, n_experts
-// NORM (not with MUL_ID): RMSNorm of each input vector folded in, i.e. the product uses
+// NORM: RMSNorm of each input vector folded in, i.e. the product uses
 //   x'[k] = x[v * x_stride + k] / sqrt(mean_k(x^2) + eps) * (has_norm_w ? nw[k] : 1)
-//   extra binding 3 nw (read, float[in]); extra push float eps, uint norm_flags (bit 0: times nw,
-//   bit 1: skip the normalisation)
+//   extra binding 3 nw (4 with MUL_ID) (read, float[in]); extra push float eps, uint norm_flags
+//   (bit 0: times nw, bit 1: skip the normalisation)
+// GLU_X (with MUL_ID, MoE down projection): the input is the GeGLU of a [gate | up] row,
+//   x'[k] = gelu_tanh(x[v * x_stride + k]) * x[v * x_stride + k + glu_off]  (as gelu_mul.comp)
+//   extra push uint glu_off (after n_experts)
 // GEGLU (with NORM, not with MUL_ID): Gemma's feed-forward first half in one dispatch. Binding 0
 // holds both the gate and the up matrix (gate_offset / up_offset bytes into it; extra push uint
 // gate_offset, up_offset) and the output is
@@ -45,6 +48,9 @@ layout(push_constant) uniform Push {
   uint expert_stride;
   uint n_experts;
 #endif
+#ifdef GLU_X
+  uint glu_off;
+#endif
 #ifdef NORM
   float eps;
   uint norm_flags;  // bit 0: multiply by nw; bit 1: no normalisation at all (GEGLU without norm)
@@ -65,12 +71,22 @@ const uint NR = NROWS;
 #endif
 
 #ifdef NORM
+#ifdef MUL_ID
+layout(binding = 4, std430) readonly buffer NBuf { float nw[]; };
+#else
 layout(binding = 3, std430) readonly buffer NBuf { float nw[]; };
+#endif
 float g_xscale = 1.0;  // 1 / rms of this workgroup's vector
 uint g_xb = 0;         // index of its first element
 float load_x(uint i) {
   const float v = x[i] * g_xscale;
   return (p.norm_flags & 1u) != 0u ? v * nw[i - g_xb] : v;
+}
+#elif defined(GLU_X)
+float load_x(uint i) {
+  const float g = x[i];
+  const float z = 0.7978845608028654 * (g + 0.044715 * g * g * g);
+  return g / (1.0 + exp(min(-2.0 * z, 80.0))) * x[i + p.glu_off];
 }
 #else
 float load_x(uint i) { return x[i]; }

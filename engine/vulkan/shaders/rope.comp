@@ -20,6 +20,12 @@
 // Spec:      0 WG workgroup size
 // Grid:      (ceil(head_dim/2 / WG), n_heads, n_tokens); invocation i < n_rot/2 rotates pair i,
 //            the others copy two pass-through elements each. head_dim and n_rot are even.
+//
+// Variant NORM (rope_norm, rope_norm_sg with USE_SUBGROUP): the per-head RMSNorm first, in the
+// same dispatch (q_norm / k_norm then RoPE), i.e. x above is replaced by
+//   x'[d] = x[d] / sqrt(mean_d(x[d]^2) + eps) * (has_weight ? w[d] : 1)   over the head's head_dim
+// Extra binding 4 w (read, float[head_dim]); push adds float eps, uint has_weight.
+// Grid (1, n_heads, n_tokens): one workgroup per head, invocations loop over the pairs.
 #version 450
 #include "common.glsl"
 
@@ -27,6 +33,9 @@ layout(binding = 0, std430) readonly buffer XBuf { float x[]; };
 layout(binding = 1, std430) readonly buffer PBuf { int pos[]; };
 layout(binding = 2, std430) readonly buffer TBuf { vec2 theta[]; };
 layout(binding = 3, std430) writeonly buffer YBuf { float y[]; };
+#ifdef NORM
+layout(binding = 4, std430) readonly buffer NBuf { float nw[]; };
+#endif
 layout(push_constant) uniform Push {
   uint head_dim;
   uint n_rot;
@@ -34,33 +43,44 @@ layout(push_constant) uniform Push {
   uint n_tokens;
   uint x_tok_stride;
   uint y_tok_stride;
+#ifdef NORM
+  float eps;
+  uint has_weight;
+#endif
 } p;
 
-// Exact a*b - prod for prod = fl(a*b) (Dekker, with Veltkamp splitting into 12-bit halves).
-precise float product_error(float a, float b, float prod) {
-  precise float ta = 4097.0 * a;
-  precise float ah = ta - (ta - a);
-  precise float al = a - ah;
-  precise float tb = 4097.0 * b;
-  precise float bh = tb - (tb - b);
-  precise float bl = b - bh;
-  return ((ah * bh - prod) + ah * bl + al * bh) + al * bl;
-}
+#include "rope_angle.glsl"
 
-// pos * (hi + lo) reduced to about [-pi, pi].
-precise float reduced_angle(float fpos, vec2 th) {
-  precise float a = fpos * th.x;
-  precise float err = product_error(fpos, th.x, a) + fpos * th.y;
-  // 2*pi = C1 + C2 + C3; C1 (8 significant bits) and C2 (8 bits) times k < 2^16 are exact, and so
-  // are the subtractions (their results need fewer than 24 bits).
-  const float C1 = 6.28125;
-  const float C2 = 0.00193023681640625;    // 253 / 2^17
-  const float C3 = 5.070363179981996e-06;  // 2*pi - C1 - C2
-  precise float k = floor(a * 0.15915494309189535 + 0.5);
-  precise float r = (a - k * C1) - k * C2;
-  return (r - k * C3) + err;
+#ifdef NORM
+void main() {
+  const uint h = gl_WorkGroupID.y, t = gl_WorkGroupID.z;
+  if (t >= p.n_tokens) return;  // uniform across the workgroup
+  const uint tid = gl_LocalInvocationIndex;
+  const uint xb = t * p.x_tok_stride + h * p.head_dim;
+  const uint yb = t * p.y_tok_stride + h * p.head_dim;
+  float ss = 0.0;
+  for (uint d = tid; d < p.head_dim; d += WG) ss += x[xb + d] * x[xb + d];
+  // Every read of x happens before this barrier-separated sum, so y may alias x.
+  const float inv = 1.0 / sqrt(wg_sum(ss) / float(p.head_dim) + p.eps);
+  const bool wt = p.has_weight != 0u;
+  const uint half_rot = p.n_rot / 2u;
+  for (uint i = tid; i < p.head_dim / 2u; i += WG) {
+    if (i < half_rot) {
+      const uint j = i + half_rot;
+      const float x0 = x[xb + i] * inv * (wt ? nw[i] : 1.0);
+      const float x1 = x[xb + j] * inv * (wt ? nw[j] : 1.0);
+      const float a = reduced_angle(float(pos[t]), theta[i]);
+      const float c = cos(a), s = sin(a);
+      y[yb + i] = x0 * c - x1 * s;
+      y[yb + j] = x1 * c + x0 * s;
+    } else {
+      const uint e = p.n_rot + 2u * (i - half_rot);
+      y[yb + e] = x[xb + e] * inv * (wt ? nw[e] : 1.0);
+      y[yb + e + 1u] = x[xb + e + 1u] * inv * (wt ? nw[e + 1u] : 1.0);
+    }
+  }
 }
-
+#else
 void main() {
   const uint i = gl_WorkGroupID.x * WG + gl_LocalInvocationIndex;
   const uint h = gl_WorkGroupID.y, t = gl_WorkGroupID.z;
@@ -80,3 +100,4 @@ void main() {
     y[yb + e + 1u] = x[xb + e + 1u];
   }
 }
+#endif

@@ -1,0 +1,68 @@
+// moe_tail: the end of Gemma 4's MoE feed-forward block for one token per workgroup, in one
+// pass (row length n, k routed slots per token, t < n_tokens):
+//   m[j] = sum_{i < k, wt[t*k+i] != 0} wt[t*k+i] * down[(t*k + i) * n + j]   (expert combine;
+//          slots in order, a slot of weight 0 skipped)
+//   y[j] = d[j] * rd * w1[j] + m[j] * rm * w2[j]          d = dense[t*n + j] (dense MLP output)
+//   h[t*n + j] = (h[t*n + j] + y[j] * ry * w[j]) * scale
+// where rd, rm, ry = 1 / sqrt(mean(v^2) + eps) of d, m and y: post_ffw_norm_1(dense) +
+// post_ffw_norm_2(experts), then post_ffw_norm, the residual add and the layer output scale.
+// Side outputs: dense[t*n + j] = y[j], mo[t*n + j] = m[j].
+// Replaces the expert combine, three rmsnorms, two adds and the scale (up to 7 dispatches). Every
+// invocation reads back only the elements it wrote itself, so no barrier is needed between the
+// passes beyond those inside wg_sum.
+//
+// Bindings:  0 h (read and write), 1 dense (read and write), 2 down (read, float[n_tokens*k][n]),
+//            3 wt (read, float[n_tokens][k]), 4 mo (write), 5 w1, 6 w2, 7 w (read, float[n])
+// Push:      uint n, k, n_tokens; float eps, scale
+// Spec:      0 WG workgroup size (power of two)
+// Grid:      n_tokens workgroups folded into (x, y) (common.glsl).
+// Variants:  USE_SUBGROUP (subgroupAdd) or not (shared-memory tree).
+#version 450
+#include "common.glsl"
+
+layout(binding = 0, std430) buffer HBuf { float h[]; };
+layout(binding = 1, std430) buffer DBuf { float dense[]; };
+layout(binding = 2, std430) readonly buffer DownBuf { float down[]; };
+layout(binding = 3, std430) readonly buffer WtBuf { float wt[]; };
+layout(binding = 4, std430) buffer MoBuf { float mo[]; };
+layout(binding = 5, std430) readonly buffer W1Buf { float w1[]; };
+layout(binding = 6, std430) readonly buffer W2Buf { float w2[]; };
+layout(binding = 7, std430) readonly buffer WBuf { float w[]; };
+layout(push_constant) uniform Push {
+  uint n;
+  uint k;
+  uint n_tokens;
+  float eps;
+  float scale;
+} p;
+
+void main() {
+  const uint t = group_index();
+  if (t >= p.n_tokens) return;  // uniform across the workgroup
+  const uint tid = gl_LocalInvocationIndex;
+  const uint rb = t * p.n;
+  float sd = 0.0, sm = 0.0;
+  for (uint j = tid; j < p.n; j += WG) {
+    float m = 0.0;
+    for (uint i = 0u; i < p.k; ++i) {
+      const float wi = wt[t * p.k + i];
+      if (wi != 0.0) m += wi * down[(t * p.k + i) * p.n + j];
+    }
+    mo[rb + j] = m;
+    const float d = dense[rb + j];
+    sd += d * d;
+    sm += m * m;
+  }
+  const float rd = 1.0 / sqrt(wg_sum(sd) / float(p.n) + p.eps);
+  const float rm = 1.0 / sqrt(wg_sum(sm) / float(p.n) + p.eps);
+  float sy = 0.0;
+  for (uint j = tid; j < p.n; j += WG) {
+    const float y = dense[rb + j] * rd * w1[j] + mo[rb + j] * rm * w2[j];
+    dense[rb + j] = y;
+    sy += y * y;
+  }
+  const float ry = 1.0 / sqrt(wg_sum(sy) / float(p.n) + p.eps);
+  for (uint j = tid; j < p.n; j += WG) {
+    h[rb + j] = (h[rb + j] + dense[rb + j] * ry * w[j]) * p.scale;
+  }
+}
