@@ -225,24 +225,19 @@ INSTANTIATE_TEST_SUITE_P(TinyPresets, Parity,
                          });
 
 // Several sequences in one pass: two sequences interleaved (one of them with two consecutive
-// tokens, in two separate runs), matching the CPU backend's ForwardBatch.
-TEST(VulkanBackend, ForwardBatchMatchesCpu) {
-  GARNET_REQUIRE_VULKAN();
-  auto l = Load("tiny-moe", "f32");
-  ASSERT_TRUE(l);
-  auto cpu = MakeCpu(*l);
-  auto gpu = MakeVk(*l, 2);
-  ASSERT_TRUE(cpu && gpu);
-  const int64_t V = l->params.n_vocab;
+// tokens, in two separate runs; three logit rows, more than n_seq = 2 per pass), then both
+// decoding in one batch each step: the GPU (or mixed) backend's ForwardBatch within 1e-2 of the
+// CPU backend's.
+void CheckTwoSequenceBatches(Backend& cpu, Backend& gpu, int64_t V) {
   auto pa = Tokens(10, static_cast<int>(V), 3), pb = Tokens(9, static_cast<int>(V), 4);
-  auto ca = cpu->NewSequence(), cb = cpu->NewSequence();
-  auto ga = gpu->NewSequence(), gb = gpu->NewSequence();
+  auto ca = cpu.NewSequence(), cb = cpu.NewSequence();
+  auto ga = gpu.NewSequence(), gb = gpu.NewSequence();
   ASSERT_TRUE(ca.ok() && cb.ok() && ga.ok() && gb.ok());
   std::vector<float> tmp;
-  ASSERT_TRUE(Feed(*cpu, ca->get(), pa, 0, &tmp, V).ok());
-  ASSERT_TRUE(Feed(*cpu, cb->get(), pb, 0, &tmp, V).ok());
-  ASSERT_TRUE(Feed(*gpu, ga->get(), pa, 0, &tmp, V).ok());
-  ASSERT_TRUE(Feed(*gpu, gb->get(), pb, 0, &tmp, V).ok());
+  ASSERT_TRUE(Feed(cpu, ca->get(), pa, 0, &tmp, V).ok());
+  ASSERT_TRUE(Feed(cpu, cb->get(), pb, 0, &tmp, V).ok());
+  ASSERT_TRUE(Feed(gpu, ga->get(), pa, 0, &tmp, V).ok());
+  ASSERT_TRUE(Feed(gpu, gb->get(), pb, 0, &tmp, V).ok());
   // a@10, b@9, a@11: three logit rows, more than n_seq = 2 per pass.
   auto items = [&](BackendSequence* a, BackendSequence* b) {
     return std::vector<BatchItem>{{a, 7, 10, true}, {b, 9, 9, true}, {a, 5, 11, true}};
@@ -250,8 +245,8 @@ TEST(VulkanBackend, ForwardBatchMatchesCpu) {
   auto ic = items(ca->get(), cb->get());
   auto ig = items(ga->get(), gb->get());
   std::vector<float> oc(static_cast<size_t>(3 * V)), og(oc.size());
-  ASSERT_TRUE(cpu->ForwardBatch(ic, oc.data()).ok());
-  auto st = gpu->ForwardBatch(ig, og.data());
+  ASSERT_TRUE(cpu.ForwardBatch(ic, oc.data()).ok());
+  auto st = gpu.ForwardBatch(ig, og.data());
   ASSERT_TRUE(st.ok()) << st.ToString();
   for (int r = 0; r < 3; ++r) {
     EXPECT_LE(RelDiff(std::span(oc).subspan(r * V, V), std::span(og).subspan(r * V, V)), 1e-2)
@@ -263,13 +258,23 @@ TEST(VulkanBackend, ForwardBatchMatchesCpu) {
                               {cb->get(), 12 + step, 10 + step, true}};
     std::vector<BatchItem> bg{{ga->get(), 11 + step, 12 + step, true},
                               {gb->get(), 12 + step, 10 + step, true}};
-    ASSERT_TRUE(cpu->ForwardBatch(bc, oc.data()).ok());
-    ASSERT_TRUE(gpu->ForwardBatch(bg, og.data()).ok());
+    ASSERT_TRUE(cpu.ForwardBatch(bc, oc.data()).ok());
+    ASSERT_TRUE(gpu.ForwardBatch(bg, og.data()).ok());
     for (int r = 0; r < 2; ++r) {
       EXPECT_LE(RelDiff(std::span(oc).subspan(r * V, V), std::span(og).subspan(r * V, V)), 1e-2)
           << "step " << step << " row " << r;
     }
   }
+}
+
+TEST(VulkanBackend, ForwardBatchMatchesCpu) {
+  GARNET_REQUIRE_VULKAN();
+  auto l = Load("tiny-moe", "f32");
+  ASSERT_TRUE(l);
+  auto cpu = MakeCpu(*l);
+  auto gpu = MakeVk(*l, 2);
+  ASSERT_TRUE(cpu && gpu);
+  CheckTwoSequenceBatches(*cpu, *gpu, l->params.n_vocab);
 }
 
 TEST(VulkanBackend, RejectsBadCalls) {
@@ -608,29 +613,7 @@ TEST(MixedPlan, ForwardBatchMatchesCpu) {
   auto cpu = MakeCpu(*l);
   auto gpu = MakeMixed(*l, *pl, 2);
   ASSERT_TRUE(cpu && gpu);
-  const int64_t V = l->params.n_vocab;
-  auto pa = Tokens(10, static_cast<int>(V), 3), pb = Tokens(9, static_cast<int>(V), 4);
-  auto ca = cpu->NewSequence(), cb = cpu->NewSequence();
-  auto ga = gpu->NewSequence(), gb = gpu->NewSequence();
-  ASSERT_TRUE(ca.ok() && cb.ok() && ga.ok() && gb.ok());
-  std::vector<float> tmp;
-  ASSERT_TRUE(Feed(*cpu, ca->get(), pa, 0, &tmp, V).ok());
-  ASSERT_TRUE(Feed(*cpu, cb->get(), pb, 0, &tmp, V).ok());
-  ASSERT_TRUE(Feed(*gpu, ga->get(), pa, 0, &tmp, V).ok());
-  ASSERT_TRUE(Feed(*gpu, gb->get(), pb, 0, &tmp, V).ok());
-  auto items = [&](BackendSequence* a, BackendSequence* b) {
-    return std::vector<BatchItem>{{a, 7, 10, true}, {b, 9, 9, true}, {a, 5, 11, true}};
-  };
-  auto ic = items(ca->get(), cb->get());
-  auto ig = items(ga->get(), gb->get());
-  std::vector<float> oc(static_cast<size_t>(3 * V)), og(oc.size());
-  ASSERT_TRUE(cpu->ForwardBatch(ic, oc.data()).ok());
-  auto st = gpu->ForwardBatch(ig, og.data());
-  ASSERT_TRUE(st.ok()) << st.ToString();
-  for (int r = 0; r < 3; ++r) {
-    EXPECT_LE(RelDiff(std::span(oc).subspan(r * V, V), std::span(og).subspan(r * V, V)), 1e-2)
-        << "row " << r;
-  }
+  CheckTwoSequenceBatches(*cpu, *gpu, l->params.n_vocab);
 }
 
 // The backend refuses placements it cannot run, with errors that say why.
