@@ -648,28 +648,38 @@ Result<std::vector<float>> RopeThetaTable(uint32_t n_rot, double base,
   return table;
 }
 
-Status Kernels::Rope(Recorder& rec, const RopeShape& s, const BufferRange& x,
-                     const BufferRange& pos, const BufferRange& theta, const BufferRange& y) {
-  const std::string op = "rope";
-  const uint32_t n_rot = s.n_rot ? s.n_rot : s.head_dim;
+Result<Kernels::RopeGeometry> Kernels::CheckRope(const char* op, const RopeShape& s,
+                                                 const BufferRange& x, const BufferRange& pos,
+                                                 const BufferRange& theta,
+                                                 const BufferRange& y) const {
+  RopeGeometry g;
+  g.n_rot = s.n_rot ? s.n_rot : s.head_dim;
   const uint32_t row = s.n_heads * s.head_dim;
-  const uint32_t xs = s.x_tok_stride ? s.x_tok_stride : row;
-  const uint32_t ys = s.y_tok_stride ? s.y_tok_stride : row;
+  g.xs = s.x_tok_stride ? s.x_tok_stride : row;
+  g.ys = s.y_tok_stride ? s.y_tok_stride : row;
   if (s.head_dim == 0 || s.n_heads == 0 || s.n_tokens == 0) {
     return Status::InvalidArgument(op, "empty shape");
   }
-  if (s.head_dim % 2 || n_rot % 2 || n_rot > s.head_dim) {
+  if (s.head_dim % 2 || g.n_rot % 2 || g.n_rot > s.head_dim) {
     return Status::InvalidArgument(op, "head_dim and n_rot must be even, n_rot <= head_dim");
   }
-  if (xs < row || ys < row) return Status::InvalidArgument(op, "stride smaller than a token");
+  if (g.xs < row || g.ys < row) return Status::InvalidArgument(op, "stride smaller than a token");
   if (s.n_heads > device_.info().max_workgroup_count[1] ||
       s.n_tokens > device_.info().max_workgroup_count[2]) {
     return Status::InvalidArgument(op, "too many heads or tokens for one dispatch");
   }
-  GARNET_RETURN_IF_ERROR(Need(x, Span4(s.n_tokens, xs, row), op, "x"));
-  GARNET_RETURN_IF_ERROR(Need(y, Span4(s.n_tokens, ys, row), op, "y"));
+  GARNET_RETURN_IF_ERROR(Need(x, Span4(s.n_tokens, g.xs, row), op, "x"));
+  GARNET_RETURN_IF_ERROR(Need(y, Span4(s.n_tokens, g.ys, row), op, "y"));
   GARNET_RETURN_IF_ERROR(Need(pos, uint64_t{s.n_tokens} * 4, op, "pos"));
-  GARNET_RETURN_IF_ERROR(Need(theta, uint64_t{n_rot} * 4, op, "theta"));
+  GARNET_RETURN_IF_ERROR(Need(theta, uint64_t{g.n_rot} * 4, op, "theta"));
+  return g;
+}
+
+Status Kernels::Rope(Recorder& rec, const RopeShape& s, const BufferRange& x,
+                     const BufferRange& pos, const BufferRange& theta, const BufferRange& y) {
+  const char* op = "rope";
+  GARNET_ASSIGN_OR_RETURN(const RopeGeometry g, CheckRope(op, s, x, pos, theta, y));
+  const uint32_t n_rot = g.n_rot, xs = g.xs, ys = g.ys;
   constexpr uint32_t kWg = 64;
   PipelineDesc desc{"rope", 4, 0b1000, 24, {kWg}, {kWg, 1, 1}};
   GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
@@ -684,28 +694,11 @@ Status Kernels::NormRope(Recorder& rec, const RopeShape& s, const BufferRange* n
                          const BufferRange& x, const BufferRange& pos, const BufferRange& theta,
                          const BufferRange& y) {
   const char* op = "norm_rope";
-  const uint32_t n_rot = s.n_rot ? s.n_rot : s.head_dim;
-  const uint32_t row = s.n_heads * s.head_dim;
-  const uint32_t xs = s.x_tok_stride ? s.x_tok_stride : row;
-  const uint32_t ys = s.y_tok_stride ? s.y_tok_stride : row;
-  if (s.head_dim == 0 || s.n_heads == 0 || s.n_tokens == 0) {
-    return Status::InvalidArgument(op, "empty shape");
-  }
-  if (s.head_dim % 2 || n_rot % 2 || n_rot > s.head_dim) {
-    return Status::InvalidArgument(op, "head_dim and n_rot must be even, n_rot <= head_dim");
-  }
-  if (xs < row || ys < row) return Status::InvalidArgument(op, "stride smaller than a token");
+  GARNET_ASSIGN_OR_RETURN(const RopeGeometry g, CheckRope(op, s, x, pos, theta, y));
+  const uint32_t n_rot = g.n_rot, xs = g.xs, ys = g.ys;
   if (!(eps >= 0.0f) || !std::isfinite(eps)) {
     return Status::InvalidArgument(op, "eps must be finite and >= 0");
   }
-  if (s.n_heads > device_.info().max_workgroup_count[1] ||
-      s.n_tokens > device_.info().max_workgroup_count[2]) {
-    return Status::InvalidArgument(op, "too many heads or tokens for one dispatch");
-  }
-  GARNET_RETURN_IF_ERROR(Need(x, Span4(s.n_tokens, xs, row), op, "x"));
-  GARNET_RETURN_IF_ERROR(Need(y, Span4(s.n_tokens, ys, row), op, "y"));
-  GARNET_RETURN_IF_ERROR(Need(pos, uint64_t{s.n_tokens} * 4, op, "pos"));
-  GARNET_RETURN_IF_ERROR(Need(theta, uint64_t{n_rot} * 4, op, "theta"));
   if (norm_w) GARNET_RETURN_IF_ERROR(Need(*norm_w, uint64_t{s.head_dim} * 4, op, "norm weight"));
   constexpr uint32_t kWg = 128;
   PipelineDesc desc{device_.caps().subgroup_arithmetic ? "rope_norm_sg" : "rope_norm",

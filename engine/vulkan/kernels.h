@@ -282,6 +282,13 @@ class Kernels {
   std::string RmsNormVariant() const;
 
  private:
+  // Rope and NormRope's shape and range checks; the rotated dims and token strides they imply.
+  struct RopeGeometry {
+    uint32_t n_rot = 0, xs = 0, ys = 0;
+  };
+  Result<RopeGeometry> CheckRope(const char* op, const RopeShape& s, const BufferRange& x,
+                                 const BufferRange& pos, const BufferRange& theta,
+                                 const BufferRange& y) const;
   Kernels(Device& device) : device_(device) {}
   // MatvecId, MatvecIdNorm and MatvecIdGeglu: kind 0, 1, 2.
   Status MatvecIdImpl(Recorder& rec, GgmlType type, const MatvecIdShape& s, const BufferRange& w,
