@@ -43,14 +43,16 @@ Status CheckGrid(const Device& dev, uint64_t gx, uint64_t gy, const char* op) {
 
 }  // namespace
 
-Status KvStore(Device& device, Recorder& rec, const KvStoreShape& s, const BufferRange& k,
-               const BufferRange& v, const BufferRange& pos, const BufferRange& k_cache,
-               const BufferRange& v_cache) {
-  const char* op = "kv_store";
+namespace {
+
+// The checks KvStore and KvNormRopeStore share: shape, 32-bit indexing, buffer ranges. Returns
+// the source's token stride (elements).
+Result<uint64_t> CheckKvStore(const char* op, const KvStoreShape& s, const BufferRange& k,
+                              const BufferRange& v, const BufferRange& pos,
+                              const BufferRange& k_cache, const BufferRange& v_cache) {
   if (s.head_dim == 0 || s.n_kv_heads == 0 || s.n_tokens == 0 || s.ring_size == 0) {
     return Status::InvalidArgument(op, "empty shape");
   }
-  if (s.head_dim % 2 != 0) return Status::InvalidArgument(op, "head_dim must be even");
   const uint64_t row = uint64_t{s.n_kv_heads} * s.head_dim;
   const uint64_t stride = s.src_tok_stride ? s.src_tok_stride : row;
   if (stride < row) return Status::InvalidArgument(op, "token stride smaller than a row");
@@ -63,6 +65,18 @@ Status KvStore(Device& device, Recorder& rec, const KvStoreShape& s, const Buffe
   GARNET_RETURN_IF_ERROR(Need(pos, uint64_t{s.n_tokens} * 4, op, "pos"));
   GARNET_RETURN_IF_ERROR(Need(k_cache, cache_elems * 2, op, "k cache"));
   GARNET_RETURN_IF_ERROR(Need(v_cache, cache_elems * 2, op, "v cache"));
+  return stride;
+}
+
+}  // namespace
+
+Status KvStore(Device& device, Recorder& rec, const KvStoreShape& s, const BufferRange& k,
+               const BufferRange& v, const BufferRange& pos, const BufferRange& k_cache,
+               const BufferRange& v_cache) {
+  const char* op = "kv_store";
+  if (s.head_dim % 2 != 0) return Status::InvalidArgument(op, "head_dim must be even");
+  GARNET_ASSIGN_OR_RETURN(const uint64_t stride, CheckKvStore(op, s, k, v, pos, k_cache, v_cache));
+  const uint64_t row = uint64_t{s.n_kv_heads} * s.head_dim;
   const uint64_t gx = (row / 2 + kWg - 1) / kWg;
   GARNET_RETURN_IF_ERROR(CheckGrid(device, gx, s.n_tokens, op));
   PipelineDesc desc{"kv_store", 5, 0b11000, 20, {kWg}, {kWg, 1, 1}};
@@ -80,9 +94,6 @@ Status KvNormRopeStore(Device& device, Recorder& rec, const KvStoreShape& s, uin
                        const BufferRange& k_norm_w, const BufferRange& k_cache,
                        const BufferRange& v_cache) {
   const char* op = "kv_norm_store";
-  if (s.head_dim == 0 || s.n_kv_heads == 0 || s.n_tokens == 0 || s.ring_size == 0) {
-    return Status::InvalidArgument(op, "empty shape");
-  }
   if (s.head_dim % 2 != 0 || n_rot % 2 != 0 || n_rot == 0 || n_rot > s.head_dim) {
     return Status::InvalidArgument(op, "head_dim and n_rot must be even, 0 < n_rot <= head_dim");
   }
@@ -90,20 +101,9 @@ Status KvNormRopeStore(Device& device, Recorder& rec, const KvStoreShape& s, uin
     return Status::InvalidArgument(op, "head_dim above " + std::to_string(kKvNormStoreMaxHeadDim));
   }
   if (!(eps >= 0.0f) || !(eps < 1e30f)) return Status::InvalidArgument(op, "bad eps");
-  const uint64_t row = uint64_t{s.n_kv_heads} * s.head_dim;
-  const uint64_t stride = s.src_tok_stride ? s.src_tok_stride : row;
-  if (stride < row) return Status::InvalidArgument(op, "token stride smaller than a row");
-  const uint64_t cache_elems = row * s.ring_size;
-  if (cache_elems * 2 > 0xffffffffull || stride * s.n_tokens > 0xffffffffull) {
-    return Status::InvalidArgument(op, "cache or source beyond 32-bit indexing");
-  }
-  GARNET_RETURN_IF_ERROR(Need(k, Span4(s.n_tokens, stride, 0, row), op, "k"));
-  GARNET_RETURN_IF_ERROR(Need(v, Span4(s.n_tokens, stride, 0, row), op, "v"));
-  GARNET_RETURN_IF_ERROR(Need(pos, uint64_t{s.n_tokens} * 4, op, "pos"));
+  GARNET_ASSIGN_OR_RETURN(const uint64_t stride, CheckKvStore(op, s, k, v, pos, k_cache, v_cache));
   GARNET_RETURN_IF_ERROR(Need(theta, uint64_t{n_rot} * 4, op, "theta"));
   GARNET_RETURN_IF_ERROR(Need(k_norm_w, uint64_t{s.head_dim} * 4, op, "k norm weight"));
-  GARNET_RETURN_IF_ERROR(Need(k_cache, cache_elems * 2, op, "k cache"));
-  GARNET_RETURN_IF_ERROR(Need(v_cache, cache_elems * 2, op, "v cache"));
   if (s.n_kv_heads > device.info().max_workgroup_count[0] ||
       s.n_tokens > device.info().max_workgroup_count[1]) {
     return Status::InvalidArgument(op, "too many workgroups for one dispatch");
