@@ -62,8 +62,7 @@ class PrefixHasher {
   explicit PrefixHasher(int fd) : fd_(fd) {
     // Not value-initialised: zero-filling 4 MiB would delay the transfer's start.
     for (Slot& s : slots_) s.data.reset(new uint8_t[kSlotBytes]);
-    reader_ = std::thread([this] { ReadLoop(); });
-    hasher_ = std::thread([this] { HashLoop(); });
+    Start();
   }
   ~PrefixHasher() { Stop(); }
   PrefixHasher(const PrefixHasher&) = delete;
@@ -106,6 +105,24 @@ class PrefixHasher {
     }
     Join();
   }
+  // Forgets everything hashed and starts again from byte 0: the file is being rewritten from its
+  // start (a server that stopped honouring Range), so the prefix hashed so far may be stale.
+  // The caller must not call Advance concurrently.
+  void Restart() {
+    Stop();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      head_ = filled_ = 0;
+      watermark_ = 0;
+      finishing_ = reader_done_ = stop_ = false;
+      hashed_ = 0;
+      busy_ns_ = 0;
+      sha_.Reset();
+      error_ = Status::OK();
+      starved_ = 0;
+    }
+    Start();
+  }
   // Seconds the hasher spent waiting for data between its first and its last piece (it waits
   // when the transfer does not keep up); valid after Finish.
   double starved_seconds() const { return starved_; }
@@ -119,6 +136,10 @@ class PrefixHasher {
     size_t len = 0;
   };
 
+  void Start() {
+    reader_ = std::thread([this] { ReadLoop(); });
+    hasher_ = std::thread([this] { HashLoop(); });
+  }
   void Join() {
     if (reader_.joinable()) reader_.join();
     if (hasher_.joinable()) hasher_.join();
@@ -595,6 +616,8 @@ Result<FetchResult> Downloader::Transfer(const Plan& plan, Job* job, int fd,
     return plan.size_known ? db_->UpdateRanges(plan.key, rows) : Status::OK();
   };
   hooks.switched_to_single = [&](const std::vector<RangeRow>& rows) {
+    // The file is rewritten from byte 0 (no worker runs now): what was hashed may be stale.
+    hasher.Restart();
     return db_->PutDownload(
         DownloadRow{plan.key, plan.url, plan.size, expected_digest, true, 0, rows});
   };

@@ -415,6 +415,34 @@ TEST_F(DownloaderTest, CancelKeepsPartialAndResumeDownloadsOnlyTheRest) {
   EXPECT_EQ(server_.body_bytes_sent(), content_.size() - done);
 }
 
+// A resumed pull with no digest known (no pin, no X-Linked-Etag) whose server stopped honouring
+// Range and now serves a changed file: the download starts over as one stream, and the digest it
+// registers must be the hash of the bytes stored, not of the old partial's prefix plus the new
+// rest.
+TEST_F(DownloaderTest, ResumeThatFallsBackToOneStreamHashesOnlyTheNewBytes) {
+  server_.faults().linked_headers = false;
+  server_.faults().throttle_us = 2000;
+  std::atomic<bool> cancel{false};
+  auto r = Fetch(
+      false,
+      [&](const Progress& p) {
+        if (p.phase == Phase::kDownloading && p.completed >= content_.size() / 2) cancel = true;
+      },
+      &cancel);
+  ASSERT_FALSE(r.ok());
+  ASSERT_EQ(r.status().code(), Code::kCancelled) << r.status().ToString();
+
+  const std::string changed = RandomBytes(content_.size(), 2);
+  server_.AddFile(kPath, changed);
+  server_.faults().throttle_us = 0;
+  server_.faults().ignore_range = true;
+  Open(FastOptions());
+  r = Fetch(false);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->digest, "sha256-" + Sha256::HexOf(changed));
+  EXPECT_EQ(ReadFile(dir_ + "/blobs/" + r->digest), changed);
+}
+
 TEST_F(DownloaderTest, ConcurrentPullsOfOneBlobShareOneDownload) {
   server_.faults().throttle_us = 200;
   std::vector<std::thread> threads;
