@@ -178,7 +178,10 @@ TEST_F(PullTest, PullInterruptedByAStopResumesOnTheNextStart) {
   EXPECT_TRUE(WaitFor([&] { return ListCount(daemon_.channel) == 1; })) << daemon_.proc->Err();
   // Only the missing part came over the wire again.
   EXPECT_LT(server_->body_bytes_sent(), size);
-  EXPECT_NE(daemon_.proc->Err().find("resumed after a restart"), std::string::npos);
+  // The log line follows the registration (the pull returns, then its line is written).
+  EXPECT_TRUE(WaitFor([&] {
+    return daemon_.proc->Err().find("resumed after a restart") != std::string::npos;
+  })) << daemon_.proc->Err();
   // Finished: the next start has nothing to resume.
   daemon_.proc->Signal(SIGTERM);
   EXPECT_EQ(daemon_.proc->Wait(milliseconds(5000)), 0);
