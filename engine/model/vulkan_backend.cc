@@ -916,6 +916,14 @@ Status VulkanBackend::Impl::RecordExperts(const LayerRefs& lr, uint32_t T, bool 
   g.rows = TK;
   g.g_stride = g.u_stride = g.y_stride = 2 * Ie;
   g.u_off = Ie;
+  // Decode's down projection: slot i reads its [gate | up] row (2 Ie apart), writes H values.
+  vk::MatvecIdShape down_shape;
+  down_shape.in = Ie;
+  down_shape.out = H;
+  down_shape.n_experts = E;
+  down_shape.n_slots = TK;
+  down_shape.x_stride = 2 * Ie;
+  down_shape.y_stride = H;
   if (T > 1) {
     // Prefill: slots grouped by expert (MatmulId), so each routed expert's matrix is read once
     // per 64 of its slots instead of once per slot.
@@ -971,13 +979,7 @@ Status VulkanBackend::Impl::RecordExperts(const LayerRefs& lr, uint32_t T, bool 
     GARNET_RETURN_IF_ERROR(kern->MatvecIdNorm(*rec, lr.gate_up_exps.type, s, lr.gate_up_exps.r(),
                                               hidden.r(), ids.r(), &nw, p.rms_eps, gu.r())
                                .WithContext(lr.gate_up_exps.name));
-    vk::MatvecIdShape d;
-    d.in = Ie;
-    d.out = H;
-    d.n_experts = E;
-    d.n_slots = TK;
-    d.x_stride = 2 * Ie;
-    d.y_stride = H;
+    const vk::MatvecIdShape d = down_shape;
     GARNET_RETURN_IF_ERROR(kern->MatvecIdGeglu(*rec, lr.down_exps.type, d, lr.down_exps.r(), gu.r(),
                                                ids.r(), Ie, down.r())
                                .WithContext(lr.down_exps.name));
@@ -1003,13 +1005,7 @@ Status VulkanBackend::Impl::RecordExperts(const LayerRefs& lr, uint32_t T, bool 
                                  .WithContext(lr.gate_up_exps.name));
     }
     GARNET_RETURN_IF_ERROR(vk::GluStrided(*dev, *rec, g, gu.r(), gu.r(), gu.r()));
-    vk::MatvecIdShape d;
-    d.in = Ie;
-    d.out = H;
-    d.n_experts = E;
-    d.n_slots = TK;
-    d.x_stride = 2 * Ie;
-    d.y_stride = H;
+    const vk::MatvecIdShape d = down_shape;
     GARNET_RETURN_IF_ERROR(
         kern->MatvecId(*rec, lr.down_exps.type, d, lr.down_exps.r(), gu.r(), ids.r(), down.r())
             .WithContext(lr.down_exps.name));

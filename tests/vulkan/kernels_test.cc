@@ -75,6 +75,25 @@ std::vector<float> Dequantize(GgmlType type, const std::vector<uint8_t>& w, uint
   return f;
 }
 
+// n random expert matrices [out x in] of `type` stacked at 256-byte-aligned slabs (as the model
+// backend lays out a *_exps tensor), with their dequantised values for the oracle.
+struct ExpertStack {
+  uint64_t stride = 0;  // bytes between experts
+  std::vector<uint8_t> bytes;
+  std::vector<std::vector<float>> values;
+};
+ExpertStack RandomExperts(GgmlType type, uint32_t in, uint32_t out, uint32_t n, uint32_t seed) {
+  ExpertStack st;
+  st.stride = (*RowBytes(type, in) * out + 255) / 256 * 256;
+  st.bytes.assign(st.stride * n, 0);
+  for (uint32_t e = 0; e < n; ++e) {
+    const std::vector<uint8_t> m = RandomWeights(type, in, out, seed + e);
+    std::memcpy(&st.bytes[e * st.stride], m.data(), m.size());
+    st.values.push_back(Dequantize(type, m, in, out));
+  }
+  return st;
+}
+
 using KernelTest = garnet::vk::testing::DeviceParamTest;
 
 // Double-precision rms scale of n values.
@@ -353,15 +372,10 @@ TEST_P(KernelTest, MatvecIdReadsOnlyRoutedExperts) {
   const uint32_t n_experts = 6, out = 21;
   for (const MatCase& c : {MatCase{GgmlType::kQ4_K, 256, 0}, MatCase{GgmlType::kQ8_0, 96, 0},
                            MatCase{GgmlType::kF16, 70, 0}}) {
-    const uint64_t rb = *RowBytes(c.type, c.in);
-    const uint64_t stride = (rb * out + 255) / 256 * 256;  // padded expert slabs
-    std::vector<uint8_t> w(stride * n_experts, 0);
-    std::vector<std::vector<float>> wf;
-    for (uint32_t e = 0; e < n_experts; ++e) {
-      const std::vector<uint8_t> m = RandomWeights(c.type, c.in, out, 900 + e);
-      std::memcpy(&w[e * stride], m.data(), m.size());
-      wf.push_back(Dequantize(c.type, m, c.in, out));
-    }
+    const ExpertStack es = RandomExperts(c.type, c.in, out, n_experts, 900);
+    const uint64_t stride = es.stride;
+    const std::vector<uint8_t>& w = es.bytes;
+    const std::vector<std::vector<float>>& wf = es.values;
     const std::vector<int32_t> ids = {4, 0, -1, 5, 4, 6};  // -1 and 6: empty slots
     const uint32_t slots = static_cast<uint32_t>(ids.size());
     for (bool shared_x : {true, false}) {
@@ -421,15 +435,10 @@ TEST_P(KernelTest, MatvecIdNormAndGegluTransformTheInputOnLoad) {
           << name;
       continue;
     }
-    const uint64_t rb = *RowBytes(c.type, c.in);
-    const uint64_t stride = (rb * out + 255) / 256 * 256;  // padded expert slabs
-    std::vector<uint8_t> w(stride * n_experts, 0);
-    std::vector<std::vector<float>> wf;
-    for (uint32_t e = 0; e < n_experts; ++e) {
-      const std::vector<uint8_t> m = RandomWeights(c.type, c.in, out, 960 + e);
-      std::memcpy(&w[e * stride], m.data(), m.size());
-      wf.push_back(Dequantize(c.type, m, c.in, out));
-    }
+    const ExpertStack es = RandomExperts(c.type, c.in, out, n_experts, 960);
+    const uint64_t stride = es.stride;
+    const std::vector<uint8_t>& w = es.bytes;
+    const std::vector<std::vector<float>>& wf = es.values;
     GARNET_ASSERT_OK_AND_ASSIGN(Buffer bw,
                                 UploadBytes(*d_, w.data(), w.size(), MemoryKind::kWeights));
     GARNET_ASSERT_OK_AND_ASSIGN(Buffer bi, UploadBytes(*d_, ids.data(), ids.size() * 4));
@@ -611,15 +620,10 @@ TEST_P(KernelTest, MatmulIdGroupsSlotsByExpert) {
   }
   for (const MatCase& c : {MatCase{GgmlType::kQ4_K, 256, 0}, MatCase{GgmlType::kQ8_0, 64, 0},
                            MatCase{GgmlType::kF16, 40, 0}}) {
-    const uint64_t rb = *RowBytes(c.type, c.in);
-    const uint64_t stride = (rb * m + 255) / 256 * 256;
-    std::vector<uint8_t> w(stride * n_experts, 0);
-    std::vector<std::vector<float>> wf;
-    for (uint32_t e = 0; e < n_experts; ++e) {
-      const std::vector<uint8_t> one = RandomWeights(c.type, c.in, m, 1000 + e);
-      std::memcpy(&w[e * stride], one.data(), one.size());
-      wf.push_back(Dequantize(c.type, one, c.in, m));
-    }
+    const ExpertStack es = RandomExperts(c.type, c.in, m, n_experts, 1000);
+    const uint64_t stride = es.stride;
+    const std::vector<uint8_t>& w = es.bytes;
+    const std::vector<std::vector<float>>& wf = es.values;
     GARNET_ASSERT_OK_AND_ASSIGN(Buffer bw,
                                 UploadBytes(*d_, w.data(), w.size(), MemoryKind::kWeights));
     GARNET_ASSERT_OK_AND_ASSIGN(Buffer bi, UploadBytes(*d_, ids.data(), ids.size() * 4));
