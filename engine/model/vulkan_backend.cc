@@ -1317,6 +1317,7 @@ Status VulkanBackend::Impl::Run(const int32_t* tokens, const Row* rows, uint32_t
   for (uint32_t i = 0; i < first; ++i) lrows[i] = static_cast<int32_t>(logit_rows_wanted[i]);
   GARNET_RETURN_IF_ERROR(scratch_up.FlushHostWrites(0, scratch_up.size()));
 
+  if (rec->profiling()) rec->set_profile_tag(T == 1 ? "T=1" : "T=" + std::to_string(T));
   const auto t_record = std::chrono::steady_clock::now();
   Status s = RecordLayers(rows, T);
   if (s.ok() && first > 0 && logits != nullptr) s = RecordHead(T, first);

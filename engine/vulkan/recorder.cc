@@ -2,7 +2,11 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
 #include <string>
+#include <utility>
 
 #include "engine/vulkan/device.h"
 #include "engine/vulkan/vk_error.h"
@@ -25,6 +29,113 @@ VkAccessFlags ReadWriteAccess(VkPipelineStageFlags stage) {
 
 }  // namespace
 
+struct Recorder::Profile {
+  static constexpr uint32_t kCapacity = 16384;  // timestamps per submission; later ones dropped
+  VkQueryPool pool = VK_NULL_HANDLE;
+  double period_ns = 1.0;
+  uint64_t mask = ~uint64_t{0};
+  uint32_t used = 0;               // timestamps recorded since the last collection
+  std::vector<std::string> names;  // the command behind each timestamp (index 0: the start)
+  std::vector<uint64_t> stamps;
+  std::string tag = "pass";
+  struct Sum {
+    uint64_t calls = 0;
+    double ns = 0;
+  };
+  std::map<std::pair<std::string, std::string>, Sum> by_shader;  // (tag, shader [grid])
+  std::map<std::string, std::pair<uint64_t, double>> by_tag;      // passes, ns
+};
+
+Recorder::Recorder(Device& device) : device_(device) {}
+
+void Recorder::EnableProfile() {
+  if (profile_) return;
+  VkPhysicalDeviceProperties props;
+  vkGetPhysicalDeviceProperties(device_.physical(), &props);
+  uint32_t n = 0;
+  vkGetPhysicalDeviceQueueFamilyProperties(device_.physical(), &n, nullptr);
+  std::vector<VkQueueFamilyProperties> families(n);
+  vkGetPhysicalDeviceQueueFamilyProperties(device_.physical(), &n, families.data());
+  const uint32_t qf = device_.queue_family();
+  if (qf >= n || families[qf].timestampValidBits == 0 || props.limits.timestampPeriod <= 0) {
+    std::fprintf(stderr, "vulkan profile: the queue has no timestamps; not profiling\n");
+    return;
+  }
+  auto prof = std::make_unique<Profile>();
+  const uint32_t bits = families[qf].timestampValidBits;
+  prof->mask = bits >= 64 ? ~uint64_t{0} : (uint64_t{1} << bits) - 1;
+  prof->period_ns = props.limits.timestampPeriod;
+  VkQueryPoolCreateInfo qci{VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO};
+  qci.queryType = VK_QUERY_TYPE_TIMESTAMP;
+  qci.queryCount = Profile::kCapacity;
+  if (vkCreateQueryPool(device_.handle(), &qci, nullptr, &prof->pool) != VK_SUCCESS) {
+    std::fprintf(stderr, "vulkan profile: vkCreateQueryPool failed; not profiling\n");
+    return;
+  }
+  prof->names.reserve(Profile::kCapacity);
+  prof->stamps.resize(Profile::kCapacity);
+  profile_ = std::move(prof);
+}
+
+void Recorder::set_profile_tag(std::string tag) {
+  if (profile_) profile_->tag = std::move(tag);
+}
+
+void Recorder::ProfileMark(const std::string* name) {
+  Profile& p = *profile_;
+  if (p.used == 0 || p.used >= Profile::kCapacity) return;
+  vkCmdWriteTimestamp(cmd_, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, p.pool, p.used++);
+  p.names.push_back(*name);
+}
+
+void Recorder::ProfileCollect() {
+  Profile& p = *profile_;
+  const uint32_t used = p.used;
+  p.used = 0;
+  if (used >= 2 && vkGetQueryPoolResults(device_.handle(), p.pool, 0, used, used * 8ull,
+                                         p.stamps.data(), 8,
+                                         VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT) ==
+                       VK_SUCCESS) {
+    for (uint32_t i = 1; i < used; ++i) {
+      const double ns = static_cast<double>((p.stamps[i] - p.stamps[i - 1]) & p.mask) * p.period_ns;
+      Profile::Sum& sum = p.by_shader[{p.tag, p.names[i]}];
+      ++sum.calls;
+      sum.ns += ns;
+    }
+    auto& t = p.by_tag[p.tag];
+    ++t.first;
+    t.second += static_cast<double>((p.stamps[used - 1] - p.stamps[0]) & p.mask) * p.period_ns;
+  }
+  p.names.clear();
+}
+
+std::string Recorder::ProfileReport() const {
+  if (!profile_) return {};
+  std::string out;
+  char line[256];
+  for (const auto& [tag, tt] : profile_->by_tag) {
+    const double passes = static_cast<double>(tt.first);
+    std::snprintf(line, sizeof line, "vulkan profile [%s]: %llu passes, %.1f us GPU per pass\n",
+                  tag.c_str(), static_cast<unsigned long long>(tt.first), tt.second / passes / 1e3);
+    out += line;
+    std::vector<std::pair<double, const std::pair<const std::pair<std::string, std::string>,
+                                                  Profile::Sum>*>>
+        rows;
+    for (const auto& e : profile_->by_shader) {
+      if (e.first.first == tag) rows.emplace_back(e.second.ns, &e);
+    }
+    std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+    for (const auto& [ns, e] : rows) {
+      std::snprintf(line, sizeof line, "  %-52s %7.2f calls %9.1f us/pass %7.2f us/call %5.1f%%\n",
+                    e->first.second.c_str(), static_cast<double>(e->second.calls) / passes,
+                    ns / passes / 1e3, ns / static_cast<double>(e->second.calls) / 1e3,
+                    100.0 * ns / tt.second);
+      out += line;
+    }
+  }
+  return out;
+}
+
 Result<std::unique_ptr<Recorder>> Recorder::Create(Device& device) {
   std::unique_ptr<Recorder> r(new Recorder(device));
   VkDevice dev = device.handle();
@@ -42,6 +153,10 @@ Result<std::unique_ptr<Recorder>> Recorder::Create(Device& device) {
   r->cmds_.push_back(r->cmd_);
   VkFenceCreateInfo fci{VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
   GARNET_VK_RETURN_IF_ERROR("vkCreateFence", vkCreateFence(dev, &fci, nullptr, &r->fence_));
+  if (const char* e = std::getenv("GARNET_VULKAN_PROFILE"); e != nullptr && *e != '\0' &&
+                                                            std::string(e) != "0") {
+    r->EnableProfile();
+  }
   return r;
 }
 
@@ -52,6 +167,10 @@ Recorder::~Recorder() {
   for (VkDescriptorPool p : descriptor_pools_) vkDestroyDescriptorPool(dev, p, nullptr);
   if (fence_ != VK_NULL_HANDLE) vkDestroyFence(dev, fence_, nullptr);
   if (pool_ != VK_NULL_HANDLE) vkDestroyCommandPool(dev, pool_, nullptr);
+  if (profile_) {
+    if (!profile_->by_tag.empty()) std::fputs(ProfileReport().c_str(), stderr);
+    vkDestroyQueryPool(dev, profile_->pool, nullptr);
+  }
 }
 
 Status Recorder::Fail(Status s) {
@@ -66,6 +185,12 @@ Status Recorder::Begin() {
   bi.flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT;
   GARNET_VK_RETURN_IF_ERROR("vkBeginCommandBuffer", vkBeginCommandBuffer(cmd_, &bi));
   recording_ = true;
+  if (profile_ && profile_->used == 0) {  // a new submission: reset the pool, stamp the start
+    vkCmdResetQueryPool(cmd_, profile_->pool, 0, Profile::kCapacity);
+    vkCmdWriteTimestamp(cmd_, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, profile_->pool, 0);
+    profile_->names.emplace_back("start");
+    profile_->used = 1;
+  }
   bound_pipeline_ = VK_NULL_HANDLE;
   return Status::OK();
 }
@@ -91,6 +216,10 @@ void Recorder::ResetForReuse() {
   pending_.clear();
   bound_pipeline_ = VK_NULL_HANDLE;
   recording_ = false;
+  if (profile_) {
+    profile_->used = 0;
+    profile_->names.clear();
+  }
   error_ = Status::OK();
   const uint32_t submits = stats_.submits;
   stats_ = Stats{};
@@ -262,6 +391,10 @@ Status Recorder::Dispatch(const Pipeline& pipeline, std::span<const BufferRange>
   }
   vkCmdDispatch(cmd_, gx, gy, gz);
   ++stats_.dispatches;
+  if (profile_) {
+    const std::string name = pipeline.desc.shader + " [" + std::to_string(gx * gy * gz) + "]";
+    ProfileMark(&name);
+  }
   return Status::OK();
 }
 
@@ -283,6 +416,10 @@ Status Recorder::Copy(const Buffer& src, uint64_t src_offset, const Buffer& dst,
   const VkBufferCopy region{src_offset, dst_offset, size};
   vkCmdCopyBuffer(cmd_, src.handle(), dst.handle(), 1, &region);
   ++stats_.transfers;
+  if (profile_) {
+    static const std::string kName = "copy";
+    ProfileMark(&kName);
+  }
   return Status::OK();
 }
 
@@ -299,6 +436,10 @@ Status Recorder::Fill(const Buffer& dst, uint64_t offset, uint64_t size, uint32_
   Track({&acc, 1}, VK_PIPELINE_STAGE_TRANSFER_BIT);
   vkCmdFillBuffer(cmd_, dst.handle(), offset, size, value);
   ++stats_.transfers;
+  if (profile_) {
+    static const std::string kName = "fill";
+    ProfileMark(&kName);
+  }
   return Status::OK();
 }
 
@@ -389,6 +530,7 @@ Status Recorder::Wait(uint64_t timeout_ns) {
   }
   GARNET_VK_RETURN_IF_ERROR("vkWaitForFences", w);
   in_flight_ = false;
+  if (profile_) ProfileCollect();
   ResetForReuse();
   return Status::OK();
 }

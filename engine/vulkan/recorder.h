@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "engine/base/status.h"
@@ -96,6 +97,20 @@ class Recorder {
   // in_flight: the final Submit is pending (parts sent by Flush() alone do not count). empty:
   // nothing is being recorded (after a Flush() the Recorder records on, so it is not empty).
   bool in_flight() const { return in_flight_; }
+
+  // GPU time per shader (GARNET_VULKAN_PROFILE=1 in the environment at Create, or
+  // EnableProfile): a timestamp after every dispatch and transfer, read back after each Wait and
+  // summed per (tag, shader variant). With barriers between dispatches the delta of two
+  // timestamps is the later command's own time; dispatches in one barrier interval overlap, so
+  // there each delta is its increment over the previous one. Timestamps serialise a little:
+  // a profiled pass runs somewhat slower than a plain one. No-op where the queue has no
+  // timestamps.
+  void EnableProfile();
+  bool profiling() const { return profile_ != nullptr; }
+  // Label for the passes that follow ("decode", "prefill"): the report groups by it.
+  void set_profile_tag(std::string tag);
+  // One line per (tag, shader): calls, total and mean GPU microseconds, share of the tag's time.
+  std::string ProfileReport() const;
   const Stats& stats() const { return stats_; }
   bool empty() const { return !recording_; }
 
@@ -106,7 +121,7 @@ class Recorder {
     bool write;
     VkPipelineStageFlags stage;
   };
-  explicit Recorder(Device& device) : device_(device) {}
+  explicit Recorder(Device& device);
   Status Begin();
   Status Fail(Status s);
   Status CheckRange(const BufferRange& r, const char* what, uint64_t* begin, uint64_t* end) const;
@@ -132,6 +147,10 @@ class Recorder {
   std::vector<VkBufferMemoryBarrier> barrier_scratch_;  // Track's, kept to avoid reallocation
   VkPipeline bound_pipeline_ = VK_NULL_HANDLE;          // last vkCmdBindPipeline in cmd_
   Stats stats_;
+  struct Profile;
+  std::unique_ptr<Profile> profile_;
+  void ProfileMark(const std::string* name);  // timestamp after the command just recorded
+  void ProfileCollect();                      // after a completed Wait
 };
 
 }  // namespace garnet::vk
