@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <initializer_list>
 #include <string>
 
 #include "engine/vulkan/device.h"
@@ -184,6 +185,21 @@ bool Overlap(const BufferRange& a, const BufferRange& b) {
   return a.offset < be && b.offset < ae;
 }
 constexpr uint32_t kRowWg = 256;  // one workgroup per row for the fused residual kernels
+
+// matvec.comp's VEC specialisation (0 is always correct). Bit 0: Q4_K rows read as 16-byte
+// words, when the binding and every row start (row size, expert stride, gate/up offsets) are
+// 16-byte aligned. Bit 1: x (and the norm weight) read as vec4. Only Q4_K uses them, so other
+// types keep one pipeline.
+uint32_t MatvecVec(GgmlType type, const BufferRange& w, uint64_t row_bytes,
+                   std::initializer_list<uint64_t> w_offsets, const BufferRange& x,
+                   std::initializer_list<uint64_t> x_floats, const BufferRange* nw) {
+  if (type != GgmlType::kQ4_K) return 0;
+  bool wa = w.offset % 16 == 0 && row_bytes % 16 == 0;
+  for (uint64_t o : w_offsets) wa = wa && o % 16 == 0;
+  bool xa = x.offset % 16 == 0 && (nw == nullptr || nw->offset % 16 == 0);
+  for (uint64_t f : x_floats) xa = xa && f % 4 == 0;
+  return (wa ? 1u : 0u) | (wa && xa ? 2u : 0u);
+}
 }  // namespace
 
 Status Kernels::RmsNormAdd(Recorder& rec, const NormAddShape& s, const BufferRange& h,
@@ -279,7 +295,8 @@ Status Kernels::Matvec(Recorder& rec, GgmlType type, const MatvecShape& s, const
     return Status::InvalidArgument(op, "weight range over 4 GiB; split it");
   }
   const uint32_t kRows = matvec_rows_;
-  PipelineDesc desc{MatvecVariant(type), 3, 0b100, 16, {matvec_wg_, kRows}, {matvec_wg_, 1, 1}};
+  const uint32_t vec = MatvecVec(type, w, row_bytes, {}, x, {xs}, nullptr);
+  PipelineDesc desc{MatvecVariant(type), 3, 0b100, 16, {matvec_wg_, kRows, vec}, {matvec_wg_, 1, 1}};
   GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
   struct {
     uint32_t in, out, x_stride, y_stride;
@@ -343,7 +360,11 @@ Status Kernels::MatvecGeglu(Recorder& rec, GgmlType type, const MatvecShape& s,
     GARNET_RETURN_IF_ERROR(Need(*norm->weight, uint64_t{s.in} * 4, op, "norm weight"));
   }
   const uint32_t rows = matvec_rows_;
-  PipelineDesc desc{MatvecGegluVariant(type), 4, 0b100, 32, {matvec_wg_, rows}, {matvec_wg_, 1, 1}};
+  const uint32_t vec =
+      MatvecVec(type, BufferRange(*w_gate.buffer, lo, hi - lo), *RowBytes(type, s.in),
+                {w_gate.offset - lo, w_up.offset - lo}, x, {xs}, norm ? norm->weight : nullptr);
+  PipelineDesc desc{MatvecGegluVariant(type), 4, 0b100, 32, {matvec_wg_, rows, vec},
+                    {matvec_wg_, 1, 1}};
   GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
   struct {
     uint32_t in, out, x_stride, y_stride;
@@ -389,7 +410,9 @@ Status Kernels::MatvecNorm(Recorder& rec, GgmlType type, const MatvecShape& s, c
     return Status::InvalidArgument(op, "weight range over 4 GiB; split it");
   }
   const uint32_t rows = matvec_rows_;
-  PipelineDesc desc{MatvecNormVariant(type), 4, 0b100, 24, {matvec_wg_, rows}, {matvec_wg_, 1, 1}};
+  const uint32_t vec = MatvecVec(type, w, row_bytes, {}, x, {xs}, norm_w);
+  PipelineDesc desc{MatvecNormVariant(type), 4, 0b100, 24, {matvec_wg_, rows, vec},
+                    {matvec_wg_, 1, 1}};
   GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
   struct {
     uint32_t in, out, x_stride, y_stride;
@@ -470,8 +493,10 @@ Status Kernels::MatvecIdImpl(Recorder& rec, GgmlType type, const MatvecIdShape& 
   const uint32_t rows = matvec_rows_;
   uint32_t gx = 0, gy = 0;
   GARNET_RETURN_IF_ERROR(Fold(device_, (s.out + rows - 1) / rows, &gx, &gy, op));
+  const uint32_t vec = MatvecVec(type, w, row_bytes, {stride}, x, {s.x_stride, kind == 2 ? up_offset : 0},
+                                 kind == 1 ? norm_w : nullptr);
   if (kind == 0) {
-    PipelineDesc desc{MatvecVariant(type, true), 4, 0b100, 24, {matvec_wg_, rows},
+    PipelineDesc desc{MatvecVariant(type, true), 4, 0b100, 24, {matvec_wg_, rows, vec},
                       {matvec_wg_, 1, 1}};
     GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
     struct {
@@ -482,7 +507,7 @@ Status Kernels::MatvecIdImpl(Recorder& rec, GgmlType type, const MatvecIdShape& 
   }
   const std::string suffix = TypeSuffix(type) + FusedSuffix(device_.caps(), type);
   if (kind == 1) {
-    PipelineDesc desc{"matvec_id_norm_" + suffix, 5, 0b100, 32, {matvec_wg_, rows},
+    PipelineDesc desc{"matvec_id_norm_" + suffix, 5, 0b100, 32, {matvec_wg_, rows, vec},
                       {matvec_wg_, 1, 1}};
     GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
     struct {
@@ -494,7 +519,7 @@ Status Kernels::MatvecIdImpl(Recorder& rec, GgmlType type, const MatvecIdShape& 
     const BufferRange bindings[] = {w, x, y, ids, norm_w ? *norm_w : BufferRange(placeholder_)};
     return rec.Dispatch(*p, bindings, push, gx, gy, s.n_slots);
   }
-  PipelineDesc desc{"matvec_id_glu_" + suffix, 4, 0b100, 28, {matvec_wg_, rows},
+  PipelineDesc desc{"matvec_id_glu_" + suffix, 4, 0b100, 28, {matvec_wg_, rows, vec},
                     {matvec_wg_, 1, 1}};
   GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
   struct {

@@ -36,6 +36,8 @@ struct Recorder::Profile {
   uint64_t mask = ~uint64_t{0};
   uint32_t used = 0;               // timestamps recorded since the last collection
   std::vector<std::string> names;  // the command behind each timestamp (index 0: the start)
+  std::vector<bool> after_barrier;  // per timestamp: a barrier preceded its command
+  bool barrier = false;             // a barrier was recorded since the last timestamp
   std::vector<uint64_t> stamps;
   std::string tag = "pass";
   struct Sum {
@@ -44,6 +46,8 @@ struct Recorder::Profile {
   };
   std::map<std::pair<std::string, std::string>, Sum> by_shader;  // (tag, shader [grid])
   std::map<std::string, std::pair<uint64_t, double>> by_tag;      // passes, ns
+  bool trace = false;  // GARNET_VULKAN_PROFILE=trace: also every command of each tag's last pass
+  std::map<std::string, std::vector<std::pair<std::string, double>>> last_pass;
 };
 
 Recorder::Recorder(Device& device) : device_(device) {}
@@ -86,6 +90,8 @@ void Recorder::ProfileMark(const std::string* name) {
   if (p.used == 0 || p.used >= Profile::kCapacity) return;
   vkCmdWriteTimestamp(cmd_, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, p.pool, p.used++);
   p.names.push_back(*name);
+  p.after_barrier.push_back(p.barrier);
+  p.barrier = false;
 }
 
 void Recorder::ProfileCollect() {
@@ -102,11 +108,20 @@ void Recorder::ProfileCollect() {
       ++sum.calls;
       sum.ns += ns;
     }
+    if (p.trace) {
+      auto& last = p.last_pass[p.tag];
+      last.clear();
+      for (uint32_t i = 1; i < used; ++i) {
+        last.emplace_back((p.after_barrier[i] ? "| " : "  ") + p.names[i],
+                          static_cast<double>((p.stamps[i] - p.stamps[i - 1]) & p.mask) * p.period_ns);
+      }
+    }
     auto& t = p.by_tag[p.tag];
     ++t.first;
     t.second += static_cast<double>((p.stamps[used - 1] - p.stamps[0]) & p.mask) * p.period_ns;
   }
   p.names.clear();
+  p.after_barrier.clear();
 }
 
 std::string Recorder::ProfileReport() const {
@@ -130,6 +145,13 @@ std::string Recorder::ProfileReport() const {
                     e->first.second.c_str(), static_cast<double>(e->second.calls) / passes,
                     ns / passes / 1e3, ns / static_cast<double>(e->second.calls) / 1e3,
                     100.0 * ns / tt.second);
+      out += line;
+    }
+    const auto last = profile_->last_pass.find(tag);
+    if (last == profile_->last_pass.end()) continue;
+    out += "  the last pass, command by command (us; | = after a barrier):\n";
+    for (const auto& [name, ns] : last->second) {
+      std::snprintf(line, sizeof line, "    %8.2f  %s\n", ns / 1e3, name.c_str());
       out += line;
     }
   }
@@ -156,6 +178,7 @@ Result<std::unique_ptr<Recorder>> Recorder::Create(Device& device) {
   if (const char* e = std::getenv("GARNET_VULKAN_PROFILE"); e != nullptr && *e != '\0' &&
                                                             std::string(e) != "0") {
     r->EnableProfile();
+    if (r->profile_ && std::string(e) == "trace") r->profile_->trace = true;
   }
   return r;
 }
@@ -189,6 +212,7 @@ Status Recorder::Begin() {
     vkCmdResetQueryPool(cmd_, profile_->pool, 0, Profile::kCapacity);
     vkCmdWriteTimestamp(cmd_, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, profile_->pool, 0);
     profile_->names.emplace_back("start");
+    profile_->after_barrier.push_back(false);
     profile_->used = 1;
   }
   bound_pipeline_ = VK_NULL_HANDLE;
@@ -219,6 +243,7 @@ void Recorder::ResetForReuse() {
   if (profile_) {
     profile_->used = 0;
     profile_->names.clear();
+    profile_->after_barrier.clear();
   }
   error_ = Status::OK();
   const uint32_t submits = stats_.submits;
@@ -274,6 +299,7 @@ void Recorder::Track(std::span<const Access> accesses, VkPipelineStageFlags stag
     vkCmdPipelineBarrier(cmd_, src, stage, 0, 0, nullptr, static_cast<uint32_t>(barriers.size()),
                          barriers.data(), 0, nullptr);
     ++stats_.barriers;
+    if (profile_) profile_->barrier = true;
     pending_.clear();
   }
   for (const Access& a : accesses) pending_.push_back(a);

@@ -104,7 +104,7 @@ class Recorder {
   // timestamps is the later command's own time; dispatches in one barrier interval overlap, so
   // there each delta is its increment over the previous one. Timestamps serialise a little:
   // a profiled pass runs somewhat slower than a plain one. No-op where the queue has no
-  // timestamps.
+  // timestamps. GARNET_VULKAN_PROFILE=trace also lists every command of each tag's last pass.
   void EnableProfile();
   bool profiling() const { return profile_ != nullptr; }
   // Label for the passes that follow ("decode", "prefill"): the report groups by it.

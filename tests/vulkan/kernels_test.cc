@@ -164,19 +164,22 @@ TEST_P(KernelTest, RmsNormWithAndWithoutWeightAndPerHead) {
 struct MatCase {
   GgmlType type;
   uint32_t in, out;
+  uint32_t x_pad = 0;  // x stride - in where a test takes it (0: the test's default)
 };
 
 TEST_P(KernelTest, MatvecEveryWeightTypeOddSizes) {
   const uint32_t n_vecs = 3;
   for (const MatCase& c : {MatCase{GgmlType::kF32, 67, 37}, MatCase{GgmlType::kF16, 131, 45},
                            MatCase{GgmlType::kQ8_0, 96, 53}, MatCase{GgmlType::kQ8_0, 4096, 5},
-                           MatCase{GgmlType::kQ4_0, 160, 29}, MatCase{GgmlType::kQ4_K, 512, 19}}) {
+                           MatCase{GgmlType::kQ4_0, 160, 29}, MatCase{GgmlType::kQ4_K, 512, 19},
+                           // x as vec4 (stride a multiple of 4) and 16-byte Q4_K words
+                           MatCase{GgmlType::kQ4_K, 768, 6, 4}}) {
     const std::string what = "matvec " + std::string(TypeName(c.type)) + " " +
-                             std::to_string(c.in) + "x" + std::to_string(c.out) + " (" +
-                             k().MatvecVariant(c.type) + ")";
+                             std::to_string(c.in) + "x" + std::to_string(c.out) + " pad " +
+                             std::to_string(c.x_pad) + " (" + k().MatvecVariant(c.type) + ")";
     const std::vector<uint8_t> w = RandomWeights(c.type, c.in, c.out, 100 + c.in);
     const std::vector<float> wf = Dequantize(c.type, w, c.in, c.out);
-    const uint32_t xs = c.in + 5, ys = c.out + 3;
+    const uint32_t xs = c.in + (c.x_pad ? c.x_pad : 5), ys = c.out + 3;
     const std::vector<float> x = RandomFloats(size_t{n_vecs} * xs, 200 + c.out);
     GARNET_ASSERT_OK_AND_ASSIGN(Buffer bw,
                                 UploadBytes(*d_, w.data(), w.size(), MemoryKind::kWeights));
@@ -208,10 +211,10 @@ TEST_P(KernelTest, MatvecNormFoldsRmsNormIn) {
   const uint32_t n_vecs = 2, out = 13;
   for (const MatCase& c : {MatCase{GgmlType::kF32, 67, 0}, MatCase{GgmlType::kF16, 70, 0},
                            MatCase{GgmlType::kQ8_0, 96, 0}, MatCase{GgmlType::kQ4_K, 512, 0},
-                           MatCase{GgmlType::kQ6_K, 256, 0}}) {
+                           MatCase{GgmlType::kQ4_K, 256, 0, 4}, MatCase{GgmlType::kQ6_K, 256, 0}}) {
     const std::vector<uint8_t> w = RandomWeights(c.type, c.in, out, 700 + c.in);
     const std::vector<float> wf = Dequantize(c.type, w, c.in, out);
-    const uint32_t xs = c.in + 2, ys = out + 1;
+    const uint32_t xs = c.in + (c.x_pad ? c.x_pad : 2), ys = out + 1;
     const std::vector<float> x = RandomFloats(size_t{n_vecs} * xs, 701, -3, 3);
     const std::vector<float> nw = RandomFloats(c.in, 702, 0.5f, 1.5f);
     GARNET_ASSERT_OK_AND_ASSIGN(Buffer bw,

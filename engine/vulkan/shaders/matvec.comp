@@ -8,6 +8,10 @@
 // Push:      uint in, out, x_stride, y_stride
 // Spec:      0 WG     workgroup size (power of two)
 //            1 NROWS  rows per workgroup
+//            2 VEC    bit 0: every weight row starts at a multiple of 16 bytes of binding 0 (and
+//                     the binding does); the Q4_K loop then reads 16-byte words. bit 1: x (and
+//                     nw) can be read as vec4 (binding offsets multiples of 16, x_stride, glu_off
+//                     and each vector's start multiples of 4 floats). 0 is always correct.
 // Grid:      ceil(out / NROWS) workgroups folded into (x, y) (see common.glsl), z = n_vecs.
 // Variants:  WTYPE_<every weights.glsl type> x USE_SUBGROUP (subgroupAdd vs shared-memory tree)
 //            x STORAGE16 (16-bit loads vs 32-bit words; not for F32) x MUL_ID. F32/F16/BF16,
@@ -38,6 +42,7 @@
 #include "weights.glsl"
 
 layout(binding = 1, std430) readonly buffer XBuf { float x[]; };
+layout(binding = 1, std430) readonly buffer XBuf4 { vec4 x4[]; };  // the same x (VEC bit 1)
 layout(binding = 2, std430) writeonly buffer YBuf { float y[]; };
 layout(push_constant) uniform Push {
   uint in_;
@@ -64,6 +69,7 @@ layout(push_constant) uniform Push {
 layout(binding = 3, std430) readonly buffer IdBuf { int ids[]; };
 #endif
 layout(constant_id = 1) const uint NROWS = 1;
+layout(constant_id = 2) const uint VEC = 0;
 #ifdef GEGLU
 const uint NR = 2u * NROWS;  // accumulators: NROWS gate rows, then the same NROWS up rows
 #else
@@ -73,8 +79,10 @@ const uint NR = NROWS;
 #ifdef NORM
 #ifdef MUL_ID
 layout(binding = 4, std430) readonly buffer NBuf { float nw[]; };
+layout(binding = 4, std430) readonly buffer NBuf4 { vec4 nw4[]; };
 #else
 layout(binding = 3, std430) readonly buffer NBuf { float nw[]; };
+layout(binding = 3, std430) readonly buffer NBuf4 { vec4 nw4[]; };
 #endif
 float g_xscale = 1.0;  // 1 / rms of this workgroup's vector
 uint g_xb = 0;         // index of its first element
@@ -82,15 +90,30 @@ float load_x(uint i) {
   const float v = x[i] * g_xscale;
   return (p.norm_flags & 1u) != 0u ? v * nw[i - g_xb] : v;
 }
+vec4 load_x4_aligned(uint i) {  // i a multiple of 4, VEC bit 1 set
+  const vec4 v = x4[i >> 2] * g_xscale;
+  return (p.norm_flags & 1u) != 0u ? v * nw4[(i - g_xb) >> 2] : v;
+}
 #elif defined(GLU_X)
 float load_x(uint i) {
   const float g = x[i];
   const float z = 0.7978845608028654 * (g + 0.044715 * g * g * g);
   return g / (1.0 + exp(min(-2.0 * z, 80.0))) * x[i + p.glu_off];
 }
+vec4 load_x4_aligned(uint i) {
+  const vec4 g = x4[i >> 2];
+  const vec4 z = 0.7978845608028654 * (g + 0.044715 * g * g * g);
+  return g / (1.0 + exp(min(-2.0 * z, vec4(80.0)))) * x4[(i + p.glu_off) >> 2];
+}
 #else
 float load_x(uint i) { return x[i]; }
+vec4 load_x4_aligned(uint i) { return x4[i >> 2]; }
 #endif
+// x'[i .. i+3].
+vec4 load_x4(uint i) {
+  if ((VEC & 2u) != 0u) return load_x4_aligned(i);
+  return vec4(load_x(i), load_x(i + 1u), load_x(i + 2u), load_x(i + 3u));
+}
 
 void main() {
   const uint row0 = group_index() * NROWS;
@@ -188,6 +211,54 @@ void main() {
     }
   }
 #elif defined(WTYPE_Q4_K)
+  if ((VEC & 1u) != 0u) {
+    // 8 items per block, one 16-byte word of qs each: word u (chunk c = u / 2, half h = u % 2)
+    // holds weights 64c + 16h + i (low nibbles, sub-block 2c) and 64c + 32 + 16h + i (high
+    // nibbles, sub-block 2c + 1), i < 16. The block's first word is d, dmin and scales[12].
+    for (uint it = tid; it < nb * 8u; it += WG) {
+      const uint blk = it >> 3, u = it & 7u;
+      const uint c = u >> 1;
+      const uint xo = xb + blk * 256u + 64u * c + 16u * (u & 1u);
+      vec4 xl[4], xh[4];
+      [[unroll]] for (uint j = 0; j < 4u; ++j) {
+        xl[j] = load_x4(xo + 4u * j);
+        xh[j] = load_x4(xo + 32u + 4u * j);
+      }
+      const float sum_l = dot(xl[0] + xl[1] + xl[2] + xl[3], vec4(1.0));
+      const float sum_h = dot(xh[0] + xh[1] + xh[2] + xh[3], vec4(1.0));
+      for (uint r = 0; r < NR; ++r) {
+        const uint b4 = (rb[r] >> 4) + blk * 9u;
+        const uvec4 hd = w_v4[b4];
+        const uvec4 q = w_v4[b4 + 1u + u];
+        // 6-bit scale and min of sub-blocks 2c (lo) and 2c + 1 (hi); scale bytes s[0..11] are
+        // hd.y, hd.z, hd.w little-endian.
+        uint sc_lo, mn_lo, sc_hi, mn_hi;
+        if (c < 2u) {  // sub-blocks 0..3: s[j] & 63, s[j + 4] & 63
+          const uint sh = 16u * c;
+          sc_lo = (hd.y >> sh) & 63u;
+          sc_hi = (hd.y >> (sh + 8u)) & 63u;
+          mn_lo = (hd.z >> sh) & 63u;
+          mn_hi = (hd.z >> (sh + 8u)) & 63u;
+        } else {  // sub-blocks 4..7: low nibble of s[j + 4] | top bits of s[j - 4] (and s[j])
+          const uint sh = 16u * (c - 2u);
+          const uint a = hd.w >> sh, bs = hd.y >> sh, bm = hd.z >> sh;
+          sc_lo = (a & 15u) | (((bs >> 6) & 3u) << 4);
+          sc_hi = ((a >> 8) & 15u) | (((bs >> 14) & 3u) << 4);
+          mn_lo = ((a >> 4) & 15u) | (((bm >> 6) & 3u) << 4);
+          mn_hi = ((a >> 12) & 15u) | (((bm >> 14) & 3u) << 4);
+        }
+        float slo = 0.0, shi = 0.0;
+        [[unroll]] for (uint j = 0; j < 4u; ++j) {
+          const uvec4 bytes = (uvec4(q[j]) >> uvec4(0u, 8u, 16u, 24u)) & 0xffu;
+          slo += dot(vec4(bytes & 15u), xl[j]);
+          shi += dot(vec4(bytes >> 4), xh[j]);
+        }
+        const vec2 dm = unpackHalf2x16(hd.x);
+        acc[r] += dm.x * (float(sc_lo) * slo + float(sc_hi) * shi) -
+                  dm.y * (float(mn_lo) * sum_l + float(mn_hi) * sum_h);
+      }
+    }
+  } else
   // 16 items per block: chunk c (64 weights) and quarter q: bytes qs[32c + 8q .. +8] hold weights
   // 64c + 8q + i (low nibbles, sub-block 2c) and 64c + 32 + 8q + i (high, sub-block 2c+1).
   for (uint it = tid; it < nb * 16u; it += WG) {

@@ -24,6 +24,8 @@ layout(binding = 0, std430) readonly buffer WBuf { float w_f32[]; };
 #define W_BLOCK 1u
 #define W_BLOCK_BYTES 4u
 #else
+// The same bytes as 16-byte words (kernels that know their rows are 16-byte aligned).
+layout(binding = 0, std430) readonly buffer WBuf4 { uvec4 w_v4[]; };
 #ifdef STORAGE16
 layout(binding = 0, std430) readonly buffer WBuf { uint16_t w_u16[]; };
 uint ld16(uint a) { return uint(w_u16[a >> 1]); }
