@@ -265,10 +265,29 @@ int Run(const std::string& selector, bool small, bool sweep, bool matmul_only, b
     const double s = Seconds(t0, Clock::now());
     std::printf("copy               : %7.1f GB/s (read+write %.0f MiB x %d)\n",
                 2.0 * bytes * reps / s / 1e9, bytes / 1048576.0, reps);
+    // The same through a compute shader (y = a * 1, the binary kernel with a 1-element b): the
+    // figure decode bandwidth bounds use, since vkCmdCopyBuffer may run on a DMA engine slower
+    // than the shader cores' path to memory.
+    const uint32_t n = static_cast<uint32_t>(bytes / 4);
+    ASSIGN_OR_FAIL(Buffer one, Buffer::Create(dev, 4, MemoryKind::kScratch));
+    const float f1 = 1.0f;
+    CHECK_OK(transfer->Upload(one, 0, &f1, 4));
+    CHECK_OK(kernels->Binary(*rec, Kernels::BinaryOp::kMul, n, 1, 1.0f, a, one, b));  // warm-up
+    CHECK_OK(rec->SubmitAndWait());
+    const auto t1 = Clock::now();
+    for (int i = 0; i < reps; ++i) {
+      CHECK_OK(kernels->Binary(*rec, Kernels::BinaryOp::kMul, n, 1, 1.0f, i % 2 ? b : a, one,
+                               i % 2 ? a : b));
+    }
+    CHECK_OK(rec->SubmitAndWait());
+    const double s1 = Seconds(t1, Clock::now());
+    std::printf("copy (shader)      : %7.1f GB/s (read+write %.0f MiB x %d)\n",
+                2.0 * bytes * reps / s1 / 1e9, bytes / 1048576.0, reps);
   }
 
   // 3. Matvec bandwidth per weight type.
-  const uint32_t in = small ? 1024 : 4096, out = small ? 1024 : 16384;
+  // Large enough that the matrix does not stay in the last-level cache (H200: 50 MiB).
+  const uint32_t in = small ? 1024 : 8192, out = small ? 1024 : 32768;
   const int reps = small ? 3 : 50;
   std::vector<float> xv(in, 0.5f);
   ASSIGN_OR_FAIL(Buffer x, Buffer::Create(dev, uint64_t{in} * 4 * 64, MemoryKind::kScratch));
