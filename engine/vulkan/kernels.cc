@@ -125,7 +125,16 @@ Status Kernels::SetMatvecLaunch(uint32_t workgroup, uint32_t rows_per_group) {
   }
   matvec_wg_ = workgroup;
   matvec_rows_ = rows_per_group;
+  matvec_rows_auto_ = false;
   return Status::OK();
+}
+
+uint32_t Kernels::MatvecRows(uint32_t out, uint32_t n_vecs) const {
+  uint32_t r = matvec_rows_;
+  if (!matvec_rows_auto_) return r;
+  constexpr uint64_t kMinGroups = 256;
+  while (r > 1 && uint64_t{(out + r - 1) / r} * n_vecs < kMinGroups) r /= 2;
+  return r;
 }
 
 bool Kernels::SupportsWeightType(GgmlType type) {
@@ -184,20 +193,29 @@ bool Overlap(const BufferRange& a, const BufferRange& b) {
   const uint64_t ae = a.offset + RangeBytes(a), be = b.offset + RangeBytes(b);
   return a.offset < be && b.offset < ae;
 }
-constexpr uint32_t kRowWg = 256;  // one workgroup per row for the fused residual kernels
+// One workgroup per row for the fused residual kernels: 256 invocations when there are many rows
+// (prefill), and for a few rows (decode) the largest power of two up to 1024 the device allows,
+// since one workgroup then does the whole row's work alone and its latency is the dispatch's.
+uint32_t RowWg(const Device& d, uint32_t rows) {
+  if (rows > 8) return 256;
+  uint32_t w = 1024;
+  while (w > 256 && w > d.info().max_workgroup_invocations) w /= 2;
+  return w;
+}
 
 // matvec.comp's VEC specialisation (0 is always correct). Bit 0: Q4_K rows read as 16-byte
 // words, when the binding and every row start (row size, expert stride, gate/up offsets) are
-// 16-byte aligned. Bit 1: x (and the norm weight) read as vec4. Only Q4_K uses them, so other
-// types keep one pipeline.
+// 16-byte aligned. Bit 1: x (and the norm weight) read as vec4 (Q4_K's 16-byte-word loop and
+// Q6_K's loop). Other types ignore them and keep one pipeline.
 uint32_t MatvecVec(GgmlType type, const BufferRange& w, uint64_t row_bytes,
                    std::initializer_list<uint64_t> w_offsets, const BufferRange& x,
                    std::initializer_list<uint64_t> x_floats, const BufferRange* nw) {
-  if (type != GgmlType::kQ4_K) return 0;
-  bool wa = w.offset % 16 == 0 && row_bytes % 16 == 0;
+  if (type != GgmlType::kQ4_K && type != GgmlType::kQ6_K) return 0;
+  bool wa = type == GgmlType::kQ4_K && w.offset % 16 == 0 && row_bytes % 16 == 0;
   for (uint64_t o : w_offsets) wa = wa && o % 16 == 0;
   bool xa = x.offset % 16 == 0 && (nw == nullptr || nw->offset % 16 == 0);
   for (uint64_t f : x_floats) xa = xa && f % 4 == 0;
+  if (type == GgmlType::kQ6_K) return xa ? 2u : 0u;
   return (wa ? 1u : 0u) | (wa && xa ? 2u : 0u);
 }
 }  // namespace
@@ -216,12 +234,10 @@ Status Kernels::RmsNormAdd(Recorder& rec, const NormAddShape& s, const BufferRan
   GARNET_RETURN_IF_ERROR(Need(x, Span4(s.rows, xs, s.n), op, "x"));
   GARNET_RETURN_IF_ERROR(Need(w, uint64_t{s.n} * 4, op, "w"));
   if (Overlap(h, x)) return Status::InvalidArgument(op, "x overlaps h");
-  PipelineDesc desc{device_.caps().subgroup_arithmetic ? "norm_add_sg" : "norm_add",
-                    3,
-                    0b001,
-                    24,
-                    {kRowWg},
-                    {kRowWg, 1, 1}};
+  const uint32_t wg = RowWg(device_, s.rows);
+  PipelineDesc desc{
+      device_.caps().subgroup_arithmetic ? "norm_add_sg" : "norm_add", 3, 0b001, 24, {wg},
+      {wg, 1, 1}};
   GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
   struct {
     uint32_t n, rows, h_stride, x_stride;
@@ -259,12 +275,10 @@ Status Kernels::MoeTail(Recorder& rec, const MoeTailShape& s, const BufferRange&
       }
     }
   }
-  PipelineDesc desc{device_.caps().subgroup_arithmetic ? "moe_tail_sg" : "moe_tail",
-                    8,
-                    0b10011,
-                    20,
-                    {kRowWg},
-                    {kRowWg, 1, 1}};
+  const uint32_t wg = RowWg(device_, s.n_tokens);
+  PipelineDesc desc{
+      device_.caps().subgroup_arithmetic ? "moe_tail_sg" : "moe_tail", 8, 0b10011, 20, {wg},
+      {wg, 1, 1}};
   GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
   struct {
     uint32_t n, k, n_tokens;
@@ -294,7 +308,7 @@ Status Kernels::Matvec(Recorder& rec, GgmlType type, const MatvecShape& s, const
   if (row_bytes * s.out > 0xffffffffull) {
     return Status::InvalidArgument(op, "weight range over 4 GiB; split it");
   }
-  const uint32_t kRows = matvec_rows_;
+  const uint32_t kRows = MatvecRows(s.out, s.n_vecs);
   const uint32_t vec = MatvecVec(type, w, row_bytes, {}, x, {xs}, nullptr);
   PipelineDesc desc{MatvecVariant(type), 3, 0b100, 16, {matvec_wg_, kRows, vec}, {matvec_wg_, 1, 1}};
   GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
@@ -359,7 +373,7 @@ Status Kernels::MatvecGeglu(Recorder& rec, GgmlType type, const MatvecShape& s,
   if (norm && norm->weight) {
     GARNET_RETURN_IF_ERROR(Need(*norm->weight, uint64_t{s.in} * 4, op, "norm weight"));
   }
-  const uint32_t rows = matvec_rows_;
+  const uint32_t rows = MatvecRows(s.out, s.n_vecs);
   const uint32_t vec =
       MatvecVec(type, BufferRange(*w_gate.buffer, lo, hi - lo), *RowBytes(type, s.in),
                 {w_gate.offset - lo, w_up.offset - lo}, x, {xs}, norm ? norm->weight : nullptr);
@@ -409,7 +423,7 @@ Status Kernels::MatvecNorm(Recorder& rec, GgmlType type, const MatvecShape& s, c
   if (row_bytes * s.out > 0xffffffffull) {
     return Status::InvalidArgument(op, "weight range over 4 GiB; split it");
   }
-  const uint32_t rows = matvec_rows_;
+  const uint32_t rows = MatvecRows(s.out, s.n_vecs);
   const uint32_t vec = MatvecVec(type, w, row_bytes, {}, x, {xs}, norm_w);
   PipelineDesc desc{MatvecNormVariant(type), 4, 0b100, 24, {matvec_wg_, rows, vec},
                     {matvec_wg_, 1, 1}};
@@ -490,7 +504,7 @@ Status Kernels::MatvecIdImpl(Recorder& rec, GgmlType type, const MatvecIdShape& 
   }
   GARNET_RETURN_IF_ERROR(Need(ids, uint64_t{s.n_slots} * 4, op, "ids"));
   GARNET_RETURN_IF_ERROR(Need(y, Span4(s.n_slots, ys, s.out), op, "y"));
-  const uint32_t rows = matvec_rows_;
+  const uint32_t rows = MatvecRows(s.out, s.n_slots);
   uint32_t gx = 0, gy = 0;
   GARNET_RETURN_IF_ERROR(Fold(device_, (s.out + rows - 1) / rows, &gx, &gy, op));
   const uint32_t vec = MatvecVec(type, w, row_bytes, {stride}, x, {s.x_stride, kind == 2 ? up_offset : 0},

@@ -129,7 +129,9 @@ class Kernels {
   // on an H100 that took Q8_0 from 0.85 to 2.1 TB/s and Q4_K from 0.46 to 0.72-0.77 TB/s of
   // weights, garnet-vkbench --sweep). A tuning knob for benchmarks and
   // per-device defaults; not to be changed while another thread records with this object.
-  // InvalidArgument for values outside those ranges (nothing changes).
+  // InvalidArgument for values outside those ranges (nothing changes). By default a matrix too
+  // small to fill the device at 4 rows per workgroup (fewer than 256 workgroups) takes 2 or 1;
+  // after SetMatvecLaunch every matvec uses exactly the rows given.
   Status SetMatvecLaunch(uint32_t workgroup, uint32_t rows_per_group);
   // Whether Matmul may use the cooperative-matrix kernel where the device has it (default true).
   // For benchmarks and tests comparing the two paths; same threading caveat as SetMatvecLaunch.
@@ -299,7 +301,10 @@ class Kernels {
   Buffer placeholder_;
   uint32_t matvec_wg_ = 64;
   uint32_t matvec_rows_ = 4;
+  bool matvec_rows_auto_ = true;  // fewer rows per workgroup for small matrices
   bool matmul_coop_ = true;
+  // Rows per workgroup for a matvec of `out` rows times `n_vecs` vectors (or slots).
+  uint32_t MatvecRows(uint32_t out, uint32_t n_vecs) const;
 };
 
 }  // namespace garnet::vk

@@ -173,7 +173,8 @@ TEST_P(KernelTest, MatvecEveryWeightTypeOddSizes) {
                            MatCase{GgmlType::kQ8_0, 96, 53}, MatCase{GgmlType::kQ8_0, 4096, 5},
                            MatCase{GgmlType::kQ4_0, 160, 29}, MatCase{GgmlType::kQ4_K, 512, 19},
                            // x as vec4 (stride a multiple of 4) and 16-byte Q4_K words
-                           MatCase{GgmlType::kQ4_K, 768, 6, 4}}) {
+                           MatCase{GgmlType::kQ4_K, 768, 6, 4}, MatCase{GgmlType::kQ6_K, 512, 11},
+                           MatCase{GgmlType::kQ6_K, 768, 6, 4}}) {
     const std::string what = "matvec " + std::string(TypeName(c.type)) + " " +
                              std::to_string(c.in) + "x" + std::to_string(c.out) + " pad " +
                              std::to_string(c.x_pad) + " (" + k().MatvecVariant(c.type) + ")";

@@ -15,7 +15,7 @@
 // Grid:      ceil(out / NROWS) workgroups folded into (x, y) (see common.glsl), z = n_vecs.
 // Variants:  WTYPE_<every weights.glsl type> x USE_SUBGROUP (subgroupAdd vs shared-memory tree)
 //            x STORAGE16 (16-bit loads vs 32-bit words; not for F32) x MUL_ID. F32/F16/BF16,
-//            Q8_0, Q4_0 and Q4_K have their own inner loops; the other types share a generic
+//            Q8_0, Q4_0, Q4_K and Q6_K have their own inner loops; the other types share a generic
 //            loop over groups of 8 weights (w_group8).
 // MUL_ID (MoE experts, decode): W holds n_experts matrices expert_stride bytes apart, and grid z
 // is a slot s with expert ids[s]: the product uses matrix ids[s] and vector s (x_stride may be 0:
@@ -247,11 +247,15 @@ void main() {
           mn_lo = ((a >> 4) & 15u) | (((bm >> 6) & 3u) << 4);
           mn_hi = ((a >> 12) & 15u) | (((bm >> 14) & 3u) << 4);
         }
+        // Nibbles to floats without int-to-float conversions (a slow instruction on some GPUs):
+        // the bits 0x4B000000 | v are the float 2^23 + v, exact for v < 2^23.
         float slo = 0.0, shi = 0.0;
         [[unroll]] for (uint j = 0; j < 4u; ++j) {
           const uvec4 bytes = (uvec4(q[j]) >> uvec4(0u, 8u, 16u, 24u)) & 0xffu;
-          slo += dot(vec4(bytes & 15u), xl[j]);
-          shi += dot(vec4(bytes >> 4), xh[j]);
+          const vec4 lo = uintBitsToFloat((bytes & 15u) | 0x4B000000u) - 8388608.0;
+          const vec4 hi = uintBitsToFloat((bytes >> 4) | 0x4B000000u) - 8388608.0;
+          slo += dot(lo, xl[j]);
+          shi += dot(hi, xh[j]);
         }
         const vec2 dm = unpackHalf2x16(hd.x);
         acc[r] += dm.x * (float(sc_lo) * slo + float(sc_hi) * shi) -
@@ -285,6 +289,40 @@ void main() {
         shi += float(b0 >> 4) * xh[2u * j] + float(b1 >> 4) * xh[2u * j + 1u];
       }
       acc[r] += ldf16(b) * (lo.x * slo + hi.x * shi) - ldf16(b + 2u) * (lo.y * sum_l + hi.y * sum_h);
+    }
+  }
+#elif defined(WTYPE_Q6_K)
+  // 16 items per block: half h (weights 128h ..) and l4 (l = 4 l4 + i, i < 4): the words
+  // ql[64h + 4 l4 ..], ql[64h + 32 + 4 l4 ..] and qh[32h + 4 l4 ..] hold quadrant g's weights
+  // 128h + 32g + l: low nibbles of the first word (g 0) and of the second (g 1), high nibbles of
+  // the first (g 2) and of the second (g 3), with qh bits 2g, 2g + 1 on top; the scale of
+  // quadrant g is scales[8h + 2g + l4 / 4]; w = d * scale * (q - 32). Blocks are 210 bytes, so
+  // only 2-byte aligned: words are read as 16-bit halves.
+  for (uint it = tid; it < nb * 16u; it += WG) {
+    const uint blk = it >> 4, part = it & 15u;
+    const uint h = part >> 3, l4 = part & 7u;
+    const uint xo = xb + blk * 256u + 128u * h + 4u * l4;
+    vec4 xq[4];
+    [[unroll]] for (uint g = 0; g < 4u; ++g) xq[g] = load_x4(xo + 32u * g);
+    for (uint r = 0; r < NR; ++r) {
+      const uint b = rb[r] + blk * 210u;
+      const uint qa = ld32(b + 64u * h + 4u * l4);
+      const uint qb = ld32(b + 64u * h + 32u + 4u * l4);
+      const uint qh = ld32(b + 128u + 32u * h + 4u * l4);
+      const uint sb = b + 192u + 8u * h + (l4 >> 2);
+      uint q[4];
+      q[0] = (qa & 0x0f0f0f0fu) | ((qh << 4) & 0x30303030u);
+      q[1] = (qb & 0x0f0f0f0fu) | ((qh << 2) & 0x30303030u);
+      q[2] = ((qa >> 4) & 0x0f0f0f0fu) | (qh & 0x30303030u);
+      q[3] = ((qb >> 4) & 0x0f0f0f0fu) | ((qh >> 2) & 0x30303030u);
+      float t = 0.0;
+      [[unroll]] for (uint g = 0; g < 4u; ++g) {
+        const uvec4 bytes = (uvec4(q[g]) >> uvec4(0u, 8u, 16u, 24u)) & 0xffu;
+        // 2^23 + q as float bits, minus 2^23 + 32: q - 32 exactly, no int-to-float conversion.
+        const vec4 wq = uintBitsToFloat(bytes | 0x4B000000u) - 8388640.0;
+        t += float(sext8(ld8(sb + 2u * g))) * dot(wq, xq[g]);
+      }
+      acc[r] += ldf16(b + 208u) * t;
     }
   }
 #else

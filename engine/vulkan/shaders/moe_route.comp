@@ -12,8 +12,9 @@
 // Push:      uint E, K, n_tokens, has_scale        (E <= 1024, K <= E, K <= 64)
 // Spec:      0 WG workgroup size (power of two)
 // Grid:      (n_tokens, 1, 1)
-// Method:    softmax with wg_max / wg_sum; then K rounds of a workgroup arg-max over shared p
-//            (a tree of (value, index) pairs), each removing the winner.
+// Method:    softmax with wg_max / wg_sum; then every expert's rank in that order (how many
+//            experts come before it: one pass over shared p, no further barriers); ranks < K
+//            are the chosen slots.
 #version 450
 #include "common.glsl"
 
@@ -29,8 +30,6 @@ layout(push_constant) uniform Push {
 } p;
 
 shared float prob[1024];
-shared float best_v[WG];
-shared uint best_i[WG];
 shared float chosen_p[64];
 shared uint chosen_i[64];
 
@@ -55,33 +54,26 @@ void main() {
   for (uint e = tid; e < p.E; e += WG) prob[e] *= inv;
   barrier();
 
-  for (uint k = 0; k < p.K; ++k) {
-    float bv = -1.0;  // probabilities are >= 0; removed experts hold -1
-    uint bi = 0xffffffffu;
-    for (uint e = tid; e < p.E; e += WG) {
-      if (before(prob[e], e, bv, bi)) {
-        bv = prob[e];
-        bi = e;
-      }
-    }
-    best_v[tid] = bv;
-    best_i[tid] = bi;
-    barrier();
-    [[unroll]] for (uint h = WG / 2; h > 0; h >>= 1) {
-      if (tid < h && before(best_v[tid + h], best_i[tid + h], best_v[tid], best_i[tid])) {
-        best_v[tid] = best_v[tid + h];
-        best_i[tid] = best_i[tid + h];
-      }
-      barrier();
-    }
-    if (tid == 0) {
-      const bool found = best_i[0] < p.E;
-      chosen_p[k] = found ? best_v[0] : 0.0;
-      chosen_i[k] = best_i[0];
-      if (found) prob[best_i[0]] = -1.0;
-    }
-    barrier();
+  for (uint k = tid; k < p.K; k += WG) {
+    chosen_p[k] = 0.0;
+    chosen_i[k] = 0xffffffffu;
   }
+  barrier();
+  // NaN probabilities (from NaN logits) fail p >= 0 and are never chosen.
+  for (uint e = tid; e < p.E; e += WG) {
+    const float pe = prob[e];
+    if (!(pe >= 0.0)) continue;
+    uint rank = 0;
+    for (uint f = 0; f < p.E && rank < p.K; ++f) {
+      const float pf = prob[f];
+      if (pf >= 0.0 && before(pf, f, pe, e)) ++rank;
+    }
+    if (rank < p.K) {
+      chosen_p[rank] = pe;
+      chosen_i[rank] = e;
+    }
+  }
+  barrier();
   if (tid == 0) {
     float sum = 0.0;
     for (uint k = 0; k < p.K; ++k) sum += chosen_p[k];
