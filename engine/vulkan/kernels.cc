@@ -935,7 +935,9 @@ Status Kernels::AttentionDecode(Recorder& rec, const AttentionShape& s, const Bu
   std::string variant = "attn_decode_f16";
   if (device_.caps().storage_16bit) variant += "_s16";  // needs only 16-bit storage
   if (device_.caps().subgroup_arithmetic) variant += "_sg";
-  PipelineDesc desc{variant, 6, 0b110000, 48, {kWg, s.head_dim}, {kWg, 1, 1}};
+  const uint32_t kvec =
+      k.offset % 16 == 0 && slot % 8 == 0 && head % 8 == 0 && s.head_dim % 8 == 0 ? 1 : 0;
+  PipelineDesc desc{variant, 6, 0b110000, 48, {kWg, s.head_dim, kvec}, {kWg, 1, 1}};
   GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
   struct {
     uint32_t n_q_heads, n_kv_heads, n_tokens, ring_size, kv_first, window, q_tok_stride,

@@ -949,6 +949,8 @@ TEST_P(KernelTest, AttentionOnlineSoftmaxGqaWindowRing) {
       {"full 256 gqa causal", 256, 4, 2, 16, 0, 0, {10, 11, 12}, 1.0f},
       {"swa 512 ring", 512, 2, 1, 8, 14, 8, {20, 21}, 0.0625f},
       {"64 long chunks + wrap + empty", 64, 3, 3, 300, 701, 0, {1000, 750, -5, 600}, 0.125f},
+      // Rows not a multiple of 8 elements: keys read element by element (no 16-byte loads).
+      {"36 unaligned rows", 36, 2, 1, 12, 0, 0, {5, 11}, 0.2f},
   };
   for (const Case& c : cases) {
     const uint32_t t_n = static_cast<uint32_t>(c.pos.size());

@@ -24,7 +24,9 @@
 //            5 part (write, float) partial results (n_splits > 1; bound but unused otherwise)
 // Push:      uint n_q_heads, n_kv_heads, n_tokens, ring_size, kv_first, window, q_tok_stride,
 //            o_tok_stride, kv_head_stride, slot_stride; float scale; uint n_splits
-// Spec:      0 WG workgroup size (power of two), 1 D head dim
+// Spec:      0 WG workgroup size (power of two), 1 D head dim, 2 KVEC: 1 when every K row starts
+//            at a multiple of 8 elements of a 16-byte aligned binding (keys then read 16 bytes
+//            at a time; 0 is always correct)
 // Grid:      (n_q_heads, n_tokens, n_splits)
 // Method:    keys in chunks of WG: invocation i scores key (chunk + i) over all D dims; the
 //            workgroup takes the chunk's max, rescales the running sum and accumulators, and each
@@ -34,6 +36,8 @@
 #include "common.glsl"
 
 layout(constant_id = 1) const uint D = 256;
+layout(constant_id = 2) const uint KVEC = 0;
+layout(binding = 1, std430) readonly buffer KBuf4 { uvec4 k4[]; };  // K again (KVEC)
 
 layout(binding = 0, std430) readonly buffer QBuf { float q[]; };
 #ifdef STORAGE16
@@ -66,6 +70,7 @@ layout(push_constant) uniform Push {
 } p;
 
 shared float q_s[D];
+shared vec4 q4_s[(D + 3) / 4];
 shared float prob[WG];
 
 // Output dims owned by one invocation: d = tid + WG * i.
@@ -80,6 +85,10 @@ void main() {
   const uint kvb = g * p.kv_head_stride;
 
   for (uint d = tid; d < D; d += WG) q_s[d] = q[qb + d];
+  barrier();
+  for (uint d = tid; d < D / 4u; d += WG) {
+    q4_s[d] = vec4(q_s[4u * d], q_s[4u * d + 1u], q_s[4u * d + 2u], q_s[4u * d + 3u]);
+  }
   barrier();
 
   // Key range [lo, hi] in absolute positions; empty when hi < lo.
@@ -105,7 +114,19 @@ void main() {
     if (j <= hi) {
       const uint kb = kvb + (uint(j) % p.ring_size) * p.slot_stride;
       float dot = 0.0;
-      for (uint d = 0; d < D; ++d) dot += q_s[d] * ldk(kb + d);
+      if (KVEC != 0u) {
+        // One thread per key: 16-byte loads of its row, four independent partial sums.
+        vec4 a = vec4(0.0), b = vec4(0.0);
+        for (uint d = 0; d < D; d += 8u) {
+          const uvec4 w = k4[(kb + d) >> 3];
+          a += vec4(unpackHalf2x16(w.x), unpackHalf2x16(w.y)) * q4_s[d >> 2];
+          b += vec4(unpackHalf2x16(w.z), unpackHalf2x16(w.w)) * q4_s[(d >> 2) + 1u];
+        }
+        const vec4 t = a + b;
+        dot = (t.x + t.y) + (t.z + t.w);
+      } else {
+        for (uint d = 0; d < D; ++d) dot += q_s[d] * ldk(kb + d);
+      }
       s = dot * p.scale;
     }
     const float m_new = max(m, wg_max(s));
