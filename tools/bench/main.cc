@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -168,10 +169,14 @@ int main(int argc, char** argv) {
     auto t1 = std::chrono::steady_clock::now();
     double pre = std::chrono::duration<double>(t1 - t0).count();
     uint64_t hash = 1469598103934665603ull;  // FNV-1a over the greedy ids, to compare runs
+    std::string first_ids;                    // the first greedy ids, to see a degenerate run
+    int64_t bad_rows = 0;                     // logit rows with a NaN or an infinity
     for (int64_t g = 0; g < n_gen; ++g) {
       auto l = (*seq)->logits();
+      if (std::any_of(l.begin(), l.end(), [](float v) { return !std::isfinite(v); })) ++bad_rows;
       int32_t best = static_cast<int32_t>(std::max_element(l.begin(), l.end()) - l.begin());
       hash = (hash ^ static_cast<uint32_t>(best)) * 1099511628211ull;
+      if (g < 8) first_ids += (g ? " " : "") + std::to_string(best);
       s = e.Feed(**seq, std::vector<int32_t>{best});
       if (!s.ok()) {
         std::fprintf(stderr, "error: %s\n", s.ToString().c_str());
@@ -182,7 +187,9 @@ int main(int argc, char** argv) {
     std::printf("prefill %lld tok: %.2f tok/s (%.3f s) | decode %lld tok: %.2f tok/s (%.3f s)\n",
                 static_cast<long long>(n_prompt), n_prompt / pre, pre,
                 static_cast<long long>(n_gen), n_gen > 0 ? n_gen / dec : 0.0, dec);
-    std::printf("greedy ids hash %016llx\n", static_cast<unsigned long long>(hash));
+    std::printf("greedy ids hash %016llx (first ids %s; %lld of %lld logit rows not finite)\n",
+                static_cast<unsigned long long>(hash), first_ids.c_str(),
+                static_cast<long long>(bad_rows), static_cast<long long>(n_gen));
   }
   struct rusage ru {};
   getrusage(RUSAGE_SELF, &ru);
