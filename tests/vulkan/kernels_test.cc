@@ -1057,8 +1057,10 @@ TEST_P(KernelTest, AttentionOnlineSoftmaxGqaWindowRing) {
 // The prefill kernel (tiles of 16 query rows of one kv head, keys streamed in chunks) on token
 // counts that are no multiple of the tile, GQA groups of 1, 2 and 8 heads, window masks, a ring
 // that wraps, kv_first > 0, queries with no key (a negative position, one below kv_first),
-// positions out of order, strided Q/O/K/V, and head dims 256 and 512 (the Gemma 4 ones, chunks
-// of 32 and 8 keys) plus 64 and 32 (the tiny presets').
+// positions out of order, strided Q/O/K/V, and head dims 256 and 512 (the Gemma 4 ones), 64 and
+// 32 (the tiny presets') and 384. The tile each uses depends on the device's shared memory
+// (printed): lavapipe (32 KiB) runs 16x16, 8x8, 16x32, 16x32 and 16x8; a 48 KiB GPU 16x32,
+// 16x8, 16x32, 16x32 and 16x16.
 TEST_P(KernelTest, AttentionPrefillMatchesOracle) {
   std::vector<int32_t> run37(37), run21(21), run19(19);
   std::iota(run37.begin(), run37.end(), 100);  // 100..136 over a ring of 24: wraps
@@ -1071,6 +1073,8 @@ TEST_P(KernelTest, AttentionPrefillMatchesOracle) {
       {"512 gqa8 causal kv_first", 512, 8, 1, 64, 3, 0, run21, 1.0f},
       {"64 out of order + wrap + empty", 64, 3, 3, 300, 701, 0, {1000, 750, -5, 600, 999}, 0.125f},
       {"32 gqa2 window from 0", 32, 2, 1, 32, 0, 7, run19, 0.5f},
+      // 192 f16 pairs: a second, partly idle pair per invocation; 16 x 8 tiles on 32 KiB devices.
+      {"384 gqa2 window", 384, 2, 1, 40, 0, 9, run19, 0.05f},
   };
   for (const AttnCase& c : cases) {
     const AttnData a = MakeAttnData(c);
