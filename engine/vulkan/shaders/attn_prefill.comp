@@ -27,7 +27,7 @@
 //            with key c; row statistics: invocation i < BQ takes row i's chunk max, turns its
 //            scores into exp(s - m) and rescales its running sum, while all load the V chunk
 //            into the same shared array; then invocation tid accumulates output dim pairs
-//            tid, tid + WG, ... of all BQ rows (fp32 registers).
+//            tid, tid + WG, ... of all BQ rows (fp32 registers), each probability loaded once.
 // Shared:    BQ * D * 4 + BK * (D / 2 + 1) * 4 + BQ * BK * 4 + small; the host picks BQ and BK so
 //            this fits the device (48 KiB: D 256 BQ 16 BK 32, ~35 KiB; D 512 BQ 16 BK 8, ~41 KiB;
 //            32 KiB as on lavapipe: D 256 BQ 16 BK 16; D 512 BQ 8 BK 8).
@@ -210,14 +210,20 @@ void main() {
     }
     barrier();
 
-    [[unroll]] for (uint b = 0; b < NP; ++b) {
-      const uint w = tid + WG * b;
-      if (w < DW) {
-        [[unroll]] for (uint i = 0; i < BQ; ++i) acc[i * NP + b] *= alpha_s[i];
-        for (uint c = 0; c < n; ++c) {
-          const vec2 vv = unpackHalf2x16(kv_s[c * KVS + w]);
-          [[unroll]] for (uint i = 0; i < BQ; ++i) acc[i * NP + b] += p_s[i * BK + c] * vv;
-        }
+    // Output pairs tid + WG * b; a pair past the row (D / 2 not a multiple of WG) reads word 0
+    // and is never written out.
+    uint wv[NP];
+    [[unroll]] for (uint b = 0; b < NP; ++b) wv[b] = tid + WG * b < DW ? tid + WG * b : 0u;
+    [[unroll]] for (uint i = 0; i < BQ; ++i) {
+      const float alpha = alpha_s[i];
+      [[unroll]] for (uint b = 0; b < NP; ++b) acc[i * NP + b] *= alpha;
+    }
+    for (uint c = 0; c < n; ++c) {
+      vec2 vv[NP];
+      [[unroll]] for (uint b = 0; b < NP; ++b) vv[b] = unpackHalf2x16(kv_s[c * KVS + wv[b]]);
+      [[unroll]] for (uint i = 0; i < BQ; ++i) {
+        const float pr = p_s[i * BK + c];  // one shared load for all of this row's pairs
+        [[unroll]] for (uint b = 0; b < NP; ++b) acc[i * NP + b] += pr * vv[b];
       }
     }
     barrier();  // kv_s, p_s and alpha_s are rewritten by the next chunk
