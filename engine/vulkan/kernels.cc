@@ -978,10 +978,12 @@ Status Kernels::AttentionPrefill(Recorder& rec, const AttentionShape& s, const B
       s.n_kv_heads > device_.info().max_workgroup_count[1]) {
     return Status::InvalidArgument(op, "too many query rows or kv heads for one dispatch");
   }
-  std::string variant = "attn_prefill_f16";
-  if (device_.caps().storage_16bit) variant += "_s16";
+  if (geo.slot % 2 != 0 || geo.head % 2 != 0) {
+    return Status::InvalidArgument(op, "needs even K/V slot and head strides (32-bit loads)");
+  }
   PipelineDesc desc{
-      variant, 5, 0b10000, 44, {kPrefillWg, s.head_dim, tile.rows, tile.keys}, {kPrefillWg, 1, 1}};
+      "attn_prefill_f16", 5, 0b10000, 44, {kPrefillWg, s.head_dim, tile.rows, tile.keys},
+      {kPrefillWg, 1, 1}};
   GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
   struct {
     uint32_t n_q_heads, n_kv_heads, n_tokens, ring_size, kv_first, window, q_tok_stride,

@@ -262,7 +262,8 @@ class Kernels {
   // workgroup per tile of query rows (token, query head) of one kv head streams that head's keys
   // through shared memory once per tile instead of once per query (shaders/attn_prefill.comp).
   // One dispatch, no scratch. Same shapes, masks and errors as AttentionDecode (split_keys is
-  // ignored), plus InvalidArgument where AttentionPrefillTile(head_dim) has no rows. It does
+  // ignored), plus InvalidArgument where AttentionPrefillTile(head_dim) has no rows or a K/V
+  // stride is odd (it reads f16 pairs as 32-bit words; packed strides are even). It does
   // not split the keys, so for a handful of tokens over a long cache (few workgroups)
   // AttentionDecode is faster: callers pick this one for larger batches.
   Status AttentionPrefill(Recorder& rec, const AttentionShape& s, const BufferRange& q,

@@ -1146,6 +1146,10 @@ TEST_P(KernelTest, AttentionRejectsBadShapes) {
   s.ring_size = 1 << 20;
   EXPECT_TRUE(k().AttentionPrefill(rec(), s, b, b, b, b, b).IsInvalidArgument());
   s.ring_size = 8;
+  s.head_dim = 64;
+  s.slot_stride = 65;  // odd: the prefill kernel reads f16 pairs as 32-bit words
+  EXPECT_TRUE(k().AttentionPrefill(rec(), s, b, b, b, b, b).IsInvalidArgument());
+  s.slot_stride = 0;
   for (uint32_t d : {63u, 514u, 1024u}) {
     s.head_dim = d;
     EXPECT_EQ(k().AttentionPrefillTile(d).rows, 0u) << d;

@@ -14,6 +14,7 @@
 //
 // Bindings:  0 Q (read, float)   [n_tokens][q_tok_stride], head h at h * D
 //            1 K (read, f16)     element (g, slot, d) at g * kv_head_stride + slot * slot_stride + d
+//                                (kv_head_stride and slot_stride even: read as 32-bit words)
 //            2 V (read, f16)     same layout as K
 //            3 pos (read, int[n_tokens])
 //            4 O (write, float)  [n_tokens][o_tok_stride], head h at h * D
@@ -31,7 +32,7 @@
 // Shared:    BQ * D * 4 + BK * (D / 2 + 1) * 4 + BQ * BK * 4 + small; the host picks BQ and BK so
 //            this fits the device (48 KiB: D 256 BQ 16 BK 32, ~35 KiB; D 512 BQ 16 BK 8, ~41 KiB;
 //            32 KiB as on lavapipe: D 256 BQ 16 BK 16; D 512 BQ 8 BK 8).
-// Variants:  STORAGE16 (f16 loads) or 32-bit words.
+// Variants:  one (32-bit loads only: no 16-bit storage needed).
 #version 450
 #include "common.glsl"
 
@@ -40,17 +41,9 @@ layout(constant_id = 2) const uint BQ = 16;
 layout(constant_id = 3) const uint BK = 32;
 
 layout(binding = 0, std430) readonly buffer QBuf { float q[]; };
-#ifdef STORAGE16
-layout(binding = 1, std430) readonly buffer KBuf { float16_t k16[]; };
-layout(binding = 2, std430) readonly buffer VBuf { float16_t v16[]; };
-float ldk(uint e) { return float(k16[e]); }
-float ldv(uint e) { return float(v16[e]); }
-#else
+// K/V as 32-bit words (f16 pairs): the host requires even strides, so every row starts on a word.
 layout(binding = 1, std430) readonly buffer KBuf { uint k32[]; };
 layout(binding = 2, std430) readonly buffer VBuf { uint v32[]; };
-float ldk(uint e) { return unpackHalf2x16(k32[e >> 1])[e & 1u]; }
-float ldv(uint e) { return unpackHalf2x16(v32[e >> 1])[e & 1u]; }
-#endif
 layout(binding = 3, std430) readonly buffer PBuf { int pos[]; };
 layout(binding = 4, std430) writeonly buffer OBuf { float o[]; };
 layout(push_constant) uniform Push {
@@ -144,8 +137,7 @@ void main() {
       const uint c = idx / DW, w = idx - c * DW;
       uint v = 0u;
       if (c < n) {
-        const uint e = kvb + (uint(c0 + int(c)) % p.ring_size) * p.slot_stride + 2u * w;
-        v = packHalf2x16(vec2(ldk(e), ldk(e + 1u)));
+        v = k32[(kvb + (uint(c0 + int(c)) % p.ring_size) * p.slot_stride) / 2u + w];
       }
       kv_s[c * KVS + w] = v;
     }
@@ -203,8 +195,7 @@ void main() {
       uint v = 0u;
       // A key outside every row's range is never read: its slot may hold anything (even NaN).
       if (any_s[c] != 0u) {
-        const uint e = kvb + (uint(c0 + int(c)) % p.ring_size) * p.slot_stride + 2u * w;
-        v = packHalf2x16(vec2(ldv(e), ldv(e + 1u)));
+        v = v32[(kvb + (uint(c0 + int(c)) % p.ring_size) * p.slot_stride) / 2u + w];
       }
       kv_s[c * KVS + w] = v;
     }
