@@ -949,7 +949,7 @@ uint64_t PrefillSharedBytes(uint32_t d, uint32_t bq, uint32_t bk) {
 }  // namespace
 
 AttentionTile Kernels::AttentionPrefillTile(uint32_t head_dim) const {
-  if (head_dim == 0 || head_dim % 2 != 0 || head_dim > kPrefillMaxHeadDim) return {};
+  if (head_dim == 0 || head_dim % 4 != 0 || head_dim > kPrefillMaxHeadDim) return {};
   if (device_.info().max_workgroup_invocations < kPrefillWg) return {};
   const uint64_t budget =
       std::min<uint64_t>(kPrefillSharedBudget, device_.info().max_shared_memory);
@@ -968,9 +968,9 @@ Status Kernels::AttentionPrefill(Recorder& rec, const AttentionShape& s, const B
   GARNET_ASSIGN_OR_RETURN(const AttentionGeometry geo, CheckAttention(op, s, q, k, v, pos, o));
   const AttentionTile tile = AttentionPrefillTile(s.head_dim);
   if (tile.rows == 0) {
-    return Status::InvalidArgument(op, "head_dim " + std::to_string(s.head_dim) +
-                                           " is odd, above " + std::to_string(kPrefillMaxHeadDim) +
-                                           " or its tile does not fit this device");
+    return Status::InvalidArgument(
+        op, "head_dim " + std::to_string(s.head_dim) + " is not a multiple of 4, above " +
+                std::to_string(kPrefillMaxHeadDim) + " or its tile does not fit this device");
   }
   const uint64_t rows = uint64_t{s.n_tokens} * (s.n_q_heads / s.n_kv_heads);
   const uint64_t tiles = (rows + tile.rows - 1) / tile.rows;

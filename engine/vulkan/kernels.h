@@ -271,7 +271,8 @@ class Kernels {
                           const BufferRange& o);
   // The tile AttentionPrefill uses for this head dim on this device: the largest that fits the
   // device's shared memory (at most 48 KiB used), e.g. 16 rows x 32 keys for D = 256 and
-  // 16 x 8 for D = 512 on 48 KiB. {0, 0} where it cannot run: D odd or above 512, or no tile fits.
+  // 16 x 8 for D = 512 on 48 KiB. {0, 0} where it cannot run: D not a multiple of 4 or above 512,
+  // or no tile fits.
   AttentionTile AttentionPrefillTile(uint32_t head_dim) const;
 
   // Embedding gather: y[t, :] = W[ids[t], :] * scale for n_tokens int32 ids; W has n_rows rows

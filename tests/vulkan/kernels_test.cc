@@ -1150,7 +1150,7 @@ TEST_P(KernelTest, AttentionRejectsBadShapes) {
   s.slot_stride = 65;  // odd: the prefill kernel reads f16 pairs as 32-bit words
   EXPECT_TRUE(k().AttentionPrefill(rec(), s, b, b, b, b, b).IsInvalidArgument());
   s.slot_stride = 0;
-  for (uint32_t d : {63u, 514u, 1024u}) {
+  for (uint32_t d : {63u, 66u, 516u, 1024u}) {
     s.head_dim = d;
     EXPECT_EQ(k().AttentionPrefillTile(d).rows, 0u) << d;
     EXPECT_TRUE(k().AttentionPrefill(rec(), s, b, b, b, b, b).IsInvalidArgument()) << d;

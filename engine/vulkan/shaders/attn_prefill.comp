@@ -20,15 +20,16 @@
 //            4 O (write, float)  [n_tokens][o_tok_stride], head h at h * D
 // Push:      uint n_q_heads, n_kv_heads, n_tokens, ring_size, kv_first, window, q_tok_stride,
 //            o_tok_stride, kv_head_stride, slot_stride; float scale
-// Spec:      0 WG workgroup size, 1 D head dim (even), 2 BQ rows per tile, 3 BK keys per chunk
-//            (WG % BK == 0; BQ a multiple of WG / BK, or below it)
+// Spec:      0 WG workgroup size, 1 D head dim (a multiple of 4), 2 BQ rows per tile, 3 BK keys
+//            per chunk (a multiple of 4, WG % BK == 0; BQ a multiple of WG / BK, or below it)
 // Grid:      (ceil(n_tokens * G / BQ), n_kv_heads, 1)
 // Method:    per chunk of BK keys: K chunk -> shared (f16 pairs, rows padded against bank
 //            conflicts); scores: invocation (key c = tid % BK, row group tid / BK) dots its rows
-//            with key c; row statistics: invocation i < BQ takes row i's chunk max, turns its
+//            with key c, 4 dims a step; row statistics: invocation i < BQ takes row i's chunk max, turns its
 //            scores into exp(s - m) and rescales its running sum, while all load the V chunk
 //            into the same shared array; then invocation tid accumulates output dim pairs
-//            tid, tid + WG, ... of all BQ rows (fp32 registers), each probability loaded once.
+//            tid, tid + WG, ... of all BQ rows (fp32 registers), 4 keys a step, each row's 4
+//            probabilities one vec4 load.
 // Shared:    BQ * D * 4 + BK * (D / 2 + 1) * 4 + BQ * BK * 4 + small; the host picks BQ and BK so
 //            this fits the device (48 KiB: D 256 BQ 16 BK 32, ~35 KiB; D 512 BQ 16 BK 8, ~41 KiB;
 //            32 KiB as on lavapipe: D 256 BQ 16 BK 16; D 512 BQ 8 BK 8).
@@ -65,10 +66,12 @@ layout(push_constant) uniform Push {
 #define RG (WG / BK)                // row groups of the score phase
 #define NR ((BQ + RG - 1) / RG)     // rows per invocation in the score phase (some idle)
 #define NP ((DW + WG - 1) / WG)     // output dim pairs per invocation
+#define DQ (D / 4)                  // vec4s per query row (D a multiple of 4)
 
-shared vec2 q_s[BQ * DW];    // the tile's query rows (zeros for rows past the end)
+shared vec4 q_s[BQ * DQ];    // the tile's query rows (zeros for rows past the end)
 shared uint kv_s[BK * KVS];  // the chunk's K, then its V, as packed f16 pairs
-shared float p_s[BQ * BK];   // scores, then exp(s - m) (0 for keys outside the row's range)
+shared vec4 p_s[BQ * BK / 4];  // scores, then exp(s - m) (0 for keys outside the row's range),
+                               // row i's key c at [i * BK / 4 + c / 4][c % 4]
 shared float alpha_s[BQ];    // per row: exp(m_old - m_new) of this chunk
 shared int lo_s[BQ];         // per row: key range [lo, hi]; empty (1, 0) for no key / no row
 shared int hi_s[BQ];
@@ -83,14 +86,14 @@ void main() {
   const uint r0 = gl_WorkGroupID.x * BQ;
   const uint kvb = g * p.kv_head_stride;
 
-  for (uint idx = tid; idx < BQ * DW; idx += WG) {
-    const uint i = idx / DW, w = idx - i * DW;
+  for (uint idx = tid; idx < BQ * DQ; idx += WG) {
+    const uint i = idx / DQ, w = idx - i * DQ;
     const uint r = r0 + i;
-    vec2 v = vec2(0.0);
+    vec4 v = vec4(0.0);
     if (r < n_rows) {
       const uint t = r / G, h = g * G + (r - t * G);
-      const uint qb = t * p.q_tok_stride + h * D + 2u * w;
-      v = vec2(q[qb], q[qb + 1u]);
+      const uint qb = t * p.q_tok_stride + h * D + 4u * w;
+      v = vec4(q[qb], q[qb + 1u], q[qb + 2u], q[qb + 3u]);
     }
     q_s[idx] = v;
   }
@@ -156,16 +159,18 @@ void main() {
       float dot[NR];
       [[unroll]] for (uint a = 0; a < NR; ++a) dot[a] = 0.0;
       if (rg < BQ) {
-        for (uint w = 0; w < DW; ++w) {
-          const vec2 kk = unpackHalf2x16(kv_s[kc * KVS + w]);
+        // 4 dims per step: two K words, one vec4 of Q per row (a broadcast load).
+        for (uint w = 0; w < DQ; ++w) {
+          const vec2 k0 = unpackHalf2x16(kv_s[kc * KVS + 2u * w]);
+          const vec2 k1 = unpackHalf2x16(kv_s[kc * KVS + 2u * w + 1u]);
           [[unroll]] for (uint a = 0; a < NR; ++a) {
-            const vec2 qq = q_s[min(rg + RG * a, BQ - 1u) * DW + w];
-            dot[a] += qq.x * kk.x + qq.y * kk.y;
+            const vec4 qq = q_s[min(rg + RG * a, BQ - 1u) * DQ + w];
+            dot[a] += qq.x * k0.x + qq.y * k0.y + qq.z * k1.x + qq.w * k1.y;
           }
         }
       }
       [[unroll]] for (uint a = 0; a < NR; ++a) {
-        if (rg + RG * a < BQ) p_s[(rg + RG * a) * BK + kc] = dot[a] * p.scale;
+        if (rg + RG * a < BQ) p_s[((rg + RG * a) * BK + kc) / 4u][kc % 4u] = dot[a] * p.scale;
       }
     }
     barrier();
@@ -176,13 +181,14 @@ void main() {
       float mx = m;
       for (uint c = 0; c < n; ++c) {
         const int j = c0 + int(c);
-        if (j >= lo && j <= hi) mx = max(mx, p_s[tid * BK + c]);
+        if (j >= lo && j <= hi) mx = max(mx, p_s[(tid * BK + c) / 4u][c % 4u]);
       }
       float sum = 0.0;
       for (uint c = 0; c < BK; ++c) {
         const int j = c0 + int(c);
-        const float e = c < n && j >= lo && j <= hi ? exp(p_s[tid * BK + c] - mx) : 0.0;
-        p_s[tid * BK + c] = e;
+        const uint pi = (tid * BK + c) / 4u;
+        const float e = c < n && j >= lo && j <= hi ? exp(p_s[pi][c % 4u] - mx) : 0.0;
+        p_s[pi][c % 4u] = e;
         sum += e;
       }
       const float alpha = exp(m - mx);  // 0 on the row's first key
@@ -209,12 +215,21 @@ void main() {
       const float alpha = alpha_s[i];
       [[unroll]] for (uint b = 0; b < NP; ++b) acc[i * NP + b] *= alpha;
     }
-    for (uint c = 0; c < n; ++c) {
-      vec2 vv[NP];
-      [[unroll]] for (uint b = 0; b < NP; ++b) vv[b] = unpackHalf2x16(kv_s[c * KVS + wv[b]]);
+    // 4 keys per step (keys n.. of the last step have p = 0 and V = 0): one vec4 of
+    // probabilities per row (a broadcast load) for all of this invocation's pairs.
+    for (uint c = 0; c < n; c += 4u) {
+      vec2 vv[4 * NP];
+      [[unroll]] for (uint u = 0; u < 4u; ++u) {
+        [[unroll]] for (uint b = 0; b < NP; ++b) {
+          vv[u * NP + b] = unpackHalf2x16(kv_s[(c + u) * KVS + wv[b]]);
+        }
+      }
       [[unroll]] for (uint i = 0; i < BQ; ++i) {
-        const float pr = p_s[i * BK + c];  // one shared load for all of this row's pairs
-        [[unroll]] for (uint b = 0; b < NP; ++b) acc[i * NP + b] += pr * vv[b];
+        const vec4 pr = p_s[(i * BK + c) / 4u];
+        [[unroll]] for (uint b = 0; b < NP; ++b) {
+          acc[i * NP + b] += pr.x * vv[b] + pr.y * vv[NP + b] + pr.z * vv[2u * NP + b] +
+                             pr.w * vv[3u * NP + b];
+        }
       }
     }
     barrier();  // kv_s, p_s and alpha_s are rewritten by the next chunk
