@@ -147,6 +147,7 @@ Status Engine::MakeVulkanBackend() {
   vo.embed_scale = options_.embed_scale;
   vo.device = options_.device;
   vo.f16_matmul = options_.f16_matmul;
+  vo.attn_prefill_min_tokens = options_.attn_prefill_min_tokens;
   vo.n_threads = options_.n_threads;
   GARNET_RETURN_IF_ERROR(model::PlacementFromPlan(*plan_, params_, &vo));
   if (std::all_of(vo.host_layers.begin(), vo.host_layers.end(), [](bool h) { return h; })) {

@@ -1114,6 +1114,15 @@ Status VulkanBackend::Impl::RecordLayer(int il, const Row* rows, uint32_t T,
     as.kv_first = static_cast<uint32_t>(std::max<int64_t>(0, last + 1 - as.ring_size));
     as.window = full ? 0 : p.sliding_window;
     as.scale = 1.0f;
+    if (opt.attn_prefill_min_tokens > 0 && n >= opt.attn_prefill_min_tokens &&
+        kern->AttentionPrefillTile(hd).rows > 0) {
+      GARNET_RETURN_IF_ERROR(
+          kern->AttentionPrefill(*rec, as, q.sub(uint64_t{t0} * nq * 4, uint64_t{n} * nq * 4),
+                                 seq->K(owner), seq->V(owner), apos.sub(pos_off, uint64_t{n} * 4),
+                                 attn.sub(uint64_t{t0} * nq * 4, uint64_t{n} * nq * 4)));
+      pos_off += AlignUp(uint64_t{n} * 4);
+      continue;
+    }
     const uint32_t splits = plan::AttentionSplitCount(n, nh, max_keys);
     as.split_keys = splits > 1 ? (max_keys + splits - 1) / splits : std::max<uint32_t>(max_keys, 1);
     const uint64_t need = vk::AttentionScratchBytes(as);

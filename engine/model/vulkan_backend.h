@@ -76,6 +76,12 @@ struct VulkanBackendOptions {
   // logits up to 14% from the CPU backend on an H100 (fp32 tiled matmuls: <= 2.4e-3), so it is
   // opt-in until a more precise variant exists (docs/CORRECTNESS.md).
   bool f16_matmul = false;
+  // A sequence's run of at least this many tokens in one pass takes the flash-attention style
+  // prefill kernel (vk::Kernels::AttentionPrefill: keys read once per tile of 16 query rows);
+  // shorter runs (decode, small batches) take the per-query kernel, which splits long key ranges
+  // across workgroups. 0: never the prefill kernel. Head dims it has no tile for (not a multiple
+  // of 4, above 512) always take the per-query kernel.
+  int64_t attn_prefill_min_tokens = 64;
   // Mixed GPU/CPU placement (a plan::Plan for one GPU; engine.h turns a plan into these). Empty
   // vectors: everything on the GPU.
   //   host_layers[il]:  layer il runs on the CPU (CpuLayers) with its weights in the mapping and

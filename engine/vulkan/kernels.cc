@@ -884,10 +884,9 @@ uint64_t AttentionScratchBytes(const AttentionShape& s) {
   return uint64_t{s.n_tokens} * s.n_q_heads * splits * (uint64_t{s.head_dim} + 2) * 4;
 }
 
-Status Kernels::AttentionDecode(Recorder& rec, const AttentionShape& s, const BufferRange& q,
-                                const BufferRange& k, const BufferRange& v, const BufferRange& pos,
-                                const BufferRange& o, const BufferRange* scratch) {
-  const std::string op = "attention";
+Result<Kernels::AttentionGeometry> Kernels::CheckAttention(
+    const std::string& op, const AttentionShape& s, const BufferRange& q, const BufferRange& k,
+    const BufferRange& v, const BufferRange& pos, const BufferRange& o) const {
   if (s.head_dim == 0 || s.n_q_heads == 0 || s.n_kv_heads == 0 || s.n_tokens == 0 ||
       s.ring_size == 0) {
     return Status::InvalidArgument(op, "empty shape");
@@ -904,24 +903,35 @@ Status Kernels::AttentionDecode(Recorder& rec, const AttentionShape& s, const Bu
     return Status::InvalidArgument(op, "too many heads or tokens for one dispatch");
   }
   const uint32_t row = s.n_q_heads * s.head_dim;
-  const uint32_t qs = s.q_tok_stride ? s.q_tok_stride : row;
-  const uint32_t os = s.o_tok_stride ? s.o_tok_stride : row;
-  const uint32_t slot = s.slot_stride ? s.slot_stride : s.head_dim;
-  const uint64_t head = s.kv_head_stride ? s.kv_head_stride : uint64_t{s.ring_size} * slot;
-  if (qs < row || os < row || slot < s.head_dim ||
-      head < uint64_t{s.ring_size - 1} * slot + s.head_dim) {
+  AttentionGeometry geo;
+  geo.qs = s.q_tok_stride ? s.q_tok_stride : row;
+  geo.os = s.o_tok_stride ? s.o_tok_stride : row;
+  geo.slot = s.slot_stride ? s.slot_stride : s.head_dim;
+  const uint64_t head = s.kv_head_stride ? s.kv_head_stride : uint64_t{s.ring_size} * geo.slot;
+  if (geo.qs < row || geo.os < row || geo.slot < s.head_dim ||
+      head < uint64_t{s.ring_size - 1} * geo.slot + s.head_dim) {
     return Status::InvalidArgument(op, "a stride is smaller than what it steps over");
   }
   if (head > 0xffffffffull) return Status::InvalidArgument(op, "kv head stride over 2^32");
+  geo.head = static_cast<uint32_t>(head);
   // K/V: every (head, slot) the kernel can reach, in f16.
   const uint64_t kv_bytes =
-      ((s.n_kv_heads - 1) * head + uint64_t{s.ring_size - 1} * slot + s.head_dim) * 2;
+      ((s.n_kv_heads - 1) * head + uint64_t{s.ring_size - 1} * geo.slot + s.head_dim) * 2;
   if (kv_bytes > 0xffffffffull) return Status::InvalidArgument(op, "kv cache range over 4 GiB");
-  GARNET_RETURN_IF_ERROR(Need(q, Span4(s.n_tokens, qs, row), op, "q"));
-  GARNET_RETURN_IF_ERROR(Need(o, Span4(s.n_tokens, os, row), op, "o"));
+  GARNET_RETURN_IF_ERROR(Need(q, Span4(s.n_tokens, geo.qs, row), op, "q"));
+  GARNET_RETURN_IF_ERROR(Need(o, Span4(s.n_tokens, geo.os, row), op, "o"));
   GARNET_RETURN_IF_ERROR(Need(k, kv_bytes, op, "k"));
   GARNET_RETURN_IF_ERROR(Need(v, kv_bytes, op, "v"));
   GARNET_RETURN_IF_ERROR(Need(pos, uint64_t{s.n_tokens} * 4, op, "pos"));
+  return geo;
+}
+
+Status Kernels::AttentionDecode(Recorder& rec, const AttentionShape& s, const BufferRange& q,
+                                const BufferRange& k, const BufferRange& v, const BufferRange& pos,
+                                const BufferRange& o, const BufferRange* scratch) {
+  const std::string op = "attention";
+  GARNET_ASSIGN_OR_RETURN(const AttentionGeometry geo, CheckAttention(op, s, q, k, v, pos, o));
+  const uint32_t qs = geo.qs, os = geo.os, slot = geo.slot, head = geo.head;
   const uint32_t splits = AttentionSplits(s);
   if (splits > 1) {
     if (!scratch) {
@@ -944,10 +954,8 @@ Status Kernels::AttentionDecode(Recorder& rec, const AttentionShape& s, const Bu
         o_tok_stride, kv_head_stride, slot_stride;
     float scale;
     uint32_t n_splits;
-  } push{s.n_q_heads, s.n_kv_heads, s.n_tokens,
-         s.ring_size, s.kv_first,   s.window,
-         qs,          os,           static_cast<uint32_t>(head),
-         slot,        s.scale,      splits};
+  } push{s.n_q_heads, s.n_kv_heads, s.n_tokens, s.ring_size, s.kv_first, s.window,
+         qs,          os,           head,       slot,        s.scale,    splits};
   const BufferRange part = splits > 1 ? *scratch : BufferRange(placeholder_);
   const BufferRange bindings[] = {q, k, v, pos, o, part};
   GARNET_RETURN_IF_ERROR(rec.Dispatch(*p, bindings, push, s.n_q_heads, s.n_tokens, splits));
@@ -959,6 +967,73 @@ Status Kernels::AttentionDecode(Recorder& rec, const AttentionShape& s, const Bu
   } cpush{s.n_q_heads, s.n_tokens, splits, os};
   const BufferRange cbind[] = {part, o};
   return rec.Dispatch(*pc, cbind, cpush, s.n_q_heads, s.n_tokens);
+}
+
+namespace {
+// attn_prefill.comp's launch: 128 invocations; tiles of 16 query rows (8 where 16 do not fit)
+// and chunks of 32, 16 or 8 keys, the first pair in that order whose shared memory fits.
+constexpr uint32_t kPrefillWg = 128;
+constexpr uint32_t kPrefillMaxHeadDim = 512;
+// At most this much shared memory, even on devices that allow more: 48 KiB is what the Vulkan
+// compute devices of interest offer (NVIDIA 48 KiB, AMD 64 KiB, lavapipe 32 KiB).
+constexpr uint64_t kPrefillSharedBudget = 48 * 1024;
+
+// Shared bytes of attn_prefill.comp for head dim d, bq rows per tile and bk keys per chunk (its
+// declarations plus common.glsl's reduction array).
+uint64_t PrefillSharedBytes(uint32_t d, uint32_t bq, uint32_t bk) {
+  const uint64_t q = uint64_t{bq} * d * 4;
+  const uint64_t kv = uint64_t{bk} * (d / 2 + 1) * 4;
+  const uint64_t p = uint64_t{bq} * bk * 4;
+  const uint64_t rows = uint64_t{bq} * 4 * 4 + bk * 4;
+  return q + kv + p + rows + kPrefillWg * 4;
+}
+}  // namespace
+
+AttentionTile Kernels::AttentionPrefillTile(uint32_t head_dim) const {
+  if (head_dim == 0 || head_dim % 4 != 0 || head_dim > kPrefillMaxHeadDim) return {};
+  if (device_.info().max_workgroup_invocations < kPrefillWg) return {};
+  const uint64_t budget =
+      std::min<uint64_t>(kPrefillSharedBudget, device_.info().max_shared_memory);
+  for (uint32_t bq : {16u, 8u}) {
+    for (uint32_t bk : {32u, 16u, 8u}) {
+      if (PrefillSharedBytes(head_dim, bq, bk) <= budget) return {bq, bk};
+    }
+  }
+  return {};
+}
+
+Status Kernels::AttentionPrefill(Recorder& rec, const AttentionShape& s, const BufferRange& q,
+                                 const BufferRange& k, const BufferRange& v, const BufferRange& pos,
+                                 const BufferRange& o) {
+  const std::string op = "attention prefill";
+  GARNET_ASSIGN_OR_RETURN(const AttentionGeometry geo, CheckAttention(op, s, q, k, v, pos, o));
+  const AttentionTile tile = AttentionPrefillTile(s.head_dim);
+  if (tile.rows == 0) {
+    return Status::InvalidArgument(
+        op, "head_dim " + std::to_string(s.head_dim) + " is not a multiple of 4, above " +
+                std::to_string(kPrefillMaxHeadDim) + " or its tile does not fit this device");
+  }
+  const uint64_t rows = uint64_t{s.n_tokens} * (s.n_q_heads / s.n_kv_heads);
+  const uint64_t tiles = (rows + tile.rows - 1) / tile.rows;
+  if (tiles > device_.info().max_workgroup_count[0] ||
+      s.n_kv_heads > device_.info().max_workgroup_count[1]) {
+    return Status::InvalidArgument(op, "too many query rows or kv heads for one dispatch");
+  }
+  if (geo.slot % 2 != 0 || geo.head % 2 != 0) {
+    return Status::InvalidArgument(op, "needs even K/V slot and head strides (32-bit loads)");
+  }
+  PipelineDesc desc{
+      "attn_prefill_f16", 5, 0b10000, 44, {kPrefillWg, s.head_dim, tile.rows, tile.keys},
+      {kPrefillWg, 1, 1}};
+  GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
+  struct {
+    uint32_t n_q_heads, n_kv_heads, n_tokens, ring_size, kv_first, window, q_tok_stride,
+        o_tok_stride, kv_head_stride, slot_stride;
+    float scale;
+  } push{s.n_q_heads, s.n_kv_heads, s.n_tokens, s.ring_size, s.kv_first, s.window,
+         geo.qs,      geo.os,       geo.head,   geo.slot,    s.scale};
+  const BufferRange bindings[] = {q, k, v, pos, o};
+  return rec.Dispatch(*p, bindings, push, static_cast<uint32_t>(tiles), s.n_kv_heads, 1);
 }
 
 }  // namespace garnet::vk

@@ -111,6 +111,13 @@ struct AttentionShape {
   uint32_t split_keys = 0;
 };
 
+// AttentionPrefill's work unit: `rows` query rows (token, query head) per workgroup, keys
+// streamed through shared memory `keys` at a time.
+struct AttentionTile {
+  uint32_t rows = 0;
+  uint32_t keys = 0;
+};
+
 // Workgroups per query head the attention uses along the keys: ceil(max keys / split_keys),
 // between 1 and 64, where max keys = min(window, ring_size) (ring_size without a window).
 uint32_t AttentionSplits(const AttentionShape& s);
@@ -253,6 +260,22 @@ class Kernels {
   Status AttentionDecode(Recorder& rec, const AttentionShape& s, const BufferRange& q,
                          const BufferRange& k, const BufferRange& v, const BufferRange& pos,
                          const BufferRange& o, const BufferRange* scratch = nullptr);
+  // The same attention for a prefill batch (many query tokens), flash-attention style: one
+  // workgroup per tile of query rows (token, query head) of one kv head streams that head's keys
+  // through shared memory once per tile instead of once per query (shaders/attn_prefill.comp).
+  // One dispatch, no scratch. Same shapes, masks and errors as AttentionDecode (split_keys is
+  // ignored), plus InvalidArgument where AttentionPrefillTile(head_dim) has no rows or a K/V
+  // stride is odd (it reads f16 pairs as 32-bit words; packed strides are even). It does
+  // not split the keys, so for a handful of tokens over a long cache (few workgroups)
+  // AttentionDecode is faster: callers pick this one for larger batches.
+  Status AttentionPrefill(Recorder& rec, const AttentionShape& s, const BufferRange& q,
+                          const BufferRange& k, const BufferRange& v, const BufferRange& pos,
+                          const BufferRange& o);
+  // The tile AttentionPrefill uses for this head dim on this device: the largest that fits the
+  // device's shared memory (at most 48 KiB used), e.g. 16 rows x 32 keys for D = 256 and
+  // 16 x 8 for D = 512 on 48 KiB. {0, 0} where it cannot run: D not a multiple of 4 or above 512,
+  // or no tile fits.
+  AttentionTile AttentionPrefillTile(uint32_t head_dim) const;
 
   // Embedding gather: y[t, :] = W[ids[t], :] * scale for n_tokens int32 ids; W has n_rows rows
   // of `in` elements of `type`; y rows are y_stride elements apart (0: in). An id outside
@@ -291,6 +314,14 @@ class Kernels {
   Result<RopeGeometry> CheckRope(const char* op, const RopeShape& s, const BufferRange& x,
                                  const BufferRange& pos, const BufferRange& theta,
                                  const BufferRange& y) const;
+  // AttentionDecode and AttentionPrefill's shape and range checks; the strides they imply.
+  struct AttentionGeometry {
+    uint32_t qs = 0, os = 0, slot = 0, head = 0;
+  };
+  Result<AttentionGeometry> CheckAttention(const std::string& op, const AttentionShape& s,
+                                           const BufferRange& q, const BufferRange& k,
+                                           const BufferRange& v, const BufferRange& pos,
+                                           const BufferRange& o) const;
   Kernels(Device& device) : device_(device) {}
   // MatvecId, MatvecIdNorm and MatvecIdGeglu: kind 0, 1, 2.
   Status MatvecIdImpl(Recorder& rec, GgmlType type, const MatvecIdShape& s, const BufferRange& w,

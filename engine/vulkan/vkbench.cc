@@ -1,5 +1,5 @@
 // garnet-vkbench: first numbers for the Vulkan backend on one device.
-//   garnet-vkbench [--device SEL] [--small] [--sweep] [--matmul] [--ffn]
+//   garnet-vkbench [--device SEL] [--small] [--sweep] [--matmul] [--ffn] [--attn]
 // Measures, each as wall time around submit+wait of one command buffer holding many commands:
 //   - per-dispatch cost of a tiny kernel, with a barrier between every dispatch (a chain) and
 //     without (independent ranges), and the CPU cost of recording one dispatch;
@@ -9,10 +9,12 @@
 //     kernels, and attention decode time.
 // --small uses sizes that finish quickly on lavapipe; --sweep tries several matvec launch shapes;
 // --matmul runs only the matmul part; --ffn only a decode feed-forward chain (unfused vs the
-// fused MatvecGeglu).
+// fused MatvecGeglu); --attn only prefill attention (per-query kernel vs the tiled prefill
+// kernel on Gemma 4 prompt shapes).
 // Exit status 1 on any error.
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -206,7 +208,118 @@ int RunFfnChain(Device& dev, Kernels& kernels, Recorder& rec, Transfer& transfer
   return 0;
 }
 
-int Run(const std::string& selector, bool small, bool sweep, bool matmul_only, bool ffn_only) {
+// Prefill attention, old (AttentionDecode: one workgroup per query token and head, one split as
+// the backend runs it for a long prompt) vs new (AttentionPrefill: tiles of query rows), on the
+// Gemma 4 shapes of a 512- or 2048-token prompt at positions 0..T-1; random Q, K and V. Prints
+// both times, the attention FLOP rate (4 * D per (query, key) pair in range) and the largest
+// difference between the two outputs.
+int RunPrefillAttention(Device& dev, Kernels& kernels, Recorder& rec, Transfer& transfer,
+                        bool small) {
+  struct Case {
+    const char* what;
+    uint32_t heads, kv_heads, d, tokens, window;
+    uint32_t pos0 = 0;  // position of the first token (keys 0 .. pos0 + tokens - 1 are cached)
+  };
+  // The last two: a 64-token run late in an 8k context (few tiles over many keys: where the
+  // per-query kernel's extra workgroups could win; it informs attn_prefill_min_tokens).
+  std::vector<Case> cases = {{"26b-a4b sliding", 16, 8, 256, 512, 1024},
+                             {"26b-a4b full", 16, 2, 512, 512, 0},
+                             {"31b sliding", 32, 16, 256, 2048, 1024},
+                             {"26b sliding @8k", 16, 8, 256, 64, 1024, 8128},
+                             {"26b full @8k", 16, 2, 512, 64, 0, 8128}};
+  if (small) {
+    cases = {{"small sliding", 4, 2, 256, 40, 16},
+             {"small full", 4, 1, 512, 24, 0},
+             {"small full @100", 4, 1, 512, 8, 0, 100}};
+  }
+  uint64_t seed = 12345;
+  auto next = [&seed]() {
+    seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+    return static_cast<float>((seed >> 40) & 0xffff) / 65536.0f * 2.0f - 1.0f;
+  };
+  for (const Case& c : cases) {
+    // Every position up to the batch's last plus a window's worth of room: no slot wraps.
+    const uint32_t ring = c.pos0 + c.tokens + c.window;
+    const uint64_t q_n = uint64_t{c.tokens} * c.heads * c.d;
+    const uint64_t kv_n = uint64_t{c.kv_heads} * ring * c.d;
+    std::vector<float> qh(q_n);
+    for (float& v : qh) v = next();
+    std::vector<uint16_t> kh(kv_n), vh(kv_n);
+    for (uint64_t i = 0; i < kv_n; ++i) {
+      kh[i] = F32ToF16(next() * 0.25f);
+      vh[i] = F32ToF16(next());
+    }
+    std::vector<int32_t> ph(c.tokens);
+    for (uint32_t t = 0; t < c.tokens; ++t) ph[t] = static_cast<int32_t>(c.pos0 + t);
+    ASSIGN_OR_FAIL(Buffer q, Buffer::Create(dev, q_n * 4, MemoryKind::kScratch));
+    ASSIGN_OR_FAIL(Buffer o_old, Buffer::Create(dev, q_n * 4, MemoryKind::kScratch));
+    ASSIGN_OR_FAIL(Buffer o_new, Buffer::Create(dev, q_n * 4, MemoryKind::kScratch));
+    ASSIGN_OR_FAIL(Buffer kc, Buffer::Create(dev, kv_n * 2, MemoryKind::kKv));
+    ASSIGN_OR_FAIL(Buffer vc, Buffer::Create(dev, kv_n * 2, MemoryKind::kKv));
+    ASSIGN_OR_FAIL(Buffer pos, Buffer::Create(dev, uint64_t{c.tokens} * 4, MemoryKind::kScratch));
+    CHECK_OK(transfer.Upload(q, 0, qh.data(), q_n * 4));
+    CHECK_OK(transfer.Upload(kc, 0, kh.data(), kv_n * 2));
+    CHECK_OK(transfer.Upload(vc, 0, vh.data(), kv_n * 2));
+    CHECK_OK(transfer.Upload(pos, 0, ph.data(), uint64_t{c.tokens} * 4));
+    AttentionShape s;
+    s.head_dim = c.d;
+    s.n_q_heads = c.heads;
+    s.n_kv_heads = c.kv_heads;
+    s.n_tokens = c.tokens;
+    s.ring_size = ring;
+    s.window = c.window;
+    s.split_keys = ring;  // one pass, as the backend runs a long prompt
+    if (AttentionScratchBytes(s) != 0) {
+      std::fprintf(stderr, "garnet-vkbench: prefill attention case needs splits\n");
+      return 1;
+    }
+    const AttentionTile tile = kernels.AttentionPrefillTile(c.d);
+    if (tile.rows == 0) {
+      std::printf("attention prefill %s: no prefill tile for D=%u on this device\n", c.what, c.d);
+      continue;
+    }
+    double pairs = 0;  // (query, key) pairs in range, per query head
+    for (uint32_t t = 0; t < c.tokens; ++t) {
+      const uint32_t keys = c.pos0 + t + 1;
+      pairs += c.window ? std::min(keys, c.window) : keys;
+    }
+    const double flop = 4.0 * c.d * pairs * c.heads;
+    const int reps = small ? 1 : 10;
+    double sec[2] = {0, 0};
+    for (int path = 0; path < 2; ++path) {
+      const Buffer& o = path == 0 ? o_old : o_new;
+      auto record = [&]() {
+        return path == 0 ? kernels.AttentionDecode(rec, s, q, kc, vc, pos, o)
+                         : kernels.AttentionPrefill(rec, s, q, kc, vc, pos, o);
+      };
+      CHECK_OK(record());  // warm-up (pipeline creation)
+      CHECK_OK(rec.SubmitAndWait());
+      const auto t0 = Clock::now();
+      for (int i = 0; i < reps; ++i) CHECK_OK(record());
+      CHECK_OK(rec.SubmitAndWait());
+      sec[path] = Seconds(t0, Clock::now()) / reps;
+    }
+    std::vector<float> a(q_n), b(q_n);
+    CHECK_OK(transfer.Download(o_old, 0, a.data(), q_n * 4));
+    CHECK_OK(transfer.Download(o_new, 0, b.data(), q_n * 4));
+    double diff = 0, mag = 0;
+    for (uint64_t i = 0; i < q_n; ++i) {
+      diff = std::max(diff, static_cast<double>(std::fabs(a[i] - b[i])));
+      mag = std::max(mag, static_cast<double>(std::fabs(a[i])));
+    }
+    std::printf(
+        "attention prefill %-16s heads %u/%u D=%u T=%u from %u window %u: per-query %8.1f us "
+        "(%5.2f TFLOP/s), tiled %8.1f us (%5.2f TFLOP/s, tile %ux%u), %.2fx; max |diff| "
+        "%.2e of max |o| %.2e\n",
+        c.what, c.heads, c.kv_heads, c.d, c.tokens, c.pos0, c.window, sec[0] * 1e6,
+        flop / sec[0] / 1e12, sec[1] * 1e6, flop / sec[1] / 1e12, tile.rows, tile.keys,
+        sec[0] / sec[1], diff, mag);
+  }
+  return 0;
+}
+
+int Run(const std::string& selector, bool small, bool sweep, bool matmul_only, bool ffn_only,
+        bool attn_only) {
   ASSIGN_OR_FAIL(auto instance, Instance::Create());
   DeviceOptions opts;
   opts.selector = selector;
@@ -220,6 +333,7 @@ int Run(const std::string& selector, bool small, bool sweep, bool matmul_only, b
               dev.caps().push_descriptors ? "yes" : "no", dev.caps().nv_coopmat_f16 ? "yes" : "no");
   if (matmul_only) return RunMatmuls(dev, *kernels, *rec, *transfer, small);
   if (ffn_only) return RunFfnChain(dev, *kernels, *rec, *transfer, small);
+  if (attn_only) return RunPrefillAttention(dev, *kernels, *rec, *transfer, small);
 
   // 1. Per-dispatch cost.
   {
@@ -330,7 +444,10 @@ int Run(const std::string& selector, bool small, bool sweep, bool matmul_only, b
   // 5. A decode feed-forward chain, unfused and fused.
   if (RunFfnChain(dev, *kernels, *rec, *transfer, small) != 0) return 1;
 
-  // 6. Attention decode over an f16 cache.
+  // 6. Prefill attention, per-query vs tiled kernel.
+  if (RunPrefillAttention(dev, *kernels, *rec, *transfer, small) != 0) return 1;
+
+  // 7. Attention decode over an f16 cache.
   for (uint32_t d : {256u, 512u}) {
     const uint32_t heads = 16, kv_heads = d == 512 ? 2 : 8, ctx = small ? 512 : 8192;
     ASSIGN_OR_FAIL(Buffer q, Buffer::Create(dev, uint64_t{heads} * d * 4, MemoryKind::kScratch));
@@ -379,6 +496,7 @@ int main(int argc, char** argv) {
   bool sweep = false;
   bool matmul_only = false;
   bool ffn_only = false;
+  bool attn_only = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--small") {
@@ -389,13 +507,16 @@ int main(int argc, char** argv) {
       matmul_only = true;
     } else if (a == "--ffn") {
       ffn_only = true;
+    } else if (a == "--attn") {
+      attn_only = true;
     } else if (a == "--device" && i + 1 < argc) {
       selector = argv[++i];
     } else {
       std::fprintf(stderr,
-                   "usage: garnet-vkbench [--device SEL] [--small] [--sweep] [--matmul] [--ffn]\n");
+                   "usage: garnet-vkbench [--device SEL] [--small] [--sweep] [--matmul] [--ffn]"
+                   " [--attn]\n");
       return 2;
     }
   }
-  return garnet::vk::Run(selector, small, sweep, matmul_only, ffn_only);
+  return garnet::vk::Run(selector, small, sweep, matmul_only, ffn_only, attn_only);
 }

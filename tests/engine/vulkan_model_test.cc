@@ -71,6 +71,9 @@ VulkanBackendOptions VkOptions(int64_t n_seq = 1) {
   o.n_ctx = kCtx;
   o.n_ubatch = kUbatch;
   o.n_seq = n_seq;
+  // Prefill chunks (8 tokens here) through the flash-attention style prefill kernel, as long
+  // prompts take it in real use (default: runs of 64+); decode steps keep the per-query kernel.
+  o.attn_prefill_min_tokens = 2;
   return o;
 }
 

@@ -938,47 +938,102 @@ TEST_P(KernelTest, GeluMulAndSoftcap) {
   ExpectClose(c, cwant, cscale, 1e-5, 1e-12, "softcap");
 }
 
+// One attention problem: its shape, positions and random Q (float) and K, V (f16) data.
+struct AttnCase {
+  const char* name;
+  uint32_t d, n_q, n_kv, ring, kv_first, window;
+  std::vector<int32_t> pos;
+  float scale;
+};
+
+struct AttnData {
+  std::vector<float> q;
+  std::vector<uint16_t> k16, v16;
+};
+
+AttnData MakeAttnData(const AttnCase& c) {
+  const size_t q_n = c.pos.size() * c.n_q * c.d;
+  const size_t kv_n = size_t{c.n_kv} * c.ring * c.d;
+  AttnData a;
+  a.q = RandomFloats(q_n, 1000 + c.d);
+  const std::vector<float> kf = RandomFloats(kv_n, 1001 + c.d);
+  const std::vector<float> vf = RandomFloats(kv_n, 1002 + c.d);
+  a.k16.resize(kv_n);
+  a.v16.resize(kv_n);
+  for (size_t i = 0; i < kv_n; ++i) {
+    a.k16[i] = F32ToF16(kf[i]);
+    a.v16[i] = F32ToF16(vf[i]);
+  }
+  return a;
+}
+
+// attn_decode.comp's formula in double precision: per token and query head, softmax over the
+// keys at positions [max(kv_first, p - window + 1), p] (slot j % ring), zeros for none.
+std::vector<double> AttentionOracle(const AttnCase& c, const AttnData& a) {
+  const size_t t_n = c.pos.size();
+  std::vector<double> want(t_n * c.n_q * c.d, 0.0);
+  for (size_t t = 0; t < t_n; ++t) {
+    const int64_t p = c.pos[t];
+    int64_t lo = c.kv_first;
+    if (c.window) lo = std::max<int64_t>(lo, p - c.window + 1);
+    for (uint32_t h = 0; h < c.n_q; ++h) {
+      const uint32_t g = h / (c.n_q / c.n_kv);
+      const float* qh = &a.q[(t * c.n_q + h) * c.d];
+      std::vector<double> sc;
+      double mx = -1e300;
+      for (int64_t j = lo; j <= p; ++j) {
+        const size_t kb = (size_t{g} * c.ring + size_t(j % c.ring)) * c.d;
+        double dot = 0;
+        for (uint32_t e = 0; e < c.d; ++e) dot += double(qh[e]) * F16ToF32(a.k16[kb + e]);
+        sc.push_back(dot * c.scale);
+        mx = std::max(mx, sc.back());
+      }
+      double sum = 0;
+      for (double& x : sc) sum += (x = std::exp(x - mx));
+      double* out = &want[(t * c.n_q + h) * c.d];
+      for (int64_t j = lo; j <= p; ++j) {
+        const size_t vb = (size_t{g} * c.ring + size_t(j % c.ring)) * c.d;
+        for (uint32_t e = 0; e < c.d; ++e) out[e] += sc[j - lo] / sum * F16ToF32(a.v16[vb + e]);
+      }
+    }
+  }
+  return want;
+}
+
+AttentionShape ShapeOf(const AttnCase& c) {
+  AttentionShape s;
+  s.head_dim = c.d;
+  s.n_q_heads = c.n_q;
+  s.n_kv_heads = c.n_kv;
+  s.n_tokens = static_cast<uint32_t>(c.pos.size());
+  s.ring_size = c.ring;
+  s.kv_first = c.kv_first;
+  s.window = c.window;
+  s.scale = c.scale;
+  return s;
+}
+
 TEST_P(KernelTest, AttentionOnlineSoftmaxGqaWindowRing) {
-  struct Case {
-    const char* name;
-    uint32_t d, n_q, n_kv, ring, kv_first, window;
-    std::vector<int32_t> pos;
-    float scale;
-  };
-  const std::vector<Case> cases = {
+  const std::vector<AttnCase> cases = {
       {"full 256 gqa causal", 256, 4, 2, 16, 0, 0, {10, 11, 12}, 1.0f},
       {"swa 512 ring", 512, 2, 1, 8, 14, 8, {20, 21}, 0.0625f},
       {"64 long chunks + wrap + empty", 64, 3, 3, 300, 701, 0, {1000, 750, -5, 600}, 0.125f},
       // Rows not a multiple of 8 elements: keys read element by element (no 16-byte loads).
       {"36 unaligned rows", 36, 2, 1, 12, 0, 0, {5, 11}, 0.2f},
   };
-  for (const Case& c : cases) {
+  for (const AttnCase& c : cases) {
+    const AttnData a = MakeAttnData(c);
+    const size_t q_n = a.q.size(), kv_n = a.k16.size();
     const uint32_t t_n = static_cast<uint32_t>(c.pos.size());
-    const size_t q_n = size_t{t_n} * c.n_q * c.d;
-    const size_t kv_n = size_t{c.n_kv} * c.ring * c.d;
-    const std::vector<float> q = RandomFloats(q_n, 1000 + c.d);
-    const std::vector<float> kf = RandomFloats(kv_n, 1001 + c.d);
-    const std::vector<float> vf = RandomFloats(kv_n, 1002 + c.d);
-    std::vector<uint16_t> k16(kv_n), v16(kv_n);
-    for (size_t i = 0; i < kv_n; ++i) {
-      k16[i] = F32ToF16(kf[i]);
-      v16[i] = F32ToF16(vf[i]);
-    }
-    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bq, UploadFloats(*d_, q));
-    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bk, UploadBytes(*d_, k16.data(), kv_n * 2, MemoryKind::kKv));
-    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bv, UploadBytes(*d_, v16.data(), kv_n * 2, MemoryKind::kKv));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bq, UploadFloats(*d_, a.q));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bk,
+                                UploadBytes(*d_, a.k16.data(), kv_n * 2, MemoryKind::kKv));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bv,
+                                UploadBytes(*d_, a.v16.data(), kv_n * 2, MemoryKind::kKv));
     GARNET_ASSERT_OK_AND_ASSIGN(Buffer bp, UploadBytes(*d_, c.pos.data(), t_n * 4));
     GARNET_ASSERT_OK_AND_ASSIGN(Buffer bo,
                                 Buffer::Create(*d_->device, q_n * 4, MemoryKind::kScratch));
-    AttentionShape s;
-    s.head_dim = c.d;
-    s.n_q_heads = c.n_q;
-    s.n_kv_heads = c.n_kv;
-    s.n_tokens = t_n;
-    s.ring_size = c.ring;
-    s.kv_first = c.kv_first;
-    s.window = c.window;
-    s.scale = c.scale;
+    AttentionShape s = ShapeOf(c);
     // One pass, then split into slices of 5 keys (many splits, some empty) merged by the combine
     // pass.
     std::vector<std::vector<float>> outs;
@@ -996,36 +1051,82 @@ TEST_P(KernelTest, AttentionOnlineSoftmaxGqaWindowRing) {
       outs.push_back(std::move(o));
     }
     ASSERT_GT(AttentionSplits(s), 1u);
-    std::vector<double> want(q_n, 0.0), scale(q_n, 1.0);
-    for (uint32_t t = 0; t < t_n; ++t) {
-      const int64_t p = c.pos[t];
-      int64_t lo = c.kv_first;
-      if (c.window) lo = std::max<int64_t>(lo, p - c.window + 1);
-      for (uint32_t h = 0; h < c.n_q; ++h) {
-        const uint32_t g = h / (c.n_q / c.n_kv);
-        const float* qh = &q[(size_t{t} * c.n_q + h) * c.d];
-        std::vector<double> sc;
-        double mx = -1e300;
-        for (int64_t j = lo; j <= p; ++j) {
-          const size_t kb = (size_t{g} * c.ring + size_t(j % c.ring)) * c.d;
-          double dot = 0;
-          for (uint32_t e = 0; e < c.d; ++e) dot += double(qh[e]) * F16ToF32(k16[kb + e]);
-          sc.push_back(dot * c.scale);
-          mx = std::max(mx, sc.back());
-        }
-        double sum = 0;
-        for (double& x : sc) sum += (x = std::exp(x - mx));
-        double* out = &want[(size_t{t} * c.n_q + h) * c.d];
-        for (int64_t j = lo; j <= p; ++j) {
-          const size_t vb = (size_t{g} * c.ring + size_t(j % c.ring)) * c.d;
-          for (uint32_t e = 0; e < c.d; ++e) out[e] += sc[j - lo] / sum * F16ToF32(v16[vb + e]);
-        }
-      }
-    }
+    const std::vector<double> want = AttentionOracle(c, a);
+    const std::vector<double> scale(q_n, 1.0);
     ExpectClose(outs[0], want, scale, 2e-5, 0, std::string("attention ") + c.name);
     ExpectClose(outs[1], want, scale, 2e-5, 0,
                 std::string("attention ") + c.name + " in " + std::to_string(AttentionSplits(s)) +
                     " splits");
+  }
+}
+
+// The prefill kernel (tiles of 16 query rows of one kv head, keys streamed in chunks) on token
+// counts that are no multiple of the tile, GQA groups of 1, 2 and 8 heads, window masks, a ring
+// that wraps, kv_first > 0, queries with no key (a negative position, one below kv_first),
+// positions out of order, strided Q/O/K/V, and head dims 256 and 512 (the Gemma 4 ones), 64 and
+// 32 (the tiny presets') and 384. The tile each uses depends on the device's shared memory
+// (printed): lavapipe (32 KiB) runs 16x16, 8x8, 16x32, 16x32 and 16x8; a 48 KiB GPU 16x32,
+// 16x8, 16x32, 16x32 and 16x16.
+TEST_P(KernelTest, AttentionPrefillMatchesOracle) {
+  std::vector<int32_t> run37(37), run21(21), run19(19);
+  std::iota(run37.begin(), run37.end(), 100);  // 100..136 over a ring of 24: wraps
+  std::iota(run21.begin(), run21.end(), 20);
+  std::iota(run19.begin(), run19.end(), 0);
+  run21[5] = -3;  // no key at all
+  run21[6] = 2;   // below kv_first: no key
+  const std::vector<AttnCase> cases = {
+      {"256 gqa2 window ring", 256, 4, 2, 24, 113, 16, run37, 0.0625f},
+      {"512 gqa8 causal kv_first", 512, 8, 1, 64, 3, 0, run21, 1.0f},
+      {"64 out of order + wrap + empty", 64, 3, 3, 300, 701, 0, {1000, 750, -5, 600, 999}, 0.125f},
+      {"32 gqa2 window from 0", 32, 2, 1, 32, 0, 7, run19, 0.5f},
+      // 192 f16 pairs: a second, partly idle pair per invocation; 16 x 8 tiles on 32 KiB devices.
+      {"384 gqa2 window", 384, 2, 1, 40, 0, 9, run19, 0.05f},
+  };
+  for (const AttnCase& c : cases) {
+    const AttnData a = MakeAttnData(c);
+    const uint32_t t_n = static_cast<uint32_t>(c.pos.size());
+    const uint32_t row = c.n_q * c.d;
+    // Q and O with 3 spare floats per token, K/V with 2 spare halves per slot and 6 per head.
+    const uint32_t qs = row + 3, slot = c.d + 2, head = c.ring * slot + 6;
+    std::vector<float> q(size_t{t_n} * qs, 7.0f);
+    for (uint32_t t = 0; t < t_n; ++t) {
+      std::copy_n(&a.q[size_t{t} * row], row, &q[size_t{t} * qs]);
+    }
+    std::vector<uint16_t> k16(size_t{c.n_kv} * head, 0x7e00), v16(k16.size(), 0x7e00);  // NaN
+    for (uint32_t g = 0; g < c.n_kv; ++g) {
+      for (uint32_t j = 0; j < c.ring; ++j) {
+        const size_t src = (size_t{g} * c.ring + j) * c.d, dst = size_t{g} * head + j * slot;
+        std::copy_n(&a.k16[src], c.d, &k16[dst]);
+        std::copy_n(&a.v16[src], c.d, &v16[dst]);
+      }
+    }
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bq, UploadFloats(*d_, q));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bk,
+                                UploadBytes(*d_, k16.data(), k16.size() * 2, MemoryKind::kKv));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bv,
+                                UploadBytes(*d_, v16.data(), v16.size() * 2, MemoryKind::kKv));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bp, UploadBytes(*d_, c.pos.data(), t_n * 4));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bo, UploadFloats(*d_, q));  // spare floats must survive
+    AttentionShape s = ShapeOf(c);
+    s.q_tok_stride = s.o_tok_stride = qs;
+    s.slot_stride = slot;
+    s.kv_head_stride = head;
+    const AttentionTile tile = k().AttentionPrefillTile(c.d);
+    ASSERT_GT(tile.rows, 0u) << c.name;
+    GARNET_ASSERT_OK(k().AttentionPrefill(rec(), s, bq, bk, bv, bp, bo));
+    GARNET_ASSERT_OK(rec().SubmitAndWait());
+    GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> o, DownloadFloats(*d_, bo, q.size()));
+    const std::vector<double> want = AttentionOracle(c, a);
+    std::vector<float> got(want.size());
+    for (uint32_t t = 0; t < t_n; ++t) {
+      std::copy_n(&o[size_t{t} * qs], row, &got[size_t{t} * row]);
+      for (uint32_t e = row; e < qs; ++e) {
+        ASSERT_EQ(o[size_t{t} * qs + e], 7.0f) << c.name << ": spare float overwritten";
+      }
+    }
+    ExpectClose(got, want, std::vector<double>(want.size(), 1.0), 2e-5, 0,
+                std::string("attention prefill ") + c.name + " (tile " + std::to_string(tile.rows) +
+                    "x" + std::to_string(tile.keys) + ")");
   }
 }
 
@@ -1044,6 +1145,22 @@ TEST_P(KernelTest, AttentionRejectsBadShapes) {
   s.split_keys = 16;  // 4 splits: scratch required
   ASSERT_GT(AttentionScratchBytes(s), 0u);
   EXPECT_TRUE(k().AttentionDecode(rec(), s, b, b, b, b, b).IsInvalidArgument());
+  // The prefill kernel: the same shape checks, and head dims it has no tile for.
+  s.n_kv_heads = 2;
+  EXPECT_TRUE(k().AttentionPrefill(rec(), s, b, b, b, b, b).IsInvalidArgument());
+  s.n_kv_heads = 1;
+  s.ring_size = 1 << 20;
+  EXPECT_TRUE(k().AttentionPrefill(rec(), s, b, b, b, b, b).IsInvalidArgument());
+  s.ring_size = 8;
+  s.head_dim = 64;
+  s.slot_stride = 65;  // odd: the prefill kernel reads f16 pairs as 32-bit words
+  EXPECT_TRUE(k().AttentionPrefill(rec(), s, b, b, b, b, b).IsInvalidArgument());
+  s.slot_stride = 0;
+  for (uint32_t d : {63u, 66u, 516u, 1024u}) {
+    s.head_dim = d;
+    EXPECT_EQ(k().AttentionPrefillTile(d).rows, 0u) << d;
+    EXPECT_TRUE(k().AttentionPrefill(rec(), s, b, b, b, b, b).IsInvalidArgument()) << d;
+  }
   EXPECT_TRUE(rec().empty());
 }
 
