@@ -235,9 +235,12 @@ Status Kernels::RmsNormAdd(Recorder& rec, const NormAddShape& s, const BufferRan
   GARNET_RETURN_IF_ERROR(Need(w, uint64_t{s.n} * 4, op, "w"));
   if (Overlap(h, x)) return Status::InvalidArgument(op, "x overlaps h");
   const uint32_t wg = RowWg(device_, s.rows);
-  PipelineDesc desc{
-      device_.caps().subgroup_arithmetic ? "norm_add_sg" : "norm_add", 3, 0b001, 24, {wg},
-      {wg, 1, 1}};
+  PipelineDesc desc{device_.caps().subgroup_arithmetic ? "norm_add_sg" : "norm_add",
+                    3,
+                    0b001,
+                    24,
+                    {wg},
+                    {wg, 1, 1}};
   GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
   struct {
     uint32_t n, rows, h_stride, x_stride;
@@ -276,9 +279,12 @@ Status Kernels::MoeTail(Recorder& rec, const MoeTailShape& s, const BufferRange&
     }
   }
   const uint32_t wg = RowWg(device_, s.n_tokens);
-  PipelineDesc desc{
-      device_.caps().subgroup_arithmetic ? "moe_tail_sg" : "moe_tail", 8, 0b10011, 20, {wg},
-      {wg, 1, 1}};
+  PipelineDesc desc{device_.caps().subgroup_arithmetic ? "moe_tail_sg" : "moe_tail",
+                    8,
+                    0b10011,
+                    20,
+                    {wg},
+                    {wg, 1, 1}};
   GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
   struct {
     uint32_t n, k, n_tokens;
@@ -310,7 +316,8 @@ Status Kernels::Matvec(Recorder& rec, GgmlType type, const MatvecShape& s, const
   }
   const uint32_t kRows = MatvecRows(s.out, s.n_vecs);
   const uint32_t vec = MatvecVec(type, w, row_bytes, {}, x, {xs}, nullptr);
-  PipelineDesc desc{MatvecVariant(type), 3, 0b100, 16, {matvec_wg_, kRows, vec}, {matvec_wg_, 1, 1}};
+  PipelineDesc desc{MatvecVariant(type), 3, 0b100, 16, {matvec_wg_, kRows, vec},
+                    {matvec_wg_, 1, 1}};
   GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
   struct {
     uint32_t in, out, x_stride, y_stride;
@@ -507,8 +514,9 @@ Status Kernels::MatvecIdImpl(Recorder& rec, GgmlType type, const MatvecIdShape& 
   const uint32_t rows = MatvecRows(s.out, s.n_slots);
   uint32_t gx = 0, gy = 0;
   GARNET_RETURN_IF_ERROR(Fold(device_, (s.out + rows - 1) / rows, &gx, &gy, op));
-  const uint32_t vec = MatvecVec(type, w, row_bytes, {stride}, x, {s.x_stride, kind == 2 ? up_offset : 0},
-                                 kind == 1 ? norm_w : nullptr);
+  const uint32_t vec =
+      MatvecVec(type, w, row_bytes, {stride}, x, {s.x_stride, kind == 2 ? up_offset : 0},
+                kind == 1 ? norm_w : nullptr);
   if (kind == 0) {
     PipelineDesc desc{MatvecVariant(type, true), 4, 0b100, 24, {matvec_wg_, rows, vec},
                       {matvec_wg_, 1, 1}};

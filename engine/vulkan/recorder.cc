@@ -34,8 +34,8 @@ struct Recorder::Profile {
   VkQueryPool pool = VK_NULL_HANDLE;
   double period_ns = 1.0;
   uint64_t mask = ~uint64_t{0};
-  uint32_t used = 0;               // timestamps recorded since the last collection
-  std::vector<std::string> names;  // the command behind each timestamp (index 0: the start)
+  uint32_t used = 0;                // timestamps recorded since the last collection
+  std::vector<std::string> names;   // the command behind each timestamp (index 0: the start)
   std::vector<bool> after_barrier;  // per timestamp: a barrier preceded its command
   bool barrier = false;             // a barrier was recorded since the last timestamp
   std::vector<uint64_t> stamps;
@@ -45,7 +45,7 @@ struct Recorder::Profile {
     double ns = 0;
   };
   std::map<std::pair<std::string, std::string>, Sum> by_shader;  // (tag, shader [grid])
-  std::map<std::string, std::pair<uint64_t, double>> by_tag;      // passes, ns
+  std::map<std::string, std::pair<uint64_t, double>> by_tag;     // passes, ns
   bool trace = false;  // GARNET_VULKAN_PROFILE=trace: also every command of each tag's last pass
   std::map<std::string, std::vector<std::pair<std::string, double>>> last_pass;
 };
@@ -98,10 +98,9 @@ void Recorder::ProfileCollect() {
   Profile& p = *profile_;
   const uint32_t used = p.used;
   p.used = 0;
-  if (used >= 2 && vkGetQueryPoolResults(device_.handle(), p.pool, 0, used, used * 8ull,
-                                         p.stamps.data(), 8,
-                                         VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT) ==
-                       VK_SUCCESS) {
+  if (used >= 2 &&
+      vkGetQueryPoolResults(device_.handle(), p.pool, 0, used, used * 8ull, p.stamps.data(), 8,
+                            VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT) == VK_SUCCESS) {
     for (uint32_t i = 1; i < used; ++i) {
       const double ns = static_cast<double>((p.stamps[i] - p.stamps[i - 1]) & p.mask) * p.period_ns;
       Profile::Sum& sum = p.by_shader[{p.tag, p.names[i]}];
@@ -112,8 +111,9 @@ void Recorder::ProfileCollect() {
       auto& last = p.last_pass[p.tag];
       last.clear();
       for (uint32_t i = 1; i < used; ++i) {
-        last.emplace_back((p.after_barrier[i] ? "| " : "  ") + p.names[i],
-                          static_cast<double>((p.stamps[i] - p.stamps[i - 1]) & p.mask) * p.period_ns);
+        last.emplace_back(
+            (p.after_barrier[i] ? "| " : "  ") + p.names[i],
+            static_cast<double>((p.stamps[i] - p.stamps[i - 1]) & p.mask) * p.period_ns);
       }
     }
     auto& t = p.by_tag[p.tag];
@@ -133,13 +133,14 @@ std::string Recorder::ProfileReport() const {
     std::snprintf(line, sizeof line, "vulkan profile [%s]: %llu passes, %.1f us GPU per pass\n",
                   tag.c_str(), static_cast<unsigned long long>(tt.first), tt.second / passes / 1e3);
     out += line;
-    std::vector<std::pair<double, const std::pair<const std::pair<std::string, std::string>,
-                                                  Profile::Sum>*>>
+    std::vector<std::pair<
+        double, const std::pair<const std::pair<std::string, std::string>, Profile::Sum>*>>
         rows;
     for (const auto& e : profile_->by_shader) {
       if (e.first.first == tag) rows.emplace_back(e.second.ns, &e);
     }
-    std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+    std::sort(rows.begin(), rows.end(),
+              [](const auto& a, const auto& b) { return a.first > b.first; });
     for (const auto& [ns, e] : rows) {
       std::snprintf(line, sizeof line, "  %-52s %7.2f calls %9.1f us/pass %7.2f us/call %5.1f%%\n",
                     e->first.second.c_str(), static_cast<double>(e->second.calls) / passes,
@@ -175,8 +176,8 @@ Result<std::unique_ptr<Recorder>> Recorder::Create(Device& device) {
   r->cmds_.push_back(r->cmd_);
   VkFenceCreateInfo fci{VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
   GARNET_VK_RETURN_IF_ERROR("vkCreateFence", vkCreateFence(dev, &fci, nullptr, &r->fence_));
-  if (const char* e = std::getenv("GARNET_VULKAN_PROFILE"); e != nullptr && *e != '\0' &&
-                                                            std::string(e) != "0") {
+  if (const char* e = std::getenv("GARNET_VULKAN_PROFILE");
+      e != nullptr && *e != '\0' && std::string(e) != "0") {
     r->EnableProfile();
     if (r->profile_ && std::string(e) == "trace") r->profile_->trace = true;
   }

@@ -173,8 +173,8 @@ int main(int argc, char** argv) {
     auto t1 = std::chrono::steady_clock::now();
     double pre = std::chrono::duration<double>(t1 - t0).count();
     uint64_t hash = 1469598103934665603ull;  // FNV-1a over the greedy ids, to compare runs
-    std::string first_ids;                    // the first greedy ids, to see a degenerate run
-    int64_t bad_rows = 0;                     // logit rows with a NaN or an infinity
+    std::string first_ids;                   // the first greedy ids, to see a degenerate run
+    int64_t bad_rows = 0;                    // logit rows with a NaN or an infinity
     for (int64_t g = 0; g < n_gen; ++g) {
       auto l = (*seq)->logits();
       if (std::any_of(l.begin(), l.end(), [](float v) { return !std::isfinite(v); })) ++bad_rows;
