@@ -146,6 +146,7 @@ Status Engine::MakeVulkanBackend() {
   vo.n_seq = options_.n_seq;
   vo.embed_scale = options_.embed_scale;
   vo.device = options_.device;
+  vo.coop_matmul = options_.coop_matmul;
   vo.f16_matmul = options_.f16_matmul;
   vo.attn_prefill_min_tokens = options_.attn_prefill_min_tokens;
   vo.n_threads = options_.n_threads;

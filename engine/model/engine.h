@@ -56,11 +56,13 @@ struct EngineOptions {
   std::string device;
   // Vulkan: sequences sharing one KV allocation and logit rows per pass (the plan's n_seq).
   int64_t n_seq = 1;
-  // Vulkan: tensor-core prefill with f16 inputs (see model::VulkanBackendOptions::f16_matmul).
+  // Vulkan: tensor-core prefill matmuls (see model::VulkanBackendOptions::coop_matmul and
+  // f16_matmul).
+  bool coop_matmul = true;
   bool f16_matmul = false;
   // Vulkan: runs of at least this many tokens take the tiled prefill attention kernel (0: never;
   // see model::VulkanBackendOptions::attn_prefill_min_tokens).
-  int64_t attn_prefill_min_tokens = 64;
+  int64_t attn_prefill_min_tokens = 0;
   // Vulkan: where layers and experts run (engine/plan). A ready `plan` (e.g. the daemon's) is
   // used as given: its layer_device / experts_on_host for the selected device (GPU index 0 of
   // the plan), the host last. Otherwise the engine plans `policy` for n_ctx x n_seq (ubatch,

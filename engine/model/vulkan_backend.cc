@@ -525,7 +525,8 @@ Status VulkanBackend::Impl::Init(const gguf::Model& model) {
     kv->half.push_back(AlignUp(uint64_t{cells} * kvo.n_seq * row));
   }
   GARNET_ASSIGN_OR_RETURN(kern, vk::Kernels::Create(*dev));
-  kern->SetMatmulCooperative(opt.f16_matmul);
+  kern->SetMatmulCooperative(opt.coop_matmul);
+  kern->SetMatmulCooperativeFloat(opt.f16_matmul);
   if (info.type == vk::DeviceType::kCpu) {
     // CPU implementations (lavapipe) run a workgroup's invocations as coroutines, so the
     // cross-invocation reduction dominates small matvecs: 32 invocations, one row per group

@@ -71,17 +71,22 @@ struct VulkanBackendOptions {
   EmbedScale embed_scale = EmbedScale::kF32;
   // vk::SelectDevice selector: "" the best device, "<digits>" an index, else a name substring.
   std::string device;
-  // Prefill matmuls through tensor cores where the device has them (VK_NV_cooperative_matrix):
-  // activations and weights rounded to f16. Much faster prefill, but on the tiny presets it moved
-  // logits up to 14% from the CPU backend on an H100 (fp32 tiled matmuls: <= 2.4e-3), so it is
-  // opt-in until a more precise variant exists (docs/CORRECTNESS.md).
+  // Dense prefill matmuls run on tensor cores where the device has them
+  // (VK_NV_cooperative_matrix: dequantised weights and activations rounded to f16, fp32 sums) for
+  // quantised weight types always; for f32 / f16 / bf16 weights only with f16_matmul. On the tiny
+  // float presets it moved logits up to 14% from the CPU backend on an H100 (fp32 tiled matmuls:
+  // <= 2.4e-3), so for float weights it is opt-in (docs/CORRECTNESS.md). coop_matmul = false
+  // keeps every prefill matmul on the fp32 tiled kernel (comparisons, exactness).
+  bool coop_matmul = true;
   bool f16_matmul = false;
   // A sequence's run of at least this many tokens in one pass takes the flash-attention style
   // prefill kernel (vk::Kernels::AttentionPrefill: keys read once per tile of 16 query rows);
   // shorter runs (decode, small batches) take the per-query kernel, which splits long key ranges
-  // across workgroups. 0: never the prefill kernel. Head dims it has no tile for (not a multiple
-  // of 4, above 512) always take the per-query kernel.
-  int64_t attn_prefill_min_tokens = 64;
+  // across workgroups. 0 (the default): never the prefill kernel — on the H200 it measured
+  // 0.43-0.92x the per-query kernel's speed once that one read keys 16 bytes at a time
+  // (docs/PERF.md). Head dims it has no tile for (not a multiple of 4, above 512) always take
+  // the per-query kernel.
+  int64_t attn_prefill_min_tokens = 0;
   // Mixed GPU/CPU placement (a plan::Plan for one GPU; engine.h turns a plan into these). Empty
   // vectors: everything on the GPU.
   //   host_layers[il]:  layer il runs on the CPU (CpuLayers) with its weights in the mapping and

@@ -152,8 +152,14 @@ bool Kernels::MatmulUsesCooperativeMatrix() const {
   return matmul_coop_ && device_.caps().nv_coopmat_f16;
 }
 
+bool Kernels::MatmulUsesCooperativeMatrix(GgmlType type) const {
+  const bool is_float =
+      type == GgmlType::kF32 || type == GgmlType::kF16 || type == GgmlType::kBF16;
+  return MatmulUsesCooperativeMatrix() && (!is_float || matmul_coop_float_);
+}
+
 std::string Kernels::MatmulVariant(GgmlType type) const {
-  if (MatmulUsesCooperativeMatrix()) return "matmul_coop_" + TypeSuffix(type);
+  if (MatmulUsesCooperativeMatrix(type)) return "matmul_coop_" + TypeSuffix(type);
   std::string v = "matmul_" + TypeSuffix(type);
   if (type != GgmlType::kF32 && device_.caps().storage_16bit) v += "_s16";
   return v;
@@ -566,7 +572,7 @@ Status Kernels::Matmul(Recorder& rec, GgmlType type, const MatmulShape& s, const
   if (row_bytes * s.m > 0xffffffffull) {
     return Status::InvalidArgument(op, "weight range over 4 GiB; split it");
   }
-  const uint32_t tile = MatmulUsesCooperativeMatrix() ? kCoopTile : kMatmulTile;
+  const uint32_t tile = MatmulUsesCooperativeMatrix(type) ? kCoopTile : kMatmulTile;
   if ((s.n + tile - 1) / tile > device_.info().max_workgroup_count[1] ||
       (s.m + tile - 1) / tile > device_.info().max_workgroup_count[0]) {
     return Status::InvalidArgument(op, "too many tiles for one dispatch");

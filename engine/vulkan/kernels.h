@@ -143,6 +143,13 @@ class Kernels {
   // Whether Matmul may use the cooperative-matrix kernel where the device has it (default true).
   // For benchmarks and tests comparing the two paths; same threading caveat as SetMatvecLaunch.
   void SetMatmulCooperative(bool allow) { matmul_coop_ = allow; }
+  // Whether that also holds for f32 / f16 / bf16 weights (default true). Their f16 rounding is
+  // an extra error the quantised types do not notice (their own rounding is far larger, and the
+  // CPU backend multiplies them with 8-bit activations); the model backend turns it off unless
+  // asked for tensor cores on float weights too.
+  void SetMatmulCooperativeFloat(bool allow) { matmul_coop_float_ = allow; }
+  // Whether Matmul on weights of `type` uses the cooperative-matrix kernel now.
+  bool MatmulUsesCooperativeMatrix(GgmlType type) const;
   // Whether Matmul uses the cooperative-matrix kernel on this device now.
   bool MatmulUsesCooperativeMatrix() const;
 
@@ -334,6 +341,7 @@ class Kernels {
   uint32_t matvec_rows_ = 4;
   bool matvec_rows_auto_ = true;  // fewer rows per workgroup for small matrices
   bool matmul_coop_ = true;
+  bool matmul_coop_float_ = true;
   // Rows per workgroup for a matvec of `out` rows times `n_vecs` vectors (or slots).
   uint32_t MatvecRows(uint32_t out, uint32_t n_vecs) const;
 };

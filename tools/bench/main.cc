@@ -31,8 +31,9 @@ int main(int argc, char** argv) {
   using namespace garnet;
   std::string model_path, backend = "cpu", device;
   bool f16_matmul = false;
+  bool coop_matmul = true;
   int64_t n_prompt = 512, n_gen = 64, threads = 0, ctx = 0, ubatch = 512, reps = 1;
-  int64_t attn_prefill_min = 64;
+  int64_t attn_prefill_min = 0;
   int64_t gpu_layers = -1, experts_on_host = -1;  // -1: not given
   model::KvType kv_type = model::KvType::kF16;
   for (int i = 1; i < argc; ++i) {
@@ -75,6 +76,8 @@ int main(int argc, char** argv) {
       ok = tools::ParseInt(a, v, &attn_prefill_min);
     } else if (a == "--f16-matmul") {
       f16_matmul = std::string(v) == "1";
+    } else if (a == "--coop-matmul") {
+      coop_matmul = std::string(v) == "1";
     } else {
       std::fprintf(stderr, "error: unknown flag %s\n", a.c_str());
       return 2;
@@ -85,7 +88,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr,
                  "usage: garnet-bench-engine --model PATH [--prompt-tokens N] [--gen N] "
                  "[--threads N] [--ctx N] [--ubatch N] [--kv-type f16|f32] [--reps N] "
-                 "[--backend cpu|vulkan] [--device N|NAME] [--f16-matmul 0|1] "
+                 "[--backend cpu|vulkan] [--device N|NAME] [--f16-matmul 0|1] [--coop-matmul 0|1] "
                  "[--gpu-layers N] [--experts-on-host N|all] [--attn-prefill-min-tokens N]\n");
     return 2;
   }
@@ -97,6 +100,7 @@ int main(int argc, char** argv) {
   opt.backend = backend;
   opt.device = device;
   opt.f16_matmul = f16_matmul;
+  opt.coop_matmul = coop_matmul;
   opt.attn_prefill_min_tokens = attn_prefill_min;
   if (gpu_layers >= 0) {
     opt.policy.mode = plan::PolicyMode::kGpuLayers;
