@@ -162,6 +162,25 @@ int main(int argc, char** argv) {
     std::printf("placement: %u of %u layers on the host, %u expert sets on the host\n",
                 pl->layers_on_host(), p.n_layer, pl->expert_sets_on_host());
   }
+  // Weight bytes one decoded token reads: every tensor once, except the routed experts (k of E
+  // matrices per layer), the PLE table and token rows (gathers of one row; the tied token table
+  // is read whole as the output head) and tensors no op reads. The bandwidth bound of decode is
+  // this over the device's read bandwidth.
+  double read_per_token = 0;
+  if (auto m = gguf::Model::Open(model_path); m.ok()) {
+    if (auto shape = plan::ShapeFromModel(**m); shape.ok()) {
+      for (const plan::WeightTensor& wt : shape->tensors) {
+        if (wt.cls == plan::TensorClass::kExperts) {
+          read_per_token += static_cast<double>(wt.bytes) * p.n_expert_used /
+                            std::max<uint32_t>(p.n_expert, 1);
+        } else if (wt.cls != plan::TensorClass::kPleTable &&
+                   wt.cls != plan::TensorClass::kUnused) {
+          read_per_token += static_cast<double>(wt.bytes);
+        }
+      }
+      std::printf("weights read per decoded token: %.1f MiB\n", read_per_token / 1048576.0);
+    }
+  }
   for (int64_t rep = 0; rep < reps; ++rep) {
     auto seq = e.NewSequence();
     if (!seq.ok()) {
@@ -192,9 +211,11 @@ int main(int argc, char** argv) {
       }
     }
     double dec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
-    std::printf("prefill %lld tok: %.2f tok/s (%.3f s) | decode %lld tok: %.2f tok/s (%.3f s)\n",
-                static_cast<long long>(n_prompt), n_prompt / pre, pre,
-                static_cast<long long>(n_gen), n_gen > 0 ? n_gen / dec : 0.0, dec);
+    std::printf(
+        "prefill %lld tok: %.2f tok/s (%.3f s) | decode %lld tok: %.2f tok/s (%.3f s, weights "
+        "at %.0f GB/s)\n",
+        static_cast<long long>(n_prompt), n_prompt / pre, pre, static_cast<long long>(n_gen),
+        n_gen > 0 ? n_gen / dec : 0.0, dec, n_gen > 0 ? read_per_token * n_gen / dec / 1e9 : 0.0);
     std::printf("greedy ids hash %016llx (first ids %s; %lld of %lld logit rows not finite)\n",
                 static_cast<unsigned long long>(hash), first_ids.c_str(),
                 static_cast<long long>(bad_rows), static_cast<long long>(n_gen));
