@@ -153,8 +153,7 @@ bool Kernels::MatmulUsesCooperativeMatrix() const {
 }
 
 bool Kernels::MatmulUsesCooperativeMatrix(GgmlType type) const {
-  const bool is_float =
-      type == GgmlType::kF32 || type == GgmlType::kF16 || type == GgmlType::kBF16;
+  const bool is_float = type == GgmlType::kF32 || type == GgmlType::kF16 || type == GgmlType::kBF16;
   return MatmulUsesCooperativeMatrix() && (!is_float || matmul_coop_float_);
 }
 
@@ -587,7 +586,8 @@ Status Kernels::Matmul(Recorder& rec, GgmlType type, const MatmulShape& s, const
 }
 
 namespace {
-constexpr uint32_t kIdTile = 64;  // slots per matmul_id workgroup (matmul.comp's BN)
+constexpr uint32_t kIdTile =
+    64;  // slots per matmul_id workgroup (BN of matmul.comp and of matmul_coop.comp -DMUL_ID)
 uint64_t MatmulIdTiles(uint32_t n_experts, uint32_t n_slots) {
   return (uint64_t{n_slots} + kIdTile - 1) / kIdTile + n_experts + 1;
 }
@@ -626,8 +626,10 @@ Status Kernels::MatmulId(Recorder& rec, GgmlType type, const MatmulIdShape& s, c
     return Status::InvalidArgument(op, "weight range over 4 GiB; split it");
   }
   const uint64_t tiles = MatmulIdTiles(s.n_experts, static_cast<uint32_t>(n_slots));
+  const bool coop = MatmulUsesCooperativeMatrix(type);
+  const uint32_t m_tile = coop ? kCoopTile : kMatmulTile;  // rows per workgroup
   if (tiles > device_.info().max_workgroup_count[1] ||
-      (s.m + kMatmulTile - 1) / kMatmulTile > device_.info().max_workgroup_count[0]) {
+      (s.m + m_tile - 1) / m_tile > device_.info().max_workgroup_count[0]) {
     return Status::InvalidArgument(op, "too many tiles for one dispatch");
   }
   const uint64_t x_elems =
@@ -645,8 +647,8 @@ Status Kernels::MatmulId(Recorder& rec, GgmlType type, const MatmulIdShape& s, c
   constexpr uint32_t kGroupWg = 256;
   PipelineDesc gdesc{"moe_group", 2, 0b10, 12, {kGroupWg}, {kGroupWg, 1, 1}};
   GARNET_ASSIGN_OR_RETURN(const Pipeline* gp, device_.pipelines().Get(gdesc));
-  std::string variant = "matmul_id_" + TypeSuffix(type);
-  if (type != GgmlType::kF32 && device_.caps().storage_16bit) variant += "_s16";
+  std::string variant = (coop ? "matmul_coop_id_" : "matmul_id_") + TypeSuffix(type);
+  if (!coop && type != GgmlType::kF32 && device_.caps().storage_16bit) variant += "_s16";
   PipelineDesc desc{variant, 4, 0b100, 40, {kMatmulWg}, {kMatmulWg, 1, 1}};
   GARNET_ASSIGN_OR_RETURN(const Pipeline* mp, device_.pipelines().Get(desc));
   struct {
@@ -668,7 +670,7 @@ Status Kernels::MatmulId(Recorder& rec, GgmlType type, const MatmulIdShape& s, c
          s.x_slot_stride,
          static_cast<uint32_t>(tiles)};
   const BufferRange bindings[] = {w, x, y, scratch};
-  return rec.Dispatch(*mp, bindings, push, (s.m + kMatmulTile - 1) / kMatmulTile,
+  return rec.Dispatch(*mp, bindings, push, (s.m + m_tile - 1) / m_tile,
                       static_cast<uint32_t>(tiles));
 }
 

@@ -637,7 +637,11 @@ TEST_P(KernelTest, MatmulIdGroupsSlotsByExpert) {
     const uint32_t ys = m + 2;
     GARNET_ASSERT_OK_AND_ASSIGN(
         Buffer by, Buffer::Create(*d_->device, size_t{n_slots} * ys * 4, MemoryKind::kScratch));
-    for (bool shared_x : {true, false}) {
+    // Both kernels where the device has tensor cores (matmul_coop.comp -DMUL_ID: f16 inputs).
+    for (int variant = 0; variant < 4; ++variant) {
+      const bool shared_x = variant % 2 == 0, coop = variant < 2;
+      k().SetMatmulCooperative(coop);
+      if (coop && !k().MatmulUsesCooperativeMatrix(c.type)) continue;
       const uint32_t slot_stride = shared_x ? 0 : c.in + 1;
       const uint32_t xs = shared_x ? c.in + 3 : k_slots * slot_stride;
       const std::vector<float> x = RandomFloats(size_t{n_tokens} * xs, 1100);
@@ -666,9 +670,11 @@ TEST_P(KernelTest, MatmulIdGroupsSlotsByExpert) {
           scale.push_back(mag);
         }
       }
-      ExpectClose(got, want, scale, 1e-5, 1e-7,
-                  "matmul_id " + std::string(TypeName(c.type)) + (shared_x ? " shared x" : ""));
+      ExpectClose(got, want, scale, coop ? 2e-3 : 1e-5, 1e-7,
+                  "matmul_id " + std::string(TypeName(c.type)) + (shared_x ? " shared x" : "") +
+                      (coop ? " (cooperative matrix)" : ""));
     }
+    k().SetMatmulCooperative(true);
   }
   GARNET_ASSERT_OK_AND_ASSIGN(Buffer b, Buffer::Create(*d_->device, 4096, MemoryKind::kScratch));
   // Scratch too small; more than 1024 experts.

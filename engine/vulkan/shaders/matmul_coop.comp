@@ -15,7 +15,15 @@
 //            16x16). Results go through a per-subgroup shared staging tile so that partial edge
 //            tiles and any y_stride are written with bounds checks.
 // Variants:  WTYPE_<every weights.glsl type>, always with STORAGE16 (the path is only chosen on
-//            devices with 16-bit storage, float16 and the NV cooperative matrix extension).
+//            devices with 16-bit storage, float16 and the NV cooperative matrix extension), x
+//            MUL_ID.
+// MUL_ID (MoE experts, prefill; as matmul.comp's MUL_ID): the N rows are slots grouped by expert
+// by moe_group.comp (binding 3); grid y walks its table of 64-slot tiles, each of ONE expert (te,
+// matrix at te * expert_stride bytes). Tiles are 128 rows x 64 slots here (each subgroup 32 x 32:
+// 2 x 2 matrices), since an expert gets few of a batch's slots. Slots of out-of-range ids get
+// zeros.
+//   extra binding 3 (read, uint: the grouping); extra push uint expert_stride, n_experts,
+//   k_slots, x_slot_stride, max_tiles
 #version 450
 #extension GL_NV_cooperative_matrix : require
 #extension GL_KHR_memory_scope_semantics : require
@@ -32,14 +40,35 @@ layout(push_constant) uniform Push {
   uint K;
   uint x_stride;
   uint y_stride;
+#ifdef MUL_ID
+  uint expert_stride;
+  uint n_experts;
+  uint k_slots;
+  uint x_slot_stride;
+  uint max_tiles;
+#endif
 } p;
+#ifdef MUL_ID
+layout(binding = 3, std430) readonly buffer GBuf { uint g[]; };
+#endif
 
 #define BM 128u  // weight rows per workgroup
-#define BN 128u  // tokens per workgroup
 #define BK 32u
 #define LDS 40u  // shared row stride in halves (80 bytes: 16-byte aligned rows, fewer conflicts)
-#define SM 64u   // weight rows per subgroup (4 matrices)
 #define SN 32u   // tokens per subgroup (2 matrices)
+#ifdef MUL_ID
+#define BN 64u   // slots per workgroup (moe_group's tile)
+#define SM 32u   // weight rows per subgroup (2 matrices)
+#else
+#define BN 128u  // tokens per workgroup
+#define SM 64u   // weight rows per subgroup (4 matrices)
+#endif
+#define SGM (BM / SM)          // subgroups along the rows (8 in all)
+#define MI (SN / 16u)          // token matrices per subgroup
+#define MJ (SM / 16u)          // row matrices per subgroup
+#define XPER (BN * BK / 256u)  // X values each invocation loads per step
+shared uint xrow_s[BN];  // where each tile token's X row starts (0xffffffff: none)
+shared uint yrow_s[BN];  // and its Y row
 
 shared float16_t Ws[BM * LDS];  // Ws[m * LDS + k]
 shared float16_t Xs[BN * LDS];  // Xs[t * LDS + k]
@@ -47,20 +76,21 @@ shared float Cs[8u * 256u];     // per-subgroup 16x16 staging, Cs[sg * 256 + t *
 
 // This invocation's share of step k0: X[128 tokens][32] (16 values: token idx / 32, k idx % 32
 // for idx = tid + 256 i) and W[128 rows][32] (per element like X, or two groups of 8).
-void load_tile(uint k0, uint m0, uint n0, uint row_bytes, out float xr[16], out float wr[16]) {
+void load_tile(uint k0, uint m0, uint wbase, uint row_bytes, out float xr[XPER],
+               out float wr[16]) {
   const uint tid = gl_LocalInvocationIndex;
-  [[unroll]] for (uint i = 0; i < 16u; ++i) {
+  [[unroll]] for (uint i = 0; i < XPER; ++i) {
     const uint idx = tid + 256u * i;
     const uint t = idx / BK, k = idx % BK;
-    const uint gn = n0 + t, gk = k0 + k;
-    xr[i] = (gn < p.N && gk < p.K) ? x[gn * p.x_stride + gk] : 0.0;
+    const uint gk = k0 + k, xb = xrow_s[t];
+    xr[i] = (xb != 0xffffffffu && gk < p.K) ? x[xb + gk] : 0.0;
   }
 #ifdef W_PER_ELEMENT
   [[unroll]] for (uint i = 0; i < 16u; ++i) {
     const uint idx = tid + 256u * i;
     const uint r = idx / BK, k = idx % BK;
     const uint gm = m0 + r, gk = k0 + k;
-    wr[i] = (gm < p.M && gk < p.K) ? w_elem(gm * row_bytes, gk) : 0.0;
+    wr[i] = (gm < p.M && gk < p.K) ? w_elem(wbase + gm * row_bytes, gk) : 0.0;
   }
 #else
   // K is a multiple of 32, so a group of 8 is wholly inside or outside K.
@@ -70,7 +100,7 @@ void load_tile(uint k0, uint m0, uint n0, uint row_bytes, out float xr[16], out 
     const uint gm = m0 + r;
     float wv[8];
     if (gm < p.M && k0 + kg < p.K) {
-      w_group8(gm * row_bytes, k0 + kg, wv);
+      w_group8(wbase + gm * row_bytes, k0 + kg, wv);
     } else {
       [[unroll]] for (uint j = 0; j < 8u; ++j) wv[j] = 0.0;
     }
@@ -79,9 +109,9 @@ void load_tile(uint k0, uint m0, uint n0, uint row_bytes, out float xr[16], out 
 #endif
 }
 
-void store_tile(float xr[16], float wr[16]) {
+void store_tile(float xr[XPER], float wr[16]) {
   const uint tid = gl_LocalInvocationIndex;
-  [[unroll]] for (uint i = 0; i < 16u; ++i) {
+  [[unroll]] for (uint i = 0; i < XPER; ++i) {
     const uint idx = tid + 256u * i;
     Xs[(idx / BK) * LDS + idx % BK] = float16_t(xr[i]);
   }
@@ -102,53 +132,91 @@ void store_tile(float xr[16], float wr[16]) {
 void main() {
   const uint sg = gl_SubgroupID;       // 0..7
   const uint lane = gl_SubgroupInvocationID;
-  const uint m0 = gl_WorkGroupID.x * BM, n0 = gl_WorkGroupID.y * BN;
-  const uint sm0 = (sg % 2u) * SM;     // this subgroup's rows within the tile
-  const uint sn0 = (sg / 2u) * SN;     // and tokens
+  const uint tid = gl_LocalInvocationIndex;
+  const uint m0 = gl_WorkGroupID.x * BM;
+  const uint sm0 = (sg % SGM) * SM;    // this subgroup's rows within the tile
+  const uint sn0 = (sg / SGM) * SN;    // and tokens
   const uint row_bytes = (p.K / W_BLOCK) * W_BLOCK_BYTES;
 
-  fcoopmatNV<32, gl_ScopeSubgroup, 16, 16> acc[2][4];
-  [[unroll]] for (uint i = 0; i < 2u; ++i) {
-    [[unroll]] for (uint j = 0; j < 4u; ++j) {
+  // The tile's token rows: where their X rows start and their Y rows go.
+  uint wbase = 0u;
+#ifdef MUL_ID
+  const uint E1 = p.n_experts + 1u;
+  const uint te = g[E1 + p.N + gl_WorkGroupID.y];
+  if (te == 0xffffffffu) return;  // uniform: a tile the grid has beyond the table
+  const uint j0 = g[E1 + p.N + p.max_tiles + gl_WorkGroupID.y];
+  const uint jend = g[te];
+  for (uint t = tid; t < BN; t += 256u) {
+    const uint j = j0 + t;
+    const uint slot = j < jend ? g[E1 + j] : 0xffffffffu;
+    xrow_s[t] = slot == 0xffffffffu
+                    ? 0xffffffffu
+                    : (slot / p.k_slots) * p.x_stride + (slot % p.k_slots) * p.x_slot_stride;
+    yrow_s[t] = slot == 0xffffffffu ? 0xffffffffu : slot * p.y_stride;
+  }
+  barrier();
+  if (te == p.n_experts) {  // the slots whose id was out of range: zeros
+    for (uint e = tid; e < BM * BN; e += 256u) {
+      const uint t = e / BM, m = m0 + e % BM;
+      if (m < p.M && yrow_s[t] != 0xffffffffu) y[yrow_s[t] + m] = 0.0;
+    }
+    return;
+  }
+  wbase = te * p.expert_stride;
+#else
+  const uint n0 = gl_WorkGroupID.y * BN;
+  for (uint t = tid; t < BN; t += 256u) {
+    xrow_s[t] = n0 + t < p.N ? (n0 + t) * p.x_stride : 0xffffffffu;
+    yrow_s[t] = n0 + t < p.N ? (n0 + t) * p.y_stride : 0xffffffffu;
+  }
+  barrier();
+#endif
+
+  fcoopmatNV<32, gl_ScopeSubgroup, 16, 16> acc[MI][MJ];
+  [[unroll]] for (uint i = 0; i < MI; ++i) {
+    [[unroll]] for (uint j = 0; j < MJ; ++j) {
       acc[i][j] = fcoopmatNV<32, gl_ScopeSubgroup, 16, 16>(0.0);
     }
   }
 
   // Global loads for step k0 + BK are issued before the multiplies of step k0 (registers xr, wr),
   // so their latency hides behind the tensor-core work.
-  float xr[16], wr[16];
-  load_tile(0u, m0, n0, row_bytes, xr, wr);
+  float xr[XPER], wr[16];
+  load_tile(0u, m0, wbase, row_bytes, xr, wr);
   for (uint k0 = 0; k0 < p.K; k0 += BK) {
     store_tile(xr, wr);
     barrier();
-    if (k0 + BK < p.K) load_tile(k0 + BK, m0, n0, row_bytes, xr, wr);
+    if (k0 + BK < p.K) load_tile(k0 + BK, m0, wbase, row_bytes, xr, wr);
     [[unroll]] for (uint kk = 0; kk < BK; kk += 16u) {
-      fcoopmatNV<16, gl_ScopeSubgroup, 16, 16> a[2];
-      fcoopmatNV<16, gl_ScopeSubgroup, 16, 16> b[4];
+      fcoopmatNV<16, gl_ScopeSubgroup, 16, 16> a[MI];
+      fcoopmatNV<16, gl_ScopeSubgroup, 16, 16> b[MJ];
       // A = X (tokens x k, row-major); B = W^T (k x rows), i.e. Ws read column-major.
-      [[unroll]] for (uint i = 0; i < 2u; ++i) {
+      [[unroll]] for (uint i = 0; i < MI; ++i) {
         coopMatLoadNV(a[i], Xs, (sn0 + 16u * i) * LDS + kk, LDS, false);
       }
-      [[unroll]] for (uint j = 0; j < 4u; ++j) {
+      [[unroll]] for (uint j = 0; j < MJ; ++j) {
         coopMatLoadNV(b[j], Ws, (sm0 + 16u * j) * LDS + kk, LDS, true);
       }
-      [[unroll]] for (uint i = 0; i < 2u; ++i) {
-        [[unroll]] for (uint j = 0; j < 4u; ++j) acc[i][j] = coopMatMulAddNV(a[i], b[j], acc[i][j]);
+      [[unroll]] for (uint i = 0; i < MI; ++i) {
+        [[unroll]] for (uint j = 0; j < MJ; ++j) {
+          acc[i][j] = coopMatMulAddNV(a[i], b[j], acc[i][j]);
+        }
       }
     }
     barrier();
   }
 
-  // acc[i][j] holds tokens n0 + sn0 + 16i + (0..15) x rows m0 + sm0 + 16j + (0..15).
-  [[unroll]] for (uint i = 0; i < 2u; ++i) {
-    [[unroll]] for (uint j = 0; j < 4u; ++j) {
+  // acc[i][j] holds tile tokens sn0 + 16i + (0..15) x rows m0 + sm0 + 16j + (0..15).
+  [[unroll]] for (uint i = 0; i < MI; ++i) {
+    [[unroll]] for (uint j = 0; j < MJ; ++j) {
       coopMatStoreNV(acc[i][j], Cs, sg * 256u, 16u, false);
       subgroupMemoryBarrierShared();
       subgroupBarrier();
       [[unroll]] for (uint e = 0; e < 8u; ++e) {
         const uint idx = lane + 32u * e;
-        const uint t = n0 + sn0 + 16u * i + idx / 16u, m = m0 + sm0 + 16u * j + idx % 16u;
-        if (t < p.N && m < p.M) y[t * p.y_stride + m] = Cs[sg * 256u + idx];
+        const uint yb = yrow_s[sn0 + 16u * i + idx / 16u];
+        const uint m = m0 + sm0 + 16u * j + idx % 16u;
+        if (yb != 0xffffffffu && m < p.M) y[yb + m] = Cs[sg * 256u + idx];
       }
       subgroupBarrier();
     }
