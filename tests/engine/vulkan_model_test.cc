@@ -296,6 +296,45 @@ TEST(VulkanBackend, ForwardBatchMatchesCpu) {
   CheckTwoSequenceBatches(*cpu, *gpu, l->params.n_vocab);
 }
 
+// Tensor-core prefill (the default for quantised weights where the device has NV cooperative
+// matrices: dequantised weights and activations rounded to f16) against the fp32 tiled matmuls of
+// the same backend, on a q8_0 tiny-moe (dense and expert matmuls both take it). Prints the figure
+// for docs/CORRECTNESS.md. The bound is loose on purpose: a wrong kernel moves logits by O(1),
+// f16 rounding by ~1e-2, and the CPU backend (8-bit activations) already differs from either by
+// more. Skipped where the device has no cooperative matrices (lavapipe).
+TEST(VulkanBackend, TensorCorePrefillCloseToFp32ForQuantisedWeights) {
+  GARNET_REQUIRE_VULKAN();
+  if (!TestDevice()->caps().nv_coopmat_f16) {
+    GTEST_SKIP() << "no NV cooperative matrices on this device: the tensor-core path is unused";
+  }
+  auto l = Load("tiny-moe", "q8_0");
+  ASSERT_TRUE(l);
+  VulkanBackendOptions on = VkOptions(), off = VkOptions();
+  off.coop_matmul = false;
+  auto a = VulkanBackend::Create(l->model.get(), &l->params, l->weights.get(), on, TestDevice());
+  auto b = VulkanBackend::Create(l->model.get(), &l->params, l->weights.get(), off, TestDevice());
+  ASSERT_TRUE(a.ok() && b.ok());
+  auto sa = (*a)->NewSequence();
+  auto sb = (*b)->NewSequence();
+  ASSERT_TRUE(sa.ok() && sb.ok());
+  const int64_t V = l->params.n_vocab;
+  const std::vector<int32_t> prompt = Tokens(kPrompt, static_cast<int>(V), 77);
+  std::vector<float> la, lb;
+  ASSERT_TRUE(Feed(**a, sa->get(), prompt, 0, &la, V).ok());
+  ASSERT_TRUE(Feed(**b, sb->get(), prompt, 0, &lb, V).ok());
+  const double prefill = RelDiff(lb, la);
+  // A second prompt chunk on top (prefill against a filled cache), then one decode step.
+  const std::vector<int32_t> more = Tokens(16, static_cast<int>(V), 78);
+  ASSERT_TRUE(Feed(**a, sa->get(), more, kPrompt, &la, V).ok());
+  ASSERT_TRUE(Feed(**b, sb->get(), more, kPrompt, &lb, V).ok());
+  const double second = RelDiff(lb, la);
+  std::printf("[tensor cores] tiny-moe q8_0 on %s: max rel diff vs fp32 matmuls prefill %.2e, "
+              "second chunk %.2e\n",
+              TestDevice()->info().name.c_str(), prefill, second);
+  EXPECT_LE(prefill, 0.1);
+  EXPECT_LE(second, 0.1);
+}
+
 TEST(VulkanBackend, RejectsBadCalls) {
   GARNET_REQUIRE_VULKAN();
   auto l = Load("tiny", "f32");
