@@ -328,9 +328,10 @@ TEST(VulkanBackend, TensorCorePrefillCloseToFp32ForQuantisedWeights) {
   ASSERT_TRUE(Feed(**a, sa->get(), more, kPrompt, &la, V).ok());
   ASSERT_TRUE(Feed(**b, sb->get(), more, kPrompt, &lb, V).ok());
   const double second = RelDiff(lb, la);
-  std::printf("[tensor cores] tiny-moe q8_0 on %s: max rel diff vs fp32 matmuls prefill %.2e, "
-              "second chunk %.2e\n",
-              TestDevice()->info().name.c_str(), prefill, second);
+  std::printf(
+      "[tensor cores] tiny-moe q8_0 on %s: max rel diff vs fp32 matmuls prefill %.2e, "
+      "second chunk %.2e\n",
+      TestDevice()->info().name.c_str(), prefill, second);
   EXPECT_LE(prefill, 0.1);
   EXPECT_LE(second, 0.1);
 }

@@ -171,10 +171,9 @@ int main(int argc, char** argv) {
     if (auto shape = plan::ShapeFromModel(**m); shape.ok()) {
       for (const plan::WeightTensor& wt : shape->tensors) {
         if (wt.cls == plan::TensorClass::kExperts) {
-          read_per_token += static_cast<double>(wt.bytes) * p.n_expert_used /
-                            std::max<uint32_t>(p.n_expert, 1);
-        } else if (wt.cls != plan::TensorClass::kPleTable &&
-                   wt.cls != plan::TensorClass::kUnused) {
+          read_per_token +=
+              static_cast<double>(wt.bytes) * p.n_expert_used / std::max<uint32_t>(p.n_expert, 1);
+        } else if (wt.cls != plan::TensorClass::kPleTable && wt.cls != plan::TensorClass::kUnused) {
           read_per_token += static_cast<double>(wt.bytes);
         }
       }
