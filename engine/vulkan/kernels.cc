@@ -210,18 +210,16 @@ uint32_t RowWg(const Device& d, uint32_t rows) {
 
 // matvec.comp's VEC specialisation (0 is always correct). Bit 0: Q4_K rows read as 16-byte
 // words, when the binding and every row start (row size, expert stride, gate/up offsets) are
-// 16-byte aligned. Bit 1: x (and the norm weight) read as vec4 (Q4_K's 16-byte-word loop and
-// Q6_K's loop). Other types ignore them and keep one pipeline.
+// 16-byte aligned. Bit 1: x (and the norm weight) read as vec4 (the Q4_K and Q6_K loops, and the
+// RMSNorm prologue of the NORM variants of every type).
 uint32_t MatvecVec(GgmlType type, const BufferRange& w, uint64_t row_bytes,
                    std::initializer_list<uint64_t> w_offsets, const BufferRange& x,
                    std::initializer_list<uint64_t> x_floats, const BufferRange* nw) {
-  if (type != GgmlType::kQ4_K && type != GgmlType::kQ6_K) return 0;
   bool wa = type == GgmlType::kQ4_K && w.offset % 16 == 0 && row_bytes % 16 == 0;
   for (uint64_t o : w_offsets) wa = wa && o % 16 == 0;
   bool xa = x.offset % 16 == 0 && (nw == nullptr || nw->offset % 16 == 0);
   for (uint64_t f : x_floats) xa = xa && f % 4 == 0;
-  if (type == GgmlType::kQ6_K) return xa ? 2u : 0u;
-  return (wa ? 1u : 0u) | (wa && xa ? 2u : 0u);
+  return (wa ? 1u : 0u) | (xa ? 2u : 0u);
 }
 }  // namespace
 

@@ -11,7 +11,8 @@
 //            2 VEC    bit 0: every weight row starts at a multiple of 16 bytes of binding 0 (and
 //                     the binding does); the Q4_K loop then reads 16-byte words. bit 1: x (and
 //                     nw) can be read as vec4 (binding offsets multiples of 16, x_stride, glu_off
-//                     and each vector's start multiples of 4 floats). 0 is always correct.
+//                     and each vector's start multiples of 4 floats): the Q4_K and Q6_K loops and
+//                     the NORM prologue of every type do. 0 is always correct.
 // Grid:      ceil(out / NROWS) workgroups folded into (x, y) (see common.glsl), z = n_vecs.
 // Variants:  WTYPE_<every weights.glsl type> x USE_SUBGROUP (subgroupAdd vs shared-memory tree)
 //            x STORAGE16 (16-bit loads vs 32-bit words; not for F32) x MUL_ID. F32/F16/BF16,
@@ -139,9 +140,27 @@ void main() {
   // read anyway) instead of a separate rmsnorm dispatch, barrier and round trip through memory.
   g_xb = xb;
   if ((p.norm_flags & 2u) == 0u) {
-    float ss = 0.0;
-    for (uint k = tid; k < p.in_; k += WG) ss += x[xb + k] * x[xb + k];
-    g_xscale = inversesqrt(wg_sum(ss) / float(p.in_) + p.eps);
+    // Four independent sums, so each invocation has several loads in flight (a single running
+    // sum made this prologue a chain of dependent loads, as long as the matvec itself).
+    vec4 ss = vec4(0.0);
+    uint k = tid;
+    if ((VEC & 2u) != 0u) {
+      const uint n4 = p.in_ >> 2, b4 = xb >> 2;
+      for (; k + 3u * WG < n4; k += 4u * WG) {
+        const vec4 a = x4[b4 + k], b = x4[b4 + k + WG];
+        const vec4 c = x4[b4 + k + 2u * WG], d = x4[b4 + k + 3u * WG];
+        ss += vec4(dot(a, a), dot(b, b), dot(c, c), dot(d, d));
+      }
+      for (; k < n4; k += WG) ss.x += dot(x4[b4 + k], x4[b4 + k]);
+      k = 4u * n4 + tid;  // the last in % 4 elements
+    } else {
+      for (; k + 3u * WG < p.in_; k += 4u * WG) {
+        const vec4 v = vec4(x[xb + k], x[xb + k + WG], x[xb + k + 2u * WG], x[xb + k + 3u * WG]);
+        ss += v * v;
+      }
+    }
+    for (; k < p.in_; k += WG) ss.x += x[xb + k] * x[xb + k];
+    g_xscale = inversesqrt(wg_sum((ss.x + ss.y) + (ss.z + ss.w)) / float(p.in_) + p.eps);
   }
 #endif
   // Byte offset of each row; rows past the end repeat the last one (their sums are dropped).
@@ -181,8 +200,10 @@ void main() {
       const uint qa = b + 2u + part * 8u;
       float s = 0.0;
       [[unroll]] for (uint j = 0; j < 4u; ++j) {
-        const uint v = ld16(qa + 2u * j);
-        s += float(sext8(v & 0xffu)) * xv[2u * j] + float(sext8(v >> 8)) * xv[2u * j + 1u];
+        // int8 to float through the exponent bits: (b ^ 0x80) is b + 128 as an unsigned byte.
+        const uint v = ld16(qa + 2u * j) ^ 0x8080u;
+        const vec2 q = uintBitsToFloat(uvec2(v & 0xffu, v >> 8) | 0x4B000000u) - 8388736.0;
+        s += q.x * xv[2u * j] + q.y * xv[2u * j + 1u];
       }
       acc[r] += ldf16(b) * s;
     }
