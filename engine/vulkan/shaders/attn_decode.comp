@@ -140,11 +140,21 @@ void main() {
     [[unroll]] for (uint i = 0; i < NACC; ++i) {
       const uint d = tid + WG * i;
       if (d < D) {
-        float a = acc[i] * alpha;
-        for (uint c = 0; c < n; ++c) {
-          a += prob[c] * ldv(kvb + (uint(c0 + int(c)) % p.ring_size) * p.slot_stride + d);
+        // Four independent sums: four V loads in flight instead of one dependent chain.
+        vec4 a = vec4(acc[i] * alpha, 0.0, 0.0, 0.0);
+        uint c = 0;
+        for (; c + 3u < n; c += 4u) {
+          const uint s0 = uint(c0 + int(c));
+          a += vec4(prob[c], prob[c + 1u], prob[c + 2u], prob[c + 3u]) *
+               vec4(ldv(kvb + (s0 % p.ring_size) * p.slot_stride + d),
+                    ldv(kvb + ((s0 + 1u) % p.ring_size) * p.slot_stride + d),
+                    ldv(kvb + ((s0 + 2u) % p.ring_size) * p.slot_stride + d),
+                    ldv(kvb + ((s0 + 3u) % p.ring_size) * p.slot_stride + d));
         }
-        acc[i] = a;
+        for (; c < n; ++c) {
+          a.x += prob[c] * ldv(kvb + (uint(c0 + int(c)) % p.ring_size) * p.slot_stride + d);
+        }
+        acc[i] = (a.x + a.y) + (a.z + a.w);
       }
     }
     barrier();  // prob[] is rewritten by the next chunk
