@@ -116,6 +116,35 @@ vec4 load_x4(uint i) {
   return vec4(load_x(i), load_x(i + 1u), load_x(i + 2u), load_x(i + 3u));
 }
 
+// Sums each of the NR accumulators over the workgroup; the results are valid in invocation 0.
+// With subgroups: every row's subgroup sums go to shared memory together, one barrier for all
+// rows (instead of two per row through wg_sum), when the subgroups fit the table (at least 4
+// invocations each).
+#ifdef USE_SUBGROUP
+shared float rows_red[NR * (WG / 4u)];
+#endif
+void reduce_rows(inout float acc[NR]) {
+#ifdef USE_SUBGROUP
+  if (gl_NumSubgroups * 4u <= WG) {
+    const uint per = WG / 4u;
+    for (uint r = 0; r < NR; ++r) {
+      const float v = subgroupAdd(acc[r]);
+      if (subgroupElect()) rows_red[r * per + gl_SubgroupID] = v;
+    }
+    barrier();
+    if (gl_LocalInvocationIndex == 0u) {
+      for (uint r = 0; r < NR; ++r) {
+        float t = 0.0;
+        for (uint i = 0; i < gl_NumSubgroups; ++i) t += rows_red[r * per + i];
+        acc[r] = t;
+      }
+    }
+    return;
+  }
+#endif
+  for (uint r = 0; r < NR; ++r) acc[r] = wg_sum(acc[r]);
+}
+
 void main() {
   const uint row0 = group_index() * NROWS;
   if (row0 >= p.out_) return;  // uniform across the workgroup
@@ -361,11 +390,12 @@ void main() {
     }
   }
 #endif
+  reduce_rows(acc);  // invocation 0 now holds every row's sum
 #ifdef GEGLU
   // y = gelu_tanh(g) * u, gelu_tanh computed as in gelu_mul.comp.
   for (uint r = 0; r < NROWS; ++r) {
-    const float g = wg_sum(acc[r]);
-    const float u = wg_sum(acc[NROWS + r]);
+    const float g = acc[r];
+    const float u = acc[NROWS + r];
     const float z = 0.7978845608028654 * (g + 0.044715 * g * g * g);
     if (tid == 0 && row0 + r < p.out_) {
       y[vec * p.y_stride + row0 + r] = g / (1.0 + exp(min(-2.0 * z, 80.0))) * u;
@@ -373,8 +403,7 @@ void main() {
   }
 #else
   for (uint r = 0; r < NROWS; ++r) {
-    const float t = wg_sum(acc[r]);
-    if (tid == 0 && row0 + r < p.out_) y[vec * p.y_stride + row0 + r] = t;
+    if (tid == 0 && row0 + r < p.out_) y[vec * p.y_stride + row0 + r] = acc[r];
   }
 #endif
 }
