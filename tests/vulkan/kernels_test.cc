@@ -210,12 +210,13 @@ TEST_P(KernelTest, MatvecEveryWeightTypeOddSizes) {
 
 TEST_P(KernelTest, MatvecNormFoldsRmsNormIn) {
   const uint32_t n_vecs = 2, out = 13;
-  for (const MatCase& c : {MatCase{GgmlType::kF32, 67, 0}, MatCase{GgmlType::kF16, 70, 0},
-                           MatCase{GgmlType::kQ8_0, 96, 0}, MatCase{GgmlType::kQ4_K, 512, 0},
-                           MatCase{GgmlType::kQ4_K, 256, 0, 4}, MatCase{GgmlType::kQ6_K, 256, 0},
-                           // vec4 norm prologue: 4 loads per step, then the remainder, then the
-                           // last in % 4 elements
-                           MatCase{GgmlType::kF32, 1030, 0, 2}, MatCase{GgmlType::kQ8_0, 1024, 0, 4}}) {
+  for (const MatCase& c :
+       {MatCase{GgmlType::kF32, 67, 0}, MatCase{GgmlType::kF16, 70, 0},
+        MatCase{GgmlType::kQ8_0, 96, 0}, MatCase{GgmlType::kQ4_K, 512, 0},
+        MatCase{GgmlType::kQ4_K, 256, 0, 4}, MatCase{GgmlType::kQ6_K, 256, 0},
+        // vec4 norm prologue: 4 loads per step, then the remainder, then the
+        // last in % 4 elements
+        MatCase{GgmlType::kF32, 1030, 0, 2}, MatCase{GgmlType::kQ8_0, 1024, 0, 4}}) {
     const std::vector<uint8_t> w = RandomWeights(c.type, c.in, out, 700 + c.in);
     const std::vector<float> wf = Dequantize(c.type, w, c.in, out);
     const uint32_t xs = c.in + (c.x_pad ? c.x_pad : 2), ys = out + 1;
