@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <numeric>
 #include <random>
 #include <string>
@@ -1228,6 +1229,28 @@ TEST_P(KernelTest, BinaryAddMulBroadcastAndInPlace) {
       k().Binary(rec(), Kernels::BinaryOp::kAdd, n, 0, 1.0f, ba, bb, by).IsInvalidArgument());
   EXPECT_TRUE(
       k().Binary(rec(), Kernels::BinaryOp::kAdd, n + 1, 1, 1.0f, ba, bb, by).IsInvalidArgument());
+}
+
+TEST_P(KernelTest, RecorderProfileCountsDispatchesPerShaderAndTag) {
+  // GARNET_VULKAN_PROFILE's machinery on a Recorder of its own: two dispatches of one shader
+  // and grid in one pass under a tag give one row with 2 calls; the result is unchanged.
+  GARNET_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Recorder> r, Recorder::Create(*d_->device));
+  r->EnableProfile();
+  if (!r->profiling()) GTEST_SKIP() << "the queue has no timestamps";
+  r->set_profile_tag("probe");
+  const uint32_t n = 256;
+  const std::vector<float> a = RandomFloats(n, 710);
+  GARNET_ASSERT_OK_AND_ASSIGN(Buffer ba, UploadFloats(*d_, a));
+  GARNET_ASSERT_OK_AND_ASSIGN(Buffer by, Buffer::Create(*d_->device, n * 4, MemoryKind::kScratch));
+  GARNET_ASSERT_OK(k().Binary(*r, Kernels::BinaryOp::kAdd, n, n, 1.0f, ba, ba, by));
+  GARNET_ASSERT_OK(k().Binary(*r, Kernels::BinaryOp::kAdd, n, n, 1.0f, by, ba, by));
+  GARNET_ASSERT_OK(r->SubmitAndWait());
+  GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> y, DownloadFloats(*d_, by, n));
+  for (uint32_t i = 0; i < n; ++i) EXPECT_FLOAT_EQ(y[i], 3.0f * a[i]) << i;
+  const std::string report = r->ProfileReport();
+  EXPECT_NE(report.find("vulkan profile [probe]: 1 passes"), std::string::npos) << report;
+  EXPECT_NE(report.find("binary"), std::string::npos) << report;
+  EXPECT_NE(report.find("2.00 calls"), std::string::npos) << report;
 }
 
 TEST_P(KernelTest, RmsNormAddUpdatesTheResidualWithScaleAndStrides) {
