@@ -140,6 +140,8 @@ class Kernels {
   // small to fill the device at 4 rows per workgroup (fewer than 256 workgroups) takes 2 or 1;
   // after SetMatvecLaunch every matvec uses exactly the rows given.
   Status SetMatvecLaunch(uint32_t workgroup, uint32_t rows_per_group);
+  // Back to the default's row choice (fewer rows for small matrices) at the current workgroup.
+  void SetMatvecRowsAuto() { matvec_rows_auto_ = true; }
   // Whether Matmul may use the cooperative-matrix kernel where the device has it (default true).
   // For benchmarks and tests comparing the two paths; same threading caveat as SetMatvecLaunch.
   void SetMatmulCooperative(bool allow) { matmul_coop_ = allow; }

@@ -1,5 +1,5 @@
 // garnet-vkbench: first numbers for the Vulkan backend on one device.
-//   garnet-vkbench [--device SEL] [--small] [--sweep] [--matmul] [--ffn] [--attn]
+//   garnet-vkbench [--device SEL] [--small] [--sweep] [--matmul] [--ffn] [--attn] [--decode]
 // Measures, each as wall time around submit+wait of one command buffer holding many commands:
 //   - per-dispatch cost of a tiny kernel, with a barrier between every dispatch (a chain) and
 //     without (independent ranges), and the CPU cost of recording one dispatch;
@@ -10,7 +10,8 @@
 // --small uses sizes that finish quickly on lavapipe; --sweep tries several matvec launch shapes;
 // --matmul runs only the matmul part; --ffn only a decode feed-forward chain (unfused vs the
 // fused MatvecGeglu); --attn only prefill attention (per-query kernel vs the tiled prefill
-// kernel on Gemma 4 prompt shapes).
+// kernel on Gemma 4 prompt shapes); --decode only the decode matvecs of one 26b-a4b layer, chained
+// with barriers as a decode pass runs them (with --sweep: per launch shape).
 // Exit status 1 on any error.
 #include <algorithm>
 #include <chrono>
@@ -208,6 +209,152 @@ int RunFfnChain(Device& dev, Kernels& kernels, Recorder& rec, Transfer& transfer
   return 0;
 }
 
+// Decode matvecs at the shapes of one 26b-a4b layer (hidden 2816; experts 8 of 128), each as a
+// chain of dispatches with a barrier between them, as a decode pass runs them. Every dispatch
+// reads another copy of the matrix (or another set of experts), so the weights come from device
+// memory, not from the last-level cache. Prints the device time per dispatch (submit to fence
+// over the chain's length; recording is timed apart) and the weight bandwidth, per launch shape
+// (--sweep: several; else the default).
+int RunDecodeShapes(Device& dev, Kernels& kernels, Recorder& rec, Transfer& transfer, bool small,
+                    bool sweep) {
+  enum class Kind { kPlain, kNorm, kGeglu, kIdNorm, kIdGlu };
+  struct Case {
+    const char* name;
+    Kind kind;
+    GgmlType type;
+    uint32_t in, out;
+  };
+  const uint32_t H = small ? 256 : 2816;
+  const std::vector<Case> cases = {
+      {"q proj (norm)", Kind::kNorm, GgmlType::kQ4_K, H, small ? 512u : 4096u},
+      {"k proj (norm)", Kind::kNorm, GgmlType::kQ4_K, H, small ? 256u : 2048u},
+      {"v proj (norm)", Kind::kNorm, GgmlType::kQ6_K, H, small ? 256u : 2048u},
+      {"o proj", Kind::kPlain, GgmlType::kQ4_K, small ? 512u : 4096u, H},
+      {"dense gate.up (norm)", Kind::kGeglu, GgmlType::kQ4_K, H, small ? 256u : 2112u},
+      {"dense down", Kind::kPlain, GgmlType::kQ8_0, small ? 256u : 2112u, H},
+      {"router (norm)", Kind::kNorm, GgmlType::kBF16, H, small ? 16u : 128u},
+      {"experts gate|up (norm)", Kind::kIdNorm, GgmlType::kQ4_K, H, small ? 64u : 704u},
+      {"experts down (geglu)", Kind::kIdGlu, GgmlType::kQ8_0, small ? 64u : 704u, H},
+      {"experts down (geglu)", Kind::kIdGlu, GgmlType::kQ5_0, small ? 64u : 704u, H},
+      // For comparison: the q shape without the norm, and taller / longer matrices.
+      {"q shape, no norm", Kind::kPlain, GgmlType::kQ4_K, H, small ? 512u : 4096u},
+      {"8x taller", Kind::kPlain, GgmlType::kQ4_K, H, small ? 4096u : 32768u},
+      {"4x longer rows", Kind::kPlain, GgmlType::kQ4_K, 4 * H, small ? 512u : 4096u},
+  };
+  const uint32_t n_experts = small ? 8 : 128, top = small ? 2 : 8, id_sets = 16;
+  const int reps = small ? 4 : 256;
+  struct Launch {
+    uint32_t wg, rows;  // wg 0: the default (Kernels picks the rows)
+  };
+  std::vector<Launch> launches = {{0, 0}};
+  if (sweep) {
+    launches = {{0, 0}, {32, 2}, {32, 4}, {64, 2}, {64, 4}, {128, 1}, {128, 2}, {128, 4}, {256, 1}};
+  }
+  const uint64_t align = std::max<uint64_t>(dev.info().min_storage_buffer_offset_alignment, 256);
+  const uint64_t max_x = uint64_t{top} * 2 * 4096;
+  ASSIGN_OR_FAIL(Buffer x, Buffer::Create(dev, max_x * 4, MemoryKind::kScratch));
+  ASSIGN_OR_FAIL(Buffer nw, Buffer::Create(dev, 4096 * 4, MemoryKind::kScratch));
+  ASSIGN_OR_FAIL(Buffer y, Buffer::Create(dev, uint64_t{top} * 4096 * 2 * 4, MemoryKind::kScratch));
+  ASSIGN_OR_FAIL(Buffer ids, Buffer::Create(dev, id_sets * align, MemoryKind::kScratch));
+  CHECK_OK(rec.Fill(x, 0, x.size(), 0x3c23d70au));  // 0.01
+  CHECK_OK(rec.Fill(nw, 0, nw.size(), 0x3f800000u));
+  {
+    std::vector<uint8_t> idv(id_sets * align, 0);
+    for (uint32_t s = 0; s < id_sets; ++s) {
+      for (uint32_t i = 0; i < top; ++i) {
+        const int32_t e = static_cast<int32_t>((s * top + i * 7) % n_experts);
+        std::memcpy(&idv[s * align + i * 4], &e, 4);
+      }
+    }
+    CHECK_OK(transfer.Upload(ids, 0, idv.data(), idv.size()));
+  }
+  CHECK_OK(rec.SubmitAndWait());
+  const BufferRange nwr(nw);
+  for (const Case& c : cases) {
+    if (!Kernels::SupportsWeightType(c.type)) continue;
+    const bool by_id = c.kind == Kind::kIdNorm || c.kind == Kind::kIdGlu;
+    const uint32_t out = c.kind == Kind::kIdNorm ? 2 * c.out : c.out;  // [gate | up] rows
+    const uint64_t matrix = *RowBytes(c.type, c.in) * out;
+    // Dense: copies of the matrix (two for gate and up) to fill >= 128 MiB; experts: one stack.
+    const uint64_t per = (c.kind == Kind::kGeglu ? 2 : 1) * matrix;
+    const uint64_t slot = (per + align - 1) / align * align;
+    const uint64_t copies =
+        by_id ? 1 : std::clamp<uint64_t>((small ? (4ull << 20) : (128ull << 20)) / slot, 2, 64);
+    const uint64_t total = by_id ? matrix * n_experts : slot * copies;
+    const std::vector<uint8_t> one = WeightRows(c.type, c.in, out);
+    ASSIGN_OR_FAIL(Buffer w, Buffer::Create(dev, total, MemoryKind::kWeights));
+    for (uint64_t i = 0; i < (by_id ? n_experts : copies * (per / matrix)); ++i) {
+      const uint64_t off =
+          by_id ? i * matrix : (i / (per / matrix)) * slot + (i % (per / matrix)) * matrix;
+      CHECK_OK(transfer.Upload(w, off, one.data(), one.size()));
+    }
+    const uint64_t bytes_per = by_id ? matrix * top : per;
+    for (const Launch& l : launches) {
+      CHECK_OK(kernels.SetMatvecLaunch(64, 4));
+      kernels.SetMatvecRowsAuto();
+      if (l.wg != 0 && !kernels.SetMatvecLaunch(l.wg, l.rows).ok()) continue;
+      double best = 1e30, best_rec = 0;
+      for (int rep = 0; rep < 3; ++rep) {  // the first warms up the pipelines and the clocks
+        const auto t0 = Clock::now();
+        for (int i = 0; i < reps; ++i) {
+          const uint64_t off = (static_cast<uint64_t>(i) % copies) * slot;
+          const BufferRange idr(ids, (static_cast<uint64_t>(i) % id_sets) * align, top * 4);
+          Kernels::NormSpec ns;
+          ns.weight = &nwr;
+          switch (c.kind) {
+            case Kind::kPlain:
+              CHECK_OK(
+                  kernels.Matvec(rec, c.type, {c.in, c.out}, BufferRange(w, off, matrix), x, y));
+              break;
+            case Kind::kNorm:
+              CHECK_OK(kernels.MatvecNorm(rec, c.type, {c.in, c.out}, BufferRange(w, off, matrix),
+                                          x, &nwr, 1e-6f, y));
+              break;
+            case Kind::kGeglu:
+              CHECK_OK(kernels.MatvecGeglu(rec, c.type, {c.in, c.out}, BufferRange(w, off, matrix),
+                                           BufferRange(w, off + matrix, matrix), x, &ns, y));
+              break;
+            case Kind::kIdNorm: {
+              MatvecIdShape s;
+              s.in = c.in;
+              s.out = out;
+              s.n_experts = n_experts;
+              s.n_slots = top;
+              CHECK_OK(kernels.MatvecIdNorm(rec, c.type, s, w, x, idr, &nwr, 1e-6f, y));
+              break;
+            }
+            case Kind::kIdGlu: {
+              MatvecIdShape s;
+              s.in = c.in;
+              s.out = c.out;
+              s.n_experts = n_experts;
+              s.n_slots = top;
+              s.x_stride = 2 * c.in;
+              CHECK_OK(kernels.MatvecIdGeglu(rec, c.type, s, w, x, idr, c.in, y));
+              break;
+            }
+          }
+        }
+        const auto t1 = Clock::now();
+        CHECK_OK(rec.SubmitAndWait());
+        const double gpu = Seconds(t1, Clock::now()) / reps;
+        if (rep > 0 && gpu < best) {
+          best = gpu;
+          best_rec = Seconds(t0, t1) / reps;
+        }
+      }
+      const std::string shape =
+          l.wg ? "wg " + std::to_string(l.wg) + " rows " + std::to_string(l.rows) : "default";
+      std::printf("decode %-24s %-5s %5ux%-5u%s %-16s: %7.2f us, %7.1f GB/s (record %.2f us)\n",
+                  c.name, std::string(TypeName(c.type)).c_str(), out, c.in, by_id ? " x8" : "   ",
+                  shape.c_str(), best * 1e6, bytes_per / best / 1e9, best_rec * 1e6);
+    }
+  }
+  CHECK_OK(kernels.SetMatvecLaunch(64, 4));
+  kernels.SetMatvecRowsAuto();
+  return 0;
+}
+
 // Prefill attention, old (AttentionDecode: one workgroup per query token and head, one split as
 // the backend runs it for a long prompt) vs new (AttentionPrefill: tiles of query rows), on the
 // Gemma 4 shapes of a 512- or 2048-token prompt at positions 0..T-1; random Q, K and V. Prints
@@ -319,7 +466,7 @@ int RunPrefillAttention(Device& dev, Kernels& kernels, Recorder& rec, Transfer& 
 }
 
 int Run(const std::string& selector, bool small, bool sweep, bool matmul_only, bool ffn_only,
-        bool attn_only) {
+        bool attn_only, bool decode_only) {
   ASSIGN_OR_FAIL(auto instance, Instance::Create());
   DeviceOptions opts;
   opts.selector = selector;
@@ -334,6 +481,7 @@ int Run(const std::string& selector, bool small, bool sweep, bool matmul_only, b
   if (matmul_only) return RunMatmuls(dev, *kernels, *rec, *transfer, small);
   if (ffn_only) return RunFfnChain(dev, *kernels, *rec, *transfer, small);
   if (attn_only) return RunPrefillAttention(dev, *kernels, *rec, *transfer, small);
+  if (decode_only) return RunDecodeShapes(dev, *kernels, *rec, *transfer, small, sweep);
 
   // 1. Per-dispatch cost.
   {
@@ -497,6 +645,7 @@ int main(int argc, char** argv) {
   bool matmul_only = false;
   bool ffn_only = false;
   bool attn_only = false;
+  bool decode_only = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--small") {
@@ -509,14 +658,16 @@ int main(int argc, char** argv) {
       ffn_only = true;
     } else if (a == "--attn") {
       attn_only = true;
+    } else if (a == "--decode") {
+      decode_only = true;
     } else if (a == "--device" && i + 1 < argc) {
       selector = argv[++i];
     } else {
       std::fprintf(stderr,
                    "usage: garnet-vkbench [--device SEL] [--small] [--sweep] [--matmul] [--ffn]"
-                   " [--attn]\n");
+                   " [--attn] [--decode]\n");
       return 2;
     }
   }
-  return garnet::vk::Run(selector, small, sweep, matmul_only, ffn_only, attn_only);
+  return garnet::vk::Run(selector, small, sweep, matmul_only, ffn_only, attn_only, decode_only);
 }

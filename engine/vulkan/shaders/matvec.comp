@@ -41,6 +41,7 @@
 #version 450
 #include "common.glsl"
 #include "weights.glsl"
+#include "matvec_items.glsl"
 
 layout(binding = 1, std430) readonly buffer XBuf { float x[]; };
 layout(binding = 1, std430) readonly buffer XBuf4 { vec4 x4[]; };  // the same x (VEC bit 1)
@@ -224,18 +225,7 @@ void main() {
     const uint xo = xb + blk * 32u + part * 8u;
     float xv[8];
     [[unroll]] for (uint j = 0; j < 8u; ++j) xv[j] = load_x(xo + j);
-    for (uint r = 0; r < NR; ++r) {
-      const uint b = rb[r] + blk * 34u;
-      const uint qa = b + 2u + part * 8u;
-      float s = 0.0;
-      [[unroll]] for (uint j = 0; j < 4u; ++j) {
-        // int8 to float through the exponent bits: (b ^ 0x80) is b + 128 as an unsigned byte.
-        const uint v = ld16(qa + 2u * j) ^ 0x8080u;
-        const vec2 q = uintBitsToFloat(uvec2(v & 0xffu, v >> 8) | 0x4B000000u) - 8388736.0;
-        s += q.x * xv[2u * j] + q.y * xv[2u * j + 1u];
-      }
-      acc[r] += ldf16(b) * s;
-    }
+    for (uint r = 0; r < NR; ++r) acc[r] += q80_item(rb[r] + blk * 34u, part, xv);
   }
 #elif defined(WTYPE_Q4_0)
   // 4 items per block: bytes qs[4*part .. +4] hold weights 4*part+i (low nibbles) and
@@ -262,9 +252,7 @@ void main() {
   }
 #elif defined(WTYPE_Q4_K)
   if ((VEC & 1u) != 0u) {
-    // 8 items per block, one 16-byte word of qs each: word u (chunk c = u / 2, half h = u % 2)
-    // holds weights 64c + 16h + i (low nibbles, sub-block 2c) and 64c + 32 + 16h + i (high
-    // nibbles, sub-block 2c + 1), i < 16. The block's first word is d, dmin and scales[12].
+    // 8 items per block, one 16-byte word of qs each (q4k_item16).
     for (uint it = tid; it < nb * 8u; it += WG) {
       const uint blk = it >> 3, u = it & 7u;
       const uint c = u >> 1;
@@ -277,39 +265,7 @@ void main() {
       const float sum_l = dot(xl[0] + xl[1] + xl[2] + xl[3], vec4(1.0));
       const float sum_h = dot(xh[0] + xh[1] + xh[2] + xh[3], vec4(1.0));
       for (uint r = 0; r < NR; ++r) {
-        const uint b4 = (rb[r] >> 4) + blk * 9u;
-        const uvec4 hd = w_v4[b4];
-        const uvec4 q = w_v4[b4 + 1u + u];
-        // 6-bit scale and min of sub-blocks 2c (lo) and 2c + 1 (hi); scale bytes s[0..11] are
-        // hd.y, hd.z, hd.w little-endian.
-        uint sc_lo, mn_lo, sc_hi, mn_hi;
-        if (c < 2u) {  // sub-blocks 0..3: s[j] & 63, s[j + 4] & 63
-          const uint sh = 16u * c;
-          sc_lo = (hd.y >> sh) & 63u;
-          sc_hi = (hd.y >> (sh + 8u)) & 63u;
-          mn_lo = (hd.z >> sh) & 63u;
-          mn_hi = (hd.z >> (sh + 8u)) & 63u;
-        } else {  // sub-blocks 4..7: low nibble of s[j + 4] | top bits of s[j - 4] (and s[j])
-          const uint sh = 16u * (c - 2u);
-          const uint a = hd.w >> sh, bs = hd.y >> sh, bm = hd.z >> sh;
-          sc_lo = (a & 15u) | (((bs >> 6) & 3u) << 4);
-          sc_hi = ((a >> 8) & 15u) | (((bs >> 14) & 3u) << 4);
-          mn_lo = ((a >> 4) & 15u) | (((bm >> 6) & 3u) << 4);
-          mn_hi = ((a >> 12) & 15u) | (((bm >> 14) & 3u) << 4);
-        }
-        // Nibbles to floats without int-to-float conversions (a slow instruction on some GPUs):
-        // the bits 0x4B000000 | v are the float 2^23 + v, exact for v < 2^23.
-        float slo = 0.0, shi = 0.0;
-        [[unroll]] for (uint j = 0; j < 4u; ++j) {
-          const uvec4 bytes = (uvec4(q[j]) >> uvec4(0u, 8u, 16u, 24u)) & 0xffu;
-          const vec4 lo = uintBitsToFloat((bytes & 15u) | 0x4B000000u) - 8388608.0;
-          const vec4 hi = uintBitsToFloat((bytes >> 4) | 0x4B000000u) - 8388608.0;
-          slo += dot(lo, xl[j]);
-          shi += dot(hi, xh[j]);
-        }
-        const vec2 dm = unpackHalf2x16(hd.x);
-        acc[r] += dm.x * (float(sc_lo) * slo + float(sc_hi) * shi) -
-                  dm.y * (float(mn_lo) * sum_l + float(mn_hi) * sum_h);
+        acc[r] += q4k_item16((rb[r] >> 4) + blk * 9u, u, xl, xh, sum_l, sum_h);
       }
     }
   } else
@@ -342,38 +298,14 @@ void main() {
     }
   }
 #elif defined(WTYPE_Q6_K)
-  // 16 items per block: half h (weights 128h ..) and l4 (l = 4 l4 + i, i < 4): the words
-  // ql[64h + 4 l4 ..], ql[64h + 32 + 4 l4 ..] and qh[32h + 4 l4 ..] hold quadrant g's weights
-  // 128h + 32g + l: low nibbles of the first word (g 0) and of the second (g 1), high nibbles of
-  // the first (g 2) and of the second (g 3), with qh bits 2g, 2g + 1 on top; the scale of
-  // quadrant g is scales[8h + 2g + l4 / 4]; w = d * scale * (q - 32). Blocks are 210 bytes, so
-  // only 2-byte aligned: words are read as 16-bit halves.
+  // 16 items per block: half h (weights 128h ..) and l4 (q6k_item).
   for (uint it = tid; it < nb * 16u; it += WG) {
     const uint blk = it >> 4, part = it & 15u;
     const uint h = part >> 3, l4 = part & 7u;
     const uint xo = xb + blk * 256u + 128u * h + 4u * l4;
     vec4 xq[4];
     [[unroll]] for (uint g = 0; g < 4u; ++g) xq[g] = load_x4(xo + 32u * g);
-    for (uint r = 0; r < NR; ++r) {
-      const uint b = rb[r] + blk * 210u;
-      const uint qa = ld32(b + 64u * h + 4u * l4);
-      const uint qb = ld32(b + 64u * h + 32u + 4u * l4);
-      const uint qh = ld32(b + 128u + 32u * h + 4u * l4);
-      const uint sb = b + 192u + 8u * h + (l4 >> 2);
-      uint q[4];
-      q[0] = (qa & 0x0f0f0f0fu) | ((qh << 4) & 0x30303030u);
-      q[1] = (qb & 0x0f0f0f0fu) | ((qh << 2) & 0x30303030u);
-      q[2] = ((qa >> 4) & 0x0f0f0f0fu) | (qh & 0x30303030u);
-      q[3] = ((qb >> 4) & 0x0f0f0f0fu) | ((qh >> 2) & 0x30303030u);
-      float t = 0.0;
-      [[unroll]] for (uint g = 0; g < 4u; ++g) {
-        const uvec4 bytes = (uvec4(q[g]) >> uvec4(0u, 8u, 16u, 24u)) & 0xffu;
-        // 2^23 + q as float bits, minus 2^23 + 32: q - 32 exactly, no int-to-float conversion.
-        const vec4 wq = uintBitsToFloat(bytes | 0x4B000000u) - 8388640.0;
-        t += float(sext8(ld8(sb + 2u * g))) * dot(wq, xq[g]);
-      }
-      acc[r] += ldf16(b + 208u) * t;
-    }
+    for (uint r = 0; r < NR; ++r) acc[r] += q6k_item(rb[r] + blk * 210u, h, l4, xq);
   }
 #else
   // The other block types: one item is a group of 8 consecutive weights (one sub-block scale),

@@ -1,0 +1,88 @@
+// The per-row inner products of the decode matvec kernels (matvec.comp, matvec_sg.comp): one
+// "item" of a weight row against its x values, for the types with their own loops. Include after
+// weights.glsl; the caller loads the x values (from memory or shared memory) and sums the items.
+
+#if defined(WTYPE_Q4_K)
+// Q4_K as 16-byte words: item u < 8 of the block whose first word (d, dmin, scales[12]) is
+// w_v4[b4]. Word u (chunk c = u / 2, half h = u % 2) holds weights 64c + 16h + i (low nibbles,
+// sub-block 2c) and 64c + 32 + 16h + i (high nibbles, sub-block 2c + 1), i < 16; xl / xh are
+// those x values, sum_l / sum_h their sums.
+float q4k_item16(uint b4, uint u, vec4 xl[4], vec4 xh[4], float sum_l, float sum_h) {
+  const uint c = u >> 1;
+  const uvec4 hd = w_v4[b4];
+  const uvec4 q = w_v4[b4 + 1u + u];
+  // 6-bit scale and min of sub-blocks 2c (lo) and 2c + 1 (hi); scale bytes s[0..11] are hd.y,
+  // hd.z, hd.w little-endian.
+  uint sc_lo, mn_lo, sc_hi, mn_hi;
+  if (c < 2u) {  // sub-blocks 0..3: s[j] & 63, s[j + 4] & 63
+    const uint sh = 16u * c;
+    sc_lo = (hd.y >> sh) & 63u;
+    sc_hi = (hd.y >> (sh + 8u)) & 63u;
+    mn_lo = (hd.z >> sh) & 63u;
+    mn_hi = (hd.z >> (sh + 8u)) & 63u;
+  } else {  // sub-blocks 4..7: low nibble of s[j + 4] | top bits of s[j - 4] (and s[j])
+    const uint sh = 16u * (c - 2u);
+    const uint a = hd.w >> sh, bs = hd.y >> sh, bm = hd.z >> sh;
+    sc_lo = (a & 15u) | (((bs >> 6) & 3u) << 4);
+    sc_hi = ((a >> 8) & 15u) | (((bs >> 14) & 3u) << 4);
+    mn_lo = ((a >> 4) & 15u) | (((bm >> 6) & 3u) << 4);
+    mn_hi = ((a >> 12) & 15u) | (((bm >> 14) & 3u) << 4);
+  }
+  // Nibbles to floats without int-to-float conversions (a slow instruction on some GPUs): the
+  // bits 0x4B000000 | v are the float 2^23 + v, exact for v < 2^23.
+  float slo = 0.0, shi = 0.0;
+  [[unroll]] for (uint j = 0; j < 4u; ++j) {
+    const uvec4 bytes = (uvec4(q[j]) >> uvec4(0u, 8u, 16u, 24u)) & 0xffu;
+    const vec4 lo = uintBitsToFloat((bytes & 15u) | 0x4B000000u) - 8388608.0;
+    const vec4 hi = uintBitsToFloat((bytes >> 4) | 0x4B000000u) - 8388608.0;
+    slo += dot(lo, xl[j]);
+    shi += dot(hi, xh[j]);
+  }
+  const vec2 dm = unpackHalf2x16(hd.x);
+  return dm.x * (float(sc_lo) * slo + float(sc_hi) * shi) -
+         dm.y * (float(mn_lo) * sum_l + float(mn_hi) * sum_h);
+}
+#endif
+
+#if defined(WTYPE_Q6_K)
+// Q6_K: item (h, l4) of the block at byte b, h < 2, l4 < 8: the words ql[64h + 4 l4 ..],
+// ql[64h + 32 + 4 l4 ..] and qh[32h + 4 l4 ..] hold quadrant g's weights 128h + 32g + 4 l4 + i
+// (i < 4): low nibbles of the first word (g 0) and of the second (g 1), high nibbles of the first
+// (g 2) and of the second (g 3), with qh bits 2g, 2g + 1 on top; the scale of quadrant g is
+// scales[8h + 2g + l4 / 4]; w = d * scale * (q - 32). xq[g] are those x values. Blocks are 210
+// bytes, so only 2-byte aligned: words are read as 16-bit halves.
+float q6k_item(uint b, uint h, uint l4, vec4 xq[4]) {
+  const uint qa = ld32(b + 64u * h + 4u * l4);
+  const uint qb = ld32(b + 64u * h + 32u + 4u * l4);
+  const uint qh = ld32(b + 128u + 32u * h + 4u * l4);
+  const uint sb = b + 192u + 8u * h + (l4 >> 2);
+  uint q[4];
+  q[0] = (qa & 0x0f0f0f0fu) | ((qh << 4) & 0x30303030u);
+  q[1] = (qb & 0x0f0f0f0fu) | ((qh << 2) & 0x30303030u);
+  q[2] = ((qa >> 4) & 0x0f0f0f0fu) | (qh & 0x30303030u);
+  q[3] = ((qb >> 4) & 0x0f0f0f0fu) | ((qh >> 2) & 0x30303030u);
+  float t = 0.0;
+  [[unroll]] for (uint g = 0; g < 4u; ++g) {
+    const uvec4 bytes = (uvec4(q[g]) >> uvec4(0u, 8u, 16u, 24u)) & 0xffu;
+    // 2^23 + q as float bits, minus 2^23 + 32: q - 32 exactly, no int-to-float conversion.
+    const vec4 wq = uintBitsToFloat(bytes | 0x4B000000u) - 8388640.0;
+    t += float(sext8(ld8(sb + 2u * g))) * dot(wq, xq[g]);
+  }
+  return ldf16(b + 208u) * t;
+}
+#endif
+
+#if defined(WTYPE_Q8_0)
+// Q8_0: quarter `part` (weights 8 part .. 8 part + 7) of the block at byte b against xv.
+float q80_item(uint b, uint part, float xv[8]) {
+  const uint qa = b + 2u + part * 8u;
+  float s = 0.0;
+  [[unroll]] for (uint j = 0; j < 4u; ++j) {
+    // int8 to float through the exponent bits: (b ^ 0x80) is b + 128 as an unsigned byte.
+    const uint v = ld16(qa + 2u * j) ^ 0x8080u;
+    const vec2 q = uintBitsToFloat(uvec2(v & 0xffu, v >> 8) | 0x4B000000u) - 8388736.0;
+    s += q.x * xv[2u * j] + q.y * xv[2u * j + 1u];
+  }
+  return ldf16(b) * s;
+}
+#endif
