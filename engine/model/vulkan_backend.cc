@@ -311,6 +311,7 @@ Status VulkanBackend::Impl::UploadWeights(const gguf::Model& model) {
 }
 
 Status VulkanBackend::Impl::Init(const gguf::Model& model) {
+  print_stats = std::getenv("GARNET_VULKAN_STATS") != nullptr;
   const vk::DeviceInfo& info = dev->info();
   const uint64_t align = std::max<uint64_t>(info.min_storage_buffer_offset_alignment, 1);
   if (kBufferAlign % align != 0) {
@@ -837,8 +838,22 @@ Status VulkanBackend::Impl::RecordMoe(int il, const LayerRefs& lr, uint32_t I, u
   // H^-1/2), softmax top-k with per-expert scale. Experts on pre_ffw_norm_2(h): slot t*K + i
   // runs expert ids[t, i] on token t's row.
   GARNET_RETURN_IF_ERROR(DenseMlpUp(lr, lr.ffn_norm, I, T, hidden.r(), norm.r(), gate.r(), up.r()));
-  GARNET_RETURN_IF_ERROR(
-      NormMul(lr.router, lr.router_norm, H, E, T, hidden.r(), norm.r(), router.r()));
+  // The router (E rows, a few hundred KB) as a normalising matvec over the T tokens, also for
+  // prefill: the tiled matmul ran it on E/64 x T/64 workgroups (16 for 512 tokens), and its
+  // RmsNorm into `norm` forced a barrier against the dense branch's readers of `norm`.
+  if (T <= dev->info().max_workgroup_count[2]) {
+    vk::MatvecShape rs;
+    rs.in = H;
+    rs.out = E;
+    rs.n_vecs = T;
+    const BufferRange rnw = lr.router_norm.r();
+    GARNET_RETURN_IF_ERROR(kern->MatvecNorm(*rec, lr.router.type, rs, lr.router.r(), hidden.r(),
+                                            &rnw, p.rms_eps, router.r())
+                               .WithContext(lr.router.name));
+  } else {
+    GARNET_RETURN_IF_ERROR(
+        NormMul(lr.router, lr.router_norm, H, E, T, hidden.r(), norm.r(), router.r()));
+  }
   // Decode with fused gate_up rows: pre_ffw_norm_2 folds into the gate_up expert matvec and the
   // GeGLU into the down expert matvec (two dispatches and barriers fewer).
   const bool fuse_experts = T == 1 && !host_experts[static_cast<size_t>(il)] &&
