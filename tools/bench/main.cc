@@ -198,9 +198,16 @@ int main(int argc, char** argv) {
     std::string first_ids;                   // the first greedy ids, to see a degenerate run
     int64_t bad_rows = 0;                    // logit rows with a NaN or an infinity
     for (int64_t g = 0; g < n_gen; ++g) {
+      // Greedy pick and the finiteness check in one pass over the row (a second pass over the
+      // 262144 logits of a Gemma 4 vocabulary cost ~0.1 ms per token).
       auto l = (*seq)->logits();
-      if (std::any_of(l.begin(), l.end(), [](float v) { return !std::isfinite(v); })) ++bad_rows;
-      int32_t best = static_cast<int32_t>(std::max_element(l.begin(), l.end()) - l.begin());
+      int32_t best = 0;
+      bool finite = true;
+      for (size_t i = 0; i < l.size(); ++i) {
+        finite = finite && std::isfinite(l[i]);
+        if (l[i] > l[static_cast<size_t>(best)]) best = static_cast<int32_t>(i);
+      }
+      if (!finite) ++bad_rows;
       hash = (hash ^ static_cast<uint32_t>(best)) * 1099511628211ull;
       if (g < 8) first_ids += (g ? " " : "") + std::to_string(best);
       s = e.Feed(**seq, std::vector<int32_t>{best});
