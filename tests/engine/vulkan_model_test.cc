@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
@@ -354,6 +355,40 @@ TEST(VulkanBackend, RejectsBadCalls) {
             Code::kInvalidArgument);
   // Still usable afterwards.
   EXPECT_TRUE(gpu->Forward(s->get(), &ok, 1, 0, false, out.data()).ok());
+}
+
+// GARNET_VULKAN_STATS in the environment at Create: one stderr line per pass with its counters
+// (a diagnostic docs/PERF.md relies on; it was once silently lost).
+TEST(VulkanBackend, StatsEnvironmentPrintsOneLinePerPass) {
+  GARNET_REQUIRE_VULKAN();
+  auto l = Load("tiny", "f32");
+  ASSERT_TRUE(l);
+  ASSERT_EQ(setenv("GARNET_VULKAN_STATS", "1", 1), 0);
+  auto gpu = MakeVk(*l);
+  ASSERT_EQ(unsetenv("GARNET_VULKAN_STATS"), 0);
+  ASSERT_TRUE(gpu);
+  auto s = gpu->NewSequence();
+  ASSERT_TRUE(s.ok());
+  std::vector<float> out(l->params.n_vocab);
+  const std::vector<int32_t> prompt = {2, 5, 9};
+  ::testing::internal::CaptureStderr();
+  const Status st = gpu->Forward(s->get(), prompt.data(), 3, 0, false, out.data());
+  const int32_t next = 7;
+  const Status st2 = gpu->Forward(s->get(), &next, 1, 3, false, out.data());
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  ASSERT_TRUE(st2.ok()) << st2.ToString();
+  EXPECT_NE(err.find("vulkan pass: T=3 dispatches="), std::string::npos) << err;
+  EXPECT_NE(err.find("vulkan pass: T=1 dispatches="), std::string::npos) << err;
+  EXPECT_NE(err.find("submit+wait="), std::string::npos) << err;
+  // Without the variable: silent.
+  auto quiet = MakeVk(*l);
+  ASSERT_TRUE(quiet);
+  auto q = quiet->NewSequence();
+  ASSERT_TRUE(q.ok());
+  ::testing::internal::CaptureStderr();
+  EXPECT_TRUE(quiet->Forward(q->get(), &next, 1, 0, false, out.data()).ok());
+  EXPECT_EQ(::testing::internal::GetCapturedStderr().find("vulkan pass"), std::string::npos);
 }
 
 // Planner prediction == device accounting, per kind, exactly (the fit planner issue).
