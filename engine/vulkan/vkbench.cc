@@ -283,10 +283,16 @@ int RunDecodeShapes(Device& dev, Kernels& kernels, Recorder& rec, Transfer& tran
     const uint64_t total = by_id ? matrix * n_experts : slot * copies;
     const std::vector<uint8_t> one = WeightRows(c.type, c.in, out);
     ASSIGN_OR_FAIL(Buffer w, Buffer::Create(dev, total, MemoryKind::kWeights));
-    for (uint64_t i = 0; i < (by_id ? n_experts : copies * (per / matrix)); ++i) {
-      const uint64_t off =
-          by_id ? i * matrix : (i / (per / matrix)) * slot + (i % (per / matrix)) * matrix;
-      CHECK_OK(transfer.Upload(w, off, one.data(), one.size()));
+    if (by_id) {
+      for (uint64_t e = 0; e < n_experts; ++e) {
+        CHECK_OK(transfer.Upload(w, e * matrix, one.data(), one.size()));
+      }
+    } else {
+      for (uint64_t copy = 0; copy < copies; ++copy) {
+        for (uint64_t at = 0; at < per; at += matrix) {  // the matrix, or gate then up
+          CHECK_OK(transfer.Upload(w, copy * slot + at, one.data(), one.size()));
+        }
+      }
     }
     const uint64_t bytes_per = by_id ? matrix * top : per;
     for (const Launch& l : launches) {
