@@ -128,9 +128,9 @@ Status ModelManager::ValidateOptions(const LoadOptions& o) {
         "options parallel",
         std::to_string(o.parallel) + " exceeds the limit " + std::to_string(kMaxParallel));
   }
-  if (!o.kv_type.empty() && o.kv_type != "f16" && o.kv_type != "f32") {
+  if (!o.kv_type.empty() && !model::KvTypeFromName(o.kv_type)) {
     return Status::InvalidArgument("options kv_type",
-                                   "\"" + o.kv_type + "\" is not supported (f16, f32)");
+                                   "\"" + o.kv_type + "\" is not supported (f16, q8_0, f32)");
   }
   if (!o.backend.empty() && o.backend != "cpu" && o.backend != "vulkan" && o.backend != "auto") {
     return Status::InvalidArgument("options backend",
@@ -339,7 +339,9 @@ Status ModelManager::LoadWith(const std::shared_ptr<Entry>& e, const ResolvedMod
   // The engine's micro-batch (EngineOptions' default), capped at the context as the engine does.
   kv.n_ubatch =
       static_cast<uint32_t>(std::min<int64_t>(engine::EngineOptions{}.n_ubatch, kv.n_ctx));
-  kv.type = e->opts.kv_type == "f32" ? plan::KvType::kF32 : plan::KvType::kF16;
+  const model::KvType kv_type =
+      model::KvTypeFromName(e->opts.kv_type).value_or(model::KvType::kF16);
+  kv.type = model::PlanKvType(kv_type);
   const bool vulkan = e->opts.backend == "vulkan";
   plan::Inventory inv;
   GARNET_ASSIGN_OR_RETURN(inv.host, plan::HostInventory());
@@ -349,9 +351,9 @@ Status ModelManager::LoadWith(const std::shared_ptr<Entry>& e, const ResolvedMod
   if (options_.memory_limit != 0) inv.host.free_bytes = options_.memory_limit;
   std::string device;
   if (vulkan) {
-    if (e->opts.kv_type != "f16") {
+    if (kv_type == model::KvType::kF32) {
       return Status::InvalidArgument("options kv_type",
-                                     "the Vulkan backend keeps its KV cache in f16");
+                                     "the Vulkan backend keeps its KV cache in f16 or q8_0");
     }
     // The engine runs on one GPU: plan for the one it picks (discrete first), by name.
     const std::vector<plan::DeviceInfo> gpus = MachineGpus();
@@ -398,7 +400,7 @@ Status ModelManager::LoadWith(const std::shared_ptr<Entry>& e, const ResolvedMod
     engine::EngineOptions eo;
     eo.n_ctx = e->opts.ctx;
     eo.n_threads = static_cast<int>(spec.threads);
-    eo.kv_type = spec.kv_type == "f32" ? engine::KvType::kF32 : engine::KvType::kF16;
+    eo.kv_type = model::KvTypeFromName(spec.kv_type).value_or(engine::KvType::kF16);
     eo.backend = spec.backend;
     eo.device = device;
     eo.n_seq = e->opts.parallel;

@@ -54,7 +54,7 @@ using ResolveFn = std::function<Result<ResolvedModel>(const std::string& ref)>;
 struct LoadOptions {
   uint32_t ctx = 0;
   uint32_t parallel = 0;
-  std::string kv_type;  // "f16", "f32"
+  std::string kv_type;  // "f16", "q8_0", "f32"
   std::string backend;  // "auto", "cpu", "vulkan"; empty: the daemon's default
   uint32_t threads = 0;
 };

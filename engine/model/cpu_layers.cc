@@ -83,7 +83,7 @@ void CpuLayers::Attention(int il, const Row* rows, const float* q, int64_t T, fl
   const int64_t nq = nh * hd;
   const bool full = ly.kind == gguf::AttnKind::kFull;
   const int64_t W = p_.sliding_window;
-  const bool f16 = kv_type_ == KvType::kF16;
+  const KvType kvt = kv_type_;
   const cpu::Kernels& k = cpu::FastKernels();
   pool_.ParallelFor(T * nh, [&](int64_t b, int64_t e, int) {
     thread_local std::vector<float> scores;
@@ -97,8 +97,18 @@ void CpuLayers::Attention(int il, const Row* rows, const float* q, int64_t T, fl
       const float* qv = q + t * nq + n * hd;
       for (int64_t j = 0; j < cnt; ++j) {
         const void* kr = kv.K(il, lo + j, g);
-        scores[static_cast<size_t>(j)] = f16 ? k.dot_f16(static_cast<const uint16_t*>(kr), qv, hd)
-                                             : k.dot_f32(static_cast<const float*>(kr), qv, hd);
+        float dot;
+        switch (kvt) {
+          case KvType::kF16:
+            dot = k.dot_f16(static_cast<const uint16_t*>(kr), qv, hd);
+            break;
+          case KvType::kQ8_0:
+            dot = KvDotQ8_0(static_cast<const uint8_t*>(kr), qv, hd);
+            break;
+          default:
+            dot = k.dot_f32(static_cast<const float*>(kr), qv, hd);
+        }
+        scores[static_cast<size_t>(j)] = dot;
       }
       cpu::Softmax(scores.data(), cnt);  // scale 1.0 (q and k are RMS-normalised)
       float* o = out + t * nq + n * hd;
@@ -106,10 +116,15 @@ void CpuLayers::Attention(int il, const Row* rows, const float* q, int64_t T, fl
       for (int64_t j = 0; j < cnt; ++j) {
         const void* vr = kv.V(il, lo + j, g);
         const float pj = scores[static_cast<size_t>(j)];
-        if (f16) {
-          k.axpy_f16(pj, static_cast<const uint16_t*>(vr), o, hd);
-        } else {
-          k.axpy_f32(pj, static_cast<const float*>(vr), o, hd);
+        switch (kvt) {
+          case KvType::kF16:
+            k.axpy_f16(pj, static_cast<const uint16_t*>(vr), o, hd);
+            break;
+          case KvType::kQ8_0:
+            KvAxpyQ8_0(pj, static_cast<const uint8_t*>(vr), o, hd);
+            break;
+          default:
+            k.axpy_f32(pj, static_cast<const float*>(vr), o, hd);
         }
       }
     }
@@ -340,7 +355,7 @@ void CpuLayers::RunLayer(int il, const Row* rows, int64_t T) {
     } else {  // K = V: V is the raw K projection
       std::memcpy(vbuf, kbuf, sizeof(float) * static_cast<size_t>(T * nkv));
     }
-    const bool f16 = kv_type_ == KvType::kF16;
+    const KvType kvt = kv_type_;
     pool_.ParallelFor(T * nkvh, [&](int64_t b, int64_t e, int) {
       for (int64_t i = b; i < e; ++i) {
         const int64_t t = i / nkvh, g = i % nkvh;
@@ -351,12 +366,18 @@ void CpuLayers::RunLayer(int il, const Row* rows, int64_t T) {
         cpu::RmsNorm(vh, nullptr, vh, hd, eps);
         void* kd = rows[t].kv->K(il, rows[t].pos, g);
         void* vd = rows[t].kv->V(il, rows[t].pos, g);
-        if (f16) {
-          kern.f32_to_f16(kh, static_cast<uint16_t*>(kd), hd);
-          kern.f32_to_f16(vh, static_cast<uint16_t*>(vd), hd);
-        } else {
-          std::memcpy(kd, kh, sizeof(float) * static_cast<size_t>(hd));
-          std::memcpy(vd, vh, sizeof(float) * static_cast<size_t>(hd));
+        switch (kvt) {
+          case KvType::kF16:
+            kern.f32_to_f16(kh, static_cast<uint16_t*>(kd), hd);
+            kern.f32_to_f16(vh, static_cast<uint16_t*>(vd), hd);
+            break;
+          case KvType::kQ8_0:
+            KvQuantizeQ8_0(kh, static_cast<uint8_t*>(kd), hd);
+            KvQuantizeQ8_0(vh, static_cast<uint8_t*>(vd), hd);
+            break;
+          default:
+            std::memcpy(kd, kh, sizeof(float) * static_cast<size_t>(hd));
+            std::memcpy(vd, vh, sizeof(float) * static_cast<size_t>(hd));
         }
       }
     });

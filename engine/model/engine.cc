@@ -59,8 +59,9 @@ Result<std::unique_ptr<Engine>> Engine::OpenParts(const std::vector<std::string>
   }
   if (options.backend == "vulkan") {
 #if GARNET_HAVE_VULKAN
-    if (options.kv_type != KvType::kF16) {
-      return Status::InvalidArgument("engine", "the Vulkan backend keeps the KV cache in f16");
+    if (options.kv_type == KvType::kF32) {
+      return Status::InvalidArgument(
+          "engine", "the Vulkan backend keeps the KV cache in f16 or q8_0, not f32");
     }
     if (options.swa_full_cache) {
       return Status::InvalidArgument("engine", "swa_full_cache is a CPU-backend test option");
@@ -123,7 +124,7 @@ Status Engine::MakeVulkanBackend() {
     kv.n_ctx = static_cast<uint32_t>(options_.n_ctx);
     kv.n_ubatch = static_cast<uint32_t>(options_.n_ubatch);
     kv.n_seq = static_cast<uint32_t>(options_.n_seq);
-    kv.type = plan::KvType::kF16;
+    kv.type = model::PlanKvType(options_.kv_type);
     plan::Inventory inv;
     if (options_.inventory) {
       inv = *options_.inventory;
@@ -144,6 +145,7 @@ Status Engine::MakeVulkanBackend() {
   vo.n_ctx = options_.n_ctx;
   vo.n_ubatch = options_.n_ubatch;
   vo.n_seq = options_.n_seq;
+  vo.kv_type = options_.kv_type;
   vo.embed_scale = options_.embed_scale;
   vo.device = options_.device;
   vo.coop_matmul = options_.coop_matmul;
@@ -152,7 +154,7 @@ Status Engine::MakeVulkanBackend() {
   vo.n_threads = options_.n_threads;
   GARNET_RETURN_IF_ERROR(model::PlacementFromPlan(*plan_, params_, &vo));
   if (std::all_of(vo.host_layers.begin(), vo.host_layers.end(), [](bool h) { return h; })) {
-    device_.reset();  // nothing on the GPU: the CPU backend, KV f16 as planned
+    device_.reset();  // nothing on the GPU: the CPU backend, KV as planned
     return MakeCpuBackend();
   }
   GARNET_ASSIGN_OR_RETURN(

@@ -49,7 +49,7 @@ struct EngineOptions {
   KvType kv_type = KvType::kF16;
   EmbedScale embed_scale = EmbedScale::kF32;
   bool swa_full_cache = false;  // testing only: sliding layers keep every position (cpu only)
-  // "cpu" or "vulkan" (KV cache f16 only; Unavailable when the machine has no Vulkan device or
+  // "cpu" or "vulkan" (KV cache f16 or q8_0; Unavailable when the machine has no Vulkan device or
   // the build has no Vulkan backend: the caller may fall back to "cpu").
   std::string backend = "cpu";
   // Vulkan device: "" the best one (discrete first), "<digits>" an index, else a name substring.

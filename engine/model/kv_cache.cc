@@ -1,6 +1,10 @@
 #include "engine/model/kv_cache.h"
 
 #include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "engine/quant/fp16.h"
 
 namespace garnet::model {
 namespace {
@@ -11,11 +15,71 @@ int64_t SlotsFor(const gguf::Gemma4Params& p, const gguf::Gemma4Layer& ly, int64
   return std::min<int64_t>(n_ctx, int64_t{p.sliding_window} + n_ubatch);
 }
 
-int64_t ElemBytes(KvType t) {
-  return t == KvType::kF32 ? 4 : 2;
-}
+constexpr int64_t kQ8Block = 32;
+constexpr int64_t kQ8BlockBytes = 34;
 
 }  // namespace
+
+uint64_t KvBytes(KvType type, int64_t n) {
+  switch (type) {
+    case KvType::kF32:
+      return static_cast<uint64_t>(n) * 4;
+    case KvType::kF16:
+      return static_cast<uint64_t>(n) * 2;
+    case KvType::kQ8_0:
+      return static_cast<uint64_t>(n / kQ8Block * kQ8BlockBytes);
+  }
+  return static_cast<uint64_t>(n) * 4;
+}
+
+void KvQuantizeQ8_0(const float* x, uint8_t* dst, int64_t n) {
+  for (int64_t b = 0; b < n; b += kQ8Block, x += kQ8Block, dst += kQ8BlockBytes) {
+    float amax = 0.0f;
+    bool finite = true;
+    for (int64_t i = 0; i < kQ8Block; ++i) {
+      finite = finite && std::isfinite(x[i]);
+      amax = std::max(amax, std::fabs(x[i]));
+    }
+    uint16_t dh = 0x7e00u;  // NaN
+    int8_t q[kQ8Block] = {};
+    if (finite) {
+      dh = F32ToF16(amax / 127.0f);
+      if ((dh & 0x7fffu) == 0x7c00u) dh = 0x7bffu;  // overflowed: the largest finite half
+      const float d = F16ToF32(dh);
+      const float id = d != 0.0f ? 1.0f / d : 0.0f;
+      for (int64_t i = 0; i < kQ8Block; ++i) {
+        // Clamped, then rounded to nearest even by the 1.5 * 2^23 trick (exact below 2^22).
+        const float v = std::clamp(x[i] * id, -127.0f, 127.0f);
+        q[i] = static_cast<int8_t>((v + 12582912.0f) - 12582912.0f);
+      }
+    }
+    std::memcpy(dst, &dh, 2);
+    std::memcpy(dst + 2, q, kQ8Block);
+  }
+}
+
+float KvDotQ8_0(const uint8_t* k, const float* q, int64_t n) {
+  float sum = 0.0f;
+  for (int64_t b = 0; b < n; b += kQ8Block, k += kQ8BlockBytes, q += kQ8Block) {
+    uint16_t dh;
+    std::memcpy(&dh, k, 2);
+    const auto* qs = reinterpret_cast<const int8_t*>(k + 2);
+    float s = 0.0f;
+    for (int64_t i = 0; i < kQ8Block; ++i) s += static_cast<float>(qs[i]) * q[i];
+    sum += F16ToF32(dh) * s;
+  }
+  return sum;
+}
+
+void KvAxpyQ8_0(float a, const uint8_t* v, float* y, int64_t n) {
+  for (int64_t b = 0; b < n; b += kQ8Block, v += kQ8BlockBytes, y += kQ8Block) {
+    uint16_t dh;
+    std::memcpy(&dh, v, 2);
+    const auto* qs = reinterpret_cast<const int8_t*>(v + 2);
+    const float ad = a * F16ToF32(dh);
+    for (int64_t i = 0; i < kQ8Block; ++i) y[i] += ad * static_cast<float>(qs[i]);
+  }
+}
 
 uint64_t KvCache::Bytes(const gguf::Gemma4Params& p, int64_t n_ctx, int64_t n_ubatch, KvType type,
                         bool swa_full, const std::vector<bool>& only) {
@@ -24,7 +88,7 @@ uint64_t KvCache::Bytes(const gguf::Gemma4Params& p, int64_t n_ctx, int64_t n_ub
     const auto& ly = p.layers[il];
     if (!ly.owns_kv() || (!only.empty() && (il >= only.size() || !only[il]))) continue;
     total += 2ull * static_cast<uint64_t>(SlotsFor(p, ly, n_ctx, n_ubatch, swa_full)) *
-             ly.n_head_kv * ly.head_dim * static_cast<uint64_t>(ElemBytes(type));
+             ly.n_head_kv * KvBytes(type, ly.head_dim);
   }
   return total;
 }
@@ -43,11 +107,19 @@ Result<KvCache> KvCache::Create(const gguf::Gemma4Params& p, int64_t n_ctx, int6
     const auto& ly = p.layers[il];
     c.owner_[il] = ly.owns_kv() ? static_cast<int>(il) : ly.kv_source;
     if (!ly.owns_kv() || (!only.empty() && (il >= only.size() || !only[il]))) continue;
+    if (type == KvType::kQ8_0 && ly.head_dim % kQ8Block != 0) {
+      return Status::InvalidArgument("kv cache",
+                                     "q8_0 needs head dims that are multiples of 32 "
+                                     "(layer " +
+                                         std::to_string(il) + ": " + std::to_string(ly.head_dim) +
+                                         ")");
+    }
     Layer& l = c.layers_[il];
     l.slots = SlotsFor(p, ly, n_ctx, n_ubatch, swa_full);
     l.head_dim = ly.head_dim;
     l.stride = int64_t{ly.n_head_kv} * ly.head_dim;
-    const size_t bytes = static_cast<size_t>(l.slots * l.stride * ElemBytes(type));
+    l.row_bytes = KvBytes(type, ly.head_dim);
+    const size_t bytes = static_cast<size_t>(l.slots) * ly.n_head_kv * l.row_bytes;
     l.bytes = bytes;
     l.k.reset(static_cast<uint8_t*>(std::malloc(bytes)));
     l.v.reset(static_cast<uint8_t*>(std::malloc(bytes)));
@@ -61,7 +133,8 @@ Result<KvCache> KvCache::Create(const gguf::Gemma4Params& p, int64_t n_ctx, int6
 
 void* KvCache::At(uint8_t* buf, const Layer& l, int64_t pos, int64_t g) {
   const int64_t slot = pos % l.slots;
-  return buf + static_cast<size_t>((slot * l.stride + g * l.head_dim) * ElemBytes(type_));
+  const int64_t n_heads = l.stride / l.head_dim;
+  return buf + static_cast<size_t>(slot * n_heads + g) * l.row_bytes;
 }
 
 void* KvCache::K(int il, int64_t pos, int64_t g) {

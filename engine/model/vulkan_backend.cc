@@ -82,8 +82,10 @@ struct KvPool {
   std::atomic<uint64_t> bytes{0};
   uint32_t n_seq = 1;
   std::vector<uint32_t> cells;      // per layer (0: shared)
-  std::vector<uint64_t> row_bytes;  // per layer: n_head_kv * head_dim * 2
+  std::vector<uint64_t> row_bytes;  // per layer: n_head_kv * head_dim in the cache's type
+  std::vector<uint64_t> seq_bytes;  // per layer: one sequence's K (= V), aligned
   std::vector<uint64_t> half;       // per layer: bytes of the K (= V) part, aligned
+  KvType type = KvType::kF16;       // of the GPU caches and of the host layers' caches
   // Host layers of a mixed placement: each sequence's KvCache for them.
   std::atomic<uint64_t> host_bytes{0};
   std::vector<bool> host_kv_layers;  // empty: no host layers
@@ -121,16 +123,19 @@ class VulkanSequence final : public BackendSequence {
 
   // This sequence's K or V cache of owning layer `il`.
   BufferRange K(int il) const {
-    const uint64_t n = pool_->cells[il] * pool_->row_bytes[il];
-    return BufferRange(block_->layers[il], slot_ * n, n);
+    return BufferRange(block_->layers[il], slot_ * pool_->seq_bytes[il], Bytes(il));
   }
   BufferRange V(int il) const {
-    const uint64_t n = pool_->cells[il] * pool_->row_bytes[il];
-    return BufferRange(block_->layers[il], pool_->half[il] + slot_ * n, n);
+    return BufferRange(block_->layers[il], pool_->half[il] + slot_ * pool_->seq_bytes[il],
+                       Bytes(il));
   }
   const KvPool* pool() const { return pool_.get(); }
 
  private:
+  // The cache range's bytes: cells * row, rounded up to whole 32-bit words (a q8_0 scale plane
+  // with an odd number of scales; seq_bytes is aligned, so the word is there).
+  uint64_t Bytes(int il) const { return (pool_->cells[il] * pool_->row_bytes[il] + 3) / 4 * 4; }
+
   std::shared_ptr<KvPool> pool_;
   KvBlock* block_;
   uint32_t slot_;
@@ -151,7 +156,8 @@ struct VulkanBackend::Impl {
   const ModelWeights& w;
   VulkanBackendOptions opt;
   plan::KvOptions kvo;
-  std::shared_ptr<vk::Device> dev;  // first: outlives every buffer below
+  vk::KvFormat kv_format = vk::KvFormat::kF16;  // opt.kv_type on the GPU
+  std::shared_ptr<vk::Device> dev;              // first: outlives every buffer below
   std::unique_ptr<vk::Kernels> kern;
   std::unique_ptr<vk::Recorder> rec;
   std::vector<std::unique_ptr<vk::Buffer>> weight_bufs;
@@ -326,18 +332,22 @@ Status VulkanBackend::Impl::Init(const gguf::Model& model) {
         ly.head_dim == 0 || ly.head_dim > 1024) {
       return Status::InvalidArgument(where, "unsupported attention shape");
     }
+    if (kv_format == vk::KvFormat::kQ8_0 && ly.head_dim % 32 != 0) {
+      return Status::InvalidArgument(where,
+                                     "a q8_0 KV cache needs head dims that are multiples "
+                                     "of 32, not " +
+                                         std::to_string(ly.head_dim));
+    }
     if (!ly.owns_kv()) {
       const auto& donor = p.layers.at(static_cast<size_t>(ly.kv_source));
       if (!donor.owns_kv() || donor.head_dim != ly.head_dim || donor.n_head_kv != ly.n_head_kv) {
         return Status::InvalidArgument(where, "KV donor of another shape");
       }
     }
-    // Per-sequence runs of a batch start at token offsets; those must stay aligned.
-    // So do the sequences of a KV block.
-    const uint64_t seq_bytes = uint64_t{ly.n_head_kv} * ly.head_dim * 2 * plan::KvCells(p, il, kvo);
+    // Per-sequence runs of a batch start at token offsets; those must stay aligned. (The
+    // sequences of a KV block start at plan::KvSeqBytes multiples, aligned by construction.)
     if ((uint64_t{ly.n_head} * ly.head_dim * 4) % align != 0 ||
-        (uint64_t{ly.n_head_kv} * ly.head_dim * 4) % align != 0 ||
-        (kvo.n_seq > 1 && seq_bytes % align != 0)) {
+        (uint64_t{ly.n_head_kv} * ly.head_dim * 4) % align != 0) {
       return Status::FailedPrecondition(where, "row sizes are not multiples of the device's " +
                                                    std::to_string(align) +
                                                    "-byte offset alignment");
@@ -514,16 +524,19 @@ Status VulkanBackend::Impl::Init(const gguf::Model& model) {
   kv->params = &p;
   kv->n_ctx = opt.n_ctx;
   kv->n_ubatch = opt.n_ubatch;
+  kv->type = opt.kv_type;
   if (n_host > 0) {
     kv->host_kv_layers.assign(p.n_layer, false);
     for (uint32_t il = 0; il < n_host; ++il) kv->host_kv_layers[il] = true;
   }
   for (uint32_t il = 0; il < p.n_layer; ++il) {
     const uint32_t cells = il < n_host && !mirror[il] ? 0 : plan::KvCells(p, il, kvo);
-    const uint64_t row = plan::KvRowBytes(p, il, plan::KvType::kF16);
+    const uint64_t row = plan::KvRowBytes(p, il, kvo.type);
+    const uint64_t seq = cells == 0 ? 0 : plan::KvSeqBytes(p, il, kvo);
     kv->cells.push_back(cells);
     kv->row_bytes.push_back(row);
-    kv->half.push_back(AlignUp(uint64_t{cells} * kvo.n_seq * row));
+    kv->seq_bytes.push_back(seq);
+    kv->half.push_back(seq * kvo.n_seq);
   }
   GARNET_ASSIGN_OR_RETURN(kern, vk::Kernels::Create(*dev));
   kern->SetMatmulCooperative(opt.coop_matmul);
@@ -538,7 +551,7 @@ Status VulkanBackend::Impl::Init(const gguf::Model& model) {
   GARNET_ASSIGN_OR_RETURN(rec, vk::Recorder::Create(*dev));
   if (n_host > 0 || any_host_experts) {
     pool = std::make_unique<cpu::ThreadPool>(opt.n_threads);
-    GARNET_ASSIGN_OR_RETURN(cpu, CpuLayers::Create(&p, &w, opt.n_ubatch, n_host > 0, KvType::kF16,
+    GARNET_ASSIGN_OR_RETURN(cpu, CpuLayers::Create(&p, &w, opt.n_ubatch, n_host > 0, opt.kv_type,
                                                    opt.embed_scale, pool.get()));
   }
   return Status::OK();
@@ -606,7 +619,11 @@ Result<std::unique_ptr<VulkanBackend>> VulkanBackend::Create(const gguf::Model* 
   impl->kvo.n_ctx = static_cast<uint32_t>(options.n_ctx);
   impl->kvo.n_ubatch = static_cast<uint32_t>(options.n_ubatch);
   impl->kvo.n_seq = static_cast<uint32_t>(options.n_seq);
-  impl->kvo.type = plan::KvType::kF16;
+  if (options.kv_type == KvType::kF32) {
+    return Status::InvalidArgument("vulkan backend", "the KV cache is f16 or q8_0, not f32");
+  }
+  impl->kvo.type = PlanKvType(options.kv_type);
+  impl->kv_format = options.kv_type == KvType::kQ8_0 ? vk::KvFormat::kQ8_0 : vk::KvFormat::kF16;
   impl->logit_rows = static_cast<uint32_t>(options.n_seq);
   // The placement: a prefix of host layers, experts on the host per GPU layer.
   const uint32_t L = params->n_layer;
@@ -670,10 +687,9 @@ uint64_t VulkanBackend::GpuKvBytesPerSequence() const {
 
 uint64_t VulkanBackend::KvBytesPerSequence() const {
   const KvPool& k = *impl_->kv;
-  const uint64_t host =
-      k.host_kv_layers.empty()
-          ? 0
-          : KvCache::Bytes(*k.params, k.n_ctx, k.n_ubatch, KvType::kF16, false, k.host_kv_layers);
+  const uint64_t host = k.host_kv_layers.empty() ? 0
+                                                 : KvCache::Bytes(*k.params, k.n_ctx, k.n_ubatch,
+                                                                  k.type, false, k.host_kv_layers);
   return GpuKvBytesPerSequence() + host;
 }
 
@@ -732,7 +748,7 @@ Result<std::unique_ptr<BackendSequence>> VulkanBackend::NewSequence() {
   std::unique_ptr<KvCache> host_kv;
   if (!pool.host_kv_layers.empty()) {
     GARNET_ASSIGN_OR_RETURN(KvCache c, KvCache::Create(*pool.params, pool.n_ctx, pool.n_ubatch,
-                                                       KvType::kF16, false, pool.host_kv_layers));
+                                                       pool.type, false, pool.host_kv_layers));
     host_kv = std::make_unique<KvCache>(std::move(c));
     pool.host_bytes += host_kv->bytes();
   }
@@ -1099,6 +1115,7 @@ Status VulkanBackend::Impl::RecordLayer(int il, const Row* rows, uint32_t T,
       ks.n_kv_heads = nkvh;
       ks.n_tokens = n;
       ks.ring_size = seq->pool()->cells[static_cast<size_t>(il)];
+      ks.format = kv_format;
       const BufferRange kr = k.sub(uint64_t{t0} * nkv * 4, uint64_t{n} * nkv * 4);
       const BufferRange vr = vsrc.sub(uint64_t{t0} * nkv * 4, uint64_t{n} * nkv * 4);
       const BufferRange pr = apos.sub(pos_off, uint64_t{n} * 4);
@@ -1132,8 +1149,9 @@ Status VulkanBackend::Impl::RecordLayer(int il, const Row* rows, uint32_t T,
     as.kv_first = static_cast<uint32_t>(std::max<int64_t>(0, last + 1 - as.ring_size));
     as.window = full ? 0 : p.sliding_window;
     as.scale = 1.0f;
-    if (opt.attn_prefill_min_tokens > 0 && n >= opt.attn_prefill_min_tokens &&
-        kern->AttentionPrefillTile(hd).rows > 0) {
+    as.kv = kv_format;
+    if (kv_format == vk::KvFormat::kF16 && opt.attn_prefill_min_tokens > 0 &&
+        n >= opt.attn_prefill_min_tokens && kern->AttentionPrefillTile(hd).rows > 0) {
       GARNET_RETURN_IF_ERROR(
           kern->AttentionPrefill(*rec, as, q.sub(uint64_t{t0} * nq * 4, uint64_t{n} * nq * 4),
                                  seq->K(owner), seq->V(owner), apos.sub(pos_off, uint64_t{n} * 4),
@@ -1248,6 +1266,7 @@ Status VulkanBackend::Impl::RecordLayers(const Row* rows, uint32_t T) {
       ks.n_kv_heads = ly.n_head_kv;
       ks.n_tokens = n;
       ks.ring_size = seq->pool()->cells[il];
+      ks.format = kv_format;
       const uint64_t at = uint64_t{t0} * nkv * 4, len = uint64_t{n} * nkv * 4;
       GARNET_RETURN_IF_ERROR(vk::KvStore(*dev, *rec, ks, in.sub(k_off + at, len),
                                          in.sub(v_off + at, len),

@@ -7,10 +7,11 @@
 //            (all but the PLE table, which stays in the host mapping, and unused K/V tensors of
 //            KV-shared layers), in their stored type, each at a kBufferAlign-aligned offset of a
 //            few large device-local buffers, uploaded once through staging chunks;
-//   KV       (kKv): f16, allocated in blocks of n_seq sequences (plan::KvOptions::n_seq): per
-//            owning layer one buffer of K then V, each AlignUp(KvCells * n_seq * row bytes),
-//            laid out [sequence][kv head][cell][head_dim]; sliding layers keep a ring of
-//            min(n_ctx, W + ubatch) cells; KV-shared layers read their donor's. A block is
+//   KV       (kKv): f16 or q8_0 (vk::KvFormat), allocated in blocks of n_seq sequences
+//            (plan::KvOptions::n_seq): per owning layer one buffer of K then V, each n_seq x
+//            plan::KvSeqBytes (KvCells * row bytes, aligned), laid out [sequence][kv head][cell]
+//            [head_dim] (q8_0: the sequence's quants, then its scales); sliding layers keep a ring
+//            of min(n_ctx, W + ubatch) cells; KV-shared layers read their donor's. A block is
 //            allocated when a sequence finds no free slot and freed with its last sequence;
 //   scratch  (kScratch): plan::ScratchLayout exactly — device-local activations, a host-visible
 //            input buffer (ids, positions, gathered PLE rows) and a host-readback logits buffer;
@@ -33,7 +34,8 @@
 // runs one dispatch per sequence of the batch. Logit rows beyond n_seq per pass (all_logits, or a
 // batch with more than n_seq logit items) cost one extra small submission per n_seq rows.
 //
-// Numerics: activations fp32, K/V rounded to f16 (nearest even, as the CPU backend's f16 cache),
+// Numerics: activations fp32, K/V rounded to f16 (nearest even, as the CPU backend's f16 cache)
+// or quantised to q8_0 (as the CPU backend's q8_0 cache),
 // so logits match the CPU backend to ~1e-5 relative on the tiny presets (docs/CORRECTNESS.md).
 //
 // Diagnostics: with GARNET_VULKAN_STATS set in the environment at Create, every pass prints one
@@ -68,6 +70,9 @@ struct VulkanBackendOptions {
   int64_t n_ubatch = 512;
   // Sequences sharing one KV allocation and logit rows computed per pass: the plan's n_seq.
   int64_t n_seq = 1;
+  // KV cache storage: f16 or q8_0 (head dims multiples of 32; vk::KvFormat). Host layers of a
+  // mixed placement keep theirs in the same type. f32 is InvalidArgument.
+  KvType kv_type = KvType::kF16;
   EmbedScale embed_scale = EmbedScale::kF32;
   // vk::SelectDevice selector: "" the best device, "<digits>" an index, else a name substring.
   std::string device;

@@ -46,9 +46,12 @@ uint64_t KvRowBytes(const gguf::Gemma4Params& p, uint32_t il, KvType type) {
   return elems * 2;
 }
 
+uint64_t KvSeqBytes(const gguf::Gemma4Params& p, uint32_t il, const KvOptions& o) {
+  return AlignUp(uint64_t{KvCells(p, il, o)} * KvRowBytes(p, il, o.type));
+}
+
 uint64_t KvLayerBytes(const gguf::Gemma4Params& p, uint32_t il, const KvOptions& o) {
-  const uint64_t cells = static_cast<uint64_t>(KvCells(p, il, o)) * o.n_seq;
-  return 2 * AlignUp(cells * KvRowBytes(p, il, o.type));
+  return 2 * o.n_seq * KvSeqBytes(p, il, o);
 }
 
 uint64_t HostKvLayerBytes(const gguf::Gemma4Params& p, uint32_t il, const KvOptions& o) {

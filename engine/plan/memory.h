@@ -39,7 +39,12 @@ struct KvOptions {
 uint32_t KvCells(const gguf::Gemma4Params& p, uint32_t il, const KvOptions& o);
 // Bytes of one of K or V for one cell of layer `il` (n_head_kv * head_dim elements).
 uint64_t KvRowBytes(const gguf::Gemma4Params& p, uint32_t il, KvType type);
-// Bytes of layer il's K and V for all sequences (0 for a KV-shared layer).
+// Bytes of one sequence's K (or V) of layer il on a GPU: cells * row bytes rounded up to
+// kBufferAlign, so that every sequence of a KV block starts at an aligned offset whatever the
+// row size (a q8_0 row of a 32-wide head is 34 bytes).
+uint64_t KvSeqBytes(const gguf::Gemma4Params& p, uint32_t il, const KvOptions& o);
+// Bytes of layer il's K and V for all sequences (0 for a KV-shared layer): 2 x n_seq x
+// KvSeqBytes.
 uint64_t KvLayerBytes(const gguf::Gemma4Params& p, uint32_t il, const KvOptions& o);
 uint64_t KvTotalBytes(const gguf::Gemma4Params& p, const KvOptions& o);
 // Whether some KV-sharing layer reads layer il's cache.

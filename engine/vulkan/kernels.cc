@@ -928,9 +928,18 @@ Result<Kernels::AttentionGeometry> Kernels::CheckAttention(
   }
   if (head > 0xffffffffull) return Status::InvalidArgument(op, "kv head stride over 2^32");
   geo.head = static_cast<uint32_t>(head);
-  // K/V: every (head, slot) the kernel can reach, in f16.
-  const uint64_t kv_bytes =
+  // K/V: every (head, slot) the kernel can reach: f16, or q8_0 quants of n_kv_heads whole head
+  // strides and then their scales.
+  uint64_t kv_bytes =
       ((s.n_kv_heads - 1) * head + uint64_t{s.ring_size - 1} * geo.slot + s.head_dim) * 2;
+  if (s.kv == KvFormat::kQ8_0) {
+    if (s.head_dim % 32 != 0 || geo.slot % 32 != 0 || head % 32 != 0) {
+      return Status::InvalidArgument(op,
+                                     "a q8_0 cache needs head_dim and strides that are "
+                                     "multiples of 32");
+    }
+    kv_bytes = KvCacheBytes(KvFormat::kQ8_0, uint64_t{s.n_kv_heads} * head);
+  }
   if (kv_bytes > 0xffffffffull) return Status::InvalidArgument(op, "kv cache range over 4 GiB");
   GARNET_RETURN_IF_ERROR(Need(q, Span4(s.n_tokens, geo.qs, row), op, "q"));
   GARNET_RETURN_IF_ERROR(Need(o, Span4(s.n_tokens, geo.os, row), op, "o"));
@@ -956,20 +965,34 @@ Status Kernels::AttentionDecode(Recorder& rec, const AttentionShape& s, const Bu
     GARNET_RETURN_IF_ERROR(Need(*scratch, AttentionScratchBytes(s), op, "scratch"));
   }
   constexpr uint32_t kWg = 128;
-  std::string variant = "attn_decode_f16";
-  if (device_.caps().storage_16bit) variant += "_s16";  // needs only 16-bit storage
+  const bool q8 = s.kv == KvFormat::kQ8_0;
+  std::string variant = q8 ? "attn_decode_q8" : "attn_decode_f16";
+  if (!q8 && device_.caps().storage_16bit) variant += "_s16";  // needs only 16-bit storage
   if (device_.caps().subgroup_arithmetic) variant += "_sg";
+  // 16-byte key loads: 8 f16 or 16 int8 (32 per q8_0 block) per load, rows at such multiples.
   const uint32_t kvec =
-      k.offset % 16 == 0 && slot % 8 == 0 && head % 8 == 0 && s.head_dim % 8 == 0 ? 1 : 0;
-  PipelineDesc desc{variant, 6, 0b110000, 48, {kWg, s.head_dim, kvec}, {kWg, 1, 1}};
+      q8 ? (k.offset % 16 == 0 ? 1 : 0)
+         : (k.offset % 16 == 0 && slot % 8 == 0 && head % 8 == 0 && s.head_dim % 8 == 0 ? 1 : 0);
+  PipelineDesc desc{variant, 6, 0b110000, 52, {kWg, s.head_dim, kvec}, {kWg, 1, 1}};
   GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
   struct {
     uint32_t n_q_heads, n_kv_heads, n_tokens, ring_size, kv_first, window, q_tok_stride,
         o_tok_stride, kv_head_stride, slot_stride;
     float scale;
-    uint32_t n_splits;
-  } push{s.n_q_heads, s.n_kv_heads, s.n_tokens, s.ring_size, s.kv_first, s.window,
-         qs,          os,           head,       slot,        s.scale,    splits};
+    uint32_t n_splits, scale_base;
+  } push{s.n_q_heads,
+         s.n_kv_heads,
+         s.n_tokens,
+         s.ring_size,
+         s.kv_first,
+         s.window,
+         qs,
+         os,
+         head,
+         slot,
+         s.scale,
+         splits,
+         q8 ? s.n_kv_heads * head / 4 : 0};
   const BufferRange part = splits > 1 ? *scratch : BufferRange(placeholder_);
   const BufferRange bindings[] = {q, k, v, pos, o, part};
   GARNET_RETURN_IF_ERROR(rec.Dispatch(*p, bindings, push, s.n_q_heads, s.n_tokens, splits));
@@ -1020,6 +1043,9 @@ Status Kernels::AttentionPrefill(Recorder& rec, const AttentionShape& s, const B
                                  const BufferRange& k, const BufferRange& v, const BufferRange& pos,
                                  const BufferRange& o) {
   const std::string op = "attention prefill";
+  if (s.kv != KvFormat::kF16) {
+    return Status::InvalidArgument(op, "reads an f16 cache only (AttentionDecode reads q8_0)");
+  }
   GARNET_ASSIGN_OR_RETURN(const AttentionGeometry geo, CheckAttention(op, s, q, k, v, pos, o));
   const AttentionTile tile = AttentionPrefillTile(s.head_dim);
   if (tile.rows == 0) {

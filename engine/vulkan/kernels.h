@@ -21,6 +21,7 @@
 #include "engine/base/status.h"
 #include "engine/quant/types.h"
 #include "engine/vulkan/buffer.h"
+#include "engine/vulkan/kv_format.h"
 #include "engine/vulkan/recorder.h"
 
 namespace garnet::vk {
@@ -109,6 +110,9 @@ struct AttentionShape {
   // Flash-decoding split: the key range is cut into slices of about this many keys, one
   // workgroup each, merged by a second pass (0: 512). See AttentionSplits.
   uint32_t split_keys = 0;
+  // K/V storage (kv_format.h). kQ8_0: head_dim, slot_stride and kv_head_stride multiples of 32;
+  // K and V each hold n_kv_heads * kv_head_stride quants, then their scales.
+  KvFormat kv = KvFormat::kF16;
 };
 
 // AttentionPrefill's work unit: `rows` query rows (token, query head) per workgroup, keys

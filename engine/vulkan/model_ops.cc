@@ -60,12 +60,22 @@ Result<uint64_t> CheckKvStore(const char* op, const KvStoreShape& s, const Buffe
   if (cache_elems * 2 > 0xffffffffull || stride * s.n_tokens > 0xffffffffull) {
     return Status::InvalidArgument(op, "cache or source beyond 32-bit indexing");
   }
+  if (s.format == KvFormat::kQ8_0 && s.head_dim % 32 != 0) {
+    return Status::InvalidArgument(op, "a q8_0 cache needs head_dim a multiple of 32");
+  }
+  const uint64_t cache_bytes = KvCacheBytes(s.format, cache_elems);
   GARNET_RETURN_IF_ERROR(Need(k, Span4(s.n_tokens, stride, 0, row), op, "k"));
   GARNET_RETURN_IF_ERROR(Need(v, Span4(s.n_tokens, stride, 0, row), op, "v"));
   GARNET_RETURN_IF_ERROR(Need(pos, uint64_t{s.n_tokens} * 4, op, "pos"));
-  GARNET_RETURN_IF_ERROR(Need(k_cache, cache_elems * 2, op, "k cache"));
-  GARNET_RETURN_IF_ERROR(Need(v_cache, cache_elems * 2, op, "v cache"));
+  GARNET_RETURN_IF_ERROR(Need(k_cache, cache_bytes, op, "k cache"));
+  GARNET_RETURN_IF_ERROR(Need(v_cache, cache_bytes, op, "v cache"));
   return stride;
+}
+
+// The word index of a q8_0 cache's scale plane (kv_format.h); 0 for f16 (unused there).
+uint32_t ScaleBase(const KvStoreShape& s) {
+  if (s.format != KvFormat::kQ8_0) return 0;
+  return static_cast<uint32_t>(uint64_t{s.n_kv_heads} * s.head_dim * s.ring_size / 4);
 }
 
 }  // namespace
@@ -77,13 +87,16 @@ Status KvStore(Device& device, Recorder& rec, const KvStoreShape& s, const Buffe
   if (s.head_dim % 2 != 0) return Status::InvalidArgument(op, "head_dim must be even");
   GARNET_ASSIGN_OR_RETURN(const uint64_t stride, CheckKvStore(op, s, k, v, pos, k_cache, v_cache));
   const uint64_t row = uint64_t{s.n_kv_heads} * s.head_dim;
-  const uint64_t gx = (row / 2 + kWg - 1) / kWg;
+  const bool q8 = s.format == KvFormat::kQ8_0;
+  const uint64_t items = q8 ? row / 32 : row / 2;  // blocks of 32, or pairs of halves
+  const uint64_t gx = (items + kWg - 1) / kWg;
   GARNET_RETURN_IF_ERROR(CheckGrid(device, gx, s.n_tokens, op));
-  PipelineDesc desc{"kv_store", 5, 0b11000, 20, {kWg}, {kWg, 1, 1}};
+  PipelineDesc desc{q8 ? "kv_store_q8" : "kv_store", 5, 0b11000, 24, {kWg}, {kWg, 1, 1}};
   GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device.pipelines().Get(desc));
   struct {
-    uint32_t d, n_kv_heads, n_tokens, ring_size, src_tok_stride;
-  } push{s.head_dim, s.n_kv_heads, s.n_tokens, s.ring_size, static_cast<uint32_t>(stride)};
+    uint32_t d, n_kv_heads, n_tokens, ring_size, src_tok_stride, scale_base;
+  } push{s.head_dim,  s.n_kv_heads, s.n_tokens, s.ring_size, static_cast<uint32_t>(stride),
+         ScaleBase(s)};
   const BufferRange bindings[] = {k, v, pos, k_cache, v_cache};
   return rec.Dispatch(*p, bindings, push, static_cast<uint32_t>(gx), s.n_tokens);
 }
@@ -109,18 +122,17 @@ Status KvNormRopeStore(Device& device, Recorder& rec, const KvStoreShape& s, uin
     return Status::InvalidArgument(op, "too many workgroups for one dispatch");
   }
   constexpr uint32_t kNormWg = 128;
-  PipelineDesc desc{device.caps().subgroup_arithmetic ? "kv_norm_store_sg" : "kv_norm_store",
-                    7,
-                    0b1100000,
-                    28,
-                    {kNormWg, kKvNormStoreMaxHeadDim},
-                    {kNormWg, 1, 1}};
+  std::string name = s.format == KvFormat::kQ8_0 ? "kv_norm_store_q8" : "kv_norm_store";
+  if (device.caps().subgroup_arithmetic) name += "_sg";
+  PipelineDesc desc{name, 7, 0b1100000, 32, {kNormWg, kKvNormStoreMaxHeadDim}, {kNormWg, 1, 1}};
   GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device.pipelines().Get(desc));
   struct {
     uint32_t d, n_rot, n_kv_heads, n_tokens, ring_size, src_tok_stride;
     float eps;
-  } push{s.head_dim, n_rot, s.n_kv_heads, s.n_tokens, s.ring_size, static_cast<uint32_t>(stride),
-         eps};
+    uint32_t scale_base;
+  } push{s.head_dim, n_rot,       s.n_kv_heads,
+         s.n_tokens, s.ring_size, static_cast<uint32_t>(stride),
+         eps,        ScaleBase(s)};
   const BufferRange bindings[] = {k, v, pos, theta, k_norm_w, k_cache, v_cache};
   return rec.Dispatch(*p, bindings, push, s.n_kv_heads, s.n_tokens, 2);
 }

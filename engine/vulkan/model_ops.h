@@ -1,6 +1,6 @@
 // Kernels the model backend (engine/model/vulkan_backend.cc) needs beyond kernels.h: writing
-// K/V into the f16 ring cache (plain, or with the K/V norms and RoPE folded in), a GeGLU over
-// strided rows. Same conventions as kernels.h: each call checks its shape and buffer ranges
+// K/V into the f16 or q8_0 ring cache (plain, or with the K/V norms and RoPE folded in), a GeGLU
+// over strided rows. Same conventions as kernels.h: each call checks its shape and buffer ranges
 // (InvalidArgument, nothing recorded), gets its cached pipeline and records one dispatch into the
 // Recorder. The exact formula of each op is in its shader's header comment (shaders/kv_store.comp,
 // kv_norm_store.comp, glu_strided.comp).
@@ -12,6 +12,7 @@
 #include <cstdint>
 
 #include "engine/base/status.h"
+#include "engine/vulkan/kv_format.h"
 #include "engine/vulkan/recorder.h"
 
 namespace garnet::vk {
@@ -22,11 +23,14 @@ struct KvStoreShape {
   uint32_t head_dim = 0;  // D, even
   uint32_t n_kv_heads = 0;
   uint32_t n_tokens = 0;
-  uint32_t ring_size = 0;       // cache slots per kv head
-  uint32_t src_tok_stride = 0;  // elements between tokens of K/V (0: n_kv_heads * head_dim)
+  uint32_t ring_size = 0;            // cache slots per kv head
+  uint32_t src_tok_stride = 0;       // elements between tokens of K/V (0: n_kv_heads * head_dim)
+  KvFormat format = KvFormat::kF16;  // kQ8_0: head_dim a multiple of 32
 };
 // Kc/Vc[(g * ring_size + pos[t] % ring_size) * D + d] = f16(K/V[t * stride + g * D + d]), f16
-// rounded to nearest even (as engine/quant/fp16.h). Tokens with a negative position are skipped.
+// rounded to nearest even (as engine/quant/fp16.h); for kQ8_0 the same elements quantised into
+// the format of kv_format.h. Tokens with a negative position are skipped. The caches hold
+// KvCacheBytes(format, n_kv_heads * ring_size * head_dim) bytes at least.
 Status KvStore(Device& device, Recorder& rec, const KvStoreShape& s, const BufferRange& k,
                const BufferRange& v, const BufferRange& pos, const BufferRange& k_cache,
                const BufferRange& v_cache);

@@ -191,6 +191,33 @@ TEST_F(ManagerTest, OptionsValidatedAndReloaded) {
   EXPECT_EQ(opens_.load(), 2);
 }
 
+// kv_type "q8_0" (what OLLAMA_KV_CACHE_TYPE=q8_0 / llama.cpp's -ctk q8_0 -ctv q8_0 give): the
+// engine opens with a q8_0 cache and the plan prices it at 34 bytes per 32 values instead of 64.
+TEST_F(ManagerTest, KvTypeQ8PricesAndOpensAQ8Cache) {
+  ModelManager mm({}, Resolve, nullptr);
+  auto kv_bytes = [&] {
+    uint64_t kv = 0;
+    for (const plan::DeviceUse& d : mm.Ps()[0].memory) kv += d.use.kv;
+    return kv;
+  };
+  LoadOptions f16;
+  f16.ctx = 256;
+  f16.backend = "cpu";
+  ASSERT_TRUE(mm.Load("a", f16, 0, nullptr).ok());
+  const uint64_t kv16 = kv_bytes();
+  LoadOptions q8 = f16;
+  q8.kv_type = "q8_0";
+  auto st = mm.Load("a", q8, 0, nullptr);
+  ASSERT_TRUE(st.ok()) << st.status().ToString();
+  const uint64_t kv8 = kv_bytes();
+  EXPECT_GT(kv16, 0u);
+  EXPECT_EQ(kv8 * 64, kv16 * 34);
+  auto lease = mm.Acquire("a", q8, 0, nullptr);
+  ASSERT_TRUE(lease.ok()) << lease.status().ToString();
+  // The engine holds what the plan priced (per sequence, parallel sequences in the plan).
+  EXPECT_EQ((*lease)->engine().KvBytesPerSequence() * mm.Ps()[0].parallel, kv8);
+}
+
 // Backend choice without a GPU: "auto" loads on the CPU, "vulkan" says there is no GPU.
 TEST_F(ManagerTest, BackendAutoFallsBackToCpuWithoutAGpu) {
   if (!MachineGpus().empty()) GTEST_SKIP() << "this machine has a Vulkan GPU";

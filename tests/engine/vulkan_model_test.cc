@@ -67,30 +67,32 @@ std::unique_ptr<Loaded> Load(const std::string& preset, const std::string& type)
   return l;
 }
 
-VulkanBackendOptions VkOptions(int64_t n_seq = 1) {
+VulkanBackendOptions VkOptions(int64_t n_seq = 1, KvType kv = KvType::kF16) {
   VulkanBackendOptions o;
   o.n_ctx = kCtx;
   o.n_ubatch = kUbatch;
   o.n_seq = n_seq;
+  o.kv_type = kv;
   // Prefill chunks (8 tokens here) through the flash-attention style prefill kernel, as long
   // prompts take it in real use (default: runs of 64+); decode steps keep the per-query kernel.
   o.attn_prefill_min_tokens = 2;
   return o;
 }
 
-std::unique_ptr<CpuBackend> MakeCpu(const Loaded& l) {
+std::unique_ptr<CpuBackend> MakeCpu(const Loaded& l, KvType kv = KvType::kF16) {
   CpuBackendOptions o;
   o.n_ctx = kCtx;
   o.n_ubatch = kUbatch;
   o.n_threads = 2;
-  o.kv_type = KvType::kF16;
+  o.kv_type = kv;
   auto b = CpuBackend::Create(&l.params, l.weights.get(), o);
   EXPECT_TRUE(b.ok()) << b.status().ToString();
   return b.ok() ? std::move(*b) : nullptr;
 }
 
-std::unique_ptr<VulkanBackend> MakeVk(const Loaded& l, int64_t n_seq = 1) {
-  auto b = VulkanBackend::Create(l.model.get(), &l.params, l.weights.get(), VkOptions(n_seq),
+std::unique_ptr<VulkanBackend> MakeVk(const Loaded& l, int64_t n_seq = 1,
+                                      KvType kv = KvType::kF16) {
+  auto b = VulkanBackend::Create(l.model.get(), &l.params, l.weights.get(), VkOptions(n_seq, kv),
                                  TestDevice());
   EXPECT_TRUE(b.ok()) << b.status().ToString();
   return b.ok() ? std::move(*b) : nullptr;
@@ -187,20 +189,22 @@ void CheckParity(Backend& cpu, Backend& gpu, int64_t V, const std::vector<int32_
 struct ParityCase {
   const char* preset;
   const char* type;
+  KvType kv = KvType::kF16;  // both backends' caches
 };
 
 class Parity : public ::testing::TestWithParam<ParityCase> {};
 
 // Prefill of a 40-token prompt (every row's logits of one chunk, the last row of each), then 64
 // (f16 weights) or 32 (f32) greedy tokens decoded one by one on both backends: logits within
-// 1e-2 relative everywhere, identical continuations.
+// 1e-2 relative everywhere, identical continuations. With a q8_0 cache on both sides too (each
+// quantises its own K/V the same way).
 TEST_P(Parity, PrefillAndGreedyDecodeMatchCpu) {
   GARNET_REQUIRE_VULKAN();
-  const auto [preset, type] = GetParam();
+  const auto [preset, type, kv] = GetParam();
   auto l = Load(preset, type);
   ASSERT_TRUE(l);
-  auto cpu = MakeCpu(*l);
-  auto gpu = MakeVk(*l);
+  auto cpu = MakeCpu(*l, kv);
+  auto gpu = MakeVk(*l, 1, kv);
   ASSERT_TRUE(cpu && gpu);
   const int64_t V = l->params.n_vocab;
   auto prompt = Tokens(kPrompt, static_cast<int>(V), 11);
@@ -211,9 +215,10 @@ TEST_P(Parity, PrefillAndGreedyDecodeMatchCpu) {
   if (HasFatalFailure()) return;
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::printf(
-      "[parity] %s %s on %s: max rel diff prefill %.2e decode %.2e, %d greedy tokens "
+      "[parity] %s %s kv %s on %s: max rel diff prefill %.2e decode %.2e, %d greedy tokens "
       "identical (%.1f s)\n",
-      preset, type, gpu->device_name().c_str(), worst.prefill, worst.decode, n_gen, secs);
+      preset, type, kv == KvType::kQ8_0 ? "q8_0" : "f16", gpu->device_name().c_str(), worst.prefill,
+      worst.decode, n_gen, secs);
 }
 
 INSTANTIATE_TEST_SUITE_P(TinyPresets, Parity,
@@ -221,9 +226,13 @@ INSTANTIATE_TEST_SUITE_P(TinyPresets, Parity,
                                            ParityCase{"tiny-moe", "f32"},
                                            ParityCase{"tiny-moe", "f16"},
                                            ParityCase{"tiny-ple", "f32"},
-                                           ParityCase{"tiny-ple", "f16"}),
+                                           ParityCase{"tiny-ple", "f16"},
+                                           ParityCase{"tiny", "f16", KvType::kQ8_0},
+                                           ParityCase{"tiny-moe", "f16", KvType::kQ8_0},
+                                           ParityCase{"tiny-ple", "f16", KvType::kQ8_0}),
                          [](const auto& info) {
                            std::string s = std::string(info.param.preset) + "_" + info.param.type;
+                           if (info.param.kv == KvType::kQ8_0) s += "_kv_q8_0";
                            std::replace(s.begin(), s.end(), '-', '_');
                            return s;
                          });
@@ -394,10 +403,10 @@ TEST(VulkanBackend, StatsEnvironmentPrintsOneLinePerPass) {
 // Planner prediction == device accounting, per kind, exactly (the fit planner issue).
 class Exactness : public ::testing::TestWithParam<const char*> {};
 
-TEST_P(Exactness, PlanEqualsAllocation) {
+void CheckPlanEqualsAllocation(const char* preset, KvType kvt) {
   GARNET_REQUIRE_VULKAN();
   vk::Device* dev = TestDevice();
-  auto l = Load(GetParam(), "f16");
+  auto l = Load(preset, "f16");
   ASSERT_TRUE(l);
   constexpr int64_t kSeq = 2;
   auto shape = plan::ShapeFromModel(*l->model);
@@ -406,7 +415,7 @@ TEST_P(Exactness, PlanEqualsAllocation) {
   kv.n_ctx = kCtx;
   kv.n_ubatch = kUbatch;
   kv.n_seq = kSeq;
-  kv.type = plan::KvType::kF16;
+  kv.type = PlanKvType(kvt);
   plan::Inventory inv;
   inv.gpus.push_back({"big gpu", 1ull << 40, 1ull << 40});
   inv.host = {"host", 1ull << 40, 1ull << 40};
@@ -421,7 +430,7 @@ TEST_P(Exactness, PlanEqualsAllocation) {
     return driver ? now.Bytes(k) - before.Bytes(k) : now.Requested(k) - before.Requested(k);
   };
   {
-    auto gpu = MakeVk(*l, kSeq);
+    auto gpu = MakeVk(*l, kSeq, kvt);
     ASSERT_TRUE(gpu);
     std::vector<std::unique_ptr<BackendSequence>> seqs;
     for (int i = 0; i < kSeq; ++i) {
@@ -440,10 +449,11 @@ TEST_P(Exactness, PlanEqualsAllocation) {
     EXPECT_EQ(a.weights, want.weights);
     EXPECT_EQ(a.kv, want.kv);
     EXPECT_EQ(a.scratch, want.scratch);
-    std::printf(
-        "[exactness] %s on %s: weights %llu kv %llu scratch %llu bytes == plan\n", GetParam(),
-        gpu->device_name().c_str(), static_cast<unsigned long long>(want.weights),
-        static_cast<unsigned long long>(want.kv), static_cast<unsigned long long>(want.scratch));
+    std::printf("[exactness] %s kv %s on %s: weights %llu kv %llu scratch %llu bytes == plan\n",
+                preset, kvt == KvType::kQ8_0 ? "q8_0" : "f16", gpu->device_name().c_str(),
+                static_cast<unsigned long long>(want.weights),
+                static_cast<unsigned long long>(want.kv),
+                static_cast<unsigned long long>(want.scratch));
     // A third sequence opens a second block of n_seq; dropping sequences frees their block.
     auto extra = gpu->NewSequence();
     ASSERT_TRUE(extra.ok());
@@ -453,6 +463,13 @@ TEST_P(Exactness, PlanEqualsAllocation) {
   }
   for (int k = 0; k < vk::kMemoryKindCount; ++k) {
     EXPECT_EQ(delta(static_cast<MemoryKind>(k), false), 0u) << "kind " << k << " leaked";
+  }
+}
+
+TEST_P(Exactness, PlanEqualsAllocation) {
+  for (KvType kvt : {KvType::kF16, KvType::kQ8_0}) {
+    SCOPED_TRACE(kvt == KvType::kQ8_0 ? "kv q8_0" : "kv f16");
+    CheckPlanEqualsAllocation(GetParam(), kvt);
   }
 }
 
@@ -527,14 +544,15 @@ struct MixedCase {
   // What the plan must come out as (layers on the host, expert sets on the host).
   uint32_t want_host_layers;
   uint32_t want_host_experts;
+  KvType kv = KvType::kF16;  // GPU caches, GPU copies of host donors' and the host layers' caches
 };
 
-plan::KvOptions MixedKv(uint32_t n_seq) {
+plan::KvOptions MixedKv(uint32_t n_seq, KvType type) {
   plan::KvOptions kv;
   kv.n_ctx = kCtx;
   kv.n_ubatch = kUbatch;
   kv.n_seq = n_seq;
-  kv.type = plan::KvType::kF16;
+  kv.type = PlanKvType(type);
   return kv;
 }
 
@@ -550,7 +568,8 @@ Result<plan::Plan> MixedPlan(const MixedCase& c, const gguf::Model& model, uint3
   inv.gpus.push_back({"test gpu", 1ull << 40, 1ull << 40});
   inv.host = {"host", 1ull << 40, 1ull << 40};
   if (c.short_experts || c.short_layers) {
-    GARNET_ASSIGN_OR_RETURN(plan::Plan all, plan::MakePlan(shape, MixedKv(n_seq), inv, policy));
+    GARNET_ASSIGN_OR_RETURN(plan::Plan all,
+                            plan::MakePlan(shape, MixedKv(n_seq, c.kv), inv, policy));
     uint64_t expert_set = 0, layer = 0;
     for (const auto& t : shape.tensors) {
       if (t.layer != 0) continue;
@@ -564,11 +583,12 @@ Result<plan::Plan> MixedPlan(const MixedCase& c, const gguf::Model& model, uint3
                          (c.short_layers ? layer : expert_set) / 2;
     inv.gpus[0].free_bytes = inv.gpus[0].total_bytes = need - cut;
   }
-  return plan::MakePlan(shape, MixedKv(n_seq), inv, policy);
+  return plan::MakePlan(shape, MixedKv(n_seq, c.kv), inv, policy);
 }
 
-std::unique_ptr<VulkanBackend> MakeMixed(const Loaded& l, const plan::Plan& pl, int64_t n_seq) {
-  VulkanBackendOptions o = VkOptions(n_seq);
+std::unique_ptr<VulkanBackend> MakeMixed(const Loaded& l, const plan::Plan& pl, int64_t n_seq,
+                                         KvType kv = KvType::kF16) {
+  VulkanBackendOptions o = VkOptions(n_seq, kv);
   o.n_threads = 2;
   Status st = PlacementFromPlan(pl, l.params, &o);
   EXPECT_TRUE(st.ok()) << st.ToString();
@@ -599,7 +619,7 @@ TEST_P(MixedExactness, PlanEqualsAllocation) {
   const vk::MemoryAccounting before = dev->accounting();
   auto delta = [&](MemoryKind k) { return dev->accounting().Requested(k) - before.Requested(k); };
   {
-    auto gpu = MakeMixed(*l, *pl, kSeq);
+    auto gpu = MakeMixed(*l, *pl, kSeq, c.kv);
     ASSERT_TRUE(gpu);
     std::vector<std::unique_ptr<BackendSequence>> seqs;
     for (int i = 0; i < kSeq; ++i) {
@@ -641,8 +661,8 @@ TEST_P(MixedParity, MatchesCpu) {
   ASSERT_TRUE(l);
   auto pl = MixedPlan(c, *l->model, 1);
   ASSERT_TRUE(pl.ok()) << pl.status().ToString();
-  auto cpu = MakeCpu(*l);
-  auto gpu = MakeMixed(*l, *pl, 1);
+  auto cpu = MakeCpu(*l, c.kv);
+  auto gpu = MakeMixed(*l, *pl, 1, c.kv);
   ASSERT_TRUE(cpu && gpu);
   const int64_t V = l->params.n_vocab;
   auto prompt = Tokens(kPrompt, static_cast<int>(V), 17);
@@ -673,16 +693,18 @@ const MixedCase kMixedCases[] = {
     // tiny-ple: the lowest 4 of 8 layers on the CPU (layers 4..7 on the GPU share the caches of
     // host layers 2 and 3: GPU copies); the lowest 2 (the KV donors stay on the GPU).
     {"tiny_ple_gpu_layers_4", "tiny-ple", kGpuLayers, 4, 0, 0, 4, 0},
+    // The same with q8_0 caches: host layers quantise theirs, the GPU copies quantise the same.
+    {"tiny_ple_gpu_layers_4_kv_q8_0", "tiny-ple", kGpuLayers, 4, 0, 0, 4, 0, KvType::kQ8_0},
     {"tiny_ple_gpu_layers_6", "tiny-ple", kGpuLayers, 6, 0, 0, 2, 0},
     {"tiny_moe_experts_on_host", "tiny-moe", kExperts, 0, 0, 0, 0, 6},
 };
 auto MixedName = [](const auto& info) { return std::string(info.param.name); };
 
 INSTANTIATE_TEST_SUITE_P(TinyPresets, MixedExactness, ::testing::ValuesIn(kMixedCases), MixedName);
-// Parity on the first four (the last two place subsets of what those cover: host layers before
+// Parity on the first five (the last two place subsets of what those cover: host layers before
 // GPU donors, all experts on the host): 3-7 s each on lavapipe.
 INSTANTIATE_TEST_SUITE_P(TinyPresets, MixedParity,
-                         ::testing::ValuesIn(kMixedCases, kMixedCases + 4), MixedName);
+                         ::testing::ValuesIn(kMixedCases, kMixedCases + 5), MixedName);
 
 // A batch mixing two sequences through host layers (each sequence's own host KV) and host
 // experts: matches the CPU backend's ForwardBatch.

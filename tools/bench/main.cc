@@ -1,7 +1,7 @@
 // garnet-bench-engine: prefill and decode throughput and peak RSS of the engine on a GGUF.
 //
 //   garnet-bench-engine --model PATH [--prompt-tokens 512] [--gen 64] [--threads N]
-//                       [--ctx N] [--ubatch N] [--kv-type f16|f32] [--reps 1]
+//                       [--ctx N] [--ubatch N] [--kv-type f16|q8_0|f32] [--reps 1]
 //                       [--backend cpu|vulkan] [--device N|NAME] [--f16-matmul 0|1]
 //                       [--gpu-layers N] [--experts-on-host N|all]
 //
@@ -19,6 +19,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -59,7 +60,13 @@ int main(int argc, char** argv) {
     } else if (a == "--reps") {
       ok = tools::ParseInt(a, v, &reps);
     } else if (a == "--kv-type") {
-      kv_type = std::string(v) == "f32" ? model::KvType::kF32 : model::KvType::kF16;
+      const std::optional<model::KvType> t = model::KvTypeFromName(v);
+      if (t) {
+        kv_type = *t;
+      } else {
+        std::fprintf(stderr, "error: --kv-type wants f16, q8_0 or f32\n");
+        ok = false;
+      }
     } else if (a == "--backend") {
       backend = v;
     } else if (a == "--device") {
@@ -87,7 +94,7 @@ int main(int argc, char** argv) {
   if (model_path.empty() || n_prompt < 1 || n_gen < 0) {
     std::fprintf(stderr,
                  "usage: garnet-bench-engine --model PATH [--prompt-tokens N] [--gen N] "
-                 "[--threads N] [--ctx N] [--ubatch N] [--kv-type f16|f32] [--reps N] "
+                 "[--threads N] [--ctx N] [--ubatch N] [--kv-type f16|q8_0|f32] [--reps N] "
                  "[--backend cpu|vulkan] [--device N|NAME] [--f16-matmul 0|1] [--coop-matmul 0|1] "
                  "[--gpu-layers N] [--experts-on-host N|all] [--attn-prefill-min-tokens N]\n");
     return 2;

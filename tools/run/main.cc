@@ -3,7 +3,7 @@
 //   garnet-run --model PATH [--prompt TEXT] [--system TEXT] [--chat] [--think] [--raw]
 //              [--max-tokens N] [--temp T] [--top-k K] [--top-p P] [--min-p P]
 //              [--repeat-penalty R] [--seed S] [--threads N] [--ctx N] [--ubatch N]
-//              [--kv-type f16|f32] [--stop TEXT]... [--backend cpu|vulkan] [--device N|NAME]
+//              [--kv-type f16|q8_0|f32] [--stop TEXT]... [--backend cpu|vulkan] [--device N|NAME]
 //
 // --backend vulkan runs the forward pass on a Vulkan device (--device: its index or a
 // substring of its name, default the best one; the KV cache is f16); without a Vulkan device it
@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -35,7 +36,7 @@ void Usage() {
                "usage: garnet-run --model PATH [--prompt TEXT] [--system TEXT] [--chat] [--think]\n"
                "                  [--raw] [--max-tokens N] [--temp T] [--top-k K] [--top-p P]\n"
                "                  [--min-p P] [--repeat-penalty R] [--seed S] [--threads N]\n"
-               "                  [--ctx N] [--ubatch N] [--kv-type f16|f32] [--stop TEXT]\n"
+               "                  [--ctx N] [--ubatch N] [--kv-type f16|q8_0|f32] [--stop TEXT]\n"
                "                  [--backend cpu|vulkan] [--device N|NAME]\n");
 }
 
@@ -94,13 +95,11 @@ int main(int argc, char** argv) {
     } else if (a == "--ubatch") {
       ok = tools::ParseInt(a, need(), &ubatch);
     } else if (a == "--kv-type") {
-      std::string t = need();
-      if (t == "f16") {
-        kv_type = model::KvType::kF16;
-      } else if (t == "f32") {
-        kv_type = model::KvType::kF32;
+      const std::optional<model::KvType> t = model::KvTypeFromName(need());
+      if (t) {
+        kv_type = *t;
       } else {
-        std::fprintf(stderr, "error: --kv-type wants f16 or f32\n");
+        std::fprintf(stderr, "error: --kv-type wants f16, q8_0 or f32\n");
         ok = false;
       }
     } else if (a == "--stop") {

@@ -23,7 +23,7 @@
 //            4 O (write, float)  [n_tokens][o_tok_stride], head h at h * D (n_splits == 1)
 //            5 part (write, float) partial results (n_splits > 1; bound but unused otherwise)
 // Push:      uint n_q_heads, n_kv_heads, n_tokens, ring_size, kv_first, window, q_tok_stride,
-//            o_tok_stride, kv_head_stride, slot_stride; float scale; uint n_splits
+//            o_tok_stride, kv_head_stride, slot_stride; float scale; uint n_splits, scale_base
 // Spec:      0 WG workgroup size (power of two), 1 D head dim, 2 KVEC: 1 when every K row starts
 //            at a multiple of 8 elements of a 16-byte aligned binding (keys then read 16 bytes
 //            at a time; 0 is always correct)
@@ -31,7 +31,10 @@
 // Method:    keys in chunks of WG: invocation i scores key (chunk + i) over all D dims; the
 //            workgroup takes the chunk's max, rescales the running sum and accumulators, and each
 //            invocation accumulates output dims i, i + WG, ... from V (reads coalesced in d).
-// Variants:  STORAGE16 (f16 loads) or 32-bit words; USE_SUBGROUP for the max/sum reductions.
+// Variants:  STORAGE16 (f16 loads) or 32-bit words; USE_SUBGROUP for the max/sum reductions;
+//            KVQ8: K and V in the q8_0 cache format of engine/vulkan/kv_format.h (scale plane at
+//            word scale_base of each binding; KVEC then means rows start at multiples of 32
+//            elements of a 16-byte aligned binding).
 #version 450
 #include "common.glsl"
 
@@ -39,21 +42,6 @@ layout(constant_id = 1) const uint D = 256;
 layout(constant_id = 2) const uint KVEC = 0;
 layout(binding = 1, std430) readonly buffer KBuf4 { uvec4 k4[]; };  // K again (KVEC)
 
-layout(binding = 0, std430) readonly buffer QBuf { float q[]; };
-#ifdef STORAGE16
-layout(binding = 1, std430) readonly buffer KBuf { float16_t k16[]; };
-layout(binding = 2, std430) readonly buffer VBuf { float16_t v16[]; };
-float ldk(uint e) { return float(k16[e]); }
-float ldv(uint e) { return float(v16[e]); }
-#else
-layout(binding = 1, std430) readonly buffer KBuf { uint k32[]; };
-layout(binding = 2, std430) readonly buffer VBuf { uint v32[]; };
-float ldk(uint e) { return unpackHalf2x16(k32[e >> 1])[e & 1u]; }
-float ldv(uint e) { return unpackHalf2x16(v32[e >> 1])[e & 1u]; }
-#endif
-layout(binding = 3, std430) readonly buffer PBuf { int pos[]; };
-layout(binding = 4, std430) writeonly buffer OBuf { float o[]; };
-layout(binding = 5, std430) writeonly buffer PartBuf { float part[]; };
 layout(push_constant) uniform Push {
   uint n_q_heads;
   uint n_kv_heads;
@@ -67,7 +55,42 @@ layout(push_constant) uniform Push {
   uint slot_stride;
   float scale;
   uint n_splits;
+  uint scale_base;  // KVQ8: word index of the scale plane in K and in V
 } p;
+
+layout(binding = 0, std430) readonly buffer QBuf { float q[]; };
+#if defined(KVQ8)
+// q8_0 cache (engine/vulkan/kv_format.h): quants four per word, then the f16 scale plane at word
+// p.scale_base.
+layout(binding = 1, std430) readonly buffer KBuf { uint kq[]; };
+layout(binding = 2, std430) readonly buffer VBuf { uint vq[]; };
+float q8_scale(uint w, uint e) { return unpackHalf2x16(w)[(e >> 5) & 1u]; }
+float ldk(uint e) {
+  return float(bitfieldExtract(int(kq[e >> 2]), int((e & 3u) * 8u), 8)) *
+         q8_scale(kq[p.scale_base + (e >> 6)], e);
+}
+float ldv(uint e) {
+  return float(bitfieldExtract(int(vq[e >> 2]), int((e & 3u) * 8u), 8)) *
+         q8_scale(vq[p.scale_base + (e >> 6)], e);
+}
+// The four int8 of a word as floats (byte j is element j).
+vec4 q8_unpack(uint w) {
+  return vec4(ivec4(int(w) << 24, int(w) << 16, int(w) << 8, int(w)) >> 24);
+}
+#elif defined(STORAGE16)
+layout(binding = 1, std430) readonly buffer KBuf { float16_t k16[]; };
+layout(binding = 2, std430) readonly buffer VBuf { float16_t v16[]; };
+float ldk(uint e) { return float(k16[e]); }
+float ldv(uint e) { return float(v16[e]); }
+#else
+layout(binding = 1, std430) readonly buffer KBuf { uint k32[]; };
+layout(binding = 2, std430) readonly buffer VBuf { uint v32[]; };
+float ldk(uint e) { return unpackHalf2x16(k32[e >> 1])[e & 1u]; }
+float ldv(uint e) { return unpackHalf2x16(v32[e >> 1])[e & 1u]; }
+#endif
+layout(binding = 3, std430) readonly buffer PBuf { int pos[]; };
+layout(binding = 4, std430) writeonly buffer OBuf { float o[]; };
+layout(binding = 5, std430) writeonly buffer PartBuf { float part[]; };
 
 shared float q_s[D];
 shared vec4 q4_s[(D + 3) / 4];
@@ -114,6 +137,23 @@ void main() {
     if (j <= hi) {
       const uint kb = kvb + (uint(j) % p.ring_size) * p.slot_stride;
       float dot = 0.0;
+#ifdef KVQ8
+      if (KVEC != 0u) {
+        // One thread per key: per block of 32, its scale and two 16-byte loads of quants.
+        for (uint d = 0; d < D; d += 32u) {
+          const uvec4 w0 = k4[(kb + d) >> 4], w1 = k4[((kb + d) >> 4) + 1u];
+          const vec4 a = q8_unpack(w0.x) * q4_s[d >> 2] + q8_unpack(w0.y) * q4_s[(d >> 2) + 1u] +
+                         q8_unpack(w0.z) * q4_s[(d >> 2) + 2u] + q8_unpack(w0.w) * q4_s[(d >> 2) + 3u];
+          const vec4 b = q8_unpack(w1.x) * q4_s[(d >> 2) + 4u] +
+                         q8_unpack(w1.y) * q4_s[(d >> 2) + 5u] +
+                         q8_unpack(w1.z) * q4_s[(d >> 2) + 6u] + q8_unpack(w1.w) * q4_s[(d >> 2) + 7u];
+          const vec4 t = a + b;
+          dot += q8_scale(kq[p.scale_base + ((kb + d) >> 6)], kb + d) * ((t.x + t.y) + (t.z + t.w));
+        }
+      } else {
+        for (uint d = 0; d < D; ++d) dot += q_s[d] * ldk(kb + d);
+      }
+#else
       if (KVEC != 0u) {
         // One thread per key: 16-byte loads of its row, four independent partial sums.
         vec4 a = vec4(0.0), b = vec4(0.0);
@@ -127,6 +167,7 @@ void main() {
       } else {
         for (uint d = 0; d < D; ++d) dot += q_s[d] * ldk(kb + d);
       }
+#endif
       s = dot * p.scale;
     }
     const float m_new = max(m, wg_max(s));

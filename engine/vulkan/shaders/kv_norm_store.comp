@@ -12,8 +12,11 @@
 //            3 theta (read, vec2[n_rot/2]), 4 kw (read, float[D]),
 //            5 Kc (write, uint: two halves per word), 6 Vc (write, uint)
 // Push:      uint D, n_rot, n_kv_heads, n_tokens, ring_size, src_tok_stride; float eps
+//            uint scale_base (KVQ8 only, as kv_store.comp)
 // Spec:      0 WG workgroup size, 1 MAXD (largest D; the shared staging row)
 // Grid:      (n_kv_heads, n_tokens, 2): z = 0 writes K, z = 1 writes V. D even, n_rot even.
+// Variant KVQ8: the q8_0 cache of engine/vulkan/kv_format.h (D a multiple of 32): invocation b
+//            quantises the staged row's block b (kv_q8.glsl).
 #version 450
 #include "common.glsl"
 #include "half_bits.glsl"
@@ -24,8 +27,14 @@ layout(binding = 1, std430) readonly buffer VBuf { float v[]; };
 layout(binding = 2, std430) readonly buffer PBuf { int pos[]; };
 layout(binding = 3, std430) readonly buffer TBuf { vec2 theta[]; };
 layout(binding = 4, std430) readonly buffer KwBuf { float kw[]; };
+#ifdef KVQ8
+layout(binding = 5, std430) buffer KcBuf { uint kc[]; };  // atomics on the scale words
+layout(binding = 6, std430) buffer VcBuf { uint vc[]; };
+#include "kv_q8.glsl"
+#else
 layout(binding = 5, std430) writeonly buffer KcBuf { uint kc[]; };
 layout(binding = 6, std430) writeonly buffer VcBuf { uint vc[]; };
+#endif
 layout(push_constant) uniform Push {
   uint D;
   uint n_rot;
@@ -34,6 +43,7 @@ layout(push_constant) uniform Push {
   uint ring_size;
   uint src_tok_stride;
   float eps;
+  uint scale_base;  // KVQ8: word index of the scale plane (as kv_store.comp)
 } p;
 layout(constant_id = 1) const uint MAXD = 512;
 shared float row[MAXD];
@@ -73,6 +83,23 @@ void main() {
     for (uint d = tid; d < p.D; d += WG) row[d] = v[src + d] * inv;
   }
   barrier();
+#ifdef KVQ8
+  const uint e0 = (g * p.ring_size + uint(ps) % p.ring_size) * p.D;
+  for (uint b = tid; b < p.D / 32u; b += WG) {
+    float x[32];
+    uint w[8];
+    [[unroll]] for (uint j = 0u; j < 32u; ++j) x[j] = row[32u * b + j];
+    const uint dh = kv_q8_quantize(x, w);
+    const uint e = e0 + 32u * b;
+    if (is_k) {
+      [[unroll]] for (uint j = 0u; j < 8u; ++j) kc[e / 4u + j] = w[j];
+      KV_Q8_STORE_HALF(kc, 2u * p.scale_base + e / 32u, dh);
+    } else {
+      [[unroll]] for (uint j = 0u; j < 8u; ++j) vc[e / 4u + j] = w[j];
+      KV_Q8_STORE_HALF(vc, 2u * p.scale_base + e / 32u, dh);
+    }
+  }
+#else
   const uint dst = ((g * p.ring_size + uint(ps) % p.ring_size) * p.D) >> 1;
   for (uint w = tid; w < p.D / 2u; w += WG) {
     const uint word = half_bits(row[2u * w]) | (half_bits(row[2u * w + 1u]) << 16);
@@ -82,4 +109,5 @@ void main() {
       vc[dst + w] = word;
     }
   }
+#endif
 }
