@@ -105,6 +105,20 @@ Status CheckWeightType(GgmlType type, uint32_t in, const std::string& op) {
   return Status::OK();
 }
 
+// matmul_coop.comp's XVEC: X rows (token rows, and expert slots for MatmulId) start at 16-byte
+// multiples, and K % 16 == 0 (whole vec4 chunks of each invocation's share of a K step).
+uint32_t CoopXVec(const BufferRange& x, uint32_t x_stride, uint32_t x_slot_stride, uint32_t k) {
+  return x.offset % 16 == 0 && x_stride % 4 == 0 && x_slot_stride % 4 == 0 && k % 16 == 0 ? 1 : 0;
+}
+
+// matmul_coop.comp's WVEC (Q4_K only): every row and expert matrix starts 16-byte aligned.
+uint32_t CoopWVec(GgmlType type, const BufferRange& w, uint64_t row_bytes, uint64_t matrix_stride) {
+  return type == GgmlType::kQ4_K && w.offset % 16 == 0 && row_bytes % 16 == 0 &&
+                 matrix_stride % 16 == 0
+             ? 1
+             : 0;
+}
+
 }  // namespace
 
 Result<std::unique_ptr<Kernels>> Kernels::Create(Device& device) {
@@ -575,6 +589,9 @@ Status Kernels::Matmul(Recorder& rec, GgmlType type, const MatmulShape& s, const
     return Status::InvalidArgument(op, "too many tiles for one dispatch");
   }
   PipelineDesc desc{MatmulVariant(type), 3, 0b100, 20, {kMatmulWg}, {kMatmulWg, 1, 1}};
+  if (MatmulUsesCooperativeMatrix(type)) {
+    desc.spec = {kMatmulWg, CoopXVec(x, xs, 0, s.k), CoopWVec(type, w, row_bytes, row_bytes)};
+  }
   GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
   struct {
     uint32_t m, n, k, x_stride, y_stride;
@@ -648,6 +665,10 @@ Status Kernels::MatmulId(Recorder& rec, GgmlType type, const MatmulIdShape& s, c
   std::string variant = (coop ? "matmul_coop_id_" : "matmul_id_") + TypeSuffix(type);
   if (!coop && type != GgmlType::kF32 && device_.caps().storage_16bit) variant += "_s16";
   PipelineDesc desc{variant, 4, 0b100, 40, {kMatmulWg}, {kMatmulWg, 1, 1}};
+  if (coop) {
+    desc.spec = {kMatmulWg, CoopXVec(x, xs, s.x_slot_stride, s.k),
+                 CoopWVec(type, w, row_bytes, stride)};
+  }
   GARNET_ASSIGN_OR_RETURN(const Pipeline* mp, device_.pipelines().Get(desc));
   struct {
     uint32_t n_experts, n_slots, max_tiles;

@@ -7,7 +7,8 @@
 //
 // Bindings:  0 W (read), 1 X (read, float), 2 Y (write, float)
 // Push:      uint M, N, K, x_stride, y_stride
-// Spec:      0 WG = 256 (8 subgroups of 32: the device's subgroup size must be 32)
+// Spec:      0 WG = 256 (8 subgroups of 32: the device's subgroup size must be 32), 1 XVEC,
+//            2 WVEC (16-byte loads where rows are aligned; see below)
 // Grid:      (ceil(M / 128), ceil(N / 128), 1). A workgroup computes a 128-row x 128-token tile of
 //            Y stepping K by 32: it dequantises W[128][32] and converts X[128][32] into shared
 //            memory (f16; the global loads of the next step are issued before this step's
@@ -33,6 +34,13 @@
 #include "weights.glsl"
 
 layout(binding = 1, std430) readonly buffer XBuf { float x[]; };
+layout(binding = 1, std430) readonly buffer XBuf4 { vec4 x4[]; };  // X again (XVEC)
+// XVEC: every X row starts 16-byte aligned and K % 16 == 0, so an invocation loads its XPER
+// consecutive values of one token row as vec4s. WVEC (Q4_K only): every weight row (and expert
+// matrix) starts 16-byte aligned, so an invocation reads its 16 weights of one row as two 16-byte
+// words: the block header (d, dmin, 12 scale bytes) and the 16 quant bytes. 0 is always correct.
+layout(constant_id = 1) const uint XVEC = 0;
+layout(constant_id = 2) const uint WVEC = 0;
 layout(binding = 2, std430) writeonly buffer YBuf { float y[]; };
 layout(push_constant) uniform Push {
   uint M;
@@ -74,17 +82,78 @@ shared float16_t Ws[BM * LDS];  // Ws[m * LDS + k]
 shared float16_t Xs[BN * LDS];  // Xs[t * LDS + k]
 shared float Cs[8u * 256u];     // per-subgroup 16x16 staging, Cs[sg * 256 + t * 16 + m]
 
-// This invocation's share of step k0: X[128 tokens][32] (16 values: token idx / 32, k idx % 32
-// for idx = tid + 256 i) and W[128 rows][32] (per element like X, or two groups of 8).
-void load_tile(uint k0, uint m0, uint wbase, uint row_bytes, out float xr[XPER],
-               out float wr[16]) {
+// XVEC: invocation tid takes XPER consecutive values of token tid / XT at k = (tid % XT) * XPER.
+#define XT (BK / XPER)
+#if defined(WTYPE_Q4_K)
+// WVEC: invocation tid takes weights 16 (tid % 2) .. +15 of row tid / 2 of the step's 32.
+void load_w_q4k(uint k0, uint m0, uint wbase, uint row_bytes, out uvec4 wq[2]) {
   const uint tid = gl_LocalInvocationIndex;
+  const uint gm = m0 + tid / 2u;
+  if (gm >= p.M || k0 >= p.K) {
+    wq[0] = uvec4(0u);
+    wq[1] = uvec4(0u);
+    return;
+  }
+  const uint b = wbase + gm * row_bytes + (k0 / 256u) * W_BLOCK_BYTES;
+  const uint e = k0 % 256u + 16u * (tid % 2u);
+  wq[0] = w_v4[b >> 4];                                   // d, dmin, scales[12]
+  wq[1] = w_v4[(b + 16u + 32u * (e / 64u) + e % 32u) >> 4];  // qs: this half of the sub-block
+}
+// Byte i of the scales (bytes 4..15 of the header word).
+uint q4k_sbyte(uvec4 h, uint i) { return byte_of(i < 4u ? h.y : (i < 8u ? h.z : h.w), i % 4u); }
+void dequant_w_q4k(uint k0, uvec4 wq[2], out float wr[16]) {
+  const uint tid = gl_LocalInvocationIndex;
+  const uint e = k0 % 256u + 16u * (tid % 2u);
+  const uint j = e / 32u, hi = j & 1u;  // sub-block; high nibbles for odd ones
+  uint sc, mn;
+  if (j < 4u) {
+    sc = q4k_sbyte(wq[0], j) & 63u;
+    mn = q4k_sbyte(wq[0], j + 4u) & 63u;
+  } else {
+    sc = (q4k_sbyte(wq[0], j + 4u) & 0xfu) | ((q4k_sbyte(wq[0], j - 4u) >> 6) << 4);
+    mn = (q4k_sbyte(wq[0], j + 4u) >> 4) | ((q4k_sbyte(wq[0], j) >> 6) << 4);
+  }
+  const vec2 dm = unpackHalf2x16(wq[0].x);
+  const float dl = dm.x * float(sc), ml = dm.y * float(mn);
+  [[unroll]] for (uint i = 0; i < 16u; ++i) {
+    const uint q = (byte_of(wq[1][i / 4u], i % 4u) >> (4u * hi)) & 15u;
+    wr[i] = dl * float(q) - ml;
+  }
+}
+#endif
+
+// This invocation's share of step k0: X[128 tokens][32] (16 values: token idx / 32, k idx % 32
+// for idx = tid + 256 i; with XVEC as above) and W[128 rows][32] (per element like X, or two
+// groups of 8; with WVEC raw words in wq, decoded by store_tile).
+void load_tile(uint k0, uint m0, uint wbase, uint row_bytes, out float xr[XPER],
+               out float wr[16], out uvec4 wq[2]) {
+  const uint tid = gl_LocalInvocationIndex;
+  if (XVEC != 0u) {
+    const uint t = tid / XT, kk = (tid % XT) * XPER;
+    const uint xb = xrow_s[t], gk = k0 + kk;
+    [[unroll]] for (uint i = 0; i < XPER / 4u; ++i) {
+      const vec4 v = (xb != 0xffffffffu && gk < p.K) ? x4[(xb + gk) / 4u + i] : vec4(0.0);
+      xr[4u * i] = v.x;
+      xr[4u * i + 1u] = v.y;
+      xr[4u * i + 2u] = v.z;
+      xr[4u * i + 3u] = v.w;
+    }
+  } else {
   [[unroll]] for (uint i = 0; i < XPER; ++i) {
     const uint idx = tid + 256u * i;
     const uint t = idx / BK, k = idx % BK;
     const uint gk = k0 + k, xb = xrow_s[t];
     xr[i] = (xb != 0xffffffffu && gk < p.K) ? x[xb + gk] : 0.0;
   }
+  }
+#if defined(WTYPE_Q4_K)
+  if (WVEC != 0u) {
+    load_w_q4k(k0, m0, wbase, row_bytes, wq);
+    return;
+  }
+#endif
+  wq[0] = uvec4(0u);
+  wq[1] = uvec4(0u);
 #ifdef W_PER_ELEMENT
   [[unroll]] for (uint i = 0; i < 16u; ++i) {
     const uint idx = tid + 256u * i;
@@ -109,12 +178,26 @@ void load_tile(uint k0, uint m0, uint wbase, uint row_bytes, out float xr[XPER],
 #endif
 }
 
-void store_tile(float xr[XPER], float wr[16]) {
+void store_tile(uint k0, float xr[XPER], float wr[16], uvec4 wq[2]) {
   const uint tid = gl_LocalInvocationIndex;
-  [[unroll]] for (uint i = 0; i < XPER; ++i) {
-    const uint idx = tid + 256u * i;
-    Xs[(idx / BK) * LDS + idx % BK] = float16_t(xr[i]);
+  if (XVEC != 0u) {
+    const uint t = tid / XT, kk = (tid % XT) * XPER;
+    [[unroll]] for (uint i = 0; i < XPER; ++i) Xs[t * LDS + kk + i] = float16_t(xr[i]);
+  } else {
+    [[unroll]] for (uint i = 0; i < XPER; ++i) {
+      const uint idx = tid + 256u * i;
+      Xs[(idx / BK) * LDS + idx % BK] = float16_t(xr[i]);
+    }
   }
+#if defined(WTYPE_Q4_K)
+  if (WVEC != 0u) {
+    float wd[16];
+    dequant_w_q4k(k0, wq, wd);
+    const uint r = tid / 2u, kk = 16u * (tid % 2u);
+    [[unroll]] for (uint i = 0; i < 16u; ++i) Ws[r * LDS + kk + i] = float16_t(wd[i]);
+    return;
+  }
+#endif
 #ifdef W_PER_ELEMENT
   [[unroll]] for (uint i = 0; i < 16u; ++i) {
     const uint idx = tid + 256u * i;
@@ -182,11 +265,12 @@ void main() {
   // Global loads for step k0 + BK are issued before the multiplies of step k0 (registers xr, wr),
   // so their latency hides behind the tensor-core work.
   float xr[XPER], wr[16];
-  load_tile(0u, m0, wbase, row_bytes, xr, wr);
+  uvec4 wq[2];
+  load_tile(0u, m0, wbase, row_bytes, xr, wr, wq);
   for (uint k0 = 0; k0 < p.K; k0 += BK) {
-    store_tile(xr, wr);
+    store_tile(k0, xr, wr, wq);
     barrier();
-    if (k0 + BK < p.K) load_tile(k0 + BK, m0, wbase, row_bytes, xr, wr);
+    if (k0 + BK < p.K) load_tile(k0 + BK, m0, wbase, row_bytes, xr, wr, wq);
     [[unroll]] for (uint kk = 0; kk < BK; kk += 16u) {
       fcoopmatNV<16, gl_ScopeSubgroup, 16, 16> a[MI];
       fcoopmatNV<16, gl_ScopeSubgroup, 16, 16> b[MJ];
