@@ -647,7 +647,9 @@ TEST_P(KernelTest, MatmulIdGroupsSlotsByExpert) {
       const bool shared_x = variant % 2 == 0, coop = variant < 2;
       k().SetMatmulCooperative(coop);
       if (coop && !k().MatmulUsesCooperativeMatrix(c.type)) continue;
-      const uint32_t slot_stride = shared_x ? 0 : c.in + 1;
+      // Shared x rows at an odd stride (matmul_coop's element loads), per-slot rows at a
+      // multiple of 4 (its 16-byte X loads where K % 16 == 0).
+      const uint32_t slot_stride = shared_x ? 0 : c.in + 4;
       const uint32_t xs = shared_x ? c.in + 3 : k_slots * slot_stride;
       const std::vector<float> x = RandomFloats(size_t{n_tokens} * xs, 1100);
       GARNET_ASSERT_OK_AND_ASSIGN(Buffer bx, UploadFloats(*d_, x));
