@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <utility>
+#include <vector>
 
 #include "engine/gguf/gguf.h"
 #include "engine/model/chat.h"
@@ -212,7 +214,10 @@ Status Engine::Feed(Sequence& seq, std::span<const int32_t> tokens, bool all_log
     }
   }
   const int64_t V = params_.n_vocab;
-  std::vector<float> out(static_cast<size_t>((all_logits ? n : 1) * V));
+  // Every row of `out` is written by the backend below, so the spare buffer's old contents need
+  // no clearing; on an error it goes back to being the spare and logits_ stays as it was.
+  std::vector<float> out = std::move(seq.spare_);
+  out.resize(static_cast<size_t>((all_logits ? n : 1) * V));
   for (int64_t b = 0; b < n; b += options_.n_ubatch) {
     const int64_t T = std::min(options_.n_ubatch, n - b);
     const bool last = b + T == n;
@@ -228,10 +233,14 @@ Status Engine::Feed(Sequence& seq, std::span<const int32_t> tokens, bool all_log
       s = backend_->Forward(seq.state_.get(), tokens.data() + b, T, seq.n_past() + b, all_logits,
                             dst);
     }
-    if (!s.ok()) return s;
+    if (!s.ok()) {
+      seq.spare_ = std::move(out);
+      return s;
+    }
   }
   seq.tokens_.insert(seq.tokens_.end(), tokens.begin(), tokens.end());
-  seq.logits_ = std::move(out);
+  std::swap(seq.logits_, out);
+  seq.spare_ = std::move(out);
   return Status::OK();
 }
 
@@ -255,7 +264,9 @@ Status Engine::Step(std::span<Sequence* const> seqs, std::span<const int32_t> to
   }
   const int64_t V = params_.n_vocab;
   const size_t n = seqs.size();
-  std::vector<float> out(n * static_cast<size_t>(V));
+  // Reused across steps on this thread (the daemon's decode batcher steps every token).
+  thread_local std::vector<float> out;
+  out.resize(n * static_cast<size_t>(V));
   for (size_t b = 0; b < n; b += static_cast<size_t>(options_.n_ubatch)) {
     const size_t m = std::min(n - b, static_cast<size_t>(options_.n_ubatch));
     std::vector<model::BatchItem> items(m);

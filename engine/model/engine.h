@@ -105,6 +105,9 @@ class Sequence {
   std::unique_ptr<model::BackendSequence> state_;
   std::vector<int32_t> tokens_;
   std::vector<float> logits_;
+  // The previous logits' storage, reused by the next Feed: a decode step would otherwise
+  // allocate, fault in and free n_vocab floats (1 MiB for Gemma 4) per token.
+  std::vector<float> spare_;
   int64_t n_vocab_ = 0;
 };
 
