@@ -63,6 +63,7 @@ class Sampler {
   std::deque<int32_t> recent_;
   std::vector<float> work_;
   std::vector<int32_t> idx_;
+  std::vector<std::pair<float, int32_t>> top_;  // TopK's heap (logit, id)
 };
 
 }  // namespace garnet::sampling

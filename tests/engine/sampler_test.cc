@@ -2,8 +2,11 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
+#include <set>
+#include <vector>
 
 namespace garnet::sampling {
 namespace {
@@ -104,6 +107,52 @@ TEST(Sampler, AllBannedReturnsMinusOne) {
   Sampler s(p);
   EXPECT_EQ(s.Sample(std::vector<float>{1.0f}), -1);
   EXPECT_EQ(s.Sample(std::vector<float>{}), -1);
+}
+
+}  // namespace
+}  // namespace garnet::sampling
+
+namespace garnet::sampling {
+namespace {
+
+// A Gemma-sized vocabulary (262144) with ties, NaN and -inf scattered in: greedy takes the
+// lowest id of the largest logit, and top-k sampling only ever returns one of the k best by
+// (logit, lower id) — what the block-skipping selection must preserve.
+TEST(Sampler, LargeVocabularyGreedyAndTopKKeepTheOrdering) {
+  const int32_t n = 262144;
+  std::vector<float> l(static_cast<size_t>(n));
+  uint64_t x = 12345;
+  for (auto& v : l) {
+    x = x * 6364136223846793005ull + 1442695040888963407ull;
+    v = static_cast<float>((x >> 40) % 1000) / 100.0f;  // many ties
+  }
+  l[7] = std::numeric_limits<float>::quiet_NaN();
+  l[100000] = -std::numeric_limits<float>::infinity();
+  l[200001] = 11.0f;  // the maximum, twice
+  l[250000] = 11.0f;
+  Sampler greedy(SamplerParams{});
+  EXPECT_EQ(greedy.Sample(l), 200001);
+  // The reference top 5: sort every usable id by (logit desc, id asc).
+  std::vector<int32_t> ids;
+  for (int32_t i = 0; i < n; ++i) {
+    if (l[static_cast<size_t>(i)] > -std::numeric_limits<float>::infinity()) ids.push_back(i);
+  }
+  std::stable_sort(ids.begin(), ids.end(), [&](int32_t a, int32_t b) {
+    return l[static_cast<size_t>(a)] > l[static_cast<size_t>(b)];
+  });
+  const std::vector<int32_t> top(ids.begin(), ids.begin() + 5);
+  SamplerParams p;
+  p.temperature = 100.0f;  // nearly uniform over the k kept
+  p.top_k = 5;
+  p.seed = 3;
+  Sampler s(p);
+  std::set<int32_t> seen;
+  for (int i = 0; i < 200; ++i) {
+    const int32_t t = s.Sample(l);
+    EXPECT_NE(std::find(top.begin(), top.end(), t), top.end()) << t;
+    seen.insert(t);
+  }
+  EXPECT_EQ(seen.size(), top.size());  // all five are reachable
 }
 
 }  // namespace

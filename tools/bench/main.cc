@@ -25,6 +25,7 @@
 
 #include "engine/gguf/gguf.h"
 #include "engine/model/engine.h"
+#include "engine/model/sampler.h"
 #include "engine/plan/planner.h"
 #include "tools/run/args.h"
 
@@ -204,17 +205,20 @@ int main(int argc, char** argv) {
     uint64_t hash = 1469598103934665603ull;  // FNV-1a over the greedy ids, to compare runs
     std::string first_ids;                   // the first greedy ids, to see a degenerate run
     int64_t bad_rows = 0;                    // logit rows with a NaN or an infinity
+    sampling::Sampler greedy(sampling::SamplerParams{});  // the daemon's sampler, greedy
     for (int64_t g = 0; g < n_gen; ++g) {
-      // Greedy pick and the finiteness check in one pass over the row (262144 logits for a
-      // Gemma 4 vocabulary), not two.
+      // The pick through the real sampler; the finiteness check as eight independent sums of
+      // x * 0 (NaN once any logit is NaN or infinite), cheap next to a 262144-logit row.
       auto l = (*seq)->logits();
-      int32_t best = 0;
-      bool finite = true;
-      for (size_t i = 0; i < l.size(); ++i) {
-        finite = finite && std::isfinite(l[i]);
-        if (l[i] > l[static_cast<size_t>(best)]) best = static_cast<int32_t>(i);
+      const int32_t best = std::max(greedy.Sample(l), 0);
+      float z[8] = {};
+      for (size_t i = 0; i + 8 <= l.size(); i += 8) {
+        for (size_t j = 0; j < 8; ++j) z[j] += l[i + j] * 0.0f;
       }
-      if (!finite) ++bad_rows;
+      float zs = 0.0f;
+      for (float v : z) zs += v;
+      for (size_t i = l.size() / 8 * 8; i < l.size(); ++i) zs += l[i] * 0.0f;
+      if (!std::isfinite(zs)) ++bad_rows;
       hash = (hash ^ static_cast<uint32_t>(best)) * 1099511628211ull;
       if (g < 8) first_ids += (g ? " " : "") + std::to_string(best);
       s = e.Feed(**seq, std::vector<int32_t>{best});
