@@ -35,8 +35,8 @@
 
 layout(binding = 1, std430) readonly buffer XBuf { float x[]; };
 layout(binding = 1, std430) readonly buffer XBuf4 { vec4 x4[]; };  // X again (XVEC)
-// XVEC: every X row starts 16-byte aligned and K % 16 == 0, so an invocation loads its XPER
-// consecutive values of one token row as vec4s. WVEC (Q4_K only): every weight row (and expert
+// XVEC: every X row starts 16-byte aligned and K % 16 == 0, so X is loaded as vec4s (the
+// mapping is next to load_tile). WVEC (Q4_K only): every weight row (and expert
 // matrix) starts 16-byte aligned, so an invocation reads its 16 weights of one row as two 16-byte
 // words: the block header (d, dmin, 12 scale bytes) and the 16 quant bytes. 0 is always correct.
 layout(constant_id = 1) const uint XVEC = 0;
@@ -82,8 +82,8 @@ shared float16_t Ws[BM * LDS];  // Ws[m * LDS + k]
 shared float16_t Xs[BN * LDS];  // Xs[t * LDS + k]
 shared float Cs[8u * 256u];     // per-subgroup 16x16 staging, Cs[sg * 256 + t * 16 + m]
 
-// XVEC: invocation tid takes XPER consecutive values of token tid / XT at k = (tid % XT) * XPER.
-#define XT (BK / XPER)
+// XVEC: load i of invocation tid is the vec4 c = tid + 256 i of the step's X tile: token c / 8,
+// k = 4 (c % 8), so a subgroup reads four token rows' 128 contiguous bytes each per load.
 #if defined(WTYPE_Q4_K)
 // WVEC: invocation tid takes weights 16 (tid % 2) .. +15 of row tid / 2 of the step's 32.
 void load_w_q4k(uint k0, uint m0, uint wbase, uint row_bytes, out uvec4 wq[2]) {
@@ -129,10 +129,10 @@ void load_tile(uint k0, uint m0, uint wbase, uint row_bytes, out float xr[XPER],
                out float wr[16], out uvec4 wq[2]) {
   const uint tid = gl_LocalInvocationIndex;
   if (XVEC != 0u) {
-    const uint t = tid / XT, kk = (tid % XT) * XPER;
-    const uint xb = xrow_s[t], gk = k0 + kk;
     [[unroll]] for (uint i = 0; i < XPER / 4u; ++i) {
-      const vec4 v = (xb != 0xffffffffu && gk < p.K) ? x4[(xb + gk) / 4u + i] : vec4(0.0);
+      const uint c = tid + 256u * i;
+      const uint xb = xrow_s[c / 8u], gk = k0 + 4u * (c % 8u);
+      const vec4 v = (xb != 0xffffffffu && gk < p.K) ? x4[(xb + gk) / 4u] : vec4(0.0);
       xr[4u * i] = v.x;
       xr[4u * i + 1u] = v.y;
       xr[4u * i + 2u] = v.z;
@@ -181,8 +181,12 @@ void load_tile(uint k0, uint m0, uint wbase, uint row_bytes, out float xr[XPER],
 void store_tile(uint k0, float xr[XPER], float wr[16], uvec4 wq[2]) {
   const uint tid = gl_LocalInvocationIndex;
   if (XVEC != 0u) {
-    const uint t = tid / XT, kk = (tid % XT) * XPER;
-    [[unroll]] for (uint i = 0; i < XPER; ++i) Xs[t * LDS + kk + i] = float16_t(xr[i]);
+    [[unroll]] for (uint i = 0; i < XPER / 4u; ++i) {
+      const uint c = tid + 256u * i;
+      [[unroll]] for (uint j = 0; j < 4u; ++j) {
+        Xs[(c / 8u) * LDS + 4u * (c % 8u) + j] = float16_t(xr[4u * i + j]);
+      }
+    }
   } else {
     [[unroll]] for (uint i = 0; i < XPER; ++i) {
       const uint idx = tid + 256u * i;
