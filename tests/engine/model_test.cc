@@ -119,45 +119,40 @@ TEST_P(Presets, RingCacheMatchesFullCache) {
   }
 }
 
-TEST_P(Presets, F16KvCacheIsClose) {
-  EngineOptions o16 = F32Options(16);
-  o16.kv_type = KvType::kF16;
-  auto e32 = OpenEngine(GetParam(), "f32", F32Options(16));
-  auto e16 = OpenEngine(GetParam(), "f32", o16);
-  ASSERT_TRUE(e32 && e16);
-  EXPECT_EQ(e16->KvBytesPerSequence() * 2, e32->KvBytesPerSequence());
+// Logits of a 40-token prompt (every row) with a `kv` cache against the f32 cache: the cosine
+// similarity, after checking the cache's size is `bytes_per_32` per 32 values (128 for f32).
+double KvCacheCosine(const char* preset, KvType kv, uint64_t bytes_per_32) {
+  EngineOptions o = F32Options(16);
+  o.kv_type = kv;
+  auto e32 = OpenEngine(preset, "f32", F32Options(16));
+  auto ek = OpenEngine(preset, "f32", o);
+  EXPECT_TRUE(e32 && ek);
+  if (!e32 || !ek) return 0;
+  EXPECT_EQ(ek->KvBytesPerSequence() * 128, e32->KvBytesPerSequence() * bytes_per_32);
   auto toks = Tokens(40, static_cast<int>(e32->params().n_vocab), 3);
   auto a = e32->NewSequence();
-  auto b = e16->NewSequence();
-  ASSERT_TRUE(e32->Feed(**a, toks, true).ok());
-  ASSERT_TRUE(e16->Feed(**b, toks, true).ok());
+  auto b = ek->NewSequence();
+  EXPECT_TRUE(e32->Feed(**a, toks, true).ok());
+  EXPECT_TRUE(ek->Feed(**b, toks, true).ok());
+  for (float x : (*b)->all_logits()) EXPECT_TRUE(std::isfinite(x));
+  const double cos = Cosine((*a)->all_logits(), (*b)->all_logits());
+  std::printf("%s kv: rel %.4g cos %.6f\n", kv == KvType::kQ8_0 ? "q8_0" : "f16",
+              RelDiff((*a)->all_logits(), (*b)->all_logits()), cos);
+  return cos;
+}
+
+TEST_P(Presets, F16KvCacheIsClose) {
   // Random tiny models amplify rounding ~40x (attention scale 1.0 on unit-RMS q/k gives peaky
   // softmaxes) and MoE routing flips on near-ties, so compare by cosine similarity.
-  std::printf("f16 kv: rel %.4g cos %.6f\n", RelDiff((*a)->all_logits(), (*b)->all_logits()),
-              Cosine((*a)->all_logits(), (*b)->all_logits()));
-  EXPECT_GT(Cosine((*a)->all_logits(), (*b)->all_logits()), 0.99);
+  EXPECT_GT(KvCacheCosine(GetParam(), KvType::kF16, 64), 0.99);
 }
 
 TEST_P(Presets, Q8KvCacheIsClose) {
-  EngineOptions o8 = F32Options(16);
-  o8.kv_type = KvType::kQ8_0;
-  auto e32 = OpenEngine(GetParam(), "f32", F32Options(16));
-  auto e8 = OpenEngine(GetParam(), "f32", o8);
-  ASSERT_TRUE(e32 && e8);
-  // 34 bytes per 32 values instead of 128.
-  EXPECT_EQ(e8->KvBytesPerSequence() * 128, e32->KvBytesPerSequence() * 34);
-  auto toks = Tokens(40, static_cast<int>(e32->params().n_vocab), 3);
-  auto a = e32->NewSequence();
-  auto b = e8->NewSequence();
-  ASSERT_TRUE(e32->Feed(**a, toks, true).ok());
-  ASSERT_TRUE(e8->Feed(**b, toks, true).ok());
-  const double cos = Cosine((*a)->all_logits(), (*b)->all_logits());
-  std::printf("q8_0 kv: rel %.4g cos %.6f\n", RelDiff((*a)->all_logits(), (*b)->all_logits()), cos);
-  // q8_0 moves each K/V value by up to half a step (amax / 254 per block): measured cosines
-  // 0.9976 (tiny), 0.9975 (tiny-ple), 0.962 (tiny-moe, where routing near-ties flip experts:
-  // f16 alone gives 0.995 there, see F16KvCacheIsClose). Deterministic inputs, so no flakes.
-  EXPECT_GT(cos, std::string(GetParam()) == "tiny-moe" ? 0.95 : 0.99);
-  for (float x : (*b)->all_logits()) ASSERT_TRUE(std::isfinite(x));
+  // q8_0 (34 bytes per 32 values) moves each K/V value by up to half a step (amax / 254 per
+  // block): measured cosines 0.9976 (tiny), 0.9975 (tiny-ple), 0.962 (tiny-moe, where routing
+  // near-ties flip experts: f16 alone gives 0.995 there). Deterministic inputs, so no flakes.
+  EXPECT_GT(KvCacheCosine(GetParam(), KvType::kQ8_0, 34),
+            std::string(GetParam()) == "tiny-moe" ? 0.95 : 0.99);
 }
 
 INSTANTIATE_TEST_SUITE_P(Tiny, Presets, ::testing::Values("tiny", "tiny-moe", "tiny-ple"),
