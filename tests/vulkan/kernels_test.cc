@@ -1418,6 +1418,75 @@ TEST_P(KernelTest, RecorderFlushKeepsDependenciesAcrossParts) {
   GARNET_ASSERT_OK(rec().SubmitAndWait());
 }
 
+// The router matvec folded into the routing dispatch (decode): the same logits, ids and weights
+// as MatvecNorm followed by MoeRoute, for the three router types, on Gemma 4 26B-A4B's shape
+// (2816 wide, 128 experts, top 8, per-expert scale) and a small odd one.
+TEST_P(KernelTest, MoeRouteFusedMatchesMatvecNormThenRoute) {
+  struct Case {
+    GgmlType type;
+    uint32_t h, e, k;
+    bool scale;
+  };
+  GARNET_ASSERT_OK_AND_ASSIGN(Buffer any, Buffer::Create(*d_->device, 256, MemoryKind::kScratch));
+  for (const Case& c :
+       {Case{GgmlType::kBF16, 2816, 128, 8, true}, Case{GgmlType::kF32, 2816, 128, 8, false},
+        Case{GgmlType::kF16, 64, 37, 5, true}}) {
+    const uint32_t t_n = 2;
+    const std::string what = std::string(TypeName(c.type)) + " router " + std::to_string(c.e) +
+                             "x" + std::to_string(c.h);
+    ASSERT_TRUE(k().MoeRouterFusedAvailable(c.type, c.h, BufferRange(any)));
+    std::vector<uint8_t> w = RandomWeights(c.type, c.h, c.e, 840 + c.h);
+    if (c.type == GgmlType::kBF16) {  // RandomWeights' generic branch: make them bf16 values
+      const std::vector<float> f = RandomFloats(size_t{c.h} * c.e, 844);
+      for (size_t i = 0; i < f.size(); ++i) {
+        const uint16_t b = F32ToBf16(f[i]);
+        std::memcpy(w.data() + 2 * i, &b, 2);
+      }
+    }
+    const std::vector<float> x = RandomFloats(size_t{t_n} * c.h, 841, -2, 2);
+    const std::vector<float> nw = RandomFloats(c.h, 842, 0.5f, 1.5f);
+    const std::vector<float> scale = RandomFloats(c.e, 843, 0.5f, 1.5f);
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bw,
+                                UploadBytes(*d_, w.data(), w.size(), MemoryKind::kWeights));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bx, UploadFloats(*d_, x));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bn, UploadFloats(*d_, nw));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bs, UploadFloats(*d_, scale));
+    std::vector<Buffer> out;
+    for (int i = 0; i < 6; ++i) {  // logits, ids, weights: reference then fused
+      GARNET_ASSERT_OK_AND_ASSIGN(
+          Buffer b, Buffer::Create(*d_->device, size_t{t_n} * c.e * 4, MemoryKind::kScratch));
+      out.push_back(std::move(b));
+    }
+    const BufferRange sr(bs), nr(bn);
+    MatvecShape ms{c.h, c.e, t_n};
+    GARNET_ASSERT_OK(k().MatvecNorm(rec(), c.type, ms, bw, bx, &nr, 1e-6f, out[0]));
+    GARNET_ASSERT_OK(
+        k().MoeRoute(rec(), c.e, c.k, t_n, out[0], c.scale ? &sr : nullptr, out[1], out[2]));
+    Kernels::RouterShape rs{c.h, c.e, c.k, t_n, 1e-6f};
+    GARNET_ASSERT_OK(k().MoeRouteFused(rec(), c.type, rs, bw, bx, bn, c.scale ? &sr : nullptr,
+                                       out[3], out[4], out[5]));
+    GARNET_ASSERT_OK(rec().SubmitAndWait());
+    GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> l0, DownloadFloats(*d_, out[0], t_n * c.e));
+    GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> l1, DownloadFloats(*d_, out[3], t_n * c.e));
+    GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> w0, DownloadFloats(*d_, out[2], t_n * c.k));
+    GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> w1, DownloadFloats(*d_, out[5], t_n * c.k));
+    std::vector<int32_t> i0(t_n * c.k), i1(t_n * c.k);
+    GARNET_ASSERT_OK(d_->transfer->Download(out[1], 0, i0.data(), i0.size() * 4));
+    GARNET_ASSERT_OK(d_->transfer->Download(out[4], 0, i1.data(), i1.size() * 4));
+    // fp32 sums in another order: relative to the logit's size.
+    const std::vector<double> want(l0.begin(), l0.end());
+    std::vector<double> mag;
+    for (double v : want) mag.push_back(std::fabs(v) + 10.0);  // 2816 terms of ~1 cancel
+    ExpectClose(l1, want, mag, 1e-5, 0, what + " logits");
+    EXPECT_EQ(i1, i0) << what;
+    const std::vector<double> w0d(w0.begin(), w0.end()), wones(w0.size(), 1.0);
+    ExpectClose(w1, w0d, wones, 0, 1e-5, what + " weights");
+  }
+  EXPECT_FALSE(k().MoeRouterFusedAvailable(GgmlType::kQ8_0, 2816, BufferRange(any)));
+  EXPECT_FALSE(k().MoeRouterFusedAvailable(GgmlType::kBF16, 6152, BufferRange(any)));
+  EXPECT_FALSE(k().MoeRouterFusedAvailable(GgmlType::kBF16, 2820, BufferRange(any)));
+}
+
 TEST_P(KernelTest, MoeRouteSoftmaxTopKRenormScaleTiesAndNaN) {
   struct Case {
     uint32_t e, k;
