@@ -854,26 +854,10 @@ Status VulkanBackend::Impl::RecordMoe(int il, const LayerRefs& lr, uint32_t I, u
   // H^-1/2), softmax top-k with per-expert scale. Experts on pre_ffw_norm_2(h): slot t*K + i
   // runs expert ids[t, i] on token t's row.
   GARNET_RETURN_IF_ERROR(DenseMlpUp(lr, lr.ffn_norm, I, T, hidden.r(), norm.r(), gate.r(), up.r()));
-  BufferRange es = lr.expert_scale.present() ? lr.expert_scale.r() : BufferRange(one);
-  // Decode: router and routing in one dispatch beside the dense gate*up, so the routed experts'
-  // matvecs run beside the dense down instead of one barrier interval after it.
-  const bool fuse_route = T == 1 && !host_experts[static_cast<size_t>(il)] &&
-                          kern->MoeRouterFusedAvailable(lr.router.type, H, lr.router.r());
-  if (fuse_route) {
-    vk::Kernels::RouterShape rs;
-    rs.hidden = H;
-    rs.n_experts = E;
-    rs.k = K;
-    rs.n_tokens = T;
-    rs.eps = p.rms_eps;
-    GARNET_RETURN_IF_ERROR(
-        kern->MoeRouteFused(*rec, lr.router.type, rs, lr.router.r(), hidden.r(), lr.router_norm.r(),
-                            lr.expert_scale.present() ? &es : nullptr, router.r(), ids.r(), wts.r())
-            .WithContext(lr.router.name));
-  } else if (T <= dev->info().max_workgroup_count[2]) {
-    // The router (E rows, a few hundred KB) as a normalising matvec over the T tokens, also for
-    // prefill: the tiled matmul ran it on E/64 x T/64 workgroups (16 for 512 tokens), and its
-    // RmsNorm into `norm` forced a barrier against the dense branch's readers of `norm`.
+  // The router (E rows, a few hundred KB) as a normalising matvec over the T tokens, also for
+  // prefill: the tiled matmul ran it on E/64 x T/64 workgroups (16 for 512 tokens), and its
+  // RmsNorm into `norm` forced a barrier against the dense branch's readers of `norm`.
+  if (T <= dev->info().max_workgroup_count[2]) {
     vk::MatvecShape rs;
     rs.in = H;
     rs.out = E;
@@ -896,10 +880,9 @@ Status VulkanBackend::Impl::RecordMoe(int il, const LayerRefs& lr, uint32_t I, u
     GARNET_RETURN_IF_ERROR(RmsNorm(H, T, hidden.r(), &lr.pre_ffw_norm_2, norm.r()));
   }
   GARNET_RETURN_IF_ERROR(Mul(lr.ffn_down, I, H, T, gate.r(), branch.r()));
-  if (!fuse_route) {
-    GARNET_RETURN_IF_ERROR(kern->MoeRoute(
-        *rec, E, K, T, router.r(), lr.expert_scale.present() ? &es : nullptr, ids.r(), wts.r()));
-  }
+  BufferRange es = lr.expert_scale.present() ? lr.expert_scale.r() : BufferRange(one);
+  GARNET_RETURN_IF_ERROR(kern->MoeRoute(
+      *rec, E, K, T, router.r(), lr.expert_scale.present() ? &es : nullptr, ids.r(), wts.r()));
   if (host_experts[static_cast<size_t>(il)]) {
     GARNET_RETURN_IF_ERROR(HostExperts(il, T));
     // The CPU's weighted expert sum is in moe_out: h += post_ffw_norm(post_ffw_norm_1(dense) +

@@ -872,9 +872,10 @@ Status Kernels::Binary(Recorder& rec, BinaryOp bop, uint32_t n, uint32_t b_len, 
   return rec.Dispatch(*p, bindings, push, gx, gy);
 }
 
-Status Kernels::CheckRoute(const std::string& op, uint32_t n_experts, uint32_t k, uint32_t n_tokens,
-                           const BufferRange& logits, const BufferRange* expert_scale,
-                           const BufferRange& ids, const BufferRange& weights) const {
+Status Kernels::MoeRoute(Recorder& rec, uint32_t n_experts, uint32_t k, uint32_t n_tokens,
+                         const BufferRange& logits, const BufferRange* expert_scale,
+                         const BufferRange& ids, const BufferRange& weights) {
+  const std::string op = "moe_route";
   if (n_experts == 0 || n_experts > 1024 || k == 0 || k > n_experts || k > 64 || n_tokens == 0) {
     return Status::InvalidArgument(op, std::to_string(n_experts) + " experts, top " +
                                            std::to_string(k) +
@@ -889,14 +890,7 @@ Status Kernels::CheckRoute(const std::string& op, uint32_t n_experts, uint32_t k
   if (expert_scale)
     GARNET_RETURN_IF_ERROR(Need(*expert_scale, uint64_t{n_experts} * 4, op, "scale"));
   GARNET_RETURN_IF_ERROR(Need(ids, uint64_t{n_tokens} * k * 4, op, "ids"));
-  return Need(weights, uint64_t{n_tokens} * k * 4, op, "weights");
-}
-
-Status Kernels::MoeRoute(Recorder& rec, uint32_t n_experts, uint32_t k, uint32_t n_tokens,
-                         const BufferRange& logits, const BufferRange* expert_scale,
-                         const BufferRange& ids, const BufferRange& weights) {
-  GARNET_RETURN_IF_ERROR(
-      CheckRoute("moe_route", n_experts, k, n_tokens, logits, expert_scale, ids, weights));
+  GARNET_RETURN_IF_ERROR(Need(weights, uint64_t{n_tokens} * k * 4, op, "weights"));
   constexpr uint32_t kWg = 128;
   PipelineDesc desc{device_.caps().subgroup_arithmetic ? "moe_route_sg" : "moe_route",
                     4,
@@ -911,49 +905,6 @@ Status Kernels::MoeRoute(Recorder& rec, uint32_t n_experts, uint32_t k, uint32_t
   const BufferRange bindings[] = {logits, expert_scale ? *expert_scale : BufferRange(placeholder_),
                                   ids, weights};
   return rec.Dispatch(*p, bindings, push, n_tokens);
-}
-
-namespace {
-constexpr uint32_t kRouterMaxHidden = 6144;  // moe_route.comp's MAXH
-}  // namespace
-
-bool Kernels::MoeRouterFusedAvailable(GgmlType type, uint32_t hidden, const BufferRange& w) const {
-  const uint32_t per = type == GgmlType::kF32 ? 4 : 8;  // weights per 16-byte word
-  return (type == GgmlType::kF32 || type == GgmlType::kF16 || type == GgmlType::kBF16) &&
-         hidden > 0 && hidden <= kRouterMaxHidden && hidden % per == 0 && w.offset % 16 == 0;
-}
-
-Status Kernels::MoeRouteFused(Recorder& rec, GgmlType type, const RouterShape& s,
-                              const BufferRange& w, const BufferRange& x, const BufferRange& norm_w,
-                              const BufferRange* expert_scale, const BufferRange& logits,
-                              const BufferRange& ids, const BufferRange& weights) {
-  const std::string op = "moe_route (router folded in)";
-  if (!MoeRouterFusedAvailable(type, s.hidden, w)) {
-    return Status::InvalidArgument(
-        op, std::string(TypeName(type)) + " router of width " + std::to_string(s.hidden) +
-                ": needs f32/f16/bf16 rows of whole 16-byte words, "
-                "at most " +
-                std::to_string(kRouterMaxHidden) + " wide, 16-byte aligned");
-  }
-  if (!(s.eps >= 0.0f) || !(s.eps < 1e30f)) return Status::InvalidArgument(op, "bad eps");
-  GARNET_RETURN_IF_ERROR(
-      CheckRoute(op, s.n_experts, s.k, s.n_tokens, logits, expert_scale, ids, weights));
-  const uint64_t row_bytes = uint64_t{s.hidden} * (type == GgmlType::kF32 ? 4 : 2);
-  GARNET_RETURN_IF_ERROR(Need(w, row_bytes * s.n_experts, op, "W"));
-  GARNET_RETURN_IF_ERROR(Need(x, uint64_t{s.n_tokens} * s.hidden * 4, op, "x"));
-  GARNET_RETURN_IF_ERROR(Need(norm_w, uint64_t{s.hidden} * 4, op, "norm weight"));
-  constexpr uint32_t kWg = 512;
-  std::string variant = "moe_router_" + TypeSuffix(type);
-  if (device_.caps().subgroup_arithmetic) variant += "_sg";
-  PipelineDesc desc{variant, 7, 0b1101, 24, {kWg}, {kWg, 1, 1}};
-  GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
-  struct {
-    uint32_t e, k, n_tokens, has_scale, hidden;
-    float eps;
-  } push{s.n_experts, s.k, s.n_tokens, expert_scale ? 1u : 0u, s.hidden, s.eps};
-  const BufferRange bindings[] = {
-      logits, expert_scale ? *expert_scale : BufferRange(placeholder_), ids, weights, w, x, norm_w};
-  return rec.Dispatch(*p, bindings, push, s.n_tokens);
 }
 
 uint32_t AttentionSplits(const AttentionShape& s) {

@@ -308,21 +308,6 @@ class Kernels {
   Status MoeRoute(Recorder& rec, uint32_t n_experts, uint32_t k, uint32_t n_tokens,
                   const BufferRange& logits, const BufferRange* expert_scale,
                   const BufferRange& ids, const BufferRange& weights);
-  // The router matvec and MoeRoute in one dispatch per token (decode: the routed experts then
-  // wait for one step instead of two):
-  //   logits[t, e] = MatvecNorm(W, x[t], norm_w, eps)[e], written to `logits`, then routed as
-  //   MoeRoute does. W: n_experts rows of `hidden` f32 / f16 / bf16 values.
-  // MoeRouterFusedAvailable: the type is one of those, rows are whole 16-byte words, hidden <=
-  // 6144 and W starts 16-byte aligned; InvalidArgument from MoeRouteFused otherwise.
-  struct RouterShape {
-    uint32_t hidden = 0, n_experts = 0, k = 0, n_tokens = 1;
-    float eps = 1e-6f;
-  };
-  bool MoeRouterFusedAvailable(GgmlType type, uint32_t hidden, const BufferRange& w) const;
-  Status MoeRouteFused(Recorder& rec, GgmlType type, const RouterShape& s, const BufferRange& w,
-                       const BufferRange& x, const BufferRange& norm_w,
-                       const BufferRange* expert_scale, const BufferRange& logits,
-                       const BufferRange& ids, const BufferRange& weights);
 
   // Whether Matvec / MatvecId / Matmul / GetRows have a kernel for `type`: every type listed at
   // the top of this file (the ones garnet_quant can dequantise), nothing else.
@@ -351,9 +336,6 @@ class Kernels {
                                            const BufferRange& v, const BufferRange& pos,
                                            const BufferRange& o) const;
   Kernels(Device& device) : device_(device) {}
-  Status CheckRoute(const std::string& op, uint32_t n_experts, uint32_t k, uint32_t n_tokens,
-                    const BufferRange& logits, const BufferRange* expert_scale,
-                    const BufferRange& ids, const BufferRange& weights) const;
   // MatvecId, MatvecIdNorm and MatvecIdGeglu: kind 0, 1, 2.
   Status MatvecIdImpl(Recorder& rec, GgmlType type, const MatvecIdShape& s, const BufferRange& w,
                       const BufferRange& x, const BufferRange& ids, int kind,

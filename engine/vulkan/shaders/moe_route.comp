@@ -15,51 +15,10 @@
 // Method:    softmax with wg_max / wg_sum; then every expert's rank in that order (how many
 //            experts come before it: one pass over shared p, no further barriers); ranks < K
 //            are the chosen slots.
-//
-// Variant ROUTER_<F32|F16|BF16> (decode): the router matvec first, in the same workgroup, so the
-// routed experts' matvecs need not wait for a separate routing dispatch:
-//   logits[t, e] = sum_i W[e, i] * x[t, i] / sqrt(mean_i x[t, i]^2 + eps) * norm_w[i]
-// (Kernels::MatvecNorm's formula), also written to binding 0. The normalised x is staged in
-// shared memory (H <= MAXH); each subgroup takes rows e = subgroup, + subgroups, ... reading
-// 16 bytes of W per lane at a time (rows 16-byte aligned: H a multiple of 8, 4 for F32); without
-// subgroup arithmetic each invocation takes whole rows.
-//   extra bindings 4 W (read, 16-byte words), 5 x (read, float[n_tokens][H]),
-//   6 norm_w (read, float[H]); binding 0 is written; extra push uint H, float eps
 #version 450
 #include "common.glsl"
 
-#ifdef ROUTER
-layout(binding = 0, std430) writeonly buffer LBuf { float logits[]; };
-layout(binding = 4, std430) readonly buffer RwBuf { uvec4 rw[]; };
-layout(binding = 5, std430) readonly buffer XBuf { float x[]; };
-layout(binding = 6, std430) readonly buffer NwBuf { float norm_w[]; };
-#define MAXH 6144u
-shared float xs[MAXH];
-#if defined(ROUTER_F32)
-#define RPER 4u  // weights per 16-byte word
-#else
-#define RPER 8u
-#endif
-// The weights of word w as floats (RPER of them, in order), dotted with xs[i0 ..].
-float rdot(uvec4 w, uint i0) {
-#if defined(ROUTER_F32)
-  return dot(uintBitsToFloat(w), vec4(xs[i0], xs[i0 + 1u], xs[i0 + 2u], xs[i0 + 3u]));
-#else
-  float s = 0.0;
-  [[unroll]] for (uint j = 0u; j < 4u; ++j) {
-#if defined(ROUTER_BF16)
-    const vec2 v = vec2(uintBitsToFloat(w[j] << 16), uintBitsToFloat(w[j] & 0xffff0000u));
-#else
-    const vec2 v = unpackHalf2x16(w[j]);
-#endif
-    s += v.x * xs[i0 + 2u * j] + v.y * xs[i0 + 2u * j + 1u];
-  }
-  return s;
-#endif
-}
-#else
 layout(binding = 0, std430) readonly buffer LBuf { float logits[]; };
-#endif
 layout(binding = 1, std430) readonly buffer SBuf { float expert_scale[]; };
 layout(binding = 2, std430) writeonly buffer IBuf { int ids[]; };
 layout(binding = 3, std430) writeonly buffer WBuf { float weights[]; };
@@ -68,10 +27,6 @@ layout(push_constant) uniform Push {
   uint K;
   uint n_tokens;
   uint has_scale;
-#ifdef ROUTER
-  uint H;
-  float eps;
-#endif
 } p;
 
 shared float prob[1024];
@@ -86,43 +41,12 @@ void main() {
   if (t >= p.n_tokens) return;
   const uint tid = gl_LocalInvocationIndex;
   const uint lb = t * p.E;
-#ifdef ROUTER
-  {
-    float ss = 0.0;
-    for (uint i = tid; i < p.H; i += WG) ss += x[t * p.H + i] * x[t * p.H + i];
-    const float inv = 1.0 / sqrt(wg_sum(ss) / float(p.H) + p.eps);
-    for (uint i = tid; i < p.H; i += WG) xs[i] = x[t * p.H + i] * inv * norm_w[i];
-    barrier();
-    const uint words = p.H / RPER;  // per row
-#ifdef USE_SUBGROUP
-    for (uint e = gl_SubgroupID; e < p.E; e += gl_NumSubgroups) {
-      float d = 0.0;
-      for (uint c = gl_SubgroupInvocationID; c < words; c += gl_SubgroupSize) {
-        d += rdot(rw[e * words + c], c * RPER);
-      }
-      d = subgroupAdd(d);
-      if (subgroupElect()) prob[e] = d;
-    }
-#else
-    for (uint e = tid; e < p.E; e += WG) {
-      float d = 0.0;
-      for (uint c = 0u; c < words; ++c) d += rdot(rw[e * words + c], c * RPER);
-      prob[e] = d;
-    }
-#endif
-    barrier();
-    for (uint e = tid; e < p.E; e += WG) logits[lb + e] = prob[e];
-  }
-#define LOGIT(e) prob[e]
-#else
-#define LOGIT(e) logits[lb + (e)]
-#endif
   float mx = -1e30;
-  for (uint e = tid; e < p.E; e += WG) mx = max(mx, LOGIT(e));
+  for (uint e = tid; e < p.E; e += WG) mx = max(mx, logits[lb + e]);
   mx = wg_max(mx);
   float s = 0.0;
   for (uint e = tid; e < p.E; e += WG) {
-    const float v = exp(LOGIT(e) - mx);
+    const float v = exp(logits[lb + e] - mx);
     prob[e] = v;
     s += v;
   }
