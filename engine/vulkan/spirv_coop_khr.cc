@@ -80,29 +80,29 @@ enum Op : uint32_t {
 // layout, scalar types and constants, control flow): the check for unfollowed uses skips them.
 bool Inert(uint32_t op) {
   switch (op) {
-    case 0:        // OpNop
-    case 3:        // OpSource
-    case 4:        // OpSourceExtension
-    case 5:        // OpName
-    case 6:        // OpMemberName
-    case 7:        // OpString
-    case 8:        // OpLine
-    case 11:       // OpExtInstImport
-    case 15:       // OpEntryPoint (global variables keep their ids)
-    case 16:       // OpExecutionMode
-    case 19:       // OpTypeVoid
-    case 20:       // OpTypeBool
-    case 39:       // OpTypeForwardPointer
-    case 72:       // OpMemberDecorate
-    case 246:      // OpLoopMerge
-    case 247:      // OpSelectionMerge
-    case 248:      // OpLabel
-    case 249:      // OpBranch
-    case 253:      // OpReturn
-    case 317:      // OpNoLine
-    case 330:      // OpModuleProcessed
-    case 331:      // OpExecutionModeId
-    case 5633:     // OpMemberDecorateString
+    case 0:     // OpNop
+    case 3:     // OpSource
+    case 4:     // OpSourceExtension
+    case 5:     // OpName
+    case 6:     // OpMemberName
+    case 7:     // OpString
+    case 8:     // OpLine
+    case 11:    // OpExtInstImport
+    case 15:    // OpEntryPoint (global variables keep their ids)
+    case 16:    // OpExecutionMode
+    case 19:    // OpTypeVoid
+    case 20:    // OpTypeBool
+    case 39:    // OpTypeForwardPointer
+    case 72:    // OpMemberDecorate
+    case 246:   // OpLoopMerge
+    case 247:   // OpSelectionMerge
+    case 248:   // OpLabel
+    case 249:   // OpBranch
+    case 253:   // OpReturn
+    case 317:   // OpNoLine
+    case 330:   // OpModuleProcessed
+    case 331:   // OpExecutionModeId
+    case 5633:  // OpMemberDecorateString
     case kOpExtension:
     case kOpMemoryModel:
     case kOpCapability:
@@ -173,7 +173,9 @@ std::optional<std::vector<uint32_t>> FlowOperands(uint32_t op, uint32_t n) {
 
 // Uses, as bits; the KHR Use enumerant of a bit is its index.
 constexpr uint8_t kUseA = 1, kUseB = 2, kUseAcc = 4;
-constexpr uint32_t UseEnum(uint8_t use) { return use == kUseA ? 0 : use == kUseB ? 1 : 2; }
+constexpr uint32_t UseEnum(uint8_t use) {
+  return use == kUseA ? 0 : use == kUseB ? 1 : 2;
+}
 constexpr const char* UseName(uint8_t use) {
   return use == kUseA ? "MatrixA" : use == kUseB ? "MatrixB" : "MatrixAccumulator";
 }
@@ -209,8 +211,8 @@ class Rewriter {
   }
   Status NeedOperands(size_t idx, uint32_t min) const {
     if (insts_[idx].n >= min) return Status::OK();
-    return Malformed(idx, "has " + std::to_string(insts_[idx].n) + " operand words, needs at least " +
-                              std::to_string(min));
+    return Malformed(idx, "has " + std::to_string(insts_[idx].n) +
+                              " operand words, needs at least " + std::to_string(min));
   }
   // Operand `i` of instruction `idx` as an id: nonzero and below the bound.
   Result<uint32_t> Id(size_t idx, uint32_t i) const {
@@ -220,6 +222,12 @@ class Rewriter {
                                 ", outside 1.." + std::to_string(bound_ - 1));
     }
     return id;
+  }
+  // Records `id` as defined by instruction `idx`: a second definition is malformed.
+  Status Define(size_t idx, uint32_t id) {
+    if (defined_[id]) return Malformed(idx, "id " + std::to_string(id) + " is defined twice");
+    defined_[id] = true;
+    return Status::OK();
   }
   bool Carries(uint32_t type) const { return type != 0 && kind_[type] != Kind::kOther; }
   // Whether `id` is a value (or variable) whose type carries a matrix.
@@ -252,10 +260,10 @@ class Rewriter {
     for (size_t i = 5; i < w_.size();) {
       const uint32_t count = w_[i] >> 16;
       if (count == 0 || count > w_.size() - i) {
-        return Status::InvalidArgument(
-            kWhat, "word " + std::to_string(i) + ": instruction word count " +
-                       std::to_string(count) + " is 0 or runs past the end (" +
-                       std::to_string(w_.size()) + " words)");
+        return Status::InvalidArgument(kWhat,
+                                       "word " + std::to_string(i) + ": instruction word count " +
+                                           std::to_string(count) + " is 0 or runs past the end (" +
+                                           std::to_string(w_.size()) + " words)");
       }
       insts_.push_back(Inst{w_[i] & 0xffff, i + 1, count - 1});
       i += count;
@@ -266,7 +274,8 @@ class Rewriter {
   // Types, constants and the result types of the followed value instructions.
   Status Scan() {
     if (w_[1] < kVersion13) {
-      return Status::FailedPrecondition(kWhat, "SPIR-V version below 1.3, which the KHR form needs");
+      return Status::FailedPrecondition(kWhat,
+                                        "SPIR-V version below 1.3, which the KHR form needs");
     }
     kind_.assign(bound_, Kind::kOther);
     elem_.assign(bound_, 0);
@@ -274,6 +283,7 @@ class Rewriter {
     float_width_.assign(bound_, 0);
     int32_type_.assign(bound_, false);
     const_inst_.assign(bound_, kNone);
+    defined_.assign(bound_, false);
     bool has_cap = false, vulkan_mm = false;
     for (size_t i = 0; i < insts_.size(); ++i) {
       const Inst& in = insts_[i];
@@ -282,8 +292,9 @@ class Rewriter {
           GARNET_RETURN_IF_ERROR(NeedOperands(i, 1));
           if (W(in, 0) == kCapCoopNv) has_cap = true;
           if (W(in, 0) == kCapCoopKhr) {
-            return Status::FailedPrecondition(kWhat, "the module already declares "
-                                                     "CooperativeMatrixKHR");
+            return Status::FailedPrecondition(kWhat,
+                                              "the module already declares "
+                                              "CooperativeMatrixKHR");
           }
           break;
         case kOpMemoryModel:
@@ -293,18 +304,21 @@ class Rewriter {
         case kOpTypeFloat: {
           GARNET_RETURN_IF_ERROR(NeedOperands(i, 2));
           GARNET_ASSIGN_OR_RETURN(const uint32_t id, Id(i, 0));
+          GARNET_RETURN_IF_ERROR(Define(i, id));
           float_width_[id] = W(in, 1);
           break;
         }
         case kOpTypeInt: {
           GARNET_RETURN_IF_ERROR(NeedOperands(i, 3));
           GARNET_ASSIGN_OR_RETURN(const uint32_t id, Id(i, 0));
+          GARNET_RETURN_IF_ERROR(Define(i, id));
           int32_type_[id] = W(in, 1) == 32;
           break;
         }
         case kOpTypeCoopNv: {
           if (in.n != 5) return Malformed(i, "OpTypeCooperativeMatrixNV needs 5 operand words");
           for (uint32_t k = 0; k < 5; ++k) GARNET_RETURN_IF_ERROR(Id(i, k).status());
+          GARNET_RETURN_IF_ERROR(Define(i, W(in, 0)));
           kind_[W(in, 0)] = Kind::kCoop;
           elem_[W(in, 0)] = W(in, 1);
           type_inst_.emplace(W(in, 0), i);
@@ -318,6 +332,7 @@ class Rewriter {
           GARNET_RETURN_IF_ERROR(NeedOperands(i, elem_pos + 1));
           GARNET_ASSIGN_OR_RETURN(const uint32_t id, Id(i, 0));
           GARNET_ASSIGN_OR_RETURN(const uint32_t elem, Id(i, elem_pos));
+          GARNET_RETURN_IF_ERROR(Define(i, id));
           if (Carries(elem)) {
             kind_[id] = in.op == kOpTypePointer ? Kind::kPointer : Kind::kArray;
             elem_[id] = elem;
@@ -340,6 +355,7 @@ class Rewriter {
         case kOpConstantFalse: {
           GARNET_RETURN_IF_ERROR(NeedOperands(i, 2));
           GARNET_ASSIGN_OR_RETURN(const uint32_t id, Id(i, 1));
+          GARNET_RETURN_IF_ERROR(Define(i, id));
           bool_const_[id] = in.op == kOpConstantTrue;
           break;
         }
@@ -349,6 +365,7 @@ class Rewriter {
           GARNET_RETURN_IF_ERROR(NeedOperands(i, 2));
           GARNET_ASSIGN_OR_RETURN(const uint32_t type, Id(i, 0));
           GARNET_ASSIGN_OR_RETURN(const uint32_t id, Id(i, 1));
+          GARNET_RETURN_IF_ERROR(Define(i, id));
           type_of_[id] = type;
           if (in.op == kOpConstant && in.n == 3 && int32_type_[type]) {
             int_consts_.emplace(std::pair{type, W(in, 2)}, std::pair{id, i});
@@ -364,6 +381,7 @@ class Rewriter {
         GARNET_RETURN_IF_ERROR(NeedOperands(i, 2));
         GARNET_ASSIGN_OR_RETURN(const uint32_t type, Id(i, 0));
         GARNET_ASSIGN_OR_RETURN(const uint32_t id, Id(i, 1));
+        GARNET_RETURN_IF_ERROR(Define(i, id));
         type_of_[id] = type;
         const bool constant = in.op == kOpUndef || in.op == kOpConstantNull ||
                               in.op == kOpConstantComposite || in.op == kOpSpecConstantComposite;
@@ -411,8 +429,7 @@ class Rewriter {
           for (uint32_t pos : *flow) {
             GARNET_ASSIGN_OR_RETURN(const uint32_t v, Id(i, pos));
             if (CarriesValue(v)) {
-              return Status::Unimplemented(kWhat,
-                                           Where(i) + ": a constant composite of matrices");
+              return Status::Unimplemented(kWhat, Where(i) + ": a constant composite of matrices");
             }
           }
           continue;
@@ -457,8 +474,9 @@ class Rewriter {
             }
             if (float_width_[elem_[t]] == 0) {
               return Status::Unimplemented(
-                  kWhat, Where(i) + ": integer cooperative matrices (the KHR form marks signed "
-                                    "components with operands this rewriter does not produce)");
+                  kWhat, Where(i) +
+                             ": integer cooperative matrices (the KHR form marks signed "
+                             "components with operands this rewriter does not produce)");
             }
           }
           GARNET_RETURN_IF_ERROR(link(i, 2, 0, kUseA));
@@ -469,7 +487,8 @@ class Rewriter {
         }
         case kOpCoopLengthNv:
           return Status::Unimplemented(
-              kWhat, Where(i) + ": OpCooperativeMatrixLengthNV (the KHR length may differ per use)");
+              kWhat,
+              Where(i) + ": OpCooperativeMatrixLengthNV (the KHR length may differ per use)");
         case kOpTypeCoopNv:
         case kOpTypeArray:
         case kOpTypeRuntimeArray:
@@ -517,9 +536,11 @@ class Rewriter {
         for (uint8_t u : {kUseA, kUseB, kUseAcc}) {
           if (m & u) uses += std::string(uses.empty() ? "" : " and ") + UseName(u);
         }
-        return Status::FailedPrecondition(
-            kWhat, "value " + std::to_string(id) + " reaches multiply-add operands of different "
-                       "uses (" + uses + "), so it cannot be given one KHR type");
+        return Status::FailedPrecondition(kWhat, "value " + std::to_string(id) +
+                                                     " reaches multiply-add operands of different "
+                                                     "uses (" +
+                                                     uses +
+                                                     "), so it cannot be given one KHR type");
       }
     }
     needed_.assign(bound_, 0);
@@ -533,7 +554,8 @@ class Rewriter {
       needed_[type_of_[f.constant]] |= f.use;
     }
     // A pointer / array type needed for a use needs its element type for that use too.
-    for (auto it = derived_.rbegin(); it != derived_.rend(); ++it) needed_[elem_[*it]] |= needed_[*it];
+    for (auto it = derived_.rbegin(); it != derived_.rend(); ++it)
+      needed_[elem_[*it]] |= needed_[*it];
     primary_.assign(bound_, 0);
     next_id_ = bound_;
     for (const auto& [id, idx] : type_inst_) {
@@ -586,13 +608,19 @@ class Rewriter {
   static uint8_t Lowest(uint8_t m) { return static_cast<uint8_t>(m & -m); }
 
   // The id of type (or constant) `id` for `use`.
-  uint32_t Variant(uint32_t id, uint8_t use, uint8_t primary) const {
+  // Never fails for a module AssignUses accepted; a miss (an inconsistency this code did not
+  // foresee) makes Emit return Internal rather than a wrong module.
+  uint32_t Variant(uint32_t id, uint8_t use, uint8_t primary) {
     if (use == primary) return id;
-    return clones_.at({id, use});
+    const auto it = clones_.find({id, use});
+    if (it != clones_.end()) return it->second;
+    if (missing_.empty()) missing_ = std::to_string(id) + " for " + UseName(use);
+    return id;
   }
-  uint32_t TypeFor(uint32_t type, uint8_t use) const { return Variant(type, use, primary_[type]); }
-  uint32_t ConstFor(uint32_t id, uint8_t use) const {
-    return Variant(id, use, const_primary_.at(id));
+  uint32_t TypeFor(uint32_t type, uint8_t use) { return Variant(type, use, primary_[type]); }
+  uint32_t ConstFor(uint32_t id, uint8_t use) {
+    const auto it = const_primary_.find(id);
+    return Variant(id, use, it == const_primary_.end() ? 0 : it->second);
   }
   // The uses a type or constant is emitted for, primary first.
   std::vector<uint8_t> EmittedUses(uint8_t needed, uint8_t primary) const {
@@ -626,7 +654,7 @@ class Rewriter {
     return s;
   }
 
-  std::vector<uint32_t> Emit() {
+  Result<std::vector<uint32_t>> Emit() {
     std::map<size_t, std::vector<const Fixup*>> fixups_at;
     for (const Fixup& f : fixups_) fixups_at[f.inst].push_back(&f);
     std::vector<uint32_t> out(w_.begin(), w_.begin() + 5);
@@ -685,6 +713,7 @@ class Rewriter {
           continue;
         }
         case kOpCoopLoadNv: {
+          // Layout() succeeded on this instruction in Follow.
           // NV: type, result, pointer, stride, column-major, [memory operands]
           // KHR: type, result, pointer, layout, stride, [memory operands]
           std::vector<uint32_t> k{TypeFor(ops[0], UseOf(ops[1])), ops[1], ops[2],
@@ -718,8 +747,12 @@ class Rewriter {
         }
         continue;
       }
-      if (FlowOperands(in.op, in.n) && CarriesValue(ops[1])) ops[0] = TypeFor(ops[0], UseOf(ops[1]));
+      if (FlowOperands(in.op, in.n) && CarriesValue(ops[1]))
+        ops[0] = TypeFor(ops[0], UseOf(ops[1]));
       Put(out, in.op, ops);
+    }
+    if (!missing_.empty()) {
+      return Status::Internal(kWhat, "no variant of id " + missing_ + " (inconsistent module?)");
     }
     return out;
   }
@@ -737,12 +770,13 @@ class Rewriter {
   uint32_t bound_ = 0;
   std::vector<Inst> insts_;
   // Per id.
-  std::vector<Kind> kind_;          // matrix-carrying types
-  std::vector<uint32_t> elem_;      // their component / element / pointee type
-  std::vector<uint32_t> type_of_;   // the type of values whose type matters here
+  std::vector<Kind> kind_;         // matrix-carrying types
+  std::vector<uint32_t> elem_;     // their component / element / pointee type
+  std::vector<uint32_t> type_of_;  // the type of values whose type matters here
   std::vector<uint32_t> float_width_;
   std::vector<bool> int32_type_;
   std::vector<size_t> const_inst_;  // instruction defining a matrix-carrying constant / undef
+  std::vector<bool> defined_;       // result ids seen by Scan
   std::vector<uint32_t> parent_;    // union-find over values linked by data flow
   std::vector<uint8_t> uses_;       // per union-find root: the multiply-add uses reached
   std::vector<uint8_t> needed_;     // per matrix-carrying type: uses it is needed for
@@ -760,6 +794,7 @@ class Rewriter {
   uint32_t small_const_[3] = {0, 0, 0};  // ids of the integer constants 0, 1, 2
   std::vector<uint32_t> new_consts_;     // which of them are new
   uint32_t next_id_ = 0;
+  std::string missing_;  // the first variant Emit could not find
 };
 
 }  // namespace
