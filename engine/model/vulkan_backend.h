@@ -76,8 +76,8 @@ struct VulkanBackendOptions {
   EmbedScale embed_scale = EmbedScale::kF32;
   // vk::SelectDevice selector: "" the best device, "<digits>" an index, else a name substring.
   std::string device;
-  // Dense prefill matmuls run on tensor cores where the device has them
-  // (VK_NV_cooperative_matrix: dequantised weights and activations rounded to f16, fp32 sums) for
+  // Dense prefill matmuls run on tensor cores where the device has them (VK_NV_ or
+  // VK_KHR_cooperative_matrix: dequantised weights and activations rounded to f16, fp32 sums) for
   // quantised weight types always; for f32 / f16 / bf16 weights only with f16_matmul. On the tiny
   // float presets it moved logits up to 14% from the CPU backend on an H100 (fp32 tiled matmuls:
   // <= 2.4e-3), so for float weights it is opt-in (docs/CORRECTNESS.md). coop_matmul = false

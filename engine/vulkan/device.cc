@@ -90,7 +90,75 @@ std::vector<MemoryHeapInfo> ReadHeaps(VkPhysicalDevice pd, bool has_budget) {
   return heaps;
 }
 
-DeviceInfo Describe(VkPhysicalDevice pd, uint32_t index) {
+// VK_KHR_cooperative_matrix, which Debian 12's Vulkan headers (1.3.239) predate: the structure
+// types and the two structures garnet uses, laid out as the Vulkan registry defines them
+// (VkPhysicalDeviceCooperativeMatrixFeaturesKHR, VkCooperativeMatrixPropertiesKHR; the enums are
+// 32-bit, and VkComponentTypeKHR / VkScopeKHR share the NV values).
+constexpr auto kStructCoopmatFeaturesKhr = static_cast<VkStructureType>(1000506000);
+constexpr auto kStructCoopmatPropertiesKhr = static_cast<VkStructureType>(1000506001);
+struct CoopmatFeaturesKhr {
+  VkStructureType sType;
+  void* pNext;
+  VkBool32 cooperativeMatrix;
+  VkBool32 cooperativeMatrixRobustBufferAccess;
+};
+struct CoopmatPropertiesKhr {
+  VkStructureType sType;
+  void* pNext;
+  uint32_t MSize, NSize, KSize;
+  uint32_t AType, BType, CType, ResultType;  // VkComponentTypeKHR
+  VkBool32 saturatingAccumulation;
+  uint32_t scope;  // VkScopeKHR
+};
+using PfnCoopmatPropertiesKhr = VkResult(VKAPI_PTR*)(VkPhysicalDevice, uint32_t*,
+                                                     CoopmatPropertiesKhr*);
+
+// Whether the driver lists a subgroup-scope 16x16x16 cooperative matrix shape with f16 A/B and
+// f32 C/D (the one matmul_coop.comp uses).
+bool HasNvCoopmatF16(VkInstance instance, VkPhysicalDevice pd) {
+  auto fn = reinterpret_cast<PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesNV>(
+      vkGetInstanceProcAddr(instance, "vkGetPhysicalDeviceCooperativeMatrixPropertiesNV"));
+  if (!fn) return false;
+  uint32_t n = 0;
+  if (fn(pd, &n, nullptr) != VK_SUCCESS || n == 0) return false;
+  std::vector<VkCooperativeMatrixPropertiesNV> props(
+      n, VkCooperativeMatrixPropertiesNV{VK_STRUCTURE_TYPE_COOPERATIVE_MATRIX_PROPERTIES_NV});
+  if (fn(pd, &n, props.data()) != VK_SUCCESS) return false;
+  for (uint32_t i = 0; i < n; ++i) {
+    const VkCooperativeMatrixPropertiesNV& p = props[i];
+    if (p.MSize == 16 && p.NSize == 16 && p.KSize == 16 &&
+        p.AType == VK_COMPONENT_TYPE_FLOAT16_NV && p.BType == VK_COMPONENT_TYPE_FLOAT16_NV &&
+        p.CType == VK_COMPONENT_TYPE_FLOAT32_NV && p.DType == VK_COMPONENT_TYPE_FLOAT32_NV &&
+        p.scope == VK_SCOPE_SUBGROUP_NV) {
+      return true;
+    }
+  }
+  return false;
+}
+
+// The same for VK_KHR_cooperative_matrix. The shape must not require the SaturatingAccumulation
+// multiply-add operand, which the rewritten shaders do not carry.
+bool HasKhrCoopmatF16(VkInstance instance, VkPhysicalDevice pd) {
+  auto fn = reinterpret_cast<PfnCoopmatPropertiesKhr>(
+      vkGetInstanceProcAddr(instance, "vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR"));
+  if (!fn) return false;
+  uint32_t n = 0;
+  if (fn(pd, &n, nullptr) != VK_SUCCESS || n == 0) return false;
+  std::vector<CoopmatPropertiesKhr> props(n, CoopmatPropertiesKhr{kStructCoopmatPropertiesKhr});
+  if (fn(pd, &n, props.data()) != VK_SUCCESS) return false;
+  for (uint32_t i = 0; i < n; ++i) {
+    const CoopmatPropertiesKhr& p = props[i];
+    if (p.MSize == 16 && p.NSize == 16 && p.KSize == 16 &&
+        p.AType == VK_COMPONENT_TYPE_FLOAT16_NV && p.BType == VK_COMPONENT_TYPE_FLOAT16_NV &&
+        p.CType == VK_COMPONENT_TYPE_FLOAT32_NV && p.ResultType == VK_COMPONENT_TYPE_FLOAT32_NV &&
+        !p.saturatingAccumulation && p.scope == VK_SCOPE_SUBGROUP_NV) {
+      return true;
+    }
+  }
+  return false;
+}
+
+DeviceInfo Describe(VkInstance instance, VkPhysicalDevice pd, uint32_t index) {
   DeviceInfo info;
   info.index = index;
   VkPhysicalDeviceProperties base{};
@@ -152,13 +220,18 @@ DeviceInfo Describe(VkPhysicalDevice pd, uint32_t index) {
   VkPhysicalDeviceVulkan13Features f13{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_3_FEATURES};
   VkPhysicalDeviceShaderIntegerDotProductFeatures fdot{
       VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_INTEGER_DOT_PRODUCT_FEATURES};
+  CoopmatFeaturesKhr fkhr{kStructCoopmatFeaturesKhr};
   VkPhysicalDeviceFeatures2 feats{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2};
   feats.pNext = &f11;
   f11.pNext = &f12;
   if (v13) {
     f12.pNext = &f13;
+    if (info.khr_cooperative_matrix) f13.pNext = &fkhr;
   } else if (has_dot_ext) {
     f12.pNext = &fdot;
+    if (info.khr_cooperative_matrix) fdot.pNext = &fkhr;
+  } else if (info.khr_cooperative_matrix) {
+    f12.pNext = &fkhr;
   }
   vkGetPhysicalDeviceFeatures2(pd, &feats);
   info.storage_16bit = f11.storageBuffer16BitAccess;
@@ -170,6 +243,9 @@ DeviceInfo Describe(VkPhysicalDevice pd, uint32_t index) {
   info.vulkan_memory_model = f12.vulkanMemoryModel;
   info.integer_dot_product = v13 ? f13.shaderIntegerDotProduct : fdot.shaderIntegerDotProduct;
   info.subgroup_size_control = v13 ? f13.subgroupSizeControl : false;
+  info.nv_coopmat_f16_shape = info.nv_cooperative_matrix && HasNvCoopmatF16(instance, pd);
+  info.khr_coopmat_f16_shape =
+      info.khr_cooperative_matrix && fkhr.cooperativeMatrix && HasKhrCoopmatF16(instance, pd);
 
   info.heaps = ReadHeaps(pd, info.memory_budget);
   if (!ComputeQueueFamily(pd)) {
@@ -184,6 +260,20 @@ std::string Lower(std::string_view s) {
   std::string out(s);
   for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   return out;
+}
+
+// DeviceOptions::cooperative_matrix when unset: GARNET_VULKAN_COOPMAT (khr, nv, none), else kNv.
+CoopmatForm CoopmatFromEnvironment() {
+  const char* v = std::getenv("GARNET_VULKAN_COOPMAT");
+  if (v == nullptr || *v == 0) return CoopmatForm::kNv;
+  const std::string e = Lower(v);
+  if (e == "khr") return CoopmatForm::kKhr;
+  if (e == "none" || e == "off" || e == "0") return CoopmatForm::kNone;
+  if (e != "nv") {
+    std::fprintf(stderr,
+                 "garnet vulkan: GARNET_VULKAN_COOPMAT=%s is not khr, nv or none; using nv\n", v);
+  }
+  return CoopmatForm::kNv;
 }
 
 std::string DeviceList(std::span<const DeviceInfo> devices) {
@@ -236,6 +326,17 @@ std::string_view DeviceTypeName(DeviceType type) {
       return "cpu";
     default:
       return "other";
+  }
+}
+
+std::string_view CoopmatFormName(CoopmatForm form) {
+  switch (form) {
+    case CoopmatForm::kNv:
+      return "nv";
+    case CoopmatForm::kKhr:
+      return "khr";
+    default:
+      return "none";
   }
 }
 
@@ -294,11 +395,13 @@ std::string FormatDeviceInfo(const DeviceInfo& d) {
                 yes(d.storage_16bit), yes(d.storage_8bit), yes(d.float16), yes(d.int8),
                 yes(d.int16), yes(d.integer_dot_product), yes(d.timeline_semaphore));
   s += buf;
+  auto coop = [&](bool ext, bool shape) { return !ext ? "no" : shape ? "yes" : "no f16 16x16x16"; };
   std::snprintf(buf, sizeof buf,
                 "  push descriptors %s, memory budget %s, NV cooperative matrix %s, KHR "
                 "cooperative matrix %s\n",
-                yes(d.push_descriptor), yes(d.memory_budget), yes(d.nv_cooperative_matrix),
-                yes(d.khr_cooperative_matrix));
+                yes(d.push_descriptor), yes(d.memory_budget),
+                coop(d.nv_cooperative_matrix, d.nv_coopmat_f16_shape),
+                coop(d.khr_cooperative_matrix, d.khr_coopmat_f16_shape));
   s += buf;
   std::snprintf(buf, sizeof buf,
                 "  shared memory %u B, workgroup invocations %u, push constants %u B, storage "
@@ -418,7 +521,9 @@ Result<std::shared_ptr<Instance>> Instance::Create(const InstanceOptions& option
     return Status::Unavailable("vulkan instance",
                                "the Vulkan driver lists no physical device; use the CPU backend");
   }
-  for (uint32_t i = 0; i < n; ++i) inst->devices_.push_back(Describe(inst->physical_[i], i));
+  for (uint32_t i = 0; i < n; ++i) {
+    inst->devices_.push_back(Describe(inst->instance_, inst->physical_[i], i));
+  }
   return inst;
 }
 
@@ -473,31 +578,6 @@ Result<uint32_t> SelectDevice(std::span<const DeviceInfo> devices, std::string_v
   return pick->index;
 }
 
-namespace {
-// Whether the driver lists a subgroup-scope 16x16x16 cooperative matrix shape with f16 A/B and
-// f32 C/D (the one matmul_coop.comp uses).
-bool HasNvCoopmatF16(VkInstance instance, VkPhysicalDevice pd) {
-  auto fn = reinterpret_cast<PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesNV>(
-      vkGetInstanceProcAddr(instance, "vkGetPhysicalDeviceCooperativeMatrixPropertiesNV"));
-  if (!fn) return false;
-  uint32_t n = 0;
-  if (fn(pd, &n, nullptr) != VK_SUCCESS || n == 0) return false;
-  std::vector<VkCooperativeMatrixPropertiesNV> props(
-      n, VkCooperativeMatrixPropertiesNV{VK_STRUCTURE_TYPE_COOPERATIVE_MATRIX_PROPERTIES_NV});
-  if (fn(pd, &n, props.data()) != VK_SUCCESS) return false;
-  for (uint32_t i = 0; i < n; ++i) {
-    const VkCooperativeMatrixPropertiesNV& p = props[i];
-    if (p.MSize == 16 && p.NSize == 16 && p.KSize == 16 &&
-        p.AType == VK_COMPONENT_TYPE_FLOAT16_NV && p.BType == VK_COMPONENT_TYPE_FLOAT16_NV &&
-        p.CType == VK_COMPONENT_TYPE_FLOAT32_NV && p.DType == VK_COMPONENT_TYPE_FLOAT32_NV &&
-        p.scope == VK_SCOPE_SUBGROUP_NV) {
-      return true;
-    }
-  }
-  return false;
-}
-}  // namespace
-
 Result<std::unique_ptr<Device>> Device::Create(std::shared_ptr<Instance> instance,
                                                const DeviceOptions& options) {
   if (!instance) return Status::InvalidArgument("vulkan device", "null instance");
@@ -520,15 +600,26 @@ Result<std::unique_ptr<Device>> Device::Create(std::shared_ptr<Instance> instanc
   caps.int8 = info.int8 && !options.disable_8bit_storage;
   caps.memory_budget = info.memory_budget;
   caps.subgroup_size = info.subgroup_size;
-  caps.nv_coopmat_f16 = info.nv_cooperative_matrix && !options.disable_cooperative_matrix &&
-                        caps.float16 && caps.storage_16bit && info.vulkan_memory_model &&
-                        info.subgroup_size == 32 &&
-                        HasNvCoopmatF16(instance->handle(), dev->physical_);
+  const CoopmatForm prefer = options.cooperative_matrix.value_or(CoopmatFromEnvironment());
+  const bool coop_ok = !options.disable_cooperative_matrix && prefer != CoopmatForm::kNone &&
+                       caps.float16 && caps.storage_16bit && info.vulkan_memory_model &&
+                       info.subgroup_size == 32;
+  const bool nv_ok = coop_ok && info.nv_coopmat_f16_shape;
+  const bool khr_ok = coop_ok && info.khr_coopmat_f16_shape;
+  if (prefer == CoopmatForm::kKhr) {
+    caps.coopmat = khr_ok ? CoopmatForm::kKhr : nv_ok ? CoopmatForm::kNv : CoopmatForm::kNone;
+  } else {
+    caps.coopmat = nv_ok ? CoopmatForm::kNv : khr_ok ? CoopmatForm::kKhr : CoopmatForm::kNone;
+  }
 
   std::vector<const char*> extensions;
   if (caps.push_descriptors) extensions.push_back(VK_KHR_PUSH_DESCRIPTOR_EXTENSION_NAME);
   if (caps.memory_budget) extensions.push_back(VK_EXT_MEMORY_BUDGET_EXTENSION_NAME);
-  if (caps.nv_coopmat_f16) extensions.push_back(VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME);
+  if (caps.coopmat == CoopmatForm::kNv) {
+    extensions.push_back(VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME);
+  } else if (caps.coopmat == CoopmatForm::kKhr) {
+    extensions.push_back("VK_KHR_cooperative_matrix");
+  }
 
   VkPhysicalDeviceVulkan11Features f11{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES};
   f11.storageBuffer16BitAccess = caps.storage_16bit;
@@ -537,15 +628,18 @@ Result<std::unique_ptr<Device>> Device::Create(std::shared_ptr<Instance> instanc
   f12.shaderFloat16 = caps.float16;
   f12.shaderInt8 = caps.int8;
   f12.timelineSemaphore = info.timeline_semaphore;
-  f12.vulkanMemoryModel = caps.nv_coopmat_f16;
+  f12.vulkanMemoryModel = caps.coopmat != CoopmatForm::kNone;
   VkPhysicalDeviceCooperativeMatrixFeaturesNV fcm{
       VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV};
   fcm.cooperativeMatrix = VK_TRUE;
+  CoopmatFeaturesKhr fkhr{kStructCoopmatFeaturesKhr};
+  fkhr.cooperativeMatrix = VK_TRUE;
   VkPhysicalDeviceFeatures2 feats{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2};
   feats.features.shaderInt16 = info.int16;
   feats.pNext = &f11;
   f11.pNext = &f12;
-  if (caps.nv_coopmat_f16) f12.pNext = &fcm;
+  if (caps.coopmat == CoopmatForm::kNv) f12.pNext = &fcm;
+  if (caps.coopmat == CoopmatForm::kKhr) f12.pNext = &fkhr;
 
   const float priority = 1.0f;
   VkDeviceQueueCreateInfo qci{VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO};

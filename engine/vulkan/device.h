@@ -82,6 +82,10 @@ struct DeviceInfo {
   bool memory_budget = false;           // VK_EXT_memory_budget
   bool nv_cooperative_matrix = false;   // VK_NV_cooperative_matrix
   bool khr_cooperative_matrix = false;  // VK_KHR_cooperative_matrix
+  // Whether that extension lists the subgroup 16x16x16 f16 x f16 -> f32 shape matmul_coop.comp
+  // multiplies (KHR: and has its cooperativeMatrix feature).
+  bool nv_coopmat_f16_shape = false;
+  bool khr_coopmat_f16_shape = false;
 
   // Limits.
   uint32_t max_shared_memory = 0;
@@ -103,6 +107,12 @@ struct DeviceInfo {
 std::string FormatDeviceInfo(const DeviceInfo& info);
 // "6d657361-3232-2e33-2e36-000000000000"
 std::string UuidString(const std::array<uint8_t, 16>& uuid);
+
+// Which cooperative-matrix extension the tensor-core kernels go through: none, the NV form that
+// glslc writes (NVIDIA), or the KHR form rewritten from it at build time (AMD, Intel; NVIDIA's
+// drivers list both).
+enum class CoopmatForm : uint8_t { kNone, kNv, kKhr };
+std::string_view CoopmatFormName(CoopmatForm form);  // "none", "nv", "khr"
 
 enum class Validation : uint8_t {
   kOff,
@@ -169,6 +179,11 @@ struct DeviceOptions {
   bool disable_8bit_storage = false;
   bool disable_float16 = false;
   bool disable_cooperative_matrix = false;
+  // The cooperative-matrix form to prefer where the device can use both: kNv or kKhr (the other
+  // is still taken where the preferred one is not usable); kNone is disable_cooperative_matrix.
+  // Unset: from the environment, GARNET_VULKAN_COOPMAT=khr, =nv or =none; otherwise kNv, the form
+  // NVIDIA's drivers have offered longest. Lets an NVIDIA GPU run (and test) the KHR variants.
+  std::optional<CoopmatForm> cooperative_matrix;
   // Pipeline cache file. Empty: $XDG_CACHE_HOME/garnet/vk-<device uuid>.bin (or
   // ~/.cache/garnet/...). "-": no file, in-memory cache only.
   std::string pipeline_cache_path;
@@ -184,10 +199,11 @@ struct DeviceCaps {
   bool int8 = false;
   bool memory_budget = false;
   uint32_t subgroup_size = 0;
-  // VK_NV_cooperative_matrix enabled with a 16x16x16 f16 x f16 -> f32 subgroup shape, together
-  // with float16, 16-bit storage, the Vulkan memory model and a subgroup size of 32 (what
-  // matmul_coop.comp assumes).
-  bool nv_coopmat_f16 = false;
+  // The cooperative-matrix extension enabled for matmul_coop.comp (kNone: none). Either one needs
+  // the 16x16x16 f16 x f16 -> f32 subgroup shape, float16, 16-bit storage, the Vulkan memory model
+  // and a subgroup size of 32 (what matmul_coop.comp assumes); which one, when both are usable,
+  // is DeviceOptions::cooperative_matrix.
+  CoopmatForm coopmat = CoopmatForm::kNone;
 };
 
 class Device {

@@ -163,7 +163,11 @@ std::string Kernels::MatvecVariant(GgmlType type, bool by_id) const {
 }
 
 bool Kernels::MatmulUsesCooperativeMatrix() const {
-  return matmul_coop_ && device_.caps().nv_coopmat_f16;
+  return matmul_coop_ && device_.caps().coopmat != CoopmatForm::kNone;
+}
+
+std::string Kernels::CoopSuffix() const {
+  return device_.caps().coopmat == CoopmatForm::kKhr ? "_khr" : "";
 }
 
 bool Kernels::MatmulUsesCooperativeMatrix(GgmlType type) const {
@@ -172,7 +176,7 @@ bool Kernels::MatmulUsesCooperativeMatrix(GgmlType type) const {
 }
 
 std::string Kernels::MatmulVariant(GgmlType type) const {
-  if (MatmulUsesCooperativeMatrix(type)) return "matmul_coop_" + TypeSuffix(type);
+  if (MatmulUsesCooperativeMatrix(type)) return "matmul_coop_" + TypeSuffix(type) + CoopSuffix();
   std::string v = "matmul_" + TypeSuffix(type);
   if (type != GgmlType::kF32 && device_.caps().storage_16bit) v += "_s16";
   return v;
@@ -664,6 +668,7 @@ Status Kernels::MatmulId(Recorder& rec, GgmlType type, const MatmulIdShape& s, c
   GARNET_ASSIGN_OR_RETURN(const Pipeline* gp, device_.pipelines().Get(gdesc));
   std::string variant = (coop ? "matmul_coop_id_" : "matmul_id_") + TypeSuffix(type);
   if (!coop && type != GgmlType::kF32 && device_.caps().storage_16bit) variant += "_s16";
+  if (coop) variant += CoopSuffix();
   PipelineDesc desc{variant, 4, 0b100, 40, {kMatmulWg}, {kMatmulWg, 1, 1}};
   if (coop) {
     desc.spec = {kMatmulWg, CoopXVec(x, xs, s.x_slot_stride, s.k),

@@ -233,10 +233,10 @@ class Kernels {
   Status MatvecIdGeglu(Recorder& rec, GgmlType type, const MatvecIdShape& s, const BufferRange& w,
                        const BufferRange& x, const BufferRange& ids, uint32_t up_offset,
                        const BufferRange& y);
-  // Y[t, m] = sum_k W[m, k] X[t, k]. Where DeviceCaps::nv_coopmat_f16 (and not switched off by
-  // SetMatmulCooperative(false)) through tensor cores: W (dequantised) and X rounded to f16,
-  // fp32 accumulation, ~1e-3 relative error; X beyond the f16 range becomes infinite. Otherwise
-  // through the tiled shared-memory kernel in fp32.
+  // Y[t, m] = sum_k W[m, k] X[t, k]. Where DeviceCaps::coopmat is not kNone (and not switched off
+  // by SetMatmulCooperative(false)) through tensor cores (matmul_coop.comp, NV or KHR form): W
+  // (dequantised) and X rounded to f16, fp32 accumulation, ~1e-3 relative error; X beyond the f16
+  // range becomes infinite. Otherwise through the tiled shared-memory kernel in fp32.
   Status Matmul(Recorder& rec, GgmlType type, const MatmulShape& s, const BufferRange& w,
                 const BufferRange& x, const BufferRange& y);
   // MoE prefill: for token t and slot s with expert e = ids[t * k_slots + s] (int32),
@@ -320,6 +320,9 @@ class Kernels {
   std::string RmsNormVariant() const;
 
  private:
+  // "_khr" where the cooperative-matrix kernels are the KHR form (rewritten at build time from the
+  // NV form; spirv_coop_khr.h), "" otherwise.
+  std::string CoopSuffix() const;
   // Rope and NormRope's shape and range checks; the rotated dims and token strides they imply.
   struct RopeGeometry {
     uint32_t n_rot = 0, xs = 0, ys = 0;

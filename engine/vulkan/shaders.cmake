@@ -4,6 +4,10 @@
 #       Compiles shaders/<file.comp> with glslc (--target-env=vulkan1.2 -O, plus -D for each
 #       define) into <build>/spv/<variant-name>.spv, with a depfile so edits to the .comp or
 #       anything it #includes rebuild it, then embeds the words into a generated .cc.
+#   garnet_vulkan_shader_coop_khr(<variant-name> <nv-variant-name>)
+#       Makes <build>/spv/<variant-name>.spv from the SPIR-V of the NV cooperative-matrix variant
+#       <nv-variant-name> (declared before) with garnet-spirv-coop-khr (spirv_coop_khr.h), and
+#       embeds it like the others.
 #   garnet_vulkan_shader_table(<target>)
 #       Adds all generated .cc files plus a lookup table (shader_table.cc, see shaders.h) to
 #       <target>.
@@ -24,7 +28,6 @@ function(garnet_vulkan_shader name file)
   endif()
   set(src ${GARNET_VK_SHADER_DIR}/${file})
   set(spv ${CMAKE_CURRENT_BINARY_DIR}/spv/${name}.spv)
-  set(cc ${CMAKE_CURRENT_BINARY_DIR}/spv/${name}.cc)
   set(defs "")
   foreach(d ${S_DEFINES})
     list(APPEND defs "-D${d}")
@@ -37,6 +40,28 @@ function(garnet_vulkan_shader name file)
     DEPFILE ${spv}.d
     COMMENT "glslc ${file} -> ${name}.spv"
     VERBATIM)
+  garnet_vulkan_embed_(${name})
+endfunction()
+
+function(garnet_vulkan_shader_coop_khr name nv_name)
+  if(NOT name MATCHES "^[A-Za-z_][A-Za-z0-9_]*$")
+    message(FATAL_ERROR "shader variant name '${name}' is not a C identifier")
+  endif()
+  set(nv_spv ${CMAKE_CURRENT_BINARY_DIR}/spv/${nv_name}.spv)
+  set(spv ${CMAKE_CURRENT_BINARY_DIR}/spv/${name}.spv)
+  add_custom_command(
+    OUTPUT ${spv}
+    COMMAND garnet-spirv-coop-khr ${nv_spv} ${spv}
+    DEPENDS ${nv_spv} garnet-spirv-coop-khr
+    COMMENT "garnet-spirv-coop-khr ${nv_name}.spv -> ${name}.spv"
+    VERBATIM)
+  garnet_vulkan_embed_(${name})
+endfunction()
+
+# <build>/spv/<name>.spv -> <build>/spv/<name>.cc, listed for garnet_vulkan_shader_table.
+function(garnet_vulkan_embed_ name)
+  set(spv ${CMAKE_CURRENT_BINARY_DIR}/spv/${name}.spv)
+  set(cc ${CMAKE_CURRENT_BINARY_DIR}/spv/${name}.cc)
   add_custom_command(
     OUTPUT ${cc}
     COMMAND ${CMAKE_COMMAND} -DSPV=${spv} -DOUT=${cc} -DSYMBOL=${name} -P ${GARNET_VK_EMBED_SCRIPT}

@@ -481,9 +481,10 @@ int Run(const std::string& selector, bool small, bool sweep, bool matmul_only, b
   ASSIGN_OR_FAIL(auto kernels, Kernels::Create(dev));
   ASSIGN_OR_FAIL(auto rec, Recorder::Create(dev));
   ASSIGN_OR_FAIL(auto transfer, Transfer::Create(dev));
-  std::printf("device: %s (%s), subgroup %u, push descriptors %s, NV cooperative matrix %s\n",
+  std::printf("device: %s (%s), subgroup %u, push descriptors %s, cooperative matrix %s\n",
               dev.info().name.c_str(), dev.info().driver_info.c_str(), dev.info().subgroup_size,
-              dev.caps().push_descriptors ? "yes" : "no", dev.caps().nv_coopmat_f16 ? "yes" : "no");
+              dev.caps().push_descriptors ? "yes" : "no",
+              std::string(CoopmatFormName(dev.caps().coopmat)).c_str());
   if (matmul_only) return RunMatmuls(dev, *kernels, *rec, *transfer, small);
   if (ffn_only) return RunFfnChain(dev, *kernels, *rec, *transfer, small);
   if (attn_only) return RunPrefillAttention(dev, *kernels, *rec, *transfer, small);

@@ -306,16 +306,16 @@ TEST(VulkanBackend, ForwardBatchMatchesCpu) {
   CheckTwoSequenceBatches(*cpu, *gpu, l->params.n_vocab);
 }
 
-// Tensor-core prefill (the default for quantised weights where the device has NV cooperative
-// matrices: dequantised weights and activations rounded to f16) against the fp32 tiled matmuls of
-// the same backend, on a q8_0 tiny-moe (dense and expert matmuls both take it). Prints the figure
-// for docs/CORRECTNESS.md. The bound is loose on purpose: a wrong kernel moves logits by O(1),
-// f16 rounding by ~1e-2, and the CPU backend (8-bit activations) already differs from either by
-// more. Skipped where the device has no cooperative matrices (lavapipe).
+// Tensor-core prefill (the default for quantised weights where the device has cooperative
+// matrices, NV or KHR form: dequantised weights and activations rounded to f16) against the fp32
+// tiled matmuls of the same backend, on a q8_0 tiny-moe (dense and expert matmuls both take it).
+// Prints the figure for docs/CORRECTNESS.md. The bound is loose on purpose: a wrong kernel moves
+// logits by O(1), f16 rounding by ~1e-2, and the CPU backend (8-bit activations) already differs
+// from either by more. Skipped where the device has no cooperative matrices (lavapipe).
 TEST(VulkanBackend, TensorCorePrefillCloseToFp32ForQuantisedWeights) {
   GARNET_REQUIRE_VULKAN();
-  if (!TestDevice()->caps().nv_coopmat_f16) {
-    GTEST_SKIP() << "no NV cooperative matrices on this device: the tensor-core path is unused";
+  if (TestDevice()->caps().coopmat == vk::CoopmatForm::kNone) {
+    GTEST_SKIP() << "no cooperative matrices on this device: the tensor-core path is unused";
   }
   auto l = Load("tiny-moe", "q8_0");
   ASSERT_TRUE(l);

@@ -1,5 +1,6 @@
-// matmul_coop: the prefill matmul on tensor cores through VK_NV_cooperative_matrix. Same product
-// and bindings as matmul.comp:
+// matmul_coop: the prefill matmul on tensor cores through VK_NV_cooperative_matrix (and, rewritten
+// at build time by garnet-spirv-coop-khr, VK_KHR_cooperative_matrix: this glslc has no
+// GL_KHR_cooperative_matrix). Same product and bindings as matmul.comp:
 //   Y[t * y_stride + m] = sum_k W[m, k] * X[t * x_stride + k],   t < N, m < M, k < K
 // but the inputs are rounded to f16 (W after dequantisation, X as is) and multiplied by 16x16x16
 // f16 cooperative matrices with fp32 accumulation. X values beyond the f16 range (65504) become
@@ -16,8 +17,9 @@
 //            16x16). Results go through a per-subgroup shared staging tile so that partial edge
 //            tiles and any y_stride are written with bounds checks.
 // Variants:  WTYPE_<every weights.glsl type>, always with STORAGE16 (the path is only chosen on
-//            devices with 16-bit storage, float16 and the NV cooperative matrix extension), x
-//            MUL_ID.
+//            devices with 16-bit storage, float16 and a cooperative matrix extension), x MUL_ID;
+//            each also as _khr (the KHR form). The KHR form gives A and B distinct types, so a
+//            value here must flow to one multiply-add operand only (a[] to A, b[] to B).
 // MUL_ID (MoE experts, prefill; as matmul.comp's MUL_ID): the N rows are slots grouped by expert
 // by moe_group.comp (binding 3); grid y walks its table of 64-slot tiles, each of ONE expert (te,
 // matrix at te * expert_stride bytes). Tiles are 128 rows x 64 slots here (each subgroup 32 x 32:
