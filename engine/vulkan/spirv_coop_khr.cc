@@ -644,15 +644,6 @@ class Rewriter {
     }
     return words;
   }
-  static std::string WordsString(std::span<const uint32_t> words) {
-    std::string s;
-    for (size_t i = 0; i < words.size() * 4; ++i) {
-      const char c = static_cast<char>((words[i / 4] >> (8 * (i % 4))) & 0xff);
-      if (c == 0) break;
-      s += c;
-    }
-    return s;
-  }
 
   Result<std::vector<uint32_t>> Emit() {
     std::map<size_t, std::vector<const Fixup*>> fixups_at;
@@ -675,7 +666,7 @@ class Rewriter {
           Put(out, in.op, ops);
           continue;
         case kOpExtension: {
-          if (WordsString(ops) == kExtNv) ops = StringWords(kExtKhr);
+          if (SpirvString(ops) == kExtNv) ops = StringWords(kExtKhr);
           Put(out, in.op, ops);
           continue;
         }
@@ -801,6 +792,16 @@ class Rewriter {
 
 Result<std::vector<uint32_t>> RewriteCoopmatNvToKhr(std::span<const uint32_t> words) {
   return Rewriter(words).Run();
+}
+
+std::string SpirvString(std::span<const uint32_t> words) {
+  std::string s;
+  for (size_t i = 0; i < words.size() * 4; ++i) {
+    const char c = static_cast<char>((words[i / 4] >> (8 * (i % 4))) & 0xff);
+    if (c == 0) break;
+    s += c;
+  }
+  return s;
 }
 
 }  // namespace garnet::vk

@@ -29,6 +29,7 @@
 
 #include <cstdint>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "engine/base/status.h"
@@ -41,5 +42,9 @@ namespace garnet::vk {
 // module that does not declare CooperativeMatrixNV, predates SPIR-V 1.3, lacks the Vulkan memory
 // model or has a value used as two different multiply-add operands, Unimplemented as above.
 Result<std::vector<uint32_t>> RewriteCoopmatNvToKhr(std::span<const uint32_t> words);
+
+// A SPIR-V literal string (UTF-8 bytes packed little-endian into words, NUL-terminated): the
+// characters up to the NUL or the end of `words`.
+std::string SpirvString(std::span<const uint32_t> words);
 
 }  // namespace garnet::vk

@@ -32,16 +32,6 @@ constexpr uint32_t kOpTypeCoopKhr = 4456, kOpLoadKhr = 4457, kOpStoreKhr = 4458,
 constexpr uint32_t kOpTypeCoopNv = 5358, kOpLoadNv = 5359, kOpStoreNv = 5360, kOpMulAddNv = 5361,
                    kOpLengthNv = 5362;
 
-std::string DecodeString(std::span<const uint32_t> w) {
-  std::string s;
-  for (size_t i = 0; i < w.size() * 4; ++i) {
-    const char c = static_cast<char>((w[i / 4] >> (8 * (i % 4))) & 0xff);
-    if (c == 0) break;
-    s += c;
-  }
-  return s;
-}
-
 struct Instr {
   uint32_t op;
   std::vector<uint32_t> ops;
@@ -145,7 +135,7 @@ void CheckKhrModule(std::span<const uint32_t> w, const Counts& expect, const std
         cap_khr |= in.ops[0] == 6022;
         break;
       case kOpExtension: {
-        const std::string e = DecodeString(in.ops);
+        const std::string e = SpirvString(in.ops);
         EXPECT_NE(e, "SPV_NV_cooperative_matrix");
         ext_khr |= e == "SPV_KHR_cooperative_matrix";
         break;
