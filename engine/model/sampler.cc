@@ -142,30 +142,56 @@ int32_t Sampler::Sample(std::span<const float> logits) {
     if (!(m > kNegInf)) return -1;
     return static_cast<int32_t>(std::find(work_.begin(), work_.end(), m) - work_.begin());
   }
-  idx_.clear();
+  // The candidates, best first, and the softmax normaliser over what the distribution covers:
+  // the top k with top_k, else the whole vocabulary, of which only the sorted prefix that top-p,
+  // min-p or the draw reaches is selected (TopK with a growing k; a full sort of 262144 logits
+  // took ~44 ms a token).
+  const double inv_t = 1.0 / params_.temperature;
+  const float mx = MaxValue(work_.data(), work_.size());
+  if (!(mx > kNegInf)) return -1;
+  auto weight = [&](float v) { return std::exp((static_cast<double>(v) - mx) * inv_t); };
+  double total = 0;   // softmax denominator (0: the prefix's own sum, top_k)
+  double need = 1.0;  // probability mass the prefix must reach (whole vocabulary)
+  bool drawn = false;
+  double r = 0;
   if (params_.top_k > 0) {
     TopK(work_.data(), n, static_cast<size_t>(params_.top_k), &top_);
-    for (const Cand& c : top_) idx_.push_back(c.second);
   } else {
+    size_t valid = 0, above_min_p = 0;
     for (int32_t i = 0; i < n; ++i) {
-      if (work_[static_cast<size_t>(i)] > kNegInf) idx_.push_back(i);  // not NaN, not -inf
+      const float v = work_[static_cast<size_t>(i)];
+      if (!(v > kNegInf)) continue;  // NaN or -inf
+      const double e = weight(v);
+      total += e;
+      ++valid;
+      if (params_.min_p > 0.0f && e >= params_.min_p) ++above_min_p;  // p >= min_p * p_max
     }
-    std::sort(idx_.begin(), idx_.end(), [&](int32_t a, int32_t b) {
-      return Better({work_[static_cast<size_t>(a)], a}, {work_[static_cast<size_t>(b)], b});
-    });
+    if (params_.top_p < 1.0f) {
+      need = params_.top_p;
+    } else if (params_.min_p <= 0.0f) {  // nothing cuts: the draw decides how far to look
+      r = NextUniform();
+      drawn = true;
+      need = r;
+    }
+    size_t k = std::max<size_t>(64, above_min_p + 1);
+    for (;;) {
+      k = std::min(k, valid);
+      TopK(work_.data(), n, k, &top_);
+      double acc = 0;
+      for (const Cand& c : top_) acc += weight(c.first) / total;
+      if (acc > need || k == valid) break;
+      k *= 4;
+    }
   }
+  idx_.clear();
+  for (const Cand& c : top_) idx_.push_back(c.second);
   if (idx_.empty()) return -1;
   const size_t k = idx_.size();
-  // Softmax at temperature, in double for stable sums.
   std::vector<double> p(k);
-  const double inv_t = 1.0 / params_.temperature;
-  const double mx = work_[static_cast<size_t>(idx_[0])];
   double sum = 0;
-  for (size_t i = 0; i < k; ++i) {
-    p[i] = std::exp((work_[static_cast<size_t>(idx_[i])] - mx) * inv_t);
-    sum += p[i];
-  }
-  for (auto& v : p) v /= sum;
+  for (size_t i = 0; i < k; ++i) sum += (p[i] = weight(top_[i].first));
+  const double norm = total > 0 ? total : sum;
+  for (auto& v : p) v /= norm;
   size_t keep = k;
   if (params_.top_p < 1.0f) {
     double acc = 0;
@@ -183,9 +209,11 @@ int32_t Sampler::Sample(std::span<const float> logits) {
     while (m < keep && p[m] >= floor) ++m;
     keep = m;
   }
-  double mass = 0;
-  for (size_t i = 0; i < keep; ++i) mass += p[i];
-  double r = NextUniform() * mass;
+  if (!drawn) {
+    double mass = 0;
+    for (size_t i = 0; i < keep; ++i) mass += p[i];
+    r = NextUniform() * mass;
+  }
   for (size_t i = 0; i < keep; ++i) {
     r -= p[i];
     if (r < 0) return idx_[i];

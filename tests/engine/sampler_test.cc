@@ -157,3 +157,81 @@ TEST(Sampler, LargeVocabularyGreedyAndTopKKeepTheOrdering) {
 
 }  // namespace
 }  // namespace garnet::sampling
+
+namespace garnet::sampling {
+namespace {
+
+// The whole-vocabulary path (top_k = 0), which selects only the sorted prefix it needs, against
+// an oracle that sorts every usable logit: for top-p, min-p, both and neither.
+TEST(Sampler, WholeVocabularyMatchesAFullSort) {
+  const int32_t n = 65536;  // a quarter of Gemma's vocabulary keeps the oracle's sort quick
+  std::vector<float> l(static_cast<size_t>(n));
+  uint64_t x = 777;
+  for (auto& v : l) {
+    x = x * 6364136223846793005ull + 1442695040888963407ull;
+    v = static_cast<float>(static_cast<int64_t>(x >> 41) % 4000) / 400.0f;  // 0 .. 10, ties
+  }
+  l[11] = std::numeric_limits<float>::quiet_NaN();
+  l[12] = -std::numeric_limits<float>::infinity();
+  std::vector<int32_t> order;
+  for (int32_t i = 0; i < n; ++i) {
+    if (l[static_cast<size_t>(i)] > -std::numeric_limits<float>::infinity()) order.push_back(i);
+  }
+  std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
+    return l[static_cast<size_t>(a)] > l[static_cast<size_t>(b)];
+  });
+  struct Case {
+    float top_p, min_p, temperature;
+  };
+  for (const Case& c : {Case{0.9f, 0.0f, 0.7f}, Case{1.0f, 0.05f, 1.0f}, Case{0.5f, 0.2f, 1.3f},
+                        Case{1.0f, 0.0f, 0.4f}}) {
+    SamplerParams p;
+    p.temperature = c.temperature;
+    p.top_k = 0;
+    p.top_p = c.top_p;
+    p.min_p = c.min_p;
+    p.seed = 99;
+    Sampler s(p);
+    // The oracle's probabilities over the sorted list.
+    std::vector<double> pr(order.size());
+    double sum = 0;
+    const double mx = l[static_cast<size_t>(order[0])];
+    for (size_t i = 0; i < order.size(); ++i) {
+      sum += (pr[i] = std::exp((l[static_cast<size_t>(order[i])] - mx) / c.temperature));
+    }
+    for (double& v : pr) v /= sum;
+    size_t keep = pr.size();
+    if (c.top_p < 1.0f) {
+      double acc = 0;
+      for (size_t i = 0; i < pr.size(); ++i) {
+        if ((acc += pr[i]) >= c.top_p) {
+          keep = i + 1;
+          break;
+        }
+      }
+    }
+    if (c.min_p > 0.0f) {
+      size_t m = 1;
+      while (m < keep && pr[m] >= c.min_p * pr[0]) ++m;
+      keep = m;
+    }
+    double mass = 0;
+    for (size_t i = 0; i < keep; ++i) mass += pr[i];
+    // Every token lies in the oracle's kept prefix, and the most likely one is drawn about as
+    // often as its probability says.
+    int top_hits = 0;
+    const int draws = 100;
+    for (int i = 0; i < draws; ++i) {
+      const int32_t t = s.Sample(l);
+      const auto it = std::find(order.begin(), order.begin() + static_cast<ptrdiff_t>(keep), t);
+      ASSERT_NE(it, order.begin() + static_cast<ptrdiff_t>(keep))
+          << "token " << t << " outside the kept prefix of " << keep;
+      top_hits += t == order[0];
+    }
+    const double want = pr[0] / mass * draws;
+    EXPECT_NEAR(top_hits, want, 4 * std::sqrt(want) + 2) << "top_p " << c.top_p;
+  }
+}
+
+}  // namespace
+}  // namespace garnet::sampling
