@@ -153,6 +153,7 @@ Status Engine::MakeVulkanBackend() {
   vo.coop_matmul = options_.coop_matmul;
   vo.f16_matmul = options_.f16_matmul;
   vo.attn_prefill_min_tokens = options_.attn_prefill_min_tokens;
+  vo.attn_coop_min_tokens = options_.attn_coop_min_tokens;
   vo.n_threads = options_.n_threads;
   GARNET_RETURN_IF_ERROR(model::PlacementFromPlan(*plan_, params_, &vo));
   if (std::all_of(vo.host_layers.begin(), vo.host_layers.end(), [](bool h) { return h; })) {

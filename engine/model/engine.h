@@ -63,6 +63,9 @@ struct EngineOptions {
   // Vulkan: runs of at least this many tokens take the tiled prefill attention kernel (0: never;
   // see model::VulkanBackendOptions::attn_prefill_min_tokens).
   int64_t attn_prefill_min_tokens = 0;
+  // Vulkan: runs of at least this many tokens take the tensor-core attention kernel where the
+  // device has one (0: never; see model::VulkanBackendOptions::attn_coop_min_tokens).
+  int64_t attn_coop_min_tokens = 32;
   // Vulkan: where layers and experts run (engine/plan). A ready `plan` (e.g. the daemon's) is
   // used as given: its layer_device / experts_on_host for the selected device (GPU index 0 of
   // the plan), the host last. Otherwise the engine plans `policy` for n_ctx x n_seq (ubatch,

@@ -1150,6 +1150,15 @@ Status VulkanBackend::Impl::RecordLayer(int il, const Row* rows, uint32_t T,
     as.window = full ? 0 : p.sliding_window;
     as.scale = 1.0f;
     as.kv = kv_format;
+    const BufferRange qr = q.sub(uint64_t{t0} * nq * 4, uint64_t{n} * nq * 4);
+    const BufferRange orr = attn.sub(uint64_t{t0} * nq * 4, uint64_t{n} * nq * 4);
+    if (kv_format == vk::KvFormat::kF16 && opt.attn_coop_min_tokens > 0 &&
+        n >= opt.attn_coop_min_tokens && kern->AttentionCoopAvailable(hd)) {
+      GARNET_RETURN_IF_ERROR(kern->AttentionCoop(*rec, as, qr, seq->K(owner), seq->V(owner),
+                                                 apos.sub(pos_off, uint64_t{n} * 4), orr));
+      pos_off += AlignUp(uint64_t{n} * 4);
+      continue;
+    }
     if (kv_format == vk::KvFormat::kF16 && opt.attn_prefill_min_tokens > 0 &&
         n >= opt.attn_prefill_min_tokens && kern->AttentionPrefillTile(hd).rows > 0) {
       GARNET_RETURN_IF_ERROR(

@@ -92,6 +92,10 @@ struct VulkanBackendOptions {
   // (docs/PERF.md). Head dims it has no tile for (not a multiple of 4, above 512) always take
   // the per-query kernel.
   int64_t attn_prefill_min_tokens = 0;
+  // A sequence's run of at least this many tokens in one pass takes the tensor-core attention
+  // kernel (vk::Kernels::AttentionCoop) where the device has one for the layer's head dim and the
+  // cache is f16; it comes before attn_prefill_min_tokens. 0: never.
+  int64_t attn_coop_min_tokens = 32;
   // Mixed GPU/CPU placement (a plan::Plan for one GPU; engine.h turns a plan into these). Empty
   // vectors: everything on the GPU.
   //   host_layers[il]:  layer il runs on the CPU (CpuLayers) with its weights in the mapping and

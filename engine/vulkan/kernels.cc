@@ -1102,4 +1102,46 @@ Status Kernels::AttentionPrefill(Recorder& rec, const AttentionShape& s, const B
   return rec.Dispatch(*p, bindings, push, static_cast<uint32_t>(tiles), s.n_kv_heads, 1);
 }
 
+bool Kernels::AttentionCoopAvailable(uint32_t head_dim) const {
+  const DeviceCaps& caps = device_.caps();
+  return caps.coopmat != CoopmatForm::kNone && caps.subgroup_arithmetic &&
+         caps.subgroup_size == 32 && device_.info().max_workgroup_invocations >= 128 &&
+         (head_dim == 64 || head_dim == 128 || head_dim == 256 || head_dim == 512);
+}
+
+Status Kernels::AttentionCoop(Recorder& rec, const AttentionShape& s, const BufferRange& q,
+                              const BufferRange& k, const BufferRange& v, const BufferRange& pos,
+                              const BufferRange& o) {
+  const std::string op = "attention (cooperative matrix)";
+  if (s.kv != KvFormat::kF16) {
+    return Status::InvalidArgument(op, "reads an f16 cache only (AttentionDecode reads q8_0)");
+  }
+  if (!AttentionCoopAvailable(s.head_dim)) {
+    return Status::InvalidArgument(op, "no kernel for head_dim " + std::to_string(s.head_dim) +
+                                           " on this device (AttentionCoopAvailable)");
+  }
+  GARNET_ASSIGN_OR_RETURN(const AttentionGeometry geo, CheckAttention(op, s, q, k, v, pos, o));
+  if (geo.slot % 8 != 0 || geo.head % 8 != 0 || k.offset % 16 != 0 || v.offset % 16 != 0) {
+    return Status::InvalidArgument(
+        op, "needs K/V slot and head strides of whole 16-byte words and 16-byte aligned K/V");
+  }
+  const uint64_t rows = uint64_t{s.n_tokens} * (s.n_q_heads / s.n_kv_heads);
+  const uint64_t tiles = (rows + 15) / 16;
+  if (tiles > device_.info().max_workgroup_count[0] ||
+      s.n_kv_heads > device_.info().max_workgroup_count[1]) {
+    return Status::InvalidArgument(op, "too many query rows or kv heads for one dispatch");
+  }
+  const std::string variant = "attn_coop_d" + std::to_string(s.head_dim) + CoopSuffix();
+  PipelineDesc desc{variant, 5, 0b10000, 44, {128}, {128, 1, 1}};
+  GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
+  struct {
+    uint32_t n_q_heads, n_kv_heads, n_tokens, ring_size, kv_first, window, q_tok_stride,
+        o_tok_stride, kv_head_stride, slot_stride;
+    float scale;
+  } push{s.n_q_heads, s.n_kv_heads, s.n_tokens, s.ring_size, s.kv_first, s.window,
+         geo.qs,      geo.os,       geo.head,   geo.slot,    s.scale};
+  const BufferRange bindings[] = {q, k, v, pos, o};
+  return rec.Dispatch(*p, bindings, push, static_cast<uint32_t>(tiles), s.n_kv_heads, 1);
+}
+
 }  // namespace garnet::vk

@@ -289,6 +289,16 @@ class Kernels {
   // 16 x 8 for D = 512 on 48 KiB. {0, 0} where it cannot run: D not a multiple of 4 or above 512,
   // or no tile fits.
   AttentionTile AttentionPrefillTile(uint32_t head_dim) const;
+  // The same attention on tensor cores (shaders/attn_coop.comp): tiles of 16 query rows of one kv
+  // head, keys in chunks of 64, Q and the probabilities rounded to f16 (K/V are f16 already),
+  // fp32 scores, sums and outputs (~1e-3 relative error). One dispatch, no scratch. Needs
+  // AttentionCoopAvailable(head_dim): a cooperative-matrix form, subgroup arithmetic, 32-wide
+  // subgroups and head_dim 64, 128, 256 or 512; and K/V strides and offsets of whole 16-byte
+  // words (the cache layout's). InvalidArgument otherwise, nothing recorded.
+  bool AttentionCoopAvailable(uint32_t head_dim) const;
+  Status AttentionCoop(Recorder& rec, const AttentionShape& s, const BufferRange& q,
+                       const BufferRange& k, const BufferRange& v, const BufferRange& pos,
+                       const BufferRange& o);
 
   // Embedding gather: y[t, :] = W[ids[t], :] * scale for n_tokens int32 ids; W has n_rows rows
   // of `in` elements of `type`; y rows are y_stride elements apart (0: in). An id outside

@@ -514,6 +514,9 @@ Status Recorder::Submit() {
 
 Status Recorder::Flush() {
   if (!recording_ || !error_.ok()) return Status::OK();  // a latched error surfaces at Submit
+  // Profiling: the pass stays one command buffer, so consecutive timestamps measure the GPU
+  // only (with parts, a delta across a part boundary included the host's recording time).
+  if (profile_) return Status::OK();
   if (const VkResult end = vkEndCommandBuffer(cmd_); end != VK_SUCCESS) {
     recording_ = false;  // cmd_ is in an undefined state; Submit drains and resets
     return Fail(VkError("vkEndCommandBuffer", end));

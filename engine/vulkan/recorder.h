@@ -105,6 +105,7 @@ class Recorder {
   // there each delta is its increment over the previous one. Timestamps serialise a little:
   // a profiled pass runs somewhat slower than a plain one. No-op where the queue has no
   // timestamps. GARNET_VULKAN_PROFILE=trace also lists every command of each tag's last pass.
+  // While profiling, Flush() submits nothing: the whole pass is one command buffer.
   void EnableProfile();
   bool profiling() const { return profile_ != nullptr; }
   // Label for the passes that follow ("decode", "prefill"): the report groups by it.

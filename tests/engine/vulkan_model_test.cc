@@ -76,6 +76,7 @@ VulkanBackendOptions VkOptions(int64_t n_seq = 1, KvType kv = KvType::kF16) {
   // Prefill chunks (8 tokens here) through the flash-attention style prefill kernel, as long
   // prompts take it in real use (default: runs of 64+); decode steps keep the per-query kernel.
   o.attn_prefill_min_tokens = 2;
+  o.attn_coop_min_tokens = 2;  // where the device has tensor-core attention (not lavapipe)
   return o;
 }
 

@@ -1185,6 +1185,65 @@ TEST_P(KernelTest, AttentionOnlineSoftmaxGqaWindowRing) {
   }
 }
 
+// Runs `run` (one attention dispatch) on case c with Q and O of 3 spare floats per token (which
+// must survive) and K/V with slot_pad spare halves per slot and head_pad per head. Those halves
+// and the ring slots no query's key range reaches hold NaN: a kernel must never let them into an
+// output. Returns the outputs packed as the oracle's.
+template <typename Run>
+std::vector<float> RunStridedAttention(VkTestDevice& d, const AttnCase& c, const AttnData& a,
+                                       uint32_t slot_pad, uint32_t head_pad, Run run) {
+  const uint32_t t_n = static_cast<uint32_t>(c.pos.size());
+  const uint32_t row = c.n_q * c.d;
+  const uint32_t qs = row + 3, slot = c.d + slot_pad, head = c.ring * slot + head_pad;
+  std::vector<float> q(size_t{t_n} * qs, 7.0f);
+  for (uint32_t t = 0; t < t_n; ++t) {
+    std::copy_n(&a.q[size_t{t} * row], row, &q[size_t{t} * qs]);
+  }
+  // The ring slots some query's key range [lo, p] reaches; every other half stays NaN.
+  std::vector<bool> reached(c.ring, false);
+  for (const int32_t p : c.pos) {
+    int64_t lo = c.kv_first;
+    if (c.window) lo = std::max<int64_t>(lo, int64_t{p} - c.window + 1);
+    for (int64_t j = std::max<int64_t>(lo, 0); j <= p; ++j) reached[size_t(j % c.ring)] = true;
+  }
+  std::vector<uint16_t> k16(size_t{c.n_kv} * head, 0x7e00), v16(k16.size(), 0x7e00);  // NaN
+  for (uint32_t g = 0; g < c.n_kv; ++g) {
+    for (uint32_t j = 0; j < c.ring; ++j) {
+      if (!reached[j]) continue;
+      const size_t src = (size_t{g} * c.ring + j) * c.d, dst = size_t{g} * head + j * slot;
+      std::copy_n(&a.k16[src], c.d, &k16[dst]);
+      std::copy_n(&a.v16[src], c.d, &v16[dst]);
+    }
+  }
+  auto bq = UploadFloats(d, q);
+  auto bk = UploadBytes(d, k16.data(), k16.size() * 2, MemoryKind::kKv);
+  auto bv = UploadBytes(d, v16.data(), v16.size() * 2, MemoryKind::kKv);
+  auto bp = UploadBytes(d, c.pos.data(), t_n * 4);
+  auto bo = UploadFloats(d, q);
+  EXPECT_TRUE(bq.ok() && bk.ok() && bv.ok() && bp.ok() && bo.ok());
+  if (!bq.ok() || !bk.ok() || !bv.ok() || !bp.ok() || !bo.ok()) return {};
+  AttentionShape s = ShapeOf(c);
+  s.q_tok_stride = s.o_tok_stride = qs;
+  s.slot_stride = slot;
+  s.kv_head_stride = head;
+  const Status st = run(s, *bq, *bk, *bv, *bp, *bo);
+  EXPECT_TRUE(st.ok()) << c.name << ": " << st.ToString();
+  if (!st.ok()) return {};
+  const Status done = d.recorder->SubmitAndWait();
+  EXPECT_TRUE(done.ok()) << done.ToString();
+  auto o = DownloadFloats(d, *bo, q.size());
+  EXPECT_TRUE(o.ok());
+  if (!o.ok()) return {};
+  std::vector<float> got(size_t{t_n} * row);
+  for (uint32_t t = 0; t < t_n; ++t) {
+    std::copy_n(&(*o)[size_t{t} * qs], row, &got[size_t{t} * row]);
+    for (uint32_t e = row; e < qs; ++e) {
+      EXPECT_EQ((*o)[size_t{t} * qs + e], 7.0f) << c.name << ": spare float overwritten";
+    }
+  }
+  return got;
+}
+
 // The prefill kernel (tiles of 16 query rows of one kv head, keys streamed in chunks) on token
 // counts that are no multiple of the tile, GQA groups of 1, 2 and 8 heads, window masks, a ring
 // that wraps, kv_first > 0, queries with no key (a negative position, one below kv_first),
@@ -1209,50 +1268,70 @@ TEST_P(KernelTest, AttentionPrefillMatchesOracle) {
   };
   for (const AttnCase& c : cases) {
     const AttnData a = MakeAttnData(c);
-    const uint32_t t_n = static_cast<uint32_t>(c.pos.size());
-    const uint32_t row = c.n_q * c.d;
-    // Q and O with 3 spare floats per token, K/V with 2 spare halves per slot and 6 per head.
-    const uint32_t qs = row + 3, slot = c.d + 2, head = c.ring * slot + 6;
-    std::vector<float> q(size_t{t_n} * qs, 7.0f);
-    for (uint32_t t = 0; t < t_n; ++t) {
-      std::copy_n(&a.q[size_t{t} * row], row, &q[size_t{t} * qs]);
-    }
-    std::vector<uint16_t> k16(size_t{c.n_kv} * head, 0x7e00), v16(k16.size(), 0x7e00);  // NaN
-    for (uint32_t g = 0; g < c.n_kv; ++g) {
-      for (uint32_t j = 0; j < c.ring; ++j) {
-        const size_t src = (size_t{g} * c.ring + j) * c.d, dst = size_t{g} * head + j * slot;
-        std::copy_n(&a.k16[src], c.d, &k16[dst]);
-        std::copy_n(&a.v16[src], c.d, &v16[dst]);
-      }
-    }
-    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bq, UploadFloats(*d_, q));
-    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bk,
-                                UploadBytes(*d_, k16.data(), k16.size() * 2, MemoryKind::kKv));
-    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bv,
-                                UploadBytes(*d_, v16.data(), v16.size() * 2, MemoryKind::kKv));
-    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bp, UploadBytes(*d_, c.pos.data(), t_n * 4));
-    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bo, UploadFloats(*d_, q));  // spare floats must survive
-    AttentionShape s = ShapeOf(c);
-    s.q_tok_stride = s.o_tok_stride = qs;
-    s.slot_stride = slot;
-    s.kv_head_stride = head;
     const AttentionTile tile = k().AttentionPrefillTile(c.d);
     ASSERT_GT(tile.rows, 0u) << c.name;
-    GARNET_ASSERT_OK(k().AttentionPrefill(rec(), s, bq, bk, bv, bp, bo));
-    GARNET_ASSERT_OK(rec().SubmitAndWait());
-    GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> o, DownloadFloats(*d_, bo, q.size()));
+    const std::vector<float> got =
+        RunStridedAttention(*d_, c, a, 2, 6,
+                            [&](const AttentionShape& s, const Buffer& q, const Buffer& kb,
+                                const Buffer& vb, const Buffer& pb, const Buffer& ob) {
+                              return k().AttentionPrefill(rec(), s, q, kb, vb, pb, ob);
+                            });
     const std::vector<double> want = AttentionOracle(c, a);
-    std::vector<float> got(want.size());
-    for (uint32_t t = 0; t < t_n; ++t) {
-      std::copy_n(&o[size_t{t} * qs], row, &got[size_t{t} * row]);
-      for (uint32_t e = row; e < qs; ++e) {
-        ASSERT_EQ(o[size_t{t} * qs + e], 7.0f) << c.name << ": spare float overwritten";
-      }
-    }
     ExpectClose(got, want, std::vector<double>(want.size(), 1.0), 2e-5, 0,
                 std::string("attention prefill ") + c.name + " (tile " + std::to_string(tile.rows) +
                     "x" + std::to_string(tile.keys) + ")");
   }
+}
+
+// The tensor-core prefill attention (attn_coop.comp) against the fp64 oracle: head dims 64, 128,
+// 256 and 512; GQA groups of 1, 2 and 8; window and causal masks; rings that wrap inside a
+// 16-key step and chunks that end inside the tile's key range (the staged path) as well as
+// whole 64-key chunks (the direct path); kv_first > 0, queries with no key, positions out of
+// order; NaN in every K/V half no position in range reaches. Q and the probabilities are rounded
+// to f16, so the tolerance is 4e-3 (values and V in [-1, 1]). Only on devices with cooperative
+// matrices (not lavapipe).
+TEST_P(KernelTest, AttentionCoopMatchesOracle) {
+  if (!k().AttentionCoopAvailable(256)) {
+    GTEST_SKIP() << "no cooperative-matrix attention on this device";
+  }
+  std::vector<int32_t> run37(37), run21(21), run19(19), run300(300), run70(70);
+  std::iota(run37.begin(), run37.end(), 100);  // 100..136 over a ring of 24: wraps
+  std::iota(run21.begin(), run21.end(), 20);
+  std::iota(run19.begin(), run19.end(), 0);
+  std::iota(run300.begin(), run300.end(), 0);   // 300 keys: whole chunks, a partial last one
+  std::iota(run70.begin(), run70.end(), 1000);  // over a ring of 200 from kv_first 870: wraps
+  run21[5] = -3;                                // no key at all
+  run21[6] = 2;                                 // below kv_first: no key
+  const std::vector<AttnCase> cases = {
+      {"256 gqa2 window ring", 256, 4, 2, 24, 113, 16, run37, 0.0625f},
+      {"512 gqa8 causal kv_first", 512, 8, 1, 64, 3, 0, run21, 1.0f},
+      {"64 out of order + wrap + empty", 64, 3, 3, 300, 701, 0, {1000, 750, -5, 600, 999}, 0.125f},
+      {"128 gqa2 window from 0", 128, 2, 1, 32, 0, 7, run19, 0.5f},
+      {"256 gqa2 causal 300", 256, 4, 2, 304, 0, 0, run300, 0.0625f},
+      {"512 gqa8 window 100 ring 200", 512, 8, 1, 200, 870, 100, run70, 0.05f},
+  };
+  for (const AttnCase& c : cases) {
+    const AttnData a = MakeAttnData(c);
+    const std::vector<float> got =
+        RunStridedAttention(*d_, c, a, 8, 8,
+                            [&](const AttentionShape& s, const Buffer& q, const Buffer& kb,
+                                const Buffer& vb, const Buffer& pb, const Buffer& ob) {
+                              return k().AttentionCoop(rec(), s, q, kb, vb, pb, ob);
+                            });
+    const std::vector<double> want = AttentionOracle(c, a);
+    ExpectClose(got, want, std::vector<double>(want.size(), 1.0), 0, 4e-3,
+                std::string("attention coop ") + c.name);
+  }
+  // Strides that are not whole 16-byte words: refused, nothing recorded.
+  const AttnCase c = cases[0];
+  const AttnData a = MakeAttnData(c);
+  GARNET_ASSERT_OK_AND_ASSIGN(Buffer b, Buffer::Create(*d_->device, 1 << 20, MemoryKind::kScratch));
+  AttentionShape s = ShapeOf(c);
+  s.slot_stride = c.d + 2;
+  EXPECT_TRUE(k().AttentionCoop(rec(), s, b, b, b, b, b).IsInvalidArgument());
+  s.slot_stride = 0;
+  s.head_dim = 96;
+  EXPECT_TRUE(k().AttentionCoop(rec(), s, b, b, b, b, b).IsInvalidArgument());
 }
 
 TEST_P(KernelTest, AttentionRejectsBadShapes) {

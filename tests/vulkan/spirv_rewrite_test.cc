@@ -264,10 +264,11 @@ void CheckKhrModule(std::span<const uint32_t> w, const Counts& expect, const std
   EXPECT_EQ(got.muladds, expect.muladds);
 }
 
-TEST(SpirvCoopKhr, EveryEmbeddedMatmulCoopVariantRewrites) {
+TEST(SpirvCoopKhr, EveryEmbeddedCoopVariantRewrites) {
   int n = 0;
   for (const SpirvShader& s : AllShaders()) {
-    if (!s.name.starts_with("matmul_coop_") || s.name.ends_with("_khr")) continue;
+    const bool coop = s.name.starts_with("matmul_coop_") || s.name.starts_with("attn_coop_");
+    if (!coop || s.name.ends_with("_khr")) continue;
     ++n;
     const std::span<const uint32_t> nv(s.words, s.word_count);
     auto khr = RewriteCoopmatNvToKhr(nv);
@@ -283,7 +284,8 @@ TEST(SpirvCoopKhr, EveryEmbeddedMatmulCoopVariantRewrites) {
         khr->size() == built->word_count)
         << s.name << "_khr differs from the rewriter's output";
   }
-  EXPECT_EQ(n, 30) << "matmul_coop_<type> and matmul_coop_id_<type> for 15 weight types";
+  EXPECT_EQ(n, 34) << "matmul_coop_<type> and matmul_coop_id_<type> for 15 weight types, "
+                      "attn_coop_d<64|128|256|512>";
 }
 
 // Malformed word streams are errors, never crashes: cut and corrupted copies of a real module.

@@ -36,6 +36,7 @@ int main(int argc, char** argv) {
   bool coop_matmul = true;
   int64_t n_prompt = 512, n_gen = 64, threads = 0, ctx = 0, ubatch = 512, reps = 1;
   int64_t attn_prefill_min = 0;
+  int64_t attn_coop_min = 32;
   int64_t gpu_layers = -1, experts_on_host = -1;  // -1: not given
   model::KvType kv_type = model::KvType::kF16;
   for (int i = 1; i < argc; ++i) {
@@ -80,6 +81,8 @@ int main(int argc, char** argv) {
       } else {
         ok = tools::ParseInt(a, v, &experts_on_host);
       }
+    } else if (a == "--attn-coop-min-tokens") {
+      ok = tools::ParseInt(a, v, &attn_coop_min);
     } else if (a == "--attn-prefill-min-tokens") {
       ok = tools::ParseInt(a, v, &attn_prefill_min);
     } else if (a == "--f16-matmul") {
@@ -97,7 +100,8 @@ int main(int argc, char** argv) {
                  "usage: garnet-bench-engine --model PATH [--prompt-tokens N] [--gen N] "
                  "[--threads N] [--ctx N] [--ubatch N] [--kv-type f16|q8_0|f32] [--reps N] "
                  "[--backend cpu|vulkan] [--device N|NAME] [--f16-matmul 0|1] [--coop-matmul 0|1] "
-                 "[--gpu-layers N] [--experts-on-host N|all] [--attn-prefill-min-tokens N]\n");
+                 "[--gpu-layers N] [--experts-on-host N|all] [--attn-prefill-min-tokens N] "
+                 "[--attn-coop-min-tokens N]\n");
     return 2;
   }
   engine::EngineOptions opt;
@@ -110,6 +114,7 @@ int main(int argc, char** argv) {
   opt.f16_matmul = f16_matmul;
   opt.coop_matmul = coop_matmul;
   opt.attn_prefill_min_tokens = attn_prefill_min;
+  opt.attn_coop_min_tokens = attn_coop_min;
   if (gpu_layers >= 0) {
     opt.policy.mode = plan::PolicyMode::kGpuLayers;
     opt.policy.gpu_layers = static_cast<uint32_t>(gpu_layers);
