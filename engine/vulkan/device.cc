@@ -201,6 +201,8 @@ DeviceInfo Describe(VkInstance instance, VkPhysicalDevice pd, uint32_t index) {
   info.subgroup_size = p11.subgroupSize;
   info.subgroup_arithmetic = (p11.subgroupSupportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
                              (p11.subgroupSupportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT);
+  info.subgroup_clustered = (p11.subgroupSupportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
+                            (p11.subgroupSupportedOperations & VK_SUBGROUP_FEATURE_CLUSTERED_BIT);
   info.max_allocation_size = p11.maxMemoryAllocationSize;
   if (v13 || has_sgsc_ext) {
     info.min_subgroup_size = psg.minSubgroupSize;
@@ -386,10 +388,11 @@ std::string FormatDeviceInfo(const DeviceInfo& d) {
     }
     s += "\n";
   }
-  std::snprintf(buf, sizeof buf,
-                "  subgroup size %u (min %u max %u), arithmetic %s, size control %s\n",
-                d.subgroup_size, d.min_subgroup_size, d.max_subgroup_size,
-                yes(d.subgroup_arithmetic), yes(d.subgroup_size_control));
+  std::snprintf(
+      buf, sizeof buf,
+      "  subgroup size %u (min %u max %u), arithmetic %s, clustered %s, size control %s\n",
+      d.subgroup_size, d.min_subgroup_size, d.max_subgroup_size, yes(d.subgroup_arithmetic),
+      yes(d.subgroup_clustered), yes(d.subgroup_size_control));
   s += buf;
   std::snprintf(buf, sizeof buf,
                 "  16-bit storage %s, 8-bit storage %s, float16 %s, int8 %s, int16 %s, "
@@ -596,6 +599,7 @@ Result<std::unique_ptr<Device>> Device::Create(std::shared_ptr<Instance> instanc
   caps.push_descriptors = info.push_descriptor && !options.disable_push_descriptors &&
                           instance->validation_mode() != Validation::kGpuAssisted;
   caps.subgroup_arithmetic = info.subgroup_arithmetic && !options.disable_subgroup_arithmetic;
+  caps.subgroup_clustered = caps.subgroup_arithmetic && info.subgroup_clustered;
   caps.storage_16bit = info.storage_16bit && !options.disable_16bit_storage;
   caps.storage_8bit = info.storage_8bit && info.int8 && !options.disable_8bit_storage;
   caps.float16 = info.float16 && !options.disable_float16;

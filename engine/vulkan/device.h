@@ -63,6 +63,7 @@ struct DeviceInfo {
   // Subgroups (compute stage).
   uint32_t subgroup_size = 0;
   bool subgroup_arithmetic = false;  // subgroupAdd & co. in compute shaders
+  bool subgroup_clustered = false;   // subgroupClusteredAdd & co. in compute shaders
   bool subgroup_size_control = false;
   uint32_t min_subgroup_size = 0;
   uint32_t max_subgroup_size = 0;
@@ -194,6 +195,7 @@ struct DeviceOptions {
 struct DeviceCaps {
   bool push_descriptors = false;
   bool subgroup_arithmetic = false;
+  bool subgroup_clustered = false;  // with subgroup_arithmetic (and off with it)
   bool storage_16bit = false;
   bool storage_8bit = false;
   bool float16 = false;

@@ -1104,7 +1104,7 @@ Status Kernels::AttentionPrefill(Recorder& rec, const AttentionShape& s, const B
 
 bool Kernels::AttentionCoopAvailable(uint32_t head_dim) const {
   const DeviceCaps& caps = device_.caps();
-  return caps.coopmat != CoopmatForm::kNone && caps.subgroup_arithmetic &&
+  return caps.coopmat != CoopmatForm::kNone && caps.subgroup_clustered &&
          caps.subgroup_size == 32 && device_.info().max_workgroup_invocations >= 128 &&
          (head_dim == 64 || head_dim == 128 || head_dim == 256 || head_dim == 512);
 }

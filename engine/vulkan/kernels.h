@@ -292,7 +292,7 @@ class Kernels {
   // The same attention on tensor cores (shaders/attn_coop.comp): tiles of 16 query rows of one kv
   // head, keys in chunks of 64, Q and the probabilities rounded to f16 (K/V are f16 already),
   // fp32 scores, sums and outputs (~1e-3 relative error). One dispatch, no scratch. Needs
-  // AttentionCoopAvailable(head_dim): a cooperative-matrix form, subgroup arithmetic, 32-wide
+  // AttentionCoopAvailable(head_dim): a cooperative-matrix form, clustered subgroup ops, 32-wide
   // subgroups and head_dim 64, 128, 256 or 512; and K/V strides and offsets of whole 16-byte
   // words (the cache layout's). InvalidArgument otherwise, nothing recorded.
   bool AttentionCoopAvailable(uint32_t head_dim) const;

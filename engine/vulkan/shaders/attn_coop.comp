@@ -1,6 +1,6 @@
 // attn_coop: prefill attention on tensor cores (cooperative matrices, f16 x f16 -> fp32), flash-
-// attention style: one workgroup owns 16 query rows of one kv head and streams that head's keys
-// in chunks of 64 with an online softmax. Same formula, masks, layouts and push constants as
+// attention style: one workgroup owns BQ = ROWS (16 or 32) query rows of one kv head and streams
+// that head's keys in chunks of 64 with an online softmax. Same formula, masks, layouts and push constants as
 // attn_prefill.comp (read attn_decode.comp's header for the formula): for query row r = t * G + i
 // (token t, query head h = g * G + i of kv head g, G = n_q_heads / n_kv_heads) at position
 // p = pos[t], keys at positions j in [lo, p], lo = max(kv_first, window > 0 ? p - window + 1 : 0),
@@ -8,14 +8,16 @@
 // V[g, slot(j), :], zeros for a row with no key.
 //
 // Per chunk of 64 keys (4 subgroups of 32 invocations):
-//   1. scores: subgroup s multiplies the tile's Q (16 x D, f16 in shared memory) by K^T of keys
-//      16 s .. 16 s + 15 of the chunk, D / 16 steps of 16x16x16, and stores the 16x16 fp32 block
-//      into the shared score tile;
-//   2. softmax: subgroup s takes rows 4 s .. 4 s + 3, two keys per invocation: running max and
-//      sum per row (fp32), probabilities exp(s - m) as f16 into shared memory (0 outside the
-//      row's range), and alpha = exp(m_old - m_new) per row;
+//   1. scores: subgroup s multiplies the tile's Q (BQ x D, f16 in shared memory) by K^T of keys
+//      16 s .. 16 s + 15 of the chunk, D / 16 steps of 16x16x16 per 16-row block, and stores the
+//      fp32 blocks into the shared score tile;
+//   2. softmax: subgroup s takes rows BQ / 4 * s .. + BQ / 4 - 1, 32 / (BQ / 4) invocations a
+//      row (clustered reductions): running max and sum per row (fp32), probabilities
+//      exp(s - m) as f16 into shared memory (0 outside the row's range), alpha =
+//      exp(m_old - m_new) per row;
 //   3. output: subgroup s owns output dims s * D / 4 .. + D / 4 - 1 (D / 64 accumulators of
-//      16x16): scales them by alpha per row, then adds P (16 x 64) times V (64 x its dims).
+//      16x16 per row block): scales them by alpha per row, then adds P (BQ x 64) times V (64 x
+//      its dims).
 // K and V go straight from the cache into cooperative matrices (each K / V element is read once
 // per workgroup, no shared staging), except for a 16-key step that leaves the tile's key range
 // [lo, hi] (union of its rows' ranges) or wraps around the ring: that step goes through a small
@@ -33,9 +35,11 @@
 // Push:      as attn_prefill.comp: uint n_q_heads, n_kv_heads, n_tokens, ring_size, kv_first,
 //            window, q_tok_stride, o_tok_stride, kv_head_stride, slot_stride; float scale
 // Spec:      0 WG = 128 (4 subgroups of 32: the device's subgroup size must be 32)
-// Defines:   HEAD_DIM (64, 128, 256 or 512). kv_head_stride, slot_stride and the K / V binding
-//            offsets must be multiples of 8 halves (16 bytes: cooperative-matrix loads).
-// Grid:      (ceil(n_tokens * G / 16), n_kv_heads, 1)
+// Defines:   HEAD_DIM (64, 128, 256 or 512), ROWS (16; 32 fits 48 KiB of shared memory up to
+//            D = 256, and on the H200 was correct but not faster, so the build makes 16 only).
+//            kv_head_stride, slot_stride and the K / V binding offsets must be multiples of 8
+//            halves (16 bytes: cooperative-matrix loads).
+// Grid:      (ceil(n_tokens * G / ROWS), n_kv_heads, 1)
 #version 450
 #extension GL_NV_cooperative_matrix : require
 #extension GL_KHR_memory_scope_semantics : require
@@ -43,10 +47,14 @@
 #extension GL_EXT_shader_16bit_storage : require
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_arithmetic : require
+#extension GL_KHR_shader_subgroup_clustered : require
 #include "common.glsl"
 
 #define D HEAD_DIM
-#define BQ 16u           // query rows per workgroup
+#define BQ ROWS          // query rows per workgroup: 16 or 32
+#define RB (BQ / 16u)    // row blocks
+#define LPR (32u / (BQ / 4u))  // softmax: invocations per row (8 or 4)
+#define KPL (CK / LPR)         // softmax: keys per invocation (8 or 16)
 #define CK 64u           // keys per chunk (16 per subgroup)
 #define DS (D / 4u)      // output dims per subgroup
 #define NO (DS / 16u)    // output accumulators per subgroup
@@ -159,70 +167,93 @@ void main() {
 
   fcoopmatNV<32, gl_ScopeSubgroup, 16, 16> rid;
   coopMatLoadNV(rid, Rid, 0, 16, false);
-  fcoopmatNV<32, gl_ScopeSubgroup, 16, 16> acc[NO];
-  [[unroll]] for (uint j = 0; j < NO; ++j) acc[j] = fcoopmatNV<32, gl_ScopeSubgroup, 16, 16>(0.0);
-  float m[4], l[4];  // rows 4 sg + a: running max (finite start) and sum
-  [[unroll]] for (uint a = 0; a < 4u; ++a) {
-    m[a] = -1e30;
-    l[a] = 0.0;
+  fcoopmatNV<32, gl_ScopeSubgroup, 16, 16> acc[RB * NO];  // [row block][dim block]
+  [[unroll]] for (uint j = 0; j < RB * NO; ++j) {
+    acc[j] = fcoopmatNV<32, gl_ScopeSubgroup, 16, 16>(0.0);
   }
+  // Softmax: this invocation's row (running max, finite start; running sum) and its KPL keys of
+  // each chunk; the LPR invocations of a row are adjacent lanes.
+  const uint my_row = (BQ / 4u) * sg + lane / LPR, my_k0 = KPL * (lane % LPR);
+  float m = -1e30, l = 0.0;
 
   for (uint chunk = 0; chunk < n_chunks; ++chunk) {
     const int c0 = tile_lo + int(chunk * CK);
-    // 1. Scores of keys c0 + 16 sg .. + 15.
+    // 1. Scores of keys c0 + 16 sg .. + 15 for every row block. With one row block, two
+    // accumulators (even and odd 16-dim steps) halve the dependent multiply-add chain.
     {
       const int j0 = c0 + int(16u * sg);
-      fcoopmatNV<32, gl_ScopeSubgroup, 16, 16> s = fcoopmatNV<32, gl_ScopeSubgroup, 16, 16>(0.0);
+      fcoopmatNV<32, gl_ScopeSubgroup, 16, 16> sc[2];
+      sc[0] = fcoopmatNV<32, gl_ScopeSubgroup, 16, 16>(0.0);
+      sc[1] = fcoopmatNV<32, gl_ScopeSubgroup, 16, 16>(0.0);
       if (j0 <= tile_hi) {
         const uint slot0 = uint(j0) % p.ring_size;
         const bool direct = j0 + 15 <= tile_hi && slot0 + 16u <= p.ring_size;
-        for (uint d0 = 0; d0 < D; d0 += 16u) {
-          fcoopmatNV<16, gl_ScopeSubgroup, 16, 16> a;
+        const uint kb = kvb + slot0 * p.slot_stride;
+        [[unroll]] for (uint d0 = 0; d0 < D; d0 += 16u) {
           fcoopmatNV<16, gl_ScopeSubgroup, 16, 16> b;
-          coopMatLoadNV(a, Qs, d0, QLD, false);
           // B = K^T (dims x keys): key rows are columns.
           if (direct) {
-            coopMatLoadNV(b, kh, kvb + slot0 * p.slot_stride + d0, p.slot_stride, true);
+            coopMatLoadNV(b, kh, kb + d0, p.slot_stride, true);
           } else {
             stage(false, kvb, j0, d0, tile_lo, tile_hi);
             coopMatLoadNV(b, Stg, sg * 256u, 16u, true);
           }
-          s = coopMatMulAddNV(a, b, s);
+          [[unroll]] for (uint rb = 0; rb < RB; ++rb) {
+            fcoopmatNV<16, gl_ScopeSubgroup, 16, 16> a;
+            coopMatLoadNV(a, Qs, rb * 16u * QLD + d0, QLD, false);
+            const uint ai = RB == 1u ? (d0 / 16u) % 2u : rb;
+            sc[ai] = coopMatMulAddNV(a, b, sc[ai]);
+          }
         }
       }
-      coopMatStoreNV(s, Ss, 16u * sg, SLD, false);
+      if (RB == 1u) {
+        for (int e = 0; e < sc[0].length(); ++e) sc[0][e] += sc[1][e];
+      }
+      [[unroll]] for (uint rb = 0; rb < RB; ++rb) {
+        coopMatStoreNV(sc[rb], Ss, rb * 16u * SLD + 16u * sg, SLD, false);
+      }
     }
     barrier();
 
-    // 2. Online softmax of rows 4 sg .. 4 sg + 3; keys c0 + lane and c0 + 32 + lane.
-    [[unroll]] for (uint a = 0; a < 4u; ++a) {
-      const uint row = 4u * sg + a;
-      const int lo = lo_s[row], hi = hi_s[row];
-      const int ja = c0 + int(lane), jb = ja + 32;
-      const bool va = ja >= lo && ja <= hi, vb = jb >= lo && jb <= hi;
-      const float sa = va ? Ss[row * SLD + lane] * p.scale : -1e30;
-      const float sb = vb ? Ss[row * SLD + lane + 32u] * p.scale : -1e30;
-      const float mx = max(m[a], subgroupMax(max(sa, sb)));
-      const float16_t ea = float16_t(va ? exp(sa - mx) : 0.0);
-      const float16_t eb = float16_t(vb ? exp(sb - mx) : 0.0);
-      Ps[row * PLD + lane] = ea;
-      Ps[row * PLD + lane + 32u] = eb;
-      const float alpha = exp(m[a] - mx);  // 0 on the row's first key, 1 without new keys
-      l[a] = l[a] * alpha + subgroupAdd(float(ea) + float(eb));
-      m[a] = mx;
-      if (lane == 0u) alpha_s[row] = alpha;
+    // 2. Online softmax: this invocation's row, keys c0 + my_k0 .. + KPL - 1.
+    {
+      const int lo = lo_s[my_row], hi = hi_s[my_row];
+      float sv[KPL];
+      float cmax = -1e30;
+      [[unroll]] for (uint c = 0; c < KPL; ++c) {
+        const int j = c0 + int(my_k0 + c);
+        sv[c] = j >= lo && j <= hi ? Ss[my_row * SLD + my_k0 + c] * p.scale : -1e30;
+        cmax = max(cmax, sv[c]);
+      }
+      const float mx = max(m, subgroupClusteredMax(cmax, LPR));
+      float sum = 0.0;
+      [[unroll]] for (uint c = 0; c < KPL; ++c) {
+        const float16_t e = float16_t(sv[c] > -1e30 ? exp(sv[c] - mx) : 0.0);
+        Ps[my_row * PLD + my_k0 + c] = e;
+        sum += float(e);
+      }
+      const float alpha = exp(m - mx);  // 0 on the row's first key, 1 without new keys
+      l = l * alpha + subgroupClusteredAdd(sum, LPR);
+      m = mx;
+      if (lane % LPR == 0u) alpha_s[my_row] = alpha;
     }
     barrier();
 
     // 3. O[:, this subgroup's dims] = alpha * O + P V.
-    [[unroll]] for (uint j = 0; j < NO; ++j) {
-      for (int e = 0; e < acc[j].length(); ++e) acc[j][e] *= alpha_s[uint(rid[e])];
+    [[unroll]] for (uint rb = 0; rb < RB; ++rb) {
+      [[unroll]] for (uint j = 0; j < NO; ++j) {
+        for (int e = 0; e < acc[rb * NO + j].length(); ++e) {
+          acc[rb * NO + j][e] *= alpha_s[rb * 16u + uint(rid[e])];
+        }
+      }
     }
     [[unroll]] for (uint ks = 0; ks < CK / 16u; ++ks) {
       const int jk = c0 + int(16u * ks);
       if (jk > tile_hi) break;  // uniform
-      fcoopmatNV<16, gl_ScopeSubgroup, 16, 16> a;
-      coopMatLoadNV(a, Ps, 16u * ks, PLD, false);
+      fcoopmatNV<16, gl_ScopeSubgroup, 16, 16> a[RB];
+      [[unroll]] for (uint rb = 0; rb < RB; ++rb) {
+        coopMatLoadNV(a[rb], Ps, rb * 16u * PLD + 16u * ks, PLD, false);
+      }
       const uint slot0 = uint(jk) % p.ring_size;
       const bool direct = jk + 15 <= tile_hi && slot0 + 16u <= p.ring_size;
       [[unroll]] for (uint j = 0; j < NO; ++j) {
@@ -234,30 +265,33 @@ void main() {
           stage(true, kvb, jk, d0, tile_lo, tile_hi);
           coopMatLoadNV(b, Stg, sg * 256u, 16u, false);
         }
-        acc[j] = coopMatMulAddNV(a, b, acc[j]);
+        [[unroll]] for (uint rb = 0; rb < RB; ++rb) {
+          acc[rb * NO + j] = coopMatMulAddNV(a[rb], b, acc[rb * NO + j]);
+        }
       }
     }
     // The next chunk's step 1 writes only Ss; its barrier orders this step's reads of Ps and
     // alpha_s before step 2 rewrites them.
   }
 
-  if (lane == 0u) {
-    [[unroll]] for (uint a = 0; a < 4u; ++a) inv_s[4u * sg + a] = l[a] > 0.0 ? 1.0 / l[a] : 0.0;
-  }
+  if (lane % LPR == 0u) inv_s[my_row] = l > 0.0 ? 1.0 / l : 0.0;
   barrier();
-  [[unroll]] for (uint j = 0; j < NO; ++j) {
-    for (int e = 0; e < acc[j].length(); ++e) acc[j][e] *= inv_s[uint(rid[e])];
-    coopMatStoreNV(acc[j], Cs, sg * 256u, 16u, false);
-    subgroupMemoryBarrierShared();
-    subgroupBarrier();
-    [[unroll]] for (uint e = 0; e < 8u; ++e) {
-      const uint idx = lane + 32u * e;
-      const uint r = r0 + idx / 16u;
-      if (r < n_rows) {
-        const uint t = r / G, h = g * G + (r - t * G);
-        o[t * p.o_tok_stride + h * D + sg * DS + 16u * j + idx % 16u] = Cs[sg * 256u + idx];
+  [[unroll]] for (uint rb = 0; rb < RB; ++rb) {
+    [[unroll]] for (uint j = 0; j < NO; ++j) {
+      fcoopmatNV<32, gl_ScopeSubgroup, 16, 16> res = acc[rb * NO + j];
+      for (int e = 0; e < res.length(); ++e) res[e] *= inv_s[rb * 16u + uint(rid[e])];
+      coopMatStoreNV(res, Cs, sg * 256u, 16u, false);
+      subgroupMemoryBarrierShared();
+      subgroupBarrier();
+      [[unroll]] for (uint e = 0; e < 8u; ++e) {
+        const uint idx = lane + 32u * e;
+        const uint r = r0 + rb * 16u + idx / 16u;
+        if (r < n_rows) {
+          const uint t = r / G, h = g * G + (r - t * G);
+          o[t * p.o_tok_stride + h * D + sg * DS + 16u * j + idx % 16u] = Cs[sg * 256u + idx];
+        }
       }
+      subgroupBarrier();
     }
-    subgroupBarrier();
   }
 }
