@@ -587,13 +587,25 @@ Status Kernels::Matmul(Recorder& rec, GgmlType type, const MatmulShape& s, const
   if (row_bytes * s.m > 0xffffffffull) {
     return Status::InvalidArgument(op, "weight range over 4 GiB; split it");
   }
-  const uint32_t tile = MatmulUsesCooperativeMatrix(type) ? kCoopTile : kMatmulTile;
-  if ((s.n + tile - 1) / tile > device_.info().max_workgroup_count[1] ||
+  const bool coop = MatmulUsesCooperativeMatrix(type);
+  const uint32_t tile = coop ? kCoopTile : kMatmulTile;
+  // Cooperative tiles of 128 x 128 leave SMs idle when the grid is small (e.g. 2816 rows x 512
+  // tokens: 88 workgroups on a 132-SM H200): then tiles of 128 rows x 64 tokens.
+  const bool n64 =
+      coop && uint64_t{(s.m + tile - 1) / tile} * ((s.n + tile - 1) / tile) < coop_small_grid_;
+  const uint32_t n_tile = n64 ? 64 : tile;
+  if ((s.n + n_tile - 1) / n_tile > device_.info().max_workgroup_count[1] ||
       (s.m + tile - 1) / tile > device_.info().max_workgroup_count[0]) {
     return Status::InvalidArgument(op, "too many tiles for one dispatch");
   }
-  PipelineDesc desc{MatmulVariant(type), 3, 0b100, 20, {kMatmulWg}, {kMatmulWg, 1, 1}};
-  if (MatmulUsesCooperativeMatrix(type)) {
+  PipelineDesc desc{
+      n64 ? "matmul_coop_n64_" + TypeSuffix(type) + CoopSuffix() : MatmulVariant(type),
+      3,
+      0b100,
+      20,
+      {kMatmulWg},
+      {kMatmulWg, 1, 1}};
+  if (coop) {
     desc.spec = {kMatmulWg, CoopXVec(x, xs, 0, s.k), CoopWVec(type, w, row_bytes, row_bytes)};
   }
   GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
@@ -601,7 +613,7 @@ Status Kernels::Matmul(Recorder& rec, GgmlType type, const MatmulShape& s, const
     uint32_t m, n, k, x_stride, y_stride;
   } push{s.m, s.n, s.k, xs, ys};
   const BufferRange bindings[] = {w, x, y};
-  return rec.Dispatch(*p, bindings, push, (s.m + tile - 1) / tile, (s.n + tile - 1) / tile);
+  return rec.Dispatch(*p, bindings, push, (s.m + tile - 1) / tile, (s.n + n_tile - 1) / n_tile);
 }
 
 namespace {

@@ -237,6 +237,9 @@ class Kernels {
   // by SetMatmulCooperative(false)) through tensor cores (matmul_coop.comp, NV or KHR form): W
   // (dequantised) and X rounded to f16, fp32 accumulation, ~1e-3 relative error; X beyond the f16
   // range becomes infinite. Otherwise through the tiled shared-memory kernel in fp32.
+  // Cooperative Matmul takes 128-row x 64-token tiles when its 128 x 128 grid has fewer than
+  // this many workgroups (default 256; 0: never, for tests of the 128 x 128 path).
+  void SetMatmulCoopSmallGrid(uint32_t workgroups) { coop_small_grid_ = workgroups; }
   Status Matmul(Recorder& rec, GgmlType type, const MatmulShape& s, const BufferRange& w,
                 const BufferRange& x, const BufferRange& y);
   // MoE prefill: for token t and slot s with expert e = ids[t * k_slots + s] (int32),
@@ -361,6 +364,7 @@ class Kernels {
   bool matvec_rows_auto_ = true;  // fewer rows per workgroup for small matrices
   bool matmul_coop_ = true;
   bool matmul_coop_float_ = true;
+  uint32_t coop_small_grid_ = 256;
   // Rows per workgroup for a matvec of `out` rows times `n_vecs` vectors (or slots).
   uint32_t MatvecRows(uint32_t out, uint32_t n_vecs) const;
 };

@@ -590,13 +590,18 @@ TEST_P(KernelTest, MatmulLargerTilesBothPaths) {
     GARNET_ASSERT_OK_AND_ASSIGN(Buffer bx, UploadFloats(*d_, x));
     GARNET_ASSERT_OK_AND_ASSIGN(
         Buffer by, Buffer::Create(*d_->device, size_t{n} * m * 4, MemoryKind::kScratch));
-    for (bool coop : {true, false}) {
+    // Cooperative 128x128 tiles, cooperative 128x64 tiles (small grids), the tiled kernel.
+    for (int path : {0, 1, 2}) {
+      const bool coop = path < 2;
       k().SetMatmulCooperative(coop);
+      k().SetMatmulCoopSmallGrid(path == 0 ? 0 : 1u << 30);
       const bool used = k().MatmulUsesCooperativeMatrix();
       const std::string what = "matmul " + std::string(TypeName(c.type)) + " " + std::to_string(m) +
-                               "x" + std::to_string(n) + " (" + k().MatmulVariant(c.type) + ")";
+                               "x" + std::to_string(n) + " (" + k().MatmulVariant(c.type) +
+                               (used && path == 1 ? ", 128x64 tiles" : "") + ")";
       GARNET_ASSERT_OK(k().Matmul(rec(), c.type, {m, n, c.in}, bw, bx, by));
       k().SetMatmulCooperative(true);
+      k().SetMatmulCoopSmallGrid(256);
       GARNET_ASSERT_OK(rec().SubmitAndWait());
       GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> y, DownloadFloats(*d_, by, size_t{n} * m));
       std::vector<double> want, scale;
@@ -613,7 +618,7 @@ TEST_P(KernelTest, MatmulLargerTilesBothPaths) {
       }
       ExpectClose(y, want, scale, used ? 2e-3 : 1e-5, 1e-7, what);
       if (d_->device->caps().coopmat == CoopmatForm::kNone)
-        break;  // the second run would repeat the first
+        break;  // the other runs would repeat the first
     }
   }
 }

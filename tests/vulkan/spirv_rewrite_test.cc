@@ -284,8 +284,8 @@ TEST(SpirvCoopKhr, EveryEmbeddedCoopVariantRewrites) {
         khr->size() == built->word_count)
         << s.name << "_khr differs from the rewriter's output";
   }
-  EXPECT_EQ(n, 34) << "matmul_coop_<type> and matmul_coop_id_<type> for 15 weight types, "
-                      "attn_coop_d<64|128|256|512>";
+  EXPECT_EQ(n, 49) << "matmul_coop_<type>, matmul_coop_id_<type> and matmul_coop_n64_<type> "
+                      "for 15 weight types, attn_coop_d<64|128|256|512>";
 }
 
 // Malformed word streams are errors, never crashes: cut and corrupted copies of a real module.

@@ -18,7 +18,8 @@
 //            tiles and any y_stride are written with bounds checks.
 // Variants:  WTYPE_<every weights.glsl type>, always with STORAGE16 (the path is only chosen on
 //            devices with 16-bit storage, float16 and a cooperative matrix extension), x MUL_ID;
-//            each also as _khr (the KHR form). The KHR form gives A and B distinct types, so a
+//            each also as _khr (the KHR form). TILE_N64: 128-row x 64-token tiles (grid y =
+//            ceil(N / 64)), as MUL_ID's, for matmuls whose 128x128 grid would leave SMs idle. The KHR form gives A and B distinct types, so a
 //            value here must flow to one multiply-add operand only (a[] to A, b[] to B).
 // MUL_ID (MoE experts, prefill; as matmul.comp's MUL_ID): the N rows are slots grouped by expert
 // by moe_group.comp (binding 3); grid y walks its table of 64-slot tiles, each of ONE expert (te,
@@ -66,8 +67,8 @@ layout(binding = 3, std430) readonly buffer GBuf { uint g[]; };
 #define BK 32u
 #define LDS 40u  // shared row stride in halves (80 bytes: 16-byte aligned rows, fewer conflicts)
 #define SN 32u   // tokens per subgroup (2 matrices)
-#ifdef MUL_ID
-#define BN 64u   // slots per workgroup (moe_group's tile)
+#if defined(MUL_ID) || defined(TILE_N64)
+#define BN 64u   // slots (tokens) per workgroup (moe_group's tile)
 #define SM 32u   // weight rows per subgroup (2 matrices)
 #else
 #define BN 128u  // tokens per workgroup
