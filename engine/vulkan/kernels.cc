@@ -1091,18 +1091,26 @@ Status Kernels::AttentionPrefill(Recorder& rec, const AttentionShape& s, const B
         op, "head_dim " + std::to_string(s.head_dim) + " is not a multiple of 4, above " +
                 std::to_string(kPrefillMaxHeadDim) + " or its tile does not fit this device");
   }
+  if (geo.slot % 2 != 0 || geo.head % 2 != 0) {
+    return Status::InvalidArgument(op, "needs even K/V slot and head strides (32-bit loads)");
+  }
+  const PipelineDesc desc{
+      "attn_prefill_f16", 5, 0b10000, 44, {kPrefillWg, s.head_dim, tile.rows, tile.keys},
+      {kPrefillWg, 1, 1}};
+  const BufferRange bindings[] = {q, k, v, pos, o};
+  return DispatchAttentionTiles(rec, op, desc, tile.rows, s, geo, bindings);
+}
+
+Status Kernels::DispatchAttentionTiles(Recorder& rec, const std::string& op,
+                                       const PipelineDesc& desc, uint32_t tile_rows,
+                                       const AttentionShape& s, const AttentionGeometry& geo,
+                                       std::span<const BufferRange> bindings) {
   const uint64_t rows = uint64_t{s.n_tokens} * (s.n_q_heads / s.n_kv_heads);
-  const uint64_t tiles = (rows + tile.rows - 1) / tile.rows;
+  const uint64_t tiles = (rows + tile_rows - 1) / tile_rows;
   if (tiles > device_.info().max_workgroup_count[0] ||
       s.n_kv_heads > device_.info().max_workgroup_count[1]) {
     return Status::InvalidArgument(op, "too many query rows or kv heads for one dispatch");
   }
-  if (geo.slot % 2 != 0 || geo.head % 2 != 0) {
-    return Status::InvalidArgument(op, "needs even K/V slot and head strides (32-bit loads)");
-  }
-  PipelineDesc desc{
-      "attn_prefill_f16", 5, 0b10000, 44, {kPrefillWg, s.head_dim, tile.rows, tile.keys},
-      {kPrefillWg, 1, 1}};
   GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
   struct {
     uint32_t n_q_heads, n_kv_heads, n_tokens, ring_size, kv_first, window, q_tok_stride,
@@ -1110,7 +1118,6 @@ Status Kernels::AttentionPrefill(Recorder& rec, const AttentionShape& s, const B
     float scale;
   } push{s.n_q_heads, s.n_kv_heads, s.n_tokens, s.ring_size, s.kv_first, s.window,
          geo.qs,      geo.os,       geo.head,   geo.slot,    s.scale};
-  const BufferRange bindings[] = {q, k, v, pos, o};
   return rec.Dispatch(*p, bindings, push, static_cast<uint32_t>(tiles), s.n_kv_heads, 1);
 }
 
@@ -1137,23 +1144,14 @@ Status Kernels::AttentionCoop(Recorder& rec, const AttentionShape& s, const Buff
     return Status::InvalidArgument(
         op, "needs K/V slot and head strides of whole 16-byte words and 16-byte aligned K/V");
   }
-  const uint64_t rows = uint64_t{s.n_tokens} * (s.n_q_heads / s.n_kv_heads);
-  const uint64_t tiles = (rows + 15) / 16;
-  if (tiles > device_.info().max_workgroup_count[0] ||
-      s.n_kv_heads > device_.info().max_workgroup_count[1]) {
-    return Status::InvalidArgument(op, "too many query rows or kv heads for one dispatch");
-  }
-  const std::string variant = "attn_coop_d" + std::to_string(s.head_dim) + CoopSuffix();
-  PipelineDesc desc{variant, 5, 0b10000, 44, {128}, {128, 1, 1}};
-  GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
-  struct {
-    uint32_t n_q_heads, n_kv_heads, n_tokens, ring_size, kv_first, window, q_tok_stride,
-        o_tok_stride, kv_head_stride, slot_stride;
-    float scale;
-  } push{s.n_q_heads, s.n_kv_heads, s.n_tokens, s.ring_size, s.kv_first, s.window,
-         geo.qs,      geo.os,       geo.head,   geo.slot,    s.scale};
+  const PipelineDesc desc{"attn_coop_d" + std::to_string(s.head_dim) + CoopSuffix(),
+                          5,
+                          0b10000,
+                          44,
+                          {128},
+                          {128, 1, 1}};
   const BufferRange bindings[] = {q, k, v, pos, o};
-  return rec.Dispatch(*p, bindings, push, static_cast<uint32_t>(tiles), s.n_kv_heads, 1);
+  return DispatchAttentionTiles(rec, op, desc, 16, s, geo, bindings);
 }
 
 }  // namespace garnet::vk

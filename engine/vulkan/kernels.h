@@ -351,6 +351,12 @@ class Kernels {
                                            const BufferRange& q, const BufferRange& k,
                                            const BufferRange& v, const BufferRange& pos,
                                            const BufferRange& o) const;
+  // AttentionPrefill and AttentionCoop's dispatch: one workgroup per tile of tile_rows query rows
+  // of a kv head (grid x) and per kv head (grid y), with their common push constants.
+  Status DispatchAttentionTiles(Recorder& rec, const std::string& op, const PipelineDesc& desc,
+                                uint32_t tile_rows, const AttentionShape& s,
+                                const AttentionGeometry& geo,
+                                std::span<const BufferRange> bindings);
   Kernels(Device& device) : device_(device) {}
   // MatvecId, MatvecIdNorm and MatvecIdGeglu: kind 0, 1, 2.
   Status MatvecIdImpl(Recorder& rec, GgmlType type, const MatvecIdShape& s, const BufferRange& w,

@@ -1249,6 +1249,32 @@ std::vector<float> RunStridedAttention(VkTestDevice& d, const AttnCase& c, const
   return got;
 }
 
+// RunStridedAttention on case c against the fp64 oracle, within rel * 1 + abs (values in [-1, 1]).
+template <typename Run>
+void CheckStridedAttention(VkTestDevice& d, const AttnCase& c, uint32_t slot_pad, uint32_t head_pad,
+                           double rel, double abs, const std::string& what, Run run) {
+  const AttnData a = MakeAttnData(c);
+  const std::vector<float> got = RunStridedAttention(d, c, a, slot_pad, head_pad, run);
+  const std::vector<double> want = AttentionOracle(c, a);
+  ExpectClose(got, want, std::vector<double>(want.size(), 1.0), rel, abs, what + " " + c.name);
+}
+
+// Cases both prefill kernels run: a window over a wrapping ring (100..136 over 24 slots), GQA 8
+// with kv_first > 0, a position with no key and one below kv_first, and positions out of order
+// with an empty query.
+std::vector<AttnCase> PrefillAttentionCases() {
+  std::vector<int32_t> run37(37), run21(21);
+  std::iota(run37.begin(), run37.end(), 100);
+  std::iota(run21.begin(), run21.end(), 20);
+  run21[5] = -3;  // no key at all
+  run21[6] = 2;   // below kv_first: no key
+  return {
+      {"256 gqa2 window ring", 256, 4, 2, 24, 113, 16, run37, 0.0625f},
+      {"512 gqa8 causal kv_first", 512, 8, 1, 64, 3, 0, run21, 1.0f},
+      {"64 out of order + wrap + empty", 64, 3, 3, 300, 701, 0, {1000, 750, -5, 600, 999}, 0.125f},
+  };
+}
+
 // The prefill kernel (tiles of 16 query rows of one kv head, keys streamed in chunks) on token
 // counts that are no multiple of the tile, GQA groups of 1, 2 and 8 heads, window masks, a ring
 // that wraps, kv_first > 0, queries with no key (a negative position, one below kv_first),
@@ -1257,34 +1283,22 @@ std::vector<float> RunStridedAttention(VkTestDevice& d, const AttnCase& c, const
 // (printed): lavapipe (32 KiB) runs 16x16, 8x8, 16x32, 16x32 and 16x8; a 48 KiB GPU 16x32,
 // 16x8, 16x32, 16x32 and 16x16.
 TEST_P(KernelTest, AttentionPrefillMatchesOracle) {
-  std::vector<int32_t> run37(37), run21(21), run19(19);
-  std::iota(run37.begin(), run37.end(), 100);  // 100..136 over a ring of 24: wraps
-  std::iota(run21.begin(), run21.end(), 20);
+  std::vector<int32_t> run19(19);
   std::iota(run19.begin(), run19.end(), 0);
-  run21[5] = -3;  // no key at all
-  run21[6] = 2;   // below kv_first: no key
-  const std::vector<AttnCase> cases = {
-      {"256 gqa2 window ring", 256, 4, 2, 24, 113, 16, run37, 0.0625f},
-      {"512 gqa8 causal kv_first", 512, 8, 1, 64, 3, 0, run21, 1.0f},
-      {"64 out of order + wrap + empty", 64, 3, 3, 300, 701, 0, {1000, 750, -5, 600, 999}, 0.125f},
-      {"32 gqa2 window from 0", 32, 2, 1, 32, 0, 7, run19, 0.5f},
-      // 192 f16 pairs: a second, partly idle pair per invocation; 16 x 8 tiles on 32 KiB devices.
-      {"384 gqa2 window", 384, 2, 1, 40, 0, 9, run19, 0.05f},
-  };
+  std::vector<AttnCase> cases = PrefillAttentionCases();
+  cases.push_back({"32 gqa2 window from 0", 32, 2, 1, 32, 0, 7, run19, 0.5f});
+  // 192 f16 pairs: a second, partly idle pair per invocation; 16 x 8 tiles on 32 KiB devices.
+  cases.push_back({"384 gqa2 window", 384, 2, 1, 40, 0, 9, run19, 0.05f});
   for (const AttnCase& c : cases) {
-    const AttnData a = MakeAttnData(c);
     const AttentionTile tile = k().AttentionPrefillTile(c.d);
     ASSERT_GT(tile.rows, 0u) << c.name;
-    const std::vector<float> got =
-        RunStridedAttention(*d_, c, a, 2, 6,
-                            [&](const AttentionShape& s, const Buffer& q, const Buffer& kb,
-                                const Buffer& vb, const Buffer& pb, const Buffer& ob) {
-                              return k().AttentionPrefill(rec(), s, q, kb, vb, pb, ob);
-                            });
-    const std::vector<double> want = AttentionOracle(c, a);
-    ExpectClose(got, want, std::vector<double>(want.size(), 1.0), 2e-5, 0,
-                std::string("attention prefill ") + c.name + " (tile " + std::to_string(tile.rows) +
-                    "x" + std::to_string(tile.keys) + ")");
+    CheckStridedAttention(*d_, c, 2, 6, 2e-5, 0,
+                          "attention prefill (tile " + std::to_string(tile.rows) + "x" +
+                              std::to_string(tile.keys) + ")",
+                          [&](const AttentionShape& s, const Buffer& q, const Buffer& kb,
+                              const Buffer& vb, const Buffer& pb, const Buffer& ob) {
+                            return k().AttentionPrefill(rec(), s, q, kb, vb, pb, ob);
+                          });
   }
 }
 
@@ -1299,37 +1313,23 @@ TEST_P(KernelTest, AttentionCoopMatchesOracle) {
   if (!k().AttentionCoopAvailable(256)) {
     GTEST_SKIP() << "no cooperative-matrix attention on this device";
   }
-  std::vector<int32_t> run37(37), run21(21), run19(19), run300(300), run70(70);
-  std::iota(run37.begin(), run37.end(), 100);  // 100..136 over a ring of 24: wraps
-  std::iota(run21.begin(), run21.end(), 20);
+  std::vector<int32_t> run19(19), run300(300), run70(70);
   std::iota(run19.begin(), run19.end(), 0);
   std::iota(run300.begin(), run300.end(), 0);   // 300 keys: whole chunks, a partial last one
   std::iota(run70.begin(), run70.end(), 1000);  // over a ring of 200 from kv_first 870: wraps
-  run21[5] = -3;                                // no key at all
-  run21[6] = 2;                                 // below kv_first: no key
-  const std::vector<AttnCase> cases = {
-      {"256 gqa2 window ring", 256, 4, 2, 24, 113, 16, run37, 0.0625f},
-      {"512 gqa8 causal kv_first", 512, 8, 1, 64, 3, 0, run21, 1.0f},
-      {"64 out of order + wrap + empty", 64, 3, 3, 300, 701, 0, {1000, 750, -5, 600, 999}, 0.125f},
-      {"128 gqa2 window from 0", 128, 2, 1, 32, 0, 7, run19, 0.5f},
-      {"256 gqa2 causal 300", 256, 4, 2, 304, 0, 0, run300, 0.0625f},
-      {"512 gqa8 window 100 ring 200", 512, 8, 1, 200, 870, 100, run70, 0.05f},
-  };
+  std::vector<AttnCase> cases = PrefillAttentionCases();
+  cases.push_back({"128 gqa2 window from 0", 128, 2, 1, 32, 0, 7, run19, 0.5f});
+  cases.push_back({"256 gqa2 causal 300", 256, 4, 2, 304, 0, 0, run300, 0.0625f});
+  cases.push_back({"512 gqa8 window 100 ring 200", 512, 8, 1, 200, 870, 100, run70, 0.05f});
   for (const AttnCase& c : cases) {
-    const AttnData a = MakeAttnData(c);
-    const std::vector<float> got =
-        RunStridedAttention(*d_, c, a, 8, 8,
-                            [&](const AttentionShape& s, const Buffer& q, const Buffer& kb,
-                                const Buffer& vb, const Buffer& pb, const Buffer& ob) {
-                              return k().AttentionCoop(rec(), s, q, kb, vb, pb, ob);
-                            });
-    const std::vector<double> want = AttentionOracle(c, a);
-    ExpectClose(got, want, std::vector<double>(want.size(), 1.0), 0, 4e-3,
-                std::string("attention coop ") + c.name);
+    CheckStridedAttention(*d_, c, 8, 8, 0, 4e-3, "attention coop",
+                          [&](const AttentionShape& s, const Buffer& q, const Buffer& kb,
+                              const Buffer& vb, const Buffer& pb, const Buffer& ob) {
+                            return k().AttentionCoop(rec(), s, q, kb, vb, pb, ob);
+                          });
   }
   // Strides that are not whole 16-byte words: refused, nothing recorded.
   const AttnCase c = cases[0];
-  const AttnData a = MakeAttnData(c);
   GARNET_ASSERT_OK_AND_ASSIGN(Buffer b, Buffer::Create(*d_->device, 1 << 20, MemoryKind::kScratch));
   AttentionShape s = ShapeOf(c);
   s.slot_stride = c.d + 2;
