@@ -1150,22 +1150,21 @@ Status VulkanBackend::Impl::RecordLayer(int il, const Row* rows, uint32_t T,
     as.window = full ? 0 : p.sliding_window;
     as.scale = 1.0f;
     as.kv = kv_format;
+    // This run's queries, positions and outputs.
     const BufferRange qr = q.sub(uint64_t{t0} * nq * 4, uint64_t{n} * nq * 4);
+    const BufferRange pr = apos.sub(pos_off, uint64_t{n} * 4);
     const BufferRange orr = attn.sub(uint64_t{t0} * nq * 4, uint64_t{n} * nq * 4);
+    pos_off += AlignUp(uint64_t{n} * 4);
     if (kv_format == vk::KvFormat::kF16 && opt.attn_coop_min_tokens > 0 &&
         n >= opt.attn_coop_min_tokens && kern->AttentionCoopAvailable(hd)) {
-      GARNET_RETURN_IF_ERROR(kern->AttentionCoop(*rec, as, qr, seq->K(owner), seq->V(owner),
-                                                 apos.sub(pos_off, uint64_t{n} * 4), orr));
-      pos_off += AlignUp(uint64_t{n} * 4);
+      GARNET_RETURN_IF_ERROR(
+          kern->AttentionCoop(*rec, as, qr, seq->K(owner), seq->V(owner), pr, orr));
       continue;
     }
     if (kv_format == vk::KvFormat::kF16 && opt.attn_prefill_min_tokens > 0 &&
         n >= opt.attn_prefill_min_tokens && kern->AttentionPrefillTile(hd).rows > 0) {
       GARNET_RETURN_IF_ERROR(
-          kern->AttentionPrefill(*rec, as, q.sub(uint64_t{t0} * nq * 4, uint64_t{n} * nq * 4),
-                                 seq->K(owner), seq->V(owner), apos.sub(pos_off, uint64_t{n} * 4),
-                                 attn.sub(uint64_t{t0} * nq * 4, uint64_t{n} * nq * 4)));
-      pos_off += AlignUp(uint64_t{n} * 4);
+          kern->AttentionPrefill(*rec, as, qr, seq->K(owner), seq->V(owner), pr, orr));
       continue;
     }
     const uint32_t splits = plan::AttentionSplitCount(n, nh, max_keys);
@@ -1177,11 +1176,8 @@ Status VulkanBackend::Impl::RecordLayer(int il, const Row* rows, uint32_t T,
                                                std::to_string(need));
     }
     const BufferRange scratch = need ? split.r() : BufferRange(one);
-    GARNET_RETURN_IF_ERROR(kern->AttentionDecode(
-        *rec, as, q.sub(uint64_t{t0} * nq * 4, uint64_t{n} * nq * 4), seq->K(owner), seq->V(owner),
-        apos.sub(pos_off, uint64_t{n} * 4), attn.sub(uint64_t{t0} * nq * 4, uint64_t{n} * nq * 4),
-        need ? &scratch : nullptr));
-    pos_off += AlignUp(uint64_t{n} * 4);
+    GARNET_RETURN_IF_ERROR(kern->AttentionDecode(*rec, as, qr, seq->K(owner), seq->V(owner), pr,
+                                                 orr, need ? &scratch : nullptr));
   }
   GARNET_RETURN_IF_ERROR(Mul(lr.wo, nq, H, T, attn.r(), branch.r()));
   GARNET_RETURN_IF_ERROR(NormAdd(T, branch.r(), lr.post_attention_norm, 1.0f));
