@@ -87,6 +87,11 @@ Result<FitResult> PlanFit(const ResolvedModel& model, const FitParams& p, uint32
   plan::Policy policy;
   policy.mode = p.cpu_only ? plan::PolicyMode::kCpuOnly : p.policy;
   policy.gpu_layers = p.gpu_layers;
+  // ubatch 0: 512, or plan::kLargeUbatch where the model fits the GPUs with it (what a load
+  // with the Vulkan backend picks: ModelManager::LoadWith).
+  if (p.ubatch == 0) {
+    GARNET_ASSIGN_OR_RETURN(kv.n_ubatch, plan::ChooseUbatch(shape, kv, inv, policy));
+  }
   GARNET_ASSIGN_OR_RETURN(r.plan, plan::MakePlan(shape, kv, inv, policy));
   r.ctx = ctx;
   r.report = plan::FormatPlan(r.plan);

@@ -24,7 +24,7 @@ namespace garnet::daemon {
 struct FitParams {
   uint32_t ctx = 0;       // 0: the model's default context (capped at its trained maximum)
   uint32_t parallel = 0;  // 0: 1
-  uint32_t ubatch = 0;    // 0: 512
+  uint32_t ubatch = 0;    // 0: plan::ChooseUbatch from 512 (2048 where it fits the GPUs cheaply)
   std::string kv_type;    // "", "f16", "q8_0", "f32"
   plan::PolicyMode policy = plan::PolicyMode::kAuto;
   uint32_t gpu_layers = 0;

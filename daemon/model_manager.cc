@@ -368,6 +368,9 @@ Status ModelManager::LoadWith(const std::shared_ptr<Entry>& e, const ResolvedMod
     inv.gpus = {*pick};
     device = pick->name;
     policy.mode = plan::PolicyMode::kAuto;
+    // A larger prefill micro-batch where the model fits the GPU with it (the engine takes the
+    // plan's ubatch).
+    GARNET_ASSIGN_OR_RETURN(kv.n_ubatch, plan::ChooseUbatch(shape, kv, inv, policy));
   }
   GARNET_ASSIGN_OR_RETURN(e->plan, plan::MakePlan(shape, kv, inv, policy));
   // Layers or experts the plan puts on the host run on the CPU inside the Vulkan forward pass

@@ -75,7 +75,7 @@ Result<std::unique_ptr<Engine>> Engine::OpenParts(const std::vector<std::string>
                                "missing when it was built); use backend cpu");
 #endif
   }
-  if (options.n_ubatch <= 0) return Status::InvalidArgument("engine", "ubatch must be positive");
+  if (options.n_ubatch < 0) return Status::InvalidArgument("engine", "ubatch must not be negative");
   if (paths.empty()) return Status::InvalidArgument("engine", "no model file given");
   std::unique_ptr<Engine> e(new Engine());
   const std::string& path = paths.front();
@@ -94,10 +94,11 @@ Result<std::unique_ptr<Engine>> Engine::OpenParts(const std::vector<std::string>
     ctx = e->params_.context_length;
   }
   e->options_.n_ctx = ctx;
-  e->options_.n_ubatch = std::min(options.n_ubatch, ctx);
+  [[maybe_unused]] const bool ubatch_auto = options.n_ubatch == 0;
+  e->options_.n_ubatch = std::min<int64_t>(ubatch_auto ? 512 : options.n_ubatch, ctx);
 #if GARNET_HAVE_VULKAN
   if (options.backend == "vulkan") {
-    GARNET_RETURN_IF_ERROR(e->MakeVulkanBackend());
+    GARNET_RETURN_IF_ERROR(e->MakeVulkanBackend(ubatch_auto));
   }
 #endif
   if (!e->backend_) {
@@ -109,7 +110,7 @@ Result<std::unique_ptr<Engine>> Engine::OpenParts(const std::vector<std::string>
   return e;
 }
 
-Status Engine::MakeVulkanBackend() {
+Status Engine::MakeVulkanBackend(bool ubatch_auto) {
 #if GARNET_HAVE_VULKAN
   GARNET_ASSIGN_OR_RETURN(auto instance, vk::Instance::Create());
   vk::DeviceOptions dopt;
@@ -120,6 +121,7 @@ Status Engine::MakeVulkanBackend() {
   device_ = dev;
   if (options_.plan) {
     plan_ = *options_.plan;
+    options_.n_ubatch = plan_->kv.n_ubatch;  // what the plan priced
   } else {
     GARNET_ASSIGN_OR_RETURN(plan::ModelShape shape, plan::ShapeFromModel(*model_));
     plan::KvOptions kv;
@@ -136,6 +138,10 @@ Status Engine::MakeVulkanBackend() {
       const vk::DeviceInfo info = dev->info();
       inv.gpus = vk::InventoryFromDevices(std::span<const vk::DeviceInfo>(&info, 1), io);
       GARNET_ASSIGN_OR_RETURN(inv.host, plan::HostInventory());
+    }
+    if (ubatch_auto) {
+      GARNET_ASSIGN_OR_RETURN(kv.n_ubatch, plan::ChooseUbatch(shape, kv, inv, options_.policy));
+      options_.n_ubatch = kv.n_ubatch;
     }
     GARNET_ASSIGN_OR_RETURN(plan::Plan pl, plan::MakePlan(shape, kv, inv, options_.policy));
     if (pl.verdict == plan::Verdict::kDoesNotFit) {

@@ -44,6 +44,9 @@ using model::KvType;
 
 struct EngineOptions {
   int64_t n_ctx = 4096;  // <= 0: the model's trained context; capped at it either way
+  // Prefill micro-batch. 0: automatic — with the Vulkan backend plan::ChooseUbatch from 512
+  // (2048 where the model fits the GPU with it at a small cost), else 512. With a ready `plan`
+  // the plan's ubatch is used whatever this says (the plan priced it).
   int64_t n_ubatch = 512;
   int n_threads = 0;  // 0: all cores
   KvType kv_type = KvType::kF16;
@@ -196,7 +199,7 @@ class Engine {
  private:
   Engine() = default;
   Status MakeCpuBackend();
-  Status MakeVulkanBackend();
+  Status MakeVulkanBackend(bool ubatch_auto);  // ubatch_auto: EngineOptions::n_ubatch was 0
   std::unique_ptr<gguf::Model> model_;
   gguf::Gemma4Params params_;
   std::unique_ptr<model::ModelWeights> weights_;

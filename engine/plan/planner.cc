@@ -424,6 +424,26 @@ Result<Plan> MakePlan(const ModelShape& shape, const KvOptions& kv, const Invent
   return plan;
 }
 
+Result<uint32_t> ChooseUbatch(const ModelShape& shape, const KvOptions& kv, const Inventory& inv,
+                              const Policy& policy) {
+  GARNET_ASSIGN_OR_RETURN(const Plan base, MakePlan(shape, kv, inv, policy));
+  const uint32_t large = std::min(kLargeUbatch, kv.n_ctx);
+  if (inv.gpus.empty() || policy.mode == PolicyMode::kCpuOnly || large <= kv.n_ubatch) {
+    return kv.n_ubatch;
+  }
+  KvOptions big = kv;
+  big.n_ubatch = large;
+  GARNET_ASSIGN_OR_RETURN(const Plan bigger, MakePlan(shape, big, inv, policy));
+  if (bigger.verdict != Verdict::kFits) return kv.n_ubatch;
+  uint64_t extra = 0, budget = 0;
+  for (size_t g = 0; g < inv.gpus.size(); ++g) {
+    const uint64_t a = bigger.devices[g].use.total(), b = base.devices[g].use.total();
+    extra += a > b ? a - b : 0;
+    budget += bigger.devices[g].budget;
+  }
+  return extra <= budget / 20 ? large : kv.n_ubatch;
+}
+
 std::string FormatPlan(const Plan& plan) {
   std::ostringstream o;
   char line[256];

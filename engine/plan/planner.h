@@ -93,6 +93,17 @@ struct Plan {
 Result<Plan> MakePlan(const ModelShape& shape, const KvOptions& kv, const Inventory& inventory,
                       const Policy& policy);
 
+// The prefill micro-batch for a GPU plan: kLargeUbatch (capped at the context) when `policy`
+// places everything on the GPUs with it (verdict kFits) and it costs at most 1/20 of the GPUs'
+// budget more than `kv.n_ubatch` (bigger scratch, and sliding-window rings of W + ubatch cells);
+// otherwise kv.n_ubatch. A larger ubatch makes long prompts faster on a GPU (fewer passes, larger
+// matmuls: 26b-a4b on an H200, 2048-token prompt, 6528 -> 9150 tok/s, docs/PERF.md round 6) and
+// changes nothing for decode. Without GPUs, or with a policy that keeps layers or experts on the
+// host at the large ubatch, it is kv.n_ubatch. Errors: MakePlan's.
+inline constexpr uint32_t kLargeUbatch = 2048;
+Result<uint32_t> ChooseUbatch(const ModelShape& shape, const KvOptions& kv,
+                              const Inventory& inventory, const Policy& policy);
+
 // Human-readable report: one row per device (weights, KV, scratch, overhead, total, budget),
 // placement summary, max context and the verdict's reason.
 std::string FormatPlan(const Plan& plan);

@@ -61,6 +61,60 @@ TEST(Planner, EverythingOnTheGpuWhenItFits) {
   EXPECT_NE(plan->reason.find("fits"), std::string::npos);
 }
 
+// ChooseUbatch: 2048 where everything fits on the GPU with it at a small extra cost, the given
+// ubatch where it would not fit, would cost more than 1/20 of the budget, or there is no GPU.
+TEST(Planner, ChooseUbatchTakesTheLargeOneOnlyWhereItFitsCheaply) {
+  auto shape = MoeShape();
+  auto choose = [&](const KvOptions& kv, const Inventory& inv, const Policy& policy) {
+    auto u = ChooseUbatch(shape, kv, inv, policy);
+    EXPECT_TRUE(u.ok()) << u.status().ToString();
+    return u.ok() ? *u : 0u;
+  };
+  auto plan = [&](const KvOptions& kv, const Inventory& inv) {
+    auto p = MakePlan(shape, kv, inv, Policy{});
+    EXPECT_TRUE(p.ok()) << p.status().ToString();
+    return p.ok() ? *p : Plan{};
+  };
+  KvOptions kv = Ctx(8192);
+  kv.n_ubatch = 512;
+  EXPECT_EQ(choose(kv, OneGpu(80 * GiB), Policy{}), kLargeUbatch);
+  // The plan at 2048 really is all on the GPU, and costs more than the one at 512.
+  KvOptions big = kv;
+  big.n_ubatch = kLargeUbatch;
+  const Plan p2048 = plan(big, OneGpu(80 * GiB)), p512 = plan(kv, OneGpu(80 * GiB));
+  EXPECT_EQ(p2048.verdict, Verdict::kFits);
+  ASSERT_GT(p2048.devices[0].use.total(), p512.devices[0].use.total());
+  const uint64_t extra = p2048.devices[0].use.total() - p512.devices[0].use.total();
+  // A GPU on which the 512 plan fits entirely with room for less than the 2048 plan's extra: the
+  // large ubatch would push experts to the host, so 512 stays.
+  const uint64_t tight = p512.devices[0].use.total() + Policy{}.gpu_reserve + extra / 2;
+  EXPECT_EQ(plan(kv, OneGpu(tight)).verdict, Verdict::kFits);
+  EXPECT_EQ(choose(kv, OneGpu(tight), Policy{}), 512u);
+  // Four sequences: four sets of sliding rings of W + ubatch cells, so the large ubatch costs
+  // more than 1/20 of a GPU that holds its plan exactly: 512 stays.
+  KvOptions kv4 = kv, big4 = big;
+  kv4.n_seq = big4.n_seq = 4;
+  const Plan q2048 = plan(big4, OneGpu(80 * GiB)), q512 = plan(kv4, OneGpu(80 * GiB));
+  const uint64_t extra4 = q2048.devices[0].use.total() - q512.devices[0].use.total();
+  const uint64_t exact = q2048.devices[0].use.total() + Policy{}.gpu_reserve;
+  ASSERT_GT(extra4 * 20, exact - Policy{}.gpu_reserve);
+  EXPECT_EQ(plan(big4, OneGpu(exact)).verdict, Verdict::kFits);
+  EXPECT_EQ(choose(kv4, OneGpu(exact), Policy{}), 512u);
+  EXPECT_EQ(choose(kv4, OneGpu(20 * exact), Policy{}), kLargeUbatch);
+  // No GPU, the CPU-only policy, or a context below the large ubatch (capped at the context).
+  Inventory host_only = OneGpu(80 * GiB);
+  host_only.gpus.clear();
+  EXPECT_EQ(choose(kv, host_only, Policy{}), 512u);
+  Policy cpu;
+  cpu.mode = PolicyMode::kCpuOnly;
+  EXPECT_EQ(choose(kv, OneGpu(80 * GiB), cpu), 512u);
+  KvOptions small = Ctx(1000);
+  small.n_ubatch = 512;
+  EXPECT_EQ(choose(small, OneGpu(80 * GiB), Policy{}), 1000u);
+  // Errors are MakePlan's.
+  EXPECT_TRUE(ChooseUbatch(shape, Ctx(0), OneGpu(80 * GiB), Policy{}).status().IsInvalidArgument());
+}
+
 TEST(Planner, ExpertsLeaveBeforeLayers) {
   auto shape = MoeShape();
   // 12 GiB budget after the 512 MiB reserve: dense part (30 x 100 MiB + 500 MiB) plus KV and

@@ -34,7 +34,7 @@ int main(int argc, char** argv) {
   std::string model_path, backend = "cpu", device;
   bool f16_matmul = false;
   bool coop_matmul = true;
-  int64_t n_prompt = 512, n_gen = 64, threads = 0, ctx = 0, ubatch = 512, reps = 1;
+  int64_t n_prompt = 512, n_gen = 64, threads = 0, ctx = 0, ubatch = 0, reps = 1;
   int64_t attn_prefill_min = 0;
   int64_t attn_coop_min = 32;
   int64_t gpu_layers = -1, experts_on_host = -1;  // -1: not given
@@ -135,7 +135,7 @@ int main(int argc, char** argv) {
     }
     plan::KvOptions kv;
     kv.n_ctx = static_cast<uint32_t>(opt.n_ctx);
-    kv.n_ubatch = static_cast<uint32_t>(std::min(ubatch, opt.n_ctx));
+    kv.n_ubatch = static_cast<uint32_t>(std::min(ubatch ? ubatch : 512, opt.n_ctx));
     plan::Inventory inv;
     inv.gpus.push_back({"any", 1ull << 50, 1ull << 50});
     inv.host = {"host", 1ull << 50, 1ull << 50};
@@ -167,9 +167,12 @@ int main(int argc, char** argv) {
   prompt[0] = 2;
   struct stat st {};
   stat(model_path.c_str(), &st);
-  std::printf("model %s: %u layers, H %u, vocab %u, file %.1f MiB, kv/seq %.1f MiB, ctx %lld\n",
-              model_path.c_str(), p.n_layer, p.n_embd, p.n_vocab, st.st_size / 1048576.0,
-              e.KvBytesPerSequence() / 1048576.0, static_cast<long long>(e.options().n_ctx));
+  std::printf(
+      "model %s: %u layers, H %u, vocab %u, file %.1f MiB, kv/seq %.1f MiB, ctx %lld, ubatch "
+      "%lld\n",
+      model_path.c_str(), p.n_layer, p.n_embd, p.n_vocab, st.st_size / 1048576.0,
+      e.KvBytesPerSequence() / 1048576.0, static_cast<long long>(e.options().n_ctx),
+      static_cast<long long>(e.options().n_ubatch));
   std::printf("backend %s, load %.2f s\n", std::string(e.backend_name()).c_str(), load_s);
   if (const plan::Plan* pl = e.plan()) {
     std::printf("placement: %u of %u layers on the host, %u expert sets on the host\n",

@@ -46,7 +46,7 @@ int main(int argc, char** argv) {
   using namespace garnet;
   std::string model_path, prompt, system, backend = "cpu", device;
   bool chat_loop = false, think = false, raw = false;
-  int64_t max_tokens = 256, seed = 0, threads = 0, ctx = 4096, ubatch = 512;
+  int64_t max_tokens = 256, seed = 0, threads = 0, ctx = 4096, ubatch = 0;
   sampling::SamplerParams sp = sampling::SamplerParams::GemmaDefaults();
   model::KvType kv_type = model::KvType::kF16;
   std::vector<std::string> stops;
