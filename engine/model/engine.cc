@@ -160,6 +160,7 @@ Status Engine::MakeVulkanBackend(bool ubatch_auto) {
   vo.f16_matmul = options_.f16_matmul;
   vo.attn_prefill_min_tokens = options_.attn_prefill_min_tokens;
   vo.attn_coop_min_tokens = options_.attn_coop_min_tokens;
+  vo.decode_graph = options_.decode_graph;
   vo.n_threads = options_.n_threads;
   GARNET_RETURN_IF_ERROR(model::PlacementFromPlan(*plan_, params_, &vo));
   if (std::all_of(vo.host_layers.begin(), vo.host_layers.end(), [](bool h) { return h; })) {

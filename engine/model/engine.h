@@ -69,6 +69,8 @@ struct EngineOptions {
   // Vulkan: runs of at least this many tokens take the tensor-core attention kernel where the
   // device has one (0: never; see model::VulkanBackendOptions::attn_coop_min_tokens).
   int64_t attn_coop_min_tokens = 32;
+  // Vulkan: replay a recorded one-token pass (see model::VulkanBackendOptions::decode_graph).
+  bool decode_graph = true;
   // Vulkan: where layers and experts run (engine/plan). A ready `plan` (e.g. the daemon's) is
   // used as given: its layer_device / experts_on_host for the selected device (GPU index 0 of
   // the plan), the host last. Otherwise the engine plans `policy` for n_ctx x n_seq (ubatch,

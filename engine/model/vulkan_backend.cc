@@ -101,7 +101,8 @@ class VulkanSequence final : public BackendSequence {
         block_(block),
         slot_(slot),
         bytes_(bytes),
-        host_kv_(std::move(host_kv)) {}
+        host_kv_(std::move(host_kv)),
+        id_(NextId()) {}
   ~VulkanSequence() override {
     if (host_kv_) pool_->host_bytes -= host_kv_->bytes();
     std::lock_guard<std::mutex> lock(pool_->mu);
@@ -130,8 +131,14 @@ class VulkanSequence final : public BackendSequence {
                        Bytes(il));
   }
   const KvPool* pool() const { return pool_.get(); }
+  // Unique over the process's life (a later sequence may reuse this one's address, never its id).
+  uint64_t id() const { return id_; }
 
  private:
+  static uint64_t NextId() {
+    static std::atomic<uint64_t> next{1};
+    return next.fetch_add(1, std::memory_order_relaxed);
+  }
   // The cache range's bytes: cells * row, rounded up to whole 32-bit words (a q8_0 scale plane
   // with an odd number of scales; seq_bytes is aligned, so the word is there).
   uint64_t Bytes(int il) const { return (pool_->cells[il] * pool_->row_bytes[il] + 3) / 4 * 4; }
@@ -141,6 +148,7 @@ class VulkanSequence final : public BackendSequence {
   uint32_t slot_;
   uint64_t bytes_;
   std::unique_ptr<KvCache> host_kv_;
+  uint64_t id_;
 };
 
 std::string TensorError(const std::string& name, const std::string& what) {
@@ -160,6 +168,11 @@ struct VulkanBackend::Impl {
   std::shared_ptr<vk::Device> dev;              // first: outlives every buffer below
   std::unique_ptr<vk::Kernels> kern;
   std::unique_ptr<vk::Recorder> rec;
+  // Decode graph (opt.decode_graph): the kept one-token pass of sequence graph_seq (an id; 0:
+  // none), replayed while that sequence decodes. Recorded through `rec` swapped with it.
+  std::unique_ptr<vk::Recorder> graph;
+  uint64_t graph_seq = 0;
+  bool recording_graph = false;  // kv_first comes from the positions buffer (AttentionDecode)
   std::vector<std::unique_ptr<vk::Buffer>> weight_bufs;
   std::map<std::string, WRef, std::less<>> tensors;
   WRef tok_embd, output_norm, ple_model_proj, ple_proj_norm;
@@ -1146,7 +1159,9 @@ Status VulkanBackend::Impl::RecordLayer(int il, const Row* rows, uint32_t T,
     as.n_kv_heads = nkvh;
     as.n_tokens = n;
     as.ring_size = seq->pool()->cells[static_cast<size_t>(owner)];
-    as.kv_first = static_cast<uint32_t>(std::max<int64_t>(0, last + 1 - as.ring_size));
+    as.kv_first = recording_graph
+                      ? vk::kKvFirstFromPositions
+                      : static_cast<uint32_t>(std::max<int64_t>(0, last + 1 - as.ring_size));
     as.window = full ? 0 : p.sliding_window;
     as.scale = 1.0f;
     as.kv = kv_format;
@@ -1368,17 +1383,57 @@ Status VulkanBackend::Impl::Run(const int32_t* tokens, const Row* rows, uint32_t
   for (uint32_t i = 0; i < first; ++i) lrows[i] = static_cast<int32_t>(logit_rows_wanted[i]);
   GARNET_RETURN_IF_ERROR(scratch_up.FlushHostWrites(0, scratch_up.size()));
 
-  if (rec->profiling()) rec->set_profile_tag(T == 1 ? "T=1" : "T=" + std::to_string(T));
+  // The decode graph: one token of one sequence, its logits, everything on the GPU, no kernel
+  // whose parameters would change from token to token (only AttentionDecode derives kv_first).
+  const bool use_graph = opt.decode_graph && T == 1 && n_host == 0 && !any_host_experts &&
+                         n_logits == 1 && logits != nullptr && !rec->profiling() &&
+                         opt.attn_prefill_min_tokens != 1 && opt.attn_coop_min_tokens != 1;
   const auto t_record = std::chrono::steady_clock::now();
-  Status s = RecordLayers(rows, T);
-  if (s.ok() && first > 0 && logits != nullptr) s = RecordHead(T, first);
-  if (!s.ok()) {
-    (void)rec->SubmitAndWait();  // drops what was recorded
-    return s;
+  auto t_submit = t_record;
+  vk::Recorder::Stats rs;
+  const char* mode = "";
+  if (use_graph && graph_seq == rows[0].seq->id() && graph->kept()) {
+    mode = " replay";
+    rs = graph->stats();
+    Status s = graph->Replay();
+    if (!s.ok()) {
+      graph_seq = 0;
+      return s;
+    }
+  } else if (use_graph) {
+    if (!graph) {
+      GARNET_ASSIGN_OR_RETURN(graph, vk::Recorder::Create(*dev));
+      graph->set_keep(true);
+    }
+    graph->Discard();
+    graph_seq = 0;
+    mode = " recorded for replay";
+    std::swap(rec, graph);
+    recording_graph = true;
+    Status s = RecordLayers(rows, T);
+    if (s.ok()) s = RecordHead(T, 1);
+    recording_graph = false;
+    std::swap(rec, graph);
+    if (!s.ok()) {
+      graph->Discard();
+      return s;
+    }
+    rs = graph->stats();
+    t_submit = std::chrono::steady_clock::now();
+    GARNET_RETURN_IF_ERROR(graph->SubmitAndWait());
+    graph_seq = rows[0].seq->id();
+  } else {
+    if (rec->profiling()) rec->set_profile_tag(T == 1 ? "T=1" : "T=" + std::to_string(T));
+    Status s = RecordLayers(rows, T);
+    if (s.ok() && first > 0 && logits != nullptr) s = RecordHead(T, first);
+    if (!s.ok()) {
+      (void)rec->SubmitAndWait();  // drops what was recorded
+      return s;
+    }
+    rs = rec->stats();
+    t_submit = std::chrono::steady_clock::now();
+    GARNET_RETURN_IF_ERROR(rec->SubmitAndWait());
   }
-  const vk::Recorder::Stats rs = rec->stats();
-  const auto t_submit = std::chrono::steady_clock::now();
-  GARNET_RETURN_IF_ERROR(rec->SubmitAndWait());
   if (print_stats) {
     const auto t_done = std::chrono::steady_clock::now();
     auto us = [](auto a, auto b) {
@@ -1386,9 +1441,9 @@ Status VulkanBackend::Impl::Run(const int32_t* tokens, const Row* rows, uint32_t
     };
     std::fprintf(stderr,
                  "vulkan pass: T=%u dispatches=%u barriers=%u transfers=%u record=%.0fus "
-                 "submit+wait=%.0fus\n",
+                 "submit+wait=%.0fus%s\n",
                  T, rs.dispatches, rs.barriers, rs.transfers, us(t_record, t_submit),
-                 us(t_submit, t_done));
+                 us(t_submit, t_done), mode);
   }
   if (logits == nullptr) return Status::OK();
   const uint64_t V = p.n_vocab;

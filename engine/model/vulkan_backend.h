@@ -96,6 +96,12 @@ struct VulkanBackendOptions {
   // kernel (vk::Kernels::AttentionCoop) where the device has one for the layer's head dim and the
   // cache is f16; it comes before attn_prefill_min_tokens. 0: never.
   int64_t attn_coop_min_tokens = 32;
+  // Decode graph: a one-token pass (one sequence, its logits wanted, every layer and expert on
+  // the GPU) is recorded once into a kept command buffer and replayed for the next tokens of the
+  // same sequence, its token, position and PLE rows rewritten in the input buffer; the host
+  // records nothing per token. Re-recorded when another sequence decodes. false: every pass is
+  // recorded (comparisons).
+  bool decode_graph = true;
   // Mixed GPU/CPU placement (a plan::Plan for one GPU; engine.h turns a plan into these). Empty
   // vectors: everything on the GPU.
   //   host_layers[il]:  layer il runs on the CPU (CpuLayers) with its weights in the mapping and

@@ -1105,6 +1105,9 @@ Status Kernels::DispatchAttentionTiles(Recorder& rec, const std::string& op,
                                        const PipelineDesc& desc, uint32_t tile_rows,
                                        const AttentionShape& s, const AttentionGeometry& geo,
                                        std::span<const BufferRange> bindings) {
+  if (s.kv_first == kKvFirstFromPositions) {
+    return Status::InvalidArgument(op, "kv_first must be given (only AttentionDecode derives it)");
+  }
   const uint64_t rows = uint64_t{s.n_tokens} * (s.n_q_heads / s.n_kv_heads);
   const uint64_t tiles = (rows + tile_rows - 1) / tile_rows;
   if (tiles > device_.info().max_workgroup_count[0] ||

@@ -94,13 +94,18 @@ struct RopeShape {
 Result<std::vector<float>> RopeThetaTable(uint32_t n_rot, double base,
                                           std::span<const float> freq_factors);
 
+inline constexpr uint32_t kKvFirstFromPositions = 0xFFFFFFFFu;
+
 struct AttentionShape {
   uint32_t head_dim = 0;  // D: 256 (sliding) or 512 (full) for Gemma 4; any value works
   uint32_t n_q_heads = 0;
-  uint32_t n_kv_heads = 0;      // divides n_q_heads
-  uint32_t n_tokens = 1;        // query tokens (1 for decode)
-  uint32_t ring_size = 0;       // slots in the cache; position j lives in slot j % ring_size
-  uint32_t kv_first = 0;        // oldest absolute position still in the cache
+  uint32_t n_kv_heads = 0;  // divides n_q_heads
+  uint32_t n_tokens = 1;    // query tokens (1 for decode)
+  uint32_t ring_size = 0;   // slots in the cache; position j lives in slot j % ring_size
+  // Oldest absolute position still in the cache. AttentionDecode also takes kKvFirstFromPositions:
+  // max(0, newest position of the run + 1 - ring_size), computed on the device from the positions
+  // buffer (for a pass recorded once and replayed; AttentionPrefill/AttentionCoop do not).
+  uint32_t kv_first = 0;
   uint32_t window = 0;          // sliding window (keys p-window+1 .. p); 0: none (causal only)
   uint32_t q_tok_stride = 0;    // elements between query tokens (0: n_q_heads * head_dim)
   uint32_t o_tok_stride = 0;    // elements between output tokens (0: n_q_heads * head_dim)

@@ -205,8 +205,9 @@ Status Recorder::Fail(Status s) {
 Status Recorder::Begin() {
   if (recording_) return Status::OK();
   if (in_flight_) GARNET_RETURN_IF_ERROR(Wait());
+  if (kept_) Discard();
   VkCommandBufferBeginInfo bi{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
-  bi.flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT;
+  bi.flags = keep_ ? 0 : VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT;
   GARNET_VK_RETURN_IF_ERROR("vkBeginCommandBuffer", vkBeginCommandBuffer(cmd_, &bi));
   recording_ = true;
   if (profile_ && profile_->used == 0) {  // a new submission: reset the pool, stamp the start
@@ -515,8 +516,9 @@ Status Recorder::Submit() {
 Status Recorder::Flush() {
   if (!recording_ || !error_.ok()) return Status::OK();  // a latched error surfaces at Submit
   // Profiling: the pass stays one command buffer, so consecutive timestamps measure the GPU
-  // only (with parts, a delta across a part boundary included the host's recording time).
-  if (profile_) return Status::OK();
+  // only (with parts, a delta across a part boundary included the host's recording time). A
+  // kept pass is one command buffer too, so that Replay() resubmits all of it.
+  if (profile_ || keep_) return Status::OK();
   if (const VkResult end = vkEndCommandBuffer(cmd_); end != VK_SUCCESS) {
     recording_ = false;  // cmd_ is in an undefined state; Submit drains and resets
     return Fail(VkError("vkEndCommandBuffer", end));
@@ -561,8 +563,44 @@ Status Recorder::Wait(uint64_t timeout_ns) {
   GARNET_VK_RETURN_IF_ERROR("vkWaitForFences", w);
   in_flight_ = false;
   if (profile_) ProfileCollect();
+  if (keep_ && flushed_ == 0) {
+    kept_ = true;  // the command buffer and its descriptor sets stay for Replay()
+    return Status::OK();
+  }
   ResetForReuse();
   return Status::OK();
+}
+
+Status Recorder::Replay(uint64_t timeout_ns) {
+  if (in_flight_) GARNET_RETURN_IF_ERROR(Wait(timeout_ns));
+  if (!kept_) return Status::FailedPrecondition("vulkan replay", "no recorded pass is kept");
+  VkDevice dev = device_.handle();
+  if (const VkResult r = vkResetFences(dev, 1, &fence_); r != VK_SUCCESS) {
+    Discard();
+    return VkError("vkResetFences", r);
+  }
+  VkSubmitInfo si{VK_STRUCTURE_TYPE_SUBMIT_INFO};
+  si.commandBufferCount = 1;
+  si.pCommandBuffers = &cmd_;
+  if (Status s = device_.Submit(si, fence_); !s.ok()) {
+    Discard();
+    return s;
+  }
+  in_flight_ = true;
+  ++stats_.submits;
+  return Wait(timeout_ns);
+}
+
+void Recorder::Discard() {
+  if (in_flight_) {
+    if (vkWaitForFences(device_.handle(), 1, &fence_, VK_TRUE, UINT64_MAX) != VK_SUCCESS) {
+      (void)device_.WaitIdle();
+    }
+    in_flight_ = false;
+  }
+  if (recording_) vkEndCommandBuffer(cmd_);
+  kept_ = false;
+  ResetForReuse();
 }
 
 Status Recorder::SubmitAndWait(uint64_t timeout_ns) {

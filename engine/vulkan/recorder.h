@@ -92,6 +92,21 @@ class Recorder {
   // Submit() then Wait(). Returns the first latched recording error instead, submitting nothing.
   Status SubmitAndWait(uint64_t timeout_ns = kDefaultTimeoutNs);
 
+  // Kept mode (a replayable pass, e.g. one decoded token): Flush() records on without submitting
+  // (the pass stays one command buffer), and a successful Wait() keeps the command buffer and its
+  // descriptor sets instead of resetting, so Replay() can submit the same commands again. Every
+  // value the commands use must then live in buffers the caller rewrites between replays (push
+  // constants and bindings are frozen). Recording a new command drops the kept pass first. Set
+  // only while nothing is recorded.
+  void set_keep(bool keep) { keep_ = keep; }
+  // Whether a completed pass is kept for Replay().
+  bool kept() const { return kept_; }
+  // Submits the kept pass again and waits for it. FailedPrecondition when nothing is kept;
+  // errors as Submit and Wait (the pass is dropped after a Vulkan error).
+  Status Replay(uint64_t timeout_ns = kDefaultTimeoutNs);
+  // Drops the kept pass (waiting for it if in flight); the Recorder is empty afterwards.
+  void Discard();
+
   static constexpr uint64_t kDefaultTimeoutNs = 120'000'000'000ull;  // 2 minutes (lavapipe)
 
   // in_flight: the final Submit is pending (parts sent by Flush() alone do not count). empty:
@@ -142,6 +157,8 @@ class Recorder {
   size_t descriptor_pool_next_ = 0;                 // first pool that may still have room
   bool recording_ = false;
   bool in_flight_ = false;
+  bool keep_ = false;  // set_keep
+  bool kept_ = false;  // a completed pass is kept for Replay()
   Status error_;
   static constexpr size_t kMaxBindings = 16;            // PipelineCache refuses more
   std::vector<Access> pending_;                         // accesses since the last barrier

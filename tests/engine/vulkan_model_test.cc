@@ -401,6 +401,71 @@ TEST(VulkanBackend, StatsEnvironmentPrintsOneLinePerPass) {
   EXPECT_EQ(::testing::internal::GetCapturedStderr().find("vulkan pass"), std::string::npos);
 }
 
+// The decode graph (a one-token pass recorded once, replayed for the next tokens) gives the same
+// logits, bit for bit, as recording every pass: 36 tokens past the prompt, so the 24-cell sliding
+// ring wraps and kv_first (derived on the device) moves; two sequences taking turns, so the
+// graph is re-recorded for each switch; a batch of two in between. GARNET_VULKAN_STATS shows
+// that replays happened.
+TEST(VulkanBackend, DecodeGraphReplayMatchesRecordedPasses) {
+  GARNET_REQUIRE_VULKAN();
+  auto l = Load("tiny-moe", "f16");
+  ASSERT_TRUE(l);
+  VulkanBackendOptions on = VkOptions(), off = VkOptions();
+  ASSERT_TRUE(on.decode_graph);
+  off.decode_graph = false;
+  ASSERT_EQ(setenv("GARNET_VULKAN_STATS", "1", 1), 0);
+  auto a = VulkanBackend::Create(l->model.get(), &l->params, l->weights.get(), on, TestDevice());
+  ASSERT_EQ(unsetenv("GARNET_VULKAN_STATS"), 0);
+  auto b = VulkanBackend::Create(l->model.get(), &l->params, l->weights.get(), off, TestDevice());
+  ASSERT_TRUE(a.ok() && b.ok());
+  const int64_t V = l->params.n_vocab;
+  auto a1 = (*a)->NewSequence(), a2 = (*a)->NewSequence();
+  auto b1 = (*b)->NewSequence(), b2 = (*b)->NewSequence();
+  ASSERT_TRUE(a1.ok() && a2.ok() && b1.ok() && b2.ok());
+  const std::vector<int32_t> prompt = Tokens(12, static_cast<int>(V), 21);
+  std::vector<float> la, lb;
+  ::testing::internal::CaptureStderr();
+  ASSERT_TRUE(Feed(**a, a1->get(), prompt, 0, &la, V).ok());
+  ASSERT_TRUE(Feed(**a, a2->get(), prompt, 0, &la, V).ok());
+  ASSERT_TRUE(Feed(**b, b1->get(), prompt, 0, &lb, V).ok());
+  ASSERT_TRUE(Feed(**b, b2->get(), prompt, 0, &lb, V).ok());
+  const int64_t n0 = static_cast<int64_t>(prompt.size());
+  int64_t pos1 = n0, pos2 = n0;
+  for (int step = 0; step < 36; ++step) {
+    // Sequence 1 every step, sequence 2 every fourth (a re-recording each time it comes back).
+    const bool second = step % 4 == 3;
+    BackendSequence* sa = second ? a2->get() : a1->get();
+    BackendSequence* sb = second ? b2->get() : b1->get();
+    int64_t& pos = second ? pos2 : pos1;
+    const int32_t tok = static_cast<int32_t>(4 + (step * 37) % (V - 4));
+    Status sta = Feed(**a, sa, std::span(&tok, 1), pos, &la, V);
+    Status stb = Feed(**b, sb, std::span(&tok, 1), pos, &lb, V);
+    ASSERT_TRUE(sta.ok() && stb.ok()) << sta.ToString() << " / " << stb.ToString();
+    ++pos;
+    ASSERT_EQ(la, lb) << "step " << step;
+    if (step == 20) {  // a two-sequence batch in between (recorded, not the graph)
+      std::vector<BatchItem> ia{{a1->get(), 9, pos1, true}, {a2->get(), 10, pos2, true}};
+      std::vector<BatchItem> ib{{b1->get(), 9, pos1, true}, {b2->get(), 10, pos2, true}};
+      std::vector<float> oa(static_cast<size_t>(2 * V)), ob(oa.size());
+      ASSERT_TRUE((*a)->ForwardBatch(ia, oa.data()).ok());
+      ASSERT_TRUE((*b)->ForwardBatch(ib, ob.data()).ok());
+      ASSERT_EQ(oa, ob);
+      ++pos1;
+      ++pos2;
+    }
+  }
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  size_t replays = 0, records = 0;  // " replay" ends both kinds of line
+  for (size_t at = 0; (at = err.find("us replay\n", at)) != std::string::npos; ++at) ++replays;
+  for (size_t at = 0; (at = err.find(" recorded for replay\n", at)) != std::string::npos; ++at) {
+    ++records;
+  }
+  // Recorded: the first token of each turn (step 0, sequence 2's 9 turns, the 8 returns to
+  // sequence 1; the batch leaves the kept graph alone); replayed: the other 18.
+  EXPECT_EQ(records, 18u) << err;
+  EXPECT_EQ(replays, 18u) << err;
+}
+
 // Planner prediction == device accounting, per kind, exactly (the fit planner issue).
 class Exactness : public ::testing::TestWithParam<const char*> {};
 

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -247,6 +248,70 @@ TEST(Recorder, RecordingErrorsAreReturnedAndLatched) {
   // Kernel-level shape checks happen before recording.
   EXPECT_TRUE(d.kernels->Softcap(rec, 17, 1.0f, a, a).IsInvalidArgument());
   EXPECT_TRUE(rec.empty());
+}
+
+// Kept mode: a pass recorded once (softcap of a host-written input into a host-read output)
+// is replayed after the host rewrites the input, and reads the new values each time; Flush()
+// does not cut it; Discard() drops it. On both descriptor paths (push descriptors and pools,
+// whose sets must survive until the pass is dropped).
+void KeptPassReplays(testing::VkTestDevice& d) {
+  GARNET_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Recorder> rec, Recorder::Create(*d.device));
+  const uint32_t n = 256;
+  GARNET_ASSERT_OK_AND_ASSIGN(Buffer in, Buffer::Create(*d.device, n * 4, MemoryKind::kScratch,
+                                                        Residency::kHostUpload, "in"));
+  GARNET_ASSERT_OK_AND_ASSIGN(Buffer mid, Buffer::Create(*d.device, n * 4, MemoryKind::kScratch));
+  GARNET_ASSERT_OK_AND_ASSIGN(Buffer out, Buffer::Create(*d.device, n * 4, MemoryKind::kScratch,
+                                                         Residency::kHostReadback, "out"));
+  auto write_in = [&](float v) {
+    auto* f = reinterpret_cast<float*>(in.mapped());
+    for (uint32_t i = 0; i < n; ++i) f[i] = v + static_cast<float>(i);
+    return in.FlushHostWrites(0, n * 4);
+  };
+  auto check_out = [&](float v) {
+    GARNET_ASSERT_OK(out.InvalidateForHostReads(0, n * 4));
+    const auto* f = reinterpret_cast<const float*>(out.mapped());
+    for (uint32_t i = 0; i < n; ++i) {
+      const double want = 50.0 * std::tanh((v + i) / 50.0);
+      ASSERT_NEAR(f[i], want, 1e-4 * std::fabs(want) + 1e-5) << "value " << v << " at " << i;
+    }
+  };
+  EXPECT_EQ(rec->Replay().code(), Code::kFailedPrecondition);  // nothing kept yet
+  rec->set_keep(true);
+  GARNET_ASSERT_OK(write_in(1.0f));
+  GARNET_ASSERT_OK(d.kernels->Softcap(*rec, n, 1e6f, in, mid));
+  GARNET_ASSERT_OK(rec->Flush());  // kept passes stay one command buffer
+  GARNET_ASSERT_OK(d.kernels->Softcap(*rec, n, 50.0f, mid, out));
+  EXPECT_EQ(rec->stats().barriers, 1u);
+  GARNET_ASSERT_OK(rec->SubmitAndWait());
+  EXPECT_TRUE(rec->kept());
+  check_out(1.0f);
+  for (float v : {-40.0f, 7.5f, 100.0f}) {
+    GARNET_ASSERT_OK(write_in(v));
+    GARNET_ASSERT_OK(rec->Replay());
+    check_out(v);
+  }
+  EXPECT_EQ(rec->stats().dispatches, 2u);  // the kept pass's counters
+  rec->Discard();
+  EXPECT_FALSE(rec->kept());
+  EXPECT_TRUE(rec->empty());
+  EXPECT_EQ(rec->Replay().code(), Code::kFailedPrecondition);
+  // Recording again (still in kept mode) makes a new pass; a new command drops a kept one too.
+  GARNET_ASSERT_OK(write_in(3.0f));
+  GARNET_ASSERT_OK(d.kernels->Softcap(*rec, n, 50.0f, in, out));
+  GARNET_ASSERT_OK(rec->SubmitAndWait());
+  check_out(3.0f);
+  GARNET_ASSERT_OK(d.kernels->Softcap(*rec, n, 50.0f, in, out));
+  EXPECT_FALSE(rec->kept());
+  GARNET_ASSERT_OK(write_in(-2.0f));
+  GARNET_ASSERT_OK(rec->SubmitAndWait());
+  check_out(-2.0f);
+}
+
+TEST(Recorder, KeptPassReplaysWithNewInputs) {
+  GARNET_REQUIRE_VULKAN();
+  KeptPassReplays(VkTestEnv::Get()->main());
+  GARNET_ASSERT_OK_AND_ASSIGN(testing::VkTestDevice * fb, VkTestEnv::Get()->fallback());
+  KeptPassReplays(*fb);
 }
 
 }  // namespace

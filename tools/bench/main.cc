@@ -37,6 +37,7 @@ int main(int argc, char** argv) {
   int64_t n_prompt = 512, n_gen = 64, threads = 0, ctx = 0, ubatch = 0, reps = 1;
   int64_t attn_prefill_min = 0;
   int64_t attn_coop_min = 32;
+  bool decode_graph = true;
   int64_t gpu_layers = -1, experts_on_host = -1;  // -1: not given
   model::KvType kv_type = model::KvType::kF16;
   for (int i = 1; i < argc; ++i) {
@@ -89,6 +90,8 @@ int main(int argc, char** argv) {
       f16_matmul = std::string(v) == "1";
     } else if (a == "--coop-matmul") {
       coop_matmul = std::string(v) == "1";
+    } else if (a == "--decode-graph") {
+      decode_graph = std::string(v) == "1";
     } else {
       std::fprintf(stderr, "error: unknown flag %s\n", a.c_str());
       return 2;
@@ -101,7 +104,7 @@ int main(int argc, char** argv) {
                  "[--threads N] [--ctx N] [--ubatch N] [--kv-type f16|q8_0|f32] [--reps N] "
                  "[--backend cpu|vulkan] [--device N|NAME] [--f16-matmul 0|1] [--coop-matmul 0|1] "
                  "[--gpu-layers N] [--experts-on-host N|all] [--attn-prefill-min-tokens N] "
-                 "[--attn-coop-min-tokens N]\n");
+                 "[--attn-coop-min-tokens N] [--decode-graph 0|1]\n");
     return 2;
   }
   engine::EngineOptions opt;
@@ -115,6 +118,7 @@ int main(int argc, char** argv) {
   opt.coop_matmul = coop_matmul;
   opt.attn_prefill_min_tokens = attn_prefill_min;
   opt.attn_coop_min_tokens = attn_coop_min;
+  opt.decode_graph = decode_graph;
   if (gpu_layers >= 0) {
     opt.policy.mode = plan::PolicyMode::kGpuLayers;
     opt.policy.gpu_layers = static_cast<uint32_t>(gpu_layers);

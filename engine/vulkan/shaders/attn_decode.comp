@@ -116,7 +116,10 @@ void main() {
 
   // Key range [lo, hi] in absolute positions; empty when hi < lo.
   const int pq = pos[t];
-  int lo = int(p.kv_first);
+  // kv_first == 0xFFFFFFFF: derived from the run's newest position (a pass recorded once and
+  // replayed for every decoded token, whose positions live only in the pos buffer).
+  int lo = p.kv_first == 0xFFFFFFFFu ? max(0, pos[p.n_tokens - 1u] + 1 - int(p.ring_size))
+                                     : int(p.kv_first);
   if (p.window > 0u) lo = max(lo, pq - int(p.window) + 1);
   int hi = pq;
   const uint split = gl_WorkGroupID.z;
