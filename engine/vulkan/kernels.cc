@@ -1012,6 +1012,18 @@ Status Kernels::AttentionDecode(Recorder& rec, const AttentionShape& s, const Bu
       q8 ? (k.offset % 16 == 0 ? 1 : 0)
          : (k.offset % 16 == 0 && slot % 8 == 0 && head % 8 == 0 && s.head_dim % 8 == 0 ? 1 : 0);
   PipelineDesc desc{variant, 6, 0b110000, 52, {kWg, s.head_dim, kvec}, {kWg, 1, 1}};
+  // f16 rows at 16-byte boundaries and a head dim of 8 x a power of two (16..1024): the kernel
+  // that reads each key row with a team of head_dim / 8 invocations (attn_decode_rows.comp).
+  const uint32_t lpk = s.head_dim / 8;
+  if (!q8 && kvec == 1 && v.offset % 16 == 0 && s.head_dim % 8 == 0 && lpk >= 2 && lpk <= kWg &&
+      (lpk & (lpk - 1)) == 0 && decode_rows_) {
+    desc = {device_.caps().subgroup_arithmetic ? "attn_decode_rows_sg" : "attn_decode_rows",
+            6,
+            0b110000,
+            52,
+            {kWg, s.head_dim},
+            {kWg, 1, 1}};
+  }
   GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
   struct {
     uint32_t n_q_heads, n_kv_heads, n_tokens, ring_size, kv_first, window, q_tok_stride,
@@ -1035,7 +1047,12 @@ Status Kernels::AttentionDecode(Recorder& rec, const AttentionShape& s, const Bu
   const BufferRange bindings[] = {q, k, v, pos, o, part};
   GARNET_RETURN_IF_ERROR(rec.Dispatch(*p, bindings, push, s.n_q_heads, s.n_tokens, splits));
   if (splits == 1) return Status::OK();
-  PipelineDesc combine{"attn_combine", 2, 0b10, 16, {kWg, s.head_dim}, {kWg, 1, 1}};
+  PipelineDesc combine{device_.caps().subgroup_arithmetic ? "attn_combine_sg" : "attn_combine",
+                       2,
+                       0b10,
+                       16,
+                       {kWg, s.head_dim},
+                       {kWg, 1, 1}};
   GARNET_ASSIGN_OR_RETURN(const Pipeline* pc, device_.pipelines().Get(combine));
   struct {
     uint32_t n_q_heads, n_tokens, n_splits, o_tok_stride;

@@ -277,7 +277,11 @@ class Kernels {
   // Online-softmax attention of n_tokens queries (positions in `pos`, int32) over an f16 K/V
   // ring cache; see shaders/attn_decode.comp for the exact formula and layouts. When
   // AttentionSplits(s) > 1 it records two dispatches (split pass, combine) and needs `scratch`
-  // of AttentionScratchBytes(s) bytes (InvalidArgument when missing or too small).
+  // of AttentionScratchBytes(s) bytes (InvalidArgument when missing or too small). An f16 cache
+  // with 16-byte aligned rows and a head dim of 8 x a power of two (16..1024) takes
+  // attn_decode_rows.comp (a team of head_dim / 8 invocations per key row) unless
+  // SetAttentionDecodeRows(false) (tests of the general kernel, comparisons).
+  void SetAttentionDecodeRows(bool allow) { decode_rows_ = allow; }
   Status AttentionDecode(Recorder& rec, const AttentionShape& s, const BufferRange& q,
                          const BufferRange& k, const BufferRange& v, const BufferRange& pos,
                          const BufferRange& o, const BufferRange* scratch = nullptr);
@@ -374,6 +378,7 @@ class Kernels {
   uint32_t matvec_rows_ = 4;
   bool matvec_rows_auto_ = true;  // fewer rows per workgroup for small matrices
   bool matmul_coop_ = true;
+  bool decode_rows_ = true;
   bool matmul_coop_float_ = true;
   uint32_t coop_small_grid_ = 256;
   // Rows per workgroup for a matvec of `out` rows times `n_vecs` vectors (or slots).

@@ -1164,9 +1164,12 @@ TEST_P(KernelTest, AttentionOnlineSoftmaxGqaWindowRing) {
                                 Buffer::Create(*d_->device, q_n * 4, MemoryKind::kScratch));
     AttentionShape s = ShapeOf(c);
     // One pass, then split into slices of 5 keys (many splits, some empty) merged by the combine
-    // pass.
+    // pass; each with the key-row-team kernel (attn_decode_rows, where the shape allows it) and
+    // with the general one.
     std::vector<std::vector<float>> outs;
-    for (uint32_t split_keys : {0u, 5u}) {
+    for (uint32_t run = 0; run < 4; ++run) {
+      const uint32_t split_keys = run % 2 == 0 ? 0u : 5u;
+      k().SetAttentionDecodeRows(run < 2);
       s.split_keys = split_keys;
       const uint64_t scratch_bytes = AttentionScratchBytes(s);
       EXPECT_EQ(scratch_bytes == 0, AttentionSplits(s) == 1);
@@ -1180,13 +1183,59 @@ TEST_P(KernelTest, AttentionOnlineSoftmaxGqaWindowRing) {
       GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> o, DownloadFloats(*d_, bo, q_n));
       outs.push_back(std::move(o));
     }
+    k().SetAttentionDecodeRows(true);
     ASSERT_GT(AttentionSplits(s), 1u);
     const std::vector<double> want = AttentionOracle(c, a);
     const std::vector<double> scale(q_n, 1.0);
-    ExpectClose(outs[0], want, scale, 2e-5, 0, std::string("attention ") + c.name);
-    ExpectClose(outs[1], want, scale, 2e-5, 0,
-                std::string("attention ") + c.name + " in " + std::to_string(AttentionSplits(s)) +
-                    " splits");
+    for (uint32_t run = 0; run < 4; ++run) {
+      const std::string what = std::string("attention ") + c.name +
+                               (run < 2 ? " (rows kernel where it applies)" : " (general kernel)");
+      ExpectClose(
+          outs[run], want, scale, 2e-5, 0,
+          run % 2 == 0 ? what : what + " in " + std::to_string(AttentionSplits(s)) + " splits");
+    }
+  }
+}
+
+// kv_first = kKvFirstFromPositions (a replayed decode pass): the oldest position held is derived
+// on the device from the last query position, max(0, p + 1 - ring): the same output as that
+// kv_first given, on both decode kernels, split or not.
+TEST_P(KernelTest, AttentionDecodeDerivesKvFirstFromPositions) {
+  for (const AttnCase& c : std::vector<AttnCase>{
+           {"ring wrapped", 256, 4, 2, 40, 1000 + 1 - 40, 0, {1000}, 0.1f},
+           {"ring not full", 64, 2, 1, 40, 0, 0, {17}, 0.3f},
+       }) {
+    const AttnData a = MakeAttnData(c);
+    const size_t q_n = a.q.size(), kv_n = a.k16.size();
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bq, UploadFloats(*d_, a.q));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bk,
+                                UploadBytes(*d_, a.k16.data(), kv_n * 2, MemoryKind::kKv));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bv,
+                                UploadBytes(*d_, a.v16.data(), kv_n * 2, MemoryKind::kKv));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bp, UploadBytes(*d_, c.pos.data(), 4));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bo,
+                                Buffer::Create(*d_->device, q_n * 4, MemoryKind::kScratch));
+    AttentionShape s = ShapeOf(c);
+    s.kv_first = kKvFirstFromPositions;
+    const std::vector<double> want = AttentionOracle(c, a);
+    const std::vector<double> scale(q_n, 1.0);
+    for (uint32_t run = 0; run < 4; ++run) {
+      k().SetAttentionDecodeRows(run < 2);
+      s.split_keys = run % 2 == 0 ? 0u : 8u;
+      GARNET_ASSERT_OK_AND_ASSIGN(
+          Buffer scratch,
+          Buffer::Create(*d_->device, std::max<uint64_t>(AttentionScratchBytes(s), 4),
+                         MemoryKind::kScratch));
+      const BufferRange sr(scratch);
+      GARNET_ASSERT_OK(rec().Fill(bo, 0, q_n * 4, 0x7fc00000u));
+      GARNET_ASSERT_OK(k().AttentionDecode(rec(), s, bq, bk, bv, bp, bo, &sr));
+      GARNET_ASSERT_OK(rec().SubmitAndWait());
+      GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> o, DownloadFloats(*d_, bo, q_n));
+      ExpectClose(o, want, scale, 2e-5, 0, std::string(c.name) + " run " + std::to_string(run));
+    }
+    k().SetAttentionDecodeRows(true);
+    // The tiled kernels take no such kv_first.
+    EXPECT_TRUE(k().AttentionPrefill(rec(), s, bq, bk, bv, bp, bo).IsInvalidArgument());
   }
 }
 
@@ -1456,8 +1505,11 @@ TEST_P(KernelTest, RmsNormAddUpdatesTheResidualWithScaleAndStrides) {
     uint32_t n, rows, hs, xs;
     float scale;
   };
-  for (const Case& c : {Case{2817, 3, 2817, 2830, 0.75f}, Case{300, 5, 301, 300, 1.0f},
-                        Case{1, 2, 1, 1, 2.0f}, Case{129, 700, 129, 129, 1.0f}}) {
+  // Rows of at most 4 x the workgroup take the register path, longer ones (1500 elements on 9
+  // rows: 256-wide workgroups) the loop.
+  for (const Case& c :
+       {Case{2817, 3, 2817, 2830, 0.75f}, Case{300, 5, 301, 300, 1.0f}, Case{1, 2, 1, 1, 2.0f},
+        Case{129, 700, 129, 129, 1.0f}, Case{1500, 9, 1500, 1500, 1.0f}}) {
     const std::vector<float> h = RandomFloats(size_t{c.rows} * c.hs, 40 + c.n, -2, 2);
     const std::vector<float> x = RandomFloats(size_t{c.rows} * c.xs, 41 + c.n, -3, 3);
     const std::vector<float> w = RandomFloats(c.n, 42, 0.5f, 1.5f);
@@ -1504,7 +1556,10 @@ TEST_P(KernelTest, MoeTailCombinesNormsAddsAndScales) {
     uint32_t n, k, t;
     float scale;
   };
-  for (const Case& c : {Case{2817, 8, 3, 0.5f}, Case{33, 3, 70, 1.0f}, Case{1, 1, 2, 1.5f}}) {
+  // The register path (n <= 4 x the workgroup: 1024 wide for up to 8 tokens, else 256) and the
+  // loop (5000 elements on 9 tokens).
+  for (const Case& c : {Case{2817, 8, 3, 0.5f}, Case{33, 3, 70, 1.0f}, Case{1, 1, 2, 1.5f},
+                        Case{5000, 9, 9, 1.0f}}) {
     const uint32_t n = c.n, K = c.k, T = c.t;
     const std::vector<float> h = RandomFloats(size_t{T} * n, 50 + n, -2, 2);
     const std::vector<float> dense = RandomFloats(size_t{T} * n, 51 + n, -3, 3);

@@ -19,31 +19,38 @@ layout(binding = 1, std430) writeonly buffer OBuf { float o[]; };
 layout(push_constant) uniform Push {
   uint n_q_heads;
   uint n_tokens;
-  uint n_splits;
+  uint n_splits;  // at most 64 (AttentionSplits)
   uint o_tok_stride;
 } p;
+
+shared float coef[64];  // per split: exp(m_s - M) / L, 0 for a split without keys
 
 void main() {
   const uint h = gl_WorkGroupID.x, t = gl_WorkGroupID.y;
   const uint tid = gl_LocalInvocationIndex;
   const uint base = (t * p.n_q_heads + h) * p.n_splits * (D + 2u);
-  float mx = -1e30;
-  for (uint s = 0; s < p.n_splits; ++s) {
-    const uint b = base + s * (D + 2u);
-    if (part[b + 1u] > 0.0) mx = max(mx, part[b]);
+  // Every split's (m, l) in one round of loads (invocation s reads split s), then two
+  // workgroup reductions; the accumulators are then read without any data-dependent branch, so
+  // each invocation has its loads in flight together.
+  float ms = -1e30, ls = 0.0;
+  if (tid < p.n_splits) {
+    ms = part[base + tid * (D + 2u)];
+    ls = part[base + tid * (D + 2u) + 1u];
   }
-  float total = 0.0;
-  for (uint s = 0; s < p.n_splits; ++s) {
-    const uint b = base + s * (D + 2u);
-    if (part[b + 1u] > 0.0) total += part[b + 1u] * exp(part[b] - mx);
-  }
-  const float inv = total > 0.0 ? 1.0 / total : 0.0;
+  const float mx = wg_max(ls > 0.0 ? ms : -1e30);
+  const float e = ls > 0.0 ? exp(ms - mx) : 0.0;
+  const float total = wg_sum(ls * e);
+  if (tid < p.n_splits) coef[tid] = total > 0.0 ? e / total : 0.0;
+  barrier();
   for (uint d = tid; d < D; d += WG) {
-    float a = 0.0;
-    for (uint s = 0; s < p.n_splits; ++s) {
-      const uint b = base + s * (D + 2u);
-      if (part[b + 1u] > 0.0) a += exp(part[b] - mx) * part[b + 2u + d];
+    vec4 a = vec4(0.0);
+    uint s = 0;
+    for (; s + 3u < p.n_splits; s += 4u) {
+      const uint b = base + s * (D + 2u) + 2u + d;
+      a += vec4(coef[s], coef[s + 1u], coef[s + 2u], coef[s + 3u]) *
+           vec4(part[b], part[b + (D + 2u)], part[b + 2u * (D + 2u)], part[b + 3u * (D + 2u)]);
     }
-    o[t * p.o_tok_stride + h * D + d] = a * inv;
+    for (; s < p.n_splits; ++s) a.x += coef[s] * part[base + s * (D + 2u) + 2u + d];
+    o[t * p.o_tok_stride + h * D + d] = (a.x + a.y) + (a.z + a.w);
   }
 }
