@@ -36,11 +36,71 @@ layout(push_constant) uniform Push {
   float scale;
 } p;
 
+// Register path (n <= MAXJ * WG, the decode case with a 1024-wide workgroup): each invocation
+// loads every input of its elements in one round (all k slots' expert rows unconditionally,
+// weights from shared memory), keeps them in registers through the three reductions and writes
+// once. Otherwise the loop below, which reads its own writes back.
+const uint MAXJ = 4u;
+shared float wt_s[64];  // the token's slot weights (k <= 64)
+
 void main() {
   const uint t = group_index();
   if (t >= p.n_tokens) return;  // uniform across the workgroup
   const uint tid = gl_LocalInvocationIndex;
   const uint rb = t * p.n;
+  if (p.n <= MAXJ * WG && p.k <= 64u) {
+    for (uint i = tid; i < p.k; i += WG) wt_s[i] = wt[t * p.k + i];
+    barrier();
+    float mv[MAXJ], dv[MAXJ], hv[MAXJ], w1v[MAXJ], w2v[MAXJ], wv[MAXJ];
+    float sd = 0.0, sm = 0.0;
+    [[unroll]] for (uint u = 0; u < MAXJ; ++u) {
+      const uint j = tid + u * WG;
+      mv[u] = 0.0;
+      dv[u] = 0.0;
+      hv[u] = 0.0;
+      w1v[u] = 0.0;
+      w2v[u] = 0.0;
+      wv[u] = 0.0;
+      if (j < p.n) {
+        dv[u] = dense[rb + j];
+        hv[u] = h[rb + j];
+        w1v[u] = w1[j];
+        w2v[u] = w2[j];
+        wv[u] = w[j];
+        float m = 0.0;
+        for (uint i0 = 0; i0 < p.k; i0 += 8u) {
+          float xs[8];
+          [[unroll]] for (uint i = 0; i < 8u; ++i) {
+            xs[i] = i0 + i < p.k ? down[(t * p.k + i0 + i) * p.n + j] : 0.0;
+          }
+          [[unroll]] for (uint i = 0; i < 8u; ++i) {
+            const float wi = i0 + i < p.k ? wt_s[i0 + i] : 0.0;
+            m += wi != 0.0 ? wi * xs[i] : 0.0;  // a slot of weight 0 is skipped (NaN-safe)
+          }
+        }
+        mv[u] = m;
+        sd += dv[u] * dv[u];
+        sm += m * m;
+      }
+    }
+    const float rd = 1.0 / sqrt(wg_sum(sd) / float(p.n) + p.eps);
+    const float rm = 1.0 / sqrt(wg_sum(sm) / float(p.n) + p.eps);
+    float sy = 0.0;
+    [[unroll]] for (uint u = 0; u < MAXJ; ++u) {
+      dv[u] = dv[u] * rd * w1v[u] + mv[u] * rm * w2v[u];  // y
+      sy += dv[u] * dv[u];
+    }
+    const float ry = 1.0 / sqrt(wg_sum(sy) / float(p.n) + p.eps);
+    [[unroll]] for (uint u = 0; u < MAXJ; ++u) {
+      const uint j = tid + u * WG;
+      if (j < p.n) {
+        mo[rb + j] = mv[u];
+        dense[rb + j] = dv[u];
+        h[rb + j] = (hv[u] + dv[u] * ry * wv[u]) * p.scale;
+      }
+    }
+    return;
+  }
   float sd = 0.0, sm = 0.0;
   for (uint j = tid; j < p.n; j += WG) {
     float m = 0.0;

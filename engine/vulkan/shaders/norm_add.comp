@@ -26,11 +26,31 @@ layout(push_constant) uniform Push {
   float scale;
 } p;
 
+// Register path (n <= MAXJ * WG): every input of an invocation's elements loaded in one round.
+const uint MAXJ = 4u;
+
 void main() {
   const uint row = group_index();
   if (row >= p.rows) return;  // uniform across the workgroup
   const uint tid = gl_LocalInvocationIndex;
   const uint hb = row * p.h_stride, xb = row * p.x_stride;
+  if (p.n <= MAXJ * WG) {
+    float xv[MAXJ], hv[MAXJ], wv[MAXJ];
+    float s = 0.0;
+    [[unroll]] for (uint u = 0; u < MAXJ; ++u) {
+      const uint k = tid + u * WG;
+      xv[u] = k < p.n ? x[xb + k] : 0.0;
+      hv[u] = k < p.n ? h[hb + k] : 0.0;
+      wv[u] = k < p.n ? w[k] : 0.0;
+      s += xv[u] * xv[u];
+    }
+    const float inv = 1.0 / sqrt(wg_sum(s) / float(p.n) + p.eps);
+    [[unroll]] for (uint u = 0; u < MAXJ; ++u) {
+      const uint k = tid + u * WG;
+      if (k < p.n) h[hb + k] = (hv[u] + xv[u] * inv * wv[u]) * p.scale;
+    }
+    return;
+  }
   float s = 0.0;
   for (uint k = tid; k < p.n; k += WG) s += x[xb + k] * x[xb + k];
   const float inv = 1.0 / sqrt(wg_sum(s) / float(p.n) + p.eps);
