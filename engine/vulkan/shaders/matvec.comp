@@ -26,6 +26,8 @@
 //   extra binding 3 ids (read, int[slots]); extra push uint expert_stride, n_experts
 // NORM: RMSNorm of each input vector folded in, i.e. the product uses
 //   x'[k] = x[v * x_stride + k] / sqrt(mean_k(x^2) + eps) * (has_norm_w ? nw[k] : 1)
+//   (the sum of squares is gathered by the main loop's loads and the factor applied to the row
+//   sums at the end)
 //   extra binding 3 nw (4 with MUL_ID) (read, float[in]); extra push float eps, uint norm_flags
 //   (bit 0: times nw, bit 1: skip the normalisation)
 // GLU_X (with MUL_ID, MoE down projection): the input is the GeGLU of a [gate | up] row,
@@ -86,14 +88,19 @@ layout(binding = 4, std430) readonly buffer NBuf4 { vec4 nw4[]; };
 layout(binding = 3, std430) readonly buffer NBuf { float nw[]; };
 layout(binding = 3, std430) readonly buffer NBuf4 { vec4 nw4[]; };
 #endif
-float g_xscale = 1.0;  // 1 / rms of this workgroup's vector
-uint g_xb = 0;         // index of its first element
+// The loops load every element of the vector exactly once per workgroup, so the sum of squares
+// is gathered on the way (g_ss) and the 1 / rms factor applied to the row sums at the end:
+// W . (x s nw) = s (W . (x nw)). No prologue, no barrier before the weights are read.
+float g_ss = 0.0;  // this invocation's share of sum(x^2)
+uint g_xb = 0;     // index of the vector's first element
 float load_x(uint i) {
-  const float v = x[i] * g_xscale;
+  const float v = x[i];
+  g_ss += v * v;
   return (p.norm_flags & 1u) != 0u ? v * nw[i - g_xb] : v;
 }
 vec4 load_x4_aligned(uint i) {  // i a multiple of 4, VEC bit 1 set
-  const vec4 v = x4[i >> 2] * g_xscale;
+  const vec4 v = x4[i >> 2];
+  g_ss += dot(v, v);
   return (p.norm_flags & 1u) != 0u ? v * nw4[(i - g_xb) >> 2] : v;
 }
 #elif defined(GLU_X)
@@ -117,14 +124,19 @@ vec4 load_x4(uint i) {
   return vec4(load_x(i), load_x(i + 1u), load_x(i + 2u), load_x(i + 3u));
 }
 
-// Sums each of the NR accumulators over the workgroup; the results are valid in invocation 0.
-// With subgroups: every row's subgroup sums go to shared memory together, one barrier for all
-// rows (instead of two per row through wg_sum), when the subgroups fit the table (at least 4
-// invocations each).
-#ifdef USE_SUBGROUP
-shared float rows_red[NR * (WG / 4u)];
+// Sums each of the NR accumulators (and, for NORM, the sum of squares `extra`) over the
+// workgroup; the results are valid in invocation 0. With subgroups: every row's subgroup sums go
+// to shared memory together, one barrier for all rows (instead of two per row through wg_sum),
+// when the subgroups fit the table (at least 4 invocations each).
+#ifdef NORM
+const uint NX = 1u;
+#else
+const uint NX = 0u;
 #endif
-void reduce_rows(inout float acc[NR]) {
+#ifdef USE_SUBGROUP
+shared float rows_red[(NR + NX) * (WG / 4u)];
+#endif
+void reduce_rows(inout float acc[NR], inout float extra) {
 #ifdef USE_SUBGROUP
   if (gl_NumSubgroups * 4u <= WG) {
     const uint per = WG / 4u;
@@ -132,18 +144,27 @@ void reduce_rows(inout float acc[NR]) {
       const float v = subgroupAdd(acc[r]);
       if (subgroupElect()) rows_red[r * per + gl_SubgroupID] = v;
     }
+    if (NX != 0u) {
+      const float v = subgroupAdd(extra);
+      if (subgroupElect()) rows_red[NR * per + gl_SubgroupID] = v;
+    }
     barrier();
     if (gl_LocalInvocationIndex == 0u) {
-      for (uint r = 0; r < NR; ++r) {
+      for (uint r = 0; r < NR + NX; ++r) {
         float t = 0.0;
         for (uint i = 0; i < gl_NumSubgroups; ++i) t += rows_red[r * per + i];
-        acc[r] = t;
+        if (r < NR) {
+          acc[r] = t;
+        } else {
+          extra = t;
+        }
       }
     }
     return;
   }
 #endif
   for (uint r = 0; r < NR; ++r) acc[r] = wg_sum(acc[r]);
+  if (NX != 0u) extra = wg_sum(extra);
 }
 
 void main() {
@@ -166,32 +187,7 @@ void main() {
   wb = uint(id) * p.expert_stride;
 #endif
 #ifdef NORM
-  // RMSNorm folded in: every workgroup recomputes its vector's sum of squares (x is small and
-  // read anyway) instead of a separate rmsnorm dispatch, barrier and round trip through memory.
-  g_xb = xb;
-  if ((p.norm_flags & 2u) == 0u) {
-    // Four independent sums, so each invocation has several loads in flight (a single running
-    // sum made this prologue a chain of dependent loads, as long as the matvec itself).
-    vec4 ss = vec4(0.0);
-    uint k = tid;
-    if ((VEC & 2u) != 0u) {
-      const uint n4 = p.in_ >> 2, b4 = xb >> 2;
-      for (; k + 3u * WG < n4; k += 4u * WG) {
-        const vec4 a = x4[b4 + k], b = x4[b4 + k + WG];
-        const vec4 c = x4[b4 + k + 2u * WG], d = x4[b4 + k + 3u * WG];
-        ss += vec4(dot(a, a), dot(b, b), dot(c, c), dot(d, d));
-      }
-      for (; k < n4; k += WG) ss.x += dot(x4[b4 + k], x4[b4 + k]);
-      k = 4u * n4 + tid;  // the last in % 4 elements
-    } else {
-      for (; k + 3u * WG < p.in_; k += 4u * WG) {
-        const vec4 v = vec4(x[xb + k], x[xb + k + WG], x[xb + k + 2u * WG], x[xb + k + 3u * WG]);
-        ss += v * v;
-      }
-    }
-    for (; k < p.in_; k += WG) ss.x += x[xb + k] * x[xb + k];
-    g_xscale = inversesqrt(wg_sum((ss.x + ss.y) + (ss.z + ss.w)) / float(p.in_) + p.eps);
-  }
+  g_xb = xb;  // RMSNorm folded in: see load_x
 #endif
   // Byte offset of each row; rows past the end repeat the last one (their sums are dropped).
   uint rb[NR];
@@ -322,7 +318,17 @@ void main() {
     }
   }
 #endif
-  reduce_rows(acc);  // invocation 0 now holds every row's sum
+#ifdef NORM
+  float ss = g_ss;
+  reduce_rows(acc, ss);  // invocation 0 now holds every row's sum and sum(x^2)
+  if ((p.norm_flags & 2u) == 0u) {
+    const float xscale = inversesqrt(ss / float(p.in_) + p.eps);
+    for (uint r = 0; r < NR; ++r) acc[r] *= xscale;
+  }
+#else
+  float unused = 0.0;
+  reduce_rows(acc, unused);  // invocation 0 now holds every row's sum
+#endif
 #ifdef GEGLU
   // y = gelu_tanh(g) * u, gelu_tanh computed as in gelu_mul.comp.
   for (uint r = 0; r < NROWS; ++r) {
