@@ -143,6 +143,20 @@ Status Kernels::SetMatvecLaunch(uint32_t workgroup, uint32_t rows_per_group) {
   return Status::OK();
 }
 
+uint32_t Kernels::MatvecWg(uint32_t out, uint32_t n_vecs, bool glu_by_id) const {
+  if (!matvec_rows_auto_) return matvec_wg_;
+  // Measured per decode shape of one 26b-a4b layer on an H200 (garnet-vkbench --decode --sweep,
+  // docs/PERF.md): 128 invocations for 4 rows take a Q4_K row of 2816 in one round of loads and
+  // were fastest or within noise for the projections, the dense feed-forward and the experts'
+  // gate|up (e.g. 46 -> 35 us, 37 -> 25 us against 64); the experts' GeGLU down projections
+  // (88 items per row) and tall matrices (32768+ rows: the head) were fastest with 32.
+  const DeviceInfo& info = device_.info();
+  uint32_t wg = glu_by_id || uint64_t{out} * n_vecs >= 32768 ? 32 : 128;
+  while (wg < info.subgroup_size && wg < 1024) wg *= 2;
+  while (wg > 32 && wg > info.max_workgroup_invocations) wg /= 2;
+  return wg;
+}
+
 uint32_t Kernels::MatvecRows(uint32_t out, uint32_t n_vecs) const {
   uint32_t r = matvec_rows_;
   if (!matvec_rows_auto_) return r;
@@ -336,9 +350,9 @@ Status Kernels::Matvec(Recorder& rec, GgmlType type, const MatvecShape& s, const
     return Status::InvalidArgument(op, "weight range over 4 GiB; split it");
   }
   const uint32_t kRows = MatvecRows(s.out, s.n_vecs);
+  const uint32_t wg = MatvecWg(s.out, s.n_vecs, false);
   const uint32_t vec = MatvecVec(type, w, row_bytes, {}, x, {xs}, nullptr);
-  PipelineDesc desc{MatvecVariant(type), 3, 0b100, 16, {matvec_wg_, kRows, vec},
-                    {matvec_wg_, 1, 1}};
+  PipelineDesc desc{MatvecVariant(type), 3, 0b100, 16, {wg, kRows, vec}, {wg, 1, 1}};
   GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
   struct {
     uint32_t in, out, x_stride, y_stride;
@@ -402,11 +416,11 @@ Status Kernels::MatvecGeglu(Recorder& rec, GgmlType type, const MatvecShape& s,
     GARNET_RETURN_IF_ERROR(Need(*norm->weight, uint64_t{s.in} * 4, op, "norm weight"));
   }
   const uint32_t rows = MatvecRows(s.out, s.n_vecs);
+  const uint32_t wg = MatvecWg(s.out, s.n_vecs, false);
   const uint32_t vec =
       MatvecVec(type, BufferRange(*w_gate.buffer, lo, hi - lo), *RowBytes(type, s.in),
                 {w_gate.offset - lo, w_up.offset - lo}, x, {xs}, norm ? norm->weight : nullptr);
-  PipelineDesc desc{MatvecGegluVariant(type), 4, 0b100, 32, {matvec_wg_, rows, vec},
-                    {matvec_wg_, 1, 1}};
+  PipelineDesc desc{MatvecGegluVariant(type), 4, 0b100, 32, {wg, rows, vec}, {wg, 1, 1}};
   GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
   struct {
     uint32_t in, out, x_stride, y_stride;
@@ -452,9 +466,9 @@ Status Kernels::MatvecNorm(Recorder& rec, GgmlType type, const MatvecShape& s, c
     return Status::InvalidArgument(op, "weight range over 4 GiB; split it");
   }
   const uint32_t rows = MatvecRows(s.out, s.n_vecs);
+  const uint32_t wg = MatvecWg(s.out, s.n_vecs, false);
   const uint32_t vec = MatvecVec(type, w, row_bytes, {}, x, {xs}, norm_w);
-  PipelineDesc desc{MatvecNormVariant(type), 4, 0b100, 24, {matvec_wg_, rows, vec},
-                    {matvec_wg_, 1, 1}};
+  PipelineDesc desc{MatvecNormVariant(type), 4, 0b100, 24, {wg, rows, vec}, {wg, 1, 1}};
   GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
   struct {
     uint32_t in, out, x_stride, y_stride;
@@ -533,14 +547,14 @@ Status Kernels::MatvecIdImpl(Recorder& rec, GgmlType type, const MatvecIdShape& 
   GARNET_RETURN_IF_ERROR(Need(ids, uint64_t{s.n_slots} * 4, op, "ids"));
   GARNET_RETURN_IF_ERROR(Need(y, Span4(s.n_slots, ys, s.out), op, "y"));
   const uint32_t rows = MatvecRows(s.out, s.n_slots);
+  const uint32_t wg = MatvecWg(s.out, s.n_slots, kind == 2);
   uint32_t gx = 0, gy = 0;
   GARNET_RETURN_IF_ERROR(Fold(device_, (s.out + rows - 1) / rows, &gx, &gy, op));
   const uint32_t vec =
       MatvecVec(type, w, row_bytes, {stride}, x, {s.x_stride, kind == 2 ? up_offset : 0},
                 kind == 1 ? norm_w : nullptr);
   if (kind == 0) {
-    PipelineDesc desc{MatvecVariant(type, true), 4, 0b100, 24, {matvec_wg_, rows, vec},
-                      {matvec_wg_, 1, 1}};
+    PipelineDesc desc{MatvecVariant(type, true), 4, 0b100, 24, {wg, rows, vec}, {wg, 1, 1}};
     GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
     struct {
       uint32_t in, out, x_stride, y_stride, expert_stride, n_experts;
@@ -550,8 +564,7 @@ Status Kernels::MatvecIdImpl(Recorder& rec, GgmlType type, const MatvecIdShape& 
   }
   const std::string suffix = TypeSuffix(type) + FusedSuffix(device_.caps(), type);
   if (kind == 1) {
-    PipelineDesc desc{"matvec_id_norm_" + suffix, 5, 0b100, 32, {matvec_wg_, rows, vec},
-                      {matvec_wg_, 1, 1}};
+    PipelineDesc desc{"matvec_id_norm_" + suffix, 5, 0b100, 32, {wg, rows, vec}, {wg, 1, 1}};
     GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
     struct {
       uint32_t in, out, x_stride, y_stride, expert_stride, n_experts;
@@ -562,8 +575,7 @@ Status Kernels::MatvecIdImpl(Recorder& rec, GgmlType type, const MatvecIdShape& 
     const BufferRange bindings[] = {w, x, y, ids, norm_w ? *norm_w : BufferRange(placeholder_)};
     return rec.Dispatch(*p, bindings, push, gx, gy, s.n_slots);
   }
-  PipelineDesc desc{"matvec_id_glu_" + suffix, 4, 0b100, 28, {matvec_wg_, rows, vec},
-                    {matvec_wg_, 1, 1}};
+  PipelineDesc desc{"matvec_id_glu_" + suffix, 4, 0b100, 28, {wg, rows, vec}, {wg, 1, 1}};
   GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
   struct {
     uint32_t in, out, x_stride, y_stride, expert_stride, n_experts, glu_off;

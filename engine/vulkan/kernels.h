@@ -141,15 +141,15 @@ class Kernels {
   static Result<std::unique_ptr<Kernels>> Create(Device& device);
 
   // Matvec launch shape: workgroup size (power of two, 32..1024, at least the subgroup size)
-  // and weight rows per workgroup (1..8). Default 64 x 4 (each x chunk is loaded once for 4 rows;
-  // on an H100 that took Q8_0 from 0.85 to 2.1 TB/s and Q4_K from 0.46 to 0.72-0.77 TB/s of
-  // weights, garnet-vkbench --sweep). A tuning knob for benchmarks and
-  // per-device defaults; not to be changed while another thread records with this object.
-  // InvalidArgument for values outside those ranges (nothing changes). By default a matrix too
-  // small to fill the device at 4 rows per workgroup (fewer than 256 workgroups) takes 2 or 1;
-  // after SetMatvecLaunch every matvec uses exactly the rows given.
+  // and weight rows per workgroup (1..8). The default is automatic (MatvecWg, MatvecRows): 4 rows
+  // (each x chunk is loaded once for 4 rows), 128 invocations, 32 for the experts' GeGLU down
+  // projections and matrices of 32768+ rows (garnet-vkbench --decode --sweep on an H200), and a
+  // matrix too small to fill the device at 4 rows per workgroup (fewer than 256 workgroups)
+  // takes 2 or 1. A tuning knob for benchmarks and per-device defaults; not to be changed while
+  // another thread records with this object. InvalidArgument for values outside those ranges
+  // (nothing changes). After SetMatvecLaunch every matvec uses exactly the shape given.
   Status SetMatvecLaunch(uint32_t workgroup, uint32_t rows_per_group);
-  // Back to the default's row choice (fewer rows for small matrices) at the current workgroup.
+  // Back to the automatic shape.
   void SetMatvecRowsAuto() { matvec_rows_auto_ = true; }
   // Whether Matmul may use the cooperative-matrix kernel where the device has it (default true).
   // For benchmarks and tests comparing the two paths; same threading caveat as SetMatvecLaunch.
@@ -383,6 +383,8 @@ class Kernels {
   uint32_t coop_small_grid_ = 256;
   // Rows per workgroup for a matvec of `out` rows times `n_vecs` vectors (or slots).
   uint32_t MatvecRows(uint32_t out, uint32_t n_vecs) const;
+  // Workgroup size of a matvec launch: SetMatvecLaunch's, or per shape in the automatic mode.
+  uint32_t MatvecWg(uint32_t out, uint32_t n_vecs, bool glu_by_id) const;
 };
 
 }  // namespace garnet::vk

@@ -240,6 +240,8 @@ int RunDecodeShapes(Device& dev, Kernels& kernels, Recorder& rec, Transfer& tran
       {"q shape, no norm", Kind::kPlain, GgmlType::kQ4_K, H, small ? 512u : 4096u},
       {"8x taller", Kind::kPlain, GgmlType::kQ4_K, H, small ? 4096u : 32768u},
       {"4x longer rows", Kind::kPlain, GgmlType::kQ4_K, 4 * H, small ? 512u : 4096u},
+      // The output head (tied token table, Q6_K in the Q4_K_M mix): 262144 rows.
+      {"head", Kind::kPlain, GgmlType::kQ6_K, H, small ? 2048u : 262144u},
   };
   const uint32_t n_experts = small ? 8 : 128, top = small ? 2 : 8, id_sets = 16;
   const int reps = small ? 4 : 256;
@@ -248,13 +250,15 @@ int RunDecodeShapes(Device& dev, Kernels& kernels, Recorder& rec, Transfer& tran
   };
   std::vector<Launch> launches = {{0, 0}};
   if (sweep) {
-    launches = {{0, 0}, {32, 2}, {32, 4}, {64, 2}, {64, 4}, {128, 1}, {128, 2}, {128, 4}, {256, 1}};
+    launches = {{0, 0},   {32, 2},  {32, 4},  {64, 2},  {64, 4},  {64, 8}, {128, 1},
+                {128, 2}, {128, 4}, {128, 8}, {256, 1}, {256, 2}, {256, 4}};
   }
   const uint64_t align = std::max<uint64_t>(dev.info().min_storage_buffer_offset_alignment, 256);
   const uint64_t max_x = uint64_t{top} * 2 * 4096;
   ASSIGN_OR_FAIL(Buffer x, Buffer::Create(dev, max_x * 4, MemoryKind::kScratch));
   ASSIGN_OR_FAIL(Buffer nw, Buffer::Create(dev, 4096 * 4, MemoryKind::kScratch));
-  ASSIGN_OR_FAIL(Buffer y, Buffer::Create(dev, uint64_t{top} * 4096 * 2 * 4, MemoryKind::kScratch));
+  const uint64_t max_y = std::max<uint64_t>(uint64_t{top} * 4096 * 2, small ? 2048 : 262144);
+  ASSIGN_OR_FAIL(Buffer y, Buffer::Create(dev, max_y * 4, MemoryKind::kScratch));
   ASSIGN_OR_FAIL(Buffer ids, Buffer::Create(dev, id_sets * align, MemoryKind::kScratch));
   CHECK_OK(rec.Fill(x, 0, x.size(), 0x3c23d70au));  // 0.01
   CHECK_OK(rec.Fill(nw, 0, nw.size(), 0x3f800000u));

@@ -12,9 +12,10 @@
 // Push:      uint E, K, n_tokens, has_scale        (E <= 1024, K <= E, K <= 64)
 // Spec:      0 WG workgroup size (power of two)
 // Grid:      (n_tokens, 1, 1)
-// Method:    softmax with wg_max / wg_sum; then every expert's rank in that order (how many
-//            experts come before it: one pass over shared p, no further barriers); ranks < K
-//            are the chosen slots.
+// Method:    softmax with wg_max / wg_sum (each logit loaded once); then every expert's rank in
+//            that order (how many experts come before it: one pass over shared p, eight
+//            comparisons per step, no early exit); ranks < K are the chosen slots; slot i's
+//            weight is then written by invocation i (its scale load in parallel with the others).
 #version 450
 #include "common.glsl"
 
@@ -41,19 +42,36 @@ void main() {
   if (t >= p.n_tokens) return;
   const uint tid = gl_LocalInvocationIndex;
   const uint lb = t * p.E;
+  // Each invocation's logits in registers (E <= 1024 = 8 x the 128-wide workgroup).
+  const uint PER = 8u;
+  float lv[PER];
   float mx = -1e30;
-  for (uint e = tid; e < p.E; e += WG) mx = max(mx, logits[lb + e]);
+  [[unroll]] for (uint u = 0; u < PER; ++u) {
+    const uint e = tid + u * WG;
+    lv[u] = e < p.E ? logits[lb + e] : -1e30;
+    mx = max(mx, lv[u]);
+  }
+  for (uint e = tid + PER * WG; e < p.E; e += WG) mx = max(mx, logits[lb + e]);  // WG < 128
   mx = wg_max(mx);
   float s = 0.0;
-  for (uint e = tid; e < p.E; e += WG) {
+  [[unroll]] for (uint u = 0; u < PER; ++u) {
+    const uint e = tid + u * WG;
+    if (e < p.E) {
+      lv[u] = exp(lv[u] - mx);
+      s += lv[u];
+    }
+  }
+  for (uint e = tid + PER * WG; e < p.E; e += WG) {
     const float v = exp(logits[lb + e] - mx);
     prob[e] = v;
     s += v;
   }
-  const float inv = 1.0 / wg_sum(s);  // wg_sum ends with a barrier: prob[] is complete
-  for (uint e = tid; e < p.E; e += WG) prob[e] *= inv;
-  barrier();
-
+  const float inv = 1.0 / wg_sum(s);
+  [[unroll]] for (uint u = 0; u < PER; ++u) {
+    const uint e = tid + u * WG;
+    if (e < p.E) prob[e] = lv[u] * inv;
+  }
+  for (uint e = tid + PER * WG; e < p.E; e += WG) prob[e] *= inv;
   for (uint k = tid; k < p.K; k += WG) {
     chosen_p[k] = 0.0;
     chosen_i[k] = 0xffffffffu;
@@ -64,9 +82,16 @@ void main() {
     const float pe = prob[e];
     if (!(pe >= 0.0)) continue;
     uint rank = 0;
-    for (uint f = 0; f < p.E && rank < p.K; ++f) {
+    uint f = 0;
+    for (; f + 7u < p.E; f += 8u) {
+      [[unroll]] for (uint u = 0; u < 8u; ++u) {
+        const float pf = prob[f + u];
+        rank += pf >= 0.0 && before(pf, f + u, pe, e) ? 1u : 0u;
+      }
+    }
+    for (; f < p.E; ++f) {
       const float pf = prob[f];
-      if (pf >= 0.0 && before(pf, f, pe, e)) ++rank;
+      rank += pf >= 0.0 && before(pf, f, pe, e) ? 1u : 0u;
     }
     if (rank < p.K) {
       chosen_p[rank] = pe;
@@ -74,20 +99,18 @@ void main() {
     }
   }
   barrier();
-  if (tid == 0) {
-    float sum = 0.0;
-    for (uint k = 0; k < p.K; ++k) sum += chosen_p[k];
-    for (uint k = 0; k < p.K; ++k) {
-      const uint e = chosen_i[k];
-      if (e >= p.E || !(sum > 0.0)) {
-        ids[t * p.K + k] = -1;
-        weights[t * p.K + k] = 0.0;
-        continue;
-      }
-      float w = chosen_p[k] / sum;
-      if (p.has_scale != 0u) w *= expert_scale[e];
-      ids[t * p.K + k] = int(e);
-      weights[t * p.K + k] = w;
+  float sum = 0.0;
+  for (uint k = 0; k < p.K; ++k) sum += chosen_p[k];
+  for (uint k = tid; k < p.K; k += WG) {
+    const uint e = chosen_i[k];
+    if (e >= p.E || !(sum > 0.0)) {
+      ids[t * p.K + k] = -1;
+      weights[t * p.K + k] = 0.0;
+      continue;
     }
+    float w = chosen_p[k] / sum;
+    if (p.has_scale != 0u) w *= expert_scale[e];
+    ids[t * p.K + k] = int(e);
+    weights[t * p.K + k] = w;
   }
 }
