@@ -33,6 +33,9 @@ using plan::kBufferAlign;
 using vk::BufferRange;
 using vk::MemoryKind;
 
+// How long the decode graph's wait polls its fence before blocking (Recorder::set_spin_wait).
+constexpr uint64_t kDecodeSpinWaitNs = 50'000'000;
+
 // Largest weight buffer: tensors are packed into buffers of at most this size (or the device's
 // maxMemoryAllocationSize), so a model takes a few allocations, not one per tensor.
 constexpr uint64_t kWeightBufferBytes = 1ull << 30;
@@ -1320,6 +1323,7 @@ Status VulkanBackend::Impl::RecordHead(uint32_t T, uint32_t n_rows) {
 
 Status VulkanBackend::Impl::Run(const int32_t* tokens, const Row* rows, uint32_t T,
                                 const std::vector<uint32_t>& logit_rows_wanted, float* logits) {
+  const auto t_inputs = std::chrono::steady_clock::now();
   for (uint32_t t = 0; t < T; ++t) {
     if (tokens[t] < 0 || tokens[t] >= static_cast<int32_t>(p.n_vocab)) {
       return Status::InvalidArgument("forward", "token id " + std::to_string(tokens[t]) +
@@ -1390,6 +1394,7 @@ Status VulkanBackend::Impl::Run(const int32_t* tokens, const Row* rows, uint32_t
                          opt.attn_prefill_min_tokens != 1 && opt.attn_coop_min_tokens != 1;
   const auto t_record = std::chrono::steady_clock::now();
   auto t_submit = t_record;
+  auto us = [](auto a, auto b) { return std::chrono::duration<double, std::micro>(b - a).count(); };
   vk::Recorder::Stats rs;
   const char* mode = "";
   if (use_graph && graph_seq == rows[0].seq->id() && graph->kept()) {
@@ -1404,6 +1409,9 @@ Status VulkanBackend::Impl::Run(const int32_t* tokens, const Row* rows, uint32_t
     if (!graph) {
       GARNET_ASSIGN_OR_RETURN(graph, vk::Recorder::Create(*dev));
       graph->set_keep(true);
+      // A decoded token's pass is a few ms and the next one follows at once: poll its fence
+      // instead of sleeping on it (a blocked wait returned late; docs/PERF.md round 7).
+      graph->set_spin_wait(kDecodeSpinWaitNs);
     }
     graph->Discard();
     graph_seq = 0;
@@ -1434,18 +1442,21 @@ Status VulkanBackend::Impl::Run(const int32_t* tokens, const Row* rows, uint32_t
     t_submit = std::chrono::steady_clock::now();
     GARNET_RETURN_IF_ERROR(rec->SubmitAndWait());
   }
-  if (print_stats) {
-    const auto t_done = std::chrono::steady_clock::now();
-    auto us = [](auto a, auto b) {
-      return std::chrono::duration<double, std::micro>(b - a).count();
-    };
+  const auto t_done = std::chrono::steady_clock::now();
+  // GARNET_VULKAN_STATS: host times around the pass too (inputs before it, logits after it).
+  auto print = [&] {
+    if (!print_stats) return;
     std::fprintf(stderr,
                  "vulkan pass: T=%u dispatches=%u barriers=%u transfers=%u record=%.0fus "
-                 "submit+wait=%.0fus%s\n",
+                 "submit+wait=%.0fus inputs=%.0fus logits=%.0fus%s\n",
                  T, rs.dispatches, rs.barriers, rs.transfers, us(t_record, t_submit),
-                 us(t_submit, t_done), mode);
+                 us(t_submit, t_done), us(t_inputs, t_record),
+                 us(t_done, std::chrono::steady_clock::now()), mode);
+  };
+  if (logits == nullptr) {
+    print();
+    return Status::OK();
   }
-  if (logits == nullptr) return Status::OK();
   const uint64_t V = p.n_vocab;
   const auto* out = reinterpret_cast<const float*>(scratch_rb.mapped() + R("logits_out").off);
   for (uint32_t done = 0; done < n_logits;) {
@@ -1466,6 +1477,7 @@ Status VulkanBackend::Impl::Run(const int32_t* tokens, const Row* rows, uint32_t
     std::memcpy(logits + uint64_t{done} * V, out, uint64_t{n} * V * 4);
     done += n;
   }
+  print();
   return Status::OK();
 }
 

@@ -39,7 +39,14 @@
 // so logits match the CPU backend to ~1e-5 relative on the tiny presets (docs/CORRECTNESS.md).
 //
 // Diagnostics: with GARNET_VULKAN_STATS set in the environment at Create, every pass prints one
-// stderr line (tokens, dispatches, barriers, transfers, host recording and submit-to-fence us).
+// stderr line (tokens, dispatches, barriers, transfers, host recording, submit-to-fence, the
+// host's input writes before and logits copy after the pass, in us; "replay" for a decode graph).
+//
+// Decode graph (options.decode_graph): a one-token pass is recorded once into a kept command
+// buffer (vk::Recorder kept mode) and resubmitted for the next tokens of that sequence; its
+// inputs (token, position, PLE rows) live in the upload buffer and attention derives the
+// oldest cached position from the position (vk::kKvFirstFromPositions). Its fence is polled,
+// not slept on (vk::Recorder::set_spin_wait): one host thread is busy while a token runs.
 //
 // Thread-safety: calls are serialised by the caller (the Engine's forward mutex), as for every
 // Backend; sequences may be created and destroyed from any thread.

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
@@ -555,6 +556,12 @@ Status Recorder::Flush() {
 
 Status Recorder::Wait(uint64_t timeout_ns) {
   if (!in_flight_) return Status::OK();
+  if (spin_ns_ > 0) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::nanoseconds(spin_ns_);
+    while (vkGetFenceStatus(device_.handle(), fence_) == VK_NOT_READY &&
+           std::chrono::steady_clock::now() < until) {
+    }
+  }
   const VkResult w = vkWaitForFences(device_.handle(), 1, &fence_, VK_TRUE, timeout_ns);
   if (w == VK_TIMEOUT) {
     return Status::DeadlineExceeded(

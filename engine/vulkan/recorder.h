@@ -106,6 +106,11 @@ class Recorder {
   Status Replay(uint64_t timeout_ns = kDefaultTimeoutNs);
   // Drops the kept pass (waiting for it if in flight); the Recorder is empty afterwards.
   void Discard();
+  // Wait() polls the fence for up to `ns` before it blocks (default 0: blocks at once). A blocked
+  // wait can return well after the fence signals (the driver's wake-up); for short passes that
+  // someone waits on back to back (decoded tokens) polling takes that off every pass, at the
+  // price of a busy host thread while the pass runs.
+  void set_spin_wait(uint64_t ns) { spin_ns_ = ns; }
 
   static constexpr uint64_t kDefaultTimeoutNs = 120'000'000'000ull;  // 2 minutes (lavapipe)
 
@@ -157,8 +162,9 @@ class Recorder {
   size_t descriptor_pool_next_ = 0;                 // first pool that may still have room
   bool recording_ = false;
   bool in_flight_ = false;
-  bool keep_ = false;  // set_keep
-  bool kept_ = false;  // a completed pass is kept for Replay()
+  bool keep_ = false;     // set_keep
+  uint64_t spin_ns_ = 0;  // set_spin_wait
+  bool kept_ = false;     // a completed pass is kept for Replay()
   Status error_;
   static constexpr size_t kMaxBindings = 16;            // PipelineCache refuses more
   std::vector<Access> pending_;                         // accesses since the last barrier

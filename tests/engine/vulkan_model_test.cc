@@ -391,6 +391,8 @@ TEST(VulkanBackend, StatsEnvironmentPrintsOneLinePerPass) {
   EXPECT_NE(err.find("vulkan pass: T=3 dispatches="), std::string::npos) << err;
   EXPECT_NE(err.find("vulkan pass: T=1 dispatches="), std::string::npos) << err;
   EXPECT_NE(err.find("submit+wait="), std::string::npos) << err;
+  EXPECT_NE(err.find("inputs="), std::string::npos) << err;
+  EXPECT_NE(err.find("logits="), std::string::npos) << err;
   // Without the variable: silent.
   auto quiet = MakeVk(*l);
   ASSERT_TRUE(quiet);
