@@ -1410,8 +1410,9 @@ Status VulkanBackend::Impl::Run(const int32_t* tokens, const Row* rows, uint32_t
       GARNET_ASSIGN_OR_RETURN(graph, vk::Recorder::Create(*dev));
       graph->set_keep(true);
       // A decoded token's pass is a few ms and the next one follows at once: poll its fence
-      // instead of sleeping on it (a blocked wait returned late; docs/PERF.md round 7).
-      graph->set_spin_wait(kDecodeSpinWaitNs);
+      // instead of sleeping on it (a blocked wait returned late; docs/PERF.md round 7). Not on
+      // a CPU device (lavapipe): there the poll would take a core from the device's own threads.
+      if (dev->info().type != vk::DeviceType::kCpu) graph->set_spin_wait(kDecodeSpinWaitNs);
     }
     graph->Discard();
     graph_seq = 0;

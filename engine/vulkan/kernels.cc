@@ -1024,10 +1024,12 @@ Status Kernels::AttentionDecode(Recorder& rec, const AttentionShape& s, const Bu
       q8 ? (k.offset % 16 == 0 ? 1 : 0)
          : (k.offset % 16 == 0 && slot % 8 == 0 && head % 8 == 0 && s.head_dim % 8 == 0 ? 1 : 0);
   PipelineDesc desc{variant, 6, 0b110000, 52, {kWg, s.head_dim, kvec}, {kWg, 1, 1}};
-  // f16 rows at 16-byte boundaries and a head dim of 8 x a power of two (16..1024): the kernel
-  // that reads each key row with a team of head_dim / 8 invocations (attn_decode_rows.comp).
+  // f16 rows at 16-byte boundaries and a head dim of 8 x a power of two (64..1024): the kernel
+  // that reads each key row with a team of head_dim / 8 invocations (attn_decode_rows.comp). It
+  // scores a round of 8 keys per team with one invocation per key, so it needs at least 8
+  // invocations per team (a round no larger than the workgroup): head_dim >= 64.
   const uint32_t lpk = s.head_dim / 8;
-  if (!q8 && kvec == 1 && v.offset % 16 == 0 && s.head_dim % 8 == 0 && lpk >= 2 && lpk <= kWg &&
+  if (!q8 && kvec == 1 && v.offset % 16 == 0 && s.head_dim % 8 == 0 && lpk >= 8 && lpk <= kWg &&
       (lpk & (lpk - 1)) == 0 && decode_rows_) {
     desc = {device_.caps().subgroup_arithmetic ? "attn_decode_rows_sg" : "attn_decode_rows",
             6,

@@ -278,7 +278,7 @@ class Kernels {
   // ring cache; see shaders/attn_decode.comp for the exact formula and layouts. When
   // AttentionSplits(s) > 1 it records two dispatches (split pass, combine) and needs `scratch`
   // of AttentionScratchBytes(s) bytes (InvalidArgument when missing or too small). An f16 cache
-  // with 16-byte aligned rows and a head dim of 8 x a power of two (16..1024) takes
+  // with 16-byte aligned rows and a head dim of 8 x a power of two (64..1024) takes
   // attn_decode_rows.comp (a team of head_dim / 8 invocations per key row) unless
   // SetAttentionDecodeRows(false) (tests of the general kernel, comparisons).
   void SetAttentionDecodeRows(bool allow) { decode_rows_ = allow; }

@@ -1149,6 +1149,10 @@ TEST_P(KernelTest, AttentionOnlineSoftmaxGqaWindowRing) {
       {"64 long chunks + wrap + empty", 64, 3, 3, 300, 701, 0, {1000, 750, -5, 600}, 0.125f},
       // Rows not a multiple of 8 elements: keys read element by element (no 16-byte loads).
       {"36 unaligned rows", 36, 2, 1, 12, 0, 0, {5, 11}, 0.2f},
+      // 16-byte rows below 64 elements (the tiny presets' sliding layers): the general kernel
+      // (attn_decode_rows needs head_dim >= 64; below, a round would outgrow the workgroup).
+      {"32 ring wraps", 32, 4, 2, 20, 15, 16, {30, 31, 32}, 0.3f},
+      {"16", 16, 2, 1, 10, 0, 0, {5, 9}, 0.5f},
   };
   for (const AttnCase& c : cases) {
     const AttnData a = MakeAttnData(c);

@@ -286,10 +286,12 @@ void KeptPassReplays(testing::VkTestDevice& d) {
   EXPECT_TRUE(rec->kept());
   check_out(1.0f);
   for (float v : {-40.0f, 7.5f, 100.0f}) {
+    rec->set_spin_wait(v > 0 ? 10'000'000 : 0);  // polling the fence first, or not
     GARNET_ASSERT_OK(write_in(v));
     GARNET_ASSERT_OK(rec->Replay());
     check_out(v);
   }
+  rec->set_spin_wait(0);
   EXPECT_EQ(rec->stats().dispatches, 2u);  // the kept pass's counters
   rec->Discard();
   EXPECT_FALSE(rec->kept());

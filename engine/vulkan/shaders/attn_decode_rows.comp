@@ -15,7 +15,10 @@
 //   3. each invocation adds prob * V for its 8 dims of its team's keys.
 // At the end the teams' accumulators are summed through shared memory.
 //
-// Spec:      0 WG workgroup size (a multiple of D / 8), 1 D head dim (8 * a power of two, <= 8 WG)
+// Spec:      0 WG workgroup size (a multiple of D / 8), 1 D head dim (8 * a power of two,
+//            64 <= D <= 8 WG: a round, CH = 8 WG / (D / 8) keys, must not exceed WG, since
+//            invocation j scores key j and writes prob[j]; with CH > WG keys past WG would go
+//            unscored and read prob[] never written)
 // Requires:  K and V bindings, kv_head_stride and slot_stride at multiples of 8 halves (16 bytes).
 #version 450
 #include "common.glsl"
