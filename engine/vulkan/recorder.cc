@@ -494,16 +494,7 @@ Status Recorder::Submit() {
     ResetForReuse();
     return VkError("vkEndCommandBuffer", end);
   }
-  VkDevice dev = device_.handle();
-  if (const VkResult r = vkResetFences(dev, 1, &fence_); r != VK_SUCCESS) {
-    DrainFlushed();
-    ResetForReuse();
-    return VkError("vkResetFences", r);
-  }
-  VkSubmitInfo si{VK_STRUCTURE_TYPE_SUBMIT_INFO};
-  si.commandBufferCount = 1;
-  si.pCommandBuffers = &cmd_;
-  if (Status s = device_.Submit(si, fence_); !s.ok()) {
+  if (Status s = SubmitWithFence(); !s.ok()) {
     DrainFlushed();
     ResetForReuse();
     return s;
@@ -512,6 +503,16 @@ Status Recorder::Submit() {
   recording_ = false;
   ++stats_.submits;
   return Status::OK();
+}
+
+Status Recorder::SubmitWithFence() {
+  if (const VkResult r = vkResetFences(device_.handle(), 1, &fence_); r != VK_SUCCESS) {
+    return VkError("vkResetFences", r);
+  }
+  VkSubmitInfo si{VK_STRUCTURE_TYPE_SUBMIT_INFO};
+  si.commandBufferCount = 1;
+  si.pCommandBuffers = &cmd_;
+  return device_.Submit(si, fence_);
 }
 
 Status Recorder::Flush() {
@@ -581,15 +582,7 @@ Status Recorder::Wait(uint64_t timeout_ns) {
 Status Recorder::Replay(uint64_t timeout_ns) {
   if (in_flight_) GARNET_RETURN_IF_ERROR(Wait(timeout_ns));
   if (!kept_) return Status::FailedPrecondition("vulkan replay", "no recorded pass is kept");
-  VkDevice dev = device_.handle();
-  if (const VkResult r = vkResetFences(dev, 1, &fence_); r != VK_SUCCESS) {
-    Discard();
-    return VkError("vkResetFences", r);
-  }
-  VkSubmitInfo si{VK_STRUCTURE_TYPE_SUBMIT_INFO};
-  si.commandBufferCount = 1;
-  si.pCommandBuffers = &cmd_;
-  if (Status s = device_.Submit(si, fence_); !s.ok()) {
+  if (Status s = SubmitWithFence(); !s.ok()) {
     Discard();
     return s;
   }

@@ -150,7 +150,8 @@ class Recorder {
   void Track(std::span<const Access> accesses, VkPipelineStageFlags stage);
   Result<VkDescriptorSet> AllocateSet(VkDescriptorSetLayout layout);
   void ResetForReuse();
-  void DrainFlushed();  // waits for batches submitted by Flush() (error and teardown paths)
+  void DrainFlushed();       // waits for batches submitted by Flush() (error and teardown paths)
+  Status SubmitWithFence();  // resets the fence and submits cmd_ with it (no cleanup on error)
 
   Device& device_;
   VkCommandPool pool_ = VK_NULL_HANDLE;
