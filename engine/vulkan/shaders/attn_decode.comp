@@ -42,21 +42,8 @@ layout(constant_id = 1) const uint D = 256;
 layout(constant_id = 2) const uint KVEC = 0;
 layout(binding = 1, std430) readonly buffer KBuf4 { uvec4 k4[]; };  // K again (KVEC)
 
-layout(push_constant) uniform Push {
-  uint n_q_heads;
-  uint n_kv_heads;
-  uint n_tokens;
-  uint ring_size;
-  uint kv_first;
-  uint window;
-  uint q_tok_stride;
-  uint o_tok_stride;
-  uint kv_head_stride;
-  uint slot_stride;
-  float scale;
-  uint n_splits;
-  uint scale_base;  // KVQ8: word index of the scale plane in K and in V
-} p;
+layout(binding = 3, std430) readonly buffer PBuf { int pos[]; };
+#include "attn_decode_common.glsl"
 
 layout(binding = 0, std430) readonly buffer QBuf { float q[]; };
 #if defined(KVQ8)
@@ -88,7 +75,6 @@ layout(binding = 2, std430) readonly buffer VBuf { uint v32[]; };
 float ldk(uint e) { return unpackHalf2x16(k32[e >> 1])[e & 1u]; }
 float ldv(uint e) { return unpackHalf2x16(v32[e >> 1])[e & 1u]; }
 #endif
-layout(binding = 3, std430) readonly buffer PBuf { int pos[]; };
 layout(binding = 4, std430) writeonly buffer OBuf { float o[]; };
 layout(binding = 5, std430) writeonly buffer PartBuf { float part[]; };
 
@@ -114,20 +100,9 @@ void main() {
   }
   barrier();
 
-  // Key range [lo, hi] in absolute positions; empty when hi < lo.
-  const int pq = pos[t];
-  // kv_first == 0xFFFFFFFF: derived from the run's newest position (a pass recorded once and
-  // replayed for every decoded token, whose positions live only in the pos buffer).
-  int lo = p.kv_first == 0xFFFFFFFFu ? max(0, pos[p.n_tokens - 1u] + 1 - int(p.ring_size))
-                                     : int(p.kv_first);
-  if (p.window > 0u) lo = max(lo, pq - int(p.window) + 1);
-  int hi = pq;
   const uint split = gl_WorkGroupID.z;
-  if (p.n_splits > 1u && hi >= lo) {  // this workgroup's slice of [lo, hi]
-    const int per = (hi - lo + int(p.n_splits)) / int(p.n_splits);
-    lo += int(split) * per;
-    hi = min(hi, lo + per - 1);
-  }
+  int lo, hi;
+  decode_key_range(t, split, lo, hi);
 
   float m = -1e30;  // running max (finite: no inf arithmetic on any driver)
   float l = 0.0;         // running sum of exp(s - m)

@@ -29,26 +29,12 @@ const uint TEAMS = WG / LPK;  // keys read side by side
 const uint KT = 8u;           // keys per team per round
 const uint CH = TEAMS * KT;   // keys per round
 
-layout(push_constant) uniform Push {
-  uint n_q_heads;
-  uint n_kv_heads;
-  uint n_tokens;
-  uint ring_size;
-  uint kv_first;
-  uint window;
-  uint q_tok_stride;
-  uint o_tok_stride;
-  uint kv_head_stride;
-  uint slot_stride;
-  float scale;
-  uint n_splits;
-  uint scale_base;  // unused (q8_0 caches take attn_decode.comp)
-} p;
+layout(binding = 3, std430) readonly buffer PBuf { int pos[]; };
+#include "attn_decode_common.glsl"
 
 layout(binding = 0, std430) readonly buffer QBuf { float q[]; };
 layout(binding = 1, std430) readonly buffer KBuf { uvec4 k4[]; };
 layout(binding = 2, std430) readonly buffer VBuf { uvec4 v4[]; };
-layout(binding = 3, std430) readonly buffer PBuf { int pos[]; };
 layout(binding = 4, std430) writeonly buffer OBuf { float o[]; };
 layout(binding = 5, std430) writeonly buffer PartBuf { float part[]; };
 
@@ -68,18 +54,9 @@ void main() {
   const vec4 qa = vec4(q[qb], q[qb + 1u], q[qb + 2u], q[qb + 3u]);
   const vec4 qc = vec4(q[qb + 4u], q[qb + 5u], q[qb + 6u], q[qb + 7u]);
 
-  // Key range [lo, hi] in absolute positions; empty when hi < lo (as attn_decode.comp).
-  const int pq = pos[t];
-  int lo = p.kv_first == 0xFFFFFFFFu ? max(0, pos[p.n_tokens - 1u] + 1 - int(p.ring_size))
-                                     : int(p.kv_first);
-  if (p.window > 0u) lo = max(lo, pq - int(p.window) + 1);
-  int hi = pq;
   const uint split = gl_WorkGroupID.z;
-  if (p.n_splits > 1u && hi >= lo) {
-    const int per = (hi - lo + int(p.n_splits)) / int(p.n_splits);
-    lo += int(split) * per;
-    hi = min(hi, lo + per - 1);
-  }
+  int lo, hi;
+  decode_key_range(t, split, lo, hi);
 
   float m = -1e30;  // running max (finite: no inf arithmetic on any driver)
   float l = 0.0;    // running sum of exp(s - m)

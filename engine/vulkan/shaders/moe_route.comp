@@ -42,8 +42,8 @@ void main() {
   if (t >= p.n_tokens) return;
   const uint tid = gl_LocalInvocationIndex;
   const uint lb = t * p.E;
-  // Each invocation's logits in registers (E <= 1024 = 8 x the 128-wide workgroup).
-  const uint PER = 8u;
+  // Each invocation's logits in registers (E <= 1024 logits over the workgroup).
+  const uint PER = (1024u + WG - 1u) / WG;
   float lv[PER];
   float mx = -1e30;
   [[unroll]] for (uint u = 0; u < PER; ++u) {
@@ -51,7 +51,6 @@ void main() {
     lv[u] = e < p.E ? logits[lb + e] : -1e30;
     mx = max(mx, lv[u]);
   }
-  for (uint e = tid + PER * WG; e < p.E; e += WG) mx = max(mx, logits[lb + e]);  // WG < 128
   mx = wg_max(mx);
   float s = 0.0;
   [[unroll]] for (uint u = 0; u < PER; ++u) {
@@ -61,17 +60,11 @@ void main() {
       s += lv[u];
     }
   }
-  for (uint e = tid + PER * WG; e < p.E; e += WG) {
-    const float v = exp(logits[lb + e] - mx);
-    prob[e] = v;
-    s += v;
-  }
   const float inv = 1.0 / wg_sum(s);
   [[unroll]] for (uint u = 0; u < PER; ++u) {
     const uint e = tid + u * WG;
     if (e < p.E) prob[e] = lv[u] * inv;
   }
-  for (uint e = tid + PER * WG; e < p.E; e += WG) prob[e] *= inv;
   for (uint k = tid; k < p.K; k += WG) {
     chosen_p[k] = 0.0;
     chosen_i[k] = 0xffffffffu;
