@@ -181,8 +181,9 @@ struct VulkanBackend::Impl {
   WRef tok_embd, output_norm, ple_model_proj, ple_proj_norm;
   std::vector<LayerRefs> layers;
   std::vector<std::unique_ptr<vk::Buffer>> thetas;
-  vk::Buffer one;          // a single 1.0f: Binary's b operand for "scale by a constant"
-  vk::Buffer router_norm;  // MoE: per layer router_scale * H^-1/2 at kBufferAlign offsets
+  vk::Buffer one;            // a single 1.0f: Binary's b operand for "scale by a constant"
+  vk::Buffer route_counter;  // MatvecNormRoute's workgroup counter (zero between dispatches)
+  vk::Buffer router_norm;    // MoE: per layer router_scale * H^-1/2 at kBufferAlign offsets
   vk::Buffer scratch_dev, scratch_up, scratch_rb;
   std::map<std::string, Region, std::less<>> regions;
   std::shared_ptr<KvPool> kv;
@@ -500,6 +501,14 @@ Status VulkanBackend::Impl::Init(const gguf::Model& model) {
     GARNET_ASSIGN_OR_RETURN(auto transfer, vk::Transfer::Create(*dev, 4096));
     GARNET_RETURN_IF_ERROR(transfer->Upload(one, 0, &v, 4));
     other_bytes += 4;
+    if (p.is_moe()) {  // one decoded token at a time: one counter
+      GARNET_ASSIGN_OR_RETURN(
+          route_counter, vk::Buffer::Create(*dev, 4, MemoryKind::kOther, vk::Residency::kDevice,
+                                            "routing counter"));
+      const uint32_t zero = 0;
+      GARNET_RETURN_IF_ERROR(transfer->Upload(route_counter, 0, &zero, 4));
+      other_bytes += 4;
+    }
   }
 
   // Scratch: plan::ScratchLayout, one buffer per place, parts at aligned offsets.
@@ -873,7 +882,21 @@ Status VulkanBackend::Impl::RecordMoe(int il, const LayerRefs& lr, uint32_t I, u
   // The router (E rows, a few hundred KB) as a normalising matvec over the T tokens, also for
   // prefill: the tiled matmul ran it on E/64 x T/64 workgroups (16 for 512 tokens), and its
   // RmsNorm into `norm` forced a barrier against the dense branch's readers of `norm`.
-  if (T <= dev->info().max_workgroup_count[2]) {
+  // Decode: the routing happens in the router matvec's last workgroup (MatvecNormRoute), so the
+  // routed experts' gate|up runs beside the dense down projection, one barrier interval sooner.
+  const BufferRange es = lr.expert_scale.present() ? lr.expert_scale.r() : BufferRange(one);
+  const bool route_in_router = T == 1 && kern->MatvecNormRouteAvailable(lr.router.type);
+  if (route_in_router) {
+    vk::MatvecShape rs;
+    rs.in = H;
+    rs.out = E;
+    const BufferRange rnw = lr.router_norm.r();
+    GARNET_RETURN_IF_ERROR(kern->MatvecNormRoute(*rec, lr.router.type, rs, K, lr.router.r(),
+                                                 hidden.r(), &rnw, p.rms_eps,
+                                                 lr.expert_scale.present() ? &es : nullptr,
+                                                 router.r(), ids.r(), wts.r(), route_counter)
+                               .WithContext(lr.router.name));
+  } else if (T <= dev->info().max_workgroup_count[2]) {
     vk::MatvecShape rs;
     rs.in = H;
     rs.out = E;
@@ -896,9 +919,10 @@ Status VulkanBackend::Impl::RecordMoe(int il, const LayerRefs& lr, uint32_t I, u
     GARNET_RETURN_IF_ERROR(RmsNorm(H, T, hidden.r(), &lr.pre_ffw_norm_2, norm.r()));
   }
   GARNET_RETURN_IF_ERROR(Mul(lr.ffn_down, I, H, T, gate.r(), branch.r()));
-  BufferRange es = lr.expert_scale.present() ? lr.expert_scale.r() : BufferRange(one);
-  GARNET_RETURN_IF_ERROR(kern->MoeRoute(
-      *rec, E, K, T, router.r(), lr.expert_scale.present() ? &es : nullptr, ids.r(), wts.r()));
+  if (!route_in_router) {
+    GARNET_RETURN_IF_ERROR(kern->MoeRoute(
+        *rec, E, K, T, router.r(), lr.expert_scale.present() ? &es : nullptr, ids.r(), wts.r()));
+  }
   if (host_experts[static_cast<size_t>(il)]) {
     GARNET_RETURN_IF_ERROR(HostExperts(il, T));
     // The CPU's weighted expert sum is in moe_out: h += post_ffw_norm(post_ffw_norm_1(dense) +

@@ -481,6 +481,77 @@ Status Kernels::MatvecNorm(Recorder& rec, GgmlType type, const MatvecShape& s, c
   return rec.Dispatch(*p, bindings, push, gx, gy, s.n_vecs);
 }
 
+bool Kernels::MatvecNormRouteAvailable(GgmlType type) const {
+  return FindShader("matvec_norm_route_" + TypeSuffix(type) + FusedSuffix(device_.caps(), type)) !=
+         nullptr;
+}
+
+Status Kernels::MatvecNormRoute(Recorder& rec, GgmlType type, const MatvecShape& s, uint32_t k,
+                                const BufferRange& w, const BufferRange& x,
+                                const BufferRange* norm_w, float eps,
+                                const BufferRange* expert_scale, const BufferRange& logits,
+                                const BufferRange& ids, const BufferRange& weights,
+                                const BufferRange& counter) {
+  const std::string op = "matvec_norm_route " + std::string(TypeName(type));
+  if (!MatvecNormRouteAvailable(type)) {
+    return Status::Unimplemented(op, "no routing matvec for this weight type");
+  }
+  GARNET_RETURN_IF_ERROR(CheckWeightType(type, s.in, op));
+  const uint32_t xs = s.x_stride ? s.x_stride : s.in;
+  const uint32_t ys = s.y_stride ? s.y_stride : s.out;
+  if (s.out == 0 || s.n_vecs == 0) return Status::InvalidArgument(op, "empty shape");
+  if (s.out > 1024 || k == 0 || k > s.out || k > 64) {
+    return Status::InvalidArgument(op, std::to_string(s.out) + " experts, top " +
+                                           std::to_string(k) +
+                                           " (need 1 <= k <= experts <= 1024, k <= 64)");
+  }
+  if (xs < s.in || ys < s.out) return Status::InvalidArgument(op, "stride smaller than the row");
+  if (!(eps >= 0.0f) || !std::isfinite(eps)) {
+    return Status::InvalidArgument(op, "eps must be finite and >= 0");
+  }
+  if (s.n_vecs > device_.info().max_workgroup_count[2]) {
+    return Status::InvalidArgument(op, "too many vectors for one dispatch");
+  }
+  const uint64_t row_bytes = *RowBytes(type, s.in);
+  GARNET_RETURN_IF_ERROR(Need(w, row_bytes * s.out, op, "W"));
+  GARNET_RETURN_IF_ERROR(Need(x, Span4(s.n_vecs, xs, s.in), op, "x"));
+  GARNET_RETURN_IF_ERROR(Need(logits, Span4(s.n_vecs, ys, s.out), op, "logits"));
+  if (norm_w) GARNET_RETURN_IF_ERROR(Need(*norm_w, uint64_t{s.in} * 4, op, "norm weight"));
+  if (expert_scale) GARNET_RETURN_IF_ERROR(Need(*expert_scale, uint64_t{s.out} * 4, op, "scale"));
+  GARNET_RETURN_IF_ERROR(Need(ids, uint64_t{s.n_vecs} * k * 4, op, "ids"));
+  GARNET_RETURN_IF_ERROR(Need(weights, uint64_t{s.n_vecs} * k * 4, op, "weights"));
+  GARNET_RETURN_IF_ERROR(Need(counter, uint64_t{s.n_vecs} * 4, op, "counter"));
+  if (row_bytes * s.out > 0xffffffffull) {
+    return Status::InvalidArgument(op, "weight range over 4 GiB; split it");
+  }
+  const uint32_t rows = MatvecRows(s.out, s.n_vecs);
+  const uint32_t wg = MatvecWg(s.out, s.n_vecs, false);
+  const uint32_t vec = MatvecVec(type, w, row_bytes, {}, x, {xs}, norm_w);
+  PipelineDesc desc{"matvec_norm_route_" + TypeSuffix(type) + FusedSuffix(device_.caps(), type),
+                    8,
+                    0b11100100,
+                    32,
+                    {wg, rows, vec},
+                    {wg, 1, 1}};
+  GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
+  struct {
+    uint32_t in, out, x_stride, y_stride;
+    float eps;
+    uint32_t has_norm_w, k, has_scale;
+  } push{s.in, s.out, xs, ys, eps, norm_w ? 1u : 0u, k, expert_scale ? 1u : 0u};
+  uint32_t gx = 0, gy = 0;
+  GARNET_RETURN_IF_ERROR(Fold(device_, (s.out + rows - 1) / rows, &gx, &gy, op));
+  const BufferRange bindings[] = {w,
+                                  x,
+                                  logits,
+                                  norm_w ? *norm_w : BufferRange(placeholder_),
+                                  expert_scale ? *expert_scale : BufferRange(placeholder_),
+                                  ids,
+                                  weights,
+                                  counter};
+  return rec.Dispatch(*p, bindings, push, gx, gy, s.n_vecs);
+}
+
 bool Kernels::MatvecIdFusedAvailable(GgmlType type) const {
   const std::string suffix = FusedSuffix(device_.caps(), type);
   return !suffix.empty() && FindShader("matvec_id_norm_" + TypeSuffix(type) + suffix) != nullptr;

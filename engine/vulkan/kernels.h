@@ -206,6 +206,19 @@ class Kernels {
   Status MatvecNorm(Recorder& rec, GgmlType type, const MatvecShape& s, const BufferRange& w,
                     const BufferRange& x, const BufferRange* norm_w, float eps,
                     const BufferRange& y);
+  // The MoE router at decode: MatvecNorm into `logits` (s.out = the expert count, <= 1024), and
+  // MoeRoute(s.out, k, s.n_vecs, logits, expert_scale, ids, weights) done inside the same
+  // dispatch by the last workgroup to finish each vector (shaders/matvec.comp, ROUTE): no
+  // dispatch and no barrier of its own. `counter` holds n_vecs uint32 that are zero before the
+  // dispatch and left zero after it (one zero-filled range serves every call; calls sharing it
+  // are ordered by the Recorder, since each writes it). Unimplemented where
+  // MatvecNormRouteAvailable(type) is false (other weight types, no shader).
+  bool MatvecNormRouteAvailable(GgmlType type) const;
+  Status MatvecNormRoute(Recorder& rec, GgmlType type, const MatvecShape& s, uint32_t k,
+                         const BufferRange& w, const BufferRange& x, const BufferRange* norm_w,
+                         float eps, const BufferRange* expert_scale, const BufferRange& logits,
+                         const BufferRange& ids, const BufferRange& weights,
+                         const BufferRange& counter);
   // Gemma's feed-forward first half in one dispatch (decode):
   //   y[v, r] = gelu_tanh(Wg[r] . x'_v) * (Wu[r] . x'_v)
   // with x' = x, or RMS-normalised as in MatvecNorm when `norm` is given (norm->weight may be

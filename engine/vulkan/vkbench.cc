@@ -217,7 +217,7 @@ int RunFfnChain(Device& dev, Kernels& kernels, Recorder& rec, Transfer& transfer
 // (--sweep: several; else the default).
 int RunDecodeShapes(Device& dev, Kernels& kernels, Recorder& rec, Transfer& transfer, bool small,
                     bool sweep) {
-  enum class Kind { kPlain, kNorm, kGeglu, kIdNorm, kIdGlu };
+  enum class Kind { kPlain, kNorm, kNormNoW, kGeglu, kIdNorm, kIdGlu };
   struct Case {
     const char* name;
     Kind kind;
@@ -238,6 +238,7 @@ int RunDecodeShapes(Device& dev, Kernels& kernels, Recorder& rec, Transfer& tran
       {"experts down (geglu)", Kind::kIdGlu, GgmlType::kQ5_0, small ? 64u : 704u, H},
       // For comparison: the q shape without the norm, and taller / longer matrices.
       {"q shape, no norm", Kind::kPlain, GgmlType::kQ4_K, H, small ? 512u : 4096u},
+      {"q shape, norm w/o weight", Kind::kNormNoW, GgmlType::kQ4_K, H, small ? 512u : 4096u},
       {"8x taller", Kind::kPlain, GgmlType::kQ4_K, H, small ? 4096u : 32768u},
       {"4x longer rows", Kind::kPlain, GgmlType::kQ4_K, 4 * H, small ? 512u : 4096u},
       // The output head (tied token table, Q6_K in the Q4_K_M mix): 262144 rows.
@@ -319,6 +320,10 @@ int RunDecodeShapes(Device& dev, Kernels& kernels, Recorder& rec, Transfer& tran
             case Kind::kNorm:
               CHECK_OK(kernels.MatvecNorm(rec, c.type, {c.in, c.out}, BufferRange(w, off, matrix),
                                           x, &nwr, 1e-6f, y));
+              break;
+            case Kind::kNormNoW:
+              CHECK_OK(kernels.MatvecNorm(rec, c.type, {c.in, c.out}, BufferRange(w, off, matrix),
+                                          x, nullptr, 1e-6f, y));
               break;
             case Kind::kGeglu:
               CHECK_OK(kernels.MatvecGeglu(rec, c.type, {c.in, c.out}, BufferRange(w, off, matrix),

@@ -271,6 +271,115 @@ TEST_P(KernelTest, MatvecNormFoldsRmsNormIn) {
   EXPECT_TRUE(rec().empty());
 }
 
+// The router with the routing in its last workgroup gives the same logits, ids and weights as
+// MatvecNorm followed by MoeRoute, leaves its counter at zero, and routes again correctly when
+// dispatched back to back on the same counter (each dispatch resets it for the next; with a
+// plain store as the reset, runs 1 and 2 found no routing on an H200).
+TEST_P(KernelTest, MatvecNormRouteEqualsMatvecNormThenMoeRoute) {
+  struct Case {
+    GgmlType type;
+    uint32_t in, e, k, n_vecs;
+    bool scale;
+  };
+  int checked = 0;
+  for (const Case& c :
+       {Case{GgmlType::kBF16, 320, 128, 8, 1, true}, Case{GgmlType::kF32, 67, 37, 5, 3, false},
+        Case{GgmlType::kQ8_0, 96, 128, 8, 2, true}, Case{GgmlType::kF16, 70, 300, 1, 1, false}}) {
+    if (!k().MatvecNormRouteAvailable(c.type)) continue;
+    ++checked;
+    const std::string what = std::string(TypeName(c.type)) + " " + std::to_string(c.e) +
+                             " experts top " + std::to_string(c.k);
+    const std::vector<uint8_t> w = RandomWeights(c.type, c.in, c.e, 950 + c.in);
+    const std::vector<float> nw = RandomFloats(c.in, 951, 0.5f, 1.5f);
+    const std::vector<float> scale = RandomFloats(c.e, 952, 0.5f, 1.5f);
+    const uint32_t xs = c.in + 1, ys = c.e + 3, slots = c.n_vecs * c.k;
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bw,
+                                UploadBytes(*d_, w.data(), w.size(), MemoryKind::kWeights));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bn, UploadFloats(*d_, nw));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bs, UploadFloats(*d_, scale));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer counter, UploadFloats(*d_, std::vector<float>(c.n_vecs)));
+    const BufferRange nr(bn), sr(bs);
+    const MatvecShape shape{c.in, c.e, c.n_vecs, xs, ys};
+    constexpr int kRuns = 5;
+    std::vector<std::vector<float>> xs_in;
+    std::vector<Buffer> bx, logits, ids, wts;
+    for (int run = 0; run < kRuns; ++run) {
+      xs_in.push_back(RandomFloats(size_t{c.n_vecs} * xs, 960 + run, -3, 3));
+      GARNET_ASSERT_OK_AND_ASSIGN(Buffer x, UploadFloats(*d_, xs_in.back()));
+      bx.push_back(std::move(x));
+      for (auto* v : {&logits, &ids, &wts}) {
+        const uint64_t bytes = v == &logits ? uint64_t{c.n_vecs} * ys * 4 : uint64_t{slots} * 4;
+        GARNET_ASSERT_OK_AND_ASSIGN(Buffer b,
+                                    Buffer::Create(*d_->device, bytes, MemoryKind::kScratch));
+        v->push_back(std::move(b));
+      }
+    }
+    // Runs 0, 1 and 2 back to back in one command buffer (the counter as uploaded), then runs 3
+    // and 4 in another.
+    for (int run = 0; run < kRuns; ++run) {
+      GARNET_ASSERT_OK(k().MatvecNormRoute(rec(), c.type, shape, c.k, bw, bx[run], &nr, 1e-6f,
+                                           c.scale ? &sr : nullptr, logits[run], ids[run], wts[run],
+                                           counter));
+      if (run != 2 && run != kRuns - 1) continue;
+      GARNET_ASSERT_OK(rec().SubmitAndWait());
+      std::vector<uint32_t> left(c.n_vecs, 1);
+      GARNET_ASSERT_OK(d_->transfer->Download(counter, 0, left.data(), c.n_vecs * 4));
+      for (uint32_t v = 0; v < c.n_vecs; ++v) {
+        EXPECT_EQ(left[v], 0u) << what << " counter " << v << " after run " << run;
+      }
+    }
+    GARNET_ASSERT_OK_AND_ASSIGN(
+        Buffer ref_logits,
+        Buffer::Create(*d_->device, uint64_t{c.n_vecs} * ys * 4, MemoryKind::kScratch));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer ref_ids,
+                                Buffer::Create(*d_->device, slots * 4, MemoryKind::kScratch));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer ref_w,
+                                Buffer::Create(*d_->device, slots * 4, MemoryKind::kScratch));
+    for (int run = 0; run < kRuns; ++run) {
+      const std::string at = what + " run " + std::to_string(run);
+      // The reference logits back to back (MoeRoute reads E per token), the fused ones ys apart.
+      GARNET_ASSERT_OK(k().MatvecNorm(rec(), c.type, {c.in, c.e, c.n_vecs, xs, c.e}, bw, bx[run],
+                                      &nr, 1e-6f, ref_logits));
+      GARNET_ASSERT_OK(k().MoeRoute(rec(), c.e, c.k, c.n_vecs, ref_logits, c.scale ? &sr : nullptr,
+                                    ref_ids, ref_w));
+      GARNET_ASSERT_OK(rec().SubmitAndWait());
+      GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> want_l,
+                                  DownloadFloats(*d_, ref_logits, size_t{c.n_vecs} * c.e));
+      GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> got_l,
+                                  DownloadFloats(*d_, logits[run], size_t{c.n_vecs} * ys));
+      std::vector<int32_t> want_i(slots), got_i(slots);
+      GARNET_ASSERT_OK(d_->transfer->Download(ref_ids, 0, want_i.data(), slots * 4));
+      GARNET_ASSERT_OK(d_->transfer->Download(ids[run], 0, got_i.data(), slots * 4));
+      GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> want_w, DownloadFloats(*d_, ref_w, slots));
+      GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> got_w, DownloadFloats(*d_, wts[run], slots));
+      for (uint32_t v = 0; v < c.n_vecs; ++v) {
+        for (uint32_t r = 0; r < c.e; ++r) {
+          ASSERT_EQ(got_l[v * ys + r], want_l[v * c.e + r]) << at << " logit " << v << "," << r;
+        }
+      }
+      for (uint32_t i = 0; i < slots; ++i) {
+        ASSERT_GE(want_i[i], 0) << at;
+        ASSERT_EQ(got_i[i], want_i[i]) << at << " slot " << i;
+        ASSERT_EQ(got_w[i], want_w[i]) << at << " slot " << i;
+      }
+    }
+  }
+  EXPECT_GT(checked, 0) << "no weight type has the routing matvec";
+  GARNET_ASSERT_OK_AND_ASSIGN(Buffer b, Buffer::Create(*d_->device, 65536, MemoryKind::kScratch));
+  const MatvecShape big{64, 2000, 1, 0, 0};
+  EXPECT_TRUE(
+      k().MatvecNormRoute(rec(), GgmlType::kF32, big, 8, b, b, nullptr, 1e-6f, nullptr, b, b, b, b)
+          .IsInvalidArgument());
+  const MatvecShape four{64, 4, 1, 0, 0};
+  EXPECT_TRUE(
+      k().MatvecNormRoute(rec(), GgmlType::kF32, four, 5, b, b, nullptr, 1e-6f, nullptr, b, b, b, b)
+          .IsInvalidArgument());
+  EXPECT_TRUE(k().MatvecNormRoute(rec(), GgmlType::kQ4_K, {256, 8, 1, 0, 0}, 2, b, b, nullptr,
+                                  1e-6f, nullptr, b, b, b, b)
+                  .IsUnimplemented());
+  EXPECT_TRUE(rec().empty());
+}
+
 TEST_P(KernelTest, MatvecGegluGateUpGeluInOneDispatch) {
   const uint32_t n_vecs = 2, out = 13;
   for (const MatCase& c : {MatCase{GgmlType::kF16, 70, 0}, MatCase{GgmlType::kQ8_0, 96, 0},

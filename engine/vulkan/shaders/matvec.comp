@@ -37,6 +37,15 @@
 // holds both the gate and the up matrix (gate_offset / up_offset bytes into it; extra push uint
 // gate_offset, up_offset) and the output is
 //   y[v * y_stride + r] = gelu_tanh(Wg[r] . x'_v) * (Wu[r] . x'_v)   (x' normalised as above)
+// ROUTE (with NORM; the MoE router at decode): after the logits are written, the last workgroup
+// to finish routes the token as moe_route.comp does (moe_route.glsl), so the routing needs no
+// dispatch and no barrier interval of its own. Every workgroup makes its rows visible and counts
+// itself in route_counter[vec]; the one that counts last reads all `out` logits of vector vec
+// back from y and writes out K ids and weights per vector, then resets the counter to 0 (its
+// value between dispatches; the buffer starts zeroed).
+//   extra bindings 4 expert scale (read, float[out]), 5 ids (write, int[n_vecs][K]),
+//   6 weights (write, float[n_vecs][K]), 7 counter (read and write, uint[n_vecs]); extra push
+//   uint route_k, route_has_scale (after norm_flags); out <= 1024, K <= 64.
 // Each invocation takes a strided share of the columns (a few elements of one block at a time),
 // loads those x values once and accumulates them against all NROWS rows of the workgroup in fp32
 // (so x is read once per NROWS rows); then the workgroup reduces each row and invocation 0 writes.
@@ -47,7 +56,11 @@
 
 layout(binding = 1, std430) readonly buffer XBuf { float x[]; };
 layout(binding = 1, std430) readonly buffer XBuf4 { vec4 x4[]; };  // the same x (VEC bit 1)
+#ifdef ROUTE
+layout(binding = 2, std430) coherent buffer YBuf { float y[]; };  // read back by the router
+#else
 layout(binding = 2, std430) writeonly buffer YBuf { float y[]; };
+#endif
 layout(push_constant) uniform Push {
   uint in_;
   uint out_;
@@ -68,6 +81,10 @@ layout(push_constant) uniform Push {
   uint gate_offset;  // bytes from the start of binding 0 to the gate matrix
   uint up_offset;    // and to the up matrix
 #endif
+#ifdef ROUTE
+  uint route_k;
+  uint route_has_scale;
+#endif
 } p;
 #ifdef MUL_ID
 layout(binding = 3, std430) readonly buffer IdBuf { int ids[]; };
@@ -78,6 +95,16 @@ layout(constant_id = 2) const uint VEC = 0;
 const uint NR = 2u * NROWS;  // accumulators: NROWS gate rows, then the same NROWS up rows
 #else
 const uint NR = NROWS;
+#endif
+
+#ifdef ROUTE
+layout(binding = 4, std430) readonly buffer RSBuf { float route_scale[]; };
+layout(binding = 5, std430) writeonly buffer RIBuf { int route_ids[]; };
+layout(binding = 6, std430) writeonly buffer RWBuf { float route_weights[]; };
+layout(binding = 7, std430) coherent buffer RCBuf { uint route_counter[]; };
+#define ROUTE_LOGIT(i) y[i]
+#include "moe_route.glsl"
+shared uint route_last;  // this workgroup counted last
 #endif
 
 #ifdef NORM
@@ -343,5 +370,21 @@ void main() {
   for (uint r = 0; r < NROWS; ++r) {
     if (tid == 0 && row0 + r < p.out_) y[vec * p.y_stride + row0 + r] = acc[r];
   }
+#endif
+#ifdef ROUTE
+  // Rows visible before the count; the workgroups past the end returned above without counting.
+  memoryBarrierBuffer();
+  barrier();
+  if (tid == 0u) {
+    const uint groups = (p.out_ + NROWS - 1u) / NROWS;
+    route_last = atomicAdd(route_counter[vec], 1u) == groups - 1u ? 1u : 0u;
+  }
+  barrier();
+  if (route_last == 0u) return;  // uniform across the workgroup
+  memoryBarrierBuffer();
+  moe_route_token(vec, vec * p.y_stride, p.out_, p.route_k, p.route_has_scale != 0u);
+  // Reset for the next dispatch with an atomic, like the counting: a plain store took another
+  // path on an H200 and the next dispatch in the same command buffer counted on from `groups`.
+  if (tid == 0u) atomicExchange(route_counter[vec], 0u);
 #endif
 }
