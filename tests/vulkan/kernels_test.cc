@@ -271,10 +271,9 @@ TEST_P(KernelTest, MatvecNormFoldsRmsNormIn) {
   EXPECT_TRUE(rec().empty());
 }
 
-// The router with the routing in its last workgroup gives the same logits, ids and weights as
-// MatvecNorm followed by MoeRoute, leaves its counter at zero, and routes again correctly when
-// dispatched back to back on the same counter (each dispatch resets it for the next; with a
-// plain store as the reset, runs 1 and 2 found no routing on an H200).
+// The router with the routing in its last workgroup gives the same logits and ids as MatvecNorm
+// followed by MoeRoute (weights within rounding), leaves its counter at zero, and routes again
+// correctly when dispatched back to back on the same counter (each dispatch resets it).
 TEST_P(KernelTest, MatvecNormRouteEqualsMatvecNormThenMoeRoute) {
   struct Case {
     GgmlType type;
@@ -360,7 +359,9 @@ TEST_P(KernelTest, MatvecNormRouteEqualsMatvecNormThenMoeRoute) {
       for (uint32_t i = 0; i < slots; ++i) {
         ASSERT_GE(want_i[i], 0) << at;
         ASSERT_EQ(got_i[i], want_i[i]) << at << " slot " << i;
-        ASSERT_EQ(got_w[i], want_w[i]) << at << " slot " << i;
+        // The softmax sums run over the matvec's workgroup, MoeRoute's over its own: the same
+        // ranks (from the logits alone), weights within rounding.
+        ASSERT_NEAR(got_w[i], want_w[i], 1e-6f * want_w[i] + 1e-9f) << at << " slot " << i;
       }
     }
   }
