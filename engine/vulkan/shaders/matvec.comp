@@ -383,8 +383,8 @@ void main() {
   if (route_last == 0u) return;  // uniform across the workgroup
   memoryBarrierBuffer();
   moe_route_token(vec, vec * p.y_stride, p.out_, p.route_k, p.route_has_scale != 0u);
-  // Reset for the next dispatch with an atomic, like the counting: a plain store took another
-  // path on an H200 and the next dispatch in the same command buffer counted on from `groups`.
+  // Reset for the next dispatch with an atomic, as the counting is done (docs/CORRECTNESS.md: with
+  // a plain store here an early test binary failed on an H200 every time; later ones did not).
   if (tid == 0u) atomicExchange(route_counter[vec], 0u);
 #endif
 }
