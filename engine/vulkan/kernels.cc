@@ -442,15 +442,17 @@ Status Kernels::MatvecGeglu(Recorder& rec, GgmlType type, const MatvecShape& s,
   return rec.Dispatch(*p, bindings, push, gx, gy, s.n_vecs);
 }
 
-Status Kernels::MatvecNorm(Recorder& rec, GgmlType type, const MatvecShape& s, const BufferRange& w,
-                           const BufferRange& x, const BufferRange* norm_w, float eps,
-                           const BufferRange& y) {
-  const std::string op = "matvec_norm " + std::string(TypeName(type));
+Result<Kernels::NormMatvecLaunch> Kernels::CheckNormMatvec(
+    const std::string& op, GgmlType type, const MatvecShape& s, const BufferRange& w,
+    const BufferRange& x, const BufferRange* norm_w, float eps, const BufferRange& y) const {
   GARNET_RETURN_IF_ERROR(CheckWeightType(type, s.in, op));
-  const uint32_t xs = s.x_stride ? s.x_stride : s.in;
-  const uint32_t ys = s.y_stride ? s.y_stride : s.out;
+  NormMatvecLaunch l;
+  l.xs = s.x_stride ? s.x_stride : s.in;
+  l.ys = s.y_stride ? s.y_stride : s.out;
   if (s.out == 0 || s.n_vecs == 0) return Status::InvalidArgument(op, "empty shape");
-  if (xs < s.in || ys < s.out) return Status::InvalidArgument(op, "stride smaller than the row");
+  if (l.xs < s.in || l.ys < s.out) {
+    return Status::InvalidArgument(op, "stride smaller than the row");
+  }
   if (!(eps >= 0.0f) || !std::isfinite(eps)) {
     return Status::InvalidArgument(op, "eps must be finite and >= 0");
   }
@@ -459,15 +461,25 @@ Status Kernels::MatvecNorm(Recorder& rec, GgmlType type, const MatvecShape& s, c
   }
   const uint64_t row_bytes = *RowBytes(type, s.in);
   GARNET_RETURN_IF_ERROR(Need(w, row_bytes * s.out, op, "W"));
-  GARNET_RETURN_IF_ERROR(Need(x, Span4(s.n_vecs, xs, s.in), op, "x"));
-  GARNET_RETURN_IF_ERROR(Need(y, Span4(s.n_vecs, ys, s.out), op, "y"));
+  GARNET_RETURN_IF_ERROR(Need(x, Span4(s.n_vecs, l.xs, s.in), op, "x"));
+  GARNET_RETURN_IF_ERROR(Need(y, Span4(s.n_vecs, l.ys, s.out), op, "y"));
   if (norm_w) GARNET_RETURN_IF_ERROR(Need(*norm_w, uint64_t{s.in} * 4, op, "norm weight"));
   if (row_bytes * s.out > 0xffffffffull) {
     return Status::InvalidArgument(op, "weight range over 4 GiB; split it");
   }
-  const uint32_t rows = MatvecRows(s.out, s.n_vecs);
-  const uint32_t wg = MatvecWg(s.out, s.n_vecs, false);
-  const uint32_t vec = MatvecVec(type, w, row_bytes, {}, x, {xs}, norm_w);
+  l.rows = MatvecRows(s.out, s.n_vecs);
+  l.wg = MatvecWg(s.out, s.n_vecs, false);
+  l.vec = MatvecVec(type, w, row_bytes, {}, x, {l.xs}, norm_w);
+  return l;
+}
+
+Status Kernels::MatvecNorm(Recorder& rec, GgmlType type, const MatvecShape& s, const BufferRange& w,
+                           const BufferRange& x, const BufferRange* norm_w, float eps,
+                           const BufferRange& y) {
+  const std::string op = "matvec_norm " + std::string(TypeName(type));
+  GARNET_ASSIGN_OR_RETURN(const NormMatvecLaunch l,
+                          CheckNormMatvec(op, type, s, w, x, norm_w, eps, y));
+  const uint32_t xs = l.xs, ys = l.ys, rows = l.rows, wg = l.wg, vec = l.vec;
   PipelineDesc desc{MatvecNormVariant(type), 4, 0b100, 24, {wg, rows, vec}, {wg, 1, 1}};
   GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
   struct {
@@ -496,37 +508,18 @@ Status Kernels::MatvecNormRoute(Recorder& rec, GgmlType type, const MatvecShape&
   if (!MatvecNormRouteAvailable(type)) {
     return Status::Unimplemented(op, "no routing matvec for this weight type");
   }
-  GARNET_RETURN_IF_ERROR(CheckWeightType(type, s.in, op));
-  const uint32_t xs = s.x_stride ? s.x_stride : s.in;
-  const uint32_t ys = s.y_stride ? s.y_stride : s.out;
-  if (s.out == 0 || s.n_vecs == 0) return Status::InvalidArgument(op, "empty shape");
   if (s.out > 1024 || k == 0 || k > s.out || k > 64) {
     return Status::InvalidArgument(op, std::to_string(s.out) + " experts, top " +
                                            std::to_string(k) +
                                            " (need 1 <= k <= experts <= 1024, k <= 64)");
   }
-  if (xs < s.in || ys < s.out) return Status::InvalidArgument(op, "stride smaller than the row");
-  if (!(eps >= 0.0f) || !std::isfinite(eps)) {
-    return Status::InvalidArgument(op, "eps must be finite and >= 0");
-  }
-  if (s.n_vecs > device_.info().max_workgroup_count[2]) {
-    return Status::InvalidArgument(op, "too many vectors for one dispatch");
-  }
-  const uint64_t row_bytes = *RowBytes(type, s.in);
-  GARNET_RETURN_IF_ERROR(Need(w, row_bytes * s.out, op, "W"));
-  GARNET_RETURN_IF_ERROR(Need(x, Span4(s.n_vecs, xs, s.in), op, "x"));
-  GARNET_RETURN_IF_ERROR(Need(logits, Span4(s.n_vecs, ys, s.out), op, "logits"));
-  if (norm_w) GARNET_RETURN_IF_ERROR(Need(*norm_w, uint64_t{s.in} * 4, op, "norm weight"));
+  GARNET_ASSIGN_OR_RETURN(const NormMatvecLaunch l,
+                          CheckNormMatvec(op, type, s, w, x, norm_w, eps, logits));
+  const uint32_t xs = l.xs, ys = l.ys, rows = l.rows, wg = l.wg, vec = l.vec;
   if (expert_scale) GARNET_RETURN_IF_ERROR(Need(*expert_scale, uint64_t{s.out} * 4, op, "scale"));
   GARNET_RETURN_IF_ERROR(Need(ids, uint64_t{s.n_vecs} * k * 4, op, "ids"));
   GARNET_RETURN_IF_ERROR(Need(weights, uint64_t{s.n_vecs} * k * 4, op, "weights"));
   GARNET_RETURN_IF_ERROR(Need(counter, uint64_t{s.n_vecs} * 4, op, "counter"));
-  if (row_bytes * s.out > 0xffffffffull) {
-    return Status::InvalidArgument(op, "weight range over 4 GiB; split it");
-  }
-  const uint32_t rows = MatvecRows(s.out, s.n_vecs);
-  const uint32_t wg = MatvecWg(s.out, s.n_vecs, false);
-  const uint32_t vec = MatvecVec(type, w, row_bytes, {}, x, {xs}, norm_w);
   PipelineDesc desc{"matvec_norm_route_" + TypeSuffix(type) + FusedSuffix(device_.caps(), type),
                     8,
                     0b11100100,

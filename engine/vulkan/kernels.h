@@ -358,6 +358,15 @@ class Kernels {
   // "_khr" where the cooperative-matrix kernels are the KHR form (rewritten at build time from the
   // NV form; spirv_coop_khr.h), "" otherwise.
   std::string CoopSuffix() const;
+  // MatvecNorm and MatvecNormRoute's shape and range checks (y: the output rows); the launch
+  // (rows, workgroup size, VEC specialisation) and strides they imply.
+  struct NormMatvecLaunch {
+    uint32_t xs = 0, ys = 0, rows = 0, wg = 0, vec = 0;
+  };
+  Result<NormMatvecLaunch> CheckNormMatvec(const std::string& op, GgmlType type,
+                                           const MatvecShape& s, const BufferRange& w,
+                                           const BufferRange& x, const BufferRange* norm_w,
+                                           float eps, const BufferRange& y) const;
   // Rope and NormRope's shape and range checks; the rotated dims and token strides they imply.
   struct RopeGeometry {
     uint32_t n_rot = 0, xs = 0, ys = 0;
