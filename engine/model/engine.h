@@ -71,6 +71,9 @@ struct EngineOptions {
   int64_t attn_coop_min_tokens = 32;
   // Vulkan: replay a recorded one-token pass (see model::VulkanBackendOptions::decode_graph).
   bool decode_graph = true;
+  // Vulkan: MoE routing inside the decode router matvec (see
+  // model::VulkanBackendOptions::fused_routing).
+  bool fused_routing = true;
   // Vulkan: where layers and experts run (engine/plan). A ready `plan` (e.g. the daemon's) is
   // used as given: its layer_device / experts_on_host for the selected device (GPU index 0 of
   // the plan), the host last. Otherwise the engine plans `policy` for n_ctx x n_seq (ubatch,

@@ -885,7 +885,8 @@ Status VulkanBackend::Impl::RecordMoe(int il, const LayerRefs& lr, uint32_t I, u
   // Decode: the routing happens in the router matvec's last workgroup (MatvecNormRoute), so the
   // routed experts' gate|up runs beside the dense down projection, one barrier interval sooner.
   const BufferRange es = lr.expert_scale.present() ? lr.expert_scale.r() : BufferRange(one);
-  const bool route_in_router = T == 1 && kern->MatvecNormRouteAvailable(lr.router.type);
+  const bool route_in_router =
+      T == 1 && opt.fused_routing && kern->MatvecNormRouteAvailable(lr.router.type);
   if (route_in_router) {
     vk::MatvecShape rs;
     rs.in = H;

@@ -109,6 +109,11 @@ struct VulkanBackendOptions {
   // records nothing per token. Re-recorded when another sequence decodes. false: every pass is
   // recorded (comparisons).
   bool decode_graph = true;
+  // MoE decode: the router matvec routes in its last workgroup (vk::Kernels::MatvecNormRoute)
+  // where the router's type has that kernel, so routing takes no dispatch or barrier interval
+  // of its own. false: a separate MoeRoute dispatch (comparisons, or a driver that misbehaves
+  // with the fused form's cross-workgroup counter).
+  bool fused_routing = true;
   // Mixed GPU/CPU placement (a plan::Plan for one GPU; engine.h turns a plan into these). Empty
   // vectors: everything on the GPU.
   //   host_layers[il]:  layer il runs on the CPU (CpuLayers) with its weights in the mapping and

@@ -403,6 +403,53 @@ TEST(VulkanBackend, StatsEnvironmentPrintsOneLinePerPass) {
   EXPECT_EQ(::testing::internal::GetCapturedStderr().find("vulkan pass"), std::string::npos);
 }
 
+// MoE decode with the routing inside the router matvec (fused_routing, the default) takes one
+// dispatch per layer fewer than with a routing dispatch of its own, and gives the same logits up
+// to the rounding of the softmax sums (summed over different workgroups) for 24 decoded tokens.
+TEST(VulkanBackend, FusedRoutingMatchesSeparateRouting) {
+  GARNET_REQUIRE_VULKAN();
+  auto l = Load("tiny-moe", "f16");
+  ASSERT_TRUE(l);
+  VulkanBackendOptions on = VkOptions(), off = VkOptions();
+  ASSERT_TRUE(on.fused_routing);
+  off.fused_routing = false;
+  ASSERT_EQ(setenv("GARNET_VULKAN_STATS", "1", 1), 0);
+  auto a = VulkanBackend::Create(l->model.get(), &l->params, l->weights.get(), on, TestDevice());
+  auto b = VulkanBackend::Create(l->model.get(), &l->params, l->weights.get(), off, TestDevice());
+  ASSERT_EQ(unsetenv("GARNET_VULKAN_STATS"), 0);
+  ASSERT_TRUE(a.ok() && b.ok());
+  const int64_t V = l->params.n_vocab;
+  auto sa = (*a)->NewSequence();
+  auto sb = (*b)->NewSequence();
+  ASSERT_TRUE(sa.ok() && sb.ok());
+  const std::vector<int32_t> prompt = Tokens(12, static_cast<int>(V), 33);
+  std::vector<float> la, lb;
+  ASSERT_TRUE(Feed(**a, sa->get(), prompt, 0, &la, V).ok());
+  ASSERT_TRUE(Feed(**b, sb->get(), prompt, 0, &lb, V).ok());
+  auto t1_dispatches = [](const std::string& err) -> int64_t {
+    const size_t at = err.rfind("T=1 dispatches=");
+    return at == std::string::npos ? -1 : std::stoll(err.substr(at + 15));
+  };
+  int64_t pos = static_cast<int64_t>(prompt.size());
+  for (int step = 0; step < 24; ++step, ++pos) {
+    const int32_t tok = static_cast<int32_t>(4 + (step * 53) % (V - 4));
+    ::testing::internal::CaptureStderr();
+    ASSERT_TRUE(Feed(**a, sa->get(), std::span(&tok, 1), pos, &la, V).ok());
+    const int64_t da = t1_dispatches(::testing::internal::GetCapturedStderr());
+    ::testing::internal::CaptureStderr();
+    ASSERT_TRUE(Feed(**b, sb->get(), std::span(&tok, 1), pos, &lb, V).ok());
+    const int64_t db = t1_dispatches(::testing::internal::GetCapturedStderr());
+    ASSERT_GT(da, 0);
+    EXPECT_EQ(da + static_cast<int64_t>(l->params.n_layer), db) << "step " << step;
+    float scale = 0, diff = 0;
+    for (int64_t i = 0; i < V; ++i) {
+      scale = std::max(scale, std::fabs(lb[static_cast<size_t>(i)]));
+      diff = std::max(diff, std::fabs(la[static_cast<size_t>(i)] - lb[static_cast<size_t>(i)]));
+    }
+    ASSERT_LE(diff, 1e-4f * scale) << "step " << step;
+  }
+}
+
 // The decode graph (a one-token pass recorded once, replayed for the next tokens) gives the same
 // logits, bit for bit, as recording every pass: 36 tokens past the prompt, so the 24-cell sliding
 // ring wraps and kv_first (derived on the device) moves; two sequences taking turns, so the
