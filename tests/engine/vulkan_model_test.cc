@@ -403,6 +403,15 @@ TEST(VulkanBackend, StatsEnvironmentPrintsOneLinePerPass) {
   EXPECT_EQ(::testing::internal::GetCapturedStderr().find("vulkan pass"), std::string::npos);
 }
 
+// A Vulkan backend over `l` with `opt`; with GARNET_VULKAN_STATS set while it is created (the
+// backend reads it then) when `stats`.
+auto CreateBackend(const Loaded& l, const VulkanBackendOptions& opt, bool stats) {
+  if (stats) setenv("GARNET_VULKAN_STATS", "1", 1);
+  auto b = VulkanBackend::Create(l.model.get(), &l.params, l.weights.get(), opt, TestDevice());
+  if (stats) unsetenv("GARNET_VULKAN_STATS");
+  return b;
+}
+
 // MoE decode with the routing inside the router matvec (fused_routing, the default) takes one
 // dispatch per layer fewer than with a routing dispatch of its own, and gives the same logits up
 // to the rounding of the softmax sums (summed over different workgroups) for 24 decoded tokens.
@@ -413,10 +422,8 @@ TEST(VulkanBackend, FusedRoutingMatchesSeparateRouting) {
   VulkanBackendOptions on = VkOptions(), off = VkOptions();
   ASSERT_TRUE(on.fused_routing);
   off.fused_routing = false;
-  ASSERT_EQ(setenv("GARNET_VULKAN_STATS", "1", 1), 0);
-  auto a = VulkanBackend::Create(l->model.get(), &l->params, l->weights.get(), on, TestDevice());
-  auto b = VulkanBackend::Create(l->model.get(), &l->params, l->weights.get(), off, TestDevice());
-  ASSERT_EQ(unsetenv("GARNET_VULKAN_STATS"), 0);
+  auto a = CreateBackend(*l, on, true);
+  auto b = CreateBackend(*l, off, true);
   ASSERT_TRUE(a.ok() && b.ok());
   const int64_t V = l->params.n_vocab;
   auto sa = (*a)->NewSequence();
@@ -462,10 +469,8 @@ TEST(VulkanBackend, DecodeGraphReplayMatchesRecordedPasses) {
   VulkanBackendOptions on = VkOptions(), off = VkOptions();
   ASSERT_TRUE(on.decode_graph);
   off.decode_graph = false;
-  ASSERT_EQ(setenv("GARNET_VULKAN_STATS", "1", 1), 0);
-  auto a = VulkanBackend::Create(l->model.get(), &l->params, l->weights.get(), on, TestDevice());
-  ASSERT_EQ(unsetenv("GARNET_VULKAN_STATS"), 0);
-  auto b = VulkanBackend::Create(l->model.get(), &l->params, l->weights.get(), off, TestDevice());
+  auto a = CreateBackend(*l, on, true);
+  auto b = CreateBackend(*l, off, false);
   ASSERT_TRUE(a.ok() && b.ok());
   const int64_t V = l->params.n_vocab;
   auto a1 = (*a)->NewSequence(), a2 = (*a)->NewSequence();
