@@ -182,6 +182,8 @@ DeviceInfo Describe(VkInstance instance, VkPhysicalDevice pd, uint32_t index) {
   info.memory_budget = HasExtension(exts, VK_EXT_MEMORY_BUDGET_EXTENSION_NAME);
   info.nv_cooperative_matrix = HasExtension(exts, "VK_NV_cooperative_matrix");
   info.khr_cooperative_matrix = HasExtension(exts, "VK_KHR_cooperative_matrix");
+  info.pipeline_executable_info =
+      HasExtension(exts, VK_KHR_PIPELINE_EXECUTABLE_PROPERTIES_EXTENSION_NAME);
   const bool has_dot_ext = HasExtension(exts, "VK_KHR_shader_integer_dot_product");
   const bool has_sgsc_ext = HasExtension(exts, "VK_EXT_subgroup_size_control");
 
@@ -223,9 +225,15 @@ DeviceInfo Describe(VkInstance instance, VkPhysicalDevice pd, uint32_t index) {
   VkPhysicalDeviceShaderIntegerDotProductFeatures fdot{
       VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_INTEGER_DOT_PRODUCT_FEATURES};
   CoopmatFeaturesKhr fkhr{kStructCoopmatFeaturesKhr};
+  VkPhysicalDevicePipelineExecutablePropertiesFeaturesKHR fpe{
+      VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PIPELINE_EXECUTABLE_PROPERTIES_FEATURES_KHR};
   VkPhysicalDeviceFeatures2 feats{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2};
   feats.pNext = &f11;
   f11.pNext = &f12;
+  if (info.pipeline_executable_info) {  // first in the chain: the others append after f12
+    fpe.pNext = &f12;
+    f11.pNext = &fpe;
+  }
   if (v13) {
     f12.pNext = &f13;
     if (info.khr_cooperative_matrix) f13.pNext = &fkhr;
@@ -245,6 +253,7 @@ DeviceInfo Describe(VkInstance instance, VkPhysicalDevice pd, uint32_t index) {
   info.vulkan_memory_model = f12.vulkanMemoryModel;
   info.integer_dot_product = v13 ? f13.shaderIntegerDotProduct : fdot.shaderIntegerDotProduct;
   info.subgroup_size_control = v13 ? f13.subgroupSizeControl : false;
+  info.pipeline_executable_info = info.pipeline_executable_info && fpe.pipelineExecutableInfo;
   info.nv_coopmat_f16_shape = info.nv_cooperative_matrix && HasNvCoopmatF16(instance, pd);
   info.khr_coopmat_f16_shape =
       info.khr_cooperative_matrix && fkhr.cooperativeMatrix && HasKhrCoopmatF16(instance, pd);
@@ -278,6 +287,11 @@ CoopmatForm CoopmatFromEnvironment() {
                  "garnet vulkan: GARNET_VULKAN_COOPMAT=%s is not khr, nv or none; using khr\n", v);
   }
   return CoopmatForm::kKhr;
+}
+
+bool PipelineStatsFromEnvironment() {
+  const char* v = std::getenv("GARNET_VULKAN_PIPELINE_STATS");
+  return v != nullptr && *v != 0 && std::strcmp(v, "0") != 0;
 }
 
 std::string DeviceList(std::span<const DeviceInfo> devices) {
@@ -403,10 +417,11 @@ std::string FormatDeviceInfo(const DeviceInfo& d) {
   auto coop = [&](bool ext, bool shape) { return !ext ? "no" : shape ? "yes" : "no f16 16x16x16"; };
   std::snprintf(buf, sizeof buf,
                 "  push descriptors %s, memory budget %s, NV cooperative matrix %s, KHR "
-                "cooperative matrix %s\n",
+                "cooperative matrix %s, pipeline statistics %s\n",
                 yes(d.push_descriptor), yes(d.memory_budget),
                 coop(d.nv_cooperative_matrix, d.nv_coopmat_f16_shape),
-                coop(d.khr_cooperative_matrix, d.khr_coopmat_f16_shape));
+                coop(d.khr_cooperative_matrix, d.khr_coopmat_f16_shape),
+                yes(d.pipeline_executable_info));
   s += buf;
   std::snprintf(buf, sizeof buf,
                 "  shared memory %u B, workgroup invocations %u, push constants %u B, storage "
@@ -606,6 +621,8 @@ Result<std::unique_ptr<Device>> Device::Create(std::shared_ptr<Instance> instanc
   caps.int8 = info.int8 && !options.disable_8bit_storage;
   caps.memory_budget = info.memory_budget;
   caps.subgroup_size = info.subgroup_size;
+  caps.pipeline_statistics = info.pipeline_executable_info &&
+                             options.pipeline_statistics.value_or(PipelineStatsFromEnvironment());
   const CoopmatForm prefer = options.cooperative_matrix.value_or(CoopmatFromEnvironment());
   const bool coop_ok = !options.disable_cooperative_matrix && prefer != CoopmatForm::kNone &&
                        caps.float16 && caps.storage_16bit && info.vulkan_memory_model &&
@@ -625,6 +642,9 @@ Result<std::unique_ptr<Device>> Device::Create(std::shared_ptr<Instance> instanc
     extensions.push_back(VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME);
   } else if (caps.coopmat == CoopmatForm::kKhr) {
     extensions.push_back("VK_KHR_cooperative_matrix");
+  }
+  if (caps.pipeline_statistics) {
+    extensions.push_back(VK_KHR_PIPELINE_EXECUTABLE_PROPERTIES_EXTENSION_NAME);
   }
 
   VkPhysicalDeviceVulkan11Features f11{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES};
@@ -646,6 +666,13 @@ Result<std::unique_ptr<Device>> Device::Create(std::shared_ptr<Instance> instanc
   f11.pNext = &f12;
   if (caps.coopmat == CoopmatForm::kNv) f12.pNext = &fcm;
   if (caps.coopmat == CoopmatForm::kKhr) f12.pNext = &fkhr;
+  VkPhysicalDevicePipelineExecutablePropertiesFeaturesKHR fpe{
+      VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PIPELINE_EXECUTABLE_PROPERTIES_FEATURES_KHR};
+  fpe.pipelineExecutableInfo = VK_TRUE;
+  if (caps.pipeline_statistics) {
+    fpe.pNext = f11.pNext;
+    f11.pNext = &fpe;
+  }
 
   const float priority = 1.0f;
   VkDeviceQueueCreateInfo qci{VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO};

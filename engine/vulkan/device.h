@@ -79,10 +79,11 @@ struct DeviceInfo {
   bool vulkan_memory_model = false;  // vulkanMemoryModel (the cooperative-matrix shaders need it)
 
   // Extensions.
-  bool push_descriptor = false;         // VK_KHR_push_descriptor
-  bool memory_budget = false;           // VK_EXT_memory_budget
-  bool nv_cooperative_matrix = false;   // VK_NV_cooperative_matrix
-  bool khr_cooperative_matrix = false;  // VK_KHR_cooperative_matrix
+  bool push_descriptor = false;           // VK_KHR_push_descriptor
+  bool memory_budget = false;             // VK_EXT_memory_budget
+  bool nv_cooperative_matrix = false;     // VK_NV_cooperative_matrix
+  bool khr_cooperative_matrix = false;    // VK_KHR_cooperative_matrix
+  bool pipeline_executable_info = false;  // VK_KHR_pipeline_executable_properties
   // Whether that extension lists the subgroup 16x16x16 f16 x f16 -> f32 shape matmul_coop.comp
   // multiplies (KHR: and has its cooperativeMatrix feature).
   bool nv_coopmat_f16_shape = false;
@@ -189,6 +190,11 @@ struct DeviceOptions {
   // Pipeline cache file. Empty: $XDG_CACHE_HOME/garnet/vk-<device uuid>.bin (or
   // ~/.cache/garnet/...). "-": no file, in-memory cache only.
   std::string pipeline_cache_path;
+  // Compile statistics of every pipeline (the driver's own: registers, shared memory, instruction
+  // counts, whatever it reports) through VK_KHR_pipeline_executable_properties, kept in
+  // Pipeline::statistics and printed to stderr as each pipeline is created. Off where the device
+  // lacks the extension. Unset: on when GARNET_VULKAN_PIPELINE_STATS is set and not "0".
+  std::optional<bool> pipeline_statistics;
 };
 
 // What a Device actually enabled (features present and not disabled by DeviceOptions).
@@ -202,6 +208,7 @@ struct DeviceCaps {
   bool int8 = false;
   bool memory_budget = false;
   uint32_t subgroup_size = 0;
+  bool pipeline_statistics = false;  // DeviceOptions::pipeline_statistics, where available
   // The cooperative-matrix extension enabled for matmul_coop.comp (kNone: none). Either one needs
   // the 16x16x16 f16 x f16 -> f32 subgroup shape, float16, 16-bit storage, the Vulkan memory model
   // and a subgroup size of 32 (what matmul_coop.comp assumes); which one, when both are usable,

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -201,6 +202,51 @@ uint64_t DescHash(const PipelineDesc& d) {
   for (uint32_t v : d.spec) mix(v);
   return h;
 }
+// The statistics of every executable of `pipeline` as text (VK_KHR_pipeline_executable_properties;
+// the device has it enabled). A query that fails leaves a note in the text, not an error: the
+// statistics are a diagnostic.
+std::string ReadStatistics(VkDevice dev, VkPipeline pipeline) {
+  auto props_fn = reinterpret_cast<PFN_vkGetPipelineExecutablePropertiesKHR>(
+      vkGetDeviceProcAddr(dev, "vkGetPipelineExecutablePropertiesKHR"));
+  auto stats_fn = reinterpret_cast<PFN_vkGetPipelineExecutableStatisticsKHR>(
+      vkGetDeviceProcAddr(dev, "vkGetPipelineExecutableStatisticsKHR"));
+  if (!props_fn || !stats_fn) return "(no statistics entry points)";
+  VkPipelineInfoKHR pi{VK_STRUCTURE_TYPE_PIPELINE_INFO_KHR};
+  pi.pipeline = pipeline;
+  uint32_t n_exec = 0;
+  if (props_fn(dev, &pi, &n_exec, nullptr) != VK_SUCCESS) return "(executable query failed)";
+  std::string out;
+  for (uint32_t e = 0; e < n_exec; ++e) {
+    VkPipelineExecutableInfoKHR ei{VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_INFO_KHR};
+    ei.pipeline = pipeline;
+    ei.executableIndex = e;
+    uint32_t n = 0;
+    if (stats_fn(dev, &ei, &n, nullptr) != VK_SUCCESS) continue;
+    std::vector<VkPipelineExecutableStatisticKHR> st(
+        n, VkPipelineExecutableStatisticKHR{VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_STATISTIC_KHR});
+    if (stats_fn(dev, &ei, &n, st.data()) < 0) continue;
+    for (uint32_t i = 0; i < n; ++i) {
+      if (!out.empty()) out += ", ";
+      out += st[i].name;
+      out += '=';
+      switch (st[i].format) {
+        case VK_PIPELINE_EXECUTABLE_STATISTIC_FORMAT_BOOL32_KHR:
+          out += st[i].value.b32 ? "true" : "false";
+          break;
+        case VK_PIPELINE_EXECUTABLE_STATISTIC_FORMAT_INT64_KHR:
+          out += std::to_string(st[i].value.i64);
+          break;
+        case VK_PIPELINE_EXECUTABLE_STATISTIC_FORMAT_UINT64_KHR:
+          out += std::to_string(st[i].value.u64);
+          break;
+        default:
+          out += std::to_string(st[i].value.f64);
+      }
+    }
+  }
+  return out.empty() ? "(no statistics reported)" : out;
+}
+
 bool SameKey(const PipelineDesc& a, const PipelineDesc& b) {
   return a.n_bindings == b.n_bindings && a.write_mask == b.write_mask &&
          a.push_bytes == b.push_bytes && a.spec == b.spec && a.shader == b.shader;
@@ -294,8 +340,14 @@ Result<const Pipeline*> PipelineCache::Get(const PipelineDesc& desc) {
   cpi.stage.pName = "main";
   cpi.stage.pSpecializationInfo = desc.spec.empty() ? nullptr : &si;
   cpi.layout = p->layout;
+  const bool stats = device_.caps().pipeline_statistics;
+  if (stats) cpi.flags |= VK_PIPELINE_CREATE_CAPTURE_STATISTICS_BIT_KHR;
   GARNET_VK_RETURN_IF_ERROR("vkCreateComputePipelines for " + key,
                             vkCreateComputePipelines(dev, cache_, 1, &cpi, nullptr, &p->pipeline));
+  if (stats) {
+    p->statistics = ReadStatistics(dev, p->pipeline);
+    std::fprintf(stderr, "garnet vulkan pipeline %s: %s\n", key.c_str(), p->statistics.c_str());
+  }
   guard.p = nullptr;  // success: the cache owns it now
   const Pipeline* out = p.get();
   pipelines_.emplace(key, std::move(p));

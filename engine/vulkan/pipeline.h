@@ -55,6 +55,9 @@ struct Pipeline {
   VkPipelineLayout layout = VK_NULL_HANDLE;
   VkPipeline pipeline = VK_NULL_HANDLE;
   bool push_descriptors = false;  // set_layout is a push-descriptor layout
+  // The driver's compile statistics, "name=value" pairs separated by ", " (one group per
+  // executable), when DeviceCaps::pipeline_statistics; empty otherwise.
+  std::string statistics;
 };
 
 class PipelineCache {
