@@ -74,6 +74,9 @@ struct EngineOptions {
   // Vulkan: MoE routing inside the decode router matvec (see
   // model::VulkanBackendOptions::fused_routing).
   bool fused_routing = true;
+  // Vulkan: decode matvecs read inputs normalised by the previous residual update (see
+  // model::VulkanBackendOptions::prenorm).
+  bool prenorm = true;
   // Vulkan: where layers and experts run (engine/plan). A ready `plan` (e.g. the daemon's) is
   // used as given: its layer_device / experts_on_host for the selected device (GPU index 0 of
   // the plan), the host last. Otherwise the engine plans `policy` for n_ctx x n_seq (ubatch,

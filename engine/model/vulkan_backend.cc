@@ -176,6 +176,9 @@ struct VulkanBackend::Impl {
   std::unique_ptr<vk::Recorder> graph;
   uint64_t graph_seq = 0;
   bool recording_graph = false;  // kv_first comes from the positions buffer (AttentionDecode)
+  // Decode with opt.prenorm: the "prenorm" region already holds attn_norm(hidden) for the layer
+  // recorded next (its predecessor's last residual update wrote it); else that layer writes it.
+  bool attn_prenormed = false;
   std::vector<std::unique_ptr<vk::Buffer>> weight_bufs;
   std::map<std::string, WRef, std::less<>> tensors;
   WRef tok_embd, output_norm, ple_model_proj, ple_proj_norm;
@@ -243,24 +246,30 @@ struct VulkanBackend::Impl {
   // `gate` and `up` are scratch of T * I floats.
   Status DenseMlp(const LayerRefs& lr, const WRef& norm_w, uint32_t I, uint32_t T,
                   const BufferRange& x, const BufferRange& tmp, const BufferRange& gate,
-                  const BufferRange& up, const BufferRange& y);
-  // DenseMlp's first half: gelu(gate . x') * (up . x') into `gate`.
+                  const BufferRange& up, const BufferRange& y, const BufferRange* xn = nullptr);
+  // DenseMlp's first half: gelu(gate . x') * (up . x') into `gate`. `xn`: x' already
+  // normalised (decode, opt.prenorm), used where the fused decode kernel runs.
   Status DenseMlpUp(const LayerRefs& lr, const WRef& norm_w, uint32_t I, uint32_t T,
                     const BufferRange& x, const BufferRange& tmp, const BufferRange& gate,
-                    const BufferRange& up);
-  // hidden = (hidden + rmsnorm(x) * norm_w) * scale for T rows of n_embd: one dispatch.
-  Status NormAdd(uint32_t T, const BufferRange& x, const WRef& norm_w, float scale);
+                    const BufferRange& up, const BufferRange* xn = nullptr);
+  // hidden = (hidden + rmsnorm(x) * norm_w) * scale for T rows of n_embd: one dispatch (`next`:
+  // it also writes the next matvecs' normalised inputs).
+  Status NormAdd(uint32_t T, const BufferRange& x, const WRef& norm_w, float scale,
+                 const vk::Kernels::NextNorms* next = nullptr);
   Status RecordLayers(const Row* rows, uint32_t T);
   Status RecordLayer(int il, const Row* rows, uint32_t T, const std::vector<int64_t>& run_start,
                      const std::vector<uint32_t>& run_len);
-  // The MoE feed-forward block, ending with the residual update of `hidden` (times `scale`).
-  Status RecordMoe(int il, const LayerRefs& lr, uint32_t ffn_dim, uint32_t T, float scale);
+  // The MoE feed-forward block, ending with the residual update of `hidden` (times `scale`;
+  // `next`: that update also writes the next matvecs' normalised inputs).
+  Status RecordMoe(int il, const LayerRefs& lr, uint32_t ffn_dim, uint32_t T, float scale,
+                   const vk::Kernels::NextNorms* next);
   // Host experts of layer il: submits what is recorded, runs the routed experts on the CPU from
   // the read-back rows and uploads their combined output into moe_out.
   Status HostExperts(int il, uint32_t T);
   // The routed experts on the GPU (MatmulId for prefill, MatvecId for decode; `fused`: the decode
-  // matvecs with pre_ffw_norm_2 and GeGLU folded in) into moe_down, one row per slot.
-  Status RecordExperts(const LayerRefs& lr, uint32_t T, bool fused);
+  // matvecs with pre_ffw_norm_2 and GeGLU folded in; with `xn`, the gate|up matvec reads that
+  // already normalised input instead) into moe_down, one row per slot.
+  Status RecordExperts(const LayerRefs& lr, uint32_t T, bool fused, const BufferRange* xn);
   Status RecordHead(uint32_t T, uint32_t n_rows);
   Status Run(const int32_t* tokens, const Row* rows, uint32_t T,
              const std::vector<uint32_t>& logit_rows, float* logits);
@@ -827,7 +836,8 @@ Status VulkanBackend::Impl::NormMul(const WRef& wt, const WRef& norm_w, uint32_t
 
 Status VulkanBackend::Impl::DenseMlpUp(const LayerRefs& lr, const WRef& norm_w, uint32_t I,
                                        uint32_t T, const BufferRange& x, const BufferRange& tmp,
-                                       const BufferRange& gate, const BufferRange& up) {
+                                       const BufferRange& gate, const BufferRange& up,
+                                       const BufferRange* xn) {
   const uint32_t H = p.n_embd;
   const WRef &g = lr.ffn_gate, &u = lr.ffn_up;
   const bool fuse = T == 1 && g.buf == u.buf && g.type == u.type &&
@@ -839,7 +849,8 @@ Status VulkanBackend::Impl::DenseMlpUp(const LayerRefs& lr, const WRef& norm_w, 
     const BufferRange nw = norm_w.r();
     vk::Kernels::NormSpec ns{&nw, p.rms_eps};
     GARNET_RETURN_IF_ERROR(
-        kern->MatvecGeglu(*rec, g.type, s, g.r(), u.r(), x, &ns, gate).WithContext(g.name));
+        kern->MatvecGeglu(*rec, g.type, s, g.r(), u.r(), xn ? *xn : x, xn ? nullptr : &ns, gate)
+            .WithContext(g.name));
   } else {
     GARNET_RETURN_IF_ERROR(RmsNorm(H, T, x, &norm_w, tmp));
     GARNET_RETURN_IF_ERROR(Mul(g, H, I, T, tmp, gate));
@@ -852,23 +863,23 @@ Status VulkanBackend::Impl::DenseMlpUp(const LayerRefs& lr, const WRef& norm_w, 
 Status VulkanBackend::Impl::DenseMlp(const LayerRefs& lr, const WRef& norm_w, uint32_t I,
                                      uint32_t T, const BufferRange& x, const BufferRange& tmp,
                                      const BufferRange& gate, const BufferRange& up,
-                                     const BufferRange& y) {
-  GARNET_RETURN_IF_ERROR(DenseMlpUp(lr, norm_w, I, T, x, tmp, gate, up));
+                                     const BufferRange& y, const BufferRange* xn) {
+  GARNET_RETURN_IF_ERROR(DenseMlpUp(lr, norm_w, I, T, x, tmp, gate, up, xn));
   return Mul(lr.ffn_down, I, p.n_embd, T, gate, y);
 }
 
 Status VulkanBackend::Impl::NormAdd(uint32_t T, const BufferRange& x, const WRef& norm_w,
-                                    float scale) {
+                                    float scale, const vk::Kernels::NextNorms* next) {
   vk::Kernels::NormAddShape s;
   s.n = p.n_embd;
   s.rows = T;
   s.eps = p.rms_eps;
   s.scale = scale;
-  return kern->RmsNormAdd(*rec, s, R("hidden").r(), x, norm_w.r()).WithContext(norm_w.name);
+  return kern->RmsNormAdd(*rec, s, R("hidden").r(), x, norm_w.r(), next).WithContext(norm_w.name);
 }
 
 Status VulkanBackend::Impl::RecordMoe(int il, const LayerRefs& lr, uint32_t I, uint32_t T,
-                                      float scale) {
+                                      float scale, const vk::Kernels::NextNorms* next) {
   const uint32_t H = p.n_embd, E = p.n_expert, K = p.n_expert_used;
   const Region &hidden = R("hidden"), &norm = R("norm"), &branch = R("branch");
   const Region &gate = R("ffn_gate"), &up = R("ffn_up"), &router = R("router");
@@ -878,7 +889,13 @@ Status VulkanBackend::Impl::RecordMoe(int il, const LayerRefs& lr, uint32_t I, u
   // Dense branch: post_ffw_norm_1(mlp(ffn_norm(h))). Router: W_r . (rmsnorm(h) * router_scale *
   // H^-1/2), softmax top-k with per-expert scale. Experts on pre_ffw_norm_2(h): slot t*K + i
   // runs expert ids[t, i] on token t's row.
-  GARNET_RETURN_IF_ERROR(DenseMlpUp(lr, lr.ffn_norm, I, T, hidden.r(), norm.r(), gate.r(), up.r()));
+  // Decode with opt.prenorm: the attention block's residual update wrote ffn_norm(h) and
+  // pre_ffw_norm_2(h) into the "prenorm" region after the attention's input.
+  const bool pre = T == 1 && opt.prenorm;
+  const uint64_t hb = uint64_t{H} * 4;
+  const BufferRange xn_ffn = R("prenorm").sub(hb, hb), xn_exp = R("prenorm").sub(2 * hb, hb);
+  GARNET_RETURN_IF_ERROR(DenseMlpUp(lr, lr.ffn_norm, I, T, hidden.r(), norm.r(), gate.r(), up.r(),
+                                    pre ? &xn_ffn : nullptr));
   // The router (E rows, a few hundred KB) as a normalising matvec over the T tokens, also for
   // prefill: the tiled matmul ran it on E/64 x T/64 workgroups (16 for 512 tokens), and its
   // RmsNorm into `norm` forced a barrier against the dense branch's readers of `norm`.
@@ -932,9 +949,9 @@ Status VulkanBackend::Impl::RecordMoe(int il, const LayerRefs& lr, uint32_t I, u
     GARNET_RETURN_IF_ERROR(RmsNorm(H, T, mo.r(), &lr.post_ffw_norm_2, mo.r()));
     GARNET_RETURN_IF_ERROR(kern->Binary(*rec, vk::Kernels::BinaryOp::kAdd, T * H, T * H, 1.0f,
                                         branch.r(), mo.r(), branch.r()));
-    return NormAdd(T, branch.r(), lr.post_ffw_norm, scale);
+    return NormAdd(T, branch.r(), lr.post_ffw_norm, scale, next);
   }
-  GARNET_RETURN_IF_ERROR(RecordExperts(lr, T, fuse_experts));
+  GARNET_RETURN_IF_ERROR(RecordExperts(lr, T, fuse_experts, pre ? &xn_exp : nullptr));
   // One dispatch: combine the experts, h += post_ffw_norm(post_ffw_norm_1(dense) +
   // post_ffw_norm_2(experts)), times the layer's output scale.
   vk::Kernels::MoeTailShape ts;
@@ -944,7 +961,7 @@ Status VulkanBackend::Impl::RecordMoe(int il, const LayerRefs& lr, uint32_t I, u
   ts.eps = p.rms_eps;
   ts.scale = scale;
   return kern->MoeTail(*rec, ts, hidden.r(), branch.r(), R("moe_down").r(), wts.r(), mo.r(),
-                       lr.post_ffw_norm_1.r(), lr.post_ffw_norm_2.r(), lr.post_ffw_norm.r());
+                       lr.post_ffw_norm_1.r(), lr.post_ffw_norm_2.r(), lr.post_ffw_norm.r(), next);
 }
 
 Status VulkanBackend::Impl::HostExperts(int il, uint32_t T) {
@@ -979,7 +996,8 @@ Status VulkanBackend::Impl::HostExperts(int il, uint32_t T) {
   return rec->Copy(*in.buf, in.off, *mo.buf, mo.off, row_bytes);
 }
 
-Status VulkanBackend::Impl::RecordExperts(const LayerRefs& lr, uint32_t T, bool fused) {
+Status VulkanBackend::Impl::RecordExperts(const LayerRefs& lr, uint32_t T, bool fused,
+                                          const BufferRange* xn) {
   const uint32_t H = p.n_embd, E = p.n_expert, K = p.n_expert_used, Ie = p.expert_ffn_dim;
   const uint32_t TK = T * K;
   const Region &hidden = R("hidden"), &norm = R("norm"), &ids = R("moe_ids");
@@ -1049,9 +1067,15 @@ Status VulkanBackend::Impl::RecordExperts(const LayerRefs& lr, uint32_t T, bool 
     s.n_slots = TK;
     s.y_stride = 2 * Ie;
     const BufferRange nw = lr.pre_ffw_norm_2.r();
-    GARNET_RETURN_IF_ERROR(kern->MatvecIdNorm(*rec, lr.gate_up_exps.type, s, lr.gate_up_exps.r(),
-                                              hidden.r(), ids.r(), &nw, p.rms_eps, gu.r())
-                               .WithContext(lr.gate_up_exps.name));
+    if (xn) {
+      GARNET_RETURN_IF_ERROR(
+          kern->MatvecId(*rec, lr.gate_up_exps.type, s, lr.gate_up_exps.r(), *xn, ids.r(), gu.r())
+              .WithContext(lr.gate_up_exps.name));
+    } else {
+      GARNET_RETURN_IF_ERROR(kern->MatvecIdNorm(*rec, lr.gate_up_exps.type, s, lr.gate_up_exps.r(),
+                                                hidden.r(), ids.r(), &nw, p.rms_eps, gu.r())
+                                 .WithContext(lr.gate_up_exps.name));
+    }
     const vk::MatvecIdShape d = down_shape;
     GARNET_RETURN_IF_ERROR(kern->MatvecIdGeglu(*rec, lr.down_exps.type, d, lr.down_exps.r(), gu.r(),
                                                ids.r(), Ie, down.r())
@@ -1110,18 +1134,35 @@ Status VulkanBackend::Impl::RecordLayer(int il, const Row* rows, uint32_t T,
   // Recorded in dependency stages (projections, then per-head norms, then RoPE) so that the
   // Recorder, which inserts a barrier only before a conflicting command, runs each stage's
   // independent dispatches without barriers between them.
-  GARNET_RETURN_IF_ERROR(NormMul(lr.wq, lr.attn_norm, H, nq, T, hidden.r(), norm.r(), q.r()));
+  // Decode with opt.prenorm: q, k and v read attn_norm(h) from the "prenorm" region, written by
+  // the previous layer's last residual update (or here, for the first layer on the GPU).
+  const bool pre = T == 1 && opt.prenorm;
+  const uint64_t hb = uint64_t{H} * 4;
+  const BufferRange xn_attn = R("prenorm").sub(0, hb);
+  if (pre && !attn_prenormed) {
+    GARNET_RETURN_IF_ERROR(RmsNorm(H, 1, hidden.r(), &lr.attn_norm, xn_attn));
+  }
+  attn_prenormed = false;
+  if (pre) {
+    GARNET_RETURN_IF_ERROR(Mul(lr.wq, H, nq, T, xn_attn, q.r()));
+  } else {
+    GARNET_RETURN_IF_ERROR(NormMul(lr.wq, lr.attn_norm, H, nq, T, hidden.r(), norm.r(), q.r()));
+  }
   // K and V: norms, RoPE and the f16 cache store in one dispatch per run (kv_norm_store), which
   // reads V straight from the K projection on K = V layers.
   const bool fuse_kv = hd <= vk::kKvNormStoreMaxHeadDim;
   if (ly.owns_kv()) {
     // (For T > 1 norm already holds attn_norm(h) from the q projection.)
-    if (T == 1) {
+    if (pre) {
+      GARNET_RETURN_IF_ERROR(Mul(lr.wk, H, nkv, T, xn_attn, k.r()));
+    } else if (T == 1) {
       GARNET_RETURN_IF_ERROR(NormMul(lr.wk, lr.attn_norm, H, nkv, T, hidden.r(), norm.r(), k.r()));
     } else {
       GARNET_RETURN_IF_ERROR(Mul(lr.wk, H, nkv, T, norm.r(), k.r()));
     }
-    if (lr.wv.present() && T == 1) {
+    if (lr.wv.present() && pre) {
+      GARNET_RETURN_IF_ERROR(Mul(lr.wv, H, nkv, T, xn_attn, v.r()));
+    } else if (lr.wv.present() && T == 1) {
       GARNET_RETURN_IF_ERROR(NormMul(lr.wv, lr.attn_norm, H, nkv, T, hidden.r(), norm.r(), v.r()));
     } else if (lr.wv.present()) {
       GARNET_RETURN_IF_ERROR(Mul(lr.wv, H, nkv, T, norm.r(), v.r()));
@@ -1223,19 +1264,33 @@ Status VulkanBackend::Impl::RecordLayer(int il, const Row* rows, uint32_t T,
                                                  orr, need ? &scratch : nullptr));
   }
   GARNET_RETURN_IF_ERROR(Mul(lr.wo, nq, H, T, attn.r(), branch.r()));
-  GARNET_RETURN_IF_ERROR(NormAdd(T, branch.r(), lr.post_attention_norm, 1.0f));
+  // With prenorm the residual update also writes the feed-forward's input, ffn_norm(h), and
+  // (MoE) the routed experts', pre_ffw_norm_2(h), after the attention's in "prenorm".
+  const BufferRange ffn_w = lr.ffn_norm.r();
+  const BufferRange exp_w = p.is_moe() ? lr.pre_ffw_norm_2.r() : ffn_w;
+  const BufferRange xn_ffn = R("prenorm").sub(hb, 2 * hb);
+  const vk::Kernels::NextNorms ffn_next{{&ffn_w, &exp_w}, p.is_moe() ? 2u : 1u, &xn_ffn};
+  GARNET_RETURN_IF_ERROR(
+      NormAdd(T, branch.r(), lr.post_attention_norm, 1.0f, pre ? &ffn_next : nullptr));
 
   // The layer's output scale rides on its last residual update (fused norm + add kernels).
   const float scale = w.layers[static_cast<size_t>(il)].output_scale;
   const float ffn_scale = p.has_ple() ? 1.0f : scale;
+  // With prenorm the layer's last residual update also writes the next layer's attention input.
+  const bool next_pre = pre && il + 1 < static_cast<int>(p.n_layer);
+  const BufferRange next_w =
+      next_pre ? layers[static_cast<size_t>(il) + 1].attn_norm.r() : BufferRange(one);
+  const vk::Kernels::NextNorms attn_next{{&next_w, nullptr}, 1, &xn_attn};
+  const vk::Kernels::NextNorms* end_next = next_pre ? &attn_next : nullptr;
   // --- feed-forward ---
   if (p.is_moe()) {
-    GARNET_RETURN_IF_ERROR(RecordMoe(il, lr, I, T, ffn_scale));
+    GARNET_RETURN_IF_ERROR(RecordMoe(il, lr, I, T, ffn_scale, p.has_ple() ? nullptr : end_next));
   } else {
     const Region &gate = R("ffn_gate"), &up = R("ffn_up");
+    GARNET_RETURN_IF_ERROR(DenseMlp(lr, lr.ffn_norm, I, T, hidden.r(), norm.r(), gate.r(), up.r(),
+                                    branch.r(), pre ? &xn_ffn : nullptr));
     GARNET_RETURN_IF_ERROR(
-        DenseMlp(lr, lr.ffn_norm, I, T, hidden.r(), norm.r(), gate.r(), up.r(), branch.r()));
-    GARNET_RETURN_IF_ERROR(NormAdd(T, branch.r(), lr.post_ffw_norm, ffn_scale));
+        NormAdd(T, branch.r(), lr.post_ffw_norm, ffn_scale, p.has_ple() ? nullptr : end_next));
   }
 
   // --- per-layer embedding injection ---
@@ -1251,8 +1306,9 @@ Status VulkanBackend::Impl::RecordLayer(int il, const Row* rows, uint32_t T,
     g.u_off = static_cast<uint32_t>(il) * P;
     GARNET_RETURN_IF_ERROR(vk::GluStrided(*dev, *rec, g, pg.r(), ple.r(), pg.r()));
     GARNET_RETURN_IF_ERROR(Mul(lr.ple_proj, P, H, T, pg.r(), branch.r()));
-    GARNET_RETURN_IF_ERROR(NormAdd(T, branch.r(), lr.ple_post_norm, scale));
+    GARNET_RETURN_IF_ERROR(NormAdd(T, branch.r(), lr.ple_post_norm, scale, end_next));
   }
+  attn_prenormed = end_next != nullptr;
   return Status::OK();
 }
 
@@ -1324,6 +1380,7 @@ Status VulkanBackend::Impl::RecordLayers(const Row* rows, uint32_t T) {
       pos_off += AlignUp(uint64_t{n} * 4);
     }
   }
+  attn_prenormed = false;
   for (int il = static_cast<int>(n_host); il < static_cast<int>(p.n_layer); ++il) {
     GARNET_RETURN_IF_ERROR(
         RecordLayer(il, rows, T, run_start, run_len).WithContext("layer " + std::to_string(il)));

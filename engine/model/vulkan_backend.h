@@ -114,6 +114,12 @@ struct VulkanBackendOptions {
   // of its own. false: a separate MoeRoute dispatch (comparisons, or a driver that misbehaves
   // with the fused form's cross-workgroup counter).
   bool fused_routing = true;
+  // Decode: the kernels that end a residual update (norm_add, moe_tail) also write the
+  // normalised inputs of the next matvecs (vk::Kernels::NextNorms: the q/k/v projections' from
+  // the layer's end, the feed-forward's and the routed experts' from the attention block's), so
+  // those are plain matvecs without a norm of their own. false: the matvecs fold the norm in
+  // (comparisons).
+  bool prenorm = true;
   // Mixed GPU/CPU placement (a plan::Plan for one GPU; engine.h turns a plan into these). Empty
   // vectors: everything on the GPU.
   //   host_layers[il]:  layer il runs on the CPU (CpuLayers) with its weights in the mapping and

@@ -122,10 +122,20 @@ std::vector<ScratchBuffer> ScratchLayout(const gguf::Gemma4Params& p, const KvOp
   const uint64_t lp = static_cast<uint64_t>(p.n_layer) * p.n_embd_per_layer;
   constexpr auto kUp = ScratchPlace::kHostUpload;
   std::vector<ScratchBuffer> out = {
-      {"hidden", t * p.n_embd * f}, {"norm", t * p.n_embd * f},       {"branch", t * p.n_embd * f},
-      {"q", t * q_width * f},       {"attn", t * q_width * f},        {"k", t * kv_width * f},
-      {"v", t * kv_width * f},      {"ffn_gate", t * ffn_width * f},  {"ffn_up", t * ffn_width * f},
-      {"attn_split", split_bytes},  {"logits", rows * p.n_vocab * f},
+      {"hidden", t * p.n_embd * f},
+      {"norm", t * p.n_embd * f},
+      {"branch", t * p.n_embd * f},
+      {"q", t * q_width * f},
+      {"attn", t * q_width * f},
+      {"k", t * kv_width * f},
+      {"v", t * kv_width * f},
+      {"ffn_gate", t * ffn_width * f},
+      {"ffn_up", t * ffn_width * f},
+      {"attn_split", split_bytes},
+      {"logits", rows * p.n_vocab * f},
+      // Decode's normalised matvec inputs (VulkanBackendOptions::prenorm): the attention's, then
+      // the feed-forward's and the routed experts'.
+      {"prenorm", 3 * p.n_embd * f},
   };
   if (p.is_moe()) {
     out.push_back({"router", t * p.n_expert * f});

@@ -255,8 +255,30 @@ uint32_t MatvecVec(GgmlType type, const BufferRange& w, uint64_t row_bytes,
 }
 }  // namespace
 
+namespace {
+// NextNorms' checks: count 1 or 2, the weights, and an output that holds them and overlaps none
+// of `written`.
+Status CheckNextNorms(const Kernels::NextNorms& nn, uint32_t n, uint32_t rows,
+                      std::initializer_list<const BufferRange*> written, const std::string& op) {
+  if (nn.count < 1 || nn.count > 2 || nn.out == nullptr) {
+    return Status::InvalidArgument(op, "next norms: count must be 1 or 2, with an output");
+  }
+  for (uint32_t j = 0; j < nn.count; ++j) {
+    if (nn.w[j] == nullptr) return Status::InvalidArgument(op, "next norms: missing weight");
+    GARNET_RETURN_IF_ERROR(Need(*nn.w[j], uint64_t{n} * 4, op, "next norm weight"));
+  }
+  GARNET_RETURN_IF_ERROR(Need(*nn.out, uint64_t{rows} * nn.count * n * 4, op, "next norms out"));
+  for (const BufferRange* b : written) {
+    if (Overlap(*nn.out, *b)) {
+      return Status::InvalidArgument(op, "next norms out overlaps another buffer");
+    }
+  }
+  return Status::OK();
+}
+}  // namespace
+
 Status Kernels::RmsNormAdd(Recorder& rec, const NormAddShape& s, const BufferRange& h,
-                           const BufferRange& x, const BufferRange& w) {
+                           const BufferRange& x, const BufferRange& w, const NextNorms* next) {
   const char* op = "norm_add";
   const uint32_t hs = s.h_stride ? s.h_stride : s.n;
   const uint32_t xs = s.x_stride ? s.x_stride : s.n;
@@ -269,28 +291,37 @@ Status Kernels::RmsNormAdd(Recorder& rec, const NormAddShape& s, const BufferRan
   GARNET_RETURN_IF_ERROR(Need(x, Span4(s.rows, xs, s.n), op, "x"));
   GARNET_RETURN_IF_ERROR(Need(w, uint64_t{s.n} * 4, op, "w"));
   if (Overlap(h, x)) return Status::InvalidArgument(op, "x overlaps h");
+  if (next) GARNET_RETURN_IF_ERROR(CheckNextNorms(*next, s.n, s.rows, {&h, &x}, op));
   const uint32_t wg = RowWg(device_, s.rows);
-  PipelineDesc desc{device_.caps().subgroup_arithmetic ? "norm_add_sg" : "norm_add",
-                    3,
-                    0b001,
-                    24,
-                    {wg},
-                    {wg, 1, 1}};
+  const std::string variant = std::string(next ? "norm_add_nn" : "norm_add") +
+                              (device_.caps().subgroup_arithmetic ? "_sg" : "");
+  PipelineDesc desc{variant,          next ? 6u : 3u, next ? 0b1001u : 0b001u,
+                    next ? 28u : 24u, {wg},           {wg, 1, 1}};
   GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
+  uint32_t gx = 0, gy = 0;
+  GARNET_RETURN_IF_ERROR(Fold(device_, s.rows, &gx, &gy, op));
+  if (!next) {
+    struct {
+      uint32_t n, rows, h_stride, x_stride;
+      float eps, scale;
+    } push{s.n, s.rows, hs, xs, s.eps, s.scale};
+    const BufferRange bindings[] = {h, x, w};
+    return rec.Dispatch(*p, bindings, push, gx, gy);
+  }
   struct {
     uint32_t n, rows, h_stride, x_stride;
     float eps, scale;
-  } push{s.n, s.rows, hs, xs, s.eps, s.scale};
-  uint32_t gx = 0, gy = 0;
-  GARNET_RETURN_IF_ERROR(Fold(device_, s.rows, &gx, &gy, op));
-  const BufferRange bindings[] = {h, x, w};
+    uint32_t nn_count;
+  } push{s.n, s.rows, hs, xs, s.eps, s.scale, next->count};
+  const BufferRange bindings[] = {h,          x,           w,
+                                  *next->out, *next->w[0], *next->w[next->count > 1 ? 1 : 0]};
   return rec.Dispatch(*p, bindings, push, gx, gy);
 }
 
 Status Kernels::MoeTail(Recorder& rec, const MoeTailShape& s, const BufferRange& h,
                         const BufferRange& dense, const BufferRange& down, const BufferRange& wt,
                         const BufferRange& mo, const BufferRange& w1, const BufferRange& w2,
-                        const BufferRange& w) {
+                        const BufferRange& w, const NextNorms* next) {
   const char* op = "moe_tail";
   if (s.n == 0 || s.k == 0 || s.n_tokens == 0) return Status::InvalidArgument(op, "empty shape");
   if (!(s.eps >= 0.0f) || !std::isfinite(s.eps) || !std::isfinite(s.scale)) {
@@ -313,21 +344,41 @@ Status Kernels::MoeTail(Recorder& rec, const MoeTailShape& s, const BufferRange&
       }
     }
   }
+  if (next) {
+    GARNET_RETURN_IF_ERROR(CheckNextNorms(*next, s.n, s.n_tokens, {&h, &dense, &down, &mo}, op));
+  }
   const uint32_t wg = RowWg(device_, s.n_tokens);
-  PipelineDesc desc{device_.caps().subgroup_arithmetic ? "moe_tail_sg" : "moe_tail",
-                    8,
-                    0b10011,
-                    20,
-                    {wg},
-                    {wg, 1, 1}};
+  const std::string variant = std::string(next ? "moe_tail_nn" : "moe_tail") +
+                              (device_.caps().subgroup_arithmetic ? "_sg" : "");
+  PipelineDesc desc{variant, next ? 11u : 8u, next ? 0b100010011u : 0b10011u, next ? 24u : 20u,
+                    {wg},    {wg, 1, 1}};
   GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
+  uint32_t gx = 0, gy = 0;
+  GARNET_RETURN_IF_ERROR(Fold(device_, s.n_tokens, &gx, &gy, op));
+  if (!next) {
+    struct {
+      uint32_t n, k, n_tokens;
+      float eps, scale;
+    } push{s.n, s.k, s.n_tokens, s.eps, s.scale};
+    const BufferRange bindings[] = {h, dense, down, wt, mo, w1, w2, w};
+    return rec.Dispatch(*p, bindings, push, gx, gy);
+  }
   struct {
     uint32_t n, k, n_tokens;
     float eps, scale;
-  } push{s.n, s.k, s.n_tokens, s.eps, s.scale};
-  uint32_t gx = 0, gy = 0;
-  GARNET_RETURN_IF_ERROR(Fold(device_, s.n_tokens, &gx, &gy, op));
-  const BufferRange bindings[] = {h, dense, down, wt, mo, w1, w2, w};
+    uint32_t nn_count;
+  } push{s.n, s.k, s.n_tokens, s.eps, s.scale, next->count};
+  const BufferRange bindings[] = {h,
+                                  dense,
+                                  down,
+                                  wt,
+                                  mo,
+                                  w1,
+                                  w2,
+                                  w,
+                                  *next->out,
+                                  *next->w[0],
+                                  *next->w[next->count > 1 ? 1 : 0]};
   return rec.Dispatch(*p, bindings, push, gx, gy);
 }
 

@@ -178,8 +178,18 @@ class Kernels {
     float eps = 1e-6f;
     float scale = 1.0f;  // applied to the updated h (Gemma 4's per-layer output scale)
   };
+  // Normalised copies of the updated residual row for the next matvecs, written by the same
+  // dispatch (shaders/next_norms.glsl), so those can be plain matvecs (decode):
+  //   out[t * count + j] = h'[t] / sqrt(mean(h'[t]^2) + eps) * w[j],  j < count (1 or 2)
+  // with h' the updated row (n floats each, token-major). out must not overlap the kernel's
+  // other buffers; each w holds n floats.
+  struct NextNorms {
+    const BufferRange* w[2] = {nullptr, nullptr};
+    uint32_t count = 0;
+    const BufferRange* out = nullptr;
+  };
   Status RmsNormAdd(Recorder& rec, const NormAddShape& s, const BufferRange& h,
-                    const BufferRange& x, const BufferRange& w);
+                    const BufferRange& x, const BufferRange& w, const NextNorms* next = nullptr);
   // The end of a Gemma 4 MoE block in one dispatch, per token t (rows of n floats, k slots):
   //   m = sum_i wt[t, i] * down[t * k + i]   (slots of weight 0 skipped), written to mo[t]
   //   y = rmsnorm(dense[t]) * w1 + rmsnorm(m) * w2, written to dense[t]
@@ -195,7 +205,7 @@ class Kernels {
   Status MoeTail(Recorder& rec, const MoeTailShape& s, const BufferRange& h,
                  const BufferRange& dense, const BufferRange& down, const BufferRange& wt,
                  const BufferRange& mo, const BufferRange& w1, const BufferRange& w2,
-                 const BufferRange& w);
+                 const BufferRange& w, const NextNorms* next = nullptr);
   // y[v, r] = sum_k W[r, k] x[v, k]. Unimplemented for a weight type without a kernel.
   Status Matvec(Recorder& rec, GgmlType type, const MatvecShape& s, const BufferRange& w,
                 const BufferRange& x, const BufferRange& y);

@@ -217,7 +217,7 @@ int RunFfnChain(Device& dev, Kernels& kernels, Recorder& rec, Transfer& transfer
 // (--sweep: several; else the default).
 int RunDecodeShapes(Device& dev, Kernels& kernels, Recorder& rec, Transfer& transfer, bool small,
                     bool sweep) {
-  enum class Kind { kPlain, kNorm, kNormNoW, kGeglu, kIdNorm, kIdGlu };
+  enum class Kind { kPlain, kNorm, kNormNoW, kGeglu, kIdNorm, kIdGlu, kId, kQkv, kQkvNorm };
   struct Case {
     const char* name;
     Kind kind;
@@ -239,6 +239,12 @@ int RunDecodeShapes(Device& dev, Kernels& kernels, Recorder& rec, Transfer& tran
       // For comparison: the q shape without the norm, and taller / longer matrices.
       {"q shape, no norm", Kind::kPlain, GgmlType::kQ4_K, H, small ? 512u : 4096u},
       {"q shape, norm w/o weight", Kind::kNormNoW, GgmlType::kQ4_K, H, small ? 512u : 4096u},
+      // The experts' gate|up on an input normalised before (no norm folded in), and the q, k
+      // and v projections (Q4_K, 4096 + 2048 + 2048 rows) in one barrier interval, with and
+      // without the norm folded in, as a decode layer records them.
+      {"experts gate|up, no norm", Kind::kId, GgmlType::kQ4_K, H, small ? 64u : 704u},
+      {"q+k+v, no norm", Kind::kQkv, GgmlType::kQ4_K, H, small ? 1024u : 8192u},
+      {"q+k+v (norm)", Kind::kQkvNorm, GgmlType::kQ4_K, H, small ? 1024u : 8192u},
       {"8x taller", Kind::kPlain, GgmlType::kQ4_K, H, small ? 4096u : 32768u},
       {"4x longer rows", Kind::kPlain, GgmlType::kQ4_K, 4 * H, small ? 512u : 4096u},
       // The output head (tied token table, Q6_K in the Q4_K_M mix): 262144 rows.
@@ -277,8 +283,8 @@ int RunDecodeShapes(Device& dev, Kernels& kernels, Recorder& rec, Transfer& tran
   const BufferRange nwr(nw);
   for (const Case& c : cases) {
     if (!Kernels::SupportsWeightType(c.type)) continue;
-    const bool by_id = c.kind == Kind::kIdNorm || c.kind == Kind::kIdGlu;
-    const uint32_t out = c.kind == Kind::kIdNorm ? 2 * c.out : c.out;  // [gate | up] rows
+    const bool by_id = c.kind == Kind::kIdNorm || c.kind == Kind::kIdGlu || c.kind == Kind::kId;
+    const uint32_t out = c.kind == Kind::kIdNorm || c.kind == Kind::kId ? 2 * c.out : c.out;
     const uint64_t matrix = *RowBytes(c.type, c.in) * out;
     // Dense: copies of the matrix (two for gate and up) to fill >= 128 MiB; experts: one stack.
     const uint64_t per = (c.kind == Kind::kGeglu ? 2 : 1) * matrix;
@@ -336,6 +342,32 @@ int RunDecodeShapes(Device& dev, Kernels& kernels, Recorder& rec, Transfer& tran
               s.n_experts = n_experts;
               s.n_slots = top;
               CHECK_OK(kernels.MatvecIdNorm(rec, c.type, s, w, x, idr, &nwr, 1e-6f, y));
+              break;
+            }
+            case Kind::kId: {
+              MatvecIdShape s;
+              s.in = c.in;
+              s.out = out;
+              s.n_experts = n_experts;
+              s.n_slots = top;
+              CHECK_OK(kernels.MatvecId(rec, c.type, s, w, x, idr, y));
+              break;
+            }
+            case Kind::kQkv:
+            case Kind::kQkvNorm: {
+              // Rows [0, out/2) as q, then two quarters as k and v, into disjoint parts of y.
+              const uint64_t rb = matrix / out;
+              const uint32_t parts[3][2] = {
+                  {0, c.out / 2}, {c.out / 2, c.out / 4}, {3 * c.out / 4, c.out / 4}};
+              for (const auto& pr : parts) {
+                const BufferRange wr(w, off + pr[0] * rb, uint64_t{pr[1]} * rb);
+                const BufferRange yr(y, uint64_t{pr[0]} * 4, uint64_t{pr[1]} * 4);
+                if (c.kind == Kind::kQkv) {
+                  CHECK_OK(kernels.Matvec(rec, c.type, {c.in, pr[1]}, wr, x, yr));
+                } else {
+                  CHECK_OK(kernels.MatvecNorm(rec, c.type, {c.in, pr[1]}, wr, x, &nwr, 1e-6f, yr));
+                }
+              }
               break;
             }
             case Kind::kIdGlu: {

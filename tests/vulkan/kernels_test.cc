@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <initializer_list>
 #include <memory>
 #include <numeric>
 #include <random>
@@ -1614,6 +1615,27 @@ TEST_P(KernelTest, RecorderProfileCountsDispatchesPerShaderAndTag) {
   EXPECT_NE(report.find("2.00 calls"), std::string::npos) << report;
 }
 
+// A NextNorms output (rows x count copies of n floats) against rmsnorm(h'[r]) * w_j, with h' the
+// kernel's own updated rows (stride hs).
+void ExpectNextNormsOf(const std::vector<float>& h, uint32_t n, uint32_t rows, uint32_t hs,
+                       std::initializer_list<const std::vector<float>*> w, uint32_t count,
+                       VkTestDevice& d, const Buffer& out, const std::string& what) {
+  GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> got,
+                              DownloadFloats(d, out, size_t{rows} * count * n));
+  std::vector<double> want, scale;
+  for (uint32_t r = 0; r < rows; ++r) {
+    const std::vector<double> hr(h.begin() + size_t{r} * hs, h.begin() + size_t{r} * hs + n);
+    const double inv = InvRms(hr.data(), n, 1e-6);
+    for (uint32_t j = 0; j < count; ++j) {
+      for (uint32_t i = 0; i < n; ++i) {
+        want.push_back(hr[i] * inv * (*w.begin()[j])[i]);
+        scale.push_back(std::fabs(want.back()) + 1e-6);
+      }
+    }
+  }
+  ExpectClose(got, want, scale, 2e-6, 1e-6, what);
+}
+
 TEST_P(KernelTest, RmsNormAddUpdatesTheResidualWithScaleAndStrides) {
   struct Case {
     uint32_t n, rows, hs, xs;
@@ -1652,6 +1674,24 @@ TEST_P(KernelTest, RmsNormAddUpdatesTheResidualWithScaleAndStrides) {
       }
     }
     ExpectClose(got, want, scale, 2e-6, 1e-6, "norm_add n=" + std::to_string(c.n));
+    // The same update with its next norms (1 or 2 copies): h as above, the copies normalised.
+    const uint32_t count = c.n % 2 + 1;
+    const std::vector<float> w0 = RandomFloats(c.n, 43, 0.5f, 1.5f);
+    const std::vector<float> w1 = RandomFloats(c.n, 44, 0.5f, 1.5f);
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bh2, UploadFloats(*d_, h));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bw0, UploadFloats(*d_, w0));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bw1, UploadFloats(*d_, w1));
+    GARNET_ASSERT_OK_AND_ASSIGN(
+        Buffer bnn,
+        Buffer::Create(*d_->device, size_t{c.rows} * count * c.n * 4, MemoryKind::kScratch));
+    const BufferRange rw0(bw0), rw1(bw1), rnn(bnn);
+    const Kernels::NextNorms nn{{&rw0, &rw1}, count, &rnn};
+    GARNET_ASSERT_OK(k().RmsNormAdd(rec(), s, bh2, bx, bw, &nn));
+    GARNET_ASSERT_OK(rec().SubmitAndWait());
+    GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> y2, DownloadFloats(*d_, bh2, h.size()));
+    EXPECT_EQ(y2, y) << "norm_add with next norms n=" << c.n;
+    ExpectNextNormsOf(y2, c.n, c.rows, c.hs, {&w0, &w1}, count, *d_, bnn,
+                      "norm_add next norms n=" + std::to_string(c.n));
   }
   GARNET_ASSERT_OK_AND_ASSIGN(Buffer b, Buffer::Create(*d_->device, 4096, MemoryKind::kScratch));
   Kernels::NormAddShape s{100, 2};
@@ -1661,6 +1701,18 @@ TEST_P(KernelTest, RmsNormAddUpdatesTheResidualWithScaleAndStrides) {
   EXPECT_TRUE(k().RmsNormAdd(rec(), s, BufferRange(b, 0, 800), BufferRange(b, 800, 796),
                              BufferRange(b, 3200, 400))
                   .IsInvalidArgument());  // x too short
+  const BufferRange h(b, 0, 800), x(b, 800, 800), w(b, 3200, 400), nn_w(b, 3600, 400);
+  Kernels::NextNorms nn{{&nn_w, nullptr}, 1, &x};
+  EXPECT_TRUE(k().RmsNormAdd(rec(), s, h, x, w, &nn).IsInvalidArgument());  // out overlaps x
+  const BufferRange out(b, 1600, 800);
+  nn.out = &out;
+  nn.count = 2;
+  EXPECT_TRUE(k().RmsNormAdd(rec(), s, h, x, w, &nn).IsInvalidArgument());  // no second weight
+  nn.count = 1;
+  GARNET_ASSERT_OK(k().RmsNormAdd(rec(), s, h, x, w, &nn));
+  GARNET_ASSERT_OK(rec().SubmitAndWait());
+  nn.count = 3;
+  EXPECT_TRUE(k().RmsNormAdd(rec(), s, h, x, w, &nn).IsInvalidArgument());
   s.rows = 0;
   EXPECT_TRUE(k().RmsNormAdd(rec(), s, b, b, b).IsInvalidArgument());
 }
@@ -1732,6 +1784,24 @@ TEST_P(KernelTest, MoeTailCombinesNormsAddsAndScales) {
     }
     ExpectClose(got, want, scale, 1e-5, 1e-6,
                 "moe_tail n=" + std::to_string(n) + " k=" + std::to_string(K));
+    // The same with its next norms (1 or 2 copies): h as above, the copies normalised.
+    const uint32_t count = n % 2 + 1;
+    const std::vector<float> nw0 = RandomFloats(n, 57, 0.5f, 1.5f);
+    const std::vector<float> nw1 = RandomFloats(n, 58, 0.5f, 1.5f);
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bh2, UploadFloats(*d_, h));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bd2, UploadFloats(*d_, dense));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bnw0, UploadFloats(*d_, nw0));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bnw1, UploadFloats(*d_, nw1));
+    GARNET_ASSERT_OK_AND_ASSIGN(
+        Buffer bnn, Buffer::Create(*d_->device, size_t{T} * count * n * 4, MemoryKind::kScratch));
+    const BufferRange rw0(bnw0), rw1(bnw1), rnn(bnn);
+    const Kernels::NextNorms nn{{&rw0, &rw1}, count, &rnn};
+    GARNET_ASSERT_OK(k().MoeTail(rec(), s, bh2, bd2, bdown, bwt, bmo, bw1, bw2, bw, &nn));
+    GARNET_ASSERT_OK(rec().SubmitAndWait());
+    GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> gh2, DownloadFloats(*d_, bh2, h.size()));
+    EXPECT_EQ(gh2, gh) << "moe_tail with next norms n=" << n;
+    ExpectNextNormsOf(gh2, n, T, n, {&nw0, &nw1}, count, *d_, bnn,
+                      "moe_tail next norms n=" + std::to_string(n));
   }
   GARNET_ASSERT_OK_AND_ASSIGN(Buffer b, Buffer::Create(*d_->device, 1 << 16, MemoryKind::kScratch));
   Kernels::MoeTailShape s{100, 2, 1};

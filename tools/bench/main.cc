@@ -39,6 +39,7 @@ int main(int argc, char** argv) {
   int64_t attn_coop_min = 32;
   bool decode_graph = true;
   bool fused_routing = true;
+  bool prenorm = true;
   int64_t gpu_layers = -1, experts_on_host = -1;  // -1: not given
   model::KvType kv_type = model::KvType::kF16;
   for (int i = 1; i < argc; ++i) {
@@ -95,6 +96,8 @@ int main(int argc, char** argv) {
       decode_graph = std::string(v) == "1";
     } else if (a == "--fused-routing") {
       fused_routing = std::string(v) == "1";
+    } else if (a == "--prenorm") {
+      prenorm = std::string(v) == "1";
     } else {
       std::fprintf(stderr, "error: unknown flag %s\n", a.c_str());
       return 2;
@@ -107,7 +110,8 @@ int main(int argc, char** argv) {
                  "[--threads N] [--ctx N] [--ubatch N] [--kv-type f16|q8_0|f32] [--reps N] "
                  "[--backend cpu|vulkan] [--device N|NAME] [--f16-matmul 0|1] [--coop-matmul 0|1] "
                  "[--gpu-layers N] [--experts-on-host N|all] [--attn-prefill-min-tokens N] "
-                 "[--attn-coop-min-tokens N] [--decode-graph 0|1] [--fused-routing 0|1]\n");
+                 "[--attn-coop-min-tokens N] [--decode-graph 0|1] [--fused-routing 0|1]\n"
+                 "       [--prenorm 0|1]\n");
     return 2;
   }
   engine::EngineOptions opt;
@@ -123,6 +127,7 @@ int main(int argc, char** argv) {
   opt.attn_coop_min_tokens = attn_coop_min;
   opt.decode_graph = decode_graph;
   opt.fused_routing = fused_routing;
+  opt.prenorm = prenorm;
   if (gpu_layers >= 0) {
     opt.policy.mode = plan::PolicyMode::kGpuLayers;
     opt.policy.gpu_layers = static_cast<uint32_t>(gpu_layers);

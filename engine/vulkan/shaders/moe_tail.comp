@@ -16,9 +16,13 @@
 // Push:      uint n, k, n_tokens; float eps, scale
 // Spec:      0 WG workgroup size (power of two)
 // Grid:      n_tokens workgroups folded into (x, y) (common.glsl).
-// Variants:  USE_SUBGROUP (subgroupAdd) or not (shared-memory tree).
+// Variants:  USE_SUBGROUP (subgroupAdd) or not (shared-memory tree) x NEXT_NORMS.
+// NEXT_NORMS (next_norms.glsl): also writes nn_count normalised copies of the updated h row.
+//   extra bindings 8 out (write), 9 w_0, 10 w_1 (read, float[n]); extra push uint nn_count
 #version 450
 #include "common.glsl"
+#define NN_BINDING 8
+#include "next_norms.glsl"
 
 layout(binding = 0, std430) buffer HBuf { float h[]; };
 layout(binding = 1, std430) buffer DBuf { float dense[]; };
@@ -34,6 +38,9 @@ layout(push_constant) uniform Push {
   uint n_tokens;
   float eps;
   float scale;
+#ifdef NEXT_NORMS
+  uint nn_count;
+#endif
 } p;
 
 // Register path (n <= MAXJ * WG, the decode case with a 1024-wide workgroup): each invocation
@@ -91,14 +98,28 @@ void main() {
       sy += dv[u] * dv[u];
     }
     const float ry = 1.0 / sqrt(wg_sum(sy) / float(p.n) + p.eps);
+#ifdef NEXT_NORMS
+    float sh = 0.0;
+#endif
     [[unroll]] for (uint u = 0; u < MAXJ; ++u) {
       const uint j = tid + u * WG;
+      hv[u] = (hv[u] + dv[u] * ry * wv[u]) * p.scale;
       if (j < p.n) {
         mo[rb + j] = mv[u];
         dense[rb + j] = dv[u];
-        h[rb + j] = (hv[u] + dv[u] * ry * wv[u]) * p.scale;
+        h[rb + j] = hv[u];
+#ifdef NEXT_NORMS
+        sh += hv[u] * hv[u];
+#endif
       }
     }
+#ifdef NEXT_NORMS
+    const float rh = 1.0 / sqrt(wg_sum(sh) / float(p.n) + p.eps);
+    [[unroll]] for (uint u = 0; u < MAXJ; ++u) {
+      const uint j = tid + u * WG;
+      if (j < p.n) nn_write(t, j, p.n, p.nn_count, hv[u], rh);
+    }
+#endif
     return;
   }
   float sd = 0.0, sm = 0.0;
@@ -122,7 +143,18 @@ void main() {
     sy += y * y;
   }
   const float ry = 1.0 / sqrt(wg_sum(sy) / float(p.n) + p.eps);
+#ifdef NEXT_NORMS
+  float sh = 0.0;
+#endif
   for (uint j = tid; j < p.n; j += WG) {
-    h[rb + j] = (h[rb + j] + dense[rb + j] * ry * w[j]) * p.scale;
+    const float v = (h[rb + j] + dense[rb + j] * ry * w[j]) * p.scale;
+    h[rb + j] = v;
+#ifdef NEXT_NORMS
+    sh += v * v;
+#endif
   }
+#ifdef NEXT_NORMS
+  const float rh = 1.0 / sqrt(wg_sum(sh) / float(p.n) + p.eps);
+  for (uint j = tid; j < p.n; j += WG) nn_write(t, j, p.n, p.nn_count, h[rb + j], rh);
+#endif
 }

@@ -10,9 +10,13 @@
 // Push:      uint n, rows, h_stride, x_stride; float eps, scale
 // Spec:      0 WG workgroup size (power of two)
 // Grid:      rows workgroups folded into (x, y) (common.glsl); one workgroup per row.
-// Variants:  USE_SUBGROUP (subgroupAdd) or not (shared-memory tree).
+// Variants:  USE_SUBGROUP (subgroupAdd) or not (shared-memory tree) x NEXT_NORMS.
+// NEXT_NORMS (next_norms.glsl): also writes nn_count normalised copies of the updated row.
+//   extra bindings 3 out (write), 4 w_0, 5 w_1 (read, float[n]); extra push uint nn_count
 #version 450
 #include "common.glsl"
+#define NN_BINDING 3
+#include "next_norms.glsl"
 
 layout(binding = 0, std430) buffer HBuf { float h[]; };
 layout(binding = 1, std430) readonly buffer XBuf { float x[]; };
@@ -24,6 +28,9 @@ layout(push_constant) uniform Push {
   uint x_stride;
   float eps;
   float scale;
+#ifdef NEXT_NORMS
+  uint nn_count;
+#endif
 } p;
 
 // Register path (n <= MAXJ * WG): every input of an invocation's elements loaded in one round.
@@ -45,16 +52,42 @@ void main() {
       s += xv[u] * xv[u];
     }
     const float inv = 1.0 / sqrt(wg_sum(s) / float(p.n) + p.eps);
+#ifdef NEXT_NORMS
+    float s2 = 0.0;
+#endif
     [[unroll]] for (uint u = 0; u < MAXJ; ++u) {
       const uint k = tid + u * WG;
-      if (k < p.n) h[hb + k] = (hv[u] + xv[u] * inv * wv[u]) * p.scale;
+      hv[u] = (hv[u] + xv[u] * inv * wv[u]) * p.scale;
+      if (k < p.n) h[hb + k] = hv[u];
+#ifdef NEXT_NORMS
+      if (k < p.n) s2 += hv[u] * hv[u];
+#endif
     }
+#ifdef NEXT_NORMS
+    const float inv2 = 1.0 / sqrt(wg_sum(s2) / float(p.n) + p.eps);
+    [[unroll]] for (uint u = 0; u < MAXJ; ++u) {
+      const uint k = tid + u * WG;
+      if (k < p.n) nn_write(row, k, p.n, p.nn_count, hv[u], inv2);
+    }
+#endif
     return;
   }
   float s = 0.0;
   for (uint k = tid; k < p.n; k += WG) s += x[xb + k] * x[xb + k];
   const float inv = 1.0 / sqrt(wg_sum(s) / float(p.n) + p.eps);
+#ifdef NEXT_NORMS
+  float s2 = 0.0;
+#endif
   for (uint k = tid; k < p.n; k += WG) {
-    h[hb + k] = (h[hb + k] + x[xb + k] * inv * w[k]) * p.scale;
+    const float v = (h[hb + k] + x[xb + k] * inv * w[k]) * p.scale;
+    h[hb + k] = v;
+#ifdef NEXT_NORMS
+    s2 += v * v;
+#endif
   }
+#ifdef NEXT_NORMS
+  // Each invocation reads back only the elements it wrote.
+  const float inv2 = 1.0 / sqrt(wg_sum(s2) / float(p.n) + p.eps);
+  for (uint k = tid; k < p.n; k += WG) nn_write(row, k, p.n, p.nn_count, h[hb + k], inv2);
+#endif
 }

@@ -1,0 +1,19 @@
+// NEXT_NORMS: the kernels that end a residual update (norm_add.comp, moe_tail.comp) also write
+// the normalised copies of the updated row that the next matvecs read, so those need no norm of
+// their own (decode: the plain matvec variants, fewer registers and loads than the NORM ones):
+//   nn_out[(t * nn_count + j) * n + k] = h'[t, k] / sqrt(mean_k(h'[t, k]^2) + eps) * w_j[k]
+// for j < nn_count <= 2, h' the updated row. Include after common.glsl with NN_BINDING set to
+// the first of three bindings: the output (written), then w_0 and w_1 (read; w_1 unused when
+// nn_count is 1, bind w_0 there).
+#ifdef NEXT_NORMS
+layout(binding = NN_BINDING, std430) writeonly buffer NnOutBuf { float nn_out[]; };
+layout(binding = NN_BINDING + 1, std430) readonly buffer NnW0Buf { float nn_w0[]; };
+layout(binding = NN_BINDING + 2, std430) readonly buffer NnW1Buf { float nn_w1[]; };
+
+// Writes element k of token t's copies, given the row's 1 / rms.
+void nn_write(uint t, uint k, uint n, uint count, float v, float inv) {
+  const uint o = t * count * n + k;
+  nn_out[o] = v * inv * nn_w0[k];
+  if (count > 1u) nn_out[o + n] = v * inv * nn_w1[k];
+}
+#endif
