@@ -200,6 +200,18 @@ std::string Kernels::RmsNormVariant() const {
   return device_.caps().subgroup_arithmetic ? "rmsnorm_sg" : "rmsnorm";
 }
 
+namespace {
+// One workgroup per row for the fused residual kernels: 256 invocations when there are many rows
+// (prefill), and for a few rows (decode) the largest power of two up to 1024 the device allows,
+// since one workgroup then does the whole row's work alone and its latency is the dispatch's.
+uint32_t RowWg(const Device& d, uint32_t rows) {
+  if (rows > 8) return 256;
+  uint32_t w = 1024;
+  while (w > 256 && w > d.info().max_workgroup_invocations) w /= 2;
+  return w;
+}
+}  // namespace
+
 Status Kernels::RmsNorm(Recorder& rec, const RmsNormShape& s, const BufferRange& x,
                         const BufferRange* w, const BufferRange& y) {
   const std::string op = "rmsnorm";
@@ -210,7 +222,10 @@ Status Kernels::RmsNorm(Recorder& rec, const RmsNormShape& s, const BufferRange&
   GARNET_RETURN_IF_ERROR(Need(x, Span4(s.rows, xs, s.n), op, "x"));
   GARNET_RETURN_IF_ERROR(Need(y, Span4(s.rows, ys, s.n), op, "y"));
   if (w) GARNET_RETURN_IF_ERROR(Need(*w, uint64_t{s.n} * 4, op, "w"));
-  PipelineDesc desc{RmsNormVariant(), 3, 0b100, 24, {kReduceWg}, {kReduceWg, 1, 1}};
+  // A few long rows (decode's first-layer input norm: one row of the hidden size) take a wide
+  // workgroup, as norm_add does: 64 invocations walked 2816 elements in ~15 us on an H200.
+  const uint32_t wg = s.rows <= 8 && s.n >= 1024 ? RowWg(device_, s.rows) : kReduceWg;
+  PipelineDesc desc{RmsNormVariant(), 3, 0b100, 24, {wg}, {wg, 1, 1}};
   GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
   struct {
     uint32_t n, rows, x_stride, y_stride;
@@ -229,15 +244,6 @@ bool Overlap(const BufferRange& a, const BufferRange& b) {
   if (a.buffer != b.buffer) return false;
   const uint64_t ae = a.offset + RangeBytes(a), be = b.offset + RangeBytes(b);
   return a.offset < be && b.offset < ae;
-}
-// One workgroup per row for the fused residual kernels: 256 invocations when there are many rows
-// (prefill), and for a few rows (decode) the largest power of two up to 1024 the device allows,
-// since one workgroup then does the whole row's work alone and its latency is the dispatch's.
-uint32_t RowWg(const Device& d, uint32_t rows) {
-  if (rows > 8) return 256;
-  uint32_t w = 1024;
-  while (w > 256 && w > d.info().max_workgroup_invocations) w /= 2;
-  return w;
 }
 
 // matvec.comp's VEC specialisation (0 is always correct). Bit 0: Q4_K rows read as 16-byte

@@ -132,7 +132,8 @@ TEST_P(KernelTest, RmsNormWithAndWithoutWeightAndPerHead) {
   };
   for (const Case& c :
        {Case{300, 5, 310, 305, true}, Case{300, 5, 300, 300, false},
-        Case{72, 12, 72, 72, true} /* 4 tokens x 3 heads of 72 */, Case{1, 3, 1, 1, true}}) {
+        Case{72, 12, 72, 72, true} /* 4 tokens x 3 heads of 72 */, Case{1, 3, 1, 1, true},
+        Case{2817, 1, 2817, 2817, true} /* one long row: the wide workgroup */}) {
     const std::vector<float> x = RandomFloats(size_t{c.rows} * c.xs, 11 + c.n, -3, 3);
     const std::vector<float> w = RandomFloats(c.n, 12, 0.5f, 1.5f);
     GARNET_ASSERT_OK_AND_ASSIGN(Buffer bx, UploadFloats(*d_, x));
