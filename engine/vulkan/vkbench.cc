@@ -318,6 +318,11 @@ int RunDecodeShapes(Device& dev, Kernels& kernels, Recorder& rec, Transfer& tran
           const BufferRange idr(ids, (static_cast<uint64_t>(i) % id_sets) * align, top * 4);
           Kernels::NormSpec ns;
           ns.weight = &nwr;
+          MatvecIdShape ids_shape;  // the experts' gate|up (kIdNorm, kId)
+          ids_shape.in = c.in;
+          ids_shape.out = out;
+          ids_shape.n_experts = n_experts;
+          ids_shape.n_slots = top;
           switch (c.kind) {
             case Kind::kPlain:
               CHECK_OK(
@@ -335,24 +340,12 @@ int RunDecodeShapes(Device& dev, Kernels& kernels, Recorder& rec, Transfer& tran
               CHECK_OK(kernels.MatvecGeglu(rec, c.type, {c.in, c.out}, BufferRange(w, off, matrix),
                                            BufferRange(w, off + matrix, matrix), x, &ns, y));
               break;
-            case Kind::kIdNorm: {
-              MatvecIdShape s;
-              s.in = c.in;
-              s.out = out;
-              s.n_experts = n_experts;
-              s.n_slots = top;
-              CHECK_OK(kernels.MatvecIdNorm(rec, c.type, s, w, x, idr, &nwr, 1e-6f, y));
+            case Kind::kIdNorm:
+              CHECK_OK(kernels.MatvecIdNorm(rec, c.type, ids_shape, w, x, idr, &nwr, 1e-6f, y));
               break;
-            }
-            case Kind::kId: {
-              MatvecIdShape s;
-              s.in = c.in;
-              s.out = out;
-              s.n_experts = n_experts;
-              s.n_slots = top;
-              CHECK_OK(kernels.MatvecId(rec, c.type, s, w, x, idr, y));
+            case Kind::kId:
+              CHECK_OK(kernels.MatvecId(rec, c.type, ids_shape, w, x, idr, y));
               break;
-            }
             case Kind::kQkv:
             case Kind::kQkvNorm: {
               // Rows [0, out/2) as q, then two quarters as k and v, into disjoint parts of y.

@@ -412,6 +412,48 @@ auto CreateBackend(const Loaded& l, const VulkanBackendOptions& opt, bool stats)
   return b;
 }
 
+// Two backends over `l` (options a and b, GARNET_VULKAN_STATS on) fed the same prompt of
+// `prompt_len` tokens, then `steps` one-token decodes (token 4 + (step * tok_step) % (V - 4)):
+// every decode pass of a records `extra` dispatches more than b's, and the logits agree within
+// `tol` of the largest.
+void ExpectSameDecode(const Loaded& l, const VulkanBackendOptions& oa,
+                      const VulkanBackendOptions& ob, int prompt_len, uint64_t seed, int steps,
+                      int tok_step, int64_t extra, float tol) {
+  auto a = CreateBackend(l, oa, true);
+  auto b = CreateBackend(l, ob, true);
+  ASSERT_TRUE(a.ok() && b.ok());
+  const int64_t V = l.params.n_vocab;
+  auto sa = (*a)->NewSequence();
+  auto sb = (*b)->NewSequence();
+  ASSERT_TRUE(sa.ok() && sb.ok());
+  const std::vector<int32_t> prompt = Tokens(prompt_len, static_cast<int>(V), seed);
+  std::vector<float> la, lb;
+  ASSERT_TRUE(Feed(**a, sa->get(), prompt, 0, &la, V).ok());
+  ASSERT_TRUE(Feed(**b, sb->get(), prompt, 0, &lb, V).ok());
+  auto t1_dispatches = [](const std::string& err) -> int64_t {
+    const size_t at = err.rfind("T=1 dispatches=");
+    return at == std::string::npos ? -1 : std::stoll(err.substr(at + 15));
+  };
+  int64_t pos = static_cast<int64_t>(prompt.size());
+  for (int step = 0; step < steps; ++step, ++pos) {
+    const int32_t tok = static_cast<int32_t>(4 + (step * tok_step) % (V - 4));
+    ::testing::internal::CaptureStderr();
+    ASSERT_TRUE(Feed(**a, sa->get(), std::span(&tok, 1), pos, &la, V).ok());
+    const int64_t da = t1_dispatches(::testing::internal::GetCapturedStderr());
+    ::testing::internal::CaptureStderr();
+    ASSERT_TRUE(Feed(**b, sb->get(), std::span(&tok, 1), pos, &lb, V).ok());
+    const int64_t db = t1_dispatches(::testing::internal::GetCapturedStderr());
+    ASSERT_GT(da, 0);
+    EXPECT_EQ(da, db + extra) << "step " << step;
+    float scale = 0, diff = 0;
+    for (int64_t i = 0; i < V; ++i) {
+      scale = std::max(scale, std::fabs(lb[static_cast<size_t>(i)]));
+      diff = std::max(diff, std::fabs(la[static_cast<size_t>(i)] - lb[static_cast<size_t>(i)]));
+    }
+    ASSERT_LE(diff, tol * scale) << "step " << step;
+  }
+}
+
 // MoE decode with the routing inside the router matvec (fused_routing, the default) takes one
 // dispatch per layer fewer than with a routing dispatch of its own, and gives the same logits up
 // to the rounding of the softmax sums (summed over different workgroups) for 24 decoded tokens.
@@ -422,39 +464,7 @@ TEST(VulkanBackend, FusedRoutingMatchesSeparateRouting) {
   VulkanBackendOptions on = VkOptions(), off = VkOptions();
   ASSERT_TRUE(on.fused_routing);
   off.fused_routing = false;
-  auto a = CreateBackend(*l, on, true);
-  auto b = CreateBackend(*l, off, true);
-  ASSERT_TRUE(a.ok() && b.ok());
-  const int64_t V = l->params.n_vocab;
-  auto sa = (*a)->NewSequence();
-  auto sb = (*b)->NewSequence();
-  ASSERT_TRUE(sa.ok() && sb.ok());
-  const std::vector<int32_t> prompt = Tokens(12, static_cast<int>(V), 33);
-  std::vector<float> la, lb;
-  ASSERT_TRUE(Feed(**a, sa->get(), prompt, 0, &la, V).ok());
-  ASSERT_TRUE(Feed(**b, sb->get(), prompt, 0, &lb, V).ok());
-  auto t1_dispatches = [](const std::string& err) -> int64_t {
-    const size_t at = err.rfind("T=1 dispatches=");
-    return at == std::string::npos ? -1 : std::stoll(err.substr(at + 15));
-  };
-  int64_t pos = static_cast<int64_t>(prompt.size());
-  for (int step = 0; step < 24; ++step, ++pos) {
-    const int32_t tok = static_cast<int32_t>(4 + (step * 53) % (V - 4));
-    ::testing::internal::CaptureStderr();
-    ASSERT_TRUE(Feed(**a, sa->get(), std::span(&tok, 1), pos, &la, V).ok());
-    const int64_t da = t1_dispatches(::testing::internal::GetCapturedStderr());
-    ::testing::internal::CaptureStderr();
-    ASSERT_TRUE(Feed(**b, sb->get(), std::span(&tok, 1), pos, &lb, V).ok());
-    const int64_t db = t1_dispatches(::testing::internal::GetCapturedStderr());
-    ASSERT_GT(da, 0);
-    EXPECT_EQ(da + static_cast<int64_t>(l->params.n_layer), db) << "step " << step;
-    float scale = 0, diff = 0;
-    for (int64_t i = 0; i < V; ++i) {
-      scale = std::max(scale, std::fabs(lb[static_cast<size_t>(i)]));
-      diff = std::max(diff, std::fabs(la[static_cast<size_t>(i)] - lb[static_cast<size_t>(i)]));
-    }
-    EXPECT_LE(diff, 1e-4f * scale) << "step " << step;
-  }
+  ExpectSameDecode(*l, on, off, 12, 33, 24, 53, -static_cast<int64_t>(l->params.n_layer), 1e-4f);
 }
 
 // Decode with prenorm (the default: the residual updates write the next matvecs' normalised
@@ -472,39 +482,7 @@ TEST(VulkanBackend, PrenormMatchesFoldedNorms) {
     VulkanBackendOptions on = VkOptions(), off = VkOptions();
     ASSERT_TRUE(on.prenorm);
     off.prenorm = false;
-    auto a = CreateBackend(*l, on, true);
-    auto b = CreateBackend(*l, off, true);
-    ASSERT_TRUE(a.ok() && b.ok());
-    const int64_t V = l->params.n_vocab;
-    auto sa = (*a)->NewSequence();
-    auto sb = (*b)->NewSequence();
-    ASSERT_TRUE(sa.ok() && sb.ok());
-    const std::vector<int32_t> prompt = Tokens(10, static_cast<int>(V), 35);
-    std::vector<float> la, lb;
-    ASSERT_TRUE(Feed(**a, sa->get(), prompt, 0, &la, V).ok());
-    ASSERT_TRUE(Feed(**b, sb->get(), prompt, 0, &lb, V).ok());
-    auto t1_dispatches = [](const std::string& err) -> int64_t {
-      const size_t at = err.rfind("T=1 dispatches=");
-      return at == std::string::npos ? -1 : std::stoll(err.substr(at + 15));
-    };
-    int64_t pos = static_cast<int64_t>(prompt.size());
-    for (int step = 0; step < 12; ++step, ++pos) {
-      const int32_t tok = static_cast<int32_t>(4 + (step * 71) % (V - 4));
-      ::testing::internal::CaptureStderr();
-      ASSERT_TRUE(Feed(**a, sa->get(), std::span(&tok, 1), pos, &la, V).ok());
-      const int64_t da = t1_dispatches(::testing::internal::GetCapturedStderr());
-      ::testing::internal::CaptureStderr();
-      ASSERT_TRUE(Feed(**b, sb->get(), std::span(&tok, 1), pos, &lb, V).ok());
-      const int64_t db = t1_dispatches(::testing::internal::GetCapturedStderr());
-      ASSERT_GT(da, 0);
-      EXPECT_EQ(da, db + 1) << "step " << step;
-      float scale = 0, diff = 0;
-      for (int64_t i = 0; i < V; ++i) {
-        scale = std::max(scale, std::fabs(lb[static_cast<size_t>(i)]));
-        diff = std::max(diff, std::fabs(la[static_cast<size_t>(i)] - lb[static_cast<size_t>(i)]));
-      }
-      ASSERT_LE(diff, 1e-3f * scale) << "step " << step;
-    }
+    ExpectSameDecode(*l, on, off, 10, 35, 12, 71, 1, 1e-3f);
   }
 }
 
