@@ -263,9 +263,9 @@ uint32_t MatvecVec(GgmlType type, const BufferRange& w, uint64_t row_bytes,
 
 namespace {
 // NextNorms' checks: count 1 or 2, the weights, and an output that holds them and overlaps none
-// of `written`.
+// of the kernel's other buffers (`others`) or the weights (it is written while they are read).
 Status CheckNextNorms(const Kernels::NextNorms& nn, uint32_t n, uint32_t rows,
-                      std::initializer_list<const BufferRange*> written, const std::string& op) {
+                      std::initializer_list<const BufferRange*> others, const std::string& op) {
   if (nn.count < 1 || nn.count > 2 || nn.out == nullptr) {
     return Status::InvalidArgument(op, "next norms: count must be 1 or 2, with an output");
   }
@@ -274,9 +274,14 @@ Status CheckNextNorms(const Kernels::NextNorms& nn, uint32_t n, uint32_t rows,
     GARNET_RETURN_IF_ERROR(Need(*nn.w[j], uint64_t{n} * 4, op, "next norm weight"));
   }
   GARNET_RETURN_IF_ERROR(Need(*nn.out, uint64_t{rows} * nn.count * n * 4, op, "next norms out"));
-  for (const BufferRange* b : written) {
+  for (const BufferRange* b : others) {
     if (Overlap(*nn.out, *b)) {
       return Status::InvalidArgument(op, "next norms out overlaps another buffer");
+    }
+  }
+  for (uint32_t j = 0; j < nn.count; ++j) {
+    if (Overlap(*nn.out, *nn.w[j])) {
+      return Status::InvalidArgument(op, "next norms out overlaps a next norm weight");
     }
   }
   return Status::OK();
@@ -297,7 +302,7 @@ Status Kernels::RmsNormAdd(Recorder& rec, const NormAddShape& s, const BufferRan
   GARNET_RETURN_IF_ERROR(Need(x, Span4(s.rows, xs, s.n), op, "x"));
   GARNET_RETURN_IF_ERROR(Need(w, uint64_t{s.n} * 4, op, "w"));
   if (Overlap(h, x)) return Status::InvalidArgument(op, "x overlaps h");
-  if (next) GARNET_RETURN_IF_ERROR(CheckNextNorms(*next, s.n, s.rows, {&h, &x}, op));
+  if (next) GARNET_RETURN_IF_ERROR(CheckNextNorms(*next, s.n, s.rows, {&h, &x, &w}, op));
   const uint32_t wg = RowWg(device_, s.rows);
   const std::string variant = std::string(next ? "norm_add_nn" : "norm_add") +
                               (device_.caps().subgroup_arithmetic ? "_sg" : "");
@@ -351,7 +356,8 @@ Status Kernels::MoeTail(Recorder& rec, const MoeTailShape& s, const BufferRange&
     }
   }
   if (next) {
-    GARNET_RETURN_IF_ERROR(CheckNextNorms(*next, s.n, s.n_tokens, {&h, &dense, &down, &mo}, op));
+    GARNET_RETURN_IF_ERROR(
+        CheckNextNorms(*next, s.n, s.n_tokens, {&h, &dense, &down, &wt, &mo, &w1, &w2, &w}, op));
   }
   const uint32_t wg = RowWg(device_, s.n_tokens);
   const std::string variant = std::string(next ? "moe_tail_nn" : "moe_tail") +

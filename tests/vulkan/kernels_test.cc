@@ -1710,6 +1710,10 @@ TEST_P(KernelTest, RmsNormAddUpdatesTheResidualWithScaleAndStrides) {
   nn.count = 2;
   EXPECT_TRUE(k().RmsNormAdd(rec(), s, h, x, w, &nn).IsInvalidArgument());  // no second weight
   nn.count = 1;
+  const BufferRange over_w(b, 3400, 800);  // overlaps w and the next norm weight
+  nn.out = &over_w;
+  EXPECT_TRUE(k().RmsNormAdd(rec(), s, h, x, w, &nn).IsInvalidArgument());
+  nn.out = &out;
   GARNET_ASSERT_OK(k().RmsNormAdd(rec(), s, h, x, w, &nn));
   GARNET_ASSERT_OK(rec().SubmitAndWait());
   nn.count = 3;
