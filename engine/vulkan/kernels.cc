@@ -259,9 +259,7 @@ uint32_t MatvecVec(GgmlType type, const BufferRange& w, uint64_t row_bytes,
   for (uint64_t f : x_floats) xa = xa && f % 4 == 0;
   return (wa ? 1u : 0u) | (xa ? 2u : 0u);
 }
-}  // namespace
 
-namespace {
 // NextNorms' checks: count 1 or 2, the weights, and an output that holds them and overlaps none
 // of the kernel's other buffers (`others`) or the weights (it is written while they are read).
 Status CheckNextNorms(const Kernels::NextNorms& nn, uint32_t n, uint32_t rows,
