@@ -186,7 +186,10 @@ struct VulkanBackend::Impl {
   std::vector<std::unique_ptr<vk::Buffer>> thetas;
   vk::Buffer one;            // a single 1.0f: Binary's b operand for "scale by a constant"
   vk::Buffer route_counter;  // MatvecNormRoute's workgroup counter (zero between dispatches)
-  vk::Buffer router_norm;    // MoE: per layer router_scale * H^-1/2 at kBufferAlign offsets
+  // AttentionDecode's split counters (zero between dispatches): one per (token, query head) of
+  // a dispatch that splits, which needs tokens * heads < plan::kSplitTargetGroups.
+  vk::Buffer attn_counter;
+  vk::Buffer router_norm;  // MoE: per layer router_scale * H^-1/2 at kBufferAlign offsets
   vk::Buffer scratch_dev, scratch_up, scratch_rb;
   std::map<std::string, Region, std::less<>> regions;
   std::shared_ptr<KvPool> kv;
@@ -518,6 +521,12 @@ Status VulkanBackend::Impl::Init(const gguf::Model& model) {
       GARNET_RETURN_IF_ERROR(transfer->Upload(route_counter, 0, &zero, 4));
       other_bytes += 4;
     }
+    const std::vector<uint32_t> zeros(plan::kSplitTargetGroups, 0u);
+    GARNET_ASSIGN_OR_RETURN(attn_counter,
+                            vk::Buffer::Create(*dev, zeros.size() * 4, MemoryKind::kOther,
+                                               vk::Residency::kDevice, "attention split counters"));
+    GARNET_RETURN_IF_ERROR(transfer->Upload(attn_counter, 0, zeros.data(), zeros.size() * 4));
+    other_bytes += zeros.size() * 4;
   }
 
   // Scratch: plan::ScratchLayout, one buffer per place, parts at aligned offsets.
@@ -1260,8 +1269,12 @@ Status VulkanBackend::Impl::RecordLayer(int il, const Row* rows, uint32_t T,
                                                std::to_string(need));
     }
     const BufferRange scratch = need ? split.r() : BufferRange(one);
+    // The splits merged by the attention kernel itself where its counters reach.
+    const BufferRange counter(attn_counter);
+    const bool merge = uint64_t{n} * nh * 4 <= attn_counter.size();
     GARNET_RETURN_IF_ERROR(kern->AttentionDecode(*rec, as, qr, seq->K(owner), seq->V(owner), pr,
-                                                 orr, need ? &scratch : nullptr));
+                                                 orr, need ? &scratch : nullptr,
+                                                 merge ? &counter : nullptr));
   }
   GARNET_RETURN_IF_ERROR(Mul(lr.wo, nq, H, T, attn.r(), branch.r()));
   // With prenorm the residual update also writes the feed-forward's input, ffn_norm(h), and

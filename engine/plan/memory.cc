@@ -71,11 +71,6 @@ uint64_t KvTotalBytes(const gguf::Gemma4Params& p, const KvOptions& o) {
   return total;
 }
 
-namespace {
-// AttentionSplitCount's goal: this many (token, head[, split]) workgroups per dispatch.
-constexpr uint32_t kSplitTargetGroups = 512;
-}  // namespace
-
 uint32_t AttentionSplitCount(uint32_t n_tokens, uint32_t n_q_heads, uint32_t max_keys) {
   constexpr uint64_t kTargetGroups = kSplitTargetGroups, kMinKeysPerSplit = 64, kMaxSplits = 64;
   const uint64_t work = static_cast<uint64_t>(n_tokens) * n_q_heads;

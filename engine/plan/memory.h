@@ -68,8 +68,10 @@ struct ScratchBuffer {
 };
 
 // Flash-decoding splits the Vulkan attention uses for a dispatch of `n_tokens` query tokens of
-// `n_q_heads` heads over at most `max_keys` keys: 1 (one pass) once there are 512 (token, head)
-// workgroups, else enough slices of >= 64 keys to reach ~512 workgroups, at most 64.
+// `n_q_heads` heads over at most `max_keys` keys: 1 (one pass) once there are kSplitTargetGroups
+// (token, head) workgroups, else enough slices of >= 64 keys to reach ~that many workgroups, at
+// most 64. So a dispatch that splits has fewer than kSplitTargetGroups (token, head) pairs.
+inline constexpr uint32_t kSplitTargetGroups = 512;
 uint32_t AttentionSplitCount(uint32_t n_tokens, uint32_t n_q_heads, uint32_t max_keys);
 // Keys a query of layer `il` can see at most: the window on sliding layers (capped by its
 // cells), the context on full layers (0 when the layer has no cells, i.e. it shares KV).

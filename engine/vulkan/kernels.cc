@@ -1126,7 +1126,8 @@ Result<Kernels::AttentionGeometry> Kernels::CheckAttention(
 
 Status Kernels::AttentionDecode(Recorder& rec, const AttentionShape& s, const BufferRange& q,
                                 const BufferRange& k, const BufferRange& v, const BufferRange& pos,
-                                const BufferRange& o, const BufferRange* scratch) {
+                                const BufferRange& o, const BufferRange* scratch,
+                                const BufferRange* counter) {
   const std::string op = "attention";
   GARNET_ASSIGN_OR_RETURN(const AttentionGeometry geo, CheckAttention(op, s, q, k, v, pos, o));
   const uint32_t qs = geo.qs, os = geo.os, slot = geo.slot, head = geo.head;
@@ -1153,15 +1154,21 @@ Status Kernels::AttentionDecode(Recorder& rec, const AttentionShape& s, const Bu
   // that reads each key row with a team of head_dim / 8 invocations (attn_decode_rows.comp). It
   // scores a round of 8 keys per team with one invocation per key, so it needs at least 8
   // invocations per team (a round no larger than the workgroup): head_dim >= 64.
+  // With a counter the last split workgroup of each head merges the splits (FUSED_COMBINE):
+  // no attn_combine dispatch, no barrier interval of its own.
   const uint32_t lpk = s.head_dim / 8;
+  bool fused = false;
   if (!q8 && kvec == 1 && v.offset % 16 == 0 && s.head_dim % 8 == 0 && lpk >= 8 && lpk <= kWg &&
       (lpk & (lpk - 1)) == 0 && decode_rows_) {
-    desc = {device_.caps().subgroup_arithmetic ? "attn_decode_rows_sg" : "attn_decode_rows",
-            6,
-            0b110000,
-            52,
-            {kWg, s.head_dim},
-            {kWg, 1, 1}};
+    fused = splits > 1 && counter != nullptr;
+    std::string name = fused ? "attn_decode_rows_fc" : "attn_decode_rows";
+    if (device_.caps().subgroup_arithmetic) name += "_sg";
+    desc = {name, fused ? 7u : 6u,   fused ? 0b1110000u : 0b110000u,
+            52,   {kWg, s.head_dim}, {kWg, 1, 1}};
+  }
+  if (fused) {
+    GARNET_RETURN_IF_ERROR(
+        Need(*counter, uint64_t{s.n_tokens} * s.n_q_heads * 4, op, "split counter"));
   }
   GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
   struct {
@@ -1183,6 +1190,10 @@ Status Kernels::AttentionDecode(Recorder& rec, const AttentionShape& s, const Bu
          splits,
          q8 ? s.n_kv_heads * head / 4 : 0};
   const BufferRange part = splits > 1 ? *scratch : BufferRange(placeholder_);
+  if (fused) {
+    const BufferRange bindings[] = {q, k, v, pos, o, part, *counter};
+    return rec.Dispatch(*p, bindings, push, s.n_q_heads, s.n_tokens, splits);
+  }
   const BufferRange bindings[] = {q, k, v, pos, o, part};
   GARNET_RETURN_IF_ERROR(rec.Dispatch(*p, bindings, push, s.n_q_heads, s.n_tokens, splits));
   if (splits == 1) return Status::OK();

@@ -303,11 +303,15 @@ class Kernels {
   // of AttentionScratchBytes(s) bytes (InvalidArgument when missing or too small). An f16 cache
   // with 16-byte aligned rows and a head dim of 8 x a power of two (64..1024) takes
   // attn_decode_rows.comp (a team of head_dim / 8 invocations per key row) unless
-  // SetAttentionDecodeRows(false) (tests of the general kernel, comparisons).
+  // SetAttentionDecodeRows(false) (tests of the general kernel, comparisons). With `counter`
+  // (n_tokens * n_q_heads uint32 that are zero before the dispatch and are zero again after it)
+  // that kernel merges the splits itself, in the last split workgroup of each head: one dispatch
+  // instead of two, the same output bits.
   void SetAttentionDecodeRows(bool allow) { decode_rows_ = allow; }
   Status AttentionDecode(Recorder& rec, const AttentionShape& s, const BufferRange& q,
                          const BufferRange& k, const BufferRange& v, const BufferRange& pos,
-                         const BufferRange& o, const BufferRange* scratch = nullptr);
+                         const BufferRange& o, const BufferRange* scratch = nullptr,
+                         const BufferRange* counter = nullptr);
   // The same attention for a prefill batch (many query tokens), flash-attention style: one
   // workgroup per tile of query rows (token, query head) of one kv head streams that head's keys
   // through shared memory once per tile instead of once per query (shaders/attn_prefill.comp).

@@ -1313,6 +1313,63 @@ TEST_P(KernelTest, AttentionOnlineSoftmaxGqaWindowRing) {
   }
 }
 
+// With a counter, attn_decode_rows merges the splits in the last split workgroup of each head:
+// one dispatch instead of two, the same output bits as the combine pass, and the counter back at
+// zero, so a second dispatch on the same counter is right too.
+TEST_P(KernelTest, AttentionDecodeMergesSplitsInLastWorkgroup) {
+  for (const AttnCase& c : std::vector<AttnCase>{
+           {"full 256 gqa causal", 256, 4, 2, 16, 0, 0, {10, 11, 12}, 1.0f},
+           {"swa 512 ring", 512, 2, 1, 8, 14, 8, {20, 21}, 0.0625f},
+           {"64 long chunks + wrap + empty", 64, 3, 3, 300, 701, 0, {1000, 750, -5, 600}, 0.125f},
+       }) {
+    const AttnData a = MakeAttnData(c);
+    const size_t q_n = a.q.size(), kv_n = a.k16.size();
+    const uint32_t t_n = static_cast<uint32_t>(c.pos.size());
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bq, UploadFloats(*d_, a.q));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bk,
+                                UploadBytes(*d_, a.k16.data(), kv_n * 2, MemoryKind::kKv));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bv,
+                                UploadBytes(*d_, a.v16.data(), kv_n * 2, MemoryKind::kKv));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bp, UploadBytes(*d_, c.pos.data(), t_n * 4));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bo,
+                                Buffer::Create(*d_->device, q_n * 4, MemoryKind::kScratch));
+    AttentionShape s = ShapeOf(c);
+    s.split_keys = 5;
+    ASSERT_GT(AttentionSplits(s), 1u);
+    GARNET_ASSERT_OK_AND_ASSIGN(
+        Buffer scratch,
+        Buffer::Create(*d_->device, AttentionScratchBytes(s), MemoryKind::kScratch));
+    const BufferRange sr(scratch);
+    const uint32_t n_count = t_n * c.n_q;
+    const std::vector<uint32_t> zeros(n_count, 0u);
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer counter, UploadBytes(*d_, zeros.data(), n_count * 4));
+    const BufferRange cr(counter);
+
+    GARNET_ASSERT_OK(rec().Fill(bo, 0, q_n * 4, 0x7fc00000u));
+    GARNET_ASSERT_OK(k().AttentionDecode(rec(), s, bq, bk, bv, bp, bo, &sr));
+    GARNET_ASSERT_OK(rec().SubmitAndWait());
+    GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> two_pass, DownloadFloats(*d_, bo, q_n));
+    for (int rep = 0; rep < 2; ++rep) {
+      GARNET_ASSERT_OK(rec().Fill(bo, 0, q_n * 4, 0x7fc00000u));
+      const uint32_t before = rec().stats().dispatches;
+      GARNET_ASSERT_OK(k().AttentionDecode(rec(), s, bq, bk, bv, bp, bo, &sr, &cr));
+      EXPECT_EQ(rec().stats().dispatches, before + 1) << c.name;
+      GARNET_ASSERT_OK(rec().SubmitAndWait());
+      GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> fused, DownloadFloats(*d_, bo, q_n));
+      EXPECT_EQ(std::memcmp(fused.data(), two_pass.data(), q_n * 4), 0)
+          << c.name << " repetition " << rep << ": the merged splits differ from the combine pass";
+      std::vector<uint32_t> left(n_count, 1u);
+      GARNET_ASSERT_OK(d_->transfer->Download(counter, 0, left.data(), n_count * 4));
+      EXPECT_EQ(left, zeros) << c.name << ": the counters are not back at zero";
+    }
+    ExpectClose(two_pass, AttentionOracle(c, a), std::vector<double>(q_n, 1.0), 2e-5, 0, c.name);
+    // A counter too small for n_tokens * n_q_heads.
+    const BufferRange short_counter(counter, 0, n_count * 4 - 4);
+    EXPECT_TRUE(
+        k().AttentionDecode(rec(), s, bq, bk, bv, bp, bo, &sr, &short_counter).IsInvalidArgument());
+  }
+}
+
 // kv_first = kKvFirstFromPositions (a replayed decode pass): the oldest position held is derived
 // on the device from the last query position, max(0, p + 1 - ring): the same output as that
 // kv_first given, on both decode kernels, split or not.

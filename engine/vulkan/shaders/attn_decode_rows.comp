@@ -20,6 +20,13 @@
 //            invocation j scores key j and writes prob[j]; with CH > WG keys past WG would go
 //            unscored and read prob[] never written)
 // Requires:  K and V bindings, kv_head_stride and slot_stride at multiples of 8 halves (16 bytes).
+//
+// FUSED_COMBINE (with n_splits > 1): no attn_combine dispatch. Each split workgroup writes its
+// partial block, makes it visible and counts itself in counter[t * n_q_heads + h]; the one that
+// counts last merges the head's splits (attn_combine.glsl) into o and resets the counter to 0
+// (its value between dispatches; the buffer starts zeroed). The merge reads the same floats in
+// the same order as attn_combine.comp, so the outputs are the same bits.
+//   extra binding 6 counter (read and write, uint[n_tokens * n_q_heads])
 #version 450
 #include "common.glsl"
 
@@ -36,7 +43,14 @@ layout(binding = 0, std430) readonly buffer QBuf { float q[]; };
 layout(binding = 1, std430) readonly buffer KBuf { uvec4 k4[]; };
 layout(binding = 2, std430) readonly buffer VBuf { uvec4 v4[]; };
 layout(binding = 4, std430) writeonly buffer OBuf { float o[]; };
+#ifdef FUSED_COMBINE
+layout(binding = 5, std430) coherent buffer PartBuf { float part[]; };  // read back by the merge
+layout(binding = 6, std430) coherent buffer CountBuf { uint counter[]; };
+#include "attn_combine.glsl"
+shared uint merge_here;  // this workgroup counted last
+#else
 layout(binding = 5, std430) writeonly buffer PartBuf { float part[]; };
+#endif
 
 shared float partial[CH * LPK];  // [key of the round][word]: partial dot products
 shared float prob[CH];
@@ -127,4 +141,17 @@ void main() {
     part[pb] = m;
     part[pb + 1u] = l;
   }
+#ifdef FUSED_COMBINE
+  if (p.n_splits <= 1u) return;  // uniform
+  // The block visible before the count; every split workgroup gets here (none returns early).
+  memoryBarrierBuffer();
+  barrier();
+  const uint ci = t * p.n_q_heads + h;
+  if (tid == 0u) merge_here = atomicAdd(counter[ci], 1u) == p.n_splits - 1u ? 1u : 0u;
+  barrier();
+  if (merge_here == 0u) return;  // uniform across the workgroup
+  memoryBarrierBuffer();
+  combine_splits((t * p.n_q_heads + h) * p.n_splits * (D + 2u), p.n_splits, ob);
+  if (tid == 0u) atomicExchange(counter[ci], 0u);  // an atomic, as for matvec.comp's ROUTE
+#endif
 }
