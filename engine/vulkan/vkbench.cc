@@ -1,5 +1,6 @@
 // garnet-vkbench: first numbers for the Vulkan backend on one device.
 //   garnet-vkbench [--device SEL] [--small] [--sweep] [--matmul] [--ffn] [--attn] [--decode]
+//                  [--stage auto|0|1]
 // Measures, each as wall time around submit+wait of one command buffer holding many commands:
 //   - per-dispatch cost of a tiny kernel, with a barrier between every dispatch (a chain) and
 //     without (independent ranges), and the CPU cost of recording one dispatch;
@@ -11,7 +12,8 @@
 // --matmul runs only the matmul part; --ffn only a decode feed-forward chain (unfused vs the
 // fused MatvecGeglu); --attn only prefill attention (per-query kernel vs the tiled prefill
 // kernel on Gemma 4 prompt shapes); --decode only the decode matvecs of one 26b-a4b layer, chained
-// with barriers as a decode pass runs them (with --sweep: per launch shape).
+// with barriers as a decode pass runs them (with --sweep: per launch shape). --stage sets
+// Kernels::SetMatvecStaging (Q6_K / Q8_0 rows through shared memory; default auto).
 // Exit status 1 on any error.
 #include <algorithm>
 #include <chrono>
@@ -249,6 +251,9 @@ int RunDecodeShapes(Device& dev, Kernels& kernels, Recorder& rec, Transfer& tran
       {"4x longer rows", Kind::kPlain, GgmlType::kQ4_K, 4 * H, small ? 512u : 4096u},
       // The output head (tied token table, Q6_K in the Q4_K_M mix): 262144 rows.
       {"head", Kind::kPlain, GgmlType::kQ6_K, H, small ? 2048u : 262144u},
+      // e4b's head (Q8_0, hidden 2560) and the 31b's (Q6_K, hidden 5376).
+      {"head e4b", Kind::kPlain, GgmlType::kQ8_0, small ? 256u : 2560u, small ? 2048u : 262144u},
+      {"head 31b", Kind::kPlain, GgmlType::kQ6_K, small ? 512u : 5376u, small ? 2048u : 262144u},
   };
   const uint32_t n_experts = small ? 8 : 128, top = small ? 2 : 8, id_sets = 16;
   const int reps = small ? 4 : 256;
@@ -505,8 +510,8 @@ int RunPrefillAttention(Device& dev, Kernels& kernels, Recorder& rec, Transfer& 
   return 0;
 }
 
-int Run(const std::string& selector, bool small, bool sweep, bool matmul_only, bool ffn_only,
-        bool attn_only, bool decode_only) {
+int Run(const std::string& selector, bool small, bool sweep, Kernels::Staging stage,
+        bool matmul_only, bool ffn_only, bool attn_only, bool decode_only) {
   ASSIGN_OR_FAIL(auto instance, Instance::Create());
   DeviceOptions opts;
   opts.selector = selector;
@@ -522,6 +527,7 @@ int Run(const std::string& selector, bool small, bool sweep, bool matmul_only, b
   if (matmul_only) return RunMatmuls(dev, *kernels, *rec, *transfer, small);
   if (ffn_only) return RunFfnChain(dev, *kernels, *rec, *transfer, small);
   if (attn_only) return RunPrefillAttention(dev, *kernels, *rec, *transfer, small);
+  kernels->SetMatvecStaging(stage);
   if (decode_only) return RunDecodeShapes(dev, *kernels, *rec, *transfer, small, sweep);
 
   // 1. Per-dispatch cost.
@@ -687,6 +693,7 @@ int main(int argc, char** argv) {
   bool ffn_only = false;
   bool attn_only = false;
   bool decode_only = false;
+  auto stage = garnet::vk::Kernels::Staging::kAuto;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--small") {
@@ -703,12 +710,21 @@ int main(int argc, char** argv) {
       decode_only = true;
     } else if (a == "--device" && i + 1 < argc) {
       selector = argv[++i];
+    } else if (a == "--stage" && i + 1 < argc && std::string(argv[i + 1]) == "0") {
+      stage = garnet::vk::Kernels::Staging::kOff;
+      ++i;
+    } else if (a == "--stage" && i + 1 < argc && std::string(argv[i + 1]) == "1") {
+      stage = garnet::vk::Kernels::Staging::kOn;
+      ++i;
+    } else if (a == "--stage" && i + 1 < argc && std::string(argv[i + 1]) == "auto") {
+      ++i;
     } else {
       std::fprintf(stderr,
                    "usage: garnet-vkbench [--device SEL] [--small] [--sweep] [--matmul] [--ffn]"
-                   " [--attn] [--decode]\n");
+                   " [--attn] [--decode] [--stage auto|0|1]\n");
       return 2;
     }
   }
-  return garnet::vk::Run(selector, small, sweep, matmul_only, ffn_only, attn_only, decode_only);
+  return garnet::vk::Run(selector, small, sweep, stage, matmul_only, ffn_only, attn_only,
+                         decode_only);
 }

@@ -211,6 +211,81 @@ TEST_P(KernelTest, MatvecEveryWeightTypeOddSizes) {
   }
 }
 
+// Q6_K / Q8_0 rows staged in shared memory (Kernels::Staging::kOn): the same bits as the direct
+// loads at the same workgroup size, rows at every 2-byte misalignment within their 16-byte word
+// (row sizes 420, 630, 102, 1088 bytes; a binding 16 bytes into its buffer), and the staged
+// pipeline really built. Where the buffer ends before the binding's end rounded up to 16 bytes,
+// the matvec falls back to direct loads (still right).
+TEST_P(KernelTest, MatvecStagedRowsMatchDirectLoads) {
+  const uint32_t n_vecs = 2;
+  struct Case {
+    GgmlType type;
+    uint32_t in, out;
+    uint64_t lead;  // bytes before the matrix in its buffer
+    uint64_t tail;  // bytes after it
+  };
+  for (const Case& c :
+       {Case{GgmlType::kQ6_K, 512, 11, 0, 16}, Case{GgmlType::kQ6_K, 768, 37, 16, 16},
+        Case{GgmlType::kQ8_0, 96, 53, 0, 16}, Case{GgmlType::kQ8_0, 1024, 5, 16, 16},
+        Case{GgmlType::kQ6_K, 768, 37, 0, 0} /* end not padded: no staging */}) {
+    const std::string what = "staged matvec " + std::string(TypeName(c.type)) + " " +
+                             std::to_string(c.in) + "x" + std::to_string(c.out) + " lead " +
+                             std::to_string(c.lead) + " tail " + std::to_string(c.tail);
+    const std::vector<uint8_t> w = RandomWeights(c.type, c.in, c.out, 900 + c.in + c.out);
+    std::vector<uint8_t> buf(c.lead + w.size() + c.tail, 0xA5);
+    std::memcpy(buf.data() + c.lead, w.data(), w.size());
+    const uint32_t xs = c.in + 4, ys = c.out + 3;
+    const std::vector<float> x = RandomFloats(size_t{n_vecs} * xs, 300 + c.out);
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bw,
+                                UploadBytes(*d_, buf.data(), buf.size(), MemoryKind::kWeights));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bx, UploadFloats(*d_, x));
+    GARNET_ASSERT_OK_AND_ASSIGN(
+        Buffer by, Buffer::Create(*d_->device, size_t{n_vecs} * ys * 4, MemoryKind::kScratch));
+    const BufferRange wr(bw, c.lead, w.size());
+    std::vector<std::vector<float>> outs;
+    size_t pipelines_before_staged = 0;
+    for (const Kernels::Staging st : {Kernels::Staging::kOff, Kernels::Staging::kOn}) {
+      k().SetMatvecStaging(st);
+      GARNET_ASSERT_OK(k().SetMatvecLaunch(128, 4));  // both runs: 128 x 4
+      pipelines_before_staged = d_->device->pipelines().size();
+      GARNET_ASSERT_OK(k().Matvec(rec(), c.type, {c.in, c.out, n_vecs, xs, ys}, wr, bx, by));
+      GARNET_ASSERT_OK(rec().SubmitAndWait());
+      GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> y,
+                                  DownloadFloats(*d_, by, size_t{n_vecs} * ys));
+      outs.push_back(std::move(y));
+    }
+    k().SetMatvecStaging(Kernels::Staging::kAuto);
+    k().SetMatvecRowsAuto();
+    // The staged run built a pipeline of its own (another spec constant) unless it fell back.
+    const bool staged = d_->device->pipelines().size() > pipelines_before_staged;
+    EXPECT_EQ(staged, c.tail != 0) << what;
+    for (uint32_t v = 0; v < n_vecs; ++v) {
+      for (uint32_t r = 0; r < c.out; ++r) {
+        const size_t i = size_t{v} * ys + r;
+        ASSERT_EQ(std::memcmp(&outs[0][i], &outs[1][i], 4), 0)
+            << what << " vec " << v << " row " << r << ": " << outs[0][i] << " vs " << outs[1][i];
+      }
+    }
+    // And both against the oracle.
+    const std::vector<float> wf = Dequantize(c.type, w, c.in, c.out);
+    std::vector<float> got;
+    std::vector<double> want, scale;
+    for (uint32_t v = 0; v < n_vecs; ++v) {
+      for (uint32_t r = 0; r < c.out; ++r) {
+        double acc = 0, mag = 0;
+        for (uint32_t i = 0; i < c.in; ++i) {
+          acc += double(wf[size_t{r} * c.in + i]) * x[v * xs + i];
+          mag += std::fabs(double(wf[size_t{r} * c.in + i]) * x[v * xs + i]);
+        }
+        got.push_back(outs[1][size_t{v} * ys + r]);
+        want.push_back(acc);
+        scale.push_back(mag);
+      }
+    }
+    ExpectClose(got, want, scale, 1e-5, 1e-7, what);
+  }
+}
+
 TEST_P(KernelTest, MatvecNormFoldsRmsNormIn) {
   const uint32_t n_vecs = 2, out = 13;
   for (const MatCase& c :
