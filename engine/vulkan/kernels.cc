@@ -431,9 +431,8 @@ Status Kernels::Matvec(Recorder& rec, GgmlType type, const MatvecShape& s, const
   const bool want_stage =
       (type == GgmlType::kQ6_K || type == GgmlType::kQ8_0) &&
       (matvec_stage_ == Staging::kOn || (matvec_stage_ == Staging::kAuto && tall));
-  // Staged rows: 128 invocations x 4 rows by default (a few 16-byte loads each).
-  const uint32_t kRows = want_stage && matvec_rows_auto_ ? 4 : MatvecRows(s.out, s.n_vecs);
-  const uint32_t wg = want_stage && matvec_rows_auto_ ? 128 : MatvecWg(s.out, s.n_vecs, false);
+  const uint32_t kRows = MatvecRows(s.out, s.n_vecs);
+  const uint32_t wg = MatvecWg(s.out, s.n_vecs, false);
   const uint32_t vec = MatvecVec(type, w, row_bytes, {}, x, {xs}, nullptr);
   BufferRange wr = w;
   const uint32_t stage =

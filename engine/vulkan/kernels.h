@@ -157,7 +157,8 @@ class Kernels {
   // rows into shared memory with 16-byte loads first (matvec.comp STAGE): kAuto for matrices of
   // kMatvecStageMinRows+ rows (throughput-bound: the head), where the binding allows it (at a
   // multiple of 16 bytes, its buffer holding its end rounded up to 16). kOn: wherever it allows
-  // it (benchmarks, tests). Same threading caveat as SetMatvecLaunch.
+  // it (benchmarks, tests). The default is kOff: on an H200 the staged head was slower (see
+  // docs/PERF.md round 10). Same threading caveat as SetMatvecLaunch.
   enum class Staging : uint8_t { kAuto, kOff, kOn };
   void SetMatvecStaging(Staging s) { matvec_stage_ = s; }
   // Whether Matmul may use the cooperative-matrix kernel where the device has it (default true).
@@ -422,7 +423,7 @@ class Kernels {
   uint32_t matvec_wg_ = 64;
   uint32_t matvec_rows_ = 4;
   bool matvec_rows_auto_ = true;  // fewer rows per workgroup for small matrices
-  Staging matvec_stage_ = Staging::kAuto;
+  Staging matvec_stage_ = Staging::kOff;
   bool matmul_coop_ = true;
   bool decode_rows_ = true;
   bool matmul_coop_float_ = true;

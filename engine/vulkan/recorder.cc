@@ -48,6 +48,11 @@ struct Recorder::Profile {
   std::map<std::pair<std::string, std::string>, Sum> by_shader;  // (tag, shader [grid])
   std::map<std::string, std::pair<uint64_t, double>> by_tag;     // passes, ns
   bool trace = false;  // GARNET_VULKAN_PROFILE=trace: also every command of each tag's last pass
+  // GARNET_VULKAN_PROFILE=intervals: a timestamp only where a barrier ends a barrier interval
+  // (and at the end), named after the interval's commands, so the pass runs as it does
+  // unprofiled and each delta is one interval's time; implies trace.
+  bool intervals = false;
+  std::string interval;  // the commands of the current interval, " + " between them
   std::map<std::string, std::vector<std::pair<std::string, double>>> last_pass;
 };
 
@@ -88,11 +93,25 @@ void Recorder::set_profile_tag(std::string tag) {
 
 void Recorder::ProfileMark(const std::string* name) {
   Profile& p = *profile_;
+  if (p.intervals) {
+    if (!p.interval.empty()) p.interval += " + ";
+    p.interval += *name;
+    return;
+  }
   if (p.used == 0 || p.used >= Profile::kCapacity) return;
   vkCmdWriteTimestamp(cmd_, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, p.pool, p.used++);
   p.names.push_back(*name);
   p.after_barrier.push_back(p.barrier);
   p.barrier = false;
+}
+
+void Recorder::ProfileIntervalEnd() {
+  Profile& p = *profile_;
+  if (!p.intervals || p.interval.empty() || p.used == 0 || p.used >= Profile::kCapacity) return;
+  vkCmdWriteTimestamp(cmd_, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, p.pool, p.used++);
+  p.names.push_back(std::move(p.interval));
+  p.after_barrier.push_back(true);
+  p.interval.clear();
 }
 
 void Recorder::ProfileCollect() {
@@ -142,19 +161,18 @@ std::string Recorder::ProfileReport() const {
     }
     std::sort(rows.begin(), rows.end(),
               [](const auto& a, const auto& b) { return a.first > b.first; });
-    for (const auto& [ns, e] : rows) {
-      std::snprintf(line, sizeof line, "  %-52s %7.2f calls %9.1f us/pass %7.2f us/call %5.1f%%\n",
-                    e->first.second.c_str(), static_cast<double>(e->second.calls) / passes,
-                    ns / passes / 1e3, ns / static_cast<double>(e->second.calls) / 1e3,
-                    100.0 * ns / tt.second);
-      out += line;
+    for (const auto& [ns, e] : rows) {  // figures first: interval names can be long
+      std::snprintf(line, sizeof line, "  %7.2f calls %9.1f us/pass %7.2f us/call %5.1f%%  ",
+                    static_cast<double>(e->second.calls) / passes, ns / passes / 1e3,
+                    ns / static_cast<double>(e->second.calls) / 1e3, 100.0 * ns / tt.second);
+      out += line + e->first.second + "\n";
     }
     const auto last = profile_->last_pass.find(tag);
     if (last == profile_->last_pass.end()) continue;
     out += "  the last pass, command by command (us; | = after a barrier):\n";
     for (const auto& [name, ns] : last->second) {
-      std::snprintf(line, sizeof line, "    %8.2f  %s\n", ns / 1e3, name.c_str());
-      out += line;
+      std::snprintf(line, sizeof line, "    %8.2f  ", ns / 1e3);
+      out += line + name + "\n";
     }
   }
   return out;
@@ -181,6 +199,10 @@ Result<std::unique_ptr<Recorder>> Recorder::Create(Device& device) {
       e != nullptr && *e != '\0' && std::string(e) != "0") {
     r->EnableProfile();
     if (r->profile_ && std::string(e) == "trace") r->profile_->trace = true;
+    if (r->profile_ && std::string(e) == "intervals") {
+      r->profile_->trace = true;
+      r->profile_->intervals = true;
+    }
   }
   return r;
 }
@@ -247,6 +269,7 @@ void Recorder::ResetForReuse() {
     profile_->used = 0;
     profile_->names.clear();
     profile_->after_barrier.clear();
+    profile_->interval.clear();
   }
   error_ = Status::OK();
   const uint32_t submits = stats_.submits;
@@ -299,6 +322,7 @@ void Recorder::Track(std::span<const Access> accesses, VkPipelineStageFlags stag
       b.size = p.end - p.begin;
       barriers.push_back(b);
     }
+    if (profile_) ProfileIntervalEnd();
     vkCmdPipelineBarrier(cmd_, src, stage, 0, 0, nullptr, static_cast<uint32_t>(barriers.size()),
                          barriers.data(), 0, nullptr);
     ++stats_.barriers;
@@ -482,6 +506,7 @@ Status Recorder::Submit() {
     return first;
   }
   if (!recording_) return Status::OK();
+  if (profile_) ProfileIntervalEnd();
   // Make every device write visible to host reads of mapped memory.
   VkMemoryBarrier to_host{VK_STRUCTURE_TYPE_MEMORY_BARRIER};
   to_host.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT;

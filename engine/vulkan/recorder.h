@@ -125,6 +125,9 @@ class Recorder {
   // there each delta is its increment over the previous one. Timestamps serialise a little:
   // a profiled pass runs somewhat slower than a plain one. No-op where the queue has no
   // timestamps. GARNET_VULKAN_PROFILE=trace also lists every command of each tag's last pass.
+  // GARNET_VULKAN_PROFILE=intervals instead stamps only the end of each barrier interval (before
+  // the barrier that ends it, and at the end), named after its commands joined by " + ": the
+  // pass keeps its concurrency, and each line is one interval's own time (listed as trace does).
   // While profiling, Flush() submits nothing: the whole pass is one command buffer.
   void EnableProfile();
   bool profiling() const { return profile_ != nullptr; }
@@ -176,6 +179,7 @@ class Recorder {
   std::unique_ptr<Profile> profile_;
   void ProfileMark(const std::string* name);  // timestamp after the command just recorded
   void ProfileCollect();                      // after a completed Wait
+  void ProfileIntervalEnd();                  // intervals mode: before a barrier / the end
 };
 
 }  // namespace garnet::vk

@@ -1,6 +1,6 @@
 // garnet-vkbench: first numbers for the Vulkan backend on one device.
 //   garnet-vkbench [--device SEL] [--small] [--sweep] [--matmul] [--ffn] [--attn] [--decode]
-//                  [--stage auto|0|1]
+//                  [--stage auto|0|1] [--case NAME]
 // Measures, each as wall time around submit+wait of one command buffer holding many commands:
 //   - per-dispatch cost of a tiny kernel, with a barrier between every dispatch (a chain) and
 //     without (independent ranges), and the CPU cost of recording one dispatch;
@@ -13,7 +13,8 @@
 // fused MatvecGeglu); --attn only prefill attention (per-query kernel vs the tiled prefill
 // kernel on Gemma 4 prompt shapes); --decode only the decode matvecs of one 26b-a4b layer, chained
 // with barriers as a decode pass runs them (with --sweep: per launch shape). --stage sets
-// Kernels::SetMatvecStaging (Q6_K / Q8_0 rows through shared memory; default auto).
+// Kernels::SetMatvecStaging (Q6_K / Q8_0 rows through shared memory; default auto); --case runs
+// only the --decode shapes whose name contains NAME.
 // Exit status 1 on any error.
 #include <algorithm>
 #include <chrono>
@@ -218,7 +219,7 @@ int RunFfnChain(Device& dev, Kernels& kernels, Recorder& rec, Transfer& transfer
 // over the chain's length; recording is timed apart) and the weight bandwidth, per launch shape
 // (--sweep: several; else the default).
 int RunDecodeShapes(Device& dev, Kernels& kernels, Recorder& rec, Transfer& transfer, bool small,
-                    bool sweep) {
+                    bool sweep, const std::string& only) {
   enum class Kind { kPlain, kNorm, kNormNoW, kGeglu, kIdNorm, kIdGlu, kId, kQkv, kQkvNorm };
   struct Case {
     const char* name;
@@ -288,6 +289,7 @@ int RunDecodeShapes(Device& dev, Kernels& kernels, Recorder& rec, Transfer& tran
   const BufferRange nwr(nw);
   for (const Case& c : cases) {
     if (!Kernels::SupportsWeightType(c.type)) continue;
+    if (!only.empty() && std::string(c.name).find(only) == std::string::npos) continue;
     const bool by_id = c.kind == Kind::kIdNorm || c.kind == Kind::kIdGlu || c.kind == Kind::kId;
     const uint32_t out = c.kind == Kind::kIdNorm || c.kind == Kind::kId ? 2 * c.out : c.out;
     const uint64_t matrix = *RowBytes(c.type, c.in) * out;
@@ -511,7 +513,8 @@ int RunPrefillAttention(Device& dev, Kernels& kernels, Recorder& rec, Transfer& 
 }
 
 int Run(const std::string& selector, bool small, bool sweep, Kernels::Staging stage,
-        bool matmul_only, bool ffn_only, bool attn_only, bool decode_only) {
+        const std::string& only, bool matmul_only, bool ffn_only, bool attn_only,
+        bool decode_only) {
   ASSIGN_OR_FAIL(auto instance, Instance::Create());
   DeviceOptions opts;
   opts.selector = selector;
@@ -528,7 +531,7 @@ int Run(const std::string& selector, bool small, bool sweep, Kernels::Staging st
   if (ffn_only) return RunFfnChain(dev, *kernels, *rec, *transfer, small);
   if (attn_only) return RunPrefillAttention(dev, *kernels, *rec, *transfer, small);
   kernels->SetMatvecStaging(stage);
-  if (decode_only) return RunDecodeShapes(dev, *kernels, *rec, *transfer, small, sweep);
+  if (decode_only) return RunDecodeShapes(dev, *kernels, *rec, *transfer, small, sweep, only);
 
   // 1. Per-dispatch cost.
   {
@@ -694,6 +697,7 @@ int main(int argc, char** argv) {
   bool attn_only = false;
   bool decode_only = false;
   auto stage = garnet::vk::Kernels::Staging::kAuto;
+  std::string only;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--small") {
@@ -710,6 +714,8 @@ int main(int argc, char** argv) {
       decode_only = true;
     } else if (a == "--device" && i + 1 < argc) {
       selector = argv[++i];
+    } else if (a == "--case" && i + 1 < argc) {
+      only = argv[++i];
     } else if (a == "--stage" && i + 1 < argc && std::string(argv[i + 1]) == "0") {
       stage = garnet::vk::Kernels::Staging::kOff;
       ++i;
@@ -721,10 +727,10 @@ int main(int argc, char** argv) {
     } else {
       std::fprintf(stderr,
                    "usage: garnet-vkbench [--device SEL] [--small] [--sweep] [--matmul] [--ffn]"
-                   " [--attn] [--decode] [--stage auto|0|1]\n");
+                   " [--attn] [--decode] [--stage auto|0|1] [--case NAME]\n");
       return 2;
     }
   }
-  return garnet::vk::Run(selector, small, sweep, stage, matmul_only, ffn_only, attn_only,
+  return garnet::vk::Run(selector, small, sweep, stage, only, matmul_only, ffn_only, attn_only,
                          decode_only);
 }

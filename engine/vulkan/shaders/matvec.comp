@@ -108,9 +108,9 @@ const uint NR = NROWS;
 layout(constant_id = 3) const uint STAGE_WORDS = 0;
 const uint STAGE_N = NR * STAGE_WORDS;  // staged 16-byte words
 const uint STAGE_ITERS = STAGE_N > 0u ? (STAGE_N + WG - 1u) / WG : 1u;
-shared uvec4 w_stage[STAGE_N + 1u];  // + 1: a 4-byte read at a row's end looks one word on
+shared uint w_stage[4u * STAGE_N + 1u];  // + 1: a 4-byte read at a row's end looks one on
 // The 32-bit word holding staged byte a, a 16-bit half, a byte, an f16, and 32 bits at an even a.
-uint sld_word(uint a) { return w_stage[a >> 4][(a >> 2) & 3u]; }
+uint sld_word(uint a) { return w_stage[a >> 2]; }
 uint sld16(uint a) { return (sld_word(a) >> ((a & 2u) * 8u)) & 0xffffu; }
 uint sld8(uint a) { return (sld_word(a) >> ((a & 3u) * 8u)) & 0xffu; }
 float sldf16(uint a) { return unpackHalf2x16(sld16(a)).x; }
@@ -274,7 +274,12 @@ void main() {
     }
     [[unroll]] for (uint j = 0; j < STAGE_ITERS; ++j) {
       const uint i = tid + j * WG;
-      if (i < STAGE_N) w_stage[i] = tmp[j];
+      if (i < STAGE_N) {
+        w_stage[4u * i] = tmp[j].x;
+        w_stage[4u * i + 1u] = tmp[j].y;
+        w_stage[4u * i + 2u] = tmp[j].z;
+        w_stage[4u * i + 3u] = tmp[j].w;
+      }
     }
     // Items now address staged bytes: row r from word r * STAGE_WORDS.
     for (uint r = 0; r < NR; ++r) rb[r] = r * STAGE_WORDS * 16u + (rb[r] & 15u);
