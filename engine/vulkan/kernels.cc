@@ -260,23 +260,6 @@ uint32_t MatvecVec(GgmlType type, const BufferRange& w, uint64_t row_bytes,
   return (wa ? 1u : 0u) | (xa ? 2u : 0u);
 }
 
-// matvec.comp STAGE's 16-byte words per staged row for `rows` rows of row_bytes (>= the row's
-// bytes from the word holding its first byte, which is at most 14 bytes in: rows start at even
-// offsets), or 0 where staging does not apply: the binding not at a multiple of 16 bytes, its
-// buffer not holding its end rounded up to 16, or the staged rows over a quarter of the shared
-// memory (at most 24 KiB). *bound is then the binding widened to that rounded end.
-uint32_t MatvecStageWords(const DeviceInfo& info, const BufferRange& w, uint64_t bytes,
-                          uint64_t row_bytes, uint32_t rows, BufferRange* bound) {
-  if (w.offset % 16 != 0 || row_bytes % 2 != 0) return 0;
-  const uint64_t end = (w.offset + bytes + 15) / 16 * 16;
-  if (end > w.buffer->size() || end - w.offset > info.max_storage_buffer_range) return 0;
-  const uint64_t words = (14 + row_bytes + 15) / 16;
-  const uint64_t shared = (rows * words + 1) * 16;
-  if (shared > std::min<uint64_t>(24 * 1024, info.max_shared_memory / 4)) return 0;
-  *bound = BufferRange(*w.buffer, w.offset, end - w.offset);
-  return static_cast<uint32_t>(words);
-}
-
 // NextNorms' checks: count 1 or 2, the weights, and an output that holds them and overlaps none
 // of the kernel's other buffers (`others`) or the weights (it is written while they are read).
 Status CheckNextNorms(const Kernels::NextNorms& nn, uint32_t n, uint32_t rows,
@@ -427,26 +410,17 @@ Status Kernels::Matvec(Recorder& rec, GgmlType type, const MatvecShape& s, const
   if (row_bytes * s.out > 0xffffffffull) {
     return Status::InvalidArgument(op, "weight range over 4 GiB; split it");
   }
-  const bool tall = uint64_t{s.out} * s.n_vecs >= kMatvecStageMinRows;
-  const bool want_stage =
-      (type == GgmlType::kQ6_K || type == GgmlType::kQ8_0) &&
-      (matvec_stage_ == Staging::kOn || (matvec_stage_ == Staging::kAuto && tall));
   const uint32_t kRows = MatvecRows(s.out, s.n_vecs);
   const uint32_t wg = MatvecWg(s.out, s.n_vecs, false);
   const uint32_t vec = MatvecVec(type, w, row_bytes, {}, x, {xs}, nullptr);
-  BufferRange wr = w;
-  const uint32_t stage =
-      want_stage ? MatvecStageWords(device_.info(), w, row_bytes * s.out, row_bytes, kRows, &wr)
-                 : 0;
   PipelineDesc desc{MatvecVariant(type), 3, 0b100, 16, {wg, kRows, vec}, {wg, 1, 1}};
-  if (stage) desc.spec.push_back(stage);
   GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
   struct {
     uint32_t in, out, x_stride, y_stride;
   } push{s.in, s.out, xs, ys};
   uint32_t gx = 0, gy = 0;
   GARNET_RETURN_IF_ERROR(Fold(device_, (s.out + kRows - 1) / kRows, &gx, &gy, op));
-  const BufferRange bindings[] = {wr, x, y};
+  const BufferRange bindings[] = {w, x, y};
   return rec.Dispatch(*p, bindings, push, gx, gy, s.n_vecs);
 }
 

@@ -95,8 +95,6 @@ Result<std::vector<float>> RopeThetaTable(uint32_t n_rot, double base,
                                           std::span<const float> freq_factors);
 
 inline constexpr uint32_t kKvFirstFromPositions = 0xFFFFFFFFu;
-// Kernels::Staging::kAuto stages Q6_K / Q8_0 matvec rows from this many rows (times vectors).
-inline constexpr uint64_t kMatvecStageMinRows = 32768;
 
 struct AttentionShape {
   uint32_t head_dim = 0;  // D: 256 (sliding) or 512 (full) for Gemma 4; any value works
@@ -153,14 +151,6 @@ class Kernels {
   Status SetMatvecLaunch(uint32_t workgroup, uint32_t rows_per_group);
   // Back to the automatic shape.
   void SetMatvecRowsAuto() { matvec_rows_auto_ = true; }
-  // Whether Matvec on Q6_K / Q8_0 weights (blocks only 2-byte aligned) copies each workgroup's
-  // rows into shared memory with 16-byte loads first (matvec.comp STAGE): kAuto for matrices of
-  // kMatvecStageMinRows+ rows (throughput-bound: the head), where the binding allows it (at a
-  // multiple of 16 bytes, its buffer holding its end rounded up to 16). kOn: wherever it allows
-  // it (benchmarks, tests). The default is kOff: on an H200 the staged head was slower (see
-  // docs/PERF.md round 10). Same threading caveat as SetMatvecLaunch.
-  enum class Staging : uint8_t { kAuto, kOff, kOn };
-  void SetMatvecStaging(Staging s) { matvec_stage_ = s; }
   // Whether Matmul may use the cooperative-matrix kernel where the device has it (default true).
   // For benchmarks and tests comparing the two paths; same threading caveat as SetMatvecLaunch.
   void SetMatmulCooperative(bool allow) { matmul_coop_ = allow; }
@@ -423,7 +413,6 @@ class Kernels {
   uint32_t matvec_wg_ = 64;
   uint32_t matvec_rows_ = 4;
   bool matvec_rows_auto_ = true;  // fewer rows per workgroup for small matrices
-  Staging matvec_stage_ = Staging::kOff;
   bool matmul_coop_ = true;
   bool decode_rows_ = true;
   bool matmul_coop_float_ = true;

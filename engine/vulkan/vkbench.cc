@@ -1,6 +1,6 @@
 // garnet-vkbench: first numbers for the Vulkan backend on one device.
 //   garnet-vkbench [--device SEL] [--small] [--sweep] [--matmul] [--ffn] [--attn] [--decode]
-//                  [--stage auto|0|1] [--case NAME]
+//                  [--case NAME]
 // Measures, each as wall time around submit+wait of one command buffer holding many commands:
 //   - per-dispatch cost of a tiny kernel, with a barrier between every dispatch (a chain) and
 //     without (independent ranges), and the CPU cost of recording one dispatch;
@@ -12,9 +12,8 @@
 // --matmul runs only the matmul part; --ffn only a decode feed-forward chain (unfused vs the
 // fused MatvecGeglu); --attn only prefill attention (per-query kernel vs the tiled prefill
 // kernel on Gemma 4 prompt shapes); --decode only the decode matvecs of one 26b-a4b layer, chained
-// with barriers as a decode pass runs them (with --sweep: per launch shape). --stage sets
-// Kernels::SetMatvecStaging (Q6_K / Q8_0 rows through shared memory; default auto); --case runs
-// only the --decode shapes whose name contains NAME.
+// with barriers as a decode pass runs them (with --sweep: per launch shape); --case runs only the
+// --decode shapes whose name contains NAME.
 // Exit status 1 on any error.
 #include <algorithm>
 #include <chrono>
@@ -512,9 +511,8 @@ int RunPrefillAttention(Device& dev, Kernels& kernels, Recorder& rec, Transfer& 
   return 0;
 }
 
-int Run(const std::string& selector, bool small, bool sweep, Kernels::Staging stage,
-        const std::string& only, bool matmul_only, bool ffn_only, bool attn_only,
-        bool decode_only) {
+int Run(const std::string& selector, bool small, bool sweep, const std::string& only,
+        bool matmul_only, bool ffn_only, bool attn_only, bool decode_only) {
   ASSIGN_OR_FAIL(auto instance, Instance::Create());
   DeviceOptions opts;
   opts.selector = selector;
@@ -530,7 +528,6 @@ int Run(const std::string& selector, bool small, bool sweep, Kernels::Staging st
   if (matmul_only) return RunMatmuls(dev, *kernels, *rec, *transfer, small);
   if (ffn_only) return RunFfnChain(dev, *kernels, *rec, *transfer, small);
   if (attn_only) return RunPrefillAttention(dev, *kernels, *rec, *transfer, small);
-  kernels->SetMatvecStaging(stage);
   if (decode_only) return RunDecodeShapes(dev, *kernels, *rec, *transfer, small, sweep, only);
 
   // 1. Per-dispatch cost.
@@ -696,7 +693,6 @@ int main(int argc, char** argv) {
   bool ffn_only = false;
   bool attn_only = false;
   bool decode_only = false;
-  auto stage = garnet::vk::Kernels::Staging::kAuto;
   std::string only;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -716,21 +712,13 @@ int main(int argc, char** argv) {
       selector = argv[++i];
     } else if (a == "--case" && i + 1 < argc) {
       only = argv[++i];
-    } else if (a == "--stage" && i + 1 < argc && std::string(argv[i + 1]) == "0") {
-      stage = garnet::vk::Kernels::Staging::kOff;
-      ++i;
-    } else if (a == "--stage" && i + 1 < argc && std::string(argv[i + 1]) == "1") {
-      stage = garnet::vk::Kernels::Staging::kOn;
-      ++i;
-    } else if (a == "--stage" && i + 1 < argc && std::string(argv[i + 1]) == "auto") {
-      ++i;
     } else {
       std::fprintf(stderr,
                    "usage: garnet-vkbench [--device SEL] [--small] [--sweep] [--matmul] [--ffn]"
-                   " [--attn] [--decode] [--stage auto|0|1] [--case NAME]\n");
+                   " [--attn] [--decode] [--case NAME]\n");
       return 2;
     }
   }
-  return garnet::vk::Run(selector, small, sweep, stage, only, matmul_only, ffn_only, attn_only,
+  return garnet::vk::Run(selector, small, sweep, only, matmul_only, ffn_only, attn_only,
                          decode_only);
 }

@@ -49,16 +49,10 @@
 // Each invocation takes a strided share of the columns (a few elements of one block at a time),
 // loads those x values once and accumulates them against all NROWS rows of the workgroup in fp32
 // (so x is read once per NROWS rows); then the workgroup reduces each row and invocation 0 writes.
-// STAGE (spec 3 STAGE_WORDS > 0; Q6_K and Q8_0, whose blocks are only 2-byte aligned): the
-// workgroup first copies its NR weight rows into shared memory with 16-byte loads (row r's bytes
-// from the 16-byte word holding its first byte, STAGE_WORDS words per row), then the items read
-// their bytes from there. Without it every item reads 2-byte halves from memory (11 loads per
-// Q6_K item and row): the head's loop was bound by load instructions, not by bytes. Needs the
-// binding at a multiple of 16 bytes and readable up to its end rounded up to 16 bytes, and
-// STAGE_WORDS >= (15 + row bytes + 15) / 16 (Kernels::Matvec checks both).
 #version 450
 #include "common.glsl"
 #include "weights.glsl"
+#include "matvec_items.glsl"
 
 layout(binding = 1, std430) readonly buffer XBuf { float x[]; };
 layout(binding = 1, std430) readonly buffer XBuf4 { vec4 x4[]; };  // the same x (VEC bit 1)
@@ -102,28 +96,6 @@ const uint NR = 2u * NROWS;  // accumulators: NROWS gate rows, then the same NRO
 #else
 const uint NR = NROWS;
 #endif
-
-#if defined(WTYPE_Q6_K) || defined(WTYPE_Q8_0)
-#define MATVEC_STAGE 1
-layout(constant_id = 3) const uint STAGE_WORDS = 0;
-const uint STAGE_N = NR * STAGE_WORDS;  // staged 16-byte words
-const uint STAGE_ITERS = STAGE_N > 0u ? (STAGE_N + WG - 1u) / WG : 1u;
-shared uint w_stage[4u * STAGE_N + 1u];  // + 1: a 4-byte read at a row's end looks one on
-// The 32-bit word holding staged byte a, a 16-bit half, a byte, an f16, and 32 bits at an even a.
-uint sld_word(uint a) { return w_stage[a >> 2]; }
-uint sld16(uint a) { return (sld_word(a) >> ((a & 2u) * 8u)) & 0xffffu; }
-uint sld8(uint a) { return (sld_word(a) >> ((a & 3u) * 8u)) & 0xffu; }
-float sldf16(uint a) { return unpackHalf2x16(sld16(a)).x; }
-uint sld32(uint a) {
-  const uint lo = sld_word(a), hi = sld_word(a + 2u);
-  return (a & 2u) == 0u ? lo : (lo >> 16) | (hi << 16);
-}
-#define ITEM_LD16(a) (STAGE_WORDS != 0u ? sld16(a) : ld16(a))
-#define ITEM_LD32(a) (STAGE_WORDS != 0u ? sld32(a) : ld32(a))
-#define ITEM_LD8(a) (STAGE_WORDS != 0u ? sld8(a) : ld8(a))
-#define ITEM_LDF16(a) (STAGE_WORDS != 0u ? sldf16(a) : ldf16(a))
-#endif
-#include "matvec_items.glsl"
 
 #ifdef ROUTE
 layout(binding = 4, std430) readonly buffer RSBuf { float route_scale[]; };
@@ -256,36 +228,6 @@ void main() {
 #endif
     acc[r] = 0.0;
   }
-#ifdef MATVEC_STAGE
-  if (STAGE_WORDS != 0u) {
-    // Row r's words from the one holding its first byte; all loads issued before any store.
-    uvec4 tmp[STAGE_ITERS];
-    [[unroll]] for (uint j = 0; j < STAGE_ITERS; ++j) {
-      const uint i = tid + j * WG;
-      const uint r = min(i / STAGE_WORDS, NR - 1u), wi = i - r * STAGE_WORDS;
-      uint first = 0u, words = 0u;
-      [[unroll]] for (uint rr = 0; rr < NR; ++rr) {  // rb[r] without indexing by a variable
-        if (rr == r) {
-          first = rb[rr] >> 4;
-          words = ((rb[rr] & 15u) + row_bytes + 15u) >> 4;
-        }
-      }
-      tmp[j] = i < STAGE_N && wi < words ? w_v4[first + wi] : uvec4(0u);
-    }
-    [[unroll]] for (uint j = 0; j < STAGE_ITERS; ++j) {
-      const uint i = tid + j * WG;
-      if (i < STAGE_N) {
-        w_stage[4u * i] = tmp[j].x;
-        w_stage[4u * i + 1u] = tmp[j].y;
-        w_stage[4u * i + 2u] = tmp[j].z;
-        w_stage[4u * i + 3u] = tmp[j].w;
-      }
-    }
-    // Items now address staged bytes: row r from word r * STAGE_WORDS.
-    for (uint r = 0; r < NR; ++r) rb[r] = r * STAGE_WORDS * 16u + (rb[r] & 15u);
-    barrier();
-  }
-#endif
 #if defined(W_PER_ELEMENT)
   for (uint k = tid; k < p.in_; k += WG) {
     const float xv = load_x(xb + k);

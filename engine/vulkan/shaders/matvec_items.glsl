@@ -1,14 +1,6 @@
 // The per-row inner products of the decode matvec kernel (matvec.comp): one "item" of a weight
 // row against its x values, for the types with their own loops. Include after weights.glsl; the
-// caller loads the x values and sums the items. The Q6_K and Q8_0 items read their bytes through
-// ITEM_LD16 / ITEM_LD32 / ITEM_LD8 / ITEM_LDF16, weights.glsl's loads unless the includer
-// defines them (matvec.comp's rows staged in shared memory).
-#ifndef ITEM_LD16
-#define ITEM_LD16(a) ld16(a)
-#define ITEM_LD32(a) ld32(a)
-#define ITEM_LD8(a) ld8(a)
-#define ITEM_LDF16(a) ldf16(a)
-#endif
+// caller loads the x values and sums the items.
 
 #if defined(WTYPE_Q4_K)
 // Q4_K as 16-byte words: item u < 8 of the block whose first word (d, dmin, scales[12]) is
@@ -60,9 +52,9 @@ float q4k_item16(uint b4, uint u, vec4 xl[4], vec4 xh[4], float sum_l, float sum
 // scales[8h + 2g + l4 / 4]; w = d * scale * (q - 32). xq[g] are those x values. Blocks are 210
 // bytes, so only 2-byte aligned: words are read as 16-bit halves.
 float q6k_item(uint b, uint h, uint l4, vec4 xq[4]) {
-  const uint qa = ITEM_LD32(b + 64u * h + 4u * l4);
-  const uint qb = ITEM_LD32(b + 64u * h + 32u + 4u * l4);
-  const uint qh = ITEM_LD32(b + 128u + 32u * h + 4u * l4);
+  const uint qa = ld32(b + 64u * h + 4u * l4);
+  const uint qb = ld32(b + 64u * h + 32u + 4u * l4);
+  const uint qh = ld32(b + 128u + 32u * h + 4u * l4);
   const uint sb = b + 192u + 8u * h + (l4 >> 2);
   uint q[4];
   q[0] = (qa & 0x0f0f0f0fu) | ((qh << 4) & 0x30303030u);
@@ -74,9 +66,9 @@ float q6k_item(uint b, uint h, uint l4, vec4 xq[4]) {
     const uvec4 bytes = (uvec4(q[g]) >> uvec4(0u, 8u, 16u, 24u)) & 0xffu;
     // 2^23 + q as float bits, minus 2^23 + 32: q - 32 exactly, no int-to-float conversion.
     const vec4 wq = uintBitsToFloat(bytes | 0x4B000000u) - 8388640.0;
-    t += float(sext8(ITEM_LD8(sb + 2u * g))) * dot(wq, xq[g]);
+    t += float(sext8(ld8(sb + 2u * g))) * dot(wq, xq[g]);
   }
-  return ITEM_LDF16(b + 208u) * t;
+  return ldf16(b + 208u) * t;
 }
 #endif
 
@@ -87,10 +79,10 @@ float q80_item(uint b, uint part, float xv[8]) {
   float s = 0.0;
   [[unroll]] for (uint j = 0; j < 4u; ++j) {
     // int8 to float through the exponent bits: (b ^ 0x80) is b + 128 as an unsigned byte.
-    const uint v = ITEM_LD16(qa + 2u * j) ^ 0x8080u;
+    const uint v = ld16(qa + 2u * j) ^ 0x8080u;
     const vec2 q = uintBitsToFloat(uvec2(v & 0xffu, v >> 8) | 0x4B000000u) - 8388736.0;
     s += q.x * xv[2u * j] + q.y * xv[2u * j + 1u];
   }
-  return ITEM_LDF16(b) * s;
+  return ldf16(b) * s;
 }
 #endif
