@@ -606,6 +606,88 @@ Status Kernels::MatvecNormRoute(Recorder& rec, GgmlType type, const MatvecShape&
   return rec.Dispatch(*p, bindings, push, gx, gy, s.n_vecs);
 }
 
+bool Kernels::MatvecHeadsAvailable(GgmlType type) const {
+  const std::string suffix = FusedSuffix(device_.caps(), type);
+  return !suffix.empty() && FindShader("matvec_heads_" + TypeSuffix(type) + suffix) != nullptr;
+}
+
+Status Kernels::MatvecHeads(Recorder& rec, GgmlType type, const MatvecShape& s,
+                            const BufferRange& w, const BufferRange& x, const BufferRange& y,
+                            const HeadsSpec& h) {
+  const std::string op = "matvec_heads " + std::string(TypeName(type));
+  if (!MatvecHeadsAvailable(type)) {
+    return Status::Unimplemented(op, "no per-head matvec for this weight type");
+  }
+  GARNET_RETURN_IF_ERROR(CheckWeightType(type, s.in, op));
+  const uint32_t D = h.head_dim;
+  if (D == 0 || D % 2 != 0 || D > 512 || s.out == 0 || s.out % D != 0) {
+    return Status::InvalidArgument(op, "head_dim " + std::to_string(D) + " for " +
+                                           std::to_string(s.out) +
+                                           " rows (need an even head_dim <= 512 dividing them)");
+  }
+  if (s.n_vecs != 1 || (s.x_stride != 0 && s.x_stride < s.in) ||
+      (s.y_stride != 0 && s.y_stride < s.out)) {
+    return Status::InvalidArgument(op, "one vector, strides at least the row");
+  }
+  if (h.theta && (h.n_rot == 0 || h.n_rot % 2 != 0 || h.n_rot > D)) {
+    return Status::InvalidArgument(op, "n_rot must be even, > 0 and <= head_dim");
+  }
+  if (!(h.eps >= 0.0f) || !std::isfinite(h.eps)) {
+    return Status::InvalidArgument(op, "eps must be finite and >= 0");
+  }
+  if (h.pos == nullptr || h.counter == nullptr || (h.vc && !h.kc) || (h.kc && h.ring_size == 0)) {
+    return Status::InvalidArgument(op, "needs pos and counter (and a ring size with a cache)");
+  }
+  const uint32_t heads = s.out / D;
+  const uint64_t row_bytes = *RowBytes(type, s.in);
+  GARNET_RETURN_IF_ERROR(Need(w, row_bytes * s.out, op, "W"));
+  GARNET_RETURN_IF_ERROR(Need(x, uint64_t{s.in} * 4, op, "x"));
+  GARNET_RETURN_IF_ERROR(Need(y, uint64_t{s.out} * 4, op, "y"));
+  GARNET_RETURN_IF_ERROR(Need(*h.pos, 4, op, "pos"));
+  GARNET_RETURN_IF_ERROR(Need(*h.counter, uint64_t{heads} * 4, op, "counter"));
+  if (h.norm_w) GARNET_RETURN_IF_ERROR(Need(*h.norm_w, uint64_t{D} * 4, op, "norm weight"));
+  if (h.theta) GARNET_RETURN_IF_ERROR(Need(*h.theta, uint64_t{h.n_rot} * 4, op, "theta"));
+  const uint64_t cache = uint64_t{heads} * h.ring_size * D * 2;
+  if (h.kc) GARNET_RETURN_IF_ERROR(Need(*h.kc, cache, op, "k cache"));
+  if (h.vc) GARNET_RETURN_IF_ERROR(Need(*h.vc, cache, op, "v cache"));
+  if (row_bytes * s.out > 0xffffffffull) {
+    return Status::InvalidArgument(op, "weight range over 4 GiB; split it");
+  }
+  // The rows of a workgroup must not straddle two heads.
+  uint32_t rows = MatvecRows(s.out, 1);
+  while (D % rows != 0) rows /= 2;
+  const uint32_t wg = MatvecWg(s.out, 1, false);
+  const uint32_t vec = MatvecVec(type, w, row_bytes, {}, x, {s.in}, nullptr);
+  // Written: y, the counter and the caches bound (not the placeholder in their place).
+  const uint32_t writes = 0b1100u | (h.kc ? 1u << 7 : 0u) | (h.vc ? 1u << 8 : 0u);
+  PipelineDesc desc{"matvec_heads_" + TypeSuffix(type) + FusedSuffix(device_.caps(), type),
+                    9,
+                    writes,
+                    36,
+                    {wg, rows, vec},
+                    {wg, 1, 1}};
+  GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
+  const uint32_t flags =
+      (h.norm_w ? 1u : 0u) | (h.theta ? 2u : 0u) | (h.kc ? 4u : 0u) | (h.vc ? 8u : 0u);
+  struct {
+    uint32_t in, out, x_stride, y_stride, head_dim, n_rot, ring_size, flags;
+    float eps;
+  } push{s.in, s.out, s.in, s.out, D, h.theta ? h.n_rot : 0u, h.ring_size, flags, h.eps};
+  uint32_t gx = 0, gy = 0;
+  GARNET_RETURN_IF_ERROR(Fold(device_, s.out / rows, &gx, &gy, op));
+  const BufferRange none(placeholder_);
+  const BufferRange bindings[] = {w,
+                                  x,
+                                  y,
+                                  *h.counter,
+                                  h.norm_w ? *h.norm_w : none,
+                                  h.theta ? *h.theta : none,
+                                  *h.pos,
+                                  h.kc ? *h.kc : none,
+                                  h.vc ? *h.vc : none};
+  return rec.Dispatch(*p, bindings, push, gx, gy, 1);
+}
+
 bool Kernels::MatvecIdFusedAvailable(GgmlType type) const {
   const std::string suffix = FusedSuffix(device_.caps(), type);
   return !suffix.empty() && FindShader("matvec_id_norm_" + TypeSuffix(type) + suffix) != nullptr;

@@ -11,6 +11,7 @@
 #include <numeric>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "engine/quant/fp16.h"
@@ -1048,6 +1049,137 @@ TEST_P(KernelTest, NormRopeNormalisesEachHeadThenRotates) {
   s = RopeShape{64, 64, 1, 1, 0, 0};
   const BufferRange short_w(b, 0, 252);
   EXPECT_TRUE(k().NormRope(rec(), s, &short_w, 1e-6f, b, b, b, b).IsInvalidArgument());
+}
+
+// MatvecHeads (the decode q / k / v projections finishing their heads in the last workgroup of
+// each head) against the dispatch chain it replaces: Matvec, then NormRope (queries) or
+// KvNormRopeStore / KvStore of a normalised V (cache rows). Same values up to the order of the
+// norm's sum (1e-5 relative on y; cache halves at most one f16 step apart); the counters back at
+// zero, so the second repetition on the same counter agrees too; cache slots other than the
+// position's untouched.
+TEST_P(KernelTest, MatvecHeadsMatchesMatvecThenNormRopeAndStore) {
+  if (!k().MatvecHeadsAvailable(GgmlType::kQ8_0)) GTEST_SKIP() << "no HEADS variant here";
+  struct Case {
+    const char* what;
+    GgmlType type;
+    uint32_t in, head_dim, heads, n_rot;
+    bool weight, rope, cache, also_v;
+    int32_t pos;
+  };
+  const uint32_t ring = 5;
+  for (const Case& c : {
+           Case{"queries q8_0 D=64", GgmlType::kQ8_0, 256, 64, 4, 64, true, true, false, false, 7},
+           Case{"queries q4_k D=256 partial rope", GgmlType::kQ4_K, 512, 256, 2, 64, true, true,
+                false, false, 1234},
+           Case{"k to cache f32 D=32 K=V", GgmlType::kF32, 96, 32, 3, 32, true, true, true, true,
+                11},
+           Case{"v to cache q6_k D=512", GgmlType::kQ6_K, 256, 512, 1, 0, false, false, true, false,
+                3},
+       }) {
+    const uint32_t out = c.head_dim * c.heads;
+    const std::vector<uint8_t> w = RandomWeights(c.type, c.in, out, 40 + c.in + out);
+    const std::vector<float> x = RandomFloats(c.in, 41 + out);
+    const std::vector<float> nw = RandomFloats(c.head_dim, 42, 0.5f, 1.5f);
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bw,
+                                UploadBytes(*d_, w.data(), w.size(), MemoryKind::kWeights));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bx, UploadFloats(*d_, x));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bn, UploadFloats(*d_, nw));
+    GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> table,
+                                RopeThetaTable(c.rope ? c.n_rot : 2, 10000.0, {}));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bt, UploadFloats(*d_, table));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bp, UploadBytes(*d_, &c.pos, 4));
+    const std::vector<uint32_t> zeros(c.heads, 0u);
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bc, UploadBytes(*d_, zeros.data(), zeros.size() * 4));
+    const uint64_t cache_bytes = uint64_t{c.heads} * ring * c.head_dim * 2;
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer y_ref,
+                                Buffer::Create(*d_->device, out * 4, MemoryKind::kScratch));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer y,
+                                Buffer::Create(*d_->device, out * 4, MemoryKind::kScratch));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer raw,
+                                Buffer::Create(*d_->device, out * 4, MemoryKind::kScratch));
+    Buffer kc_ref, vc_ref, kc, vc;
+    for (Buffer* b : {&kc_ref, &vc_ref, &kc, &vc}) {
+      GARNET_ASSERT_OK_AND_ASSIGN(*b, Buffer::Create(*d_->device, cache_bytes, MemoryKind::kKv));
+      GARNET_ASSERT_OK(rec().Fill(*b, 0, cache_bytes, 0x7e007e00u));  // f16 NaN: untouched
+    }
+    // The reference chain.
+    GARNET_ASSERT_OK(k().Matvec(rec(), c.type, {c.in, out}, bw, bx, c.cache ? raw : y_ref));
+    const BufferRange nwr(bn);
+    if (!c.cache) {
+      RopeShape rs;
+      rs.head_dim = c.head_dim;
+      rs.n_rot = c.n_rot;
+      rs.n_heads = c.heads;
+      rs.n_tokens = 1;
+      GARNET_ASSERT_OK(
+          k().NormRope(rec(), rs, c.weight ? &nwr : nullptr, 1e-6f, y_ref, bp, bt, y_ref));
+    } else if (c.rope) {
+      KvStoreShape ks;
+      ks.head_dim = c.head_dim;
+      ks.n_kv_heads = c.heads;
+      ks.n_tokens = 1;
+      ks.ring_size = ring;
+      GARNET_ASSERT_OK(KvNormRopeStore(*d_->device, rec(), ks, c.n_rot, 1e-6f, raw, raw, bp, bt, bn,
+                                       kc_ref, vc_ref));
+    } else {  // a V projection: norm without weight, then the store
+      RmsNormShape ns{c.head_dim, c.heads, c.head_dim, c.head_dim, 1e-6f};
+      GARNET_ASSERT_OK(k().RmsNorm(rec(), ns, raw, nullptr, raw));
+      KvStoreShape ks;
+      ks.head_dim = c.head_dim;
+      ks.n_kv_heads = c.heads;
+      ks.n_tokens = 1;
+      ks.ring_size = ring;
+      GARNET_ASSERT_OK(KvStore(*d_->device, rec(), ks, raw, raw, bp, kc_ref, vc_ref));
+    }
+    GARNET_ASSERT_OK(rec().SubmitAndWait());
+    const BufferRange bpr(bp), bcr(bc), btr(bt), kcr(kc), vcr(vc);
+    Kernels::HeadsSpec h;
+    h.head_dim = c.head_dim;
+    h.n_rot = c.n_rot;
+    h.eps = 1e-6f;
+    h.norm_w = c.weight ? &nwr : nullptr;
+    h.theta = c.rope ? &btr : nullptr;
+    h.pos = &bpr;
+    h.counter = &bcr;
+    h.kc = c.cache ? &kcr : nullptr;
+    h.vc = c.also_v ? &vcr : nullptr;
+    h.ring_size = ring;
+    for (int rep = 0; rep < 2; ++rep) {
+      const uint32_t before = rec().stats().dispatches;
+      GARNET_ASSERT_OK(k().MatvecHeads(rec(), c.type, {c.in, out}, bw, bx, c.cache ? raw : y, h));
+      EXPECT_EQ(rec().stats().dispatches, before + 1);
+      GARNET_ASSERT_OK(rec().SubmitAndWait());
+      std::vector<uint32_t> left(c.heads, 1u);
+      GARNET_ASSERT_OK(d_->transfer->Download(bc, 0, left.data(), left.size() * 4));
+      EXPECT_EQ(left, zeros) << c.what << ": counters not back at zero";
+      if (!c.cache) {
+        GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> want, DownloadFloats(*d_, y_ref, out));
+        GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> got, DownloadFloats(*d_, y, out));
+        for (uint32_t i = 0; i < out; ++i) {
+          ASSERT_NEAR(got[i], want[i], 1e-5 * (std::fabs(want[i]) + 1e-3))
+              << c.what << " rep " << rep << " [" << i << "]";
+        }
+        continue;
+      }
+      for (const auto& [ref_b, got_b, name] :
+           {std::tuple<const Buffer*, const Buffer*, const char*>{&kc_ref, &kc, "K"},
+            std::tuple<const Buffer*, const Buffer*, const char*>{&vc_ref, &vc, "V"}}) {
+        if (std::string(name) == "V" && !c.also_v) continue;  // KvStore wrote raw into vc_ref
+        std::vector<uint16_t> want(cache_bytes / 2), got(cache_bytes / 2);
+        GARNET_ASSERT_OK(d_->transfer->Download(*ref_b, 0, want.data(), cache_bytes));
+        GARNET_ASSERT_OK(d_->transfer->Download(*got_b, 0, got.data(), cache_bytes));
+        for (size_t i = 0; i < want.size(); ++i) {
+          const float a = F16ToF32(want[i]), b = F16ToF32(got[i]);
+          if (std::isnan(a)) {
+            ASSERT_TRUE(std::isnan(b)) << c.what << " " << name << " [" << i << "] written";
+          } else {
+            ASSERT_NEAR(b, a, std::fabs(a) * 1e-3 + 1e-6)
+                << c.what << " " << name << " [" << i << "]";
+          }
+        }
+      }
+    }
+  }
 }
 
 TEST_P(KernelTest, KvNormRopeStoreWritesNormedRotatedKAndNormedVAsF16) {
