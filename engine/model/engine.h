@@ -77,9 +77,6 @@ struct EngineOptions {
   // Vulkan: decode matvecs read inputs normalised by the previous residual update (see
   // model::VulkanBackendOptions::prenorm).
   bool prenorm = true;
-  // Vulkan: the decode projections finish their heads themselves (see
-  // model::VulkanBackendOptions::fused_heads).
-  bool fused_heads = true;
   // Vulkan: where layers and experts run (engine/plan). A ready `plan` (e.g. the daemon's) is
   // used as given: its layer_device / experts_on_host for the selected device (GPU index 0 of
   // the plan), the host last. Otherwise the engine plans `policy` for n_ctx x n_seq (ubatch,

@@ -33,10 +33,6 @@ using plan::kBufferAlign;
 using vk::BufferRange;
 using vk::MemoryKind;
 
-// Kernels::MatvecHeads' counter ranges: one per projection (q, k, v), at most this many heads.
-constexpr uint64_t kHeadCounterStride = 256;  // bytes; a multiple of any offset alignment used
-constexpr uint32_t kHeadCounterSlots = kHeadCounterStride / 4;
-
 // How long the decode graph's wait polls its fence before blocking (Recorder::set_spin_wait).
 constexpr uint64_t kDecodeSpinWaitNs = 50'000'000;
 
@@ -193,9 +189,6 @@ struct VulkanBackend::Impl {
   // AttentionDecode's split counters (zero between dispatches): one per (token, query head) of
   // a dispatch that splits, which needs tokens * heads < plan::kSplitTargetGroups.
   vk::Buffer attn_counter;
-  // MatvecHeads' per-head counters (zero between dispatches): q, k and v ranges of
-  // kHeadCounterSlots at kHeadCounterStride bytes apart (they run in one barrier interval).
-  vk::Buffer head_counter;
   vk::Buffer router_norm;  // MoE: per layer router_scale * H^-1/2 at kBufferAlign offsets
   vk::Buffer scratch_dev, scratch_up, scratch_rb;
   std::map<std::string, Region, std::less<>> regions;
@@ -527,14 +520,6 @@ Status VulkanBackend::Impl::Init(const gguf::Model& model) {
       const uint32_t zero = 0;
       GARNET_RETURN_IF_ERROR(transfer->Upload(route_counter, 0, &zero, 4));
       other_bytes += 4;
-    }
-    {
-      const std::vector<uint8_t> z(3 * kHeadCounterStride, 0);
-      GARNET_ASSIGN_OR_RETURN(head_counter,
-                              vk::Buffer::Create(*dev, z.size(), MemoryKind::kOther,
-                                                 vk::Residency::kDevice, "per-head counters"));
-      GARNET_RETURN_IF_ERROR(transfer->Upload(head_counter, 0, z.data(), z.size()));
-      other_bytes += z.size();
     }
     const std::vector<uint32_t> zeros(plan::kSplitTargetGroups, 0u);
     GARNET_ASSIGN_OR_RETURN(attn_counter,
@@ -1167,63 +1152,15 @@ Status VulkanBackend::Impl::RecordLayer(int il, const Row* rows, uint32_t T,
     GARNET_RETURN_IF_ERROR(RmsNorm(H, 1, hidden.r(), &lr.attn_norm, xn_attn));
   }
   attn_prenormed = false;
-  // Decode with prenorm and an f16 cache: the projections finish their heads themselves (per-head
-  // norms, RoPE, the K/V store; Kernels::MatvecHeads), so that interval goes.
-  const bool fuse_kv = hd <= vk::kKvNormStoreMaxHeadDim;
-  auto heads_ok = [&](const WRef& wt) {
-    return !wt.present() || kern->MatvecHeadsAvailable(wt.type);
-  };
-  const bool by_heads = pre && opt.fused_heads && kv_format == vk::KvFormat::kF16 && fuse_kv &&
-                        nh <= kHeadCounterSlots && heads_ok(lr.wq) &&
-                        (!ly.owns_kv() || (heads_ok(lr.wk) && heads_ok(lr.wv)));
-  if (by_heads) {
-    const BufferRange qn = lr.q_norm.r(), kn = lr.k_norm.r(), th(*lr.theta), pr = pos.r();
-    const BufferRange cq(head_counter, 0, kHeadCounterStride),
-        ck(head_counter, kHeadCounterStride, kHeadCounterStride),
-        cv(head_counter, 2 * kHeadCounterStride, kHeadCounterStride);
-    vk::Kernels::HeadsSpec hs;
-    hs.head_dim = hd;
-    hs.n_rot = lr.n_rot ? lr.n_rot : hd;
-    hs.eps = p.rms_eps;
-    hs.norm_w = &qn;
-    hs.theta = &th;
-    hs.pos = &pr;
-    hs.counter = &cq;
-    vk::MatvecShape ms;
-    ms.in = H;
-    ms.out = nq;
-    GARNET_RETURN_IF_ERROR(kern->MatvecHeads(*rec, lr.wq.type, ms, lr.wq.r(), xn_attn, q.r(), hs)
-                               .WithContext(lr.wq.name));
-    if (ly.owns_kv()) {
-      const VulkanSequence* seq = rows[0].seq;
-      const BufferRange kc = seq->K(il), vc = seq->V(il);
-      ms.out = nkv;
-      hs.norm_w = &kn;
-      hs.counter = &ck;
-      hs.kc = &kc;
-      hs.vc = lr.wv.present() ? nullptr : &vc;  // K = V: V is the raw K, normalised
-      hs.ring_size = seq->pool()->cells[static_cast<size_t>(il)];
-      GARNET_RETURN_IF_ERROR(kern->MatvecHeads(*rec, lr.wk.type, ms, lr.wk.r(), xn_attn, k.r(), hs)
-                                 .WithContext(lr.wk.name));
-      if (lr.wv.present()) {
-        hs.norm_w = nullptr;
-        hs.theta = nullptr;
-        hs.counter = &cv;
-        hs.kc = &vc;
-        hs.vc = nullptr;
-        GARNET_RETURN_IF_ERROR(
-            kern->MatvecHeads(*rec, lr.wv.type, ms, lr.wv.r(), xn_attn, v.r(), hs)
-                .WithContext(lr.wv.name));
-      }
-    }
-  } else if (pre) {
+  if (pre) {
     GARNET_RETURN_IF_ERROR(Mul(lr.wq, H, nq, T, xn_attn, q.r()));
   } else {
     GARNET_RETURN_IF_ERROR(NormMul(lr.wq, lr.attn_norm, H, nq, T, hidden.r(), norm.r(), q.r()));
   }
   // K and V: norms, RoPE and the f16 cache store in one dispatch per run (kv_norm_store), which
   // reads V straight from the K projection on K = V layers.
-  if (ly.owns_kv() && !by_heads) {
+  const bool fuse_kv = hd <= vk::kKvNormStoreMaxHeadDim;
+  if (ly.owns_kv()) {
     // (For T > 1 norm already holds attn_norm(h) from the q projection.)
     if (pre) {
       GARNET_RETURN_IF_ERROR(Mul(lr.wk, H, nkv, T, xn_attn, k.r()));
@@ -1249,10 +1186,8 @@ Status VulkanBackend::Impl::RecordLayer(int il, const Row* rows, uint32_t T,
   rs.n_heads = nh;
   rs.n_tokens = T;
   const BufferRange qn = lr.q_norm.r();
-  if (!by_heads) {
-    GARNET_RETURN_IF_ERROR(
-        kern->NormRope(*rec, rs, &qn, p.rms_eps, q.r(), pos.r(), *lr.theta, q.r()));
-  }
+  GARNET_RETURN_IF_ERROR(
+      kern->NormRope(*rec, rs, &qn, p.rms_eps, q.r(), pos.r(), *lr.theta, q.r()));
   if (ly.owns_kv() && !fuse_kv) {
     rs.n_heads = nkvh;
     const BufferRange kn = lr.k_norm.r();
@@ -1260,7 +1195,7 @@ Status VulkanBackend::Impl::RecordLayer(int il, const Row* rows, uint32_t T,
         kern->NormRope(*rec, rs, &kn, p.rms_eps, k.r(), pos.r(), *lr.theta, k.r()));
     GARNET_RETURN_IF_ERROR(RmsNorm(hd, T * nkvh, v.r(), nullptr, v.r()));
   }
-  if (ly.owns_kv() && !by_heads) {
+  if (ly.owns_kv()) {
     const Region& vsrc = lr.wv.present() || !fuse_kv ? v : k;
     uint64_t pos_off = 0;
     for (size_t r = 0; r < run_start.size(); ++r) {

@@ -120,11 +120,6 @@ struct VulkanBackendOptions {
   // those are plain matvecs without a norm of their own. false: the matvecs fold the norm in
   // (comparisons).
   bool prenorm = true;
-  // Decode with prenorm and an f16 cache: the q / k / v projections finish their heads in the
-  // last workgroup of each (per-head norms, RoPE, the K/V store: vk::Kernels::MatvecHeads), so
-  // those take no dispatch or barrier interval of their own. false: NormRope + KvNormRopeStore
-  // (comparisons).
-  bool fused_heads = true;
   // Mixed GPU/CPU placement (a plan::Plan for one GPU; engine.h turns a plan into these). Empty
   // vectors: everything on the GPU.
   //   host_layers[il]:  layer il runs on the CPU (CpuLayers) with its weights in the mapping and

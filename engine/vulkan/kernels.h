@@ -229,32 +229,6 @@ class Kernels {
                          float eps, const BufferRange* expert_scale, const BufferRange& logits,
                          const BufferRange& ids, const BufferRange& weights,
                          const BufferRange& counter);
-  // Decode's q / k / v projection of one token with its per-head tail in the same dispatch
-  // (shaders/matvec.comp HEADS): y = W . x (Matvec, n_vecs 1), then the last workgroup to finish
-  // each head of head_dim rows normalises it (times `norm_w` when given), applies NeoX RoPE to
-  // its first n_rot dims at position pos[0] (when `theta` is given: n_rot / 2 vec2 as
-  // RopeThetaTable), and either writes it back into y (kc null: the queries) or stores it as
-  // f16 in row slot pos[0] % ring_size of kv head `head` of kc (the cache layout of
-  // KvNormRopeStore; not when pos[0] < 0), and with `vc` also the normalised raw rows without
-  // weight or RoPE into vc (K = V layers). So NormRope / KvNormRopeStore need no dispatch and no
-  // barrier of their own. `counter`: out / head_dim uint32, zero before and left zero after.
-  // Unimplemented where MatvecHeadsAvailable(type) is false; InvalidArgument for head_dim odd,
-  // 0 or above 512, out not a multiple of it, n_rot odd or above head_dim, or short ranges.
-  struct HeadsSpec {
-    uint32_t head_dim = 0;
-    uint32_t n_rot = 0;  // with theta
-    float eps = 1e-6f;
-    const BufferRange* norm_w = nullptr;  // head_dim floats
-    const BufferRange* theta = nullptr;   // RoPE angles; null: none
-    const BufferRange* pos = nullptr;     // int32 position (required)
-    const BufferRange* counter = nullptr;
-    const BufferRange* kc = nullptr;  // f16 cache (K, or V for a V projection); null: y in place
-    const BufferRange* vc = nullptr;  // with kc: V from the same raw rows
-    uint32_t ring_size = 0;           // cache slots (with kc)
-  };
-  bool MatvecHeadsAvailable(GgmlType type) const;
-  Status MatvecHeads(Recorder& rec, GgmlType type, const MatvecShape& s, const BufferRange& w,
-                     const BufferRange& x, const BufferRange& y, const HeadsSpec& h);
   // Gemma's feed-forward first half in one dispatch (decode):
   //   y[v, r] = gelu_tanh(Wg[r] . x'_v) * (Wu[r] . x'_v)
   // with x' = x, or RMS-normalised as in MatvecNorm when `norm` is given (norm->weight may be

@@ -481,31 +481,8 @@ TEST(VulkanBackend, PrenormMatchesFoldedNorms) {
     ASSERT_TRUE(l);
     VulkanBackendOptions on = VkOptions(), off = VkOptions();
     ASSERT_TRUE(on.prenorm);
-    on.fused_heads = false;  // without prenorm there are none: compare the norms alone
     off.prenorm = false;
     ExpectSameDecode(*l, on, off, 10, 35, 12, 71, 1, 1e-3f);
-  }
-}
-
-// Decode with fused heads (the default: the q / k / v projections normalise, rotate and store
-// their heads in the last workgroup of each, Kernels::MatvecHeads) gives the logits of the
-// separate NormRope + KvNormRopeStore dispatches within rounding (the norms' sums are added in
-// another order, which can flip an f16 rounding in the cache, as for prenorm), on a dense, an
-// MoE and a per-layer-embedding model (KV-sharing layers: queries only), and records exactly one
-// dispatch per layer (the queries' NormRope) and one per KV-owning layer (the store) fewer.
-TEST(VulkanBackend, FusedHeadsMatchSeparateNormRopeAndStore) {
-  GARNET_REQUIRE_VULKAN();
-  for (const char* preset : {"tiny", "tiny-moe", "tiny-ple"}) {
-    SCOPED_TRACE(preset);
-    auto l = Load(preset, "f16");
-    ASSERT_TRUE(l);
-    VulkanBackendOptions on = VkOptions(), off = VkOptions();
-    ASSERT_TRUE(on.fused_heads);
-    off.fused_heads = false;
-    int64_t owners = 0;
-    for (const auto& ly : l->params.layers) owners += ly.owns_kv() ? 1 : 0;
-    ExpectSameDecode(*l, on, off, 10, 35, 40, 71, -static_cast<int64_t>(l->params.n_layer) - owners,
-                     1e-3f);
   }
 }
 

@@ -40,7 +40,6 @@ int main(int argc, char** argv) {
   bool decode_graph = true;
   bool fused_routing = true;
   bool prenorm = true;
-  bool fused_heads = true;
   int64_t gpu_layers = -1, experts_on_host = -1;  // -1: not given
   model::KvType kv_type = model::KvType::kF16;
   for (int i = 1; i < argc; ++i) {
@@ -99,8 +98,6 @@ int main(int argc, char** argv) {
       fused_routing = std::string(v) == "1";
     } else if (a == "--prenorm") {
       prenorm = std::string(v) == "1";
-    } else if (a == "--fused-heads") {
-      fused_heads = std::string(v) == "1";
     } else {
       std::fprintf(stderr, "error: unknown flag %s\n", a.c_str());
       return 2;
@@ -114,7 +111,7 @@ int main(int argc, char** argv) {
                  "[--backend cpu|vulkan] [--device N|NAME] [--f16-matmul 0|1] [--coop-matmul 0|1] "
                  "[--gpu-layers N] [--experts-on-host N|all] [--attn-prefill-min-tokens N] "
                  "[--attn-coop-min-tokens N] [--decode-graph 0|1] [--fused-routing 0|1]\n"
-                 "       [--prenorm 0|1] [--fused-heads 0|1]\n");
+                 "       [--prenorm 0|1]\n");
     return 2;
   }
   engine::EngineOptions opt;
@@ -131,7 +128,6 @@ int main(int argc, char** argv) {
   opt.decode_graph = decode_graph;
   opt.fused_routing = fused_routing;
   opt.prenorm = prenorm;
-  opt.fused_heads = fused_heads;
   if (gpu_layers >= 0) {
     opt.policy.mode = plan::PolicyMode::kGpuLayers;
     opt.policy.gpu_layers = static_cast<uint32_t>(gpu_layers);

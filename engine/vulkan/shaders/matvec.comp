@@ -46,20 +46,6 @@
 //   extra bindings 4 expert scale (read, float[out]), 5 ids (write, int[n_vecs][K]),
 //   6 weights (write, float[n_vecs][K]), 7 counter (read and write, uint[n_vecs]); extra push
 //   uint route_k, route_has_scale (after norm_flags); out <= 1024, K <= 64.
-// HEADS (plain, one vector; decode's q / k / v projections): the rows form heads of head_dim rows
-// (NROWS divides head_dim) and the last workgroup to finish a head (a counter per head, reset to 0
-// after, as ROUTE's) finishes it as rope.comp NORM and kv_norm_store.comp would, reading the
-// head's raw rows r from y:
-//   x'[d] = r[d] / sqrt(mean_d(r^2) + eps) * (flags bit 0 ? nw[d] : 1), then NeoX RoPE of the
-//   first n_rot dims at position pos[0] (flags bit 1; theta as rope.comp's)
-//   flags bit 2 clear: y (the head's rows) = x'
-//   flags bit 2 set: the f16 cache row of kv head `head` at slot pos[0] % ring_size of kc =
-//   x' (as kv_norm_store.comp writes it; nothing when pos[0] < 0), and with bit 3 also of vc =
-//   r[d] / sqrt(mean_d(r^2) + eps) without weight or RoPE (Gemma's K = V layers: V is the raw K)
-// So the per-head norms, RoPE and the K/V store need no dispatch and no barrier interval.
-//   extra bindings 3 counter (read and write, uint[heads]), 4 nw (float[head_dim]), 5 theta
-//   (vec2[n_rot / 2]), 6 pos (int), 7 kc, 8 vc (uint: two halves per word); extra push uint
-//   head_dim (<= 512, even), n_rot (even), ring_size, flags; float eps.
 // Each invocation takes a strided share of the columns (a few elements of one block at a time),
 // loads those x values once and accumulates them against all NROWS rows of the workgroup in fp32
 // (so x is read once per NROWS rows); then the workgroup reduces each row and invocation 0 writes.
@@ -70,8 +56,8 @@
 
 layout(binding = 1, std430) readonly buffer XBuf { float x[]; };
 layout(binding = 1, std430) readonly buffer XBuf4 { vec4 x4[]; };  // the same x (VEC bit 1)
-#if defined(ROUTE) || defined(HEADS)
-layout(binding = 2, std430) coherent buffer YBuf { float y[]; };  // read back by the last group
+#ifdef ROUTE
+layout(binding = 2, std430) coherent buffer YBuf { float y[]; };  // read back by the router
 #else
 layout(binding = 2, std430) writeonly buffer YBuf { float y[]; };
 #endif
@@ -99,13 +85,6 @@ layout(push_constant) uniform Push {
   uint route_k;
   uint route_has_scale;
 #endif
-#ifdef HEADS
-  uint head_dim;
-  uint n_rot;
-  uint ring_size;
-  uint head_flags;
-  float head_eps;
-#endif
 } p;
 #ifdef MUL_ID
 layout(binding = 3, std430) readonly buffer IdBuf { int ids[]; };
@@ -126,20 +105,6 @@ layout(binding = 7, std430) coherent buffer RCBuf { uint route_counter[]; };
 #define ROUTE_LOGIT(i) y[i]
 #include "moe_route.glsl"
 shared uint route_last;  // this workgroup counted last
-#endif
-
-#ifdef HEADS
-layout(binding = 3, std430) coherent buffer HCBuf { uint head_counter[]; };
-layout(binding = 4, std430) readonly buffer HNBuf { float head_nw[]; };
-layout(binding = 5, std430) readonly buffer HTBuf { vec2 theta[]; };
-layout(binding = 6, std430) readonly buffer HPBuf { int head_pos[]; };
-layout(binding = 7, std430) writeonly buffer HKBuf { uint kc[]; };
-layout(binding = 8, std430) writeonly buffer HVBuf { uint vc[]; };
-#include "half_bits.glsl"
-#include "rope_angle.glsl"
-shared uint head_last;        // this workgroup counted last for its head
-shared float head_raw[512];   // the head's raw rows
-shared float head_done[512];  // x' (cache mode)
 #endif
 
 #ifdef NORM
@@ -404,69 +369,6 @@ void main() {
 #else
   for (uint r = 0; r < NROWS; ++r) {
     if (tid == 0 && row0 + r < p.out_) y[vec * p.y_stride + row0 + r] = acc[r];
-  }
-#endif
-#ifdef HEADS
-  {
-    // Rows visible before the count; the workgroups past the end returned above.
-    memoryBarrierBuffer();
-    barrier();
-    const uint D = p.head_dim;
-    const uint head = row0 / D;
-    if (tid == 0u) head_last = atomicAdd(head_counter[head], 1u) == D / NROWS - 1u ? 1u : 0u;
-    barrier();
-    if (head_last == 0u) return;  // uniform across the workgroup
-    memoryBarrierBuffer();
-    const uint yb = head * D;
-    float ss = 0.0;
-    for (uint d = tid; d < D; d += WG) {
-      const float v = y[yb + d];
-      head_raw[d] = v;
-      ss += v * v;
-    }
-    const float inv = 1.0 / sqrt(wg_sum(ss) / float(D) + p.head_eps);  // a barrier: head_raw set
-    const bool wt = (p.head_flags & 1u) != 0u, rope = (p.head_flags & 2u) != 0u;
-    const bool to_cache = (p.head_flags & 4u) != 0u;
-    const int ps = head_pos[0];
-    const uint half_rot = rope ? p.n_rot / 2u : 0u;
-    for (uint i = tid; i < D / 2u; i += WG) {
-      uint e0, e1;
-      float v0, v1;
-      if (i < half_rot) {
-        e0 = i;
-        e1 = i + half_rot;
-        const float x0 = head_raw[e0] * inv * (wt ? head_nw[e0] : 1.0);
-        const float x1 = head_raw[e1] * inv * (wt ? head_nw[e1] : 1.0);
-        const float a = reduced_angle(float(ps), theta[i]);
-        const float c = cos(a), sn = sin(a);
-        v0 = x0 * c - x1 * sn;
-        v1 = x1 * c + x0 * sn;
-      } else {
-        e0 = 2u * i;  // n_rot + 2 (i - half_rot)
-        e1 = e0 + 1u;
-        v0 = head_raw[e0] * inv * (wt ? head_nw[e0] : 1.0);
-        v1 = head_raw[e1] * inv * (wt ? head_nw[e1] : 1.0);
-      }
-      if (to_cache) {
-        head_done[e0] = v0;
-        head_done[e1] = v1;
-      } else {
-        y[yb + e0] = v0;
-        y[yb + e1] = v1;
-      }
-    }
-    if (to_cache && ps >= 0) {
-      barrier();
-      const uint dst = ((head * p.ring_size + uint(ps) % p.ring_size) * D) >> 1;
-      const bool also_v = (p.head_flags & 8u) != 0u;
-      for (uint w = tid; w < D / 2u; w += WG) {
-        kc[dst + w] = half_bits(head_done[2u * w]) | (half_bits(head_done[2u * w + 1u]) << 16);
-        if (also_v) {
-          vc[dst + w] = half_bits(head_raw[2u * w] * inv) | (half_bits(head_raw[2u * w + 1u] * inv) << 16);
-        }
-      }
-    }
-    if (tid == 0u) atomicExchange(head_counter[head], 0u);
   }
 #endif
 #ifdef ROUTE
