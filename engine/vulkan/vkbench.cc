@@ -1,6 +1,6 @@
 // garnet-vkbench: first numbers for the Vulkan backend on one device.
 //   garnet-vkbench [--device SEL] [--small] [--sweep] [--matmul] [--ffn] [--attn] [--decode]
-//                  [--case NAME]
+//                  [--case NAME] [--spread MIB]
 // Measures, each as wall time around submit+wait of one command buffer holding many commands:
 //   - per-dispatch cost of a tiny kernel, with a barrier between every dispatch (a chain) and
 //     without (independent ranges), and the CPU cost of recording one dispatch;
@@ -13,12 +13,14 @@
 // fused MatvecGeglu); --attn only prefill attention (per-query kernel vs the tiled prefill
 // kernel on Gemma 4 prompt shapes); --decode only the decode matvecs of one 26b-a4b layer, chained
 // with barriers as a decode pass runs them (with --sweep: per launch shape); --case runs only the
-// --decode shapes whose name contains NAME.
+// --decode shapes whose name contains NAME; --spread spreads their matrix copies over MIB MiB
+// (default 128: a decode pass reads ~2.4 GB, so its matrices are farther apart).
 // Exit status 1 on any error.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -218,7 +220,7 @@ int RunFfnChain(Device& dev, Kernels& kernels, Recorder& rec, Transfer& transfer
 // over the chain's length; recording is timed apart) and the weight bandwidth, per launch shape
 // (--sweep: several; else the default).
 int RunDecodeShapes(Device& dev, Kernels& kernels, Recorder& rec, Transfer& transfer, bool small,
-                    bool sweep, const std::string& only) {
+                    bool sweep, const std::string& only, uint64_t spread_mib) {
   enum class Kind { kPlain, kNorm, kNormNoW, kGeglu, kIdNorm, kIdGlu, kId, kQkv, kQkvNorm };
   struct Case {
     const char* name;
@@ -292,11 +294,14 @@ int RunDecodeShapes(Device& dev, Kernels& kernels, Recorder& rec, Transfer& tran
     const bool by_id = c.kind == Kind::kIdNorm || c.kind == Kind::kIdGlu || c.kind == Kind::kId;
     const uint32_t out = c.kind == Kind::kIdNorm || c.kind == Kind::kId ? 2 * c.out : c.out;
     const uint64_t matrix = *RowBytes(c.type, c.in) * out;
-    // Dense: copies of the matrix (two for gate and up) to fill >= 128 MiB; experts: one stack.
+    // Dense: copies of the matrix (two for gate and up) to fill >= 128 MiB (--spread: that many
+    // MiB, up to 1024 copies); experts: one stack.
     const uint64_t per = (c.kind == Kind::kGeglu ? 2 : 1) * matrix;
     const uint64_t slot = (per + align - 1) / align * align;
     const uint64_t copies =
-        by_id ? 1 : std::clamp<uint64_t>((small ? (4ull << 20) : (128ull << 20)) / slot, 2, 64);
+        by_id        ? 1
+        : spread_mib ? std::clamp<uint64_t>((spread_mib << 20) / slot, 2, 1024)
+                     : std::clamp<uint64_t>((small ? (4ull << 20) : (128ull << 20)) / slot, 2, 64);
     const uint64_t total = by_id ? matrix * n_experts : slot * copies;
     const std::vector<uint8_t> one = WeightRows(c.type, c.in, out);
     ASSIGN_OR_FAIL(Buffer w, Buffer::Create(dev, total, MemoryKind::kWeights));
@@ -512,7 +517,7 @@ int RunPrefillAttention(Device& dev, Kernels& kernels, Recorder& rec, Transfer& 
 }
 
 int Run(const std::string& selector, bool small, bool sweep, const std::string& only,
-        bool matmul_only, bool ffn_only, bool attn_only, bool decode_only) {
+        uint64_t spread_mib, bool matmul_only, bool ffn_only, bool attn_only, bool decode_only) {
   ASSIGN_OR_FAIL(auto instance, Instance::Create());
   DeviceOptions opts;
   opts.selector = selector;
@@ -528,7 +533,8 @@ int Run(const std::string& selector, bool small, bool sweep, const std::string& 
   if (matmul_only) return RunMatmuls(dev, *kernels, *rec, *transfer, small);
   if (ffn_only) return RunFfnChain(dev, *kernels, *rec, *transfer, small);
   if (attn_only) return RunPrefillAttention(dev, *kernels, *rec, *transfer, small);
-  if (decode_only) return RunDecodeShapes(dev, *kernels, *rec, *transfer, small, sweep, only);
+  if (decode_only)
+    return RunDecodeShapes(dev, *kernels, *rec, *transfer, small, sweep, only, spread_mib);
 
   // 1. Per-dispatch cost.
   {
@@ -694,6 +700,7 @@ int main(int argc, char** argv) {
   bool attn_only = false;
   bool decode_only = false;
   std::string only;
+  uint64_t spread_mib = 0;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--small") {
@@ -712,13 +719,15 @@ int main(int argc, char** argv) {
       selector = argv[++i];
     } else if (a == "--case" && i + 1 < argc) {
       only = argv[++i];
+    } else if (a == "--spread" && i + 1 < argc) {
+      spread_mib = std::strtoull(argv[++i], nullptr, 10);
     } else {
       std::fprintf(stderr,
                    "usage: garnet-vkbench [--device SEL] [--small] [--sweep] [--matmul] [--ffn]"
-                   " [--attn] [--decode] [--case NAME]\n");
+                   " [--attn] [--decode] [--case NAME] [--spread MIB]\n");
       return 2;
     }
   }
-  return garnet::vk::Run(selector, small, sweep, only, matmul_only, ffn_only, attn_only,
+  return garnet::vk::Run(selector, small, sweep, only, spread_mib, matmul_only, ffn_only, attn_only,
                          decode_only);
 }
