@@ -54,6 +54,19 @@ float wg_sum(float v) {
   barrier();
   return t;
 }
+#ifdef WG_SUM2
+// Two sums in one reduction (define WG_SUM2 before including this file).
+shared vec2 wg_red2[WG];
+vec2 wg_sum2(vec2 v) {
+  v = subgroupAdd(v);
+  if (subgroupElect()) wg_red2[gl_SubgroupID] = v;
+  barrier();
+  vec2 t = vec2(0.0);
+  for (uint i = 0; i < gl_NumSubgroups; ++i) t += wg_red2[i];
+  barrier();
+  return t;
+}
+#endif
 float wg_max(float v) {
   v = subgroupMax(v);
   if (subgroupElect()) wg_red[gl_SubgroupID] = v;
@@ -77,6 +90,21 @@ float wg_sum(float v) {
   barrier();
   return t;
 }
+#ifdef WG_SUM2
+shared vec2 wg_red2[WG];
+vec2 wg_sum2(vec2 v) {
+  const uint lid = gl_LocalInvocationIndex;
+  wg_red2[lid] = v;
+  barrier();
+  [[unroll]] for (uint s = WG / 2; s > 0; s >>= 1) {
+    if (lid < s) wg_red2[lid] += wg_red2[lid + s];
+    barrier();
+  }
+  const vec2 t = wg_red2[0];
+  barrier();
+  return t;
+}
+#endif
 float wg_max(float v) {
   const uint lid = gl_LocalInvocationIndex;
   wg_red[lid] = v;

@@ -20,6 +20,7 @@
 // NEXT_NORMS (next_norms.glsl): also writes nn_count normalised copies of the updated h row.
 //   extra bindings 8 out (write), 9 w_0, 10 w_1 (read, float[n]); extra push uint nn_count
 #version 450
+#define WG_SUM2
 #include "common.glsl"
 #define NN_BINDING 8
 #include "next_norms.glsl"
@@ -45,8 +46,9 @@ layout(push_constant) uniform Push {
 
 // Register path (n <= MAXJ * WG, the decode case with a 1024-wide workgroup): each invocation
 // loads every input of its elements in one round (all k slots' expert rows unconditionally,
-// weights from shared memory), keeps them in registers through the three reductions and writes
-// once. Otherwise the loop below, which reads its own writes back.
+// weights from shared memory, and the next norms' weights too), keeps them in registers through
+// the reductions (the dense and expert sums of squares in one, wg_sum2) and writes once.
+// Otherwise the loop below, which reads its own writes back.
 const uint MAXJ = 4u;
 shared float wt_s[64];  // the token's slot weights (k <= 64)
 
@@ -59,6 +61,9 @@ void main() {
     for (uint i = tid; i < p.k; i += WG) wt_s[i] = wt[t * p.k + i];
     barrier();
     float mv[MAXJ], dv[MAXJ], hv[MAXJ], w1v[MAXJ], w2v[MAXJ], wv[MAXJ];
+#ifdef NEXT_NORMS
+    float n0[MAXJ], n1[MAXJ];
+#endif
     float sd = 0.0, sm = 0.0;
     [[unroll]] for (uint u = 0; u < MAXJ; ++u) {
       const uint j = tid + u * WG;
@@ -68,12 +73,19 @@ void main() {
       w1v[u] = 0.0;
       w2v[u] = 0.0;
       wv[u] = 0.0;
+#ifdef NEXT_NORMS
+      n0[u] = 0.0;
+      n1[u] = 0.0;
+#endif
       if (j < p.n) {
         dv[u] = dense[rb + j];
         hv[u] = h[rb + j];
         w1v[u] = w1[j];
         w2v[u] = w2[j];
         wv[u] = w[j];
+#ifdef NEXT_NORMS
+        nn_load(j, p.nn_count, n0[u], n1[u]);
+#endif
         float m = 0.0;
         for (uint i0 = 0; i0 < p.k; i0 += 8u) {
           float xs[8];
@@ -90,8 +102,10 @@ void main() {
         sm += m * m;
       }
     }
-    const float rd = 1.0 / sqrt(wg_sum(sd) / float(p.n) + p.eps);
-    const float rm = 1.0 / sqrt(wg_sum(sm) / float(p.n) + p.eps);
+    // Both sums in one reduction (one pair of barriers instead of two).
+    const vec2 sdm = wg_sum2(vec2(sd, sm));
+    const float rd = 1.0 / sqrt(sdm.x / float(p.n) + p.eps);
+    const float rm = 1.0 / sqrt(sdm.y / float(p.n) + p.eps);
     float sy = 0.0;
     [[unroll]] for (uint u = 0; u < MAXJ; ++u) {
       dv[u] = dv[u] * rd * w1v[u] + mv[u] * rm * w2v[u];  // y
@@ -117,7 +131,7 @@ void main() {
     const float rh = 1.0 / sqrt(wg_sum(sh) / float(p.n) + p.eps);
     [[unroll]] for (uint u = 0; u < MAXJ; ++u) {
       const uint j = tid + u * WG;
-      if (j < p.n) nn_write(t, j, p.n, p.nn_count, hv[u], rh);
+      if (j < p.n) nn_write_w(t, j, p.n, p.nn_count, hv[u], rh, n0[u], n1[u]);
     }
 #endif
     return;

@@ -16,4 +16,15 @@ void nn_write(uint t, uint k, uint n, uint count, float v, float inv) {
   nn_out[o] = v * inv * nn_w0[k];
   if (count > 1u) nn_out[o + n] = v * inv * nn_w1[k];
 }
+// The same with the weights w_0[k], w_1[k] loaded before (the kernels' register paths load them
+// with their other inputs, so the copies cost no memory round trip after the last reduction).
+void nn_load(uint k, uint count, out float w0, out float w1) {
+  w0 = nn_w0[k];
+  w1 = count > 1u ? nn_w1[k] : 0.0;
+}
+void nn_write_w(uint t, uint k, uint n, uint count, float v, float inv, float w0, float w1) {
+  const uint o = t * count * n + k;
+  nn_out[o] = v * inv * w0;
+  if (count > 1u) nn_out[o + n] = v * inv * w1;
+}
 #endif

@@ -33,7 +33,8 @@ layout(push_constant) uniform Push {
 #endif
 } p;
 
-// Register path (n <= MAXJ * WG): every input of an invocation's elements loaded in one round.
+// Register path (n <= MAXJ * WG): every input of an invocation's elements loaded in one round,
+// the next norms' weights included (no memory round trip after the last reduction).
 const uint MAXJ = 4u;
 
 void main() {
@@ -43,12 +44,20 @@ void main() {
   const uint hb = row * p.h_stride, xb = row * p.x_stride;
   if (p.n <= MAXJ * WG) {
     float xv[MAXJ], hv[MAXJ], wv[MAXJ];
+#ifdef NEXT_NORMS
+    float n0[MAXJ], n1[MAXJ];
+#endif
     float s = 0.0;
     [[unroll]] for (uint u = 0; u < MAXJ; ++u) {
       const uint k = tid + u * WG;
       xv[u] = k < p.n ? x[xb + k] : 0.0;
       hv[u] = k < p.n ? h[hb + k] : 0.0;
       wv[u] = k < p.n ? w[k] : 0.0;
+#ifdef NEXT_NORMS
+      n0[u] = 0.0;
+      n1[u] = 0.0;
+      if (k < p.n) nn_load(k, p.nn_count, n0[u], n1[u]);
+#endif
       s += xv[u] * xv[u];
     }
     const float inv = 1.0 / sqrt(wg_sum(s) / float(p.n) + p.eps);
@@ -67,7 +76,7 @@ void main() {
     const float inv2 = 1.0 / sqrt(wg_sum(s2) / float(p.n) + p.eps);
     [[unroll]] for (uint u = 0; u < MAXJ; ++u) {
       const uint k = tid + u * WG;
-      if (k < p.n) nn_write(row, k, p.n, p.nn_count, hv[u], inv2);
+      if (k < p.n) nn_write_w(row, k, p.n, p.nn_count, hv[u], inv2, n0[u], n1[u]);
     }
 #endif
     return;
