@@ -1241,6 +1241,21 @@ std::vector<double> AttentionOracle(const AttnCase& c, const AttnData& a) {
   return want;
 }
 
+// A case's q, K, V, positions and an output buffer of q's size, on the device.
+struct AttnBuffers {
+  Buffer q, k, v, pos, o;
+};
+Result<AttnBuffers> UploadAttn(VkTestDevice& d, const AttnCase& c, const AttnData& a) {
+  AttnBuffers b;
+  const size_t kv_bytes = a.k16.size() * 2;
+  GARNET_ASSIGN_OR_RETURN(b.q, UploadFloats(d, a.q));
+  GARNET_ASSIGN_OR_RETURN(b.k, UploadBytes(d, a.k16.data(), kv_bytes, MemoryKind::kKv));
+  GARNET_ASSIGN_OR_RETURN(b.v, UploadBytes(d, a.v16.data(), kv_bytes, MemoryKind::kKv));
+  GARNET_ASSIGN_OR_RETURN(b.pos, UploadBytes(d, c.pos.data(), c.pos.size() * 4));
+  GARNET_ASSIGN_OR_RETURN(b.o, Buffer::Create(*d.device, a.q.size() * 4, MemoryKind::kScratch));
+  return b;
+}
+
 AttentionShape ShapeOf(const AttnCase& c) {
   AttentionShape s;
   s.head_dim = c.d;
@@ -1268,16 +1283,9 @@ TEST_P(KernelTest, AttentionOnlineSoftmaxGqaWindowRing) {
   };
   for (const AttnCase& c : cases) {
     const AttnData a = MakeAttnData(c);
-    const size_t q_n = a.q.size(), kv_n = a.k16.size();
-    const uint32_t t_n = static_cast<uint32_t>(c.pos.size());
-    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bq, UploadFloats(*d_, a.q));
-    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bk,
-                                UploadBytes(*d_, a.k16.data(), kv_n * 2, MemoryKind::kKv));
-    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bv,
-                                UploadBytes(*d_, a.v16.data(), kv_n * 2, MemoryKind::kKv));
-    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bp, UploadBytes(*d_, c.pos.data(), t_n * 4));
-    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bo,
-                                Buffer::Create(*d_->device, q_n * 4, MemoryKind::kScratch));
+    const size_t q_n = a.q.size();
+    GARNET_ASSERT_OK_AND_ASSIGN(AttnBuffers ab, UploadAttn(*d_, c, a));
+    const Buffer &bq = ab.q, &bk = ab.k, &bv = ab.v, &bp = ab.pos, &bo = ab.o;
     AttentionShape s = ShapeOf(c);
     // One pass, then split into slices of 5 keys (many splits, some empty) merged by the combine
     // pass; each with the key-row-team kernel (attn_decode_rows, where the shape allows it) and
@@ -1323,16 +1331,10 @@ TEST_P(KernelTest, AttentionDecodeMergesSplitsInLastWorkgroup) {
            {"64 long chunks + wrap + empty", 64, 3, 3, 300, 701, 0, {1000, 750, -5, 600}, 0.125f},
        }) {
     const AttnData a = MakeAttnData(c);
-    const size_t q_n = a.q.size(), kv_n = a.k16.size();
+    const size_t q_n = a.q.size();
     const uint32_t t_n = static_cast<uint32_t>(c.pos.size());
-    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bq, UploadFloats(*d_, a.q));
-    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bk,
-                                UploadBytes(*d_, a.k16.data(), kv_n * 2, MemoryKind::kKv));
-    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bv,
-                                UploadBytes(*d_, a.v16.data(), kv_n * 2, MemoryKind::kKv));
-    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bp, UploadBytes(*d_, c.pos.data(), t_n * 4));
-    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bo,
-                                Buffer::Create(*d_->device, q_n * 4, MemoryKind::kScratch));
+    GARNET_ASSERT_OK_AND_ASSIGN(AttnBuffers ab, UploadAttn(*d_, c, a));
+    const Buffer &bq = ab.q, &bk = ab.k, &bv = ab.v, &bp = ab.pos, &bo = ab.o;
     AttentionShape s = ShapeOf(c);
     s.split_keys = 5;
     ASSERT_GT(AttentionSplits(s), 1u);
@@ -1379,15 +1381,9 @@ TEST_P(KernelTest, AttentionDecodeDerivesKvFirstFromPositions) {
            {"ring not full", 64, 2, 1, 40, 0, 0, {17}, 0.3f},
        }) {
     const AttnData a = MakeAttnData(c);
-    const size_t q_n = a.q.size(), kv_n = a.k16.size();
-    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bq, UploadFloats(*d_, a.q));
-    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bk,
-                                UploadBytes(*d_, a.k16.data(), kv_n * 2, MemoryKind::kKv));
-    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bv,
-                                UploadBytes(*d_, a.v16.data(), kv_n * 2, MemoryKind::kKv));
-    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bp, UploadBytes(*d_, c.pos.data(), 4));
-    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bo,
-                                Buffer::Create(*d_->device, q_n * 4, MemoryKind::kScratch));
+    const size_t q_n = a.q.size();
+    GARNET_ASSERT_OK_AND_ASSIGN(AttnBuffers ab, UploadAttn(*d_, c, a));
+    const Buffer &bq = ab.q, &bk = ab.k, &bv = ab.v, &bp = ab.pos, &bo = ab.o;
     AttentionShape s = ShapeOf(c);
     s.kv_first = kKvFirstFromPositions;
     const std::vector<double> want = AttentionOracle(c, a);
