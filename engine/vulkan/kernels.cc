@@ -410,8 +410,14 @@ Status Kernels::Matvec(Recorder& rec, GgmlType type, const MatvecShape& s, const
   if (row_bytes * s.out > 0xffffffffull) {
     return Status::InvalidArgument(op, "weight range over 4 GiB; split it");
   }
-  const uint32_t kRows = MatvecRows(s.out, s.n_vecs);
-  const uint32_t wg = MatvecWg(s.out, s.n_vecs, false);
+  // Tall Q8_0 matrices (e4b's head, 262144 x 2560) ran best at 64 x 8 in `garnet-vkbench --decode
+  // --sweep` on an H200: 272 against 299 us at the 32 x 4 of the other tall matrices, where the
+  // Q6_K heads stay (they took 405 against 350 us at 64 x 8).
+  const bool tall_q8 =
+      matvec_rows_auto_ && type == GgmlType::kQ8_0 && uint64_t{s.out} * s.n_vecs >= 32768;
+  const uint32_t kRows = tall_q8 ? 8 : MatvecRows(s.out, s.n_vecs);
+  uint32_t wg = MatvecWg(s.out, s.n_vecs, false);
+  if (tall_q8) wg = std::max(wg, std::min<uint32_t>(64, device_.info().max_workgroup_invocations));
   const uint32_t vec = MatvecVec(type, w, row_bytes, {}, x, {xs}, nullptr);
   PipelineDesc desc{MatvecVariant(type), 3, 0b100, 16, {wg, kRows, vec}, {wg, 1, 1}};
   GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));

@@ -174,7 +174,9 @@ TEST_P(KernelTest, MatvecEveryWeightTypeOddSizes) {
   const uint32_t n_vecs = 3;
   for (const MatCase& c : {MatCase{GgmlType::kF32, 67, 37}, MatCase{GgmlType::kF16, 131, 45},
                            MatCase{GgmlType::kQ8_0, 96, 53}, MatCase{GgmlType::kQ8_0, 4096, 5},
-                           MatCase{GgmlType::kQ4_0, 160, 29}, MatCase{GgmlType::kQ4_K, 512, 19},
+                           // tall (3 x 10923 rows >= 32768): Q8_0's own launch, 64 x 8
+                           MatCase{GgmlType::kQ8_0, 64, 10923}, MatCase{GgmlType::kQ4_0, 160, 29},
+                           MatCase{GgmlType::kQ4_K, 512, 19},
                            // x as vec4 (stride a multiple of 4) and 16-byte Q4_K words
                            MatCase{GgmlType::kQ4_K, 768, 6, 4}, MatCase{GgmlType::kQ6_K, 512, 11},
                            MatCase{GgmlType::kQ6_K, 768, 6, 4}}) {
