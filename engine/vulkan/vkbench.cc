@@ -1,6 +1,6 @@
 // garnet-vkbench: first numbers for the Vulkan backend on one device.
 //   garnet-vkbench [--device SEL] [--small] [--sweep] [--matmul] [--ffn] [--attn] [--decode]
-//                  [--case NAME] [--spread MIB]
+//                  [--chain] [--case NAME] [--spread MIB]
 // Measures, each as wall time around submit+wait of one command buffer holding many commands:
 //   - per-dispatch cost of a tiny kernel, with a barrier between every dispatch (a chain) and
 //     without (independent ranges), and the CPU cost of recording one dispatch;
@@ -14,7 +14,9 @@
 // kernel on Gemma 4 prompt shapes); --decode only the decode matvecs of one 26b-a4b layer, chained
 // with barriers as a decode pass runs them (with --sweep: per launch shape); --case runs only the
 // --decode shapes whose name contains NAME; --spread spreads their matrix copies over MIB MiB
-// (default 128: a decode pass reads ~2.4 GB, so its matrices are farther apart).
+// (default 128: a decode pass reads ~2.4 GB, so its matrices are farther apart); --chain only
+// the cost of a dispatch boundary in a chain of dependent matvecs against one persistent dispatch
+// that orders its phases with device counters (RunChain).
 // Exit status 1 on any error.
 #include <algorithm>
 #include <chrono>
@@ -516,8 +518,162 @@ int RunPrefillAttention(Device& dev, Kernels& kernels, Recorder& rec, Transfer& 
   return 0;
 }
 
+// --chain: what a dispatch boundary costs in a chain of dependent matvecs. `phases` Q4_K
+// matvecs of n x n (one matrix each, so the weights come from device memory), each reading the
+// previous one's output: (a) as a decode pass runs them, one dispatch each with a barrier
+// between; (b) in ONE dispatch of shaders/chain_probe.comp, workgroups taking (phase, rows)
+// tasks in ticket order and a task waiting on a device counter for the previous phase, with and
+// without its weights loaded before that wait, for several workgroup counts. Prints us per phase
+// and the largest difference of the last output against (a) (a wrong wait would read stale
+// inputs and show up there).
+int RunChain(Device& dev, Kernels& kernels, Recorder& rec, Transfer& transfer, bool small) {
+  const uint32_t n = small ? 256 : 2816, phases = small ? 4 : 128, nb = n / 256;
+  const uint64_t mat_bytes = uint64_t{n} * nb * 144;
+  // Random nibbles, scale 2 and min 15 in every sub-block (w = d (2q - 15): mean 0, std 9.2 d),
+  // d = dmin chosen so a row's sum has about the input's magnitude.
+  std::vector<uint8_t> w(mat_bytes);
+  const uint16_t d = F32ToF16(1.0f / (9.2f * std::sqrt(static_cast<float>(n))));
+  uint32_t state = 987654321u;
+  const uint8_t scales[12] = {2, 2, 2, 2, 15, 15, 15, 15, 0xf2, 0xf2, 0xf2, 0xf2};
+  for (uint64_t b = 0; b < mat_bytes; b += 144) {
+    std::memcpy(&w[b], &d, 2);
+    std::memcpy(&w[b + 2], &d, 2);
+    std::memcpy(&w[b + 4], scales, 12);
+    for (int i = 16; i < 144; ++i) {
+      state = state * 1664525u + 1013904223u;
+      w[b + i] = static_cast<uint8_t>(state >> 24);
+    }
+  }
+  ASSIGN_OR_FAIL(Buffer wb, Buffer::Create(dev, mat_bytes * phases, MemoryKind::kWeights));
+  for (uint32_t p = 0; p < phases; ++p)
+    CHECK_OK(transfer.Upload(wb, p * mat_bytes, w.data(), mat_bytes));
+  const uint64_t act_bytes = uint64_t{phases + 1} * n * 4;
+  ASSIGN_OR_FAIL(Buffer act, Buffer::Create(dev, act_bytes, MemoryKind::kScratch));
+  ASSIGN_OR_FAIL(Buffer ctr, Buffer::Create(dev, uint64_t{phases + 1} * 256, MemoryKind::kScratch));
+  std::vector<float> x0(n);
+  for (uint32_t i = 0; i < n; ++i) {
+    state = state * 1664525u + 1013904223u;
+    x0[i] = static_cast<float>(state >> 8) / 8388608.0f - 1.0f;
+  }
+  std::vector<float> ref(n), got(n);
+  const int reps = small ? 1 : 5;
+  auto reset = [&]() -> Status {
+    GARNET_RETURN_IF_ERROR(rec.Fill(act, 0, act_bytes, 0));
+    GARNET_RETURN_IF_ERROR(rec.Fill(ctr, 0, ctr.size(), 0));
+    GARNET_RETURN_IF_ERROR(rec.SubmitAndWait());
+    return transfer.Upload(act, 0, x0.data(), n * 4);
+  };
+  // The GPU idles at a low clock and ramps up over ~0.2 s of work (round 10 of docs/PERF.md):
+  // keep it busy for a second before measuring.
+  const auto warm_end = Clock::now() + std::chrono::milliseconds(small ? 0 : 1000);
+  while (Clock::now() < warm_end) {
+    for (uint32_t p = 0; p < phases; ++p) {
+      CHECK_OK(kernels.Matvec(rec, GgmlType::kQ4_K, {n, n},
+                              BufferRange(wb, p * mat_bytes, mat_bytes),
+                              BufferRange(act, uint64_t{p} * n * 4, n * 4),
+                              BufferRange(act, uint64_t{p + 1} * n * 4, n * 4)));
+    }
+    CHECK_OK(rec.SubmitAndWait());
+  }
+  // (a) One dispatch per phase.
+  double best = 1e30;
+  for (int rep = 0; rep <= reps; ++rep) {  // rep 0 warms up
+    CHECK_OK(reset());
+    const auto t0 = Clock::now();
+    for (uint32_t p = 0; p < phases; ++p) {
+      CHECK_OK(kernels.Matvec(rec, GgmlType::kQ4_K, {n, n},
+                              BufferRange(wb, p * mat_bytes, mat_bytes),
+                              BufferRange(act, uint64_t{p} * n * 4, n * 4),
+                              BufferRange(act, uint64_t{p + 1} * n * 4, n * 4)));
+    }
+    CHECK_OK(rec.SubmitAndWait());
+    if (rep > 0) best = std::min(best, Seconds(t0, Clock::now()));
+  }
+  CHECK_OK(transfer.Download(act, uint64_t{phases} * n * 4, ref.data(), n * 4));
+  float ref_max = 0;
+  for (float v : ref) ref_max = std::isfinite(v) ? std::max(ref_max, std::fabs(v)) : INFINITY;
+  std::printf("chain %u x Q4_K %ux%u, dispatch per phase       : %7.2f us/phase (|y| max %.3g)\n",
+              phases, n, n, best * 1e6 / phases, ref_max);
+  // (a') The same dispatches without the dependency (each reads the first input): no barriers.
+  {
+    double tb = 1e30;
+    for (int rep = 0; rep <= reps; ++rep) {
+      CHECK_OK(reset());
+      const auto t0 = Clock::now();
+      for (uint32_t p = 0; p < phases; ++p) {
+        CHECK_OK(kernels.Matvec(
+            rec, GgmlType::kQ4_K, {n, n}, BufferRange(wb, p * mat_bytes, mat_bytes),
+            BufferRange(act, 0, n * 4), BufferRange(act, uint64_t{p + 1} * n * 4, n * 4)));
+      }
+      CHECK_OK(rec.SubmitAndWait());
+      if (rep > 0) tb = std::min(tb, Seconds(t0, Clock::now()));
+    }
+    std::printf(
+        "chain %u x Q4_K %ux%u, dispatch per phase, independent (no barriers): %7.2f "
+        "us/phase\n",
+        phases, n, n, tb * 1e6 / phases);
+  }
+  // (b) One dispatch.
+  const uint32_t sms = small ? 4 : 132;
+  struct Variant {
+    uint32_t sync, prefetch, rows, stride, ticket, part;
+  };
+  const Variant variants[] = {{0, 1, 4, 64, 0, 0}, {0, 1, 4, 64, 0, 1}, {0, 1, 4, 64, 0, 2},
+                              {0, 1, 4, 64, 0, 3}, {0, 1, 8, 64, 0, 0}, {0, 1, 8, 64, 0, 2},
+                              {0, 1, 4, 64, 1, 0}, {1, 1, 4, 64, 1, 0}};
+  for (const Variant& v : variants) {
+    {
+      const uint32_t prefetch = v.prefetch, rows = v.rows;
+      const uint32_t tasks = n / rows * phases;
+      for (uint32_t groups : {4 * sms, 8 * sms, tasks}) {
+        PipelineDesc desc{
+            "chain_probe", 3, 0b110, 12, {128, rows, prefetch, v.sync, v.ticket, v.part},
+            {128, 1, 1}};
+        ASSIGN_OR_FAIL(const Pipeline* pipe, dev.pipelines().Get(desc));
+        struct {
+          uint32_t n, phases, stride;
+        } push{n, phases, v.stride};
+        const BufferRange bindings[] = {BufferRange(wb, 0, wb.size()),
+                                        BufferRange(act, 0, act_bytes),
+                                        BufferRange(ctr, 0, ctr.size())};
+        double tb = 1e30;
+        for (int rep = 0; rep <= reps; ++rep) {
+          CHECK_OK(reset());
+          const auto t0 = Clock::now();
+          CHECK_OK(rec.Dispatch(*pipe, bindings, push, groups));
+          CHECK_OK(rec.SubmitAndWait());
+          if (rep > 0) tb = std::min(tb, Seconds(t0, Clock::now()));
+        }
+        CHECK_OK(transfer.Download(act, uint64_t{phases} * n * 4, got.data(), n * 4));
+        float diff = 0;
+        for (uint32_t i = 0; i < n; ++i) {
+          const float e = std::fabs(got[i] - ref[i]);
+          diff = std::isfinite(e) ? std::max(diff, e) : INFINITY;
+        }
+        std::printf(
+            "chain %u x Q4_K %ux%u, one dispatch, %u rows, %5u groups, prefetch %u, "
+            "counters %3u B apart%s%s%s: %7.2f us/phase (max diff %.3g)\n",
+            phases, n, n, rows, groups, prefetch, v.stride * 4, v.sync ? "" : ", NO WAITS",
+            v.ticket ? "" : ", static tasks",
+            v.part == 0   ? ""
+            : v.part == 1 ? ", no dequant"
+            : v.part == 2 ? ", no reduction"
+                          : ", no weight loads",
+            tb * 1e6 / phases, diff);
+        if (v.sync && !(diff <= 1e-3f * std::max(1.0f, ref_max))) {
+          std::fprintf(stderr,
+                       "garnet-vkbench: chain_probe output differs from the dispatch chain\n");
+          return 1;
+        }
+      }
+    }
+  }
+  return 0;
+}
+
 int Run(const std::string& selector, bool small, bool sweep, const std::string& only,
-        uint64_t spread_mib, bool matmul_only, bool ffn_only, bool attn_only, bool decode_only) {
+        uint64_t spread_mib, bool matmul_only, bool ffn_only, bool attn_only, bool decode_only,
+        bool chain_only) {
   ASSIGN_OR_FAIL(auto instance, Instance::Create());
   DeviceOptions opts;
   opts.selector = selector;
@@ -533,6 +689,7 @@ int Run(const std::string& selector, bool small, bool sweep, const std::string& 
   if (matmul_only) return RunMatmuls(dev, *kernels, *rec, *transfer, small);
   if (ffn_only) return RunFfnChain(dev, *kernels, *rec, *transfer, small);
   if (attn_only) return RunPrefillAttention(dev, *kernels, *rec, *transfer, small);
+  if (chain_only) return RunChain(dev, *kernels, *rec, *transfer, small);
   if (decode_only)
     return RunDecodeShapes(dev, *kernels, *rec, *transfer, small, sweep, only, spread_mib);
 
@@ -699,6 +856,7 @@ int main(int argc, char** argv) {
   bool ffn_only = false;
   bool attn_only = false;
   bool decode_only = false;
+  bool chain_only = false;
   std::string only;
   uint64_t spread_mib = 0;
   for (int i = 1; i < argc; ++i) {
@@ -715,6 +873,8 @@ int main(int argc, char** argv) {
       attn_only = true;
     } else if (a == "--decode") {
       decode_only = true;
+    } else if (a == "--chain") {
+      chain_only = true;
     } else if (a == "--device" && i + 1 < argc) {
       selector = argv[++i];
     } else if (a == "--case" && i + 1 < argc) {
@@ -724,10 +884,10 @@ int main(int argc, char** argv) {
     } else {
       std::fprintf(stderr,
                    "usage: garnet-vkbench [--device SEL] [--small] [--sweep] [--matmul] [--ffn]"
-                   " [--attn] [--decode] [--case NAME] [--spread MIB]\n");
+                   " [--attn] [--decode] [--chain] [--case NAME] [--spread MIB]\n");
       return 2;
     }
   }
   return garnet::vk::Run(selector, small, sweep, only, spread_mib, matmul_only, ffn_only, attn_only,
-                         decode_only);
+                         decode_only, chain_only);
 }
