@@ -47,7 +47,7 @@ layout(binding = 4, std430) writeonly buffer OBuf { float o[]; };
 layout(binding = 5, std430) coherent buffer PartBuf { float part[]; };  // read back by the merge
 layout(binding = 6, std430) coherent buffer CountBuf { uint counter[]; };
 #include "attn_combine.glsl"
-shared uint merge_here;  // this workgroup counted last
+#include "last_group.glsl"
 #else
 layout(binding = 5, std430) writeonly buffer PartBuf { float part[]; };
 #endif
@@ -143,14 +143,13 @@ void main() {
   }
 #ifdef FUSED_COMBINE
   if (p.n_splits <= 1u) return;  // uniform
-  // The block visible before the count; every split workgroup gets here (none returns early).
-  memoryBarrierBuffer();
-  barrier();
+  // The block visible before the count (last_group.glsl); every split workgroup gets here (none
+  // returns early).
+  last_group_release();
   const uint ci = t * p.n_q_heads + h;
-  if (tid == 0u) merge_here = atomicAdd(counter[ci], 1u) == p.n_splits - 1u ? 1u : 0u;
-  barrier();
-  if (merge_here == 0u) return;  // uniform across the workgroup
-  memoryBarrierBuffer();
+  uint before = 0u;
+  if (tid == 0u) before = LAST_GROUP_COUNT(counter[ci]);
+  if (!last_group_acquire(before, p.n_splits)) return;  // uniform across the workgroup
   combine_splits((t * p.n_q_heads + h) * p.n_splits * (D + 2u), p.n_splits, ob);
   if (tid == 0u) atomicExchange(counter[ci], 0u);  // an atomic, as for matvec.comp's ROUTE
 #endif

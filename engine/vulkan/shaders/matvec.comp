@@ -104,7 +104,7 @@ layout(binding = 6, std430) writeonly buffer RWBuf { float route_weights[]; };
 layout(binding = 7, std430) coherent buffer RCBuf { uint route_counter[]; };
 #define ROUTE_LOGIT(i) y[i]
 #include "moe_route.glsl"
-shared uint route_last;  // this workgroup counted last
+#include "last_group.glsl"
 #endif
 
 #ifdef NORM
@@ -372,16 +372,12 @@ void main() {
   }
 #endif
 #ifdef ROUTE
-  // Rows visible before the count; the workgroups past the end returned above without counting.
-  memoryBarrierBuffer();
-  barrier();
-  if (tid == 0u) {
-    const uint groups = (p.out_ + NROWS - 1u) / NROWS;
-    route_last = atomicAdd(route_counter[vec], 1u) == groups - 1u ? 1u : 0u;
-  }
-  barrier();
-  if (route_last == 0u) return;  // uniform across the workgroup
-  memoryBarrierBuffer();
+  // Rows visible before the count (last_group.glsl); the workgroups past the end returned above
+  // without counting.
+  last_group_release();
+  uint before = 0u;
+  if (tid == 0u) before = LAST_GROUP_COUNT(route_counter[vec]);
+  if (!last_group_acquire(before, (p.out_ + NROWS - 1u) / NROWS)) return;  // uniform
   moe_route_token(vec, vec * p.y_stride, p.out_, p.route_k, p.route_has_scale != 0u);
   // Reset for the next dispatch with an atomic, as the counting is done (docs/CORRECTNESS.md: with
   // a plain store here an early test binary failed on an H200 every time; later ones did not).
