@@ -42,31 +42,44 @@ float precise_tanh(float a) {
 
 // wg_sum(v): sum over the workgroup; wg_max(v): maximum. Returned to every invocation; call in
 // uniform control flow.
+//
+// WG_SUM_OF(T, NAME, RED): `T NAME(T v)`, the sum of v over the workgroup returned to every
+// invocation (T float or a float vector), through the shared array RED (declared here). Call in
+// uniform control flow.
 #ifdef USE_SUBGROUP
-shared float wg_red[WG];  // one slot per subgroup (at most WG of them)
-// Sum of v over the workgroup, returned to every invocation. Call in uniform control flow.
-float wg_sum(float v) {
-  v = subgroupAdd(v);
-  if (subgroupElect()) wg_red[gl_SubgroupID] = v;
-  barrier();
-  float t = 0.0;
-  for (uint i = 0; i < gl_NumSubgroups; ++i) t += wg_red[i];
-  barrier();
-  return t;
-}
-#ifdef WG_SUM2
-// Two sums in one reduction (define WG_SUM2 before including this file).
-shared vec2 wg_red2[WG];
-vec2 wg_sum2(vec2 v) {
-  v = subgroupAdd(v);
-  if (subgroupElect()) wg_red2[gl_SubgroupID] = v;
-  barrier();
-  vec2 t = vec2(0.0);
-  for (uint i = 0; i < gl_NumSubgroups; ++i) t += wg_red2[i];
-  barrier();
-  return t;
-}
+#define WG_SUM_OF(T, NAME, RED)                              \
+  shared T RED[WG]; /* one slot per subgroup (at most WG) */ \
+  T NAME(T v) {                                              \
+    v = subgroupAdd(v);                                      \
+    if (subgroupElect()) RED[gl_SubgroupID] = v;             \
+    barrier();                                               \
+    T t = T(0.0);                                            \
+    for (uint i = 0; i < gl_NumSubgroups; ++i) t += RED[i];  \
+    barrier();                                               \
+    return t;                                                \
+  }
+#else
+#define WG_SUM_OF(T, NAME, RED)                                \
+  shared T RED[WG];                                            \
+  T NAME(T v) {                                                \
+    const uint lid = gl_LocalInvocationIndex;                  \
+    RED[lid] = v;                                              \
+    barrier();                                                 \
+    [[unroll]] for (uint s = WG / 2; s > 0; s >>= 1) {         \
+      if (lid < s) RED[lid] += RED[lid + s];                   \
+      barrier();                                               \
+    }                                                          \
+    const T t = RED[0];                                        \
+    barrier();                                                 \
+    return t;                                                  \
+  }
 #endif
+WG_SUM_OF(float, wg_sum, wg_red)
+// Two sums in one reduction: define WG_SUM2 before including this file.
+#ifdef WG_SUM2
+WG_SUM_OF(vec2, wg_sum2, wg_red2)
+#endif
+#ifdef USE_SUBGROUP
 float wg_max(float v) {
   v = subgroupMax(v);
   if (subgroupElect()) wg_red[gl_SubgroupID] = v;
@@ -77,34 +90,6 @@ float wg_max(float v) {
   return t;
 }
 #else
-shared float wg_red[WG];
-float wg_sum(float v) {
-  const uint lid = gl_LocalInvocationIndex;
-  wg_red[lid] = v;
-  barrier();
-  [[unroll]] for (uint s = WG / 2; s > 0; s >>= 1) {
-    if (lid < s) wg_red[lid] += wg_red[lid + s];
-    barrier();
-  }
-  const float t = wg_red[0];
-  barrier();
-  return t;
-}
-#ifdef WG_SUM2
-shared vec2 wg_red2[WG];
-vec2 wg_sum2(vec2 v) {
-  const uint lid = gl_LocalInvocationIndex;
-  wg_red2[lid] = v;
-  barrier();
-  [[unroll]] for (uint s = WG / 2; s > 0; s >>= 1) {
-    if (lid < s) wg_red2[lid] += wg_red2[lid + s];
-    barrier();
-  }
-  const vec2 t = wg_red2[0];
-  barrier();
-  return t;
-}
-#endif
 float wg_max(float v) {
   const uint lid = gl_LocalInvocationIndex;
   wg_red[lid] = v;
