@@ -563,56 +563,45 @@ int RunChain(Device& dev, Kernels& kernels, Recorder& rec, Transfer& transfer, b
     GARNET_RETURN_IF_ERROR(rec.SubmitAndWait());
     return transfer.Upload(act, 0, x0.data(), n * 4);
   };
+  // The matvec of every phase, one dispatch each; phase p reads act[p] (dependent: each the
+  // previous output, so the Recorder puts a barrier between) or act[0] (independent: none).
+  auto record_phases = [&](bool dependent) -> Status {
+    for (uint32_t p = 0; p < phases; ++p) {
+      GARNET_RETURN_IF_ERROR(
+          kernels.Matvec(rec, GgmlType::kQ4_K, {n, n}, BufferRange(wb, p * mat_bytes, mat_bytes),
+                         BufferRange(act, dependent ? uint64_t{p} * n * 4 : 0, n * 4),
+                         BufferRange(act, uint64_t{p + 1} * n * 4, n * 4)));
+    }
+    return rec.SubmitAndWait();
+  };
+  // Best of `reps` timed runs (after one untimed) of record_phases(dependent), in seconds.
+  auto time_phases = [&](bool dependent) -> Result<double> {
+    double best = 1e30;
+    for (int rep = 0; rep <= reps; ++rep) {
+      GARNET_RETURN_IF_ERROR(reset());
+      const auto t0 = Clock::now();
+      GARNET_RETURN_IF_ERROR(record_phases(dependent));
+      if (rep > 0) best = std::min(best, Seconds(t0, Clock::now()));
+    }
+    return best;
+  };
   // The GPU idles at a low clock and ramps up over ~0.2 s of work (round 10 of docs/PERF.md):
   // keep it busy for a second before measuring.
   const auto warm_end = Clock::now() + std::chrono::milliseconds(small ? 0 : 1000);
-  while (Clock::now() < warm_end) {
-    for (uint32_t p = 0; p < phases; ++p) {
-      CHECK_OK(kernels.Matvec(rec, GgmlType::kQ4_K, {n, n},
-                              BufferRange(wb, p * mat_bytes, mat_bytes),
-                              BufferRange(act, uint64_t{p} * n * 4, n * 4),
-                              BufferRange(act, uint64_t{p + 1} * n * 4, n * 4)));
-    }
-    CHECK_OK(rec.SubmitAndWait());
-  }
+  while (Clock::now() < warm_end) CHECK_OK(record_phases(true));
   // (a) One dispatch per phase.
-  double best = 1e30;
-  for (int rep = 0; rep <= reps; ++rep) {  // rep 0 warms up
-    CHECK_OK(reset());
-    const auto t0 = Clock::now();
-    for (uint32_t p = 0; p < phases; ++p) {
-      CHECK_OK(kernels.Matvec(rec, GgmlType::kQ4_K, {n, n},
-                              BufferRange(wb, p * mat_bytes, mat_bytes),
-                              BufferRange(act, uint64_t{p} * n * 4, n * 4),
-                              BufferRange(act, uint64_t{p + 1} * n * 4, n * 4)));
-    }
-    CHECK_OK(rec.SubmitAndWait());
-    if (rep > 0) best = std::min(best, Seconds(t0, Clock::now()));
-  }
+  ASSIGN_OR_FAIL(const double best, time_phases(true));
   CHECK_OK(transfer.Download(act, uint64_t{phases} * n * 4, ref.data(), n * 4));
   float ref_max = 0;
   for (float v : ref) ref_max = std::isfinite(v) ? std::max(ref_max, std::fabs(v)) : INFINITY;
   std::printf("chain %u x Q4_K %ux%u, dispatch per phase       : %7.2f us/phase (|y| max %.3g)\n",
               phases, n, n, best * 1e6 / phases, ref_max);
   // (a') The same dispatches without the dependency (each reads the first input): no barriers.
-  {
-    double tb = 1e30;
-    for (int rep = 0; rep <= reps; ++rep) {
-      CHECK_OK(reset());
-      const auto t0 = Clock::now();
-      for (uint32_t p = 0; p < phases; ++p) {
-        CHECK_OK(kernels.Matvec(
-            rec, GgmlType::kQ4_K, {n, n}, BufferRange(wb, p * mat_bytes, mat_bytes),
-            BufferRange(act, 0, n * 4), BufferRange(act, uint64_t{p + 1} * n * 4, n * 4)));
-      }
-      CHECK_OK(rec.SubmitAndWait());
-      if (rep > 0) tb = std::min(tb, Seconds(t0, Clock::now()));
-    }
-    std::printf(
-        "chain %u x Q4_K %ux%u, dispatch per phase, independent (no barriers): %7.2f "
-        "us/phase\n",
-        phases, n, n, tb * 1e6 / phases);
-  }
+  ASSIGN_OR_FAIL(const double independent, time_phases(false));
+  std::printf(
+      "chain %u x Q4_K %ux%u, dispatch per phase, independent (no barriers): %7.2f "
+      "us/phase\n",
+      phases, n, n, independent * 1e6 / phases);
   // (b) One dispatch.
   const uint32_t sms = small ? 4 : 132;
   struct Variant {
