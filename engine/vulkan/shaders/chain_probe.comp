@@ -32,7 +32,9 @@ layout(constant_id = 4) const uint TICKET = 1;  // 0 (only with SYNC 0): task g 
 // never-taken store); 3 no weight loads (words made from the indices)
 layout(constant_id = 5) const uint PART = 0;
 
-layout(binding = 0, std430) readonly buffer WBuf { uvec4 w_v4[]; };
+#define WTYPE_Q4_K
+#include "weights.glsl"  // binding 0: the rows as 16-byte words, w_v4
+#include "matvec_items.glsl"
 layout(binding = 1, std430) coherent buffer ABuf { float act[]; };
 layout(binding = 1, std430) coherent buffer ABuf4 { vec4 act4[]; };
 layout(binding = 2, std430) coherent buffer CBuf { uint ctr[]; };
@@ -46,34 +48,6 @@ layout(push_constant) uniform Push {
 shared uint s_ticket;
 shared float s_red[NROWS * (WG / 4u)];
 
-float item(uvec4 hd, uvec4 q, uint c, vec4 xl[4], vec4 xh[4]) {
-  uint sc_lo, mn_lo, sc_hi, mn_hi;
-  if (c < 2u) {
-    const uint sh = 16u * c;
-    sc_lo = (hd.y >> sh) & 63u;
-    sc_hi = (hd.y >> (sh + 8u)) & 63u;
-    mn_lo = (hd.z >> sh) & 63u;
-    mn_hi = (hd.z >> (sh + 8u)) & 63u;
-  } else {
-    const uint sh = 16u * (c - 2u);
-    const uint a = hd.w >> sh, bs = hd.y >> sh, bm = hd.z >> sh;
-    sc_lo = (a & 15u) | (((bs >> 6) & 3u) << 4);
-    sc_hi = ((a >> 8) & 15u) | (((bs >> 14) & 3u) << 4);
-    mn_lo = ((a >> 4) & 15u) | (((bm >> 6) & 3u) << 4);
-    mn_hi = ((a >> 12) & 15u) | (((bm >> 14) & 3u) << 4);
-  }
-  const float sum_l = dot(xl[0] + xl[1] + xl[2] + xl[3], vec4(1.0));
-  const float sum_h = dot(xh[0] + xh[1] + xh[2] + xh[3], vec4(1.0));
-  float slo = 0.0, shi = 0.0;
-  [[unroll]] for (uint j = 0; j < 4u; ++j) {
-    const uvec4 bytes = (uvec4(q[j]) >> uvec4(0u, 8u, 16u, 24u)) & 0xffu;
-    slo += dot(uintBitsToFloat((bytes & 15u) | 0x4B000000u) - 8388608.0, xl[j]);
-    shi += dot(uintBitsToFloat((bytes >> 4) | 0x4B000000u) - 8388608.0, xh[j]);
-  }
-  const vec2 dm = unpackHalf2x16(hd.x);
-  return dm.x * (float(sc_lo) * slo + float(sc_hi) * shi) -
-         dm.y * (float(mn_lo) * sum_l + float(mn_hi) * sum_h);
-}
 
 void main() {
   const uint tid = gl_LocalInvocationIndex;
@@ -139,7 +113,11 @@ void main() {
           acc[r] = uintBitsToFloat((q[r].x ^ q[r].y ^ q[r].z ^ q[r].w ^ hd[r].x ^ hd[r].y) & 0x3fffffffu) * xl[0].x + xh[3].w;
         }
       } else {
-        for (uint r = 0; r < NROWS; ++r) acc[r] = item(hd[r], q[r], c, xl, xh);
+        const float sum_l = dot(xl[0] + xl[1] + xl[2] + xl[3], vec4(1.0));
+      const float sum_h = dot(xh[0] + xh[1] + xh[2] + xh[3], vec4(1.0));
+      for (uint r = 0; r < NROWS; ++r) {
+        acc[r] = q4k_item16_words(hd[r], q[r], u, xl, xh, sum_l, sum_h);
+      }
       }
     }
     if (PART == 2u) {

@@ -7,10 +7,10 @@
 // w_v4[b4]. Word u (chunk c = u / 2, half h = u % 2) holds weights 64c + 16h + i (low nibbles,
 // sub-block 2c) and 64c + 32 + 16h + i (high nibbles, sub-block 2c + 1), i < 16; xl / xh are
 // those x values, sum_l / sum_h their sums.
-float q4k_item16(uint b4, uint u, vec4 xl[4], vec4 xh[4], float sum_l, float sum_h) {
+// q4k_item16_words: the same item from words already loaded (hd = w_v4[b4], q = w_v4[b4 + 1 + u]).
+float q4k_item16_words(uvec4 hd, uvec4 q, uint u, vec4 xl[4], vec4 xh[4], float sum_l,
+                       float sum_h) {
   const uint c = u >> 1;
-  const uvec4 hd = w_v4[b4];
-  const uvec4 q = w_v4[b4 + 1u + u];
   // 6-bit scale and min of sub-blocks 2c (lo) and 2c + 1 (hi); scale bytes s[0..11] are hd.y,
   // hd.z, hd.w little-endian.
   uint sc_lo, mn_lo, sc_hi, mn_hi;
@@ -41,6 +41,9 @@ float q4k_item16(uint b4, uint u, vec4 xl[4], vec4 xh[4], float sum_l, float sum
   const vec2 dm = unpackHalf2x16(hd.x);
   return dm.x * (float(sc_lo) * slo + float(sc_hi) * shi) -
          dm.y * (float(mn_lo) * sum_l + float(mn_hi) * sum_h);
+}
+float q4k_item16(uint b4, uint u, vec4 xl[4], vec4 xh[4], float sum_l, float sum_h) {
+  return q4k_item16_words(w_v4[b4], w_v4[b4 + 1u + u], u, xl, xh, sum_l, sum_h);
 }
 #endif
 
