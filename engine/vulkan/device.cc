@@ -294,6 +294,12 @@ bool PipelineStatsFromEnvironment() {
   return v != nullptr && *v != 0 && std::strcmp(v, "0") != 0;
 }
 
+// True when the environment variable `name` is exactly "0" (a switch that is on unless turned off).
+bool EnvironmentSaysOff(const char* name) {
+  const char* v = std::getenv(name);
+  return v != nullptr && std::strcmp(v, "0") == 0;
+}
+
 std::string DeviceList(std::span<const DeviceInfo> devices) {
   std::string s;
   for (const DeviceInfo& d : devices) {
@@ -621,6 +627,12 @@ Result<std::unique_ptr<Device>> Device::Create(std::shared_ptr<Instance> instanc
   caps.int8 = info.int8 && !options.disable_8bit_storage;
   caps.memory_budget = info.memory_budget;
   caps.subgroup_size = info.subgroup_size;
+  caps.integer_dot_product =
+      info.integer_dot_product && !options.disable_integer_dot_product.value_or(
+                                      EnvironmentSaysOff("GARNET_VULKAN_INTEGER_DOT"));
+  // The 1.3 feature struct needs the instance at 1.3 too; otherwise the extension's.
+  const bool dot_13 = VK_API_VERSION_MINOR(info.api_version) >= 3 &&
+                      VK_API_VERSION_MINOR(instance->api_version()) >= 3;
   caps.pipeline_statistics = info.pipeline_executable_info &&
                              options.pipeline_statistics.value_or(PipelineStatsFromEnvironment());
   const CoopmatForm prefer = options.cooperative_matrix.value_or(CoopmatFromEnvironment());
@@ -645,6 +657,9 @@ Result<std::unique_ptr<Device>> Device::Create(std::shared_ptr<Instance> instanc
   }
   if (caps.pipeline_statistics) {
     extensions.push_back(VK_KHR_PIPELINE_EXECUTABLE_PROPERTIES_EXTENSION_NAME);
+  }
+  if (caps.integer_dot_product && !dot_13) {
+    extensions.push_back("VK_KHR_shader_integer_dot_product");
   }
 
   VkPhysicalDeviceVulkan11Features f11{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES};
@@ -672,6 +687,21 @@ Result<std::unique_ptr<Device>> Device::Create(std::shared_ptr<Instance> instanc
   if (caps.pipeline_statistics) {
     fpe.pNext = f11.pNext;
     f11.pNext = &fpe;
+  }
+  VkPhysicalDeviceVulkan13Features f13{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_3_FEATURES};
+  f13.shaderIntegerDotProduct = VK_TRUE;
+  VkPhysicalDeviceShaderIntegerDotProductFeatures fdot{
+      VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_INTEGER_DOT_PRODUCT_FEATURES};
+  fdot.shaderIntegerDotProduct = VK_TRUE;
+  if (caps.integer_dot_product) {
+    void* const next = f11.pNext;
+    if (dot_13) {
+      f13.pNext = next;
+      f11.pNext = &f13;
+    } else {
+      fdot.pNext = next;
+      f11.pNext = &fdot;
+    }
   }
 
   const float priority = 1.0f;

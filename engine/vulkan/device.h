@@ -181,6 +181,8 @@ struct DeviceOptions {
   bool disable_8bit_storage = false;
   bool disable_float16 = false;
   bool disable_cooperative_matrix = false;
+  // Unset: off when GARNET_VULKAN_INTEGER_DOT=0 (to compare the two matvec paths on one device).
+  std::optional<bool> disable_integer_dot_product;
   // The cooperative-matrix form to prefer where the device can use both: kNv or kKhr (the other
   // is still taken where the preferred one is not usable); kNone is disable_cooperative_matrix.
   // Unset: from the environment, GARNET_VULKAN_COOPMAT=khr, =nv or =none; otherwise kKhr (the
@@ -208,6 +210,9 @@ struct DeviceCaps {
   bool int8 = false;
   bool memory_budget = false;
   uint32_t subgroup_size = 0;
+  // shaderIntegerDotProduct (Vulkan 1.3 or VK_KHR_shader_integer_dot_product) enabled: the Q4_K
+  // decode matvecs use OpSUDotKHR (the _idot variants).
+  bool integer_dot_product = false;
   bool pipeline_statistics = false;  // DeviceOptions::pipeline_statistics, where available
   // The cooperative-matrix extension enabled for matmul_coop.comp (kNone: none). Either one needs
   // the 16x16x16 f16 x f16 -> f32 subgroup shape, float16, 16-bit storage, the Vulkan memory model

@@ -169,11 +169,20 @@ bool Kernels::SupportsWeightType(GgmlType type) {
   return !TypeSuffix(type).empty();
 }
 
+namespace {
+// `variant` + "_idot" where the device has integer dot products enabled and that twin exists
+// (the Q4_K decode matvecs: matvec.comp IDOT), else `variant`.
+std::string WithIdot(const DeviceCaps& caps, std::string variant) {
+  if (caps.integer_dot_product && FindShader(variant + "_idot") != nullptr) variant += "_idot";
+  return variant;
+}
+}  // namespace
+
 std::string Kernels::MatvecVariant(GgmlType type, bool by_id) const {
   std::string v = (by_id ? "matvec_id_" : "matvec_") + TypeSuffix(type);
   if (type != GgmlType::kF32 && device_.caps().storage_16bit) v += "_s16";
   if (device_.caps().subgroup_arithmetic) v += "_sg";
-  return v;
+  return WithIdot(device_.caps(), v);
 }
 
 bool Kernels::MatmulUsesCooperativeMatrix() const {
@@ -441,11 +450,13 @@ std::string FusedSuffix(const DeviceCaps& caps, GgmlType type) {
 }  // namespace
 
 std::string Kernels::MatvecNormVariant(GgmlType type) const {
-  return "matvec_norm_" + TypeSuffix(type) + FusedSuffix(device_.caps(), type);
+  return WithIdot(device_.caps(),
+                  "matvec_norm_" + TypeSuffix(type) + FusedSuffix(device_.caps(), type));
 }
 
 std::string Kernels::MatvecGegluVariant(GgmlType type) const {
-  return "matvec_geglu_" + TypeSuffix(type) + FusedSuffix(device_.caps(), type);
+  return WithIdot(device_.caps(),
+                  "matvec_geglu_" + TypeSuffix(type) + FusedSuffix(device_.caps(), type));
 }
 
 Status Kernels::MatvecGeglu(Recorder& rec, GgmlType type, const MatvecShape& s,
@@ -695,7 +706,12 @@ Status Kernels::MatvecIdImpl(Recorder& rec, GgmlType type, const MatvecIdShape& 
   }
   const std::string suffix = TypeSuffix(type) + FusedSuffix(device_.caps(), type);
   if (kind == 1) {
-    PipelineDesc desc{"matvec_id_norm_" + suffix, 5, 0b100, 32, {wg, rows, vec}, {wg, 1, 1}};
+    PipelineDesc desc{WithIdot(device_.caps(), "matvec_id_norm_" + suffix),
+                      5,
+                      0b100,
+                      32,
+                      {wg, rows, vec},
+                      {wg, 1, 1}};
     GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
     struct {
       uint32_t in, out, x_stride, y_stride, expert_stride, n_experts;
@@ -706,7 +722,12 @@ Status Kernels::MatvecIdImpl(Recorder& rec, GgmlType type, const MatvecIdShape& 
     const BufferRange bindings[] = {w, x, y, ids, norm_w ? *norm_w : BufferRange(placeholder_)};
     return rec.Dispatch(*p, bindings, push, gx, gy, s.n_slots);
   }
-  PipelineDesc desc{"matvec_id_glu_" + suffix, 4, 0b100, 28, {wg, rows, vec}, {wg, 1, 1}};
+  PipelineDesc desc{WithIdot(device_.caps(), "matvec_id_glu_" + suffix),
+                    4,
+                    0b100,
+                    28,
+                    {wg, rows, vec},
+                    {wg, 1, 1}};
   GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
   struct {
     uint32_t in, out, x_stride, y_stride, expert_stride, n_experts, glu_off;

@@ -565,22 +565,23 @@ int RunChain(Device& dev, Kernels& kernels, Recorder& rec, Transfer& transfer, b
   };
   // The matvec of every phase, one dispatch each; phase p reads act[p] (dependent: each the
   // previous output, so the Recorder puts a barrier between) or act[0] (independent: none).
-  auto record_phases = [&](bool dependent) -> Status {
+  // `hot`: every phase reads the first matrix (after the first phase, from L2).
+  auto record_phases = [&](bool dependent, bool hot = false) -> Status {
     for (uint32_t p = 0; p < phases; ++p) {
-      GARNET_RETURN_IF_ERROR(
-          kernels.Matvec(rec, GgmlType::kQ4_K, {n, n}, BufferRange(wb, p * mat_bytes, mat_bytes),
-                         BufferRange(act, dependent ? uint64_t{p} * n * 4 : 0, n * 4),
-                         BufferRange(act, uint64_t{p + 1} * n * 4, n * 4)));
+      GARNET_RETURN_IF_ERROR(kernels.Matvec(
+          rec, GgmlType::kQ4_K, {n, n}, BufferRange(wb, hot ? 0 : p * mat_bytes, mat_bytes),
+          BufferRange(act, dependent ? uint64_t{p} * n * 4 : 0, n * 4),
+          BufferRange(act, uint64_t{p + 1} * n * 4, n * 4)));
     }
     return rec.SubmitAndWait();
   };
-  // Best of `reps` timed runs (after one untimed) of record_phases(dependent), in seconds.
-  auto time_phases = [&](bool dependent) -> Result<double> {
+  // Best of `reps` timed runs (after one untimed) of record_phases(...), in seconds.
+  auto time_phases = [&](bool dependent, bool hot = false) -> Result<double> {
     double best = 1e30;
     for (int rep = 0; rep <= reps; ++rep) {
       GARNET_RETURN_IF_ERROR(reset());
       const auto t0 = Clock::now();
-      GARNET_RETURN_IF_ERROR(record_phases(dependent));
+      GARNET_RETURN_IF_ERROR(record_phases(dependent, hot));
       if (rep > 0) best = std::min(best, Seconds(t0, Clock::now()));
     }
     return best;
@@ -602,6 +603,11 @@ int RunChain(Device& dev, Kernels& kernels, Recorder& rec, Transfer& transfer, b
       "chain %u x Q4_K %ux%u, dispatch per phase, independent (no barriers): %7.2f "
       "us/phase\n",
       phases, n, n, independent * 1e6 / phases);
+  // (a'') The dependent chain with its weights in L2: every phase the same matrix (docs/PERF.md
+  // round 12: no faster, so the weights' memory latency is not what a phase waits on).
+  ASSIGN_OR_FAIL(const double hot, time_phases(true, true));
+  std::printf("chain %u x Q4_K %ux%u, dispatch per phase, one matrix (L2): %7.2f us/phase\n",
+              phases, n, n, hot * 1e6 / phases);
   // (b) One dispatch.
   const uint32_t sms = small ? 4 : 132;
   struct Variant {
@@ -615,9 +621,13 @@ int RunChain(Device& dev, Kernels& kernels, Recorder& rec, Transfer& transfer, b
       const uint32_t prefetch = v.prefetch, rows = v.rows;
       const uint32_t tasks = n / rows * phases;
       for (uint32_t groups : {4 * sms, 8 * sms, tasks}) {
-        PipelineDesc desc{
-            "chain_probe", 3, 0b110, 12, {128, rows, prefetch, v.sync, v.ticket, v.part},
-            {128, 1, 1}};
+        PipelineDesc desc{// the items Kernels::Matvec uses on this device (so the outputs agree)
+                          dev.caps().integer_dot_product ? "chain_probe_idot" : "chain_probe",
+                          3,
+                          0b110,
+                          12,
+                          {128, rows, prefetch, v.sync, v.ticket, v.part},
+                          {128, 1, 1}};
         ASSIGN_OR_FAIL(const Pipeline* pipe, dev.pipelines().Get(desc));
         struct {
           uint32_t n, phases, stride;
@@ -671,10 +681,13 @@ int Run(const std::string& selector, bool small, bool sweep, const std::string& 
   ASSIGN_OR_FAIL(auto kernels, Kernels::Create(dev));
   ASSIGN_OR_FAIL(auto rec, Recorder::Create(dev));
   ASSIGN_OR_FAIL(auto transfer, Transfer::Create(dev));
-  std::printf("device: %s (%s), subgroup %u, push descriptors %s, cooperative matrix %s\n",
-              dev.info().name.c_str(), dev.info().driver_info.c_str(), dev.info().subgroup_size,
-              dev.caps().push_descriptors ? "yes" : "no",
-              std::string(CoopmatFormName(dev.caps().coopmat)).c_str());
+  std::printf(
+      "device: %s (%s), subgroup %u, push descriptors %s, cooperative matrix %s, integer dot "
+      "product %s\n",
+      dev.info().name.c_str(), dev.info().driver_info.c_str(), dev.info().subgroup_size,
+      dev.caps().push_descriptors ? "yes" : "no",
+      std::string(CoopmatFormName(dev.caps().coopmat)).c_str(),
+      dev.caps().integer_dot_product ? "yes" : "no");
   if (matmul_only) return RunMatmuls(dev, *kernels, *rec, *transfer, small);
   if (ffn_only) return RunFfnChain(dev, *kernels, *rec, *transfer, small);
   if (attn_only) return RunPrefillAttention(dev, *kernels, *rec, *transfer, small);

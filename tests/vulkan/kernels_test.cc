@@ -105,16 +105,18 @@ double InvRms(const double* v, uint32_t n, double eps) {
   return 1.0 / std::sqrt(ss / n + eps);
 }
 
-// |gpu - ref| <= rel * scale + abs per element, where scale is given per element.
+// |gpu - ref| <= rel * scale + abs (+ extra) per element, where scale (and extra, a bound of a
+// known approximation such as IdotRowBound's) is given per element.
 void ExpectClose(const std::vector<float>& got, const std::vector<double>& want,
-                 const std::vector<double>& scale, double rel, double abs,
-                 const std::string& what) {
+                 const std::vector<double>& scale, double rel, double abs, const std::string& what,
+                 const std::vector<double>* extra = nullptr) {
   ASSERT_EQ(got.size(), want.size());
+  if (extra) ASSERT_EQ(extra->size(), want.size());
   double worst = 0;
   int bad = 0;
   for (size_t i = 0; i < got.size(); ++i) {
     const double err = std::fabs(got[i] - want[i]);
-    const double tol = rel * scale[i] + abs;
+    const double tol = rel * scale[i] + abs + (extra ? (*extra)[i] : 0.0);
     worst = std::max(worst, err / (scale[i] + 1e-30));
     if (!(err <= tol) && ++bad <= 5) {
       ADD_FAILURE() << what << " [" << i << "]: got " << got[i] << " want " << want[i]
@@ -123,6 +125,33 @@ void ExpectClose(const std::vector<float>& got, const std::vector<double>& want,
   }
   EXPECT_EQ(bad, 0) << what;
   std::printf("  %s: worst relative error %.3g\n", what.c_str(), worst);
+}
+
+// True when `kern` runs `type`'s decode matvecs with integer dot products (matvec.comp IDOT: the
+// Q4_K "_idot" variants, on devices with shaderIntegerDotProduct).
+bool UsesIdot(const Kernels& kern, GgmlType type) {
+  return type == GgmlType::kQ4_K && kern.MatvecVariant(type).ends_with("_idot");
+}
+
+// The most one row of the IDOT path can differ from the float product: each item's 32 x values
+// (Q4_K word u of a block: elements 64c + 16h + i and 64c + 32 + 16h + i, c = u / 2, h = u % 2,
+// i < 16) are rounded to int8 with the scale max|x| / 127, so each is off by at most half a step;
+// 1 % more for float rounding of the scale. w is the dequantised row, x the input the products
+// use (after any norm or GeGLU), `in` a multiple of 256.
+double IdotRowBound(const float* w, const double* x, uint32_t in) {
+  double bound = 0;
+  for (uint32_t base = 0; base < in; base += 256) {
+    for (uint32_t u = 0; u < 8; ++u) {
+      const uint32_t lo = base + 64 * (u >> 1) + 16 * (u & 1);
+      double amax = 0, wsum = 0;
+      for (uint32_t i = 0; i < 16; ++i) {
+        amax = std::max({amax, std::fabs(x[lo + i]), std::fabs(x[lo + 32 + i])});
+        wsum += std::fabs(w[lo + i]) + std::fabs(w[lo + 32 + i]);
+      }
+      bound += wsum * amax / 254 * 1.01;
+    }
+  }
+  return bound;
 }
 
 TEST_P(KernelTest, RmsNormWithAndWithoutWeightAndPerHead) {
@@ -196,21 +225,70 @@ TEST_P(KernelTest, MatvecEveryWeightTypeOddSizes) {
     GARNET_ASSERT_OK(rec().SubmitAndWait());
     GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> y, DownloadFloats(*d_, by, size_t{n_vecs} * ys));
     std::vector<float> got;
-    std::vector<double> want, scale;
+    std::vector<double> want, scale, idot;
     for (uint32_t v = 0; v < n_vecs; ++v) {
+      const std::vector<double> xv(x.begin() + v * xs, x.begin() + v * xs + c.in);
       for (uint32_t r = 0; r < c.out; ++r) {
         double acc = 0, mag = 0;
         for (uint32_t i = 0; i < c.in; ++i) {
-          acc += double(wf[size_t{r} * c.in + i]) * x[v * xs + i];
-          mag += std::fabs(double(wf[size_t{r} * c.in + i]) * x[v * xs + i]);
+          acc += double(wf[size_t{r} * c.in + i]) * xv[i];
+          mag += std::fabs(double(wf[size_t{r} * c.in + i]) * xv[i]);
         }
         got.push_back(y[v * ys + r]);
         want.push_back(acc);
         scale.push_back(mag);
+        if (UsesIdot(k(), c.type))
+          idot.push_back(IdotRowBound(&wf[size_t{r} * c.in], xv.data(), c.in));
       }
     }
-    ExpectClose(got, want, scale, 1e-5, 1e-7, what);
+    ExpectClose(got, want, scale, 1e-5, 1e-7, what, idot.empty() ? nullptr : &idot);
   }
+}
+
+// The integer-dot path (matvec.comp IDOT) rounds each item's x values to int8 with the scale
+// max|x| / 127. On inputs already on that grid (values k / 16, |k| <= 127, every item holding a
+// +-127 / 16) the rounding is exact, so the product must match the oracle as tightly as the float
+// path: a wrong pairing of x and nibbles, scale or min shows up here at full size.
+TEST_P(KernelTest, MatvecQ4kExactOnInt8GridInputs) {
+  const uint32_t in = 768, out = 37, n_vecs = 2;
+  const std::vector<uint8_t> w = RandomWeights(GgmlType::kQ4_K, in, out, 4242);
+  const std::vector<float> wf = Dequantize(GgmlType::kQ4_K, w, in, out);
+  std::vector<float> x(size_t{n_vecs} * in);
+  uint32_t state = 99;
+  for (float& v : x) {
+    state = state * 1664525u + 1013904223u;
+    v = static_cast<float>(static_cast<int>(state >> 8) % 255 - 127) / 16.0f;
+  }
+  for (uint32_t v = 0; v < n_vecs; ++v) {
+    for (uint32_t base = 0; base < in; base += 256) {
+      for (uint32_t u = 0; u < 8; ++u) {
+        x[v * in + base + 64 * (u >> 1) + 16 * (u & 1) + u] =
+            (u + v) % 2 ? 127 / 16.0f : -127 / 16.0f;
+      }
+    }
+  }
+  GARNET_ASSERT_OK_AND_ASSIGN(Buffer bw,
+                              UploadBytes(*d_, w.data(), w.size(), MemoryKind::kWeights));
+  GARNET_ASSERT_OK_AND_ASSIGN(Buffer bx, UploadFloats(*d_, x));
+  GARNET_ASSERT_OK_AND_ASSIGN(
+      Buffer by, Buffer::Create(*d_->device, size_t{n_vecs} * out * 4, MemoryKind::kScratch));
+  GARNET_ASSERT_OK(k().Matvec(rec(), GgmlType::kQ4_K, {in, out, n_vecs, in, out}, bw, bx, by));
+  GARNET_ASSERT_OK(rec().SubmitAndWait());
+  GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> y, DownloadFloats(*d_, by, size_t{n_vecs} * out));
+  std::vector<double> want, scale;
+  for (uint32_t v = 0; v < n_vecs; ++v) {
+    for (uint32_t r = 0; r < out; ++r) {
+      double acc = 0, mag = 0;
+      for (uint32_t i = 0; i < in; ++i) {
+        acc += double(wf[size_t{r} * in + i]) * x[v * in + i];
+        mag += std::fabs(double(wf[size_t{r} * in + i]) * x[v * in + i]);
+      }
+      want.push_back(acc);
+      scale.push_back(mag);
+    }
+  }
+  ExpectClose(y, want, scale, 1e-5, 1e-7,
+              "matvec q4_k on int8-grid x (" + k().MatvecVariant(GgmlType::kQ4_K) + ")");
 }
 
 TEST_P(KernelTest, MatvecNormFoldsRmsNormIn) {
@@ -245,25 +323,28 @@ TEST_P(KernelTest, MatvecNormFoldsRmsNormIn) {
       GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> y,
                                   DownloadFloats(*d_, by, size_t{n_vecs} * ys));
       std::vector<float> got;
-      std::vector<double> want, scale;
+      std::vector<double> want, scale, idot;
       for (uint32_t v = 0; v < n_vecs; ++v) {
         double ss = 0;
         for (uint32_t i = 0; i < c.in; ++i) ss += double(x[v * xs + i]) * x[v * xs + i];
         const double inv = 1.0 / std::sqrt(ss / c.in + eps);
+        std::vector<double> xv(c.in);
+        for (uint32_t i = 0; i < c.in; ++i) xv[i] = x[v * xs + i] * inv * (weighted ? nw[i] : 1.0);
         for (uint32_t r = 0; r < out; ++r) {
           double acc = 0, mag = 0;
           for (uint32_t i = 0; i < c.in; ++i) {
-            const double t =
-                double(wf[size_t{r} * c.in + i]) * x[v * xs + i] * inv * (weighted ? nw[i] : 1.0);
+            const double t = double(wf[size_t{r} * c.in + i]) * xv[i];
             acc += t;
             mag += std::fabs(t);
           }
           got.push_back(y[v * ys + r]);
           want.push_back(acc);
           scale.push_back(mag);
+          if (UsesIdot(k(), c.type))
+            idot.push_back(IdotRowBound(&wf[size_t{r} * c.in], xv.data(), c.in));
         }
       }
-      ExpectClose(got, want, scale, 1e-5, 1e-7, what);
+      ExpectClose(got, want, scale, 1e-5, 1e-7, what, idot.empty() ? nullptr : &idot);
     }
   }
   GARNET_ASSERT_OK_AND_ASSIGN(Buffer b, Buffer::Create(*d_->device, 4096, MemoryKind::kScratch));
@@ -419,7 +500,7 @@ TEST_P(KernelTest, MatvecGegluGateUpGeluInOneDispatch) {
       GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> y,
                                   DownloadFloats(*d_, by, size_t{n_vecs} * ys));
       std::vector<float> got;
-      std::vector<double> want, scale;
+      std::vector<double> want, scale, idot;
       for (uint32_t v = 0; v < n_vecs; ++v) {
         double inv = 1.0;
         if (mode) {
@@ -427,23 +508,29 @@ TEST_P(KernelTest, MatvecGegluGateUpGeluInOneDispatch) {
           for (uint32_t i = 0; i < c.in; ++i) ss += double(x[v * xs + i]) * x[v * xs + i];
           inv = 1.0 / std::sqrt(ss / c.in + ns.eps);
         }
+        std::vector<double> xv(c.in);
+        for (uint32_t i = 0; i < c.in; ++i) xv[i] = x[v * xs + i] * inv * (mode == 2 ? nw[i] : 1.0);
         for (uint32_t r = 0; r < out; ++r) {
           double g = 0, u = 0, mg = 0, mu = 0;
           for (uint32_t i = 0; i < c.in; ++i) {
-            const double xv = x[v * xs + i] * inv * (mode == 2 ? nw[i] : 1.0);
-            g += gf[size_t{r} * c.in + i] * xv;
-            u += uf[size_t{r} * c.in + i] * xv;
-            mg += std::fabs(gf[size_t{r} * c.in + i] * xv);
-            mu += std::fabs(uf[size_t{r} * c.in + i] * xv);
+            g += gf[size_t{r} * c.in + i] * xv[i];
+            u += uf[size_t{r} * c.in + i] * xv[i];
+            mg += std::fabs(gf[size_t{r} * c.in + i] * xv[i]);
+            mu += std::fabs(uf[size_t{r} * c.in + i] * xv[i]);
           }
           const double gelu =
               0.5 * g * (1 + std::tanh(0.7978845608028654 * (g + 0.044715 * g * g * g)));
           got.push_back(y[v * ys + r]);
           want.push_back(gelu * u);
           scale.push_back(1.2 * mg * std::fabs(u) + std::fabs(gelu) * mu);
+          if (UsesIdot(k(), c.type)) {  // first order in the gate's and the up's errors
+            const double bg = IdotRowBound(&gf[size_t{r} * c.in], xv.data(), c.in);
+            const double bu = IdotRowBound(&uf[size_t{r} * c.in], xv.data(), c.in);
+            idot.push_back(1.2 * bg * (std::fabs(u) + bu) + std::fabs(gelu) * bu);
+          }
         }
       }
-      ExpectClose(got, want, scale, 1e-5, 1e-7, what);
+      ExpectClose(got, want, scale, 1e-5, 1e-7, what, idot.empty() ? nullptr : &idot);
     }
   }
   GARNET_ASSERT_OK_AND_ASSIGN(Buffer a, Buffer::Create(*d_->device, 4096, MemoryKind::kScratch));
@@ -517,10 +604,11 @@ TEST_P(KernelTest, MatvecIdReadsOnlyRoutedExperts) {
       GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> y,
                                   DownloadFloats(*d_, by, size_t{slots} * out));
       std::vector<float> got;
-      std::vector<double> want, scale;
+      std::vector<double> want, scale, idot;
       for (uint32_t sl = 0; sl < slots; ++sl) {
         const bool valid = ids[sl] >= 0 && ids[sl] < int32_t(n_experts);
-        const float* xv = &x[shared_x ? 0 : sl * xs];
+        const float* x0 = &x[shared_x ? 0 : sl * xs];
+        const std::vector<double> xv(x0, x0 + c.in);
         for (uint32_t r = 0; r < out; ++r) {
           double acc = 0, mag = 0;
           if (valid) {
@@ -533,10 +621,15 @@ TEST_P(KernelTest, MatvecIdReadsOnlyRoutedExperts) {
           got.push_back(y[sl * out + r]);
           want.push_back(acc);
           scale.push_back(mag);
+          if (UsesIdot(k(), c.type)) {
+            idot.push_back(valid ? IdotRowBound(&wf[ids[sl]][size_t{r} * c.in], xv.data(), c.in)
+                                 : 0.0);
+          }
         }
       }
       ExpectClose(got, want, scale, 1e-5, 1e-7,
-                  "matvec_id " + std::string(TypeName(c.type)) + (shared_x ? " shared x" : ""));
+                  "matvec_id " + std::string(TypeName(c.type)) + (shared_x ? " shared x" : ""),
+                  idot.empty() ? nullptr : &idot);
     }
   }
 }
@@ -588,7 +681,7 @@ TEST_P(KernelTest, MatvecIdNormAndGegluTransformTheInputOnLoad) {
       GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> y,
                                   DownloadFloats(*d_, by, size_t{slots} * out));
       std::vector<float> got;
-      std::vector<double> want, scale;
+      std::vector<double> want, scale, idot;
       for (uint32_t sl = 0; sl < slots; ++sl) {
         std::vector<double> xv(c.in);
         if (kind == 1) {
@@ -614,10 +707,15 @@ TEST_P(KernelTest, MatvecIdNormAndGegluTransformTheInputOnLoad) {
           got.push_back(y[sl * out + r]);
           want.push_back(acc);
           scale.push_back(mag);
+          if (UsesIdot(k(), c.type)) {
+            idot.push_back(valid ? IdotRowBound(&wf[ids[sl]][size_t{r} * c.in], xv.data(), c.in)
+                                 : 0.0);
+          }
         }
       }
       ExpectClose(got, want, scale, 1e-5, 1e-7,
-                  (kind == 1 ? "matvec_id_norm " : "matvec_id_glu ") + name);
+                  (kind == 1 ? "matvec_id_norm " : "matvec_id_glu ") + name,
+                  idot.empty() ? nullptr : &idot);
     }
   }
 }

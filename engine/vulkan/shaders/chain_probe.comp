@@ -13,6 +13,8 @@
 //           2 ctr (read/write, uint[(1 + phases) * stride], zero before the dispatch: [0] the
 //             ticket, [(1 + p) * stride] tasks of phase p done)
 // Push:     uint n (multiple of 256, n / 32 <= WG), phases, stride (uints between counters)
+// IDOT: the items as matvec.comp's IDOT variants compute them (integer dot products), so the
+// output matches a dispatch chain of Kernels::Matvec on devices that use those.
 // Spec:     0 WG, 1 NROWS (<= 8), 2 PREFETCH (0 or 1), 3 SYNC (0: no waits at all, a reference
 //           for the work without the dependency; its output is wrong), 4 TICKET (0, only with
 //           SYNC 0: workgroup g takes tasks g, g + groups, ... without the counter)
@@ -114,10 +116,18 @@ void main() {
         }
       } else {
         const float sum_l = dot(xl[0] + xl[1] + xl[2] + xl[3], vec4(1.0));
-      const float sum_h = dot(xh[0] + xh[1] + xh[2] + xh[3], vec4(1.0));
-      for (uint r = 0; r < NROWS; ++r) {
-        acc[r] = q4k_item16_words(hd[r], q[r], u, xl, xh, sum_l, sum_h);
-      }
+        const float sum_h = dot(xh[0] + xh[1] + xh[2] + xh[3], vec4(1.0));
+#ifdef IDOT
+        uvec4 xlq, xhq;
+        const float xs = q4k_quantize_x(xl, xh, xlq, xhq);
+        for (uint r = 0; r < NROWS; ++r) {
+          acc[r] = q4k_item16_idot_words(hd[r], q[r], u, xlq, xhq, xs, sum_l, sum_h);
+        }
+#else
+        for (uint r = 0; r < NROWS; ++r) {
+          acc[r] = q4k_item16_words(hd[r], q[r], u, xl, xh, sum_l, sum_h);
+        }
+#endif
       }
     }
     if (PART == 2u) {

@@ -18,6 +18,8 @@
 //            x STORAGE16 (16-bit loads vs 32-bit words; not for F32) x MUL_ID. F32/F16/BF16,
 //            Q8_0, Q4_0, Q4_K and Q6_K have their own inner loops; the other types share a generic
 //            loop over groups of 8 weights (w_group8).
+// IDOT (Q4_K, with VEC bit 0): the items use integer dot products (q4k_item16_idot: each item's
+// x values rounded to int8 with one scale); only for devices with shaderIntegerDotProduct.
 // MUL_ID (MoE experts, decode): W holds n_experts matrices expert_stride bytes apart, and grid z
 // is a slot s with expert ids[s]: the product uses matrix ids[s] and vector s (x_stride may be 0:
 // every slot reads the same x), writing y[s * y_stride + r]. A slot whose id is outside
@@ -287,9 +289,17 @@ void main() {
       }
       const float sum_l = dot(xl[0] + xl[1] + xl[2] + xl[3], vec4(1.0));
       const float sum_h = dot(xh[0] + xh[1] + xh[2] + xh[3], vec4(1.0));
+#ifdef IDOT
+      uvec4 xlq, xhq;
+      const float xs = q4k_quantize_x(xl, xh, xlq, xhq);
+      for (uint r = 0; r < NR; ++r) {
+        acc[r] += q4k_item16_idot((rb[r] >> 4) + blk * 9u, u, xlq, xhq, xs, sum_l, sum_h);
+      }
+#else
       for (uint r = 0; r < NR; ++r) {
         acc[r] += q4k_item16((rb[r] >> 4) + blk * 9u, u, xl, xh, sum_l, sum_h);
       }
+#endif
     }
   } else
   // 16 items per block: chunk c (64 weights) and quarter q: bytes qs[32c + 8q .. +8] hold weights

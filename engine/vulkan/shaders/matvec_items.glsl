@@ -7,13 +7,10 @@
 // w_v4[b4]. Word u (chunk c = u / 2, half h = u % 2) holds weights 64c + 16h + i (low nibbles,
 // sub-block 2c) and 64c + 32 + 16h + i (high nibbles, sub-block 2c + 1), i < 16; xl / xh are
 // those x values, sum_l / sum_h their sums.
-// q4k_item16_words: the same item from words already loaded (hd = w_v4[b4], q = w_v4[b4 + 1 + u]).
-float q4k_item16_words(uvec4 hd, uvec4 q, uint u, vec4 xl[4], vec4 xh[4], float sum_l,
-                       float sum_h) {
-  const uint c = u >> 1;
-  // 6-bit scale and min of sub-blocks 2c (lo) and 2c + 1 (hi); scale bytes s[0..11] are hd.y,
-  // hd.z, hd.w little-endian.
-  uint sc_lo, mn_lo, sc_hi, mn_hi;
+// 6-bit scale and min of sub-blocks 2c (lo) and 2c + 1 (hi) from the block's first word; scale
+// bytes s[0..11] are hd.y, hd.z, hd.w little-endian.
+void q4k_scales(uvec4 hd, uint c, out uint sc_lo, out uint mn_lo, out uint sc_hi,
+                out uint mn_hi) {
   if (c < 2u) {  // sub-blocks 0..3: s[j] & 63, s[j + 4] & 63
     const uint sh = 16u * c;
     sc_lo = (hd.y >> sh) & 63u;
@@ -28,6 +25,13 @@ float q4k_item16_words(uvec4 hd, uvec4 q, uint u, vec4 xl[4], vec4 xh[4], float 
     mn_lo = ((a >> 4) & 15u) | (((bm >> 6) & 3u) << 4);
     mn_hi = ((a >> 12) & 15u) | (((bm >> 14) & 3u) << 4);
   }
+}
+// q4k_item16_words: the same item from words already loaded (hd = w_v4[b4], q = w_v4[b4 + 1 + u]).
+float q4k_item16_words(uvec4 hd, uvec4 q, uint u, vec4 xl[4], vec4 xh[4], float sum_l,
+                       float sum_h) {
+  const uint c = u >> 1;
+  uint sc_lo, mn_lo, sc_hi, mn_hi;
+  q4k_scales(hd, c, sc_lo, mn_lo, sc_hi, mn_hi);
   // Nibbles to floats without int-to-float conversions (a slow instruction on some GPUs): the
   // bits 0x4B000000 | v are the float 2^23 + v, exact for v < 2^23.
   float slo = 0.0, shi = 0.0;
@@ -45,6 +49,60 @@ float q4k_item16_words(uvec4 hd, uvec4 q, uint u, vec4 xl[4], vec4 xh[4], float 
 float q4k_item16(uint b4, uint u, vec4 xl[4], vec4 xh[4], float sum_l, float sum_h) {
   return q4k_item16_words(w_v4[b4], w_v4[b4 + 1u + u], u, xl, xh, sum_l, sum_h);
 }
+#ifdef IDOT
+// The same item with integer dot products (SPV_KHR_integer_dot_product; the device must have
+// shaderIntegerDotProduct enabled): the caller rounds the item's 32 x values to int8 with one
+// scale (q4k_quantize_x), and each group of four nibbles meets four of them in one OpSUDotKHR.
+// The row's min term still uses the float sums of x. Rounding x to 8 bits is what the CPU
+// backend's integer kernels do too (engine/cpu/qdot.h); here the scale covers 32 values.
+#extension GL_EXT_spirv_intrinsics : require
+// OpSUDotKHR (4452) with the packed 4 x 8-bit format (literal 0): sum of a's signed bytes times
+// b's unsigned bytes. Capabilities DotProductKHR (6019), DotProductInput4x8BitPackedKHR (6018).
+spirv_instruction(extensions = ["SPV_KHR_integer_dot_product"], capabilities = [6019, 6018],
+                  id = 4452)
+int sudot4x8(uint a, uint b, spirv_literal int packed_format);
+
+// Four floats times inv_scale, rounded to int8 bytes: v + 1.5 * 2^23 has round(v) in the low
+// bits of its mantissa (two's complement in the low byte) for |v| < 2^22.
+uint q8_pack4(vec4 v, float inv_scale) {
+  const uvec4 b = floatBitsToUint(v * inv_scale + 12582912.0) & 0xffu;
+  return b.x | (b.y << 8) | (b.z << 16) | (b.w << 24);
+}
+
+// The item's x values as int8 (xlq / xhq: the words q4k_item16_idot pairs with the low and high
+// nibbles) and the scale that turns integer sums back into x units.
+float q4k_quantize_x(vec4 xl[4], vec4 xh[4], out uvec4 xlq, out uvec4 xhq) {
+  vec4 m = max(abs(xl[0]), abs(xh[0]));
+  [[unroll]] for (uint j = 1; j < 4u; ++j) m = max(m, max(abs(xl[j]), abs(xh[j])));
+  const float amax = max(max(m.x, m.y), max(m.z, m.w));
+  const float inv = amax > 0.0 ? 127.0 / amax : 0.0;
+  [[unroll]] for (uint j = 0; j < 4u; ++j) {
+    xlq[j] = q8_pack4(xl[j], inv);
+    xhq[j] = q8_pack4(xh[j], inv);
+  }
+  return amax / 127.0;
+}
+
+// From words already loaded (hd = w_v4[b4], q = w_v4[b4 + 1 + u]).
+float q4k_item16_idot_words(uvec4 hd, uvec4 q, uint u, uvec4 xlq, uvec4 xhq, float x_scale,
+                            float sum_l, float sum_h) {
+  const uint c = u >> 1;
+  uint sc_lo, mn_lo, sc_hi, mn_hi;
+  q4k_scales(hd, c, sc_lo, mn_lo, sc_hi, mn_hi);
+  int il = 0, ih = 0;
+  [[unroll]] for (uint j = 0; j < 4u; ++j) {
+    il += sudot4x8(xlq[j], q[j] & 0x0f0f0f0fu, 0);
+    ih += sudot4x8(xhq[j], (q[j] >> 4) & 0x0f0f0f0fu, 0);
+  }
+  const vec2 dm = unpackHalf2x16(hd.x);
+  return dm.x * x_scale * float(int(sc_lo) * il + int(sc_hi) * ih) -
+         dm.y * (float(mn_lo) * sum_l + float(mn_hi) * sum_h);
+}
+float q4k_item16_idot(uint b4, uint u, uvec4 xlq, uvec4 xhq, float x_scale, float sum_l,
+                      float sum_h) {
+  return q4k_item16_idot_words(w_v4[b4], w_v4[b4 + 1u + u], u, xlq, xhq, x_scale, sum_l, sum_h);
+}
+#endif
 #endif
 
 #if defined(WTYPE_Q6_K)
