@@ -598,7 +598,8 @@ Status Kernels::MatvecNormRoute(Recorder& rec, GgmlType type, const MatvecShape&
   GARNET_RETURN_IF_ERROR(Need(ids, uint64_t{s.n_vecs} * k * 4, op, "ids"));
   GARNET_RETURN_IF_ERROR(Need(weights, uint64_t{s.n_vecs} * k * 4, op, "weights"));
   GARNET_RETURN_IF_ERROR(Need(counter, uint64_t{s.n_vecs} * 4, op, "counter"));
-  PipelineDesc desc{"matvec_norm_route_" + TypeSuffix(type) + FusedSuffix(device_.caps(), type),
+  PipelineDesc desc{WithIdot(device_.caps(), "matvec_norm_route_" + TypeSuffix(type) +
+                                                 FusedSuffix(device_.caps(), type)),
                     8,
                     0b11100100,
                     32,

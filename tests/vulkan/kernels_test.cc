@@ -128,25 +128,61 @@ void ExpectClose(const std::vector<float>& got, const std::vector<double>& want,
 }
 
 // True when `kern` runs `type`'s decode matvecs with integer dot products (matvec.comp IDOT: the
-// Q4_K "_idot" variants, on devices with shaderIntegerDotProduct).
+// "_idot" variants, on devices with shaderIntegerDotProduct).
 bool UsesIdot(const Kernels& kern, GgmlType type) {
-  return type == GgmlType::kQ4_K && kern.MatvecVariant(type).ends_with("_idot");
+  return kern.MatvecVariant(type).ends_with("_idot");
 }
 
-// The most one row of the IDOT path can differ from the float product: each item's 32 x values
-// (Q4_K word u of a block: elements 64c + 16h + i and 64c + 32 + 16h + i, c = u / 2, h = u % 2,
-// i < 16) are rounded to int8 with the scale max|x| / 127, so each is off by at most half a step;
-// 1 % more for float rounding of the scale. w is the dequantised row, x the input the products
-// use (after any norm or GeGLU), `in` a multiple of 256.
-double IdotRowBound(const float* w, const double* x, uint32_t in) {
-  double bound = 0;
-  for (uint32_t base = 0; base < in; base += 256) {
+// The items of the IDOT path for `type` (matvec_items.glsl): each item's x values are rounded to
+// int8 with one scale. Returns the element offsets of every item within one block.
+std::vector<std::vector<uint32_t>> IdotItems(GgmlType type) {
+  std::vector<std::vector<uint32_t>> items;
+  if (type == GgmlType::kQ4_K) {  // word u: 64c + 16h + i and 64c + 32 + 16h + i, i < 16
     for (uint32_t u = 0; u < 8; ++u) {
-      const uint32_t lo = base + 64 * (u >> 1) + 16 * (u & 1);
-      double amax = 0, wsum = 0;
+      auto& it = items.emplace_back();
       for (uint32_t i = 0; i < 16; ++i) {
-        amax = std::max({amax, std::fabs(x[lo + i]), std::fabs(x[lo + 32 + i])});
-        wsum += std::fabs(w[lo + i]) + std::fabs(w[lo + 32 + i]);
+        it.push_back(64 * (u >> 1) + 16 * (u & 1) + i);
+        it.push_back(64 * (u >> 1) + 32 + 16 * (u & 1) + i);
+      }
+    }
+  } else if (type == GgmlType::kQ6_K) {  // (h, l4): 128h + 32g + 4 l4 + i, g < 4, i < 4
+    for (uint32_t part = 0; part < 16; ++part) {
+      auto& it = items.emplace_back();
+      for (uint32_t g = 0; g < 4; ++g) {
+        for (uint32_t i = 0; i < 4; ++i)
+          it.push_back(128 * (part >> 3) + 32 * g + 4 * (part & 7) + i);
+      }
+    }
+  } else if (type == GgmlType::kQ8_0) {  // quarter: 8 part + i, i < 8
+    for (uint32_t part = 0; part < 4; ++part) {
+      auto& it = items.emplace_back();
+      for (uint32_t i = 0; i < 8; ++i) it.push_back(8 * part + i);
+    }
+  } else if (type == GgmlType::kQ5_0) {  // quarter: 4 part + i and 16 + 4 part + i, i < 4
+    for (uint32_t part = 0; part < 4; ++part) {
+      auto& it = items.emplace_back();
+      for (uint32_t i = 0; i < 4; ++i) {
+        it.push_back(4 * part + i);
+        it.push_back(16 + 4 * part + i);
+      }
+    }
+  }
+  return items;
+}
+
+// The most one row of the IDOT path can differ from the float product: each x value of an item
+// is off by at most half a step of its int8 scale (max|x| / 127); 1 % more for float rounding of
+// the scale. w is the dequantised row, x the input the products use (after any norm or GeGLU).
+double IdotRowBound(GgmlType type, const float* w, const double* x, uint32_t in) {
+  const uint32_t block = type == GgmlType::kQ4_K || type == GgmlType::kQ6_K ? 256 : 32;
+  const std::vector<std::vector<uint32_t>> items = IdotItems(type);
+  double bound = 0;
+  for (uint32_t base = 0; base < in; base += block) {
+    for (const std::vector<uint32_t>& item : items) {
+      double amax = 0, wsum = 0;
+      for (uint32_t e : item) {
+        amax = std::max(amax, std::fabs(x[base + e]));
+        wsum += std::fabs(w[base + e]);
       }
       bound += wsum * amax / 254 * 1.01;
     }
@@ -205,7 +241,7 @@ TEST_P(KernelTest, MatvecEveryWeightTypeOddSizes) {
                            MatCase{GgmlType::kQ8_0, 96, 53}, MatCase{GgmlType::kQ8_0, 4096, 5},
                            // tall (3 x 10923 rows >= 32768): Q8_0's own launch, 64 x 8
                            MatCase{GgmlType::kQ8_0, 64, 10923}, MatCase{GgmlType::kQ4_0, 160, 29},
-                           MatCase{GgmlType::kQ4_K, 512, 19},
+                           MatCase{GgmlType::kQ5_0, 160, 23}, MatCase{GgmlType::kQ4_K, 512, 19},
                            // x as vec4 (stride a multiple of 4) and 16-byte Q4_K words
                            MatCase{GgmlType::kQ4_K, 768, 6, 4}, MatCase{GgmlType::kQ6_K, 512, 11},
                            MatCase{GgmlType::kQ6_K, 768, 6, 4}}) {
@@ -238,7 +274,7 @@ TEST_P(KernelTest, MatvecEveryWeightTypeOddSizes) {
         want.push_back(acc);
         scale.push_back(mag);
         if (UsesIdot(k(), c.type))
-          idot.push_back(IdotRowBound(&wf[size_t{r} * c.in], xv.data(), c.in));
+          idot.push_back(IdotRowBound(c.type, &wf[size_t{r} * c.in], xv.data(), c.in));
       }
     }
     ExpectClose(got, want, scale, 1e-5, 1e-7, what, idot.empty() ? nullptr : &idot);
@@ -248,47 +284,56 @@ TEST_P(KernelTest, MatvecEveryWeightTypeOddSizes) {
 // The integer-dot path (matvec.comp IDOT) rounds each item's x values to int8 with the scale
 // max|x| / 127. On inputs already on that grid (values k / 16, |k| <= 127, every item holding a
 // +-127 / 16) the rounding is exact, so the product must match the oracle as tightly as the float
-// path: a wrong pairing of x and nibbles, scale or min shows up here at full size.
-TEST_P(KernelTest, MatvecQ4kExactOnInt8GridInputs) {
-  const uint32_t in = 768, out = 37, n_vecs = 2;
-  const std::vector<uint8_t> w = RandomWeights(GgmlType::kQ4_K, in, out, 4242);
-  const std::vector<float> wf = Dequantize(GgmlType::kQ4_K, w, in, out);
-  std::vector<float> x(size_t{n_vecs} * in);
-  uint32_t state = 99;
-  for (float& v : x) {
-    state = state * 1664525u + 1013904223u;
-    v = static_cast<float>(static_cast<int>(state >> 8) % 255 - 127) / 16.0f;
-  }
-  for (uint32_t v = 0; v < n_vecs; ++v) {
-    for (uint32_t base = 0; base < in; base += 256) {
-      for (uint32_t u = 0; u < 8; ++u) {
-        x[v * in + base + 64 * (u >> 1) + 16 * (u & 1) + u] =
-            (u + v) % 2 ? 127 / 16.0f : -127 / 16.0f;
+// path: a wrong pairing of x and weights, scale or offset shows up here at full size.
+TEST_P(KernelTest, MatvecIntegerDotExactOnInt8GridInputs) {
+  const uint32_t out = 37, n_vecs = 2;
+  for (const MatCase& c : {MatCase{GgmlType::kQ4_K, 768, 0}, MatCase{GgmlType::kQ6_K, 512, 0},
+                           MatCase{GgmlType::kQ8_0, 96, 0}, MatCase{GgmlType::kQ5_0, 160, 0}}) {
+    const uint32_t in = c.in;
+    const std::vector<uint8_t> w = RandomWeights(c.type, in, out, 4242);
+    const std::vector<float> wf = Dequantize(c.type, w, in, out);
+    std::vector<float> x(size_t{n_vecs} * in);
+    uint32_t state = 99;
+    for (float& v : x) {
+      state = state * 1664525u + 1013904223u;
+      v = static_cast<float>(static_cast<int>(state >> 8) % 255 - 127) / 16.0f;
+    }
+    const uint32_t block = c.type == GgmlType::kQ4_K || c.type == GgmlType::kQ6_K ? 256 : 32;
+    const std::vector<std::vector<uint32_t>> items = IdotItems(c.type);
+    ASSERT_FALSE(items.empty());
+    for (uint32_t v = 0; v < n_vecs; ++v) {
+      for (uint32_t base = 0; base < in; base += block) {
+        for (size_t t = 0; t < items.size(); ++t) {  // one +-127 / 16 per item, at varying places
+          const uint32_t e = items[t][(t * 7 + v) % items[t].size()];
+          x[v * in + base + e] = (t + v) % 2 ? 127 / 16.0f : -127 / 16.0f;
+        }
       }
     }
-  }
-  GARNET_ASSERT_OK_AND_ASSIGN(Buffer bw,
-                              UploadBytes(*d_, w.data(), w.size(), MemoryKind::kWeights));
-  GARNET_ASSERT_OK_AND_ASSIGN(Buffer bx, UploadFloats(*d_, x));
-  GARNET_ASSERT_OK_AND_ASSIGN(
-      Buffer by, Buffer::Create(*d_->device, size_t{n_vecs} * out * 4, MemoryKind::kScratch));
-  GARNET_ASSERT_OK(k().Matvec(rec(), GgmlType::kQ4_K, {in, out, n_vecs, in, out}, bw, bx, by));
-  GARNET_ASSERT_OK(rec().SubmitAndWait());
-  GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> y, DownloadFloats(*d_, by, size_t{n_vecs} * out));
-  std::vector<double> want, scale;
-  for (uint32_t v = 0; v < n_vecs; ++v) {
-    for (uint32_t r = 0; r < out; ++r) {
-      double acc = 0, mag = 0;
-      for (uint32_t i = 0; i < in; ++i) {
-        acc += double(wf[size_t{r} * in + i]) * x[v * in + i];
-        mag += std::fabs(double(wf[size_t{r} * in + i]) * x[v * in + i]);
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bw,
+                                UploadBytes(*d_, w.data(), w.size(), MemoryKind::kWeights));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bx, UploadFloats(*d_, x));
+    GARNET_ASSERT_OK_AND_ASSIGN(
+        Buffer by, Buffer::Create(*d_->device, size_t{n_vecs} * out * 4, MemoryKind::kScratch));
+    GARNET_ASSERT_OK(k().Matvec(rec(), c.type, {in, out, n_vecs, in, out}, bw, bx, by));
+    GARNET_ASSERT_OK(rec().SubmitAndWait());
+    GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> y,
+                                DownloadFloats(*d_, by, size_t{n_vecs} * out));
+    std::vector<double> want, scale;
+    for (uint32_t v = 0; v < n_vecs; ++v) {
+      for (uint32_t r = 0; r < out; ++r) {
+        double acc = 0, mag = 0;
+        for (uint32_t i = 0; i < in; ++i) {
+          acc += double(wf[size_t{r} * in + i]) * x[v * in + i];
+          mag += std::fabs(double(wf[size_t{r} * in + i]) * x[v * in + i]);
+        }
+        want.push_back(acc);
+        scale.push_back(mag);
       }
-      want.push_back(acc);
-      scale.push_back(mag);
     }
+    ExpectClose(y, want, scale, 1e-5, 1e-7,
+                "matvec " + std::string(TypeName(c.type)) + " on int8-grid x (" +
+                    k().MatvecVariant(c.type) + ")");
   }
-  ExpectClose(y, want, scale, 1e-5, 1e-7,
-              "matvec q4_k on int8-grid x (" + k().MatvecVariant(GgmlType::kQ4_K) + ")");
 }
 
 TEST_P(KernelTest, MatvecNormFoldsRmsNormIn) {
@@ -341,7 +386,7 @@ TEST_P(KernelTest, MatvecNormFoldsRmsNormIn) {
           want.push_back(acc);
           scale.push_back(mag);
           if (UsesIdot(k(), c.type))
-            idot.push_back(IdotRowBound(&wf[size_t{r} * c.in], xv.data(), c.in));
+            idot.push_back(IdotRowBound(c.type, &wf[size_t{r} * c.in], xv.data(), c.in));
         }
       }
       ExpectClose(got, want, scale, 1e-5, 1e-7, what, idot.empty() ? nullptr : &idot);
@@ -524,8 +569,8 @@ TEST_P(KernelTest, MatvecGegluGateUpGeluInOneDispatch) {
           want.push_back(gelu * u);
           scale.push_back(1.2 * mg * std::fabs(u) + std::fabs(gelu) * mu);
           if (UsesIdot(k(), c.type)) {  // first order in the gate's and the up's errors
-            const double bg = IdotRowBound(&gf[size_t{r} * c.in], xv.data(), c.in);
-            const double bu = IdotRowBound(&uf[size_t{r} * c.in], xv.data(), c.in);
+            const double bg = IdotRowBound(c.type, &gf[size_t{r} * c.in], xv.data(), c.in);
+            const double bu = IdotRowBound(c.type, &uf[size_t{r} * c.in], xv.data(), c.in);
             idot.push_back(1.2 * bg * (std::fabs(u) + bu) + std::fabs(gelu) * bu);
           }
         }
@@ -622,8 +667,9 @@ TEST_P(KernelTest, MatvecIdReadsOnlyRoutedExperts) {
           want.push_back(acc);
           scale.push_back(mag);
           if (UsesIdot(k(), c.type)) {
-            idot.push_back(valid ? IdotRowBound(&wf[ids[sl]][size_t{r} * c.in], xv.data(), c.in)
-                                 : 0.0);
+            idot.push_back(
+                valid ? IdotRowBound(c.type, &wf[ids[sl]][size_t{r} * c.in], xv.data(), c.in)
+                      : 0.0);
           }
         }
       }
@@ -708,8 +754,9 @@ TEST_P(KernelTest, MatvecIdNormAndGegluTransformTheInputOnLoad) {
           want.push_back(acc);
           scale.push_back(mag);
           if (UsesIdot(k(), c.type)) {
-            idot.push_back(valid ? IdotRowBound(&wf[ids[sl]][size_t{r} * c.in], xv.data(), c.in)
-                                 : 0.0);
+            idot.push_back(
+                valid ? IdotRowBound(c.type, &wf[ids[sl]][size_t{r} * c.in], xv.data(), c.in)
+                      : 0.0);
           }
         }
       }
@@ -739,6 +786,7 @@ TEST_P(KernelTest, MatvecFoldsGridsBeyondTheWorkgroupCountLimit) {
   GARNET_ASSERT_OK(k().Matvec(rec(), GgmlType::kQ8_0, {in, out}, bw, bx, by));
   GARNET_ASSERT_OK(rec().SubmitAndWait());
   GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> y, DownloadFloats(*d_, by, out));
+  const std::vector<double> xv(x.begin(), x.end());
   for (uint32_t r : {0u, 1u, 65534u, 65535u, 65536u, out - 1}) {
     if (r >= out) continue;
     double acc = 0, mag = 0;
@@ -746,7 +794,10 @@ TEST_P(KernelTest, MatvecFoldsGridsBeyondTheWorkgroupCountLimit) {
       acc += double(wf[size_t{r} * in + i]) * x[i];
       mag += std::fabs(double(wf[size_t{r} * in + i]) * x[i]);
     }
-    EXPECT_NEAR(y[r], acc, 1e-5 * mag + 1e-7) << "row " << r;
+    const double idot = UsesIdot(k(), GgmlType::kQ8_0)
+                            ? IdotRowBound(GgmlType::kQ8_0, &wf[size_t{r} * in], xv.data(), in)
+                            : 0.0;
+    EXPECT_NEAR(y[r], acc, 1e-5 * mag + 1e-7 + idot) << "row " << r;
   }
 }
 

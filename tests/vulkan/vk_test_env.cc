@@ -57,6 +57,7 @@ Result<VkTestDevice*> VkTestEnv::fallback() {
     opts.disable_16bit_storage = true;
     opts.disable_8bit_storage = true;
     opts.disable_float16 = true;
+    opts.disable_integer_dot_product = true;
     auto dev = MakeTestDevice(instance_, opts);
     if (dev.ok()) {
       fallback_ = std::move(*dev);

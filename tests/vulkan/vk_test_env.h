@@ -36,8 +36,9 @@ class VkTestEnv : public ::testing::Environment {
   std::shared_ptr<Instance> instance() const { return instance_; }
   // The device with every feature it has.
   VkTestDevice& main() { return main_; }
-  // A second device on the same GPU with subgroup arithmetic, 16-bit storage and push
-  // descriptors turned off: the fallback paths. Created on first use.
+  // A second device on the same GPU with subgroup arithmetic, 16-bit (and 8-bit) storage,
+  // float16, integer dot products and push descriptors turned off: the fallback paths. Created on
+  // first use.
   Result<VkTestDevice*> fallback();
 
  private:

@@ -18,8 +18,9 @@
 //            x STORAGE16 (16-bit loads vs 32-bit words; not for F32) x MUL_ID. F32/F16/BF16,
 //            Q8_0, Q4_0, Q4_K and Q6_K have their own inner loops; the other types share a generic
 //            loop over groups of 8 weights (w_group8).
-// IDOT (Q4_K, with VEC bit 0): the items use integer dot products (q4k_item16_idot: each item's
-// x values rounded to int8 with one scale); only for devices with shaderIntegerDotProduct.
+// IDOT (Q4_K with VEC bit 0, Q6_K, Q8_0, Q5_0): the items use integer dot products (the *_idot
+// items of matvec_items.glsl: each item's x values rounded to int8 with one scale); only for
+// devices with shaderIntegerDotProduct.
 // MUL_ID (MoE experts, decode): W holds n_experts matrices expert_stride bytes apart, and grid z
 // is a slot s with expert ids[s]: the product uses matrix ids[s] and vector s (x_stride may be 0:
 // every slot reads the same x), writing y[s * y_stride + r]. A slot whose id is outside
@@ -250,7 +251,13 @@ void main() {
     const uint xo = xb + blk * 32u + part * 8u;
     float xv[8];
     [[unroll]] for (uint j = 0; j < 8u; ++j) xv[j] = load_x(xo + j);
+#ifdef IDOT
+    uvec2 xp;
+    const float xs = q80_quantize_x(xv, xp);
+    for (uint r = 0; r < NR; ++r) acc[r] += q80_item_idot(rb[r] + blk * 34u, part, xp, xs);
+#else
     for (uint r = 0; r < NR; ++r) acc[r] += q80_item(rb[r] + blk * 34u, part, xv);
+#endif
   }
 #elif defined(WTYPE_Q4_0)
   // 4 items per block: bytes qs[4*part .. +4] hold weights 4*part+i (low nibbles) and
@@ -338,7 +345,28 @@ void main() {
     const uint xo = xb + blk * 256u + 128u * h + 4u * l4;
     vec4 xq[4];
     [[unroll]] for (uint g = 0; g < 4u; ++g) xq[g] = load_x4(xo + 32u * g);
+#ifdef IDOT
+    uvec4 xp;
+    ivec4 xsum;
+    const float xs = q6k_quantize_x(xq, xp, xsum);
+    for (uint r = 0; r < NR; ++r) acc[r] += q6k_item_idot(rb[r] + blk * 210u, h, l4, xp, xsum, xs);
+#else
     for (uint r = 0; r < NR; ++r) acc[r] += q6k_item(rb[r] + blk * 210u, h, l4, xq);
+#endif
+  }
+#elif defined(WTYPE_Q5_0) && defined(IDOT)
+  // 4 items per block (q50_item_idot): weights 4 part + i and 16 + 4 part + i, i < 4.
+  for (uint it = tid; it < nb * 4u; it += WG) {
+    const uint blk = it >> 2, part = it & 3u;
+    const uint xo = xb + blk * 32u + part * 4u;
+    const vec4 xl = vec4(load_x(xo), load_x(xo + 1u), load_x(xo + 2u), load_x(xo + 3u));
+    const vec4 xh =
+        vec4(load_x(xo + 16u), load_x(xo + 17u), load_x(xo + 18u), load_x(xo + 19u));
+    const float inv = q8_inv_scale(max(abs(xl), abs(xh)));
+    const uvec2 xp = uvec2(q8_pack4(xl, inv), q8_pack4(xh, inv));
+    const int xsum = sdot4x8(xp.x, 0x01010101u, 0) + sdot4x8(xp.y, 0x01010101u, 0);
+    const float xs = inv > 0.0 ? 1.0 / inv : 0.0;
+    for (uint r = 0; r < NR; ++r) acc[r] += q50_item_idot(rb[r] + blk * 22u, part, xp, xsum, xs);
   }
 #else
   // The other block types: one item is a group of 8 consecutive weights (one sub-block scale),

@@ -2,6 +2,37 @@
 // row against its x values, for the types with their own loops. Include after weights.glsl; the
 // caller loads the x values and sums the items.
 
+#ifdef IDOT
+// Integer dot products (SPV_KHR_integer_dot_product; the device must have
+// shaderIntegerDotProduct enabled): the caller rounds an item's x values to int8 with one scale
+// (max|x| / 127), and each group of four weights meets four of them in one instruction. Rounding
+// x to 8 bits is what the CPU backend's integer kernels do too (engine/cpu/qdot.h, one scale per
+// 32 values); here one scale covers an item's 8 to 32 values.
+#extension GL_EXT_spirv_intrinsics : require
+// OpSDotKHR (4450) / OpSUDotKHR (4452) with the packed 4 x 8-bit format (literal 0): the sum of
+// a's signed bytes times b's signed / unsigned bytes. Capabilities DotProductKHR (6019),
+// DotProductInput4x8BitPackedKHR (6018).
+spirv_instruction(extensions = ["SPV_KHR_integer_dot_product"], capabilities = [6019, 6018],
+                  id = 4450)
+int sdot4x8(uint a, uint b, spirv_literal int packed_format);
+spirv_instruction(extensions = ["SPV_KHR_integer_dot_product"], capabilities = [6019, 6018],
+                  id = 4452)
+int sudot4x8(uint a, uint b, spirv_literal int packed_format);
+
+// Four floats times inv_scale, rounded to int8 bytes: v + 1.5 * 2^23 has round(v) in the low
+// bits of its mantissa (two's complement in the low byte) for |v| < 2^22.
+uint q8_pack4(vec4 v, float inv_scale) {
+  const uvec4 b = floatBitsToUint(v * inv_scale + 12582912.0) & 0xffu;
+  return b.x | (b.y << 8) | (b.z << 16) | (b.w << 24);
+}
+
+// 127 / m, or 0 for an all-zero item; m is the largest |x| of the item.
+float q8_inv_scale(vec4 m) {
+  const float amax = max(max(m.x, m.y), max(m.z, m.w));
+  return amax > 0.0 ? 127.0 / amax : 0.0;
+}
+#endif
+
 #if defined(WTYPE_Q4_K)
 // Q4_K as 16-byte words: item u < 8 of the block whose first word (d, dmin, scales[12]) is
 // w_v4[b4]. Word u (chunk c = u / 2, half h = u % 2) holds weights 64c + 16h + i (low nibbles,
@@ -50,37 +81,19 @@ float q4k_item16(uint b4, uint u, vec4 xl[4], vec4 xh[4], float sum_l, float sum
   return q4k_item16_words(w_v4[b4], w_v4[b4 + 1u + u], u, xl, xh, sum_l, sum_h);
 }
 #ifdef IDOT
-// The same item with integer dot products (SPV_KHR_integer_dot_product; the device must have
-// shaderIntegerDotProduct enabled): the caller rounds the item's 32 x values to int8 with one
-// scale (q4k_quantize_x), and each group of four nibbles meets four of them in one OpSUDotKHR.
-// The row's min term still uses the float sums of x. Rounding x to 8 bits is what the CPU
-// backend's integer kernels do too (engine/cpu/qdot.h); here the scale covers 32 values.
-#extension GL_EXT_spirv_intrinsics : require
-// OpSUDotKHR (4452) with the packed 4 x 8-bit format (literal 0): sum of a's signed bytes times
-// b's unsigned bytes. Capabilities DotProductKHR (6019), DotProductInput4x8BitPackedKHR (6018).
-spirv_instruction(extensions = ["SPV_KHR_integer_dot_product"], capabilities = [6019, 6018],
-                  id = 4452)
-int sudot4x8(uint a, uint b, spirv_literal int packed_format);
-
-// Four floats times inv_scale, rounded to int8 bytes: v + 1.5 * 2^23 has round(v) in the low
-// bits of its mantissa (two's complement in the low byte) for |v| < 2^22.
-uint q8_pack4(vec4 v, float inv_scale) {
-  const uvec4 b = floatBitsToUint(v * inv_scale + 12582912.0) & 0xffu;
-  return b.x | (b.y << 8) | (b.z << 16) | (b.w << 24);
-}
-
+// The Q4_K item with integer dot products: each group of four nibbles meets four int8 x values in
+// one OpSUDotKHR; the row's min term still uses the float sums of x.
 // The item's x values as int8 (xlq / xhq: the words q4k_item16_idot pairs with the low and high
 // nibbles) and the scale that turns integer sums back into x units.
 float q4k_quantize_x(vec4 xl[4], vec4 xh[4], out uvec4 xlq, out uvec4 xhq) {
   vec4 m = max(abs(xl[0]), abs(xh[0]));
   [[unroll]] for (uint j = 1; j < 4u; ++j) m = max(m, max(abs(xl[j]), abs(xh[j])));
-  const float amax = max(max(m.x, m.y), max(m.z, m.w));
-  const float inv = amax > 0.0 ? 127.0 / amax : 0.0;
+  const float inv = q8_inv_scale(m);
   [[unroll]] for (uint j = 0; j < 4u; ++j) {
     xlq[j] = q8_pack4(xl[j], inv);
     xhq[j] = q8_pack4(xh[j], inv);
   }
-  return amax / 127.0;
+  return inv > 0.0 ? 1.0 / inv : 0.0;
 }
 
 // From words already loaded (hd = w_v4[b4], q = w_v4[b4 + 1 + u]).
@@ -131,6 +144,34 @@ float q6k_item(uint b, uint h, uint l4, vec4 xq[4]) {
   }
   return ldf16(b + 208u) * t;
 }
+#ifdef IDOT
+// The item's 16 x values as int8 with one scale (returned), and each group's integer sum.
+float q6k_quantize_x(vec4 xq[4], out uvec4 xp, out ivec4 xsum) {
+  const float inv = q8_inv_scale(max(max(abs(xq[0]), abs(xq[1])), max(abs(xq[2]), abs(xq[3]))));
+  [[unroll]] for (uint g = 0; g < 4u; ++g) {
+    xp[g] = q8_pack4(xq[g], inv);
+    xsum[g] = sdot4x8(xp[g], 0x01010101u, 0);
+  }
+  return inv > 0.0 ? 1.0 / inv : 0.0;
+}
+// q6k_item with integer dot products: sum_g scale_g * (sum_i q_i x_i - 32 sum_i x_i) in integers.
+float q6k_item_idot(uint b, uint h, uint l4, uvec4 xp, ivec4 xsum, float x_scale) {
+  const uint qa = ld32(b + 64u * h + 4u * l4);
+  const uint qb = ld32(b + 64u * h + 32u + 4u * l4);
+  const uint qh = ld32(b + 128u + 32u * h + 4u * l4);
+  const uint sb = b + 192u + 8u * h + (l4 >> 2);
+  uint q[4];
+  q[0] = (qa & 0x0f0f0f0fu) | ((qh << 4) & 0x30303030u);
+  q[1] = (qb & 0x0f0f0f0fu) | ((qh << 2) & 0x30303030u);
+  q[2] = ((qa >> 4) & 0x0f0f0f0fu) | (qh & 0x30303030u);
+  q[3] = ((qb >> 4) & 0x0f0f0f0fu) | ((qh >> 2) & 0x30303030u);
+  int t = 0;
+  [[unroll]] for (uint g = 0; g < 4u; ++g) {
+    t += sext8(ld8(sb + 2u * g)) * (sudot4x8(xp[g], q[g], 0) - 32 * xsum[g]);
+  }
+  return ldf16(b + 208u) * x_scale * float(t);
+}
+#endif
 #endif
 
 #if defined(WTYPE_Q8_0)
@@ -145,5 +186,38 @@ float q80_item(uint b, uint part, float xv[8]) {
     s += q.x * xv[2u * j] + q.y * xv[2u * j + 1u];
   }
   return ldf16(b) * s;
+}
+#ifdef IDOT
+// The quarter's 8 x values as two words of int8 with one scale (returned).
+float q80_quantize_x(float xv[8], out uvec2 xp) {
+  const vec4 a = vec4(xv[0], xv[1], xv[2], xv[3]), c = vec4(xv[4], xv[5], xv[6], xv[7]);
+  const float inv = q8_inv_scale(max(abs(a), abs(c)));
+  xp = uvec2(q8_pack4(a, inv), q8_pack4(c, inv));
+  return inv > 0.0 ? 1.0 / inv : 0.0;
+}
+// q80_item with integer dot products: the block's int8 weights meet x in two OpSDotKHR.
+float q80_item_idot(uint b, uint part, uvec2 xp, float x_scale) {
+  const uint qa = b + 2u + part * 8u;
+  const int t = sdot4x8(xp.x, ld32(qa), 0) + sdot4x8(xp.y, ld32(qa + 4u), 0);
+  return ldf16(b) * x_scale * float(t);
+}
+#endif
+#endif
+
+#if defined(WTYPE_Q5_0) && defined(IDOT)
+// Q5_0 (22-byte blocks: f16 d, u32 qh, 16 bytes qs; w = d * ((nibble | high bit << 4) - 16)),
+// quarter `part` of the block at byte b: qs bytes 4 part + i hold weights 4 part + i (low
+// nibbles, 5th bit qh bit 4 part + i) and 16 + 4 part + i (high nibbles, qh bit 16 + 4 part + i),
+// i < 4. xp holds those x values as int8 (low four, high four), xsum their integer sum.
+uint q50_spread4(uint bits) {  // bits 0..3 to bit 4 of bytes 0..3
+  return ((bits & 1u) << 4) | ((bits & 2u) << 11) | ((bits & 4u) << 18) | ((bits & 8u) << 25);
+}
+float q50_item_idot(uint b, uint part, uvec2 xp, int xsum, float x_scale) {
+  const uint qs = ld32(b + 6u + 4u * part);
+  const uint qh = ld32(b + 2u);
+  const uint lo = (qs & 0x0f0f0f0fu) | q50_spread4(qh >> (4u * part));
+  const uint hi = ((qs >> 4) & 0x0f0f0f0fu) | q50_spread4(qh >> (16u + 4u * part));
+  const int t = sudot4x8(xp.x, lo, 0) + sudot4x8(xp.y, hi, 0) - 16 * xsum;
+  return ldf16(b) * x_scale * float(t);
 }
 #endif
