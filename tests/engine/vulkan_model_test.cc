@@ -351,12 +351,12 @@ TEST(VulkanBackend, TensorCorePrefillCloseToFp32ForQuantisedWeights) {
 // the float path of the fallback device on the same GPU, on dense models with quantised weights
 // (the parity tests above use f32 / f16 weights, which have no such path). Both decode the same
 // tokens (the float path's greedy choices) after the same prompt; the prompt itself runs through
-// the float matmuls on both. A rounded x moves each matvec's output by ~0.3-0.5 % of its size, and
-// these random models carry that through every layer and the attention: lavapipe measured up to
-// 0.28 of the largest logit (the CPU backend's own int8 activations, one scale per 256 values,
-// move them by 0.5-1.0). So the bounds are 0.5 and 56 of 64 greedy choices alike (measured: all
-// 64); the kernel tests bound each matvec tightly, and a broken item or scale here scrambles the
-// logits. The figures are printed for docs/CORRECTNESS.md.
+// the prefill matmuls, which have no integer path. A rounded x moves each matvec's output by
+// ~0.3-0.5 % of its size, and these random models carry that through every layer and the attention:
+// lavapipe measured up to 0.28 of the largest logit (the CPU backend's own int8 activations, one
+// scale per 256 values, move them by 0.5-1.0). So the bounds are 0.5 and 56 of 64 greedy choices
+// alike (measured: 63 or 64); the kernel tests bound each matvec tightly, and a broken item or
+// scale here scrambles the logits. The figures are printed for docs/CORRECTNESS.md.
 TEST(VulkanBackend, IntegerDotDecodeCloseToFloatPath) {
   GARNET_REQUIRE_VULKAN();
   if (!TestDevice()->caps().integer_dot_product) {
@@ -380,7 +380,10 @@ TEST(VulkanBackend, IntegerDotDecodeCloseToFloatPath) {
     ASSERT_TRUE(Feed(**flt, sf->get(), prompt, 0, &lf, V).ok());
     ASSERT_TRUE(Feed(*idot, si->get(), prompt, 0, &li, V).ok());
     const double prefill = RelDiff(lf, li);
-    EXPECT_LE(prefill, 1e-2) << preset << " " << type << " prompt";
+    // The prompt runs the same matmuls on both devices, except where the main one has tensor
+    // cores: those round their inputs to f16 (TensorCorePrefillCloseToFp32ForQuantisedWeights;
+    // 1.2e-2 measured here on an H200).
+    EXPECT_LE(prefill, 5e-2) << preset << " " << type << " prompt";
     double worst = 0;
     int same = 0;
     for (int i = 0; i < kGenerateF16; ++i) {
