@@ -14,6 +14,7 @@
 #include "engine/quant/quant.h"
 #include "engine/quant/types.h"
 #include "engine/vulkan/kernels.h"
+#include "tests/vulkan/idot_bound.h"
 #include "tests/vulkan/vk_test_env.h"
 #include "tests/vulkan/vk_test_util.h"
 
@@ -21,9 +22,11 @@ namespace garnet::vk {
 namespace {
 
 using testing::DownloadFloats;
+using testing::IdotRowBound;
 using testing::RandomFloats;
 using testing::UploadBytes;
 using testing::UploadFloats;
+using testing::UsesIdot;
 using testing::VkTestDevice;
 using testing::VkTestEnv;
 
@@ -80,15 +83,16 @@ std::vector<float> Dequantize(GgmlType type, const std::vector<uint8_t>& w, uint
   return f;
 }
 
-// Checks got[i] against sum_k w[row, k] x[k] (double) within rel * sum |w x| + 1e-7.
+// Checks got[i] against sum_k w[row, k] x[k] (double) within rel * sum |w x| + 1e-7, plus
+// `extra` (the integer-dot path's rounding bound, IdotRowBound, where the kernel took it).
 void ExpectDot(float got, const float* w, const float* x, uint32_t n, const std::string& what,
-               double rel = 1e-5) {
+               double rel = 1e-5, double extra = 0) {
   double acc = 0, mag = 0;
   for (uint32_t i = 0; i < n; ++i) {
     acc += double(w[i]) * x[i];
     mag += std::fabs(double(w[i]) * x[i]);
   }
-  EXPECT_NEAR(got, acc, rel * mag + 1e-7) << what;
+  EXPECT_NEAR(got, acc, rel * mag + 1e-7 + extra) << what;
 }
 
 std::string Name(GgmlType t) {
@@ -121,8 +125,11 @@ TEST_P(WeightTypeTest, MatvecSeveralVectorsPartialRowGroups) {
     GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> y, DownloadFloats(*d_, by, size_t{n_vecs} * ys));
     for (uint32_t v = 0; v < n_vecs; ++v) {
       for (uint32_t r = 0; r < out; ++r) {
+        const double idot = UsesIdot(k(), c.type)
+                                ? IdotRowBound(c.type, &wf[size_t{r} * c.in], &x[v * xs], c.in)
+                                : 0;
         ExpectDot(y[v * ys + r], &wf[size_t{r} * c.in], &x[v * xs], c.in,
-                  what + " vec " + std::to_string(v) + " row " + std::to_string(r));
+                  what + " vec " + std::to_string(v) + " row " + std::to_string(r), 1e-5, idot);
       }
     }
   }
@@ -163,7 +170,10 @@ TEST_P(WeightTypeTest, MatvecIdRoutedExpertsAndOutOfRangeIds) {
         if (!valid) {
           EXPECT_EQ(y[sl * out + r], 0.0f) << at;
         } else {
-          ExpectDot(y[sl * out + r], &wf[ids[sl]][size_t{r} * c.in], &x[sl * xs], c.in, at);
+          const float* wr = &wf[ids[sl]][size_t{r} * c.in];
+          const double idot =
+              UsesIdot(k(), c.type) ? IdotRowBound(c.type, wr, &x[sl * xs], c.in) : 0;
+          ExpectDot(y[sl * out + r], wr, &x[sl * xs], c.in, at, 1e-5, idot);
         }
       }
     }
