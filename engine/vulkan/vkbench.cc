@@ -223,7 +223,7 @@ int RunFfnChain(Device& dev, Kernels& kernels, Recorder& rec, Transfer& transfer
 // (--sweep: several; else the default).
 int RunDecodeShapes(Device& dev, Kernels& kernels, Recorder& rec, Transfer& transfer, bool small,
                     bool sweep, const std::string& only, uint64_t spread_mib) {
-  enum class Kind { kPlain, kNorm, kNormNoW, kGeglu, kIdNorm, kIdGlu, kId, kQkv, kQkvNorm };
+  enum class Kind { kPlain, kNorm, kNormNoW, kGeglu, kIdNorm, kIdGlu, kId, kIdDown, kQkv, kQkvNorm };
   struct Case {
     const char* name;
     Kind kind;
@@ -242,6 +242,9 @@ int RunDecodeShapes(Device& dev, Kernels& kernels, Recorder& rec, Transfer& tran
       {"experts gate|up (norm)", Kind::kIdNorm, GgmlType::kQ4_K, H, small ? 64u : 704u},
       {"experts down (geglu)", Kind::kIdGlu, GgmlType::kQ8_0, small ? 64u : 704u, H},
       {"experts down (geglu)", Kind::kIdGlu, GgmlType::kQ5_0, small ? 64u : 704u, H},
+      // The same down projections on an input whose GeGLU was done before (plain MUL_ID).
+      {"experts down, plain x", Kind::kIdDown, GgmlType::kQ8_0, small ? 64u : 704u, H},
+      {"experts down, plain x", Kind::kIdDown, GgmlType::kQ5_0, small ? 64u : 704u, H},
       // For comparison: the q shape without the norm, and taller / longer matrices.
       {"q shape, no norm", Kind::kPlain, GgmlType::kQ4_K, H, small ? 512u : 4096u},
       {"q shape, norm w/o weight", Kind::kNormNoW, GgmlType::kQ4_K, H, small ? 512u : 4096u},
@@ -293,7 +296,8 @@ int RunDecodeShapes(Device& dev, Kernels& kernels, Recorder& rec, Transfer& tran
   for (const Case& c : cases) {
     if (!Kernels::SupportsWeightType(c.type)) continue;
     if (!only.empty() && std::string(c.name).find(only) == std::string::npos) continue;
-    const bool by_id = c.kind == Kind::kIdNorm || c.kind == Kind::kIdGlu || c.kind == Kind::kId;
+    const bool by_id = c.kind == Kind::kIdNorm || c.kind == Kind::kIdGlu || c.kind == Kind::kId ||
+                       c.kind == Kind::kIdDown;
     const uint32_t out = c.kind == Kind::kIdNorm || c.kind == Kind::kId ? 2 * c.out : c.out;
     const uint64_t matrix = *RowBytes(c.type, c.in) * out;
     // Dense: copies of the matrix (two for gate and up) to fill >= 128 MiB (--spread: that many
@@ -374,6 +378,16 @@ int RunDecodeShapes(Device& dev, Kernels& kernels, Recorder& rec, Transfer& tran
                   CHECK_OK(kernels.MatvecNorm(rec, c.type, {c.in, pr[1]}, wr, x, &nwr, 1e-6f, yr));
                 }
               }
+              break;
+            }
+            case Kind::kIdDown: {
+              MatvecIdShape s;
+              s.in = c.in;
+              s.out = c.out;
+              s.n_experts = n_experts;
+              s.n_slots = top;
+              s.x_stride = c.in;
+              CHECK_OK(kernels.MatvecId(rec, c.type, s, w, x, idr, y));
               break;
             }
             case Kind::kIdGlu: {
