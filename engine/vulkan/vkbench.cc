@@ -223,7 +223,18 @@ int RunFfnChain(Device& dev, Kernels& kernels, Recorder& rec, Transfer& transfer
 // (--sweep: several; else the default).
 int RunDecodeShapes(Device& dev, Kernels& kernels, Recorder& rec, Transfer& transfer, bool small,
                     bool sweep, const std::string& only, uint64_t spread_mib) {
-  enum class Kind { kPlain, kNorm, kNormNoW, kGeglu, kIdNorm, kIdGlu, kId, kIdDown, kQkv, kQkvNorm };
+  enum class Kind {
+    kPlain,
+    kNorm,
+    kNormNoW,
+    kGeglu,
+    kIdNorm,
+    kIdGlu,
+    kId,
+    kIdDown,
+    kQkv,
+    kQkvNorm
+  };
   struct Case {
     const char* name;
     Kind kind;

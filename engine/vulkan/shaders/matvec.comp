@@ -253,7 +253,8 @@ void main() {
     [[unroll]] for (uint j = 0; j < 8u; ++j) xv[j] = load_x(xo + j);
 #ifdef IDOT
     uvec2 xp;
-    const float xs = q80_quantize_x(xv, xp);
+    const float xs =
+        q8_quantize8(vec4(xv[0], xv[1], xv[2], xv[3]), vec4(xv[4], xv[5], xv[6], xv[7]), xp);
     for (uint r = 0; r < NR; ++r) acc[r] += q80_item_idot(rb[r] + blk * 34u, part, xp, xs);
 #else
     for (uint r = 0; r < NR; ++r) acc[r] += q80_item(rb[r] + blk * 34u, part, xv);
@@ -362,10 +363,9 @@ void main() {
     const vec4 xl = vec4(load_x(xo), load_x(xo + 1u), load_x(xo + 2u), load_x(xo + 3u));
     const vec4 xh =
         vec4(load_x(xo + 16u), load_x(xo + 17u), load_x(xo + 18u), load_x(xo + 19u));
-    const float inv = q8_inv_scale(max(abs(xl), abs(xh)));
-    const uvec2 xp = uvec2(q8_pack4(xl, inv), q8_pack4(xh, inv));
+    uvec2 xp;
+    const float xs = q8_quantize8(xl, xh, xp);
     const int xsum = sdot4x8(xp.x, 0x01010101u, 0) + sdot4x8(xp.y, 0x01010101u, 0);
-    const float xs = inv > 0.0 ? 1.0 / inv : 0.0;
     for (uint r = 0; r < NR; ++r) acc[r] += q50_item_idot(rb[r] + blk * 22u, part, xp, xsum, xs);
   }
 #else

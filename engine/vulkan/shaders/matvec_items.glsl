@@ -26,10 +26,20 @@ uint q8_pack4(vec4 v, float inv_scale) {
   return b.x | (b.y << 8) | (b.z << 16) | (b.w << 24);
 }
 
-// 127 / m, or 0 for an all-zero item; m is the largest |x| of the item.
+// 127 / (the largest |x| of an item, from the componentwise maxima m), or 0 for an all-zero item.
 float q8_inv_scale(vec4 m) {
   const float amax = max(max(m.x, m.y), max(m.z, m.w));
   return amax > 0.0 ? 127.0 / amax : 0.0;
+}
+// The x units of one int8 step: 1 / inv (0 for an all-zero item).
+float q8_step(float inv) {
+  return inv > 0.0 ? 1.0 / inv : 0.0;
+}
+// Eight x values as two words of int8 with one scale; returns the step.
+float q8_quantize8(vec4 a, vec4 b, out uvec2 xp) {
+  const float inv = q8_inv_scale(max(abs(a), abs(b)));
+  xp = uvec2(q8_pack4(a, inv), q8_pack4(b, inv));
+  return q8_step(inv);
 }
 #endif
 
@@ -83,8 +93,9 @@ float q4k_item16(uint b4, uint u, vec4 xl[4], vec4 xh[4], float sum_l, float sum
 #ifdef IDOT
 // The Q4_K item with integer dot products: each group of four nibbles meets four int8 x values in
 // one OpSUDotKHR; the row's min term still uses the float sums of x.
-// The item's x values as int8 (xlq / xhq: the words q4k_item16_idot pairs with the low and high
-// nibbles) and the scale that turns integer sums back into x units.
+//
+// q4k_quantize_x: the item's x values as int8 (xlq / xhq: the words q4k_item16_idot pairs with
+// the low and high nibbles); returns the step that turns integer sums back into x units.
 float q4k_quantize_x(vec4 xl[4], vec4 xh[4], out uvec4 xlq, out uvec4 xhq) {
   vec4 m = max(abs(xl[0]), abs(xh[0]));
   [[unroll]] for (uint j = 1; j < 4u; ++j) m = max(m, max(abs(xl[j]), abs(xh[j])));
@@ -93,7 +104,7 @@ float q4k_quantize_x(vec4 xl[4], vec4 xh[4], out uvec4 xlq, out uvec4 xhq) {
     xlq[j] = q8_pack4(xl[j], inv);
     xhq[j] = q8_pack4(xh[j], inv);
   }
-  return inv > 0.0 ? 1.0 / inv : 0.0;
+  return q8_step(inv);
 }
 
 // From words already loaded (hd = w_v4[b4], q = w_v4[b4 + 1 + u]).
@@ -152,7 +163,7 @@ float q6k_quantize_x(vec4 xq[4], out uvec4 xp, out ivec4 xsum) {
     xp[g] = q8_pack4(xq[g], inv);
     xsum[g] = sdot4x8(xp[g], 0x01010101u, 0);
   }
-  return inv > 0.0 ? 1.0 / inv : 0.0;
+  return q8_step(inv);
 }
 // q6k_item with integer dot products: sum_g scale_g * (sum_i q_i x_i - 32 sum_i x_i) in integers.
 float q6k_item_idot(uint b, uint h, uint l4, uvec4 xp, ivec4 xsum, float x_scale) {
@@ -188,14 +199,8 @@ float q80_item(uint b, uint part, float xv[8]) {
   return ldf16(b) * s;
 }
 #ifdef IDOT
-// The quarter's 8 x values as two words of int8 with one scale (returned).
-float q80_quantize_x(float xv[8], out uvec2 xp) {
-  const vec4 a = vec4(xv[0], xv[1], xv[2], xv[3]), c = vec4(xv[4], xv[5], xv[6], xv[7]);
-  const float inv = q8_inv_scale(max(abs(a), abs(c)));
-  xp = uvec2(q8_pack4(a, inv), q8_pack4(c, inv));
-  return inv > 0.0 ? 1.0 / inv : 0.0;
-}
-// q80_item with integer dot products: the block's int8 weights meet x in two OpSDotKHR.
+// q80_item with integer dot products (x: the quarter's 8 values through q8_quantize8): the
+// block's int8 weights meet x in two OpSDotKHR.
 float q80_item_idot(uint b, uint part, uvec2 xp, float x_scale) {
   const uint qa = b + 2u + part * 8u;
   const int t = sdot4x8(xp.x, ld32(qa), 0) + sdot4x8(xp.y, ld32(qa + 4u), 0);
