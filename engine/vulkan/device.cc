@@ -192,11 +192,20 @@ DeviceInfo Describe(VkInstance instance, VkPhysicalDevice pd, uint32_t index) {
   VkPhysicalDeviceVulkan12Properties p12{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_PROPERTIES};
   VkPhysicalDeviceSubgroupSizeControlProperties psg{
       VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_SIZE_CONTROL_PROPERTIES};
+  VkPhysicalDeviceShaderIntegerDotProductProperties pdot{
+      VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_INTEGER_DOT_PRODUCT_PROPERTIES};
   VkPhysicalDeviceProperties2 props{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2};
   props.pNext = &p11;
   p11.pNext = &p12;
-  if (v13 || has_sgsc_ext) p12.pNext = &psg;
+  void** tail = &p12.pNext;
+  if (v13 || has_sgsc_ext) {
+    *tail = &psg;
+    tail = &psg.pNext;
+  }
+  if (v13 || has_dot_ext) *tail = &pdot;
   vkGetPhysicalDeviceProperties2(pd, &props);
+  info.integer_dot_4x8_accelerated = pdot.integerDotProduct4x8BitPackedSignedAccelerated &&
+                                     pdot.integerDotProduct4x8BitPackedMixedSignednessAccelerated;
   std::memcpy(info.uuid.data(), p11.deviceUUID, VK_UUID_SIZE);
   info.driver_name = p12.driverName;
   info.driver_info = p12.driverInfo;
@@ -294,10 +303,12 @@ bool PipelineStatsFromEnvironment() {
   return v != nullptr && *v != 0 && std::strcmp(v, "0") != 0;
 }
 
-// True when the environment variable `name` is exactly "0" (a switch that is on unless turned off).
-bool EnvironmentSaysOff(const char* name) {
-  const char* v = std::getenv(name);
-  return v != nullptr && std::strcmp(v, "0") == 0;
+// DeviceOptions::integer_dot_product when unset: GARNET_VULKAN_INTEGER_DOT=0 (off) or any other
+// value (on wherever the feature is); not set: nullopt (on where the driver runs it natively).
+std::optional<bool> IntegerDotFromEnvironment() {
+  const char* v = std::getenv("GARNET_VULKAN_INTEGER_DOT");
+  if (v == nullptr || *v == 0) return std::nullopt;
+  return std::strcmp(v, "0") != 0;
 }
 
 std::string DeviceList(std::span<const DeviceInfo> devices) {
@@ -416,9 +427,11 @@ std::string FormatDeviceInfo(const DeviceInfo& d) {
   s += buf;
   std::snprintf(buf, sizeof buf,
                 "  16-bit storage %s, 8-bit storage %s, float16 %s, int8 %s, int16 %s, "
-                "integer dot product %s, timeline semaphore %s\n",
+                "integer dot product %s%s, timeline semaphore %s\n",
                 yes(d.storage_16bit), yes(d.storage_8bit), yes(d.float16), yes(d.int8),
-                yes(d.int16), yes(d.integer_dot_product), yes(d.timeline_semaphore));
+                yes(d.int16), yes(d.integer_dot_product),
+                d.integer_dot_product && !d.integer_dot_4x8_accelerated ? " (not accelerated)" : "",
+                yes(d.timeline_semaphore));
   s += buf;
   auto coop = [&](bool ext, bool shape) { return !ext ? "no" : shape ? "yes" : "no f16 16x16x16"; };
   std::snprintf(buf, sizeof buf,
@@ -628,8 +641,9 @@ Result<std::unique_ptr<Device>> Device::Create(std::shared_ptr<Instance> instanc
   caps.memory_budget = info.memory_budget;
   caps.subgroup_size = info.subgroup_size;
   caps.integer_dot_product =
-      info.integer_dot_product && !options.disable_integer_dot_product.value_or(
-                                      EnvironmentSaysOff("GARNET_VULKAN_INTEGER_DOT"));
+      info.integer_dot_product &&
+      (options.integer_dot_product ? options.integer_dot_product : IntegerDotFromEnvironment())
+          .value_or(info.integer_dot_4x8_accelerated);
   // The 1.3 feature struct needs the instance at 1.3 too; otherwise the extension's.
   const bool dot_13 = VK_API_VERSION_MINOR(info.api_version) >= 3 &&
                       VK_API_VERSION_MINOR(instance->api_version()) >= 3;

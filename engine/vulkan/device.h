@@ -75,6 +75,9 @@ struct DeviceInfo {
   bool int8 = false;           // shaderInt8
   bool int16 = false;          // shaderInt16
   bool integer_dot_product = false;
+  // The packed 4 x 8-bit signed and mixed-signedness dot products run as native instructions
+  // (VkPhysicalDeviceShaderIntegerDotProductProperties), not emulated by the driver.
+  bool integer_dot_4x8_accelerated = false;
   bool timeline_semaphore = false;
   bool vulkan_memory_model = false;  // vulkanMemoryModel (the cooperative-matrix shaders need it)
 
@@ -181,8 +184,12 @@ struct DeviceOptions {
   bool disable_8bit_storage = false;
   bool disable_float16 = false;
   bool disable_cooperative_matrix = false;
-  // Unset: off when GARNET_VULKAN_INTEGER_DOT=0 (to compare the two matvec paths on one device).
-  std::optional<bool> disable_integer_dot_product;
+  // The integer-dot decode matvecs (DeviceCaps::integer_dot_product): true wherever the device
+  // has shaderIntegerDotProduct, false never. Unset: from GARNET_VULKAN_INTEGER_DOT (0: off,
+  // anything else: on wherever the feature is); without it, only where the driver runs the packed
+  // 4 x 8-bit dot products natively (DeviceInfo::integer_dot_4x8_accelerated; lavapipe emulates
+  // them), as llama.cpp's Vulkan backend decides.
+  std::optional<bool> integer_dot_product;
   // The cooperative-matrix form to prefer where the device can use both: kNv or kKhr (the other
   // is still taken where the preferred one is not usable); kNone is disable_cooperative_matrix.
   // Unset: from the environment, GARNET_VULKAN_COOPMAT=khr, =nv or =none; otherwise kKhr (the
@@ -210,8 +217,9 @@ struct DeviceCaps {
   bool int8 = false;
   bool memory_budget = false;
   uint32_t subgroup_size = 0;
-  // shaderIntegerDotProduct (Vulkan 1.3 or VK_KHR_shader_integer_dot_product) enabled: the Q4_K
-  // decode matvecs use OpSUDotKHR (the _idot variants).
+  // shaderIntegerDotProduct (Vulkan 1.3 or VK_KHR_shader_integer_dot_product) enabled, as
+  // DeviceOptions::integer_dot_product decides: the Q4_K, Q6_K, Q8_0 and Q5_0 decode matvecs use
+  // OpSDotKHR / OpSUDotKHR (the _idot variants).
   bool integer_dot_product = false;
   bool pipeline_statistics = false;  // DeviceOptions::pipeline_statistics, where available
   // The cooperative-matrix extension enabled for matmul_coop.comp (kNone: none). Either one needs

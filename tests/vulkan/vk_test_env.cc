@@ -33,6 +33,9 @@ void VkTestEnv::SetUp() {
   instance_ = *inst;
   DeviceOptions opts;
   opts.pipeline_cache_path = "-";  // tests that need a file make their own device
+  // The integer-dot matvecs wherever the feature is, so lavapipe (which emulates the packed dot
+  // products and so would not get them by default) tests them too.
+  opts.integer_dot_product = true;
   auto dev = MakeTestDevice(instance_, opts);
   if (!dev.ok()) {
     reason_ = dev.status();
@@ -57,7 +60,7 @@ Result<VkTestDevice*> VkTestEnv::fallback() {
     opts.disable_16bit_storage = true;
     opts.disable_8bit_storage = true;
     opts.disable_float16 = true;
-    opts.disable_integer_dot_product = true;
+    opts.integer_dot_product = false;
     auto dev = MakeTestDevice(instance_, opts);
     if (dev.ok()) {
       fallback_ = std::move(*dev);
