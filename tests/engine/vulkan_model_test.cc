@@ -353,10 +353,10 @@ TEST(VulkanBackend, TensorCorePrefillCloseToFp32ForQuantisedWeights) {
 // tokens (the float path's greedy choices) after the same prompt; the prompt itself runs through
 // the prefill matmuls, which have no integer path. A rounded x moves each matvec's output by
 // ~0.3-0.5 % of its size, and these random models carry that through every layer and the attention:
-// lavapipe measured up to 0.28 of the largest logit (the CPU backend's own int8 activations, one
-// scale per 256 values, move them by 0.5-1.0). So the bounds are 0.5 and 56 of 64 greedy choices
-// alike (measured: 63 or 64); the kernel tests bound each matvec tightly, and a broken item or
-// scale here scrambles the logits. The figures are printed for docs/CORRECTNESS.md.
+// lavapipe measured up to 0.28 of the largest logit (the CPU backend's own int8 activations move
+// them about as far: 0.18-0.20 against this float path). So the bounds are 0.5 and 56 of 64 greedy
+// choices alike (measured: 63 or 64); the kernel tests bound each matvec tightly, and a broken item
+// or scale here scrambles the logits. The figures are printed for docs/CORRECTNESS.md.
 TEST(VulkanBackend, IntegerDotDecodeCloseToFloatPath) {
   GARNET_REQUIRE_VULKAN();
   if (!TestDevice()->caps().integer_dot_product) {
