@@ -15,8 +15,8 @@
 // with barriers as a decode pass runs them (with --sweep: per launch shape); --case runs only the
 // --decode shapes whose name contains NAME; --spread spreads their matrix copies over MIB MiB
 // (default 128: a decode pass reads ~2.4 GB, so its matrices are farther apart); --chain only
-// the cost of a dispatch boundary in a chain of dependent matvecs against one persistent dispatch
-// that orders its phases with device counters (RunChain).
+// the cost of a dispatch boundary in a chain of dependent matvecs (also with its weights in L2)
+// against one persistent dispatch that orders its phases with device counters (RunChain).
 // Exit status 1 on any error.
 #include <algorithm>
 #include <chrono>
