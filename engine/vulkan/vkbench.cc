@@ -391,24 +391,19 @@ int RunDecodeShapes(Device& dev, Kernels& kernels, Recorder& rec, Transfer& tran
               }
               break;
             }
-            case Kind::kIdDown: {
+            case Kind::kIdDown:
+            case Kind::kIdGlu: {  // the down projection; kIdGlu: x is [gate | up], GeGLU on load
               MatvecIdShape s;
               s.in = c.in;
               s.out = c.out;
               s.n_experts = n_experts;
               s.n_slots = top;
-              s.x_stride = c.in;
-              CHECK_OK(kernels.MatvecId(rec, c.type, s, w, x, idr, y));
-              break;
-            }
-            case Kind::kIdGlu: {
-              MatvecIdShape s;
-              s.in = c.in;
-              s.out = c.out;
-              s.n_experts = n_experts;
-              s.n_slots = top;
-              s.x_stride = 2 * c.in;
-              CHECK_OK(kernels.MatvecIdGeglu(rec, c.type, s, w, x, idr, c.in, y));
+              s.x_stride = c.kind == Kind::kIdGlu ? 2 * c.in : c.in;
+              if (c.kind == Kind::kIdGlu) {
+                CHECK_OK(kernels.MatvecIdGeglu(rec, c.type, s, w, x, idr, c.in, y));
+              } else {
+                CHECK_OK(kernels.MatvecId(rec, c.type, s, w, x, idr, y));
+              }
               break;
             }
           }

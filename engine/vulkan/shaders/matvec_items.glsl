@@ -136,16 +136,21 @@ float q4k_item16_idot(uint b4, uint u, uvec4 xlq, uvec4 xhq, float x_scale, floa
 // (g 2) and of the second (g 3), with qh bits 2g, 2g + 1 on top; the scale of quadrant g is
 // scales[8h + 2g + l4 / 4]; w = d * scale * (q - 32). xq[g] are those x values. Blocks are 210
 // bytes, so only 2-byte aligned: words are read as 16-bit halves.
-float q6k_item(uint b, uint h, uint l4, vec4 xq[4]) {
+// q6k_words: the item's 6-bit values as four words (byte i of q[g]: quadrant g's weight i, 0..63)
+// and the byte address of quadrant 0's scale (quadrant g's is 2g further).
+uint q6k_words(uint b, uint h, uint l4, out uint q[4]) {
   const uint qa = ld32(b + 64u * h + 4u * l4);
   const uint qb = ld32(b + 64u * h + 32u + 4u * l4);
   const uint qh = ld32(b + 128u + 32u * h + 4u * l4);
-  const uint sb = b + 192u + 8u * h + (l4 >> 2);
-  uint q[4];
   q[0] = (qa & 0x0f0f0f0fu) | ((qh << 4) & 0x30303030u);
   q[1] = (qb & 0x0f0f0f0fu) | ((qh << 2) & 0x30303030u);
   q[2] = ((qa >> 4) & 0x0f0f0f0fu) | (qh & 0x30303030u);
   q[3] = ((qb >> 4) & 0x0f0f0f0fu) | ((qh >> 2) & 0x30303030u);
+  return b + 192u + 8u * h + (l4 >> 2);
+}
+float q6k_item(uint b, uint h, uint l4, vec4 xq[4]) {
+  uint q[4];
+  const uint sb = q6k_words(b, h, l4, q);
   float t = 0.0;
   [[unroll]] for (uint g = 0; g < 4u; ++g) {
     const uvec4 bytes = (uvec4(q[g]) >> uvec4(0u, 8u, 16u, 24u)) & 0xffu;
@@ -167,15 +172,8 @@ float q6k_quantize_x(vec4 xq[4], out uvec4 xp, out ivec4 xsum) {
 }
 // q6k_item with integer dot products: sum_g scale_g * (sum_i q_i x_i - 32 sum_i x_i) in integers.
 float q6k_item_idot(uint b, uint h, uint l4, uvec4 xp, ivec4 xsum, float x_scale) {
-  const uint qa = ld32(b + 64u * h + 4u * l4);
-  const uint qb = ld32(b + 64u * h + 32u + 4u * l4);
-  const uint qh = ld32(b + 128u + 32u * h + 4u * l4);
-  const uint sb = b + 192u + 8u * h + (l4 >> 2);
   uint q[4];
-  q[0] = (qa & 0x0f0f0f0fu) | ((qh << 4) & 0x30303030u);
-  q[1] = (qb & 0x0f0f0f0fu) | ((qh << 2) & 0x30303030u);
-  q[2] = ((qa >> 4) & 0x0f0f0f0fu) | (qh & 0x30303030u);
-  q[3] = ((qb >> 4) & 0x0f0f0f0fu) | ((qh >> 2) & 0x30303030u);
+  const uint sb = q6k_words(b, h, l4, q);
   int t = 0;
   [[unroll]] for (uint g = 0; g < 4u; ++g) {
     t += sext8(ld8(sb + 2u * g)) * (sudot4x8(xp[g], q[g], 0) - 32 * xsum[g]);
