@@ -171,7 +171,8 @@ bool Kernels::SupportsWeightType(GgmlType type) {
 
 namespace {
 // `variant` + "_idot" where the device has integer dot products enabled and that twin exists
-// (the Q4_K decode matvecs: matvec.comp IDOT), else `variant`.
+// (the Q4_K, Q6_K, Q8_0 and Q5_0 decode matvecs and the Q8_0 router: matvec.comp IDOT), else
+// `variant`.
 std::string WithIdot(const DeviceCaps& caps, std::string variant) {
   if (caps.integer_dot_product && FindShader(variant + "_idot") != nullptr) variant += "_idot";
   return variant;
