@@ -15,8 +15,9 @@
 // with barriers as a decode pass runs them (with --sweep: per launch shape); --case runs only the
 // --decode shapes whose name contains NAME; --spread spreads their matrix copies over MIB MiB
 // (default 128: a decode pass reads ~2.4 GB, so its matrices are farther apart); --chain only
-// the cost of a dispatch boundary in a chain of dependent matvecs (also with its weights in L2)
-// against one persistent dispatch that orders its phases with device counters (RunChain).
+// the cost of a dispatch boundary in a chain of dependent matvecs (also with its weights in L2,
+// and with the matvec declaring more shared memory: matvec.comp PAD_PROBE) against one persistent
+// dispatch that orders its phases with device counters (RunChain).
 // Exit status 1 on any error.
 #include <algorithm>
 #include <chrono>
@@ -233,7 +234,8 @@ int RunDecodeShapes(Device& dev, Kernels& kernels, Recorder& rec, Transfer& tran
     kId,
     kIdDown,
     kQkv,
-    kQkvNorm
+    kQkvNorm,
+    kRoute
   };
   struct Case {
     const char* name;
@@ -250,6 +252,8 @@ int RunDecodeShapes(Device& dev, Kernels& kernels, Recorder& rec, Transfer& tran
       {"dense gate.up (norm)", Kind::kGeglu, GgmlType::kQ4_K, H, small ? 256u : 2112u},
       {"dense down", Kind::kPlain, GgmlType::kQ8_0, small ? 256u : 2112u, H},
       {"router (norm)", Kind::kNorm, GgmlType::kBF16, H, small ? 16u : 128u},
+      // The decode router as the backend runs it: the top-8 routing in its last workgroup.
+      {"router, routing", Kind::kRoute, GgmlType::kBF16, H, small ? 16u : 128u},
       {"experts gate|up (norm)", Kind::kIdNorm, GgmlType::kQ4_K, H, small ? 64u : 704u},
       {"experts down (geglu)", Kind::kIdGlu, GgmlType::kQ8_0, small ? 64u : 704u, H},
       {"experts down (geglu)", Kind::kIdGlu, GgmlType::kQ5_0, small ? 64u : 704u, H},
@@ -290,6 +294,11 @@ int RunDecodeShapes(Device& dev, Kernels& kernels, Recorder& rec, Transfer& tran
   const uint64_t max_y = std::max<uint64_t>(uint64_t{top} * 4096 * 2, small ? 2048 : 262144);
   ASSIGN_OR_FAIL(Buffer y, Buffer::Create(dev, max_y * 4, MemoryKind::kScratch));
   ASSIGN_OR_FAIL(Buffer ids, Buffer::Create(dev, id_sets * align, MemoryKind::kScratch));
+  // The router's counter (zero between dispatches), ids and weights.
+  ASSIGN_OR_FAIL(Buffer route, Buffer::Create(dev, 3 * align, MemoryKind::kScratch));
+  const BufferRange r_counter(route, 0, 4), r_ids(route, align, 64 * 4),
+      r_wts(route, 2 * align, 64 * 4);
+  CHECK_OK(rec.Fill(route, 0, route.size(), 0));
   CHECK_OK(rec.Fill(x, 0, x.size(), 0x3c23d70au));  // 0.01
   CHECK_OK(rec.Fill(nw, 0, nw.size(), 0x3f800000u));
   {
@@ -359,6 +368,11 @@ int RunDecodeShapes(Device& dev, Kernels& kernels, Recorder& rec, Transfer& tran
             case Kind::kNorm:
               CHECK_OK(kernels.MatvecNorm(rec, c.type, {c.in, c.out}, BufferRange(w, off, matrix),
                                           x, &nwr, 1e-6f, y));
+              break;
+            case Kind::kRoute:
+              CHECK_OK(kernels.MatvecNormRoute(rec, c.type, {c.in, c.out}, top,
+                                               BufferRange(w, off, matrix), x, &nwr, 1e-6f, nullptr,
+                                               y, r_ids, r_wts, r_counter));
               break;
             case Kind::kNormNoW:
               CHECK_OK(kernels.MatvecNorm(rec, c.type, {c.in, c.out}, BufferRange(w, off, matrix),
@@ -628,6 +642,56 @@ int RunChain(Device& dev, Kernels& kernels, Recorder& rec, Transfer& transfer, b
   ASSIGN_OR_FAIL(const double hot, time_phases(true, true));
   std::printf("chain %u x Q4_K %ux%u, dispatch per phase, one matrix (L2): %7.2f us/phase\n",
               phases, n, n, hot * 1e6 / phases);
+  // (a''') The dependent chain through a copy of the matvec that declares PAD floats of shared
+  // memory (matvec.comp PAD_PROBE; the same code otherwise): every phase the same pipeline, or
+  // phases alternating between two. Whether a change of shared-memory size (an SM's L1 / shared
+  // split) or of pipeline between dependent dispatches costs more than the dispatches alone.
+  if (dev.caps().subgroup_arithmetic && dev.caps().storage_16bit) {
+    const char* pad_variant =
+        dev.caps().integer_dot_product ? "matvec_q4_k_s16_sg_idot_pad" : "matvec_q4_k_s16_sg_pad";
+    const uint32_t big = small ? 2048 : 6144;  // floats (24 KB on the GPU)
+    auto pad_pipe = [&](uint32_t pad) -> Result<const Pipeline*> {
+      PipelineDesc desc{pad_variant, 3, 0b100, 16, {128, 4, 3, pad}, {128, 1, 1}};
+      return dev.pipelines().Get(desc);
+    };
+    struct Mode {
+      const char* name;
+      uint32_t pad_even, pad_odd;
+    };
+    std::vector<Mode> modes = {{"pad 1 every phase", 1, 1},
+                               {"pad 2 every phase", 2, 2},
+                               {"pad 1 / pad 2 alternating", 1, 2},
+                               {"pad 1 / 24 KB alternating", 1, big}};
+    static const char* kPadNames[] = {"1 KB every phase", "2 KB every phase",  "4 KB every phase",
+                                      "8 KB every phase", "12 KB every phase", "16 KB every phase",
+                                      "24 KB every phase"};
+    const uint32_t pads[] = {256, 512, 1024, 2048, 3072, 4096, 6144};
+    for (size_t i = 0; i < std::size(pads); ++i) {
+      if (!small || pads[i] <= big) modes.push_back({kPadNames[i], pads[i], pads[i]});
+    }
+    for (const Mode& m : modes) {
+      ASSIGN_OR_FAIL(const Pipeline* even, pad_pipe(m.pad_even));
+      ASSIGN_OR_FAIL(const Pipeline* odd, pad_pipe(m.pad_odd));
+      double tb = 1e30;
+      for (int rep = 0; rep <= reps; ++rep) {
+        CHECK_OK(reset());
+        const auto t0 = Clock::now();
+        for (uint32_t p = 0; p < phases; ++p) {
+          struct {
+            uint32_t in, out, x_stride, y_stride;
+          } push{n, n, n, n};
+          const BufferRange bindings[] = {BufferRange(wb, p * mat_bytes, mat_bytes),
+                                          BufferRange(act, uint64_t{p} * n * 4, n * 4),
+                                          BufferRange(act, uint64_t{p + 1} * n * 4, n * 4)};
+          CHECK_OK(rec.Dispatch(p % 2 ? *odd : *even, bindings, push, n / 4));
+        }
+        CHECK_OK(rec.SubmitAndWait());
+        if (rep > 0) tb = std::min(tb, Seconds(t0, Clock::now()));
+      }
+      std::printf("chain %u x Q4_K %ux%u, dispatch per phase, %-28s: %7.2f us/phase\n", phases, n,
+                  n, m.name, tb * 1e6 / phases);
+    }
+  }
   // (b) One dispatch.
   const uint32_t sms = small ? 4 : 132;
   struct Variant {

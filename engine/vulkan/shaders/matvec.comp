@@ -94,6 +94,13 @@ layout(binding = 3, std430) readonly buffer IdBuf { int ids[]; };
 #endif
 layout(constant_id = 1) const uint NROWS = 1;
 layout(constant_id = 2) const uint VEC = 0;
+#ifdef PAD_PROBE
+// garnet-vkbench --chain only: PAD floats of shared memory the kernel declares (and touches only
+// when out is 0xffffffff, never in the probe), to see what a change of a dispatch's shared
+// memory size costs next to the same code.
+layout(constant_id = 3) const uint PAD = 1;
+shared float pad_probe[PAD];
+#endif
 #ifdef GEGLU
 const uint NR = 2u * NROWS;  // accumulators: NROWS gate rows, then the same NROWS up rows
 #else
@@ -407,6 +414,13 @@ void main() {
 #else
   for (uint r = 0; r < NROWS; ++r) {
     if (tid == 0 && row0 + r < p.out_) y[vec * p.y_stride + row0 + r] = acc[r];
+  }
+#endif
+#ifdef PAD_PROBE
+  if (p.out_ == 0xffffffffu) {  // uniform; never taken by the probe
+    pad_probe[tid % PAD] = acc[0];
+    barrier();
+    y[tid] = pad_probe[(tid + 1u) % PAD];
   }
 #endif
 #ifdef ROUTE
