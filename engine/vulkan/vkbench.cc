@@ -25,6 +25,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -609,16 +610,20 @@ int RunChain(Device& dev, Kernels& kernels, Recorder& rec, Transfer& transfer, b
     }
     return rec.SubmitAndWait();
   };
-  // Best of `reps` timed runs (after one untimed) of record_phases(...), in seconds.
-  auto time_phases = [&](bool dependent, bool hot = false) -> Result<double> {
+  // Best of `reps` timed runs (after one untimed) of run(), which records and submits the
+  // phases, in seconds.
+  auto best_of = [&](const std::function<Status()>& run) -> Result<double> {
     double best = 1e30;
     for (int rep = 0; rep <= reps; ++rep) {
       GARNET_RETURN_IF_ERROR(reset());
       const auto t0 = Clock::now();
-      GARNET_RETURN_IF_ERROR(record_phases(dependent, hot));
+      GARNET_RETURN_IF_ERROR(run());
       if (rep > 0) best = std::min(best, Seconds(t0, Clock::now()));
     }
     return best;
+  };
+  auto time_phases = [&](bool dependent, bool hot = false) -> Result<double> {
+    return best_of([&] { return record_phases(dependent, hot); });
   };
   // The GPU idles at a low clock and ramps up over ~0.2 s of work (round 10 of docs/PERF.md):
   // keep it busy for a second before measuring.
@@ -651,45 +656,41 @@ int RunChain(Device& dev, Kernels& kernels, Recorder& rec, Transfer& transfer, b
         dev.caps().integer_dot_product ? "matvec_q4_k_s16_sg_idot_pad" : "matvec_q4_k_s16_sg_pad";
     const uint32_t big = small ? 2048 : 6144;  // floats (24 KB on the GPU)
     auto pad_pipe = [&](uint32_t pad) -> Result<const Pipeline*> {
+      // 128 x 4 rows, VEC 3: the rows (144-byte blocks), the matrices and the activations all
+      // start at multiples of 16 bytes.
       PipelineDesc desc{pad_variant, 3, 0b100, 16, {128, 4, 3, pad}, {128, 1, 1}};
       return dev.pipelines().Get(desc);
     };
     struct Mode {
-      const char* name;
+      std::string name;
       uint32_t pad_even, pad_odd;
     };
+    auto kb = [](uint32_t floats) { return std::to_string(floats / 256) + " KB"; };
     std::vector<Mode> modes = {{"pad 1 every phase", 1, 1},
                                {"pad 2 every phase", 2, 2},
                                {"pad 1 / pad 2 alternating", 1, 2},
-                               {"pad 1 / 24 KB alternating", 1, big}};
-    static const char* kPadNames[] = {"1 KB every phase", "2 KB every phase",  "4 KB every phase",
-                                      "8 KB every phase", "12 KB every phase", "16 KB every phase",
-                                      "24 KB every phase"};
-    const uint32_t pads[] = {256, 512, 1024, 2048, 3072, 4096, 6144};
-    for (size_t i = 0; i < std::size(pads); ++i) {
-      if (!small || pads[i] <= big) modes.push_back({kPadNames[i], pads[i], pads[i]});
+                               {"pad 1 / " + kb(big) + " alternating", 1, big}};
+    for (uint32_t pad : {256u, 512u, 1024u, 2048u, 3072u, 4096u, 6144u}) {
+      if (pad <= big) modes.push_back({kb(pad) + " every phase", pad, pad});
     }
     for (const Mode& m : modes) {
       ASSIGN_OR_FAIL(const Pipeline* even, pad_pipe(m.pad_even));
       ASSIGN_OR_FAIL(const Pipeline* odd, pad_pipe(m.pad_odd));
-      double tb = 1e30;
-      for (int rep = 0; rep <= reps; ++rep) {
-        CHECK_OK(reset());
-        const auto t0 = Clock::now();
-        for (uint32_t p = 0; p < phases; ++p) {
-          struct {
-            uint32_t in, out, x_stride, y_stride;
-          } push{n, n, n, n};
-          const BufferRange bindings[] = {BufferRange(wb, p * mat_bytes, mat_bytes),
-                                          BufferRange(act, uint64_t{p} * n * 4, n * 4),
-                                          BufferRange(act, uint64_t{p + 1} * n * 4, n * 4)};
-          CHECK_OK(rec.Dispatch(p % 2 ? *odd : *even, bindings, push, n / 4));
-        }
-        CHECK_OK(rec.SubmitAndWait());
-        if (rep > 0) tb = std::min(tb, Seconds(t0, Clock::now()));
-      }
+      ASSIGN_OR_FAIL(
+          const double tb, best_of([&]() -> Status {
+            for (uint32_t p = 0; p < phases; ++p) {
+              struct {
+                uint32_t in, out, x_stride, y_stride;
+              } push{n, n, n, n};
+              const BufferRange bindings[] = {BufferRange(wb, p * mat_bytes, mat_bytes),
+                                              BufferRange(act, uint64_t{p} * n * 4, n * 4),
+                                              BufferRange(act, uint64_t{p + 1} * n * 4, n * 4)};
+              GARNET_RETURN_IF_ERROR(rec.Dispatch(p % 2 ? *odd : *even, bindings, push, n / 4));
+            }
+            return rec.SubmitAndWait();
+          }));
       std::printf("chain %u x Q4_K %ux%u, dispatch per phase, %-28s: %7.2f us/phase\n", phases, n,
-                  n, m.name, tb * 1e6 / phases);
+                  n, m.name.c_str(), tb * 1e6 / phases);
     }
   }
   // (b) One dispatch.
