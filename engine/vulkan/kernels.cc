@@ -131,7 +131,11 @@ Result<std::unique_ptr<Kernels>> Kernels::Create(Device& device) {
 
 Status Kernels::SetMatvecLaunch(uint32_t workgroup, uint32_t rows_per_group) {
   const bool pow2 = workgroup != 0 && (workgroup & (workgroup - 1)) == 0;
-  if (!pow2 || workgroup < 32 || workgroup > 1024 ||
+  // Other multiples of the subgroup size only where the reductions use subgroups (the
+  // shared-memory tree halves a power of two).
+  const bool sg_multiple = device_.caps().subgroup_arithmetic && device_.info().subgroup_size &&
+                           workgroup % device_.info().subgroup_size == 0;
+  if (!(pow2 || sg_multiple) || workgroup < 32 || workgroup > 1024 ||
       workgroup > device_.info().max_workgroup_invocations ||
       workgroup < device_.info().subgroup_size || rows_per_group < 1 || rows_per_group > 8) {
     return Status::InvalidArgument("matvec launch", "workgroup " + std::to_string(workgroup) +

@@ -140,8 +140,9 @@ class Kernels {
   // is absent. The Device must outlive this object.
   static Result<std::unique_ptr<Kernels>> Create(Device& device);
 
-  // Matvec launch shape: workgroup size (power of two, 32..1024, at least the subgroup size)
-  // and weight rows per workgroup (1..8). The default is automatic (MatvecWg, MatvecRows): 4 rows
+  // Matvec launch shape: workgroup size (32..1024, at least the subgroup size; a power of two,
+  // or with subgroup arithmetic any multiple of the subgroup size) and weight rows per workgroup
+  // (1..8). The default is automatic (MatvecWg, MatvecRows): 4 rows
   // (each x chunk is loaded once for 4 rows), 128 invocations, 32 for the experts' GeGLU down
   // projections and matrices of 32768+ rows (garnet-vkbench --decode --sweep on an H200; Q8_0
   // ones take 64 x 8 in Matvec, 9 % faster on e4b's head), and a

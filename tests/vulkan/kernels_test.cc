@@ -531,8 +531,9 @@ TEST_P(KernelTest, MatvecGegluGateUpGeluInOneDispatch) {
 }
 
 TEST_P(KernelTest, MatvecOtherLaunchShapesAgree) {
-  // Several rows per workgroup (with a partial last group) and another workgroup size give the
-  // same results as the default launch.
+  // Several rows per workgroup (with a partial last group) and other workgroup sizes give the
+  // same results as the default launch; with subgroup reductions also a size that is a multiple
+  // of the subgroup size but not a power of two (96).
   const uint32_t in = 256, out = 29;
   for (GgmlType type : {GgmlType::kQ8_0, GgmlType::kQ4_K, GgmlType::kF16}) {
     const std::vector<uint8_t> w = RandomWeights(type, in, out, 77);
@@ -544,7 +545,9 @@ TEST_P(KernelTest, MatvecOtherLaunchShapesAgree) {
                                 Buffer::Create(*d_->device, out * 4, MemoryKind::kScratch));
     std::vector<std::vector<float>> ys;
     const uint32_t wg = std::max(32u, d_->device->info().subgroup_size);
-    for (auto [g, rows] : {std::pair{64u, 1u}, std::pair{wg, 3u}, std::pair{128u, 2u}}) {
+    std::vector<std::pair<uint32_t, uint32_t>> launches = {{64u, 1u}, {wg, 3u}, {128u, 2u}};
+    if (d_->device->caps().subgroup_arithmetic) launches.emplace_back(96u, 4u);
+    for (auto [g, rows] : launches) {
       GARNET_ASSERT_OK(k().SetMatvecLaunch(g, rows));
       GARNET_ASSERT_OK(k().Matvec(rec(), type, {in, out}, bw, bx, by));
       GARNET_ASSERT_OK(rec().SubmitAndWait());
@@ -559,7 +562,10 @@ TEST_P(KernelTest, MatvecOtherLaunchShapesAgree) {
       }
     }
   }
-  EXPECT_TRUE(k().SetMatvecLaunch(48, 1).IsInvalidArgument());
+  EXPECT_TRUE(k().SetMatvecLaunch(33, 1).IsInvalidArgument());
+  // A multiple of the subgroup size that is no power of two needs the subgroup reductions.
+  EXPECT_EQ(k().SetMatvecLaunch(96, 1).ok(), d_->device->caps().subgroup_arithmetic);
+  GARNET_ASSERT_OK(k().SetMatvecLaunch(64, 4));
   EXPECT_TRUE(k().SetMatvecLaunch(64, 0).IsInvalidArgument());
   EXPECT_TRUE(k().SetMatvecLaunch(64, 9).IsInvalidArgument());
 }
