@@ -1012,6 +1012,46 @@ Status Kernels::Softcap(Recorder& rec, uint32_t n, float cap, const BufferRange&
   return rec.Dispatch(*p, bindings, push, gx, gy);
 }
 
+namespace {
+// ArgmaxRows: stage-0 workgroups per row (at most the workgroup size: stage 1 reduces them in
+// one workgroup) and their size. 128 chunks of 2048 cover a 262144-logit row.
+constexpr uint32_t kArgmaxWg = 256;
+constexpr uint32_t kArgmaxGroups = 128;
+}  // namespace
+
+uint64_t Kernels::ArgmaxScratchBytes(uint32_t rows) {
+  return uint64_t{rows} * kArgmaxGroups * 8;
+}
+
+Status Kernels::ArgmaxRows(Recorder& rec, uint32_t n, uint32_t rows, const BufferRange& x,
+                           const BufferRange& partials, const BufferRange& out) {
+  const std::string op = "argmax";
+  if (n == 0 || rows == 0) return Status::InvalidArgument(op, "empty shape");
+  if (rows > device_.info().max_workgroup_count[0] ||
+      rows > device_.info().max_workgroup_count[1]) {
+    return Status::InvalidArgument(op, std::to_string(rows) + " rows for one dispatch");
+  }
+  GARNET_RETURN_IF_ERROR(Need(x, uint64_t{n} * rows * 4, op, "x"));
+  GARNET_RETURN_IF_ERROR(Need(partials, ArgmaxScratchBytes(rows), op, "partials"));
+  GARNET_RETURN_IF_ERROR(Need(out, uint64_t{rows} * 4, op, "out"));
+  // Chunks of whole workgroup rounds; fewer groups when the row is short.
+  const uint32_t per = (n + kArgmaxGroups - 1) / kArgmaxGroups;
+  const uint32_t chunk = (per + kArgmaxWg - 1) / kArgmaxWg * kArgmaxWg;
+  const uint32_t groups = (n + chunk - 1) / chunk;
+  struct {
+    uint32_t n, rows, groups, chunk, stage;
+  } push{n, rows, groups, chunk, 0};
+  PipelineDesc first{"argmax", 3, 0b010, 20, {kArgmaxWg}, {kArgmaxWg, 1, 1}};
+  GARNET_ASSIGN_OR_RETURN(const Pipeline* p0, device_.pipelines().Get(first));
+  const BufferRange part(*partials.buffer, partials.offset, ArgmaxScratchBytes(rows));
+  const BufferRange bindings[] = {x, part, out};
+  GARNET_RETURN_IF_ERROR(rec.Dispatch(*p0, bindings, push, groups, rows));
+  push.stage = 1;
+  PipelineDesc second{"argmax", 3, 0b100, 20, {kArgmaxWg}, {kArgmaxWg, 1, 1}};
+  GARNET_ASSIGN_OR_RETURN(const Pipeline* p1, device_.pipelines().Get(second));
+  return rec.Dispatch(*p1, bindings, push, rows, 1);
+}
+
 Status Kernels::GetRows(Recorder& rec, GgmlType type, uint32_t in, uint32_t n_rows,
                         uint32_t n_tokens, uint32_t y_stride, float scale, const BufferRange& w,
                         const BufferRange& ids, const BufferRange& y) {

@@ -298,6 +298,15 @@ class Kernels {
                  const BufferRange& y);
   // y = cap * tanh(x / cap) over n elements. y may equal x.
   Status Softcap(Recorder& rec, uint32_t n, float cap, const BufferRange& x, const BufferRange& y);
+  // The greedy pick of each of `rows` rows of n floats (x row-major): the lowest index holding
+  // the row's largest value, NaN and -inf never winning, -1 (0xffffffff) when no value
+  // qualifies: sampling::GreedyPick's rule, so a pick on the device equals the host's over the
+  // same logits. Two dispatches (per-chunk bests, then one workgroup per row) with a barrier
+  // between; `partials` holds ArgmaxScratchBytes(rows) bytes; out receives `rows` int32.
+  // InvalidArgument for an empty shape, too many rows for one dispatch or short ranges.
+  Status ArgmaxRows(Recorder& rec, uint32_t n, uint32_t rows, const BufferRange& x,
+                    const BufferRange& partials, const BufferRange& out);
+  static uint64_t ArgmaxScratchBytes(uint32_t rows);
 
   // Online-softmax attention of n_tokens queries (positions in `pos`, int32) over an f16 K/V
   // ring cache; see shaders/attn_decode.comp for the exact formula and layouts. When

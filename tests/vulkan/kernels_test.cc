@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <initializer_list>
+#include <limits>
 #include <memory>
 #include <numeric>
 #include <random>
@@ -1275,6 +1276,71 @@ TEST_P(KernelTest, GeluMulAndSoftcap) {
   for (float v : y) ASSERT_FALSE(std::isnan(v));
   ExpectClose(y, want, scale, 1e-5, 1e-12, "gelu_mul");
   ExpectClose(c, cwant, cscale, 1e-5, 1e-12, "softcap");
+}
+
+// The greedy pick's rule (sampling::GreedyPick): the lowest index of the largest value, NaN and
+// -inf never winning, -1 when nothing qualifies.
+int32_t ReferencePick(const float* v, uint32_t n) {
+  int32_t best = -1;
+  for (uint32_t i = 0; i < n; ++i) {
+    if (!(v[i] > -std::numeric_limits<float>::infinity())) continue;
+    if (best < 0 || v[i] > v[best]) best = static_cast<int32_t>(i);
+  }
+  return best;
+}
+
+TEST_P(KernelTest, ArgmaxRowsPicksAsTheSampler) {
+  const float kNan = std::numeric_limits<float>::quiet_NaN();
+  const float kInf = std::numeric_limits<float>::infinity();
+  struct Case {
+    uint32_t n, rows;
+  };
+  // Short rows, a row over 128 chunks of 2048 (the stage-0 chunk grows) and single values.
+  for (const Case c : {Case{1003, 5}, Case{300001, 2}, Case{1, 3}, Case{262144, 1}}) {
+    std::vector<float> x = RandomFloats(size_t{c.n} * c.rows, 950 + c.n, -30, 30);
+    auto row = [&](uint32_t r) { return x.data() + size_t{r} * c.n; };
+    if (c.rows >= 2 && c.n > 10) {  // ties for the largest value, NaNs before and between them
+      float* r1 = row(1);
+      r1[0] = kNan;
+      r1[c.n / 3] = 100.0f;
+      r1[c.n / 3 + 1] = kNan;
+      r1[c.n - 1] = 100.0f;
+      r1[c.n / 2] = 100.0f;
+    }
+    if (c.rows >= 3) {  // nothing qualifies: NaN and -inf only
+      float* r2 = row(2);
+      for (uint32_t i = 0; i < c.n; ++i) r2[i] = i % 2 ? kNan : -kInf;
+    }
+    if (c.rows >= 4) {  // +inf wins, the first of two
+      row(3)[c.n - 2] = kInf;
+      row(3)[7] = kInf;
+    }
+    if (c.rows >= 5) row(4)[c.n - 1] = 1000.0f;  // the last element, in the last chunk
+    if (c.rows == 2 && c.n > 10) row(0)[c.n - 1] = 99.0f;
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bx, UploadFloats(*d_, x));
+    GARNET_ASSERT_OK_AND_ASSIGN(
+        Buffer bp,
+        Buffer::Create(*d_->device, Kernels::ArgmaxScratchBytes(c.rows), MemoryKind::kScratch));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bo,
+                                Buffer::Create(*d_->device, c.rows * 4, MemoryKind::kScratch));
+    GARNET_ASSERT_OK(k().ArgmaxRows(rec(), c.n, c.rows, bx, bp, bo));
+    GARNET_ASSERT_OK(rec().SubmitAndWait());
+    GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> raw, DownloadFloats(*d_, bo, c.rows));
+    for (uint32_t r = 0; r < c.rows; ++r) {
+      int32_t got = 0;
+      std::memcpy(&got, &raw[r], 4);
+      EXPECT_EQ(got, ReferencePick(row(r), c.n)) << "n " << c.n << " row " << r;
+    }
+    if (c.n == 1003) {
+      EXPECT_EQ(ReferencePick(row(1), c.n), static_cast<int32_t>(c.n / 3));
+      EXPECT_EQ(ReferencePick(row(2), c.n), -1);
+      EXPECT_EQ(ReferencePick(row(3), c.n), 7);
+    }
+  }
+  GARNET_ASSERT_OK_AND_ASSIGN(Buffer b, Buffer::Create(*d_->device, 1 << 12, MemoryKind::kScratch));
+  EXPECT_TRUE(k().ArgmaxRows(rec(), 0, 1, b, b, b).IsInvalidArgument());
+  EXPECT_TRUE(k().ArgmaxRows(rec(), 64, 1, BufferRange(b, 0, 128), b, b).IsInvalidArgument());
+  EXPECT_TRUE(k().ArgmaxRows(rec(), 64, 1, b, BufferRange(b, 0, 64), b).IsInvalidArgument());
 }
 
 // One attention problem: its shape, positions and random Q (float) and K, V (f16) data.
