@@ -45,6 +45,11 @@ class Backend {
   // consecutive increasing positions. `logits` receives one n_vocab row per item with
   // logits = true, in item order.
   virtual Status ForwardBatch(std::span<const BatchItem> items, float* logits) = 0;
+  // ForwardBatch for a caller that needs only the greedy pick (sampling::GreedyPick) of each
+  // item with logits = true: `picks` receives one id per such item, in item order (-1 where no
+  // logit qualifies), and no logits row is returned. The CPU backend picks from its logits on
+  // the host; the Vulkan backend picks on the device and reads back only the ids.
+  virtual Status ForwardBatchPicks(std::span<const BatchItem> items, int32_t* picks) = 0;
 };
 
 }  // namespace garnet::model

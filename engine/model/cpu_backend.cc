@@ -3,6 +3,8 @@
 #include <string>
 #include <vector>
 
+#include "engine/model/sampler.h"
+
 namespace garnet::model {
 namespace {
 
@@ -112,6 +114,18 @@ Status CpuBackend::ForwardBatch(std::span<const BatchItem> items, float* logits)
   if (logits == nullptr) out_rows.clear();
   return Run(tokens.data(), rows.data(), T, out_rows.data(), static_cast<int64_t>(out_rows.size()),
              logits);
+}
+
+Status CpuBackend::ForwardBatchPicks(std::span<const BatchItem> items, int32_t* picks) {
+  size_t n = 0;
+  for (const BatchItem& it : items) n += it.logits ? 1 : 0;
+  pick_rows_.resize(n * p_.n_vocab);
+  GARNET_RETURN_IF_ERROR(ForwardBatch(items, pick_rows_.data()));
+  for (size_t i = 0; i < n; ++i) {
+    picks[i] = sampling::GreedyPick(
+        std::span<const float>(pick_rows_).subspan(i * p_.n_vocab, p_.n_vocab));
+  }
+  return Status::OK();
 }
 
 Status CpuBackend::Run(const int32_t* tokens, const Row* rows, int64_t T, const int64_t* logit_rows,

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <memory>
+#include <vector>
 
 #include "engine/cpu/thread_pool.h"
 #include "engine/gguf/gemma4.h"
@@ -39,6 +40,7 @@ class CpuBackend final : public Backend {
   Status Forward(BackendSequence* seq, const int32_t* tokens, int64_t T, int64_t pos0,
                  bool all_logits, float* logits) override;
   Status ForwardBatch(std::span<const BatchItem> items, float* logits) override;
+  Status ForwardBatchPicks(std::span<const BatchItem> items, int32_t* picks) override;
 
   uint64_t KvBytesPerSequence() const;
   // Bytes of the forward pass's scratch arena (plan::HostScratchBytes).
@@ -56,6 +58,7 @@ class CpuBackend final : public Backend {
   CpuBackendOptions opt_;
   cpu::ThreadPool pool_;
   std::unique_ptr<CpuLayers> layers_;  // its scratch: plan::HostScratchLayout(.., layers=true)
+  std::vector<float> pick_rows_;       // ForwardBatchPicks' logits rows, reused
 };
 
 }  // namespace garnet::model

@@ -25,6 +25,11 @@ double Now() {
 
 Sequence::~Sequence() = default;
 
+int32_t Sequence::greedy_pick() const {
+  if (has_pick_) return pick_;
+  return logits_.empty() ? -1 : sampling::GreedyPick(logits());
+}
+
 std::span<const float> Sequence::logits() const {
   if (logits_.empty()) return {};
   return std::span<const float>(logits_).subspan(logits_.size() - static_cast<size_t>(n_vocab_));
@@ -224,21 +229,32 @@ Status Engine::Feed(Sequence& seq, std::span<const int32_t> tokens, bool all_log
     }
   }
   const int64_t V = params_.n_vocab;
+  const bool pick = seq.pick_mode_ && !all_logits;
   // Every row of `out` is written by the backend below, so the spare buffer's old contents need
   // no clearing; on an error it goes back to being the spare and logits_ stays as it was.
   std::vector<float> out = std::move(seq.spare_);
-  out.resize(static_cast<size_t>((all_logits ? n : 1) * V));
+  out.resize(static_cast<size_t>(pick ? 0 : (all_logits ? n : 1) * V));
+  int32_t picked = -1;
+  std::vector<model::BatchItem> items;
   for (int64_t b = 0; b < n; b += options_.n_ubatch) {
     const int64_t T = std::min(options_.n_ubatch, n - b);
     const bool last = b + T == n;
-    float* dst = nullptr;
-    if (all_logits) {
-      dst = out.data() + b * V;
-    } else if (last) {
-      dst = out.data();
-    }
     Status s;
-    {
+    if (pick && last) {  // the last chunk as a batch of this sequence's tokens, the last picked
+      items.resize(static_cast<size_t>(T));
+      for (int64_t t = 0; t < T; ++t) {
+        items[static_cast<size_t>(t)] = {seq.state_.get(), tokens[static_cast<size_t>(b + t)],
+                                         seq.n_past() + b + t, t + 1 == T};
+      }
+      std::lock_guard<std::mutex> lock(forward_mu_);
+      s = backend_->ForwardBatchPicks(items, &picked);
+    } else {
+      float* dst = nullptr;
+      if (all_logits) {
+        dst = out.data() + b * V;
+      } else if (last) {
+        dst = out.data();
+      }
       std::lock_guard<std::mutex> lock(forward_mu_);
       s = backend_->Forward(seq.state_.get(), tokens.data() + b, T, seq.n_past() + b, all_logits,
                             dst);
@@ -249,8 +265,15 @@ Status Engine::Feed(Sequence& seq, std::span<const int32_t> tokens, bool all_log
     }
   }
   seq.tokens_.insert(seq.tokens_.end(), tokens.begin(), tokens.end());
-  std::swap(seq.logits_, out);
-  seq.spare_ = std::move(out);
+  seq.has_pick_ = pick;
+  seq.pick_ = picked;
+  if (pick) {
+    seq.spare_ = std::move(out);
+    seq.logits_.clear();  // keeps its storage for a later feed with logits
+  } else {
+    std::swap(seq.logits_, out);
+    seq.spare_ = std::move(out);
+  }
   return Status::OK();
 }
 
@@ -274,9 +297,15 @@ Status Engine::Step(std::span<Sequence* const> seqs, std::span<const int32_t> to
   }
   const int64_t V = params_.n_vocab;
   const size_t n = seqs.size();
+  // Only picks when every sequence wants only its pick; otherwise logits for all, and the
+  // picking sequences' picks taken from them on the host.
+  const bool picks_only =
+      std::all_of(seqs.begin(), seqs.end(), [](const Sequence* s) { return s->pick_mode_; });
   // Reused across steps on this thread (the daemon's decode batcher steps every token).
   thread_local std::vector<float> out;
-  out.resize(n * static_cast<size_t>(V));
+  thread_local std::vector<int32_t> picks;
+  out.resize(picks_only ? 0 : n * static_cast<size_t>(V));
+  picks.assign(n, -1);
   for (size_t b = 0; b < n; b += static_cast<size_t>(options_.n_ubatch)) {
     const size_t m = std::min(n - b, static_cast<size_t>(options_.n_ubatch));
     std::vector<model::BatchItem> items(m);
@@ -285,12 +314,24 @@ Status Engine::Step(std::span<Sequence* const> seqs, std::span<const int32_t> to
       items[i] = {s->state_.get(), tokens[b + i], s->n_past(), true};
     }
     std::lock_guard<std::mutex> lock(forward_mu_);
-    GARNET_RETURN_IF_ERROR(backend_->ForwardBatch(items, out.data() + b * V));
+    if (picks_only) {
+      GARNET_RETURN_IF_ERROR(backend_->ForwardBatchPicks(items, picks.data() + b));
+    } else {
+      GARNET_RETURN_IF_ERROR(backend_->ForwardBatch(items, out.data() + b * V));
+    }
   }
   for (size_t i = 0; i < n; ++i) {
-    seqs[i]->tokens_.push_back(tokens[i]);
-    seqs[i]->logits_.assign(out.begin() + static_cast<std::ptrdiff_t>(i * V),
-                            out.begin() + static_cast<std::ptrdiff_t>((i + 1) * V));
+    Sequence& s = *seqs[i];
+    s.tokens_.push_back(tokens[i]);
+    if (picks_only) {
+      s.logits_.clear();
+      s.has_pick_ = true;
+      s.pick_ = picks[i];
+      continue;
+    }
+    s.logits_.assign(out.begin() + static_cast<std::ptrdiff_t>(i * V),
+                     out.begin() + static_cast<std::ptrdiff_t>((i + 1) * V));
+    s.has_pick_ = false;
   }
   return Status::OK();
 }
@@ -306,17 +347,27 @@ Result<GenerateResult> Engine::Generate(Sequence& seq, std::span<const int32_t> 
                                         const GenerateRequest& req, const TokenCallback& on_token,
                                         const FeedOne& feed_one) {
   GenerateResult res;
+  sampling::Sampler sampler(req.sampler);
+  // A plain greedy sampler needs only each step's pick: the backend makes it (on the device for
+  // Vulkan) instead of returning a logits row per token.
+  const bool pick = sampler.PlainGreedy();
+  seq.set_greedy_pick_mode(pick);
   const double t0 = Now();
   GARNET_RETURN_IF_ERROR(Feed(seq, prompt));
   const double t1 = Now();
   res.timing.prompt_tokens = static_cast<int64_t>(prompt.size());
   res.timing.prompt_seconds = t1 - t0;
-  if (seq.logits().empty()) {
+  if (seq.n_past() == 0) {
     return Status::FailedPrecondition("generate", "empty prompt on an empty sequence");
+  }
+  if (!pick && seq.logits().empty()) {
+    return Status::FailedPrecondition(
+        "generate",
+        "empty prompt and the sequence holds no logits (its last feed made only a "
+        "greedy pick); feed at least one token");
   }
   std::vector<int32_t> stops = req.stop_ids;
   if (stops.empty() && tokenizer_) stops = chat::StopTokenIds(*tokenizer_);
-  sampling::Sampler sampler(req.sampler);
   std::unique_ptr<tok::StreamDecoder> decoder;
   if (tokenizer_) decoder = std::make_unique<tok::StreamDecoder>(tokenizer_.get());
   chat::StopMatcher matcher(req.stop_strings);
@@ -327,7 +378,7 @@ Result<GenerateResult> Engine::Generate(Sequence& seq, std::span<const int32_t> 
       res.finish = FinishReason::kCancelled;
       break;
     }
-    const int32_t tok = sampler.Sample(seq.logits());
+    const int32_t tok = pick ? seq.greedy_pick() : sampler.Sample(seq.logits());
     if (tok < 0) return Status::Internal("generate", "sampler found no token (all banned?)");
     if (i == 0) {
       t_first = Now();

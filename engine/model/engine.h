@@ -108,10 +108,20 @@ class Sequence {
   ~Sequence();
   int64_t n_past() const { return static_cast<int64_t>(tokens_.size()); }
   const std::vector<int32_t>& tokens() const { return tokens_; }
-  // Logits of the last fed token (n_vocab values); empty before any Feed.
+  // Logits of the last fed token (n_vocab values); empty before any Feed, and after a feed in
+  // greedy-pick mode.
   std::span<const float> logits() const;
   // Every row of the last Feed with all_logits (row-major [tokens, n_vocab]).
   std::span<const float> all_logits() const { return logits_; }
+  // Greedy-pick mode: Feed (without all_logits) and Step compute only the greedy pick of the new
+  // last token, not its logits, for a caller that samples greedily without bias or penalties
+  // (sampling::Sampler::PlainGreedy; Generate sets it so). On the Vulkan backend the pick is made
+  // on the device and no 1 MiB logits row is read back per token. Off by default.
+  void set_greedy_pick_mode(bool on) { pick_mode_ = on; }
+  bool greedy_pick_mode() const { return pick_mode_; }
+  // sampling::GreedyPick of the last fed token's logits: the pick of the last feed in
+  // greedy-pick mode, else computed from logits(); -1 before any Feed.
+  int32_t greedy_pick() const;
 
  private:
   friend class Engine;
@@ -123,6 +133,9 @@ class Sequence {
   // allocate, fault in and free n_vocab floats (1 MiB for Gemma 4) per token.
   std::vector<float> spare_;
   int64_t n_vocab_ = 0;
+  bool pick_mode_ = false;
+  bool has_pick_ = false;  // pick_ holds the last feed's greedy pick (logits_ may be empty)
+  int32_t pick_ = -1;
 };
 
 enum class FinishReason { kStopToken, kStopString, kMaxTokens, kCancelled, kContextFull };

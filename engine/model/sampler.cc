@@ -108,6 +108,20 @@ double Sampler::NextUniform() {
   return static_cast<double>(NextU64() >> 11) * 0x1.0p-53;
 }
 
+int32_t GreedyPick(std::span<const float> logits) {
+  const float* row = logits.data();
+  const float m = MaxValue(row, logits.size());
+  if (!(m > -std::numeric_limits<float>::infinity())) return -1;
+  return static_cast<int32_t>(std::find(row, row + logits.size(), m) - row);
+}
+
+bool Sampler::PlainGreedy() const {
+  const bool penalties = params_.penalty_last_n > 0 &&
+                         (params_.repeat_penalty != 1.0f || params_.presence_penalty != 0.0f ||
+                          params_.frequency_penalty != 0.0f);
+  return params_.temperature <= 0.0f && params_.logit_bias.empty() && !penalties;
+}
+
 void Sampler::Accept(int32_t token) {
   if (params_.penalty_last_n <= 0) return;
   recent_.push_back(token);
@@ -145,12 +159,7 @@ int32_t Sampler::Sample(std::span<const float> logits) {
     }
   }
   const float kNegInf = -std::numeric_limits<float>::infinity();
-  if (params_.temperature <= 0.0f) {
-    // Greedy: the first id holding the largest logit (NaN and -inf never win).
-    const float m = MaxValue(row, logits.size());
-    if (!(m > kNegInf)) return -1;
-    return static_cast<int32_t>(std::find(row, row + n, m) - row);
-  }
+  if (params_.temperature <= 0.0f) return GreedyPick(std::span<const float>(row, logits.size()));
   // The candidates, best first, and the softmax normaliser over what the distribution covers:
   // the top k with top_k, else the whole vocabulary, of which only the sorted prefix that top-p,
   // min-p or the draw reaches is selected (TopK with a growing k; a full sort of 262144 logits

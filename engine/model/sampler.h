@@ -39,6 +39,11 @@ struct SamplerParams {
   static SamplerParams GemmaDefaults(uint64_t seed = 0);
 };
 
+// The greedy pick of a logits row: the lowest id holding the largest logit; NaN and -inf never
+// win; -1 when no logit qualifies (or the row is empty). What Sample() returns at temperature
+// <= 0 without bias or penalties, and what a backend's device-side pick computes.
+int32_t GreedyPick(std::span<const float> logits);
+
 class Sampler {
  public:
   explicit Sampler(SamplerParams params);
@@ -53,6 +58,9 @@ class Sampler {
   void Reset();
 
   const SamplerParams& params() const { return params_; }
+  // Whether Sample() is exactly GreedyPick of the logits: temperature <= 0, no logit bias, no
+  // penalty that changes a logit. Generation then needs only the pick, not the logits row.
+  bool PlainGreedy() const;
 
  private:
   uint64_t NextU64();

@@ -175,6 +175,7 @@ struct VulkanBackend::Impl {
   // none), replayed while that sequence decodes. Recorded through `rec` swapped with it.
   std::unique_ptr<vk::Recorder> graph;
   uint64_t graph_seq = 0;
+  bool graph_picks = false;      // the kept pass ends in the greedy pick, not the logits
   bool recording_graph = false;  // kv_first comes from the positions buffer (AttentionDecode)
   // Decode with opt.prenorm: the "prenorm" region already holds attn_norm(hidden) for the layer
   // recorded next (its predecessor's last residual update wrote it); else that layer writes it.
@@ -273,9 +274,16 @@ struct VulkanBackend::Impl {
   // matvecs with pre_ffw_norm_2 and GeGLU folded in; with `xn`, the gate|up matvec reads that
   // already normalised input instead) into moe_down, one row per slot.
   Status RecordExperts(const LayerRefs& lr, uint32_t T, bool fused, const BufferRange* xn);
-  Status RecordHead(uint32_t T, uint32_t n_rows);
+  // The output head for n_rows rows; with `picks`, their greedy picks (Kernels::ArgmaxRows
+  // into "picks") instead of the logits in "logits_out".
+  Status RecordHead(uint32_t T, uint32_t n_rows, bool picks = false);
+  // A forward pass; the logit rows wanted go to `logits`, or with `picks` (logits null) only
+  // their greedy picks.
   Status Run(const int32_t* tokens, const Row* rows, uint32_t T,
-             const std::vector<uint32_t>& logit_rows, float* logits);
+             const std::vector<uint32_t>& logit_rows, float* logits, int32_t* picks = nullptr);
+  // ForwardBatch's checks: the rows, tokens and logit rows of `items`.
+  Status BatchRows(std::span<const BatchItem> items, std::vector<Row>* rows,
+                   std::vector<int32_t>* tokens, std::vector<uint32_t>* out_rows) const;
   const Region& R(std::string_view name) const { return regions.find(name)->second; }
 };
 
@@ -1401,7 +1409,7 @@ Status VulkanBackend::Impl::RecordLayers(const Row* rows, uint32_t T) {
   return Status::OK();
 }
 
-Status VulkanBackend::Impl::RecordHead(uint32_t T, uint32_t n_rows) {
+Status VulkanBackend::Impl::RecordHead(uint32_t T, uint32_t n_rows, bool picks) {
   const uint32_t H = p.n_embd, V = p.n_vocab;
   const Region &norm = R("norm"), &lg = R("logits"), &out = R("logits_out");
   GARNET_RETURN_IF_ERROR(kern->GetRows(*rec, GgmlType::kF32, H, T, n_rows, 0, 1.0f, R("hidden").r(),
@@ -1409,6 +1417,15 @@ Status VulkanBackend::Impl::RecordHead(uint32_t T, uint32_t n_rows) {
   GARNET_RETURN_IF_ERROR(RmsNorm(H, n_rows, norm.r(), &output_norm, norm.r()));
   GARNET_RETURN_IF_ERROR(Mul(tok_embd, H, V, n_rows, norm.r(), lg.r()));
   const uint64_t bytes = uint64_t{n_rows} * V * 4;
+  if (picks) {
+    // The pick over the values the host would see: soft-capped in place first (the cap can
+    // round distinct logits to equal values, and ties go to the lower id).
+    if (p.final_logit_softcap > 0) {
+      GARNET_RETURN_IF_ERROR(kern->Softcap(*rec, n_rows * V, p.final_logit_softcap,
+                                           lg.sub(0, bytes), lg.sub(0, bytes)));
+    }
+    return kern->ArgmaxRows(*rec, V, n_rows, lg.sub(0, bytes), R("pick_part").r(), R("picks").r());
+  }
   if (p.final_logit_softcap > 0) {
     return kern->Softcap(*rec, n_rows * V, p.final_logit_softcap, lg.sub(0, bytes),
                          out.sub(0, bytes));
@@ -1417,7 +1434,10 @@ Status VulkanBackend::Impl::RecordHead(uint32_t T, uint32_t n_rows) {
 }
 
 Status VulkanBackend::Impl::Run(const int32_t* tokens, const Row* rows, uint32_t T,
-                                const std::vector<uint32_t>& logit_rows_wanted, float* logits) {
+                                const std::vector<uint32_t>& logit_rows_wanted, float* logits,
+                                int32_t* picks) {
+  if (picks != nullptr) logits = nullptr;
+  const bool want = logits != nullptr || picks != nullptr;
   const auto t_inputs = std::chrono::steady_clock::now();
   for (uint32_t t = 0; t < T; ++t) {
     if (tokens[t] < 0 || tokens[t] >= static_cast<int32_t>(p.n_vocab)) {
@@ -1485,14 +1505,15 @@ Status VulkanBackend::Impl::Run(const int32_t* tokens, const Row* rows, uint32_t
   // The decode graph: one token of one sequence, its logits, everything on the GPU, no kernel
   // whose parameters would change from token to token (only AttentionDecode derives kv_first).
   const bool use_graph = opt.decode_graph && T == 1 && n_host == 0 && !any_host_experts &&
-                         n_logits == 1 && logits != nullptr && !rec->profiling() &&
+                         n_logits == 1 && want && !rec->profiling() &&
                          opt.attn_prefill_min_tokens != 1 && opt.attn_coop_min_tokens != 1;
   const auto t_record = std::chrono::steady_clock::now();
   auto t_submit = t_record;
   auto us = [](auto a, auto b) { return std::chrono::duration<double, std::micro>(b - a).count(); };
   vk::Recorder::Stats rs;
   const char* mode = "";
-  if (use_graph && graph_seq == rows[0].seq->id() && graph->kept()) {
+  const bool pick_mode = picks != nullptr;
+  if (use_graph && graph_seq == rows[0].seq->id() && graph_picks == pick_mode && graph->kept()) {
     mode = " replay";
     rs = graph->stats();
     Status s = graph->Replay();
@@ -1515,7 +1536,7 @@ Status VulkanBackend::Impl::Run(const int32_t* tokens, const Row* rows, uint32_t
     std::swap(rec, graph);
     recording_graph = true;
     Status s = RecordLayers(rows, T);
-    if (s.ok()) s = RecordHead(T, 1);
+    if (s.ok()) s = RecordHead(T, 1, pick_mode);
     recording_graph = false;
     std::swap(rec, graph);
     if (!s.ok()) {
@@ -1526,10 +1547,11 @@ Status VulkanBackend::Impl::Run(const int32_t* tokens, const Row* rows, uint32_t
     t_submit = std::chrono::steady_clock::now();
     GARNET_RETURN_IF_ERROR(graph->SubmitAndWait());
     graph_seq = rows[0].seq->id();
+    graph_picks = pick_mode;
   } else {
     if (rec->profiling()) rec->set_profile_tag(T == 1 ? "T=1" : "T=" + std::to_string(T));
     Status s = RecordLayers(rows, T);
-    if (s.ok() && first > 0 && logits != nullptr) s = RecordHead(T, first);
+    if (s.ok() && first > 0 && want) s = RecordHead(T, first, pick_mode);
     if (!s.ok()) {
       (void)rec->SubmitAndWait();  // drops what was recorded
       return s;
@@ -1549,12 +1571,13 @@ Status VulkanBackend::Impl::Run(const int32_t* tokens, const Row* rows, uint32_t
                  us(t_submit, t_done), us(t_inputs, t_record),
                  us(t_done, std::chrono::steady_clock::now()), mode);
   };
-  if (logits == nullptr) {
+  if (!want) {
     print();
     return Status::OK();
   }
   const uint64_t V = p.n_vocab;
-  const auto* out = reinterpret_cast<const float*>(scratch_rb.mapped() + R("logits_out").off);
+  const uint8_t* rb = scratch_rb.mapped();
+  const auto* out = reinterpret_cast<const float*>(rb + R("logits_out").off);
   for (uint32_t done = 0; done < n_logits;) {
     const uint32_t n = std::min(logit_rows, n_logits - done);
     if (done > 0) {  // further rows: the head alone, in another small submission
@@ -1562,7 +1585,7 @@ Status VulkanBackend::Impl::Run(const int32_t* tokens, const Row* rows, uint32_t
         lrows[i] = static_cast<int32_t>(logit_rows_wanted[done + i]);
       }
       GARNET_RETURN_IF_ERROR(scratch_up.FlushHostWrites(0, scratch_up.size()));
-      Status hs = RecordHead(T, n);
+      Status hs = RecordHead(T, n, pick_mode);
       if (!hs.ok()) {
         (void)rec->SubmitAndWait();
         return hs;
@@ -1570,7 +1593,11 @@ Status VulkanBackend::Impl::Run(const int32_t* tokens, const Row* rows, uint32_t
       GARNET_RETURN_IF_ERROR(rec->SubmitAndWait());
     }
     GARNET_RETURN_IF_ERROR(scratch_rb.InvalidateForHostReads(0, scratch_rb.size()));
-    std::memcpy(logits + uint64_t{done} * V, out, uint64_t{n} * V * 4);
+    if (pick_mode) {
+      std::memcpy(picks + done, rb + R("picks").off, uint64_t{n} * 4);
+    } else {
+      std::memcpy(logits + uint64_t{done} * V, out, uint64_t{n} * V * 4);
+    }
     done += n;
   }
   print();
@@ -1604,17 +1631,19 @@ Status VulkanBackend::Forward(BackendSequence* bseq, const int32_t* tokens, int6
   return impl_->Run(tokens, rows.data(), static_cast<uint32_t>(T), out_rows, logits);
 }
 
-Status VulkanBackend::ForwardBatch(std::span<const BatchItem> items, float* logits) {
+Status VulkanBackend::Impl::BatchRows(std::span<const BatchItem> items, std::vector<Row>* rows,
+                                      std::vector<int32_t>* tokens,
+                                      std::vector<uint32_t>* out_rows) const {
   const int64_t T = static_cast<int64_t>(items.size());
-  const int64_t ub = impl_->opt.n_ubatch, ctx = impl_->opt.n_ctx;
+  const int64_t ub = opt.n_ubatch, ctx = opt.n_ctx;
   if (T <= 0 || T > ub) {
     return Status::InvalidArgument(
         "forward batch",
         "batch of " + std::to_string(T) + " tokens (ubatch " + std::to_string(ub) + ")");
   }
-  std::vector<Impl::Row> rows(static_cast<size_t>(T));
-  std::vector<int32_t> tokens(static_cast<size_t>(T));
-  std::vector<uint32_t> out_rows;
+  rows->assign(static_cast<size_t>(T), Row{});
+  tokens->assign(static_cast<size_t>(T), 0);
+  out_rows->clear();
   for (int64_t t = 0; t < T; ++t) {
     const BatchItem& it = items[static_cast<size_t>(t)];
     if (it.seq == nullptr) return Status::InvalidArgument("forward batch", "item without sequence");
@@ -1625,20 +1654,39 @@ Status VulkanBackend::ForwardBatch(std::span<const BatchItem> items, float* logi
           "position " + std::to_string(it.pos) + " outside the context of " + std::to_string(ctx));
     }
     for (int64_t u = t - 1; u >= 0; --u) {
-      if (rows[static_cast<size_t>(u)].seq == seq) {
-        if (rows[static_cast<size_t>(u)].pos != it.pos - 1) {
+      if ((*rows)[static_cast<size_t>(u)].seq == seq) {
+        if ((*rows)[static_cast<size_t>(u)].pos != it.pos - 1) {
           return Status::InvalidArgument("forward batch",
                                          "a sequence's items must have consecutive positions");
         }
         break;
       }
     }
-    rows[static_cast<size_t>(t)] = {seq, it.pos};
-    tokens[static_cast<size_t>(t)] = it.token;
-    if (it.logits) out_rows.push_back(static_cast<uint32_t>(t));
+    (*rows)[static_cast<size_t>(t)] = {seq, it.pos};
+    (*tokens)[static_cast<size_t>(t)] = it.token;
+    if (it.logits) out_rows->push_back(static_cast<uint32_t>(t));
   }
+  return Status::OK();
+}
+
+Status VulkanBackend::ForwardBatch(std::span<const BatchItem> items, float* logits) {
+  std::vector<Impl::Row> rows;
+  std::vector<int32_t> tokens;
+  std::vector<uint32_t> out_rows;
+  GARNET_RETURN_IF_ERROR(impl_->BatchRows(items, &rows, &tokens, &out_rows));
   if (logits == nullptr) out_rows.clear();
-  return impl_->Run(tokens.data(), rows.data(), static_cast<uint32_t>(T), out_rows, logits);
+  return impl_->Run(tokens.data(), rows.data(), static_cast<uint32_t>(rows.size()), out_rows,
+                    logits);
+}
+
+Status VulkanBackend::ForwardBatchPicks(std::span<const BatchItem> items, int32_t* picks) {
+  std::vector<Impl::Row> rows;
+  std::vector<int32_t> tokens;
+  std::vector<uint32_t> out_rows;
+  GARNET_RETURN_IF_ERROR(impl_->BatchRows(items, &rows, &tokens, &out_rows));
+  if (picks == nullptr) out_rows.clear();
+  return impl_->Run(tokens.data(), rows.data(), static_cast<uint32_t>(rows.size()), out_rows,
+                    nullptr, picks);
 }
 
 }  // namespace garnet::model

@@ -184,6 +184,7 @@ class VulkanBackend final : public Backend {
   Status Forward(BackendSequence* seq, const int32_t* tokens, int64_t T, int64_t pos0,
                  bool all_logits, float* logits) override;
   Status ForwardBatch(std::span<const BatchItem> items, float* logits) override;
+  Status ForwardBatchPicks(std::span<const BatchItem> items, int32_t* picks) override;
 
   // K and V bytes of one sequence (its share of a GPU block, without alignment padding, plus
   // its host layers' cache).

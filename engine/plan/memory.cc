@@ -128,6 +128,9 @@ std::vector<ScratchBuffer> ScratchLayout(const gguf::Gemma4Params& p, const KvOp
       {"ffn_up", t * ffn_width * f},
       {"attn_split", split_bytes},
       {"logits", rows * p.n_vocab * f},
+      // The greedy picks' per-chunk bests (vk::Kernels::ArgmaxScratchBytes, same formula: 128
+      // (value, id) pairs per row).
+      {"pick_part", rows * 128 * 8},
       // Decode's normalised matvec inputs (VulkanBackendOptions::prenorm): the attention's, then
       // the feed-forward's and the routed experts'.
       {"prenorm", 3 * p.n_embd * f},
@@ -154,6 +157,7 @@ std::vector<ScratchBuffer> ScratchLayout(const gguf::Gemma4Params& p, const KvOp
   out.push_back({"attn_pos", t * kBufferAlign, kUp});
   if (p.has_ple()) out.push_back({"ple_rows", t * lp * f, kUp});
   out.push_back({"logits_out", rows * p.n_vocab * f, ScratchPlace::kHostReadback});
+  out.push_back({"picks", rows * 4, ScratchPlace::kHostReadback});
   if (so.from_host) {
     out.push_back({"hidden_in", t * p.n_embd * f, kUp});
     uint64_t kv_in = 0;

@@ -321,6 +321,72 @@ TEST(Engine, BatchedStepMatchesSeparateDecode) {
   EXPECT_TRUE(e->Step(mp, std::vector<int32_t>{2}).IsInvalidArgument());
 }
 
+// Greedy-pick mode (what Generate uses for a plain greedy sampler): Feed and Step return the
+// pick of sampling::GreedyPick over the logits a logits-mode sequence gets, without the logits;
+// prompts over several ubatches, single steps, all-pick and mixed batches.
+TEST(Engine, GreedyPickModeMatchesLogits) {
+  auto e = OpenEngine("tiny-moe", "f32", F32Options(4));
+  ASSERT_TRUE(e);
+  const int V = static_cast<int>(e->params().n_vocab);
+  auto p = std::move(e->NewSequence()).value();
+  auto q = std::move(e->NewSequence()).value();
+  auto l = std::move(e->NewSequence()).value();
+  p->set_greedy_pick_mode(true);
+  q->set_greedy_pick_mode(true);
+  EXPECT_EQ(p->greedy_pick(), -1);
+  const auto prompt = Tokens(9, V, 41);  // three ubatches of 4: the last one picks
+  ASSERT_TRUE(e->Feed(*p, prompt).ok());
+  ASSERT_TRUE(e->Feed(*q, prompt).ok());
+  ASSERT_TRUE(e->Feed(*l, prompt).ok());
+  EXPECT_TRUE(p->logits().empty());
+  ASSERT_FALSE(l->logits().empty());
+  EXPECT_EQ(p->n_past(), 9);
+  EXPECT_EQ(l->greedy_pick(), sampling::GreedyPick(l->logits()));
+  EXPECT_EQ(p->greedy_pick(), l->greedy_pick());
+  for (int step = 0; step < 4; ++step) {
+    const int32_t tok = l->greedy_pick();
+    ASSERT_GE(tok, 0);
+    ASSERT_TRUE(e->Feed(*p, std::span(&tok, 1)).ok());
+    ASSERT_TRUE(e->Feed(*l, std::span(&tok, 1)).ok());
+    EXPECT_EQ(p->greedy_pick(), l->greedy_pick()) << step;
+  }
+  // q catches up in single steps.
+  for (size_t i = 0; i < 4; ++i) {
+    std::vector<Sequence*> one = {q.get()};
+    ASSERT_TRUE(e->Step(one, std::vector<int32_t>{p->tokens()[9 + i]}).ok());
+  }
+  EXPECT_EQ(q->greedy_pick(), p->greedy_pick());
+  EXPECT_TRUE(q->logits().empty());
+  // A mixed batch: logits for all, the picking sequence's pick from them.
+  const int32_t next = l->greedy_pick();
+  std::vector<Sequence*> mixed = {p.get(), l.get()};
+  ASSERT_TRUE(e->Step(mixed, std::vector<int32_t>{next, next}).ok());
+  EXPECT_EQ(p->greedy_pick(), l->greedy_pick());
+  EXPECT_EQ(l->greedy_pick(), sampling::GreedyPick(l->logits()));
+  std::vector<Sequence*> picking = {p.get(), q.get()};
+  const int32_t n2 = l->greedy_pick();
+  ASSERT_TRUE(e->Step(picking, std::vector<int32_t>{n2, next}).ok());
+  ASSERT_TRUE(e->Feed(*l, std::span(&n2, 1)).ok());
+  EXPECT_EQ(p->greedy_pick(), l->greedy_pick());
+  // Generate: a greedy request leaves the sequence in pick mode; a sampling request on it with
+  // an empty prompt has no logits to sample from and says so; with a prompt it runs.
+  GenerateRequest greedy;
+  greedy.max_tokens = 3;
+  greedy.stop_ids = {-5};
+  auto g = std::move(e->NewSequence()).value();
+  auto r = e->Generate(*g, prompt, greedy, nullptr);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_TRUE(g->greedy_pick_mode());
+  EXPECT_TRUE(e->Generate(*g, {}, greedy, nullptr).ok());
+  GenerateRequest samp = greedy;
+  samp.sampler = sampling::SamplerParams::GemmaDefaults(7);
+  EXPECT_EQ(e->Generate(*g, {}, samp, nullptr).status().code(), garnet::Code::kFailedPrecondition);
+  const int32_t one = 5;
+  auto rs = e->Generate(*g, std::span(&one, 1), samp, nullptr);
+  ASSERT_TRUE(rs.ok()) << rs.status().ToString();
+  EXPECT_FALSE(g->greedy_pick_mode());
+}
+
 TEST(Engine, RejectsBadInput) {
   EngineOptions o = F32Options(8);
   o.n_ctx = 32;

@@ -17,6 +17,36 @@ TEST(Sampler, GreedyPicksArgmax) {
   EXPECT_EQ(s.Sample(l), 1);  // lowest id on ties
 }
 
+// GreedyPick, the rule a backend's device-side pick follows: lowest id of the largest value,
+// NaN and -inf never, -1 when nothing qualifies; and when a Sampler is exactly that rule.
+TEST(Sampler, GreedyPickRuleAndPlainGreedy) {
+  const float kNan = std::numeric_limits<float>::quiet_NaN();
+  const float kInf = std::numeric_limits<float>::infinity();
+  EXPECT_EQ(GreedyPick(std::vector<float>{1, 3, kNan, 3, 2}), 1);
+  EXPECT_EQ(GreedyPick(std::vector<float>{kNan, -kInf, kNan}), -1);
+  EXPECT_EQ(GreedyPick(std::vector<float>{}), -1);
+  EXPECT_EQ(GreedyPick(std::vector<float>{0, kInf, 5, kInf}), 1);
+  EXPECT_EQ(GreedyPick(std::vector<float>{-kInf, -1e30f}), 1);
+  SamplerParams p;
+  EXPECT_TRUE(Sampler(p).PlainGreedy());
+  const std::vector<float> row = {0.5f, 2.0f, kNan, 2.0f, -1.0f};
+  EXPECT_EQ(Sampler(p).Sample(row), GreedyPick(row));
+  SamplerParams t = p;
+  t.temperature = 0.8f;
+  EXPECT_FALSE(Sampler(t).PlainGreedy());
+  SamplerParams b = p;
+  b.logit_bias = {{3, -1.0f}};
+  EXPECT_FALSE(Sampler(b).PlainGreedy());
+  SamplerParams r = p;
+  r.repeat_penalty = 1.1f;
+  EXPECT_FALSE(Sampler(r).PlainGreedy());
+  r.penalty_last_n = 0;  // no window: the penalty never applies
+  EXPECT_TRUE(Sampler(r).PlainGreedy());
+  SamplerParams f = p;
+  f.frequency_penalty = 0.5f;
+  EXPECT_FALSE(Sampler(f).PlainGreedy());
+}
+
 TEST(Sampler, LogitBiasBans) {
   SamplerParams p;
   p.logit_bias = {{1, -std::numeric_limits<float>::infinity()}, {99, 5.0f}};

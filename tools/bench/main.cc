@@ -3,15 +3,18 @@
 //   garnet-bench-engine --model PATH [--prompt-tokens 512] [--gen 64] [--threads N]
 //                       [--ctx N] [--ubatch N] [--kv-type f16|q8_0|f32] [--reps 1]
 //                       [--backend cpu|vulkan] [--device N|NAME] [--f16-matmul 0|1]
-//                       [--gpu-layers N] [--experts-on-host N|all]
+//                       [--gpu-layers N] [--experts-on-host N|all] [--pick device|host]
 //
 // Placement (vulkan): --gpu-layers N runs the last N layers on the GPU and the rest on the CPU
 // (plan::PolicyMode::kGpuLayers); --experts-on-host N keeps the routed experts of the lowest N
 // layers (all: every layer) in host memory, computed on the CPU. Without either, the engine's
 // auto plan for this machine.
 //
-// The prompt is deterministic pseudo-random token ids (bos first); decode is greedy. Prints one
-// line per measurement and peak RSS (getrusage) with the file size and KV-cache size for scale.
+// The prompt is deterministic pseudo-random token ids (bos first); decode is greedy, as Generate
+// does it: --pick device (the default) runs the sequence in greedy-pick mode (the backend picks
+// each token: on the GPU for vulkan, no logits read back); --pick host reads every logits row and
+// picks through the sampler, checking the row is finite. Prints one line per measurement and
+// peak RSS (getrusage) with the file size and KV-cache size for scale.
 #include <sys/resource.h>
 #include <sys/stat.h>
 
@@ -40,6 +43,7 @@ int main(int argc, char** argv) {
   bool decode_graph = true;
   bool fused_routing = true;
   bool prenorm = true;
+  bool host_pick = false;
   int64_t gpu_layers = -1, experts_on_host = -1;  // -1: not given
   model::KvType kv_type = model::KvType::kF16;
   for (int i = 1; i < argc; ++i) {
@@ -98,6 +102,10 @@ int main(int argc, char** argv) {
       fused_routing = std::string(v) == "1";
     } else if (a == "--prenorm") {
       prenorm = std::string(v) == "1";
+    } else if (a == "--pick") {
+      ok = std::string(v) == "device" || std::string(v) == "host";
+      if (!ok) std::fprintf(stderr, "error: --pick takes device or host\n");
+      host_pick = std::string(v) == "host";
     } else {
       std::fprintf(stderr, "error: unknown flag %s\n", a.c_str());
       return 2;
@@ -111,7 +119,7 @@ int main(int argc, char** argv) {
                  "[--backend cpu|vulkan] [--device N|NAME] [--f16-matmul 0|1] [--coop-matmul 0|1] "
                  "[--gpu-layers N] [--experts-on-host N|all] [--attn-prefill-min-tokens N] "
                  "[--attn-coop-min-tokens N] [--decode-graph 0|1] [--fused-routing 0|1]\n"
-                 "       [--prenorm 0|1]\n");
+                 "       [--prenorm 0|1] [--pick device|host]\n");
     return 2;
   }
   engine::EngineOptions opt;
@@ -215,6 +223,9 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "error: %s\n", seq.status().ToString().c_str());
       return 1;
     }
+    sampling::Sampler greedy(sampling::SamplerParams{});  // the daemon's sampler, greedy
+    const bool pick = !host_pick && greedy.PlainGreedy();
+    (*seq)->set_greedy_pick_mode(pick);
     auto t0 = std::chrono::steady_clock::now();
     Status s = e.Feed(**seq, prompt);
     if (!s.ok()) {
@@ -225,9 +236,21 @@ int main(int argc, char** argv) {
     double pre = std::chrono::duration<double>(t1 - t0).count();
     uint64_t hash = 1469598103934665603ull;  // FNV-1a over the greedy ids, to compare runs
     std::string first_ids;                   // the first greedy ids, to see a degenerate run
-    int64_t bad_rows = 0;                    // logit rows with a NaN or an infinity
-    sampling::Sampler greedy(sampling::SamplerParams{});  // the daemon's sampler, greedy
+    int64_t bad_rows = 0;  // logit rows with a NaN or an infinity; picks without a finite logit
     for (int64_t g = 0; g < n_gen; ++g) {
+      if (pick) {
+        const int32_t p = (*seq)->greedy_pick();
+        if (p < 0) ++bad_rows;
+        const int32_t best = std::max(p, 0);
+        hash = (hash ^ static_cast<uint32_t>(best)) * 1099511628211ull;
+        if (g < 8) first_ids += (g ? " " : "") + std::to_string(best);
+        s = e.Feed(**seq, std::vector<int32_t>{best});
+        if (!s.ok()) {
+          std::fprintf(stderr, "error: %s\n", s.ToString().c_str());
+          return 1;
+        }
+        continue;
+      }
       // The pick through the real sampler; the finiteness check as eight independent sums of
       // x * 0 (NaN once any logit is NaN or infinite), cheap next to a 262144-logit row.
       auto l = (*seq)->logits();
@@ -254,9 +277,10 @@ int main(int argc, char** argv) {
         "at %.0f GB/s)\n",
         static_cast<long long>(n_prompt), n_prompt / pre, pre, static_cast<long long>(n_gen),
         n_gen > 0 ? n_gen / dec : 0.0, dec, n_gen > 0 ? read_per_token * n_gen / dec / 1e9 : 0.0);
-    std::printf("greedy ids hash %016llx (first ids %s; %lld of %lld logit rows not finite)\n",
+    std::printf("greedy ids hash %016llx (first ids %s; %lld of %lld %s)\n",
                 static_cast<unsigned long long>(hash), first_ids.c_str(),
-                static_cast<long long>(bad_rows), static_cast<long long>(n_gen));
+                static_cast<long long>(bad_rows), static_cast<long long>(n_gen),
+                pick ? "picks on the backend found no finite logit" : "logit rows not finite");
   }
   struct rusage ru {};
   getrusage(RUSAGE_SELF, &ru);
