@@ -7,6 +7,7 @@
 #include <memory>
 #include <span>
 #include <string_view>
+#include <utility>
 
 #include "engine/base/status.h"
 
@@ -50,6 +51,16 @@ class Backend {
   // logit qualifies), and no logits row is returned. The CPU backend picks from its logits on
   // the host; the Vulkan backend picks on the device and reads back only the ids.
   virtual Status ForwardBatchPicks(std::span<const BatchItem> items, int32_t* picks) = 0;
+  // ForwardBatch for a caller that samples each logits row from its best k only (a top-k
+  // sampler: sampling::Sampler::CandidatesNeeded), 1 <= k <= kMaxTopCandidates: `top` receives
+  // k (logit, id) pairs per item with logits = true, in item order, each list in
+  // sampling::TopCandidates' order (best first, lower id on ties) padded with (-inf, -1) where
+  // fewer than k qualify. The CPU backend takes them from its logits; the Vulkan backend sorts
+  // the row's chunks on the device and merges their heads on the host (64 pairs per 2048
+  // logits read back instead of the row).
+  static constexpr uint32_t kMaxTopCandidates = 64;
+  virtual Status ForwardBatchTop(std::span<const BatchItem> items, uint32_t k,
+                                 std::pair<float, int32_t>* top) = 0;
 };
 
 }  // namespace garnet::model

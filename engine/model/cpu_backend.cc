@@ -1,5 +1,7 @@
 #include "engine/model/cpu_backend.h"
 
+#include <algorithm>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -124,6 +126,25 @@ Status CpuBackend::ForwardBatchPicks(std::span<const BatchItem> items, int32_t* 
   for (size_t i = 0; i < n; ++i) {
     picks[i] = sampling::GreedyPick(
         std::span<const float>(pick_rows_).subspan(i * p_.n_vocab, p_.n_vocab));
+  }
+  return Status::OK();
+}
+
+Status CpuBackend::ForwardBatchTop(std::span<const BatchItem> items, uint32_t k,
+                                   std::pair<float, int32_t>* top) {
+  if (k == 0 || k > kMaxTopCandidates) {
+    return Status::InvalidArgument("forward batch", "top " + std::to_string(k) + " candidates");
+  }
+  size_t n = 0;
+  for (const BatchItem& it : items) n += it.logits ? 1 : 0;
+  pick_rows_.resize(n * p_.n_vocab);
+  GARNET_RETURN_IF_ERROR(ForwardBatch(items, pick_rows_.data()));
+  std::vector<std::pair<float, int32_t>> best;
+  for (size_t i = 0; i < n; ++i) {
+    sampling::TopCandidates(std::span<const float>(pick_rows_).subspan(i * p_.n_vocab, p_.n_vocab),
+                            k, &best);
+    best.resize(k, {-std::numeric_limits<float>::infinity(), -1});
+    std::copy(best.begin(), best.end(), top + i * k);
   }
   return Status::OK();
 }

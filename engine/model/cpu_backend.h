@@ -41,6 +41,8 @@ class CpuBackend final : public Backend {
                  bool all_logits, float* logits) override;
   Status ForwardBatch(std::span<const BatchItem> items, float* logits) override;
   Status ForwardBatchPicks(std::span<const BatchItem> items, int32_t* picks) override;
+  Status ForwardBatchTop(std::span<const BatchItem> items, uint32_t k,
+                         std::pair<float, int32_t>* top) override;
 
   uint64_t KvBytesPerSequence() const;
   // Bytes of the forward pass's scratch arena (plan::HostScratchBytes).

@@ -27,7 +27,15 @@ Sequence::~Sequence() = default;
 
 int32_t Sequence::greedy_pick() const {
   if (has_pick_) return pick_;
+  if (has_top_) return top_.empty() ? -1 : top_.front().second;
   return logits_.empty() ? -1 : sampling::GreedyPick(logits());
+}
+
+void Sequence::SetTop(const std::pair<float, int32_t>* list, int32_t k) {
+  top_.clear();
+  for (int32_t i = 0; i < k && list[i].second >= 0; ++i) top_.push_back(list[i]);
+  has_top_ = true;
+  top_from_k_ = k;
 }
 
 std::span<const float> Sequence::logits() const {
@@ -230,24 +238,28 @@ Status Engine::Feed(Sequence& seq, std::span<const int32_t> tokens, bool all_log
   }
   const int64_t V = params_.n_vocab;
   const bool pick = seq.pick_mode_ && !all_logits;
+  const int32_t topk = pick || all_logits ? 0 : seq.top_k_;
+  const bool reduced = pick || topk > 0;  // the last chunk returns a pick or candidates
   // Every row of `out` is written by the backend below, so the spare buffer's old contents need
   // no clearing; on an error it goes back to being the spare and logits_ stays as it was.
   std::vector<float> out = std::move(seq.spare_);
-  out.resize(static_cast<size_t>(pick ? 0 : (all_logits ? n : 1) * V));
+  out.resize(static_cast<size_t>(reduced ? 0 : (all_logits ? n : 1) * V));
   int32_t picked = -1;
+  std::vector<std::pair<float, int32_t>> cand(static_cast<size_t>(topk));
   std::vector<model::BatchItem> items;
   for (int64_t b = 0; b < n; b += options_.n_ubatch) {
     const int64_t T = std::min(options_.n_ubatch, n - b);
     const bool last = b + T == n;
     Status s;
-    if (pick && last) {  // the last chunk as a batch of this sequence's tokens, the last picked
+    if (reduced && last) {  // the last chunk as a batch of this sequence's tokens
       items.resize(static_cast<size_t>(T));
       for (int64_t t = 0; t < T; ++t) {
         items[static_cast<size_t>(t)] = {seq.state_.get(), tokens[static_cast<size_t>(b + t)],
                                          seq.n_past() + b + t, t + 1 == T};
       }
       std::lock_guard<std::mutex> lock(forward_mu_);
-      s = backend_->ForwardBatchPicks(items, &picked);
+      s = pick ? backend_->ForwardBatchPicks(items, &picked)
+               : backend_->ForwardBatchTop(items, static_cast<uint32_t>(topk), cand.data());
     } else {
       float* dst = nullptr;
       if (all_logits) {
@@ -267,7 +279,9 @@ Status Engine::Feed(Sequence& seq, std::span<const int32_t> tokens, bool all_log
   seq.tokens_.insert(seq.tokens_.end(), tokens.begin(), tokens.end());
   seq.has_pick_ = pick;
   seq.pick_ = picked;
-  if (pick) {
+  seq.has_top_ = false;
+  if (topk > 0) seq.SetTop(cand.data(), topk);
+  if (reduced) {
     seq.spare_ = std::move(out);
     seq.logits_.clear();  // keeps its storage for a later feed with logits
   } else {
@@ -297,15 +311,30 @@ Status Engine::Step(std::span<Sequence* const> seqs, std::span<const int32_t> to
   }
   const int64_t V = params_.n_vocab;
   const size_t n = seqs.size();
-  // Only picks when every sequence wants only its pick; otherwise logits for all, and the
-  // picking sequences' picks taken from them on the host.
+  // Picks when every sequence is in greedy-pick mode; candidates when every sequence is in pick
+  // or top-candidates mode (k the largest asked, a picking sequence takes the first); otherwise
+  // logits for all (each sequence's pick or candidates then come from its row on the host).
   const bool picks_only =
       std::all_of(seqs.begin(), seqs.end(), [](const Sequence* s) { return s->pick_mode_; });
+  uint32_t K = 0;
+  bool reduced = true;
+  for (const Sequence* s : seqs) {
+    if (s->pick_mode_) {
+      K = std::max(K, 1u);
+    } else if (s->top_k_ > 0) {
+      K = std::max(K, static_cast<uint32_t>(s->top_k_));
+    } else {
+      reduced = false;
+    }
+  }
+  const bool top_only = reduced && !picks_only;
   // Reused across steps on this thread (the daemon's decode batcher steps every token).
   thread_local std::vector<float> out;
   thread_local std::vector<int32_t> picks;
-  out.resize(picks_only ? 0 : n * static_cast<size_t>(V));
+  thread_local std::vector<std::pair<float, int32_t>> cand;
+  out.resize(reduced ? 0 : n * static_cast<size_t>(V));
   picks.assign(n, -1);
+  cand.resize(top_only ? n * K : 0);
   for (size_t b = 0; b < n; b += static_cast<size_t>(options_.n_ubatch)) {
     const size_t m = std::min(n - b, static_cast<size_t>(options_.n_ubatch));
     std::vector<model::BatchItem> items(m);
@@ -316,6 +345,8 @@ Status Engine::Step(std::span<Sequence* const> seqs, std::span<const int32_t> to
     std::lock_guard<std::mutex> lock(forward_mu_);
     if (picks_only) {
       GARNET_RETURN_IF_ERROR(backend_->ForwardBatchPicks(items, picks.data() + b));
+    } else if (top_only) {
+      GARNET_RETURN_IF_ERROR(backend_->ForwardBatchTop(items, K, cand.data() + b * K));
     } else {
       GARNET_RETURN_IF_ERROR(backend_->ForwardBatch(items, out.data() + b * V));
     }
@@ -323,15 +354,25 @@ Status Engine::Step(std::span<Sequence* const> seqs, std::span<const int32_t> to
   for (size_t i = 0; i < n; ++i) {
     Sequence& s = *seqs[i];
     s.tokens_.push_back(tokens[i]);
-    if (picks_only) {
+    s.has_pick_ = false;
+    s.has_top_ = false;
+    if (reduced) {
       s.logits_.clear();
-      s.has_pick_ = true;
-      s.pick_ = picks[i];
+      if (picks_only || s.pick_mode_) {
+        s.has_pick_ = true;
+        s.pick_ = picks_only ? picks[i] : cand[i * K].second;
+      } else {
+        s.SetTop(cand.data() + i * K, s.top_k_);
+      }
       continue;
     }
     s.logits_.assign(out.begin() + static_cast<std::ptrdiff_t>(i * V),
                      out.begin() + static_cast<std::ptrdiff_t>((i + 1) * V));
-    s.has_pick_ = false;
+    if (s.top_k_ > 0 && !s.pick_mode_) {
+      sampling::TopCandidates(s.logits(), static_cast<size_t>(s.top_k_), &s.top_);
+      s.has_top_ = true;
+      s.top_from_k_ = s.top_k_;
+    }
   }
   return Status::OK();
 }
@@ -351,7 +392,11 @@ Result<GenerateResult> Engine::Generate(Sequence& seq, std::span<const int32_t> 
   // A plain greedy sampler needs only each step's pick: the backend makes it (on the device for
   // Vulkan) instead of returning a logits row per token.
   const bool pick = sampler.PlainGreedy();
+  // A top-k sampler needs only the row's best k: the backend returns them instead.
+  const int32_t topk =
+      pick ? 0 : sampler.CandidatesNeeded(static_cast<int32_t>(model::Backend::kMaxTopCandidates));
   seq.set_greedy_pick_mode(pick);
+  seq.set_top_candidates(topk);
   const double t0 = Now();
   GARNET_RETURN_IF_ERROR(Feed(seq, prompt));
   const double t1 = Now();
@@ -360,11 +405,18 @@ Result<GenerateResult> Engine::Generate(Sequence& seq, std::span<const int32_t> 
   if (seq.n_past() == 0) {
     return Status::FailedPrecondition("generate", "empty prompt on an empty sequence");
   }
-  if (!pick && seq.logits().empty()) {
+  if (topk > 0 && !(seq.has_top_ && seq.top_from_k_ >= topk) && !seq.logits().empty()) {
+    sampling::TopCandidates(seq.logits(), static_cast<size_t>(topk), &seq.top_);  // empty prompt
+    seq.has_top_ = true;
+    seq.top_from_k_ = topk;
+  }
+  const bool ready =
+      pick || (topk > 0 ? seq.has_top_ && seq.top_from_k_ >= topk : !seq.logits().empty());
+  if (!ready) {
     return Status::FailedPrecondition(
         "generate",
-        "empty prompt and the sequence holds no logits (its last feed made only a "
-        "greedy pick); feed at least one token");
+        "empty prompt and the sequence holds no logits (its last feed returned only a "
+        "greedy pick or fewer candidates); feed at least one token");
   }
   std::vector<int32_t> stops = req.stop_ids;
   if (stops.empty() && tokenizer_) stops = chat::StopTokenIds(*tokenizer_);
@@ -378,7 +430,9 @@ Result<GenerateResult> Engine::Generate(Sequence& seq, std::span<const int32_t> 
       res.finish = FinishReason::kCancelled;
       break;
     }
-    const int32_t tok = pick ? seq.greedy_pick() : sampler.Sample(seq.logits());
+    const int32_t tok = pick       ? seq.greedy_pick()
+                        : topk > 0 ? sampler.SampleTop(seq.top_candidates())
+                                   : sampler.Sample(seq.logits());
     if (tok < 0) return Status::Internal("generate", "sampler found no token (all banned?)");
     if (i == 0) {
       t_first = Now();

@@ -26,6 +26,7 @@
 
 #include "engine/base/status.h"
 #include "engine/gguf/gemma4.h"
+#include "engine/model/backend.h"
 #include "engine/model/cpu_backend.h"
 #include "engine/model/sampler.h"
 #include "engine/plan/planner.h"
@@ -120,8 +121,24 @@ class Sequence {
   void set_greedy_pick_mode(bool on) { pick_mode_ = on; }
   bool greedy_pick_mode() const { return pick_mode_; }
   // sampling::GreedyPick of the last fed token's logits: the pick of the last feed in
-  // greedy-pick mode, else computed from logits(); -1 before any Feed.
+  // greedy-pick mode, else computed from what the last feed returned; -1 before any Feed.
   int32_t greedy_pick() const;
+  // Top-candidates mode (k in 1..model::Backend::kMaxTopCandidates; 0, or any other value: off):
+  // Feed (without all_logits) and Step return only the new last token's best k logits as
+  // (logit, id), best first (sampling::TopCandidates), for a top-k sampler
+  // (sampling::Sampler::CandidatesNeeded; Generate sets it so). Greedy-pick mode takes
+  // precedence. On Vulkan the row's chunks are sorted on the device: 64 KiB read back per token
+  // instead of 1 MiB, and no host scan of the row.
+  void set_top_candidates(int32_t k) {
+    top_k_ = k >= 1 && k <= static_cast<int32_t>(model::Backend::kMaxTopCandidates) ? k : 0;
+  }
+  int32_t top_candidates_k() const { return top_k_; }
+  // The last feed's candidates in top-candidates mode (fewer than k when fewer logits qualify);
+  // empty otherwise.
+  std::span<const std::pair<float, int32_t>> top_candidates() const {
+    return has_top_ ? std::span<const std::pair<float, int32_t>>(top_)
+                    : std::span<const std::pair<float, int32_t>>();
+  }
 
  private:
   friend class Engine;
@@ -136,6 +153,12 @@ class Sequence {
   bool pick_mode_ = false;
   bool has_pick_ = false;  // pick_ holds the last feed's greedy pick (logits_ may be empty)
   int32_t pick_ = -1;
+  int32_t top_k_ = 0;     // top-candidates mode: k (0: off)
+  bool has_top_ = false;  // top_ holds the last feed's best top_from_k_ (logits_ may be empty)
+  int32_t top_from_k_ = 0;
+  std::vector<std::pair<float, int32_t>> top_;
+  // Keeps the first k of `list` (a backend's candidates, padded with id -1) as top_.
+  void SetTop(const std::pair<float, int32_t>* list, int32_t k);
 };
 
 enum class FinishReason { kStopToken, kStopString, kMaxTokens, kCancelled, kContextFull };

@@ -115,11 +115,15 @@ int32_t GreedyPick(std::span<const float> logits) {
   return static_cast<int32_t>(std::find(row, row + logits.size(), m) - row);
 }
 
-bool Sampler::PlainGreedy() const {
+bool Sampler::ChangesLogits() const {
   const bool penalties = params_.penalty_last_n > 0 &&
                          (params_.repeat_penalty != 1.0f || params_.presence_penalty != 0.0f ||
                           params_.frequency_penalty != 0.0f);
-  return params_.temperature <= 0.0f && params_.logit_bias.empty() && !penalties;
+  return !params_.logit_bias.empty() || penalties;
+}
+
+bool Sampler::PlainGreedy() const {
+  return params_.temperature <= 0.0f && !ChangesLogits();
 }
 
 void Sampler::Accept(int32_t token) {
@@ -201,6 +205,15 @@ int32_t Sampler::Sample(std::span<const float> logits) {
       k *= 4;
     }
   }
+  return DrawFromTop(mx, total, drawn, r);
+}
+
+// The draw over top_ (best first): softmax weights relative to mx at the sampler's temperature,
+// normalised by `total` (0: their own sum), cut by top-p and min-p, then one uniform draw (or
+// `r` when already drawn).
+int32_t Sampler::DrawFromTop(float mx, double total, bool drawn, double r) {
+  const double inv_t = 1.0 / params_.temperature;
+  auto weight = [&](float v) { return std::exp((static_cast<double>(v) - mx) * inv_t); };
   idx_.clear();
   for (const Cand& c : top_) idx_.push_back(c.second);
   if (idx_.empty()) return -1;
@@ -237,6 +250,27 @@ int32_t Sampler::Sample(std::span<const float> logits) {
     if (r < 0) return idx_[i];
   }
   return idx_[keep - 1];
+}
+
+int32_t Sampler::CandidatesNeeded(int32_t max_k) const {
+  if (params_.temperature <= 0.0f || params_.top_k <= 0 || params_.top_k > max_k) return 0;
+  return ChangesLogits() ? 0 : params_.top_k;
+}
+
+int32_t Sampler::SampleTop(std::span<const std::pair<float, int32_t>> top) {
+  top_.clear();
+  for (const auto& c : top) {
+    if (!(c.first > -std::numeric_limits<float>::infinity())) break;  // padding: nothing after
+    top_.push_back(c);
+    if (top_.size() == static_cast<size_t>(params_.top_k)) break;
+  }
+  if (top_.empty()) return -1;
+  return DrawFromTop(top_.front().first, 0.0, false, 0.0);
+}
+
+void TopCandidates(std::span<const float> logits, size_t k,
+                   std::vector<std::pair<float, int32_t>>* out) {
+  TopK(logits.data(), static_cast<int32_t>(logits.size()), k, out);
 }
 
 }  // namespace garnet::sampling

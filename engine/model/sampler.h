@@ -44,6 +44,12 @@ struct SamplerParams {
 // <= 0 without bias or penalties, and what a backend's device-side pick computes.
 int32_t GreedyPick(std::span<const float> logits);
 
+// The k best logits of a row as (logit, id), best first: higher logit first, lower id on ties;
+// NaN and -inf never (fewer than k when fewer qualify). What Sample() draws from with top_k = k,
+// and what a backend's device-side candidates reproduce.
+void TopCandidates(std::span<const float> logits, size_t k,
+                   std::vector<std::pair<float, int32_t>>* out);
+
 class Sampler {
  public:
   explicit Sampler(SamplerParams params);
@@ -61,10 +67,19 @@ class Sampler {
   // Whether Sample() is exactly GreedyPick of the logits: temperature <= 0, no logit bias, no
   // penalty that changes a logit. Generation then needs only the pick, not the logits row.
   bool PlainGreedy() const;
+  // When Sample() needs only the best top_k logits of a row (temperature > 0, 1 <= top_k <=
+  // max_k, no bias, no penalty that changes a logit): top_k, else 0. Then SampleTop over exactly
+  // those (TopCandidates(row, top_k)) draws what Sample(row) would, with the same PRNG steps.
+  int32_t CandidatesNeeded(int32_t max_k) const;
+  // Sample() from the row's best candidates, best first (TopCandidates' order; entries after
+  // the first -inf or NaN and beyond top_k are ignored). -1 when there is none.
+  int32_t SampleTop(std::span<const std::pair<float, int32_t>> top);
 
  private:
   uint64_t NextU64();
   double NextUniform();  // [0, 1)
+  int32_t DrawFromTop(float mx, double total, bool drawn, double r);
+  bool ChangesLogits() const;  // a bias or an active penalty
 
   SamplerParams params_;
   uint64_t state_[4];

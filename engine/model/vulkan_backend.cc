@@ -51,6 +51,52 @@ struct WRef {
   BufferRange r() const { return BufferRange(*buf, off, bytes); }
 };
 
+// The best k of each of n rows from Kernels::TopChunks' output (`chunks` lists of
+// kTopChunkBest (value bits, id) pairs per row, each best first, padded with id 0xffffffff):
+// a merge of the lists' heads, in sampling::TopCandidates' order; padded with (-inf, -1).
+void MergeTopChunks(const uint32_t* pairs, uint32_t n, uint32_t chunks, uint32_t k,
+                    std::pair<float, int32_t>* top) {
+  constexpr uint32_t kBest = vk::Kernels::kTopChunkBest;
+  struct Head {
+    float v;
+    uint32_t id, list, pos;
+  };
+  // A max-heap by "comes first": `later(a, b)` when a ranks after b.
+  auto later = [](const Head& a, const Head& b) { return a.v != b.v ? a.v < b.v : a.id > b.id; };
+  std::vector<Head> heap;
+  for (uint32_t r = 0; r < n; ++r) {
+    const uint32_t* row = pairs + uint64_t{r} * chunks * kBest * 2;
+    auto at = [&](uint32_t list, uint32_t pos) {
+      const uint32_t* e = row + (uint64_t{list} * kBest + pos) * 2;
+      float v;
+      std::memcpy(&v, &e[0], 4);
+      return Head{v, e[1], list, pos};
+    };
+    heap.clear();
+    for (uint32_t c = 0; c < chunks; ++c) {
+      const Head h = at(c, 0);
+      if (h.id != 0xffffffffu) heap.push_back(h);
+    }
+    std::make_heap(heap.begin(), heap.end(), later);
+    std::pair<float, int32_t>* out = top + uint64_t{r} * k;
+    uint32_t got = 0;
+    for (; got < k && !heap.empty(); ++got) {
+      std::pop_heap(heap.begin(), heap.end(), later);
+      const Head h = heap.back();
+      heap.pop_back();
+      out[got] = {h.v, static_cast<int32_t>(h.id)};
+      if (h.pos + 1 < kBest) {
+        const Head next = at(h.list, h.pos + 1);
+        if (next.id != 0xffffffffu) {
+          heap.push_back(next);
+          std::push_heap(heap.begin(), heap.end(), later);
+        }
+      }
+    }
+    for (; got < k; ++got) out[got] = {-std::numeric_limits<float>::infinity(), -1};
+  }
+}
+
 // A named part of a scratch buffer.
 struct Region {
   const vk::Buffer* buf = nullptr;
@@ -175,7 +221,11 @@ struct VulkanBackend::Impl {
   // none), replayed while that sequence decodes. Recorded through `rec` swapped with it.
   std::unique_ptr<vk::Recorder> graph;
   uint64_t graph_seq = 0;
-  bool graph_picks = false;      // the kept pass ends in the greedy pick, not the logits
+  // What a pass returns for its logit rows: the rows ("logits_out"), their greedy picks
+  // (Kernels::ArgmaxRows into "picks") or their chunks' best candidates (Kernels::TopChunks
+  // into "top_chunks").
+  enum class HeadOut { kLogits, kPicks, kTop };
+  HeadOut graph_out = HeadOut::kLogits;  // what the kept pass's head returns
   bool recording_graph = false;  // kv_first comes from the positions buffer (AttentionDecode)
   // Decode with opt.prenorm: the "prenorm" region already holds attn_norm(hidden) for the layer
   // recorded next (its predecessor's last residual update wrote it); else that layer writes it.
@@ -274,13 +324,17 @@ struct VulkanBackend::Impl {
   // matvecs with pre_ffw_norm_2 and GeGLU folded in; with `xn`, the gate|up matvec reads that
   // already normalised input instead) into moe_down, one row per slot.
   Status RecordExperts(const LayerRefs& lr, uint32_t T, bool fused, const BufferRange* xn);
-  // The output head for n_rows rows; with `picks`, their greedy picks (Kernels::ArgmaxRows
-  // into "picks") instead of the logits in "logits_out".
-  Status RecordHead(uint32_t T, uint32_t n_rows, bool picks = false);
-  // A forward pass; the logit rows wanted go to `logits`, or with `picks` (logits null) only
-  // their greedy picks.
+  Status RecordHead(uint32_t T, uint32_t n_rows, HeadOut mode = HeadOut::kLogits);
+  // A forward pass; the logit rows wanted go to `out.logits`, or only their greedy picks to
+  // `out.picks`, or their best `out.k` candidates to `out.top`.
+  struct RunOut {
+    float* logits = nullptr;
+    int32_t* picks = nullptr;
+    std::pair<float, int32_t>* top = nullptr;
+    uint32_t k = 0;
+  };
   Status Run(const int32_t* tokens, const Row* rows, uint32_t T,
-             const std::vector<uint32_t>& logit_rows, float* logits, int32_t* picks = nullptr);
+             const std::vector<uint32_t>& logit_rows, const RunOut& out);
   // ForwardBatch's checks: the rows, tokens and logit rows of `items`.
   Status BatchRows(std::span<const BatchItem> items, std::vector<Row>* rows,
                    std::vector<int32_t>* tokens, std::vector<uint32_t>* out_rows) const;
@@ -1409,7 +1463,7 @@ Status VulkanBackend::Impl::RecordLayers(const Row* rows, uint32_t T) {
   return Status::OK();
 }
 
-Status VulkanBackend::Impl::RecordHead(uint32_t T, uint32_t n_rows, bool picks) {
+Status VulkanBackend::Impl::RecordHead(uint32_t T, uint32_t n_rows, HeadOut mode) {
   const uint32_t H = p.n_embd, V = p.n_vocab;
   const Region &norm = R("norm"), &lg = R("logits"), &out = R("logits_out");
   GARNET_RETURN_IF_ERROR(kern->GetRows(*rec, GgmlType::kF32, H, T, n_rows, 0, 1.0f, R("hidden").r(),
@@ -1417,12 +1471,15 @@ Status VulkanBackend::Impl::RecordHead(uint32_t T, uint32_t n_rows, bool picks) 
   GARNET_RETURN_IF_ERROR(RmsNorm(H, n_rows, norm.r(), &output_norm, norm.r()));
   GARNET_RETURN_IF_ERROR(Mul(tok_embd, H, V, n_rows, norm.r(), lg.r()));
   const uint64_t bytes = uint64_t{n_rows} * V * 4;
-  if (picks) {
-    // The pick over the values the host would see: soft-capped in place first (the cap can
-    // round distinct logits to equal values, and ties go to the lower id).
+  if (mode != HeadOut::kLogits) {
+    // Picks and candidates over the values the host would see: soft-capped in place first (the
+    // cap can round distinct logits to equal values, and ties go to the lower id).
     if (p.final_logit_softcap > 0) {
       GARNET_RETURN_IF_ERROR(kern->Softcap(*rec, n_rows * V, p.final_logit_softcap,
                                            lg.sub(0, bytes), lg.sub(0, bytes)));
+    }
+    if (mode == HeadOut::kTop) {
+      return kern->TopChunks(*rec, V, n_rows, lg.sub(0, bytes), R("top_chunks").r());
     }
     return kern->ArgmaxRows(*rec, V, n_rows, lg.sub(0, bytes), R("pick_part").r(), R("picks").r());
   }
@@ -1434,10 +1491,12 @@ Status VulkanBackend::Impl::RecordHead(uint32_t T, uint32_t n_rows, bool picks) 
 }
 
 Status VulkanBackend::Impl::Run(const int32_t* tokens, const Row* rows, uint32_t T,
-                                const std::vector<uint32_t>& logit_rows_wanted, float* logits,
-                                int32_t* picks) {
-  if (picks != nullptr) logits = nullptr;
-  const bool want = logits != nullptr || picks != nullptr;
+                                const std::vector<uint32_t>& logit_rows_wanted, const RunOut& ro) {
+  const HeadOut head = ro.top != nullptr     ? HeadOut::kTop
+                       : ro.picks != nullptr ? HeadOut::kPicks
+                                             : HeadOut::kLogits;
+  float* logits = ro.logits;
+  const bool want = ro.logits != nullptr || ro.picks != nullptr || ro.top != nullptr;
   const auto t_inputs = std::chrono::steady_clock::now();
   for (uint32_t t = 0; t < T; ++t) {
     if (tokens[t] < 0 || tokens[t] >= static_cast<int32_t>(p.n_vocab)) {
@@ -1512,8 +1571,7 @@ Status VulkanBackend::Impl::Run(const int32_t* tokens, const Row* rows, uint32_t
   auto us = [](auto a, auto b) { return std::chrono::duration<double, std::micro>(b - a).count(); };
   vk::Recorder::Stats rs;
   const char* mode = "";
-  const bool pick_mode = picks != nullptr;
-  if (use_graph && graph_seq == rows[0].seq->id() && graph_picks == pick_mode && graph->kept()) {
+  if (use_graph && graph_seq == rows[0].seq->id() && graph_out == head && graph->kept()) {
     mode = " replay";
     rs = graph->stats();
     Status s = graph->Replay();
@@ -1536,7 +1594,7 @@ Status VulkanBackend::Impl::Run(const int32_t* tokens, const Row* rows, uint32_t
     std::swap(rec, graph);
     recording_graph = true;
     Status s = RecordLayers(rows, T);
-    if (s.ok()) s = RecordHead(T, 1, pick_mode);
+    if (s.ok()) s = RecordHead(T, 1, head);
     recording_graph = false;
     std::swap(rec, graph);
     if (!s.ok()) {
@@ -1547,11 +1605,11 @@ Status VulkanBackend::Impl::Run(const int32_t* tokens, const Row* rows, uint32_t
     t_submit = std::chrono::steady_clock::now();
     GARNET_RETURN_IF_ERROR(graph->SubmitAndWait());
     graph_seq = rows[0].seq->id();
-    graph_picks = pick_mode;
+    graph_out = head;
   } else {
     if (rec->profiling()) rec->set_profile_tag(T == 1 ? "T=1" : "T=" + std::to_string(T));
     Status s = RecordLayers(rows, T);
-    if (s.ok() && first > 0 && want) s = RecordHead(T, first, pick_mode);
+    if (s.ok() && first > 0 && want) s = RecordHead(T, first, head);
     if (!s.ok()) {
       (void)rec->SubmitAndWait();  // drops what was recorded
       return s;
@@ -1585,7 +1643,7 @@ Status VulkanBackend::Impl::Run(const int32_t* tokens, const Row* rows, uint32_t
         lrows[i] = static_cast<int32_t>(logit_rows_wanted[done + i]);
       }
       GARNET_RETURN_IF_ERROR(scratch_up.FlushHostWrites(0, scratch_up.size()));
-      Status hs = RecordHead(T, n, pick_mode);
+      Status hs = RecordHead(T, n, head);
       if (!hs.ok()) {
         (void)rec->SubmitAndWait();
         return hs;
@@ -1593,8 +1651,11 @@ Status VulkanBackend::Impl::Run(const int32_t* tokens, const Row* rows, uint32_t
       GARNET_RETURN_IF_ERROR(rec->SubmitAndWait());
     }
     GARNET_RETURN_IF_ERROR(scratch_rb.InvalidateForHostReads(0, scratch_rb.size()));
-    if (pick_mode) {
-      std::memcpy(picks + done, rb + R("picks").off, uint64_t{n} * 4);
+    if (head == HeadOut::kPicks) {
+      std::memcpy(ro.picks + done, rb + R("picks").off, uint64_t{n} * 4);
+    } else if (head == HeadOut::kTop) {
+      MergeTopChunks(reinterpret_cast<const uint32_t*>(rb + R("top_chunks").off), n,
+                     vk::Kernels::TopChunkCount(p.n_vocab), ro.k, ro.top + uint64_t{done} * ro.k);
     } else {
       std::memcpy(logits + uint64_t{done} * V, out, uint64_t{n} * V * 4);
     }
@@ -1628,7 +1689,7 @@ Status VulkanBackend::Forward(BackendSequence* bseq, const int32_t* tokens, int6
   if (logits != nullptr) {
     for (int64_t t = all_logits ? 0 : T - 1; t < T; ++t) out_rows.push_back(uint32_t(t));
   }
-  return impl_->Run(tokens, rows.data(), static_cast<uint32_t>(T), out_rows, logits);
+  return impl_->Run(tokens, rows.data(), static_cast<uint32_t>(T), out_rows, {.logits = logits});
 }
 
 Status VulkanBackend::Impl::BatchRows(std::span<const BatchItem> items, std::vector<Row>* rows,
@@ -1676,7 +1737,7 @@ Status VulkanBackend::ForwardBatch(std::span<const BatchItem> items, float* logi
   GARNET_RETURN_IF_ERROR(impl_->BatchRows(items, &rows, &tokens, &out_rows));
   if (logits == nullptr) out_rows.clear();
   return impl_->Run(tokens.data(), rows.data(), static_cast<uint32_t>(rows.size()), out_rows,
-                    logits);
+                    {.logits = logits});
 }
 
 Status VulkanBackend::ForwardBatchPicks(std::span<const BatchItem> items, int32_t* picks) {
@@ -1686,7 +1747,21 @@ Status VulkanBackend::ForwardBatchPicks(std::span<const BatchItem> items, int32_
   GARNET_RETURN_IF_ERROR(impl_->BatchRows(items, &rows, &tokens, &out_rows));
   if (picks == nullptr) out_rows.clear();
   return impl_->Run(tokens.data(), rows.data(), static_cast<uint32_t>(rows.size()), out_rows,
-                    nullptr, picks);
+                    {.picks = picks});
+}
+
+Status VulkanBackend::ForwardBatchTop(std::span<const BatchItem> items, uint32_t k,
+                                      std::pair<float, int32_t>* top) {
+  if (k == 0 || k > kMaxTopCandidates || k > vk::Kernels::kTopChunkBest) {
+    return Status::InvalidArgument("forward batch", "top " + std::to_string(k) + " candidates");
+  }
+  std::vector<Impl::Row> rows;
+  std::vector<int32_t> tokens;
+  std::vector<uint32_t> out_rows;
+  GARNET_RETURN_IF_ERROR(impl_->BatchRows(items, &rows, &tokens, &out_rows));
+  if (top == nullptr) out_rows.clear();
+  return impl_->Run(tokens.data(), rows.data(), static_cast<uint32_t>(rows.size()), out_rows,
+                    {.top = top, .k = k});
 }
 
 }  // namespace garnet::model

@@ -185,6 +185,8 @@ class VulkanBackend final : public Backend {
                  bool all_logits, float* logits) override;
   Status ForwardBatch(std::span<const BatchItem> items, float* logits) override;
   Status ForwardBatchPicks(std::span<const BatchItem> items, int32_t* picks) override;
+  Status ForwardBatchTop(std::span<const BatchItem> items, uint32_t k,
+                         std::pair<float, int32_t>* top) override;
 
   // K and V bytes of one sequence (its share of a GPU block, without alignment padding, plus
   // its host layers' cache).

@@ -1052,6 +1052,29 @@ Status Kernels::ArgmaxRows(Recorder& rec, uint32_t n, uint32_t rows, const Buffe
   return rec.Dispatch(*p1, bindings, push, rows, 1);
 }
 
+Status Kernels::TopChunks(Recorder& rec, uint32_t n, uint32_t rows, const BufferRange& x,
+                          const BufferRange& out) {
+  const std::string op = "top_chunks";
+  if (n == 0 || rows == 0) return Status::InvalidArgument(op, "empty shape");
+  const uint32_t chunks = TopChunkCount(n);
+  if (rows > device_.info().max_workgroup_count[1] ||
+      chunks > device_.info().max_workgroup_count[0]) {
+    return Status::InvalidArgument(
+        op, std::to_string(rows) + " rows of " + std::to_string(n) + " for one dispatch");
+  }
+  GARNET_RETURN_IF_ERROR(Need(x, uint64_t{n} * rows * 4, op, "x"));
+  GARNET_RETURN_IF_ERROR(Need(out, TopChunksBytes(n, rows), op, "out"));
+  // 256 invocations (8 elements each); 16 KiB of shared memory for the chunk's keys and indices.
+  constexpr uint32_t kWg = 256;
+  PipelineDesc desc{"top_chunks", 2, 0b10, 8, {kWg}, {kWg, 1, 1}};
+  GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
+  struct {
+    uint32_t n, chunks;
+  } push{n, chunks};
+  const BufferRange bindings[] = {x, out};
+  return rec.Dispatch(*p, bindings, push, chunks, rows);
+}
+
 Status Kernels::GetRows(Recorder& rec, GgmlType type, uint32_t in, uint32_t n_rows,
                         uint32_t n_tokens, uint32_t y_stride, float scale, const BufferRange& w,
                         const BufferRange& ids, const BufferRange& y) {

@@ -17,11 +17,15 @@
 
 namespace garnet::testing {
 
-inline std::string TestModelPath(const std::string& preset, const std::string& type) {
+// n_vocab != 0 replaces the preset's vocabulary size (e.g. a tiny model whose logits rows span
+// several of a kernel's chunks).
+inline std::string TestModelPath(const std::string& preset, const std::string& type,
+                                 uint32_t n_vocab = 0) {
   static std::mutex mu;
   static std::map<std::string, std::string> made;
   std::lock_guard<std::mutex> lock(mu);
-  const std::string key = preset + "-" + type;
+  const std::string key =
+      preset + "-" + type + (n_vocab ? "-v" + std::to_string(n_vocab) : std::string());
   auto it = made.find(key);
   if (it != made.end()) return it->second;
   static const std::string dir = [] {
@@ -33,6 +37,7 @@ inline std::string TestModelPath(const std::string& preset, const std::string& t
   auto spec = mkmodel::PresetSpec(preset);
   EXPECT_TRUE(spec.ok()) << spec.status().ToString();
   if (!spec.ok()) return "";
+  if (n_vocab) spec->n_vocab = n_vocab;
   mkmodel::TypeOptions types;
   types.base = type;
   auto plan = mkmodel::MakePlan(*spec, types);

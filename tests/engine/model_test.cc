@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cmath>
 #include <filesystem>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -385,6 +386,64 @@ TEST(Engine, GreedyPickModeMatchesLogits) {
   auto rs = e->Generate(*g, std::span(&one, 1), samp, nullptr);
   ASSERT_TRUE(rs.ok()) << rs.status().ToString();
   EXPECT_FALSE(g->greedy_pick_mode());
+}
+
+// Top-candidates mode (what Generate uses for a top-k sampler): a seeded Gemma-default
+// generation equals sampling by hand from full logits rows; Step returns candidates for a batch
+// of candidate and picking sequences, and logits (candidates from them on the host) when one
+// sequence wants logits.
+TEST(Engine, TopCandidatesModeDrawsAsTheFullRow) {
+  auto e = OpenEngine("tiny-moe", "f32", F32Options(4));
+  ASSERT_TRUE(e);
+  const int V = static_cast<int>(e->params().n_vocab);
+  const auto prompt = Tokens(6, V, 43);
+  GenerateRequest req;
+  req.max_tokens = 16;
+  req.stop_ids = {-5};
+  req.sampler = sampling::SamplerParams::GemmaDefaults(77);
+  req.sampler.temperature = 1.5f;  // a flatter draw: more than the best token gets picked
+  auto g = std::move(e->NewSequence()).value();
+  auto r = e->Generate(*g, prompt, req, nullptr);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(g->top_candidates_k(), 64);
+  EXPECT_TRUE(g->logits().empty());
+  auto h = std::move(e->NewSequence()).value();
+  ASSERT_TRUE(e->Feed(*h, prompt).ok());
+  sampling::Sampler by_hand(req.sampler);
+  std::set<int32_t> distinct;
+  for (size_t i = 0; i < r->tokens.size(); ++i) {
+    const int32_t t = by_hand.Sample(h->logits());
+    by_hand.Accept(t);
+    ASSERT_EQ(t, r->tokens[i]) << i;
+    distinct.insert(t);
+    ASSERT_TRUE(e->Feed(*h, std::span(&t, 1)).ok());
+  }
+  EXPECT_GT(distinct.size(), 1u);
+  // Step: candidates for k = 64 and a picking sequence in one batch; then with a logits one.
+  auto c = std::move(e->NewSequence()).value();
+  auto p = std::move(e->NewSequence()).value();
+  auto l = std::move(e->NewSequence()).value();
+  c->set_top_candidates(64);
+  p->set_greedy_pick_mode(true);
+  for (Sequence* s : {c.get(), p.get(), l.get()}) ASSERT_TRUE(e->Feed(*s, prompt).ok());
+  std::vector<Sequence*> cp = {c.get(), p.get()};
+  ASSERT_TRUE(e->Step(cp, std::vector<int32_t>{9, 9}).ok());
+  std::vector<Sequence*> one = {l.get()};
+  ASSERT_TRUE(e->Step(one, std::vector<int32_t>{9}).ok());
+  std::vector<std::pair<float, int32_t>> want;
+  sampling::TopCandidates(l->logits(), 64, &want);
+  ASSERT_EQ(c->top_candidates().size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i) EXPECT_EQ(c->top_candidates()[i], want[i]) << i;
+  EXPECT_EQ(p->greedy_pick(), want[0].second);
+  std::vector<Sequence*> all = {c.get(), p.get(), l.get()};
+  ASSERT_TRUE(e->Step(all, std::vector<int32_t>{3, 3, 3}).ok());
+  EXPECT_FALSE(l->logits().empty());
+  sampling::TopCandidates(l->logits(), 64, &want);
+  ASSERT_EQ(c->top_candidates().size(), want.size());
+  EXPECT_EQ(c->top_candidates()[0], want[0]);
+  EXPECT_EQ(p->greedy_pick(), want[0].second);
+  c->set_top_candidates(65);  // above what a backend returns: off
+  EXPECT_EQ(c->top_candidates_k(), 0);
 }
 
 TEST(Engine, RejectsBadInput) {

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <random>
 #include <set>
 #include <vector>
 
@@ -45,6 +46,58 @@ TEST(Sampler, GreedyPickRuleAndPlainGreedy) {
   SamplerParams f = p;
   f.frequency_penalty = 0.5f;
   EXPECT_FALSE(Sampler(f).PlainGreedy());
+}
+
+// A top-k sampler draws the same from the row's best k (TopCandidates, as a backend returns
+// them) as from the whole row, step for step with the same seed; CandidatesNeeded says when.
+TEST(Sampler, SampleTopEqualsSampleOverTheRow) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd(0.0f, 3.0f);
+  std::vector<float> row(5000);
+  for (SamplerParams p : {SamplerParams::GemmaDefaults(11), SamplerParams::GemmaDefaults(12)}) {
+    for (int variant = 0; variant < 3; ++variant) {
+      if (variant == 1) {
+        p.top_k = 40;
+        p.top_p = 0.9f;
+        p.temperature = 0.8f;
+      }
+      if (variant == 2) {
+        p.top_k = 7;
+        p.top_p = 1.0f;
+        p.min_p = 0.05f;
+      }
+      Sampler a(p), b(p);
+      ASSERT_EQ(a.CandidatesNeeded(64), p.top_k);
+      std::vector<std::pair<float, int32_t>> top;
+      for (int step = 0; step < 200; ++step) {
+        for (float& v : row) v = std::round(nd(rng) * 4.0f) / 4.0f;  // ties
+        row[static_cast<size_t>(step) % row.size()] = std::numeric_limits<float>::quiet_NaN();
+        TopCandidates(row, static_cast<size_t>(p.top_k), &top);
+        ASSERT_EQ(top.size(), static_cast<size_t>(p.top_k));
+        ASSERT_EQ(a.SampleTop(top), b.Sample(row)) << "variant " << variant << " step " << step;
+      }
+    }
+  }
+  SamplerParams q = SamplerParams::GemmaDefaults(1);
+  EXPECT_EQ(Sampler(q).CandidatesNeeded(32), 0);  // top_k 64 above what the backend returns
+  q.top_k = 0;
+  EXPECT_EQ(Sampler(q).CandidatesNeeded(64), 0);  // the whole vocabulary
+  q.top_k = 20;
+  q.repeat_penalty = 1.1f;
+  EXPECT_EQ(Sampler(q).CandidatesNeeded(64), 0);
+  q.repeat_penalty = 1.0f;
+  q.logit_bias = {{4, 1.0f}};
+  EXPECT_EQ(Sampler(q).CandidatesNeeded(64), 0);
+  q.logit_bias.clear();
+  EXPECT_EQ(Sampler(q).CandidatesNeeded(64), 20);
+  q.temperature = 0.0f;
+  EXPECT_EQ(Sampler(q).CandidatesNeeded(64), 0);  // greedy: PlainGreedy's case
+  // Fewer candidates than k (the rest banned) and none at all.
+  Sampler c(SamplerParams::GemmaDefaults(3));
+  const std::vector<std::pair<float, int32_t>> two = {{2.0f, 9}, {1.0f, 4}};
+  const int32_t t = c.SampleTop(two);
+  EXPECT_TRUE(t == 9 || t == 4);
+  EXPECT_EQ(c.SampleTop({}), -1);
 }
 
 TEST(Sampler, LogitBiasBans) {

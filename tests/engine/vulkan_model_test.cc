@@ -50,9 +50,10 @@ struct Loaded {
   std::unique_ptr<ModelWeights> weights;
 };
 
-std::unique_ptr<Loaded> Load(const std::string& preset, const std::string& type) {
+std::unique_ptr<Loaded> Load(const std::string& preset, const std::string& type,
+                             uint32_t n_vocab = 0) {
   auto l = std::make_unique<Loaded>();
-  auto m = gguf::Model::Open(TestModelPath(preset, type));
+  auto m = gguf::Model::Open(TestModelPath(preset, type, n_vocab));
   EXPECT_TRUE(m.ok()) << m.status().ToString();
   if (!m.ok()) return nullptr;
   l->model = std::move(*m);
@@ -669,6 +670,80 @@ TEST(VulkanBackend, DevicePicksEqualHostPicks) {
           << "row " << r;
     }
   }
+}
+
+// Top candidates from the device (ForwardBatchTop: each 2048-logit chunk sorted on the GPU, the
+// chunks' lists merged on the host) equal sampling::TopCandidates over the logits ForwardBatch
+// returns, on two backends with the same kernels: a tiny-moe whose 5000-logit rows span three
+// chunks (the last one short), k = 64 and k = 5, the prompt, 12 decode steps (the kept decode
+// graph replayed in this mode) and a three-row batch of two sequences.
+TEST(VulkanBackend, DeviceTopCandidatesEqualHostTopCandidates) {
+  GARNET_REQUIRE_VULKAN();
+  auto l = Load("tiny-moe", "f16", 5000);
+  ASSERT_TRUE(l);
+  ASSERT_EQ(l->params.n_vocab, 5000u);
+  auto a = CreateBackend(*l, VkOptions(2), false);
+  auto b = CreateBackend(*l, VkOptions(2), true);
+  ASSERT_TRUE(a.ok() && b.ok());
+  const int64_t V = l->params.n_vocab;
+  for (const uint32_t k : {64u, 5u}) {
+    SCOPED_TRACE(k);
+    auto a1 = (*a)->NewSequence(), a2 = (*a)->NewSequence();
+    auto b1 = (*b)->NewSequence(), b2 = (*b)->NewSequence();
+    ASSERT_TRUE(a1.ok() && a2.ok() && b1.ok() && b2.ok());
+    const std::vector<int32_t> prompt = Tokens(7, static_cast<int>(V), 51);
+    auto items = [&](BackendSequence* s, std::span<const int32_t> toks, int64_t pos0) {
+      std::vector<BatchItem> it;
+      for (size_t i = 0; i < toks.size(); ++i) {
+        it.push_back({s, toks[i], pos0 + static_cast<int64_t>(i), i + 1 == toks.size()});
+      }
+      return it;
+    };
+    std::vector<float> la(static_cast<size_t>(3 * V));
+    std::vector<std::pair<float, int32_t>> top(3 * k), want;
+    auto expect_row = [&](size_t r, const std::string& where) {
+      sampling::TopCandidates(
+          std::span(la).subspan(r * static_cast<size_t>(V), static_cast<size_t>(V)), k, &want);
+      ASSERT_EQ(want.size(), k);
+      for (uint32_t j = 0; j < k; ++j) {
+        ASSERT_EQ(top[r * k + j].second, want[j].second) << where << " row " << r << " #" << j;
+        ASSERT_EQ(top[r * k + j].first, want[j].first) << where << " row " << r << " #" << j;
+      }
+    };
+    ASSERT_TRUE((*a)->ForwardBatch(items(a1->get(), prompt, 0), la.data()).ok());
+    Status st = (*b)->ForwardBatchTop(items(b1->get(), prompt, 0), k, top.data());
+    ASSERT_TRUE(st.ok()) << st.ToString();
+    expect_row(0, "prompt");
+    ASSERT_TRUE((*a)->ForwardBatch(items(a2->get(), prompt, 0), la.data()).ok());
+    ASSERT_TRUE((*b)->ForwardBatchTop(items(b2->get(), prompt, 0), k, top.data()).ok());
+    int64_t pos = static_cast<int64_t>(prompt.size());
+    ::testing::internal::CaptureStderr();
+    for (int step = 0; step < 12; ++step, ++pos) {
+      const int32_t tok = top[static_cast<size_t>(step) % k].second;  // not always the best
+      ASSERT_TRUE((*a)->ForwardBatch(items(a1->get(), std::span(&tok, 1), pos), la.data()).ok());
+      ASSERT_TRUE(
+          (*b)->ForwardBatchTop(items(b1->get(), std::span(&tok, 1), pos), k, top.data()).ok());
+      expect_row(0, "step " + std::to_string(step));
+    }
+    const std::string err = ::testing::internal::GetCapturedStderr();
+    size_t replays = 0;
+    for (size_t at = 0; (at = err.find("us replay\n", at)) != std::string::npos; ++at) ++replays;
+    EXPECT_EQ(replays, 11u) << err;
+    const int64_t p2 = static_cast<int64_t>(prompt.size());
+    auto batch = [&](BackendSequence* s1, BackendSequence* s2) {
+      return std::vector<BatchItem>{{s1, 7, pos, true}, {s2, 9, p2, true}, {s1, 5, pos + 1, true}};
+    };
+    ASSERT_TRUE((*a)->ForwardBatch(batch(a1->get(), a2->get()), la.data()).ok());
+    ASSERT_TRUE((*b)->ForwardBatchTop(batch(b1->get(), b2->get()), k, top.data()).ok());
+    for (size_t r = 0; r < 3; ++r) expect_row(r, "batch");
+  }
+  auto s = (*b)->NewSequence();
+  ASSERT_TRUE(s.ok());
+  std::vector<std::pair<float, int32_t>> top(65);
+  const int32_t tok = 2;
+  EXPECT_TRUE(
+      (*b)->ForwardBatchTop(std::vector<BatchItem>{{s->get(), tok, 0, true}}, 65, top.data())
+          .IsInvalidArgument());
 }
 
 // Planner prediction == device accounting, per kind, exactly (the fit planner issue).

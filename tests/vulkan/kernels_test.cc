@@ -4,6 +4,7 @@
 // them for the oracle.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <initializer_list>
@@ -1341,6 +1342,68 @@ TEST_P(KernelTest, ArgmaxRowsPicksAsTheSampler) {
   EXPECT_TRUE(k().ArgmaxRows(rec(), 0, 1, b, b, b).IsInvalidArgument());
   EXPECT_TRUE(k().ArgmaxRows(rec(), 64, 1, BufferRange(b, 0, 128), b, b).IsInvalidArgument());
   EXPECT_TRUE(k().ArgmaxRows(rec(), 64, 1, b, BufferRange(b, 0, 64), b).IsInvalidArgument());
+}
+
+// TopChunks: each chunk's best 64 in the sampler's order (value first, lower index on ties,
+// -0 equal to +0, NaN and -inf never), padded with (-inf, 0xffffffff); against a host sort of
+// every chunk. Rows with ties spread over chunks, NaN and +-inf, a short last chunk and a chunk
+// with fewer than 64 candidates.
+TEST_P(KernelTest, TopChunksKeepEachChunksBestInSamplerOrder) {
+  const float kNan = std::numeric_limits<float>::quiet_NaN();
+  const float kInf = std::numeric_limits<float>::infinity();
+  constexpr uint32_t kChunk = Kernels::kTopChunk, kBest = Kernels::kTopChunkBest;
+  for (const uint32_t n : {5000u, 2048u, 37u}) {
+    const uint32_t rows = 3, chunks = Kernels::TopChunkCount(n);
+    // Values on a coarse grid so that ties are common.
+    std::vector<float> x = RandomFloats(size_t{n} * rows, 970 + n, -8, 8);
+    for (float& v : x) v = std::round(v * 2.0f) / 2.0f;
+    float* r1 = x.data() + n;
+    for (uint32_t i = 0; i < n; i += 3) r1[i] = kNan;
+    r1[n / 2] = kInf;
+    r1[n - 1] = kInf;
+    r1[1] = -kInf;
+    float* r2 = x.data() + 2 * size_t{n};
+    for (uint32_t i = 0; i < n; ++i) r2[i] = i % 5 == 0 ? (i % 2 ? -0.0f : 0.0f) : -kInf;
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bx, UploadFloats(*d_, x));
+    GARNET_ASSERT_OK_AND_ASSIGN(
+        Buffer bo,
+        Buffer::Create(*d_->device, Kernels::TopChunksBytes(n, rows), MemoryKind::kScratch));
+    GARNET_ASSERT_OK(k().TopChunks(rec(), n, rows, bx, bo));
+    GARNET_ASSERT_OK(rec().SubmitAndWait());
+    GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> raw,
+                                DownloadFloats(*d_, bo, size_t{rows} * chunks * kBest * 2));
+    for (uint32_t r = 0; r < rows; ++r) {
+      for (uint32_t c = 0; c < chunks; ++c) {
+        std::vector<std::pair<float, uint32_t>> want;
+        for (uint32_t i = c * kChunk; i < std::min(n, (c + 1) * kChunk); ++i) {
+          const float v = x[size_t{r} * n + i];
+          if (v > -kInf) want.push_back({v == 0.0f ? 0.0f : v, i});
+        }
+        std::sort(want.begin(), want.end(), [](const auto& a, const auto& b) {
+          return a.first != b.first ? a.first > b.first : a.second < b.second;
+        });
+        want.resize(std::min<size_t>(want.size(), kBest));
+        const float* got = raw.data() + (size_t{r} * chunks + c) * kBest * 2;
+        for (uint32_t j = 0; j < kBest; ++j) {
+          uint32_t id = 0;
+          std::memcpy(&id, &got[2 * j + 1], 4);
+          const float v = got[2 * j];
+          if (j < want.size()) {
+            ASSERT_EQ(id, want[j].second)
+                << "n " << n << " row " << r << " chunk " << c << " #" << j;
+            ASSERT_EQ(v, want[j].first) << "n " << n << " row " << r << " chunk " << c << " #" << j;
+          } else {
+            ASSERT_EQ(id, 0xffffffffu) << "n " << n << " row " << r << " chunk " << c << " #" << j;
+            ASSERT_EQ(v, -kInf);
+          }
+        }
+      }
+    }
+  }
+  GARNET_ASSERT_OK_AND_ASSIGN(Buffer b, Buffer::Create(*d_->device, 1 << 12, MemoryKind::kScratch));
+  EXPECT_TRUE(k().TopChunks(rec(), 0, 1, b, b).IsInvalidArgument());
+  EXPECT_TRUE(k().TopChunks(rec(), 64, 1, BufferRange(b, 0, 128), b).IsInvalidArgument());
+  EXPECT_TRUE(k().TopChunks(rec(), 64, 1, b, BufferRange(b, 0, 256)).IsInvalidArgument());
 }
 
 // One attention problem: its shape, positions and random Q (float) and K, V (f16) data.

@@ -4,16 +4,19 @@
 //                       [--ctx N] [--ubatch N] [--kv-type f16|q8_0|f32] [--reps 1]
 //                       [--backend cpu|vulkan] [--device N|NAME] [--f16-matmul 0|1]
 //                       [--gpu-layers N] [--experts-on-host N|all] [--pick device|host]
+//                       [--sampler greedy|gemma]
 //
 // Placement (vulkan): --gpu-layers N runs the last N layers on the GPU and the rest on the CPU
 // (plan::PolicyMode::kGpuLayers); --experts-on-host N keeps the routed experts of the lowest N
 // layers (all: every layer) in host memory, computed on the CPU. Without either, the engine's
 // auto plan for this machine.
 //
-// The prompt is deterministic pseudo-random token ids (bos first); decode is greedy, as Generate
-// does it: --pick device (the default) runs the sequence in greedy-pick mode (the backend picks
-// each token: on the GPU for vulkan, no logits read back); --pick host reads every logits row and
-// picks through the sampler, checking the row is finite. Prints one line per measurement and
+// The prompt is deterministic pseudo-random token ids (bos first); decode samples as Generate
+// does, greedy (--sampler greedy, the default) or with the Gemma defaults (--sampler gemma:
+// temperature 1, top-k 64, top-p 0.95, seed 1). --pick device (the default) lets the backend
+// reduce each row (greedy: the pick; top-k: the best 64 candidates; on the GPU for vulkan, no
+// logits row read back); --pick host reads every logits row and samples from it on the host,
+// checking the row is finite. Prints one line per measurement and
 // peak RSS (getrusage) with the file size and KV-cache size for scale.
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -44,6 +47,7 @@ int main(int argc, char** argv) {
   bool fused_routing = true;
   bool prenorm = true;
   bool host_pick = false;
+  bool gemma_sampling = false;
   int64_t gpu_layers = -1, experts_on_host = -1;  // -1: not given
   model::KvType kv_type = model::KvType::kF16;
   for (int i = 1; i < argc; ++i) {
@@ -102,6 +106,10 @@ int main(int argc, char** argv) {
       fused_routing = std::string(v) == "1";
     } else if (a == "--prenorm") {
       prenorm = std::string(v) == "1";
+    } else if (a == "--sampler") {
+      ok = std::string(v) == "greedy" || std::string(v) == "gemma";
+      if (!ok) std::fprintf(stderr, "error: --sampler takes greedy or gemma\n");
+      gemma_sampling = std::string(v) == "gemma";
     } else if (a == "--pick") {
       ok = std::string(v) == "device" || std::string(v) == "host";
       if (!ok) std::fprintf(stderr, "error: --pick takes device or host\n");
@@ -119,7 +127,7 @@ int main(int argc, char** argv) {
                  "[--backend cpu|vulkan] [--device N|NAME] [--f16-matmul 0|1] [--coop-matmul 0|1] "
                  "[--gpu-layers N] [--experts-on-host N|all] [--attn-prefill-min-tokens N] "
                  "[--attn-coop-min-tokens N] [--decode-graph 0|1] [--fused-routing 0|1]\n"
-                 "       [--prenorm 0|1] [--pick device|host]\n");
+                 "       [--prenorm 0|1] [--pick device|host] [--sampler greedy|gemma]\n");
     return 2;
   }
   engine::EngineOptions opt;
@@ -223,9 +231,16 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "error: %s\n", seq.status().ToString().c_str());
       return 1;
     }
-    sampling::Sampler greedy(sampling::SamplerParams{});  // the daemon's sampler, greedy
-    const bool pick = !host_pick && greedy.PlainGreedy();
+    // The daemon's sampler: greedy, or the Gemma defaults (seeded: the same draws every run).
+    sampling::Sampler sampler(gemma_sampling ? sampling::SamplerParams::GemmaDefaults(1)
+                                             : sampling::SamplerParams{});
+    const bool pick = !host_pick && sampler.PlainGreedy();
+    const int32_t topk =
+        host_pick || pick
+            ? 0
+            : sampler.CandidatesNeeded(static_cast<int32_t>(model::Backend::kMaxTopCandidates));
     (*seq)->set_greedy_pick_mode(pick);
+    (*seq)->set_top_candidates(topk);
     auto t0 = std::chrono::steady_clock::now();
     Status s = e.Feed(**seq, prompt);
     if (!s.ok()) {
@@ -234,35 +249,32 @@ int main(int argc, char** argv) {
     }
     auto t1 = std::chrono::steady_clock::now();
     double pre = std::chrono::duration<double>(t1 - t0).count();
-    uint64_t hash = 1469598103934665603ull;  // FNV-1a over the greedy ids, to compare runs
-    std::string first_ids;                   // the first greedy ids, to see a degenerate run
-    int64_t bad_rows = 0;  // logit rows with a NaN or an infinity; picks without a finite logit
+    uint64_t hash = 1469598103934665603ull;  // FNV-1a over the ids, to compare runs
+    std::string first_ids;                   // the first ids, to see a degenerate run
+    int64_t bad_rows = 0;  // logit rows with a NaN or an infinity; no token from the backend
     for (int64_t g = 0; g < n_gen; ++g) {
+      int32_t id = -1;
       if (pick) {
-        const int32_t p = (*seq)->greedy_pick();
-        if (p < 0) ++bad_rows;
-        const int32_t best = std::max(p, 0);
-        hash = (hash ^ static_cast<uint32_t>(best)) * 1099511628211ull;
-        if (g < 8) first_ids += (g ? " " : "") + std::to_string(best);
-        s = e.Feed(**seq, std::vector<int32_t>{best});
-        if (!s.ok()) {
-          std::fprintf(stderr, "error: %s\n", s.ToString().c_str());
-          return 1;
+        id = (*seq)->greedy_pick();
+      } else if (topk > 0) {
+        id = sampler.SampleTop((*seq)->top_candidates());
+      } else {
+        // The pick through the real sampler; the finiteness check as eight independent sums of
+        // x * 0 (NaN once any logit is NaN or infinite), cheap next to a 262144-logit row.
+        auto l = (*seq)->logits();
+        id = sampler.Sample(l);
+        float z[8] = {};
+        for (size_t i = 0; i + 8 <= l.size(); i += 8) {
+          for (size_t j = 0; j < 8; ++j) z[j] += l[i + j] * 0.0f;
         }
-        continue;
+        float zs = 0.0f;
+        for (float v : z) zs += v;
+        for (size_t i = l.size() / 8 * 8; i < l.size(); ++i) zs += l[i] * 0.0f;
+        if (!std::isfinite(zs)) ++bad_rows;
       }
-      // The pick through the real sampler; the finiteness check as eight independent sums of
-      // x * 0 (NaN once any logit is NaN or infinite), cheap next to a 262144-logit row.
-      auto l = (*seq)->logits();
-      const int32_t best = std::max(greedy.Sample(l), 0);
-      float z[8] = {};
-      for (size_t i = 0; i + 8 <= l.size(); i += 8) {
-        for (size_t j = 0; j < 8; ++j) z[j] += l[i + j] * 0.0f;
-      }
-      float zs = 0.0f;
-      for (float v : z) zs += v;
-      for (size_t i = l.size() / 8 * 8; i < l.size(); ++i) zs += l[i] * 0.0f;
-      if (!std::isfinite(zs)) ++bad_rows;
+      if ((pick || topk > 0) && id < 0) ++bad_rows;
+      const int32_t best = std::max(id, 0);
+      sampler.Accept(best);
       hash = (hash ^ static_cast<uint32_t>(best)) * 1099511628211ull;
       if (g < 8) first_ids += (g ? " " : "") + std::to_string(best);
       s = e.Feed(**seq, std::vector<int32_t>{best});
@@ -277,10 +289,12 @@ int main(int argc, char** argv) {
         "at %.0f GB/s)\n",
         static_cast<long long>(n_prompt), n_prompt / pre, pre, static_cast<long long>(n_gen),
         n_gen > 0 ? n_gen / dec : 0.0, dec, n_gen > 0 ? read_per_token * n_gen / dec / 1e9 : 0.0);
-    std::printf("greedy ids hash %016llx (first ids %s; %lld of %lld %s)\n",
-                static_cast<unsigned long long>(hash), first_ids.c_str(),
-                static_cast<long long>(bad_rows), static_cast<long long>(n_gen),
-                pick ? "picks on the backend found no finite logit" : "logit rows not finite");
+    std::printf("%s ids hash %016llx (first ids %s; %lld of %lld %s)\n",
+                gemma_sampling ? "sampled" : "greedy", static_cast<unsigned long long>(hash),
+                first_ids.c_str(), static_cast<long long>(bad_rows), static_cast<long long>(n_gen),
+                pick   ? "picks on the backend found no finite logit"
+                : topk ? "steps with no candidate from the backend"
+                       : "logit rows not finite");
   }
   struct rusage ru {};
   getrusage(RUSAGE_SELF, &ru);
