@@ -56,9 +56,9 @@ class Backend {
   // k (logit, id) pairs per item with logits = true, in item order, each list in
   // sampling::TopCandidates' order (best first, lower id on ties) padded with (-inf, -1) where
   // fewer than k qualify. The CPU backend takes them from its logits; the Vulkan backend sorts
-  // the row's chunks on the device and merges their heads on the host (64 pairs per 2048
+  // the row's chunks on the device and merges their heads on the host (k pairs per 2048
   // logits read back instead of the row).
-  static constexpr uint32_t kMaxTopCandidates = 64;
+  static constexpr uint32_t kMaxTopCandidates = 128;
   virtual Status ForwardBatchTop(std::span<const BatchItem> items, uint32_t k,
                                  std::pair<float, int32_t>* top) = 0;
 };

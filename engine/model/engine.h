@@ -127,8 +127,8 @@ class Sequence {
   // Feed (without all_logits) and Step return only the new last token's best k logits as
   // (logit, id), best first (sampling::TopCandidates), for a top-k sampler
   // (sampling::Sampler::CandidatesNeeded; Generate sets it so). Greedy-pick mode takes
-  // precedence. On Vulkan the row's chunks are sorted on the device: 64 KiB read back per token
-  // instead of 1 MiB, and no host scan of the row.
+  // precedence. On Vulkan the row's chunks are sorted on the device: k pairs per 2048 logits
+  // read back per token (64 KiB for k = 64) instead of 1 MiB, and no host scan of the row.
   void set_top_candidates(int32_t k) {
     top_k_ = k >= 1 && k <= static_cast<int32_t>(model::Backend::kMaxTopCandidates) ? k : 0;
   }

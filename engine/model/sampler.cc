@@ -122,6 +122,13 @@ bool Sampler::ChangesLogits() const {
   return !params_.logit_bias.empty() || penalties;
 }
 
+float Sampler::Penalised(float l, int count) const {
+  if (params_.repeat_penalty != 1.0f && params_.repeat_penalty > 0.0f) {
+    l = l > 0 ? l / params_.repeat_penalty : l * params_.repeat_penalty;
+  }
+  return l - (params_.presence_penalty + params_.frequency_penalty * static_cast<float>(count));
+}
+
 bool Sampler::PlainGreedy() const {
   return params_.temperature <= 0.0f && !ChangesLogits();
 }
@@ -156,10 +163,7 @@ int32_t Sampler::Sample(std::span<const float> logits) {
     }
     for (const auto& [t, c] : counts) {
       float& l = work_[static_cast<size_t>(t)];
-      if (params_.repeat_penalty != 1.0f && params_.repeat_penalty > 0.0f) {
-        l = l > 0 ? l / params_.repeat_penalty : l * params_.repeat_penalty;
-      }
-      l -= params_.presence_penalty + params_.frequency_penalty * static_cast<float>(c);
+      l = Penalised(l, c);
     }
   }
   const float kNegInf = -std::numeric_limits<float>::infinity();
@@ -253,17 +257,45 @@ int32_t Sampler::DrawFromTop(float mx, double total, bool drawn, double r) {
 }
 
 int32_t Sampler::CandidatesNeeded(int32_t max_k) const {
-  if (params_.temperature <= 0.0f || params_.top_k <= 0 || params_.top_k > max_k) return 0;
-  return ChangesLogits() ? 0 : params_.top_k;
+  if (params_.temperature <= 0.0f || params_.top_k <= 0 || !params_.logit_bias.empty()) return 0;
+  int64_t need = params_.top_k;
+  const bool penalties = params_.penalty_last_n > 0 &&
+                         (params_.repeat_penalty != 1.0f || params_.presence_penalty != 0.0f ||
+                          params_.frequency_penalty != 0.0f);
+  if (penalties) {
+    // Penalties that only lower logits move a token down past at most the penalised ones
+    // (at most penalty_last_n distinct ids): the best top_k after them are among the best
+    // top_k + penalty_last_n before. A penalty that raises a logit could lift any token.
+    const bool lowers = !(params_.repeat_penalty > 0.0f && params_.repeat_penalty < 1.0f) &&
+                        params_.presence_penalty >= 0.0f && params_.frequency_penalty >= 0.0f;
+    if (!lowers) return 0;
+    need += params_.penalty_last_n;
+  }
+  return need <= max_k ? static_cast<int32_t>(need) : 0;
 }
 
 int32_t Sampler::SampleTop(std::span<const std::pair<float, int32_t>> top) {
   top_.clear();
+  const float kNegInf = -std::numeric_limits<float>::infinity();
   for (const auto& c : top) {
-    if (!(c.first > -std::numeric_limits<float>::infinity())) break;  // padding: nothing after
+    if (!(c.first > kNegInf)) break;  // padding: nothing after
     top_.push_back(c);
-    if (top_.size() == static_cast<size_t>(params_.top_k)) break;
   }
+  const bool penalise =
+      !recent_.empty() && (params_.repeat_penalty != 1.0f || params_.presence_penalty != 0.0f ||
+                           params_.frequency_penalty != 0.0f);
+  if (penalise) {  // Sample's penalties on the candidates, then their order again
+    std::unordered_map<int32_t, int> counts;
+    for (int32_t t : recent_) ++counts[t];
+    for (auto& c : top_) {
+      if (auto it = counts.find(c.second); it != counts.end())
+        c.first = Penalised(c.first, it->second);
+    }
+    std::erase_if(top_, [&](const Cand& c) { return !(c.first > kNegInf); });
+    std::sort(top_.begin(), top_.end(), Better);
+  }
+  if (top_.size() > static_cast<size_t>(params_.top_k))
+    top_.resize(static_cast<size_t>(params_.top_k));
   if (top_.empty()) return -1;
   return DrawFromTop(top_.front().first, 0.0, false, 0.0);
 }

@@ -67,19 +67,23 @@ class Sampler {
   // Whether Sample() is exactly GreedyPick of the logits: temperature <= 0, no logit bias, no
   // penalty that changes a logit. Generation then needs only the pick, not the logits row.
   bool PlainGreedy() const;
-  // When Sample() needs only the best top_k logits of a row (temperature > 0, 1 <= top_k <=
-  // max_k, no bias, no penalty that changes a logit): top_k, else 0. Then SampleTop over exactly
-  // those (TopCandidates(row, top_k)) draws what Sample(row) would, with the same PRNG steps.
+  // How many of a row's best logits Sample() needs (temperature > 0, top_k >= 1, no bias):
+  // top_k, plus penalty_last_n when penalties are on and only lower logits (repeat penalty >= 1,
+  // presence and frequency >= 0); 0 when that exceeds max_k or the whole row is needed. Then
+  // SampleTop over exactly those (TopCandidates(row, k)) draws what Sample(row) would, with the
+  // same PRNG steps.
   int32_t CandidatesNeeded(int32_t max_k) const;
-  // Sample() from the row's best candidates, best first (TopCandidates' order; entries after
-  // the first -inf or NaN and beyond top_k are ignored). -1 when there is none.
+  // Sample() from the row's best CandidatesNeeded() candidates, best first (TopCandidates'
+  // order; entries after the first -inf or NaN are ignored): the penalties applied to them,
+  // the best top_k kept, the draw. -1 when there is none.
   int32_t SampleTop(std::span<const std::pair<float, int32_t>> top);
 
  private:
   uint64_t NextU64();
   double NextUniform();  // [0, 1)
   int32_t DrawFromTop(float mx, double total, bool drawn, double r);
-  bool ChangesLogits() const;  // a bias or an active penalty
+  bool ChangesLogits() const;                     // a bias or an active penalty
+  float Penalised(float logit, int count) const;  // the penalties of a token seen `count` times
 
   SamplerParams params_;
   uint64_t state_[4];

@@ -51,9 +51,10 @@ struct WRef {
   BufferRange r() const { return BufferRange(*buf, off, bytes); }
 };
 
-// The best k of each of n rows from Kernels::TopChunks' output (`chunks` lists of
-// kTopChunkBest (value bits, id) pairs per row, each best first, padded with id 0xffffffff):
-// a merge of the lists' heads, in sampling::TopCandidates' order; padded with (-inf, -1).
+// The best k of each of n rows from Kernels::TopChunks' output with keep = k (`chunks` lists
+// of kTopChunkBest (value bits, id) pairs per row, the first k written, each best first, padded
+// with id 0xffffffff): a merge of the lists' heads, in sampling::TopCandidates' order; padded
+// with (-inf, -1).
 void MergeTopChunks(const uint32_t* pairs, uint32_t n, uint32_t chunks, uint32_t k,
                     std::pair<float, int32_t>* top) {
   constexpr uint32_t kBest = vk::Kernels::kTopChunkBest;
@@ -85,7 +86,7 @@ void MergeTopChunks(const uint32_t* pairs, uint32_t n, uint32_t chunks, uint32_t
       const Head h = heap.back();
       heap.pop_back();
       out[got] = {h.v, static_cast<int32_t>(h.id)};
-      if (h.pos + 1 < kBest) {
+      if (h.pos + 1 < std::min(k, kBest)) {
         const Head next = at(h.list, h.pos + 1);
         if (next.id != 0xffffffffu) {
           heap.push_back(next);
@@ -226,6 +227,8 @@ struct VulkanBackend::Impl {
   // into "top_chunks").
   enum class HeadOut { kLogits, kPicks, kTop };
   HeadOut graph_out = HeadOut::kLogits;  // what the kept pass's head returns
+  uint32_t graph_keep = 0;               // ... with kTop: how many of each chunk's best
+  uint32_t top_keep = 0;                 // RecordHead's kTop: how many of each chunk's best
   bool recording_graph = false;  // kv_first comes from the positions buffer (AttentionDecode)
   // Decode with opt.prenorm: the "prenorm" region already holds attn_norm(hidden) for the layer
   // recorded next (its predecessor's last residual update wrote it); else that layer writes it.
@@ -1479,7 +1482,7 @@ Status VulkanBackend::Impl::RecordHead(uint32_t T, uint32_t n_rows, HeadOut mode
                                            lg.sub(0, bytes), lg.sub(0, bytes)));
     }
     if (mode == HeadOut::kTop) {
-      return kern->TopChunks(*rec, V, n_rows, lg.sub(0, bytes), R("top_chunks").r());
+      return kern->TopChunks(*rec, V, n_rows, top_keep, lg.sub(0, bytes), R("top_chunks").r());
     }
     return kern->ArgmaxRows(*rec, V, n_rows, lg.sub(0, bytes), R("pick_part").r(), R("picks").r());
   }
@@ -1497,6 +1500,7 @@ Status VulkanBackend::Impl::Run(const int32_t* tokens, const Row* rows, uint32_t
                                              : HeadOut::kLogits;
   float* logits = ro.logits;
   const bool want = ro.logits != nullptr || ro.picks != nullptr || ro.top != nullptr;
+  top_keep = head == HeadOut::kTop ? ro.k : 0;
   const auto t_inputs = std::chrono::steady_clock::now();
   for (uint32_t t = 0; t < T; ++t) {
     if (tokens[t] < 0 || tokens[t] >= static_cast<int32_t>(p.n_vocab)) {
@@ -1571,7 +1575,8 @@ Status VulkanBackend::Impl::Run(const int32_t* tokens, const Row* rows, uint32_t
   auto us = [](auto a, auto b) { return std::chrono::duration<double, std::micro>(b - a).count(); };
   vk::Recorder::Stats rs;
   const char* mode = "";
-  if (use_graph && graph_seq == rows[0].seq->id() && graph_out == head && graph->kept()) {
+  if (use_graph && graph_seq == rows[0].seq->id() && graph_out == head && graph_keep == top_keep &&
+      graph->kept()) {
     mode = " replay";
     rs = graph->stats();
     Status s = graph->Replay();
@@ -1606,6 +1611,7 @@ Status VulkanBackend::Impl::Run(const int32_t* tokens, const Row* rows, uint32_t
     GARNET_RETURN_IF_ERROR(graph->SubmitAndWait());
     graph_seq = rows[0].seq->id();
     graph_out = head;
+    graph_keep = top_keep;
   } else {
     if (rec->profiling()) rec->set_profile_tag(T == 1 ? "T=1" : "T=" + std::to_string(T));
     Status s = RecordLayers(rows, T);

@@ -158,9 +158,10 @@ std::vector<ScratchBuffer> ScratchLayout(const gguf::Gemma4Params& p, const KvOp
   if (p.has_ple()) out.push_back({"ple_rows", t * lp * f, kUp});
   out.push_back({"logits_out", rows * p.n_vocab * f, ScratchPlace::kHostReadback});
   out.push_back({"picks", rows * 4, ScratchPlace::kHostReadback});
-  // Top candidates, 64 (value, id) pairs per 2048 logits of each row (vk::Kernels::TopChunksBytes).
+  // Top candidates, up to 128 (value, id) pairs per 2048 logits of each row
+  // (vk::Kernels::TopChunksBytes).
   out.push_back(
-      {"top_chunks", rows * ((p.n_vocab + 2047) / 2048) * 64 * 8, ScratchPlace::kHostReadback});
+      {"top_chunks", rows * ((p.n_vocab + 2047) / 2048) * 128 * 8, ScratchPlace::kHostReadback});
   if (so.from_host) {
     out.push_back({"hidden_in", t * p.n_embd * f, kUp});
     uint64_t kv_in = 0;

@@ -1052,10 +1052,13 @@ Status Kernels::ArgmaxRows(Recorder& rec, uint32_t n, uint32_t rows, const Buffe
   return rec.Dispatch(*p1, bindings, push, rows, 1);
 }
 
-Status Kernels::TopChunks(Recorder& rec, uint32_t n, uint32_t rows, const BufferRange& x,
-                          const BufferRange& out) {
+Status Kernels::TopChunks(Recorder& rec, uint32_t n, uint32_t rows, uint32_t keep,
+                          const BufferRange& x, const BufferRange& out) {
   const std::string op = "top_chunks";
   if (n == 0 || rows == 0) return Status::InvalidArgument(op, "empty shape");
+  if (keep == 0 || keep > kTopChunkBest) {
+    return Status::InvalidArgument(op, "keep " + std::to_string(keep) + " of a chunk");
+  }
   const uint32_t chunks = TopChunkCount(n);
   if (rows > device_.info().max_workgroup_count[1] ||
       chunks > device_.info().max_workgroup_count[0]) {
@@ -1066,11 +1069,11 @@ Status Kernels::TopChunks(Recorder& rec, uint32_t n, uint32_t rows, const Buffer
   GARNET_RETURN_IF_ERROR(Need(out, TopChunksBytes(n, rows), op, "out"));
   // 256 invocations (8 elements each); 16 KiB of shared memory for the chunk's keys and indices.
   constexpr uint32_t kWg = 256;
-  PipelineDesc desc{"top_chunks", 2, 0b10, 8, {kWg}, {kWg, 1, 1}};
+  PipelineDesc desc{"top_chunks", 2, 0b10, 12, {kWg}, {kWg, 1, 1}};
   GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
   struct {
-    uint32_t n, chunks;
-  } push{n, chunks};
+    uint32_t n, chunks, keep;
+  } push{n, chunks, keep};
   const BufferRange bindings[] = {x, out};
   return rec.Dispatch(*p, bindings, push, chunks, rows);
 }

@@ -307,19 +307,20 @@ class Kernels {
   Status ArgmaxRows(Recorder& rec, uint32_t n, uint32_t rows, const BufferRange& x,
                     const BufferRange& partials, const BufferRange& out);
   static uint64_t ArgmaxScratchBytes(uint32_t rows);
-  // The best kTopChunkBest values of each chunk of kTopChunk floats of each row (x row-major,
-  // rows x n), best first in the sampler's order (higher value first, lower index on ties; NaN
-  // and -inf never; -0 as +0), as (float bits, index) uint pairs: out holds
-  // TopChunksBytes(n, rows) bytes, rows x TopChunkCount(n) x kTopChunkBest pairs, padded with
-  // (-inf, 0xffffffff). Every row's best kTopChunkBest are among its chunks' lists. One dispatch.
-  // InvalidArgument for an empty shape, too many rows or chunks for one dispatch, short ranges.
+  // The best `keep` (1..kTopChunkBest) values of each chunk of kTopChunk floats of each row (x
+  // row-major, rows x n), best first in the sampler's order (higher value first, lower index on
+  // ties; NaN and -inf never; -0 as +0), as (float bits, index) uint pairs: out holds
+  // TopChunksBytes(n, rows) bytes, rows x TopChunkCount(n) lists of kTopChunkBest pairs whose
+  // first `keep` are written, padded with (-inf, 0xffffffff). Every row's best `keep` are among
+  // its chunks' lists. One dispatch. InvalidArgument for an empty shape, `keep` out of range,
+  // too many rows or chunks for one dispatch, short ranges.
   static constexpr uint32_t kTopChunk = 2048;
-  static constexpr uint32_t kTopChunkBest = 64;
+  static constexpr uint32_t kTopChunkBest = 128;
   static uint32_t TopChunkCount(uint32_t n) { return (n + kTopChunk - 1) / kTopChunk; }
   static uint64_t TopChunksBytes(uint32_t n, uint32_t rows) {
     return uint64_t{rows} * TopChunkCount(n) * kTopChunkBest * 8;
   }
-  Status TopChunks(Recorder& rec, uint32_t n, uint32_t rows, const BufferRange& x,
+  Status TopChunks(Recorder& rec, uint32_t n, uint32_t rows, uint32_t keep, const BufferRange& x,
                    const BufferRange& out);
 
   // Online-softmax attention of n_tokens queries (positions in `pos`, int32) over an f16 K/V

@@ -419,6 +419,25 @@ TEST(Engine, TopCandidatesModeDrawsAsTheFullRow) {
     ASSERT_TRUE(e->Feed(*h, std::span(&t, 1)).ok());
   }
   EXPECT_GT(distinct.size(), 1u);
+  // With penalties that only lower logits: top_k + the window's candidates, the same draws.
+  GenerateRequest pen = req;
+  pen.sampler.top_k = 40;
+  pen.sampler.repeat_penalty = 1.3f;
+  pen.sampler.presence_penalty = 0.5f;
+  pen.sampler.penalty_last_n = 32;
+  auto g2 = std::move(e->NewSequence()).value();
+  auto r2 = e->Generate(*g2, prompt, pen, nullptr);
+  ASSERT_TRUE(r2.ok()) << r2.status().ToString();
+  EXPECT_EQ(g2->top_candidates_k(), 72);
+  auto h2 = std::move(e->NewSequence()).value();
+  ASSERT_TRUE(e->Feed(*h2, prompt).ok());
+  sampling::Sampler by_hand2(pen.sampler);
+  for (size_t i = 0; i < r2->tokens.size(); ++i) {
+    const int32_t t = by_hand2.Sample(h2->logits());
+    by_hand2.Accept(t);
+    ASSERT_EQ(t, r2->tokens[i]) << i;
+    ASSERT_TRUE(e->Feed(*h2, std::span(&t, 1)).ok());
+  }
   // Step: candidates for k = 64 and a picking sequence in one batch; then with a logits one.
   auto c = std::move(e->NewSequence()).value();
   auto p = std::move(e->NewSequence()).value();
@@ -442,7 +461,7 @@ TEST(Engine, TopCandidatesModeDrawsAsTheFullRow) {
   ASSERT_EQ(c->top_candidates().size(), want.size());
   EXPECT_EQ(c->top_candidates()[0], want[0]);
   EXPECT_EQ(p->greedy_pick(), want[0].second);
-  c->set_top_candidates(65);  // above what a backend returns: off
+  c->set_top_candidates(129);  // above what a backend returns: off
   EXPECT_EQ(c->top_candidates_k(), 0);
 }
 

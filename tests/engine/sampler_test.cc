@@ -84,8 +84,14 @@ TEST(Sampler, SampleTopEqualsSampleOverTheRow) {
   EXPECT_EQ(Sampler(q).CandidatesNeeded(64), 0);  // the whole vocabulary
   q.top_k = 20;
   q.repeat_penalty = 1.1f;
-  EXPECT_EQ(Sampler(q).CandidatesNeeded(64), 0);
+  EXPECT_EQ(Sampler(q).CandidatesNeeded(64), 0);  // 20 + the 64-token window
+  EXPECT_EQ(Sampler(q).CandidatesNeeded(128), 84);
+  q.repeat_penalty = 0.9f;  // raises repeated tokens: any could enter
+  EXPECT_EQ(Sampler(q).CandidatesNeeded(128), 0);
   q.repeat_penalty = 1.0f;
+  q.presence_penalty = -0.5f;
+  EXPECT_EQ(Sampler(q).CandidatesNeeded(128), 0);
+  q.presence_penalty = 0.0f;
   q.logit_bias = {{4, 1.0f}};
   EXPECT_EQ(Sampler(q).CandidatesNeeded(64), 0);
   q.logit_bias.clear();
@@ -98,6 +104,43 @@ TEST(Sampler, SampleTopEqualsSampleOverTheRow) {
   const int32_t t = c.SampleTop(two);
   EXPECT_TRUE(t == 9 || t == 4);
   EXPECT_EQ(c.SampleTop({}), -1);
+}
+
+// With penalties that only lower logits, the best top_k + penalty_last_n candidates suffice:
+// SampleTop applies the penalties to them and draws what Sample draws from the penalised row,
+// step for step, while the drawn tokens (which stay near the top) fill the window.
+TEST(Sampler, SampleTopWithPenaltiesEqualsSampleOverTheRow) {
+  std::mt19937 rng(8);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<float> base(3000);
+  for (float& v : base) v = nd(rng) * 2.0f;
+  for (int i = 0; i < 30; ++i)
+    base[static_cast<size_t>(i * 97)] = 9.0f + 0.1f * i;  // a few favourites
+  SamplerParams p = SamplerParams::GemmaDefaults(21);
+  p.top_k = 40;
+  p.top_p = 0.9f;
+  p.temperature = 0.8f;
+  p.repeat_penalty = 1.3f;
+  p.presence_penalty = 0.5f;
+  p.frequency_penalty = 0.25f;
+  p.penalty_last_n = 24;
+  Sampler a(p), b(p);
+  const int32_t k = a.CandidatesNeeded(128);
+  ASSERT_EQ(k, 64);
+  std::vector<float> row(base.size());
+  std::vector<std::pair<float, int32_t>> top;
+  std::set<int32_t> seen;
+  for (int step = 0; step < 300; ++step) {
+    for (size_t i = 0; i < row.size(); ++i) row[i] = std::round((base[i] + nd(rng)) * 4.0f) / 4.0f;
+    TopCandidates(row, static_cast<size_t>(k), &top);
+    const int32_t ta = a.SampleTop(top), tb = b.Sample(row);
+    ASSERT_EQ(ta, tb) << "step " << step;
+    ASSERT_GE(ta, 0);
+    a.Accept(ta);
+    b.Accept(tb);
+    seen.insert(ta);
+  }
+  EXPECT_GT(seen.size(), 10u);  // the penalties moved the draws around
 }
 
 TEST(Sampler, LogitBiasBans) {

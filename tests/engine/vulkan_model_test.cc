@@ -675,7 +675,7 @@ TEST(VulkanBackend, DevicePicksEqualHostPicks) {
 // Top candidates from the device (ForwardBatchTop: each 2048-logit chunk sorted on the GPU, the
 // chunks' lists merged on the host) equal sampling::TopCandidates over the logits ForwardBatch
 // returns, on two backends with the same kernels: a tiny-moe whose 5000-logit rows span three
-// chunks (the last one short), k = 64 and k = 5, the prompt, 12 decode steps (the kept decode
+// chunks (the last one short), k = 128 and k = 5, the prompt, 12 decode steps (the kept decode
 // graph replayed in this mode) and a three-row batch of two sequences.
 TEST(VulkanBackend, DeviceTopCandidatesEqualHostTopCandidates) {
   GARNET_REQUIRE_VULKAN();
@@ -686,7 +686,7 @@ TEST(VulkanBackend, DeviceTopCandidatesEqualHostTopCandidates) {
   auto b = CreateBackend(*l, VkOptions(2), true);
   ASSERT_TRUE(a.ok() && b.ok());
   const int64_t V = l->params.n_vocab;
-  for (const uint32_t k : {64u, 5u}) {
+  for (const uint32_t k : {128u, 5u}) {
     SCOPED_TRACE(k);
     auto a1 = (*a)->NewSequence(), a2 = (*a)->NewSequence();
     auto b1 = (*b)->NewSequence(), b2 = (*b)->NewSequence();
@@ -739,10 +739,10 @@ TEST(VulkanBackend, DeviceTopCandidatesEqualHostTopCandidates) {
   }
   auto s = (*b)->NewSequence();
   ASSERT_TRUE(s.ok());
-  std::vector<std::pair<float, int32_t>> top(65);
+  std::vector<std::pair<float, int32_t>> top(129);
   const int32_t tok = 2;
   EXPECT_TRUE(
-      (*b)->ForwardBatchTop(std::vector<BatchItem>{{s->get(), tok, 0, true}}, 65, top.data())
+      (*b)->ForwardBatchTop(std::vector<BatchItem>{{s->get(), tok, 0, true}}, 129, top.data())
           .IsInvalidArgument());
 }
 

@@ -1344,15 +1344,16 @@ TEST_P(KernelTest, ArgmaxRowsPicksAsTheSampler) {
   EXPECT_TRUE(k().ArgmaxRows(rec(), 64, 1, b, BufferRange(b, 0, 64), b).IsInvalidArgument());
 }
 
-// TopChunks: each chunk's best 64 in the sampler's order (value first, lower index on ties,
+// TopChunks: each chunk's best `keep` in the sampler's order (value first, lower index on ties,
 // -0 equal to +0, NaN and -inf never), padded with (-inf, 0xffffffff); against a host sort of
-// every chunk. Rows with ties spread over chunks, NaN and +-inf, a short last chunk and a chunk
-// with fewer than 64 candidates.
+// every chunk. Rows with ties spread over chunks, NaN and +-inf, a short last chunk, a chunk
+// with fewer candidates than `keep`; keep 128 (all), 64 and 3.
 TEST_P(KernelTest, TopChunksKeepEachChunksBestInSamplerOrder) {
   const float kNan = std::numeric_limits<float>::quiet_NaN();
   const float kInf = std::numeric_limits<float>::infinity();
   constexpr uint32_t kChunk = Kernels::kTopChunk, kBest = Kernels::kTopChunkBest;
-  for (const uint32_t n : {5000u, 2048u, 37u}) {
+  for (const auto& [n, keep] : {std::pair{5000u, 128u}, std::pair{5000u, 3u}, std::pair{2048u, 64u},
+                                std::pair{37u, 128u}}) {
     const uint32_t rows = 3, chunks = Kernels::TopChunkCount(n);
     // Values on a coarse grid so that ties are common.
     std::vector<float> x = RandomFloats(size_t{n} * rows, 970 + n, -8, 8);
@@ -1368,7 +1369,7 @@ TEST_P(KernelTest, TopChunksKeepEachChunksBestInSamplerOrder) {
     GARNET_ASSERT_OK_AND_ASSIGN(
         Buffer bo,
         Buffer::Create(*d_->device, Kernels::TopChunksBytes(n, rows), MemoryKind::kScratch));
-    GARNET_ASSERT_OK(k().TopChunks(rec(), n, rows, bx, bo));
+    GARNET_ASSERT_OK(k().TopChunks(rec(), n, rows, keep, bx, bo));
     GARNET_ASSERT_OK(rec().SubmitAndWait());
     GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> raw,
                                 DownloadFloats(*d_, bo, size_t{rows} * chunks * kBest * 2));
@@ -1382,9 +1383,9 @@ TEST_P(KernelTest, TopChunksKeepEachChunksBestInSamplerOrder) {
         std::sort(want.begin(), want.end(), [](const auto& a, const auto& b) {
           return a.first != b.first ? a.first > b.first : a.second < b.second;
         });
-        want.resize(std::min<size_t>(want.size(), kBest));
+        want.resize(std::min<size_t>(want.size(), keep));
         const float* got = raw.data() + (size_t{r} * chunks + c) * kBest * 2;
-        for (uint32_t j = 0; j < kBest; ++j) {
+        for (uint32_t j = 0; j < keep; ++j) {
           uint32_t id = 0;
           std::memcpy(&id, &got[2 * j + 1], 4);
           const float v = got[2 * j];
@@ -1401,9 +1402,11 @@ TEST_P(KernelTest, TopChunksKeepEachChunksBestInSamplerOrder) {
     }
   }
   GARNET_ASSERT_OK_AND_ASSIGN(Buffer b, Buffer::Create(*d_->device, 1 << 12, MemoryKind::kScratch));
-  EXPECT_TRUE(k().TopChunks(rec(), 0, 1, b, b).IsInvalidArgument());
-  EXPECT_TRUE(k().TopChunks(rec(), 64, 1, BufferRange(b, 0, 128), b).IsInvalidArgument());
-  EXPECT_TRUE(k().TopChunks(rec(), 64, 1, b, BufferRange(b, 0, 256)).IsInvalidArgument());
+  EXPECT_TRUE(k().TopChunks(rec(), 0, 1, 64, b, b).IsInvalidArgument());
+  EXPECT_TRUE(k().TopChunks(rec(), 64, 1, 0, b, b).IsInvalidArgument());
+  EXPECT_TRUE(k().TopChunks(rec(), 64, 1, 129, b, b).IsInvalidArgument());
+  EXPECT_TRUE(k().TopChunks(rec(), 64, 1, 64, BufferRange(b, 0, 128), b).IsInvalidArgument());
+  EXPECT_TRUE(k().TopChunks(rec(), 64, 1, 64, b, BufferRange(b, 0, 512)).IsInvalidArgument());
 }
 
 // One attention problem: its shape, positions and random Q (float) and K, V (f16) data.

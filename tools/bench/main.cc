@@ -4,7 +4,7 @@
 //                       [--ctx N] [--ubatch N] [--kv-type f16|q8_0|f32] [--reps 1]
 //                       [--backend cpu|vulkan] [--device N|NAME] [--f16-matmul 0|1]
 //                       [--gpu-layers N] [--experts-on-host N|all] [--pick device|host]
-//                       [--sampler greedy|gemma]
+//                       [--sampler greedy|gemma|penalty]
 //
 // Placement (vulkan): --gpu-layers N runs the last N layers on the GPU and the rest on the CPU
 // (plan::PolicyMode::kGpuLayers); --experts-on-host N keeps the routed experts of the lowest N
@@ -12,12 +12,13 @@
 // auto plan for this machine.
 //
 // The prompt is deterministic pseudo-random token ids (bos first); decode samples as Generate
-// does, greedy (--sampler greedy, the default) or with the Gemma defaults (--sampler gemma:
-// temperature 1, top-k 64, top-p 0.95, seed 1). --pick device (the default) lets the backend
-// reduce each row (greedy: the pick; top-k: the best 64 candidates; on the GPU for vulkan, no
-// logits row read back); --pick host reads every logits row and samples from it on the host,
-// checking the row is finite. Prints one line per measurement and
-// peak RSS (getrusage) with the file size and KV-cache size for scale.
+// does, greedy (--sampler greedy, the default), with the Gemma defaults (--sampler gemma:
+// temperature 1, top-k 64, top-p 0.95, seed 1) or with a repetition penalty (--sampler penalty:
+// temperature 0.8, top-k 40, top-p 0.9, repeat penalty 1.1 over 64 tokens). --pick device (the
+// default) lets the backend reduce each row (greedy: the pick; top-k: the best top-k (+ 64 with
+// the penalty) candidates; on the GPU for vulkan, no logits row read back); --pick host reads
+// every logits row and samples from it on the host, checking the row is finite. Prints one line per
+// measurement and peak RSS (getrusage) with the file size and KV-cache size for scale.
 #include <sys/resource.h>
 #include <sys/stat.h>
 
@@ -47,7 +48,7 @@ int main(int argc, char** argv) {
   bool fused_routing = true;
   bool prenorm = true;
   bool host_pick = false;
-  bool gemma_sampling = false;
+  std::string sampler_name = "greedy";
   int64_t gpu_layers = -1, experts_on_host = -1;  // -1: not given
   model::KvType kv_type = model::KvType::kF16;
   for (int i = 1; i < argc; ++i) {
@@ -107,9 +108,9 @@ int main(int argc, char** argv) {
     } else if (a == "--prenorm") {
       prenorm = std::string(v) == "1";
     } else if (a == "--sampler") {
-      ok = std::string(v) == "greedy" || std::string(v) == "gemma";
-      if (!ok) std::fprintf(stderr, "error: --sampler takes greedy or gemma\n");
-      gemma_sampling = std::string(v) == "gemma";
+      sampler_name = v;
+      ok = sampler_name == "greedy" || sampler_name == "gemma" || sampler_name == "penalty";
+      if (!ok) std::fprintf(stderr, "error: --sampler takes greedy, gemma or penalty\n");
     } else if (a == "--pick") {
       ok = std::string(v) == "device" || std::string(v) == "host";
       if (!ok) std::fprintf(stderr, "error: --pick takes device or host\n");
@@ -127,7 +128,7 @@ int main(int argc, char** argv) {
                  "[--backend cpu|vulkan] [--device N|NAME] [--f16-matmul 0|1] [--coop-matmul 0|1] "
                  "[--gpu-layers N] [--experts-on-host N|all] [--attn-prefill-min-tokens N] "
                  "[--attn-coop-min-tokens N] [--decode-graph 0|1] [--fused-routing 0|1]\n"
-                 "       [--prenorm 0|1] [--pick device|host] [--sampler greedy|gemma]\n");
+                 "       [--prenorm 0|1] [--pick device|host] [--sampler greedy|gemma|penalty]\n");
     return 2;
   }
   engine::EngineOptions opt;
@@ -231,9 +232,18 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "error: %s\n", seq.status().ToString().c_str());
       return 1;
     }
-    // The daemon's sampler: greedy, or the Gemma defaults (seeded: the same draws every run).
-    sampling::Sampler sampler(gemma_sampling ? sampling::SamplerParams::GemmaDefaults(1)
-                                             : sampling::SamplerParams{});
+    // The daemon's sampler: greedy, the Gemma defaults, or top-k with a repetition penalty
+    // (seeded: the same draws every run).
+    sampling::SamplerParams sp;
+    if (sampler_name != "greedy") sp = sampling::SamplerParams::GemmaDefaults(1);
+    if (sampler_name == "penalty") {
+      sp.temperature = 0.8f;
+      sp.top_k = 40;
+      sp.top_p = 0.9f;
+      sp.repeat_penalty = 1.1f;
+      sp.penalty_last_n = 64;
+    }
+    sampling::Sampler sampler(sp);
     const bool pick = !host_pick && sampler.PlainGreedy();
     const int32_t topk =
         host_pick || pick
@@ -290,8 +300,9 @@ int main(int argc, char** argv) {
         static_cast<long long>(n_prompt), n_prompt / pre, pre, static_cast<long long>(n_gen),
         n_gen > 0 ? n_gen / dec : 0.0, dec, n_gen > 0 ? read_per_token * n_gen / dec / 1e9 : 0.0);
     std::printf("%s ids hash %016llx (first ids %s; %lld of %lld %s)\n",
-                gemma_sampling ? "sampled" : "greedy", static_cast<unsigned long long>(hash),
-                first_ids.c_str(), static_cast<long long>(bad_rows), static_cast<long long>(n_gen),
+                sampler_name == "greedy" ? "greedy" : "sampled",
+                static_cast<unsigned long long>(hash), first_ids.c_str(),
+                static_cast<long long>(bad_rows), static_cast<long long>(n_gen),
                 pick   ? "picks on the backend found no finite logit"
                 : topk ? "steps with no candidate from the backend"
                        : "logit rows not finite");

@@ -1,28 +1,29 @@
-// top_chunks: the best TOP values of each chunk of CHUNK floats of each row, best first, in the
-// sampler's order (sampling::TopCandidates): higher value first, lower index on ties; NaN and
-// -inf are never candidates (a chunk with fewer than TOP of them pads with (-inf, 0xffffffff));
-// -0 counts as +0 (equal values). The union of the chunks' lists holds every row's best TOP, so
-// the host merges at most TOP * chunks pairs instead of scanning the row.
+// top_chunks: the best `keep` (<= TOP) values of each chunk of CHUNK floats of each row, best
+// first, in the sampler's order (sampling::TopCandidates): higher value first, lower index on
+// ties; NaN and -inf are never candidates (a chunk with fewer than `keep` of them pads with
+// (-inf, 0xffffffff)); -0 counts as +0 (equal values). The union of the chunks' lists holds every
+// row's best `keep`, so the host merges at most keep * chunks pairs instead of scanning the row.
 //
 // Each workgroup sorts its chunk in shared memory (bitonic, descending) by a key that orders
 // floats as unsigned integers (0 for what is never a candidate), then writes the first TOP.
 //
 // Bindings:  0 x (read, float, rows x n), 1 out (write, uint pairs (value bits, index):
-//            rows x chunks x TOP)
-// Push:      uint n (row length); uint chunks (ceil(n / CHUNK))
+//            rows x chunks x TOP, the first `keep` of each chunk's TOP written)
+// Push:      uint n (row length); uint chunks (ceil(n / CHUNK)); uint keep (1..TOP)
 // Spec:      0 WG workgroup size (power of two, CHUNK / WG elements each)
 // Grid:      (chunks, rows)
 #version 450
 #include "common.glsl"
 
 const uint CHUNK = 2048u;
-const uint TOP = 64u;
+const uint TOP = 128u;
 
 layout(binding = 0, std430) readonly buffer XBuf { float x[]; };
 layout(binding = 1, std430) writeonly buffer OutBuf { uint out_pairs[]; };
 layout(push_constant) uniform Push {
   uint n;
   uint chunks;
+  uint keep;
 } p;
 
 shared uint s_key[CHUNK];
@@ -75,7 +76,7 @@ void main() {
       barrier();
     }
   }
-  for (uint r = tid; r < TOP; r += WG) {
+  for (uint r = tid; r < min(p.keep, TOP); r += WG) {
     const uint key = s_key[r];
     uint bits = 0xff800000u;  // -inf: padding
     if (key != 0u) bits = (key & 0x80000000u) != 0u ? key & 0x7fffffffu : ~key;
