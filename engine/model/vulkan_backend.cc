@@ -338,9 +338,9 @@ struct VulkanBackend::Impl {
   };
   Status Run(const int32_t* tokens, const Row* rows, uint32_t T,
              const std::vector<uint32_t>& logit_rows, const RunOut& out);
-  // ForwardBatch's checks: the rows, tokens and logit rows of `items`.
-  Status BatchRows(std::span<const BatchItem> items, std::vector<Row>* rows,
-                   std::vector<int32_t>* tokens, std::vector<uint32_t>* out_rows) const;
+  // ForwardBatch and its picks / candidates forms: checks `items`, then Run with their rows,
+  // tokens and logit rows (none when `out` asks for nothing).
+  Status RunBatch(std::span<const BatchItem> items, const RunOut& out);
   const Region& R(std::string_view name) const { return regions.find(name)->second; }
 };
 
@@ -1698,9 +1698,7 @@ Status VulkanBackend::Forward(BackendSequence* bseq, const int32_t* tokens, int6
   return impl_->Run(tokens, rows.data(), static_cast<uint32_t>(T), out_rows, {.logits = logits});
 }
 
-Status VulkanBackend::Impl::BatchRows(std::span<const BatchItem> items, std::vector<Row>* rows,
-                                      std::vector<int32_t>* tokens,
-                                      std::vector<uint32_t>* out_rows) const {
+Status VulkanBackend::Impl::RunBatch(std::span<const BatchItem> items, const RunOut& out) {
   const int64_t T = static_cast<int64_t>(items.size());
   const int64_t ub = opt.n_ubatch, ctx = opt.n_ctx;
   if (T <= 0 || T > ub) {
@@ -1708,9 +1706,9 @@ Status VulkanBackend::Impl::BatchRows(std::span<const BatchItem> items, std::vec
         "forward batch",
         "batch of " + std::to_string(T) + " tokens (ubatch " + std::to_string(ub) + ")");
   }
-  rows->assign(static_cast<size_t>(T), Row{});
-  tokens->assign(static_cast<size_t>(T), 0);
-  out_rows->clear();
+  std::vector<Row> rows(static_cast<size_t>(T));
+  std::vector<int32_t> tokens(static_cast<size_t>(T));
+  std::vector<uint32_t> out_rows;
   for (int64_t t = 0; t < T; ++t) {
     const BatchItem& it = items[static_cast<size_t>(t)];
     if (it.seq == nullptr) return Status::InvalidArgument("forward batch", "item without sequence");
@@ -1721,39 +1719,28 @@ Status VulkanBackend::Impl::BatchRows(std::span<const BatchItem> items, std::vec
           "position " + std::to_string(it.pos) + " outside the context of " + std::to_string(ctx));
     }
     for (int64_t u = t - 1; u >= 0; --u) {
-      if ((*rows)[static_cast<size_t>(u)].seq == seq) {
-        if ((*rows)[static_cast<size_t>(u)].pos != it.pos - 1) {
+      if (rows[static_cast<size_t>(u)].seq == seq) {
+        if (rows[static_cast<size_t>(u)].pos != it.pos - 1) {
           return Status::InvalidArgument("forward batch",
                                          "a sequence's items must have consecutive positions");
         }
         break;
       }
     }
-    (*rows)[static_cast<size_t>(t)] = {seq, it.pos};
-    (*tokens)[static_cast<size_t>(t)] = it.token;
-    if (it.logits) out_rows->push_back(static_cast<uint32_t>(t));
+    rows[static_cast<size_t>(t)] = {seq, it.pos};
+    tokens[static_cast<size_t>(t)] = it.token;
+    if (it.logits) out_rows.push_back(static_cast<uint32_t>(t));
   }
-  return Status::OK();
+  if (out.logits == nullptr && out.picks == nullptr && out.top == nullptr) out_rows.clear();
+  return Run(tokens.data(), rows.data(), static_cast<uint32_t>(T), out_rows, out);
 }
 
 Status VulkanBackend::ForwardBatch(std::span<const BatchItem> items, float* logits) {
-  std::vector<Impl::Row> rows;
-  std::vector<int32_t> tokens;
-  std::vector<uint32_t> out_rows;
-  GARNET_RETURN_IF_ERROR(impl_->BatchRows(items, &rows, &tokens, &out_rows));
-  if (logits == nullptr) out_rows.clear();
-  return impl_->Run(tokens.data(), rows.data(), static_cast<uint32_t>(rows.size()), out_rows,
-                    {.logits = logits});
+  return impl_->RunBatch(items, {.logits = logits});
 }
 
 Status VulkanBackend::ForwardBatchPicks(std::span<const BatchItem> items, int32_t* picks) {
-  std::vector<Impl::Row> rows;
-  std::vector<int32_t> tokens;
-  std::vector<uint32_t> out_rows;
-  GARNET_RETURN_IF_ERROR(impl_->BatchRows(items, &rows, &tokens, &out_rows));
-  if (picks == nullptr) out_rows.clear();
-  return impl_->Run(tokens.data(), rows.data(), static_cast<uint32_t>(rows.size()), out_rows,
-                    {.picks = picks});
+  return impl_->RunBatch(items, {.picks = picks});
 }
 
 Status VulkanBackend::ForwardBatchTop(std::span<const BatchItem> items, uint32_t k,
@@ -1761,13 +1748,7 @@ Status VulkanBackend::ForwardBatchTop(std::span<const BatchItem> items, uint32_t
   if (k == 0 || k > kMaxTopCandidates || k > vk::Kernels::kTopChunkBest) {
     return Status::InvalidArgument("forward batch", "top " + std::to_string(k) + " candidates");
   }
-  std::vector<Impl::Row> rows;
-  std::vector<int32_t> tokens;
-  std::vector<uint32_t> out_rows;
-  GARNET_RETURN_IF_ERROR(impl_->BatchRows(items, &rows, &tokens, &out_rows));
-  if (top == nullptr) out_rows.clear();
-  return impl_->Run(tokens.data(), rows.data(), static_cast<uint32_t>(rows.size()), out_rows,
-                    {.top = top, .k = k});
+  return impl_->RunBatch(items, {.top = top, .k = k});
 }
 
 }  // namespace garnet::model

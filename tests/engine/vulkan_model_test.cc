@@ -607,6 +607,15 @@ TEST(VulkanBackend, DecodeGraphReplayMatchesRecordedPasses) {
   EXPECT_EQ(replays, 18u) << err;
 }
 
+// Consecutive tokens of one sequence from pos0 as batch items, logits for the last.
+std::vector<BatchItem> SeqItems(BackendSequence* s, std::span<const int32_t> toks, int64_t pos0) {
+  std::vector<BatchItem> it;
+  for (size_t i = 0; i < toks.size(); ++i) {
+    it.push_back({s, toks[i], pos0 + static_cast<int64_t>(i), i + 1 == toks.size()});
+  }
+  return it;
+}
+
 // Greedy picks on the device (ForwardBatchPicks: the head's logits soft-capped and reduced by
 // ArgmaxRows, only the ids read back) equal sampling::GreedyPick over the logits ForwardBatch
 // returns, on two backends with the same kernels: a prompt, 24 greedy decode steps (the kept
@@ -627,27 +636,21 @@ TEST(VulkanBackend, DevicePicksEqualHostPicks) {
     auto b1 = (*b)->NewSequence(), b2 = (*b)->NewSequence();
     ASSERT_TRUE(a1.ok() && a2.ok() && b1.ok() && b2.ok());
     const std::vector<int32_t> prompt = Tokens(7, static_cast<int>(V), 31);  // one ubatch
-    auto items = [&](BackendSequence* s, std::span<const int32_t> toks, int64_t pos0) {
-      std::vector<BatchItem> it;
-      for (size_t i = 0; i < toks.size(); ++i) {
-        it.push_back({s, toks[i], pos0 + static_cast<int64_t>(i), i + 1 == toks.size()});
-      }
-      return it;
-    };
     std::vector<float> la(static_cast<size_t>(3 * V));
     int32_t picks[3] = {-2, -2, -2};
-    ASSERT_TRUE((*a)->ForwardBatch(items(a1->get(), prompt, 0), la.data()).ok());
-    ASSERT_TRUE((*b)->ForwardBatchPicks(items(b1->get(), prompt, 0), picks).ok());
+    ASSERT_TRUE((*a)->ForwardBatch(SeqItems(a1->get(), prompt, 0), la.data()).ok());
+    ASSERT_TRUE((*b)->ForwardBatchPicks(SeqItems(b1->get(), prompt, 0), picks).ok());
     int32_t tok = sampling::GreedyPick(std::span(la).first(static_cast<size_t>(V)));
     ASSERT_GE(tok, 0);
     EXPECT_EQ(picks[0], tok);
-    ASSERT_TRUE((*a)->ForwardBatch(items(a2->get(), prompt, 0), la.data()).ok());
-    ASSERT_TRUE((*b)->ForwardBatchPicks(items(b2->get(), prompt, 0), picks).ok());
+    ASSERT_TRUE((*a)->ForwardBatch(SeqItems(a2->get(), prompt, 0), la.data()).ok());
+    ASSERT_TRUE((*b)->ForwardBatchPicks(SeqItems(b2->get(), prompt, 0), picks).ok());
     int64_t pos = static_cast<int64_t>(prompt.size());
     ::testing::internal::CaptureStderr();
     for (int step = 0; step < 24; ++step, ++pos) {
-      ASSERT_TRUE((*a)->ForwardBatch(items(a1->get(), std::span(&tok, 1), pos), la.data()).ok());
-      const Status st = (*b)->ForwardBatchPicks(items(b1->get(), std::span(&tok, 1), pos), picks);
+      ASSERT_TRUE((*a)->ForwardBatch(SeqItems(a1->get(), std::span(&tok, 1), pos), la.data()).ok());
+      const Status st =
+          (*b)->ForwardBatchPicks(SeqItems(b1->get(), std::span(&tok, 1), pos), picks);
       ASSERT_TRUE(st.ok()) << st.ToString();
       const int32_t want = sampling::GreedyPick(std::span(la).first(static_cast<size_t>(V)));
       ASSERT_EQ(picks[0], want) << "step " << step;
@@ -692,13 +695,6 @@ TEST(VulkanBackend, DeviceTopCandidatesEqualHostTopCandidates) {
     auto b1 = (*b)->NewSequence(), b2 = (*b)->NewSequence();
     ASSERT_TRUE(a1.ok() && a2.ok() && b1.ok() && b2.ok());
     const std::vector<int32_t> prompt = Tokens(7, static_cast<int>(V), 51);
-    auto items = [&](BackendSequence* s, std::span<const int32_t> toks, int64_t pos0) {
-      std::vector<BatchItem> it;
-      for (size_t i = 0; i < toks.size(); ++i) {
-        it.push_back({s, toks[i], pos0 + static_cast<int64_t>(i), i + 1 == toks.size()});
-      }
-      return it;
-    };
     std::vector<float> la(static_cast<size_t>(3 * V));
     std::vector<std::pair<float, int32_t>> top(3 * k), want;
     auto expect_row = [&](size_t r, const std::string& where) {
@@ -710,19 +706,19 @@ TEST(VulkanBackend, DeviceTopCandidatesEqualHostTopCandidates) {
         ASSERT_EQ(top[r * k + j].first, want[j].first) << where << " row " << r << " #" << j;
       }
     };
-    ASSERT_TRUE((*a)->ForwardBatch(items(a1->get(), prompt, 0), la.data()).ok());
-    Status st = (*b)->ForwardBatchTop(items(b1->get(), prompt, 0), k, top.data());
+    ASSERT_TRUE((*a)->ForwardBatch(SeqItems(a1->get(), prompt, 0), la.data()).ok());
+    Status st = (*b)->ForwardBatchTop(SeqItems(b1->get(), prompt, 0), k, top.data());
     ASSERT_TRUE(st.ok()) << st.ToString();
     expect_row(0, "prompt");
-    ASSERT_TRUE((*a)->ForwardBatch(items(a2->get(), prompt, 0), la.data()).ok());
-    ASSERT_TRUE((*b)->ForwardBatchTop(items(b2->get(), prompt, 0), k, top.data()).ok());
+    ASSERT_TRUE((*a)->ForwardBatch(SeqItems(a2->get(), prompt, 0), la.data()).ok());
+    ASSERT_TRUE((*b)->ForwardBatchTop(SeqItems(b2->get(), prompt, 0), k, top.data()).ok());
     int64_t pos = static_cast<int64_t>(prompt.size());
     ::testing::internal::CaptureStderr();
     for (int step = 0; step < 12; ++step, ++pos) {
       const int32_t tok = top[static_cast<size_t>(step) % k].second;  // not always the best
-      ASSERT_TRUE((*a)->ForwardBatch(items(a1->get(), std::span(&tok, 1), pos), la.data()).ok());
+      ASSERT_TRUE((*a)->ForwardBatch(SeqItems(a1->get(), std::span(&tok, 1), pos), la.data()).ok());
       ASSERT_TRUE(
-          (*b)->ForwardBatchTop(items(b1->get(), std::span(&tok, 1), pos), k, top.data()).ok());
+          (*b)->ForwardBatchTop(SeqItems(b1->get(), std::span(&tok, 1), pos), k, top.data()).ok());
       expect_row(0, "step " + std::to_string(step));
     }
     const std::string err = ::testing::internal::GetCapturedStderr();
