@@ -8,6 +8,11 @@
 //   auto prompt = chat::FormatChatTokens(*engine->tokenizer(), messages, {});
 //   GARNET_ASSIGN_OR_RETURN(auto result, engine->Generate(*seq, prompt, request, on_token));
 //
+// Generate reads no logits row when its sampler does not need one: a plain greedy sampler takes
+// the backend's greedy pick, a top-k one the row's best candidates (Sequence's greedy-pick and
+// top-candidates modes; on Vulkan both are reduced on the GPU). The tokens are the same as
+// sampling from the full row.
+//
 // Thread-safety: an Engine may be used from several threads at once, each with its own
 // Sequence(s): forward passes are serialised internally one batch at a time, so concurrent
 // generations interleave token by token. A Sequence must not be used by two threads at once.
