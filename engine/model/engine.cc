@@ -176,6 +176,7 @@ Status Engine::MakeVulkanBackend(bool ubatch_auto) {
   vo.decode_graph = options_.decode_graph;
   vo.fused_routing = options_.fused_routing;
   vo.prenorm = options_.prenorm;
+  vo.early_routing = options_.early_routing;
   vo.n_threads = options_.n_threads;
   GARNET_RETURN_IF_ERROR(model::PlacementFromPlan(*plan_, params_, &vo));
   if (std::all_of(vo.host_layers.begin(), vo.host_layers.end(), [](bool h) { return h; })) {

@@ -318,15 +318,29 @@ struct VulkanBackend::Impl {
                      const std::vector<uint32_t>& run_len);
   // The MoE feed-forward block, ending with the residual update of `hidden` (times `scale`;
   // `next`: that update also writes the next matvecs' normalised inputs).
+  // `routed`: the router already ran beside the attention block's residual update (EarlyRoute).
   Status RecordMoe(int il, const LayerRefs& lr, uint32_t ffn_dim, uint32_t T, float scale,
-                   const vk::Kernels::NextNorms* next);
+                   const vk::Kernels::NextNorms* next, bool routed = false);
+  // Whether layer il's decode pass routes beside the attention block's residual update
+  // (VulkanBackendOptions::early_routing): decode, prenorm, the fused routing kernel with the
+  // residual form for the router's type, and the fused expert matvecs on the GPU.
+  bool EarlyRoute(int il, const LayerRefs& lr, uint32_t T) const;
+  // The decode experts' matvecs with their inputs folded in (RecordExperts' `fused`).
+  bool FuseExperts(int il, const LayerRefs& lr, uint32_t T) const;
   // Host experts of layer il: submits what is recorded, runs the routed experts on the CPU from
   // the read-back rows and uploads their combined output into moe_out.
   Status HostExperts(int il, uint32_t T);
   // The routed experts on the GPU (MatmulId for prefill, MatvecId for decode; `fused`: the decode
   // matvecs with pre_ffw_norm_2 and GeGLU folded in; with `xn`, the gate|up matvec reads that
   // already normalised input instead) into moe_down, one row per slot.
-  Status RecordExperts(const LayerRefs& lr, uint32_t T, bool fused, const BufferRange* xn);
+  // `part` (fused decode only): record only the gate|up or only the down matvecs.
+  enum class ExpertsPart { kBoth, kGateUp, kDown };
+  Status RecordExperts(const LayerRefs& lr, uint32_t T, bool fused, const BufferRange* xn,
+                       ExpertsPart part = ExpertsPart::kBoth);
+  // The MoE block's end (MoeTail): the experts' combine, the three post norms and the residual
+  // update of `hidden`, times `scale`.
+  Status MoeTailAdd(const LayerRefs& lr, uint32_t T, float scale,
+                    const vk::Kernels::NextNorms* next);
   Status RecordHead(uint32_t T, uint32_t n_rows, HeadOut mode = HeadOut::kLogits);
   // A forward pass; the logit rows wanted go to `out.logits`, or only their greedy picks to
   // `out.picks`, or their best `out.k` candidates to `out.top`.
@@ -952,8 +966,20 @@ Status VulkanBackend::Impl::NormAdd(uint32_t T, const BufferRange& x, const WRef
   return kern->RmsNormAdd(*rec, s, R("hidden").r(), x, norm_w.r(), next).WithContext(norm_w.name);
 }
 
+bool VulkanBackend::Impl::FuseExperts(int il, const LayerRefs& lr, uint32_t T) const {
+  return T == 1 && !host_experts[static_cast<size_t>(il)] && !lr.up_exps.present() &&
+         kern->MatvecIdFusedAvailable(lr.gate_up_exps.type) &&
+         kern->MatvecIdFusedAvailable(lr.down_exps.type);
+}
+
+bool VulkanBackend::Impl::EarlyRoute(int il, const LayerRefs& lr, uint32_t T) const {
+  return T == 1 && p.is_moe() && opt.prenorm && opt.fused_routing && opt.early_routing &&
+         FuseExperts(il, lr, T) && kern->MatvecNormRouteAvailable(lr.router.type, true);
+}
+
 Status VulkanBackend::Impl::RecordMoe(int il, const LayerRefs& lr, uint32_t I, uint32_t T,
-                                      float scale, const vk::Kernels::NextNorms* next) {
+                                      float scale, const vk::Kernels::NextNorms* next,
+                                      bool routed) {
   const uint32_t H = p.n_embd, E = p.n_expert, K = p.n_expert_used;
   const Region &hidden = R("hidden"), &norm = R("norm"), &branch = R("branch");
   const Region &gate = R("ffn_gate"), &up = R("ffn_up"), &router = R("router");
@@ -970,6 +996,14 @@ Status VulkanBackend::Impl::RecordMoe(int il, const LayerRefs& lr, uint32_t I, u
   const BufferRange xn_ffn = R("prenorm").sub(hb, hb), xn_exp = R("prenorm").sub(2 * hb, hb);
   GARNET_RETURN_IF_ERROR(DenseMlpUp(lr, lr.ffn_norm, I, T, hidden.r(), norm.r(), gate.r(), up.r(),
                                     pre ? &xn_ffn : nullptr));
+  if (routed) {
+    // Routed beside the residual update: the experts' gate|up joins the dense gate*up's
+    // interval, then both down projections share the next one.
+    GARNET_RETURN_IF_ERROR(RecordExperts(lr, T, true, &xn_exp, ExpertsPart::kGateUp));
+    GARNET_RETURN_IF_ERROR(Mul(lr.ffn_down, I, H, T, gate.r(), branch.r()));
+    GARNET_RETURN_IF_ERROR(RecordExperts(lr, T, true, &xn_exp, ExpertsPart::kDown));
+    return MoeTailAdd(lr, T, scale, next);
+  }
   // The router (E rows, a few hundred KB) as a normalising matvec over the T tokens, also for
   // prefill: the tiled matmul ran it on E/64 x T/64 workgroups (16 for 512 tokens), and its
   // RmsNorm into `norm` forced a barrier against the dense branch's readers of `norm`.
@@ -1003,10 +1037,7 @@ Status VulkanBackend::Impl::RecordMoe(int il, const LayerRefs& lr, uint32_t I, u
   }
   // Decode with fused gate_up rows: pre_ffw_norm_2 folds into the gate_up expert matvec and the
   // GeGLU into the down expert matvec (two dispatches and barriers fewer).
-  const bool fuse_experts = T == 1 && !host_experts[static_cast<size_t>(il)] &&
-                            !lr.up_exps.present() &&
-                            kern->MatvecIdFusedAvailable(lr.gate_up_exps.type) &&
-                            kern->MatvecIdFusedAvailable(lr.down_exps.type);
+  const bool fuse_experts = FuseExperts(il, lr, T);
   if (!fuse_experts) {
     GARNET_RETURN_IF_ERROR(RmsNorm(H, T, hidden.r(), &lr.pre_ffw_norm_2, norm.r()));
   }
@@ -1026,6 +1057,14 @@ Status VulkanBackend::Impl::RecordMoe(int il, const LayerRefs& lr, uint32_t I, u
     return NormAdd(T, branch.r(), lr.post_ffw_norm, scale, next);
   }
   GARNET_RETURN_IF_ERROR(RecordExperts(lr, T, fuse_experts, pre ? &xn_exp : nullptr));
+  return MoeTailAdd(lr, T, scale, next);
+}
+
+Status VulkanBackend::Impl::MoeTailAdd(const LayerRefs& lr, uint32_t T, float scale,
+                                       const vk::Kernels::NextNorms* next) {
+  const uint32_t H = p.n_embd, K = p.n_expert_used;
+  const Region &hidden = R("hidden"), &branch = R("branch");
+  const Region &wts = R("moe_weights"), &mo = R("moe_out");
   // One dispatch: combine the experts, h += post_ffw_norm(post_ffw_norm_1(dense) +
   // post_ffw_norm_2(experts)), times the layer's output scale.
   vk::Kernels::MoeTailShape ts;
@@ -1071,7 +1110,10 @@ Status VulkanBackend::Impl::HostExperts(int il, uint32_t T) {
 }
 
 Status VulkanBackend::Impl::RecordExperts(const LayerRefs& lr, uint32_t T, bool fused,
-                                          const BufferRange* xn) {
+                                          const BufferRange* xn, ExpertsPart part) {
+  if (part != ExpertsPart::kBoth && !(fused && T == 1)) {
+    return Status::Internal("moe", "expert matvecs recorded in parts only for fused decode");
+  }
   const uint32_t H = p.n_embd, E = p.n_expert, K = p.n_expert_used, Ie = p.expert_ffn_dim;
   const uint32_t TK = T * K;
   const Region &hidden = R("hidden"), &norm = R("norm"), &ids = R("moe_ids");
@@ -1141,7 +1183,9 @@ Status VulkanBackend::Impl::RecordExperts(const LayerRefs& lr, uint32_t T, bool 
     s.n_slots = TK;
     s.y_stride = 2 * Ie;
     const BufferRange nw = lr.pre_ffw_norm_2.r();
-    if (xn) {
+    if (part == ExpertsPart::kDown) {
+      // recorded earlier (kGateUp)
+    } else if (xn) {
       GARNET_RETURN_IF_ERROR(
           kern->MatvecId(*rec, lr.gate_up_exps.type, s, lr.gate_up_exps.r(), *xn, ids.r(), gu.r())
               .WithContext(lr.gate_up_exps.name));
@@ -1150,6 +1194,7 @@ Status VulkanBackend::Impl::RecordExperts(const LayerRefs& lr, uint32_t T, bool 
                                                 hidden.r(), ids.r(), &nw, p.rms_eps, gu.r())
                                  .WithContext(lr.gate_up_exps.name));
     }
+    if (part == ExpertsPart::kGateUp) return Status::OK();
     const vk::MatvecIdShape d = down_shape;
     GARNET_RETURN_IF_ERROR(kern->MatvecIdGeglu(*rec, lr.down_exps.type, d, lr.down_exps.r(), gu.r(),
                                                ids.r(), Ie, down.r())
@@ -1217,6 +1262,16 @@ Status VulkanBackend::Impl::RecordLayer(int il, const Row* rows, uint32_t T,
     GARNET_RETURN_IF_ERROR(RmsNorm(H, 1, hidden.r(), &lr.attn_norm, xn_attn));
   }
   attn_prenormed = false;
+  // Routing beside the attention block's residual update: the router reads the residual stream
+  // as it was before the update, kept in the fourth "prenorm" slot (copied beside the
+  // projections, no interval of its own), since the update rewrites "hidden" in place. The copy
+  // is a dispatch (h * 1), not a transfer command: a transfer's barrier costs more.
+  const bool early_route = EarlyRoute(il, lr, T);
+  const BufferRange h_before = early_route ? R("prenorm").sub(3 * hb, hb) : BufferRange(one);
+  if (early_route) {
+    GARNET_RETURN_IF_ERROR(kern->Binary(*rec, vk::Kernels::BinaryOp::kMul, H, 1, 1.0f, hidden.r(),
+                                        BufferRange(one), h_before));
+  }
   if (pre) {
     GARNET_RETURN_IF_ERROR(Mul(lr.wq, H, nq, T, xn_attn, q.r()));
   } else {
@@ -1348,6 +1403,22 @@ Status VulkanBackend::Impl::RecordLayer(int il, const Row* rows, uint32_t T,
   const BufferRange exp_w = p.is_moe() ? lr.pre_ffw_norm_2.r() : ffn_w;
   const BufferRange xn_ffn = R("prenorm").sub(hb, 2 * hb);
   const vk::Kernels::NextNorms ffn_next{{&ffn_w, &exp_w}, p.is_moe() ? 2u : 1u, &xn_ffn};
+  if (early_route) {
+    // The router first: it and the update below read the projection's output, so they share
+    // one barrier interval.
+    vk::MatvecShape rs;
+    rs.in = H;
+    rs.out = p.n_expert;
+    const BufferRange rnw = lr.router_norm.r();
+    const BufferRange es = lr.expert_scale.present() ? lr.expert_scale.r() : BufferRange(one);
+    const vk::Kernels::ResidSpec resid{branch.r(), lr.post_attention_norm.r()};
+    GARNET_RETURN_IF_ERROR(kern->MatvecNormRoute(*rec, lr.router.type, rs, p.n_expert_used,
+                                                 lr.router.r(), h_before, &rnw, p.rms_eps,
+                                                 lr.expert_scale.present() ? &es : nullptr,
+                                                 R("router").r(), R("moe_ids").r(),
+                                                 R("moe_weights").r(), route_counter, &resid)
+                               .WithContext(lr.router.name));
+  }
   GARNET_RETURN_IF_ERROR(
       NormAdd(T, branch.r(), lr.post_attention_norm, 1.0f, pre ? &ffn_next : nullptr));
 
@@ -1362,7 +1433,8 @@ Status VulkanBackend::Impl::RecordLayer(int il, const Row* rows, uint32_t T,
   const vk::Kernels::NextNorms* end_next = next_pre ? &attn_next : nullptr;
   // --- feed-forward ---
   if (p.is_moe()) {
-    GARNET_RETURN_IF_ERROR(RecordMoe(il, lr, I, T, ffn_scale, p.has_ple() ? nullptr : end_next));
+    GARNET_RETURN_IF_ERROR(
+        RecordMoe(il, lr, I, T, ffn_scale, p.has_ple() ? nullptr : end_next, early_route));
   } else {
     const Region &gate = R("ffn_gate"), &up = R("ffn_up");
     GARNET_RETURN_IF_ERROR(DenseMlp(lr, lr.ffn_norm, I, T, hidden.r(), norm.r(), gate.r(), up.r(),

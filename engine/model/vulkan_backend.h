@@ -120,6 +120,12 @@ struct VulkanBackendOptions {
   // those are plain matvecs without a norm of their own. false: the matvecs fold the norm in
   // (comparisons).
   bool prenorm = true;
+  // MoE decode with prenorm and fused_routing: the router runs beside the attention block's
+  // residual update, forming that update itself (vk::Kernels::MatvecNormRoute with a ResidSpec),
+  // so the routed experts' gate|up shares the dense gate*up's barrier interval: one interval
+  // fewer per layer. Where the router's type has that kernel (F32, F16, BF16). false: the router
+  // reads the updated residual stream after the update (comparisons).
+  bool early_routing = true;
   // Mixed GPU/CPU placement (a plan::Plan for one GPU; engine.h turns a plan into these). Empty
   // vectors: everything on the GPU.
   //   host_layers[il]:  layer il runs on the CPU (CpuLayers) with its weights in the mapping and

@@ -132,8 +132,9 @@ std::vector<ScratchBuffer> ScratchLayout(const gguf::Gemma4Params& p, const KvOp
       // (value, id) pairs per row).
       {"pick_part", rows * 128 * 8},
       // Decode's normalised matvec inputs (VulkanBackendOptions::prenorm): the attention's, then
-      // the feed-forward's and the routed experts'.
-      {"prenorm", 3 * p.n_embd * f},
+      // the feed-forward's and the routed experts'; for MoE a fourth row, the residual stream
+      // before the attention block's update (VulkanBackendOptions::early_routing).
+      {"prenorm", (p.is_moe() ? 4 : 3) * p.n_embd * f},
   };
   if (p.is_moe()) {
     out.push_back({"router", t * p.n_expert * f});

@@ -576,9 +576,14 @@ Status Kernels::MatvecNorm(Recorder& rec, GgmlType type, const MatvecShape& s, c
   return rec.Dispatch(*p, bindings, push, gx, gy, s.n_vecs);
 }
 
-bool Kernels::MatvecNormRouteAvailable(GgmlType type) const {
-  return FindShader("matvec_norm_route_" + TypeSuffix(type) + FusedSuffix(device_.caps(), type)) !=
-         nullptr;
+namespace {
+std::string RouteVariant(GgmlType type, bool resid) {
+  return (resid ? "matvec_resid_route_" : "matvec_norm_route_") + TypeSuffix(type);
+}
+}  // namespace
+
+bool Kernels::MatvecNormRouteAvailable(GgmlType type, bool resid) const {
+  return FindShader(RouteVariant(type, resid) + FusedSuffix(device_.caps(), type)) != nullptr;
 }
 
 Status Kernels::MatvecNormRoute(Recorder& rec, GgmlType type, const MatvecShape& s, uint32_t k,
@@ -586,9 +591,10 @@ Status Kernels::MatvecNormRoute(Recorder& rec, GgmlType type, const MatvecShape&
                                 const BufferRange* norm_w, float eps,
                                 const BufferRange* expert_scale, const BufferRange& logits,
                                 const BufferRange& ids, const BufferRange& weights,
-                                const BufferRange& counter) {
-  const std::string op = "matvec_norm_route " + std::string(TypeName(type));
-  if (!MatvecNormRouteAvailable(type)) {
+                                const BufferRange& counter, const ResidSpec* resid) {
+  const std::string op =
+      (resid ? "matvec_resid_route " : "matvec_norm_route ") + std::string(TypeName(type));
+  if (!MatvecNormRouteAvailable(type, resid != nullptr)) {
     return Status::Unimplemented(op, "no routing matvec for this weight type");
   }
   if (s.out > 1024 || k == 0 || k > s.out || k > 64) {
@@ -598,17 +604,32 @@ Status Kernels::MatvecNormRoute(Recorder& rec, GgmlType type, const MatvecShape&
   }
   GARNET_ASSIGN_OR_RETURN(const NormMatvecLaunch l,
                           CheckNormMatvec(op, type, s, w, x, norm_w, eps, logits));
-  const uint32_t xs = l.xs, ys = l.ys, rows = l.rows, wg = l.wg, vec = l.vec;
+  const uint32_t xs = l.xs, ys = l.ys, rows = l.rows, vec = l.vec;
+  // The residual form beside norm_add: 256 invocations per workgroup instead of 128 took its
+  // interval from 15.6 to 13.4 us per 26b-a4b layer on an H200 (docs/PERF.md, round 15).
+  uint32_t wg = l.wg;
+  while (resid && wg < 256 && wg * 2 <= device_.info().max_workgroup_invocations) wg *= 2;
   if (expert_scale) GARNET_RETURN_IF_ERROR(Need(*expert_scale, uint64_t{s.out} * 4, op, "scale"));
   GARNET_RETURN_IF_ERROR(Need(ids, uint64_t{s.n_vecs} * k * 4, op, "ids"));
   GARNET_RETURN_IF_ERROR(Need(weights, uint64_t{s.n_vecs} * k * 4, op, "weights"));
   GARNET_RETURN_IF_ERROR(Need(counter, uint64_t{s.n_vecs} * 4, op, "counter"));
-  PipelineDesc desc{WithIdot(device_.caps(), "matvec_norm_route_" + TypeSuffix(type) +
+  uint32_t vec4 = 0;  // matvec.comp RESID's VEC bit 2
+  if (resid) {
+    GARNET_RETURN_IF_ERROR(Need(resid->o, Span4(s.n_vecs, xs, s.in), op, "o"));
+    GARNET_RETURN_IF_ERROR(Need(resid->w, uint64_t{s.in} * 4, op, "post norm weight"));
+    const uint64_t elem = *RowBytes(type, 4);  // bytes of four weights
+    const bool aligned = s.in % 4 == 0 && xs % 4 == 0 && x.offset % 16 == 0 &&
+                         resid->o.offset % 16 == 0 && resid->w.offset % 16 == 0 &&
+                         (norm_w == nullptr || norm_w->offset % 16 == 0) && w.offset % elem == 0 &&
+                         *RowBytes(type, s.in) % elem == 0;
+    vec4 = aligned ? 4u : 0u;
+  }
+  PipelineDesc desc{WithIdot(device_.caps(), RouteVariant(type, resid != nullptr) +
                                                  FusedSuffix(device_.caps(), type)),
-                    8,
+                    resid ? 10u : 8u,
                     0b11100100,
                     32,
-                    {wg, rows, vec},
+                    {wg, rows, vec | vec4},
                     {wg, 1, 1}};
   GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
   struct {
@@ -625,8 +646,11 @@ Status Kernels::MatvecNormRoute(Recorder& rec, GgmlType type, const MatvecShape&
                                   expert_scale ? *expert_scale : BufferRange(placeholder_),
                                   ids,
                                   weights,
-                                  counter};
-  return rec.Dispatch(*p, bindings, push, gx, gy, s.n_vecs);
+                                  counter,
+                                  resid ? resid->o : BufferRange(placeholder_),
+                                  resid ? resid->w : BufferRange(placeholder_)};
+  return rec.Dispatch(*p, std::span<const BufferRange>(bindings, resid ? 10 : 8), push, gx, gy,
+                      s.n_vecs);
 }
 
 bool Kernels::MatvecIdFusedAvailable(GgmlType type) const {

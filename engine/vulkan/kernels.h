@@ -225,12 +225,24 @@ class Kernels {
   // dispatch and left zero after it (one zero-filled range serves every call; calls sharing it
   // are ordered by the Recorder, since each writes it). Unimplemented where
   // MatvecNormRouteAvailable(type) is false (other weight types, no shader).
-  bool MatvecNormRouteAvailable(GgmlType type) const;
+  //
+  // With `resid` (decode: the router one barrier interval sooner, beside the attention block's
+  // residual update instead of after it), x is the residual stream h before that update and the
+  // router reads the update's result without it being written:
+  //   x'[v] = h[v] + rmsnorm(resid->o[v]) * resid->w     (RmsNormAdd with scale 1, same eps)
+  // formed by linearity inside the dispatch (shaders/matvec.comp, RESID). resid->o has the
+  // stride of x; resid->w holds `in` floats. Unimplemented where
+  // MatvecNormRouteAvailable(type, true) is false (F32, F16 and BF16 routers have the shader).
+  struct ResidSpec {
+    BufferRange o;  // the attention output projection's rows
+    BufferRange w;  // post_attention_norm's weight
+  };
+  bool MatvecNormRouteAvailable(GgmlType type, bool resid = false) const;
   Status MatvecNormRoute(Recorder& rec, GgmlType type, const MatvecShape& s, uint32_t k,
                          const BufferRange& w, const BufferRange& x, const BufferRange* norm_w,
                          float eps, const BufferRange* expert_scale, const BufferRange& logits,
                          const BufferRange& ids, const BufferRange& weights,
-                         const BufferRange& counter);
+                         const BufferRange& counter, const ResidSpec* resid = nullptr);
   // Gemma's feed-forward first half in one dispatch (decode):
   //   y[v, r] = gelu_tanh(Wg[r] . x'_v) * (Wu[r] . x'_v)
   // with x' = x, or RMS-normalised as in MatvecNorm when `norm` is given (norm->weight may be

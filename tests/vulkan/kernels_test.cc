@@ -46,11 +46,13 @@ std::vector<uint8_t> RandomWeights(GgmlType type, uint32_t in, uint32_t out, uin
     std::memcpy(b.data(), f.data(), b.size());
     return b;
   }
-  if (type == GgmlType::kF16) {
+  if (type == GgmlType::kF16 || type == GgmlType::kBF16) {
     std::vector<float> f = RandomFloats(size_t{in} * out, seed);
     std::vector<uint8_t> b(f.size() * 2);
     for (size_t i = 0; i < f.size(); ++i) {
-      const uint16_t h = F32ToF16(f[i]);
+      uint32_t u = 0;
+      std::memcpy(&u, &f[i], 4);
+      const uint16_t h = type == GgmlType::kF16 ? F32ToF16(f[i]) : static_cast<uint16_t>(u >> 16);
       std::memcpy(b.data() + 2 * i, &h, 2);
     }
     return b;
@@ -450,6 +452,102 @@ TEST_P(KernelTest, MatvecNormRouteEqualsMatvecNormThenMoeRoute) {
           .IsInvalidArgument());
   EXPECT_TRUE(k().MatvecNormRoute(rec(), GgmlType::kQ4_K, {256, 8, 1, 0, 0}, 2, b, b, nullptr,
                                   1e-6f, nullptr, b, b, b, b)
+                  .IsUnimplemented());
+  EXPECT_TRUE(rec().empty());
+}
+
+// The router forming the attention block's residual update itself (ResidSpec) routes as the
+// update (RmsNormAdd with scale 1) followed by the plain routing router: the same experts, the
+// logits and weights within the rounding of the different order of the sums. It leaves h as it
+// was. Rows and strides that are multiples of 4 take the kernel's four-element loop, the others
+// its one-element loop.
+TEST_P(KernelTest, MatvecNormRouteWithResidEqualsRmsNormAddThenRoute) {
+  struct Case {
+    GgmlType type;
+    uint32_t in, e, k, n_vecs;
+    bool scale;
+    uint32_t pad;  // floats between vectors beyond `in`
+  };
+  int checked = 0;
+  for (const Case& c :
+       {Case{GgmlType::kBF16, 2816, 128, 8, 1, true, 0},
+        Case{GgmlType::kBF16, 2816, 128, 8, 2, false, 3},
+        Case{GgmlType::kF32, 67, 37, 5, 3, false, 1}, Case{GgmlType::kF32, 128, 37, 5, 3, true, 4},
+        Case{GgmlType::kF16, 70, 300, 1, 2, true, 2},
+        Case{GgmlType::kF16, 96, 64, 4, 2, true, 8}}) {
+    if (!k().MatvecNormRouteAvailable(c.type, true)) continue;
+    ++checked;
+    const std::string what = std::string(TypeName(c.type)) + " " + std::to_string(c.e) +
+                             " experts top " + std::to_string(c.k);
+    const std::vector<uint8_t> w = RandomWeights(c.type, c.in, c.e, 970 + c.in);
+    const std::vector<float> nw = RandomFloats(c.in, 971, 0.5f, 1.5f);
+    const std::vector<float> wo = RandomFloats(c.in, 972, 0.5f, 1.5f);
+    const std::vector<float> scale = RandomFloats(c.e, 973, 0.5f, 1.5f);
+    const uint32_t xs = c.in + c.pad, slots = c.n_vecs * c.k;
+    const std::vector<float> h = RandomFloats(size_t{c.n_vecs} * xs, 974, -2, 2);
+    const std::vector<float> o = RandomFloats(size_t{c.n_vecs} * xs, 975, -30, 30);
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bw,
+                                UploadBytes(*d_, w.data(), w.size(), MemoryKind::kWeights));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bn, UploadFloats(*d_, nw));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bwo, UploadFloats(*d_, wo));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bs, UploadFloats(*d_, scale));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bh, UploadFloats(*d_, h));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bh2, UploadFloats(*d_, h));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bo, UploadFloats(*d_, o));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer counter, UploadFloats(*d_, std::vector<float>(c.n_vecs)));
+    std::vector<Buffer> logits, ids, wts;
+    for (int run = 0; run < 2; ++run) {
+      for (auto* v : {&logits, &ids, &wts}) {
+        const uint64_t bytes = v == &logits ? uint64_t{c.n_vecs} * c.e * 4 : uint64_t{slots} * 4;
+        GARNET_ASSERT_OK_AND_ASSIGN(Buffer b,
+                                    Buffer::Create(*d_->device, bytes, MemoryKind::kScratch));
+        v->push_back(std::move(b));
+      }
+    }
+    const BufferRange nr(bn), sr(bs);
+    const Kernels::ResidSpec resid{bo, bwo};
+    const MatvecShape shape{c.in, c.e, c.n_vecs, xs, c.e};
+    // Run 0: the residual form on h. Run 1: h' = h + rmsnorm(o) * wo, then the plain router.
+    GARNET_ASSERT_OK(k().MatvecNormRoute(rec(), c.type, shape, c.k, bw, bh, &nr, 1e-6f,
+                                         c.scale ? &sr : nullptr, logits[0], ids[0], wts[0],
+                                         counter, &resid));
+    GARNET_ASSERT_OK(
+        k().RmsNormAdd(rec(), {c.in, c.n_vecs, xs, xs, 1e-6f, 1.0f}, bh2, bo, BufferRange(bwo)));
+    GARNET_ASSERT_OK(k().MatvecNormRoute(rec(), c.type, shape, c.k, bw, bh2, &nr, 1e-6f,
+                                         c.scale ? &sr : nullptr, logits[1], ids[1], wts[1],
+                                         counter));
+    GARNET_ASSERT_OK(rec().SubmitAndWait());
+    GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> h_after, DownloadFloats(*d_, bh, h.size()));
+    EXPECT_EQ(h_after, h) << what;
+    GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> got_l,
+                                DownloadFloats(*d_, logits[0], size_t{c.n_vecs} * c.e));
+    GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> want_l,
+                                DownloadFloats(*d_, logits[1], size_t{c.n_vecs} * c.e));
+    std::vector<int32_t> got_i(slots), want_i(slots);
+    GARNET_ASSERT_OK(d_->transfer->Download(ids[0], 0, got_i.data(), slots * 4));
+    GARNET_ASSERT_OK(d_->transfer->Download(ids[1], 0, want_i.data(), slots * 4));
+    GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> got_w, DownloadFloats(*d_, wts[0], slots));
+    GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> want_w, DownloadFloats(*d_, wts[1], slots));
+    float big = 0;
+    for (float v : want_l) big = std::max(big, std::fabs(v));
+    for (size_t i = 0; i < want_l.size(); ++i) {
+      ASSERT_NEAR(got_l[i], want_l[i], 2e-5f * big) << what << " logit " << i;
+    }
+    for (uint32_t i = 0; i < slots; ++i) {
+      ASSERT_GE(want_i[i], 0) << what;
+      ASSERT_EQ(got_i[i], want_i[i]) << what << " slot " << i;
+      ASSERT_NEAR(got_w[i], want_w[i], 1e-4f * want_w[i] + 1e-7f) << what << " slot " << i;
+    }
+  }
+  EXPECT_GT(checked, 0) << "no weight type has the residual routing matvec";
+  GARNET_ASSERT_OK_AND_ASSIGN(Buffer b, Buffer::Create(*d_->device, 65536, MemoryKind::kScratch));
+  const Kernels::ResidSpec short_o{BufferRange(b, 0, 252), BufferRange(b, 1024, 256)};
+  EXPECT_TRUE(k().MatvecNormRoute(rec(), GgmlType::kF32, {64, 8, 1, 0, 0}, 2, b, b, nullptr, 1e-6f,
+                                  nullptr, b, b, b, b, &short_o)
+                  .IsInvalidArgument());  // o shorter than a row
+  const Kernels::ResidSpec ok{BufferRange(b, 0, 1024), BufferRange(b, 1024, 1024)};
+  EXPECT_TRUE(k().MatvecNormRoute(rec(), GgmlType::kQ8_0, {256, 8, 1, 0, 0}, 2, b, b, nullptr,
+                                  1e-6f, nullptr, b, b, b, b, &ok)
                   .IsUnimplemented());
   EXPECT_TRUE(rec().empty());
 }

@@ -49,6 +49,18 @@
 //   extra bindings 4 expert scale (read, float[out]), 5 ids (write, int[n_vecs][K]),
 //   6 weights (write, float[n_vecs][K]), 7 counter (read and write, uint[n_vecs]); extra push
 //   uint route_k, route_has_scale (after norm_flags); out <= 1024, K <= 64.
+// RESID (with NORM and ROUTE, F32 / F16 / BF16 weights; the MoE router at decode, one barrier
+// interval sooner): the router's input is the attention block's residual update, which this
+// dispatch forms itself from its parts instead of reading it, so it runs beside that update:
+//   x'[k] = h[k] + so * o[k] * wo[k],  so = 1 / sqrt(mean_k(o^2) + eps)
+// (norm_add.comp with scale 1), then the router's RMSNorm of x' as for NORM. By linearity no
+// workgroup needs x' itself: each row gathers W . (h nw) and W . (o wo nw), and the sums
+// o.o, h.h, h.(o wo) and (o wo).(o wo) give so and |x'|^2 after the one reduction:
+//   y[r] = (W[r] . (h nw) + so W[r] . (o wo nw)) / sqrt(|x'|^2 / in + eps)
+//   extra bindings 8 o (read, float; same x_stride as h), 9 wo (read, float[in])
+//   VEC bit 2: in, x_stride and the starts of x, o, wo and nw are multiples of 4 floats and every
+//   weight row starts at a multiple of 4 elements' bytes (16-byte words for F32, 8-byte for
+//   F16 / BF16): the loop takes four elements per round.
 // Each invocation takes a strided share of the columns (a few elements of one block at a time),
 // loads those x values once and accumulates them against all NROWS rows of the workgroup in fp32
 // (so x is read once per NROWS rows); then the workgroup reduces each row and invocation 0 writes.
@@ -101,8 +113,10 @@ layout(constant_id = 2) const uint VEC = 0;
 layout(constant_id = 3) const uint PAD = 1;
 shared float pad_probe[PAD];
 #endif
-#ifdef GEGLU
-const uint NR = 2u * NROWS;  // accumulators: NROWS gate rows, then the same NROWS up rows
+#if defined(GEGLU) || defined(RESID)
+// accumulators: NROWS gate rows, then the same NROWS up rows (GEGLU); NROWS rows' products with
+// h, then the same rows' with o (RESID)
+const uint NR = 2u * NROWS;
 #else
 const uint NR = NROWS;
 #endif
@@ -115,6 +129,31 @@ layout(binding = 7, std430) coherent buffer RCBuf { uint route_counter[]; };
 #define ROUTE_LOGIT(i) y[i]
 #include "moe_route.glsl"
 #include "last_group.glsl"
+#endif
+
+#ifdef RESID
+layout(binding = 8, std430) readonly buffer OBuf { float o_in[]; };
+layout(binding = 8, std430) readonly buffer OBuf4 { vec4 o_in4[]; };
+layout(binding = 9, std430) readonly buffer WoBuf { float wo[]; };
+layout(binding = 9, std430) readonly buffer WoBuf4 { vec4 wo4[]; };
+// Four weights at once (VEC bit 2): the rows as 16-byte (F32) or 8-byte words.
+#if defined(WTYPE_F32)
+layout(binding = 0, std430) readonly buffer WBufR4 { vec4 w_f32x4[]; };
+#else
+layout(binding = 0, std430) readonly buffer WBufR2 { uvec2 w_u32x2[]; };
+#endif
+vec4 w4_at(uint row_byte, uint k) {  // elements k .. k+3, k a multiple of 4
+#if defined(WTYPE_F32)
+  return w_f32x4[(row_byte >> 4) + (k >> 2)];
+#else
+  const uvec2 v = w_u32x2[(row_byte >> 3) + (k >> 2)];
+#if defined(WTYPE_F16)
+  return vec4(unpackHalf2x16(v.x), unpackHalf2x16(v.y));
+#else
+  return uintBitsToFloat(uvec4(v.x << 16, v.x & 0xffff0000u, v.y << 16, v.y & 0xffff0000u));
+#endif
+#endif
+}
 #endif
 
 #ifdef NORM
@@ -165,15 +204,18 @@ vec4 load_x4(uint i) {
 // workgroup; the results are valid in invocation 0. With subgroups: every row's subgroup sums go
 // to shared memory together, one barrier for all rows (instead of two per row through wg_sum),
 // when the subgroups fit the table (at least 4 invocations each).
-#ifdef NORM
+#ifdef RESID
+const uint NX = 4u;  // o.o, h.h, h.(o wo), (o wo).(o wo)
+#elif defined(NORM)
 const uint NX = 1u;
 #else
 const uint NX = 0u;
 #endif
+const uint NXA = NX > 0u ? NX : 1u;  // array size
 #ifdef USE_SUBGROUP
 shared float rows_red[(NR + NX) * (WG / 4u)];
 #endif
-void reduce_rows(inout float acc[NR], inout float extra) {
+void reduce_rows(inout float acc[NR], inout float extra[NXA]) {
 #ifdef USE_SUBGROUP
   if (gl_NumSubgroups * 4u <= WG) {
     const uint per = WG / 4u;
@@ -181,9 +223,9 @@ void reduce_rows(inout float acc[NR], inout float extra) {
       const float v = subgroupAdd(acc[r]);
       if (subgroupElect()) rows_red[r * per + gl_SubgroupID] = v;
     }
-    if (NX != 0u) {
-      const float v = subgroupAdd(extra);
-      if (subgroupElect()) rows_red[NR * per + gl_SubgroupID] = v;
+    for (uint e = 0; e < NX; ++e) {
+      const float v = subgroupAdd(extra[e]);
+      if (subgroupElect()) rows_red[(NR + e) * per + gl_SubgroupID] = v;
     }
     barrier();
     if (gl_LocalInvocationIndex == 0u) {
@@ -193,7 +235,7 @@ void reduce_rows(inout float acc[NR], inout float extra) {
         if (r < NR) {
           acc[r] = t;
         } else {
-          extra = t;
+          extra[r - NR] = t;
         }
       }
     }
@@ -201,7 +243,7 @@ void reduce_rows(inout float acc[NR], inout float extra) {
   }
 #endif
   for (uint r = 0; r < NR; ++r) acc[r] = wg_sum(acc[r]);
-  if (NX != 0u) extra = wg_sum(extra);
+  for (uint e = 0; e < NX; ++e) extra[e] = wg_sum(extra[e]);
 }
 
 void main() {
@@ -238,7 +280,51 @@ void main() {
 #endif
     acc[r] = 0.0;
   }
-#if defined(W_PER_ELEMENT)
+#if defined(RESID)
+  float ex[NXA];
+  for (uint e = 0; e < NXA; ++e) ex[e] = 0.0;
+  if ((VEC & 4u) != 0u) {
+    // Four elements per round: h, o and both norms' weights as vec4s, the weights as one word.
+    for (uint k = 4u * tid; k < p.in_; k += 4u * WG) {
+      const vec4 rn = (p.norm_flags & 1u) != 0u ? nw4[k >> 2] : vec4(1.0);
+      const vec4 hv = x4[(xb + k) >> 2];
+      const vec4 ov = o_in4[(xb + k) >> 2];
+      const vec4 pv = ov * wo4[k >> 2];
+      ex[0] += dot(ov, ov);
+      ex[1] += dot(hv, hv);
+      ex[2] += dot(hv, pv);
+      ex[3] += dot(pv, pv);
+      const vec4 hn = hv * rn, pn = pv * rn;
+      for (uint r = 0; r < NROWS; ++r) {
+        const vec4 wv = w4_at(rb[r], k);
+        acc[r] += dot(wv, hn);
+        acc[NROWS + r] += dot(wv, pn);
+      }
+    }
+  } else
+  for (uint k = tid; k < p.in_; k += WG) {
+    const float rn = (p.norm_flags & 1u) != 0u ? nw[k] : 1.0;
+    const float hv = x[xb + k];
+    const float ov = o_in[xb + k];
+    const float pv = ov * wo[k];
+    ex[0] += ov * ov;
+    ex[1] += hv * hv;
+    ex[2] += hv * pv;
+    ex[3] += pv * pv;
+    const float hn = hv * rn, pn = pv * rn;
+    for (uint r = 0; r < NROWS; ++r) {
+#if defined(WTYPE_F32)
+      const float wv = w_f32[rb[r] / 4u + k];
+#elif defined(WTYPE_F16)
+      const float wv = ldf16(rb[r] + 2u * k);
+#else
+      const float wv = uintBitsToFloat(ld16(rb[r] + 2u * k) << 16);
+#endif
+      acc[r] += wv * hn;
+      acc[NROWS + r] += wv * pn;
+    }
+  }
+#elif defined(W_PER_ELEMENT)
   for (uint k = tid; k < p.in_; k += WG) {
     const float xv = load_x(xb + k);
     for (uint r = 0; r < NR; ++r) {
@@ -390,15 +476,26 @@ void main() {
     }
   }
 #endif
-#ifdef NORM
-  float ss = g_ss;
+#if defined(RESID)
+  reduce_rows(acc, ex);  // invocation 0 now holds every row's two sums and the four dots
+  {
+    const float n = float(p.in_);
+    const float so = inversesqrt(ex[0] / n + p.eps);
+    const float xx = max(ex[1] + 2.0 * so * ex[2] + so * so * ex[3], 0.0);  // |x'|^2
+    const float xscale = inversesqrt(xx / n + p.eps);
+    for (uint r = 0; r < NROWS; ++r) acc[r] = (acc[r] + so * acc[NROWS + r]) * xscale;
+  }
+#elif defined(NORM)
+  float ss[NXA];
+  ss[0] = g_ss;
   reduce_rows(acc, ss);  // invocation 0 now holds every row's sum and sum(x^2)
   if ((p.norm_flags & 2u) == 0u) {
-    const float xscale = inversesqrt(ss / float(p.in_) + p.eps);
+    const float xscale = inversesqrt(ss[0] / float(p.in_) + p.eps);
     for (uint r = 0; r < NR; ++r) acc[r] *= xscale;
   }
 #else
-  float unused = 0.0;
+  float unused[NXA];
+  unused[0] = 0.0;
   reduce_rows(acc, unused);  // invocation 0 now holds every row's sum
 #endif
 #ifdef GEGLU
