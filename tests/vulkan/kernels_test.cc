@@ -106,6 +106,23 @@ ExpertStack RandomExperts(GgmlType type, uint32_t in, uint32_t out, uint32_t n, 
 
 using KernelTest = garnet::vk::testing::DeviceParamTest;
 
+// Two routings of `slots` slots (int32 ids, float weights): every reference slot routed, the same
+// ids, and the weights within rel * want + abs.
+void ExpectSameRoutes(VkTestDevice& d, const Buffer& got_ids, const Buffer& got_w,
+                      const Buffer& want_ids, const Buffer& want_w, uint32_t slots, float rel,
+                      float abs, const std::string& what) {
+  std::vector<int32_t> got_i(slots), want_i(slots);
+  GARNET_ASSERT_OK(d.transfer->Download(got_ids, 0, got_i.data(), slots * 4));
+  GARNET_ASSERT_OK(d.transfer->Download(want_ids, 0, want_i.data(), slots * 4));
+  GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> gw, DownloadFloats(d, got_w, slots));
+  GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> ww, DownloadFloats(d, want_w, slots));
+  for (uint32_t i = 0; i < slots; ++i) {
+    ASSERT_GE(want_i[i], 0) << what;
+    ASSERT_EQ(got_i[i], want_i[i]) << what << " slot " << i;
+    ASSERT_NEAR(gw[i], ww[i], rel * ww[i] + abs) << what << " slot " << i;
+  }
+}
+
 // Double-precision rms scale of n values.
 double InvRms(const double* v, uint32_t n, double eps) {
   double ss = 0;
@@ -421,23 +438,15 @@ TEST_P(KernelTest, MatvecNormRouteEqualsMatvecNormThenMoeRoute) {
                                   DownloadFloats(*d_, ref_logits, size_t{c.n_vecs} * c.e));
       GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> got_l,
                                   DownloadFloats(*d_, logits[run], size_t{c.n_vecs} * ys));
-      std::vector<int32_t> want_i(slots), got_i(slots);
-      GARNET_ASSERT_OK(d_->transfer->Download(ref_ids, 0, want_i.data(), slots * 4));
-      GARNET_ASSERT_OK(d_->transfer->Download(ids[run], 0, got_i.data(), slots * 4));
-      GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> want_w, DownloadFloats(*d_, ref_w, slots));
-      GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> got_w, DownloadFloats(*d_, wts[run], slots));
       for (uint32_t v = 0; v < c.n_vecs; ++v) {
         for (uint32_t r = 0; r < c.e; ++r) {
           ASSERT_EQ(got_l[v * ys + r], want_l[v * c.e + r]) << at << " logit " << v << "," << r;
         }
       }
-      for (uint32_t i = 0; i < slots; ++i) {
-        ASSERT_GE(want_i[i], 0) << at;
-        ASSERT_EQ(got_i[i], want_i[i]) << at << " slot " << i;
-        // The softmax sums run over the matvec's workgroup, MoeRoute's over its own: the same
-        // ranks (from the logits alone), weights within rounding.
-        ASSERT_NEAR(got_w[i], want_w[i], 1e-6f * want_w[i] + 1e-9f) << at << " slot " << i;
-      }
+      // The softmax sums run over the matvec's workgroup, MoeRoute's over its own: the same
+      // ranks (from the logits alone), weights within rounding.
+      ExpectSameRoutes(*d_, ids[run], wts[run], ref_ids, ref_w, slots, 1e-6f, 1e-9f, at);
+      if (HasFatalFailure()) return;
     }
   }
   EXPECT_GT(checked, 0) << "no weight type has the routing matvec";
@@ -523,21 +532,13 @@ TEST_P(KernelTest, MatvecNormRouteWithResidEqualsRmsNormAddThenRoute) {
                                 DownloadFloats(*d_, logits[0], size_t{c.n_vecs} * c.e));
     GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> want_l,
                                 DownloadFloats(*d_, logits[1], size_t{c.n_vecs} * c.e));
-    std::vector<int32_t> got_i(slots), want_i(slots);
-    GARNET_ASSERT_OK(d_->transfer->Download(ids[0], 0, got_i.data(), slots * 4));
-    GARNET_ASSERT_OK(d_->transfer->Download(ids[1], 0, want_i.data(), slots * 4));
-    GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> got_w, DownloadFloats(*d_, wts[0], slots));
-    GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> want_w, DownloadFloats(*d_, wts[1], slots));
     float big = 0;
     for (float v : want_l) big = std::max(big, std::fabs(v));
     for (size_t i = 0; i < want_l.size(); ++i) {
       ASSERT_NEAR(got_l[i], want_l[i], 2e-5f * big) << what << " logit " << i;
     }
-    for (uint32_t i = 0; i < slots; ++i) {
-      ASSERT_GE(want_i[i], 0) << what;
-      ASSERT_EQ(got_i[i], want_i[i]) << what << " slot " << i;
-      ASSERT_NEAR(got_w[i], want_w[i], 1e-4f * want_w[i] + 1e-7f) << what << " slot " << i;
-    }
+    ExpectSameRoutes(*d_, ids[0], wts[0], ids[1], wts[1], slots, 1e-4f, 1e-7f, what);
+    if (HasFatalFailure()) return;
   }
   EXPECT_GT(checked, 0) << "no weight type has the residual routing matvec";
   GARNET_ASSERT_OK_AND_ASSIGN(Buffer b, Buffer::Create(*d_->device, 65536, MemoryKind::kScratch));
