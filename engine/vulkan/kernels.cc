@@ -169,6 +169,27 @@ uint32_t Kernels::MatvecRows(uint32_t out, uint32_t n_vecs) const {
   return r;
 }
 
+bool Kernels::OneRoundLaunch(GgmlType type, uint32_t in, uint32_t out, uint32_t n_vecs,
+                             uint32_t* wg) const {
+  // A plain Q6_K matvec's invocations each take one item (16 weights) of a row per round of
+  // loads. A row of 2816 (26b-a4b's v projection) is 176 items, two rounds for the default 128
+  // invocations; 192 x 2 rows takes them in one: 11.1 -> 8.2 us in `garnet-vkbench --decode
+  // --sweep`, decode +1.8 % on an H200 (docs/PERF.md, round 16). Other sizes than a multiple of
+  // the subgroup size need the subgroup reductions, so only where those exist; tall matrices (the
+  // head) keep their own launch, and the other types measured no gain (the Q8_0 dense down at 288).
+  if (!matvec_rows_auto_ || type != GgmlType::kQ6_K || uint64_t{out} * n_vecs >= 32768)
+    return false;
+  const DeviceInfo& info = device_.info();
+  if (!device_.caps().subgroup_arithmetic || info.subgroup_size == 0 ||
+      32 % info.subgroup_size != 0)
+    return false;
+  const uint32_t items = in / 256 * 16;
+  const uint32_t one_round = (items + 31) / 32 * 32;
+  if (items <= *wg || one_round > 256 || one_round > info.max_workgroup_invocations) return false;
+  *wg = one_round;
+  return true;
+}
+
 bool Kernels::SupportsWeightType(GgmlType type) {
   return !TypeSuffix(type).empty();
 }
@@ -429,17 +450,18 @@ Status Kernels::Matvec(Recorder& rec, GgmlType type, const MatvecShape& s, const
   // Q6_K heads stay (they took 405 against 350 us at 64 x 8).
   const bool tall_q8 =
       matvec_rows_auto_ && type == GgmlType::kQ8_0 && uint64_t{s.out} * s.n_vecs >= 32768;
-  const uint32_t kRows = tall_q8 ? 8 : MatvecRows(s.out, s.n_vecs);
+  uint32_t rows = tall_q8 ? 8 : MatvecRows(s.out, s.n_vecs);
   uint32_t wg = MatvecWg(s.out, s.n_vecs, false);
   if (tall_q8) wg = std::max(wg, std::min<uint32_t>(64, device_.info().max_workgroup_invocations));
+  if (!tall_q8 && OneRoundLaunch(type, s.in, s.out, s.n_vecs, &wg)) rows = std::min(rows, 2u);
   const uint32_t vec = MatvecVec(type, w, row_bytes, {}, x, {xs}, nullptr);
-  PipelineDesc desc{MatvecVariant(type), 3, 0b100, 16, {wg, kRows, vec}, {wg, 1, 1}};
+  PipelineDesc desc{MatvecVariant(type), 3, 0b100, 16, {wg, rows, vec}, {wg, 1, 1}};
   GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
   struct {
     uint32_t in, out, x_stride, y_stride;
   } push{s.in, s.out, xs, ys};
   uint32_t gx = 0, gy = 0;
-  GARNET_RETURN_IF_ERROR(Fold(device_, (s.out + kRows - 1) / kRows, &gx, &gy, op));
+  GARNET_RETURN_IF_ERROR(Fold(device_, (s.out + rows - 1) / rows, &gx, &gy, op));
   const BufferRange bindings[] = {w, x, y};
   return rec.Dispatch(*p, bindings, push, gx, gy, s.n_vecs);
 }

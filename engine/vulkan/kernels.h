@@ -459,6 +459,11 @@ class Kernels {
   uint32_t MatvecRows(uint32_t out, uint32_t n_vecs) const;
   // Workgroup size of a matvec launch: SetMatvecLaunch's, or per shape in the automatic mode.
   uint32_t MatvecWg(uint32_t out, uint32_t n_vecs, bool glu_by_id) const;
+  // In the automatic mode, a plain matvec whose rows take the default workgroup more than one
+  // round of items (Q6_K rows of 2049-4096 weights) gets a workgroup of one round (*wg, a multiple
+  // of 32) and at most 2 rows; false (wg unchanged) elsewhere.
+  bool OneRoundLaunch(GgmlType type, uint32_t in, uint32_t out, uint32_t n_vecs,
+                      uint32_t* wg) const;
 };
 
 }  // namespace garnet::vk

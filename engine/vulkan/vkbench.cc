@@ -285,8 +285,9 @@ int RunDecodeShapes(Device& dev, Kernels& kernels, Recorder& rec, Transfer& tran
   };
   std::vector<Launch> launches = {{0, 0}};
   if (sweep) {
-    launches = {{0, 0},  {32, 2},  {32, 4},  {64, 2},  {64, 4},  {64, 8},  {96, 2},  {96, 4},
-                {96, 8}, {128, 1}, {128, 2}, {128, 4}, {128, 8}, {256, 1}, {256, 2}, {256, 4}};
+    launches = {{0, 0},   {32, 2},  {32, 4},  {64, 2},  {64, 4},  {64, 8},  {96, 2},
+                {96, 4},  {96, 8},  {128, 1}, {128, 2}, {128, 4}, {128, 8}, {192, 1},
+                {192, 2}, {192, 4}, {256, 1}, {256, 2}, {256, 4}, {288, 1}, {288, 2}};
   }
   const uint64_t align = std::max<uint64_t>(dev.info().min_storage_buffer_offset_alignment, 256);
   const uint64_t max_x = uint64_t{top} * 2 * 4096;

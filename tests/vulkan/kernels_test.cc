@@ -206,7 +206,10 @@ TEST_P(KernelTest, MatvecEveryWeightTypeOddSizes) {
                            MatCase{GgmlType::kQ5_0, 160, 23}, MatCase{GgmlType::kQ4_K, 512, 19},
                            // x as vec4 (stride a multiple of 4) and 16-byte Q4_K words
                            MatCase{GgmlType::kQ4_K, 768, 6, 4}, MatCase{GgmlType::kQ6_K, 512, 11},
-                           MatCase{GgmlType::kQ6_K, 768, 6, 4}}) {
+                           MatCase{GgmlType::kQ6_K, 768, 6, 4},
+                           // 176 items a row: one round of 192 invocations, 2 rows a group
+                           // (Kernels::OneRoundLaunch, where subgroup reductions exist)
+                           MatCase{GgmlType::kQ6_K, 2816, 7, 4}}) {
     const std::string what = "matvec " + std::string(TypeName(c.type)) + " " +
                              std::to_string(c.in) + "x" + std::to_string(c.out) + " pad " +
                              std::to_string(c.x_pad) + " (" + k().MatvecVariant(c.type) + ")";
@@ -669,6 +672,7 @@ TEST_P(KernelTest, MatvecOtherLaunchShapesAgree) {
   GARNET_ASSERT_OK(k().SetMatvecLaunch(64, 4));
   EXPECT_TRUE(k().SetMatvecLaunch(64, 0).IsInvalidArgument());
   EXPECT_TRUE(k().SetMatvecLaunch(64, 9).IsInvalidArgument());
+  k().SetMatvecRowsAuto();  // the later tests run the automatic launches again
 }
 
 TEST_P(KernelTest, MatvecIdReadsOnlyRoutedExperts) {
