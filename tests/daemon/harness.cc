@@ -94,23 +94,6 @@ int Process::Wait(std::chrono::milliseconds timeout) {
   return -1;
 }
 
-TempDir::TempDir() {
-  std::string tmpl = (std::filesystem::temp_directory_path() / "garnet-test-XXXXXX").string();
-  if (mkdtemp(tmpl.data()) == nullptr) std::abort();
-  path_ = tmpl;
-}
-
-TempDir::~TempDir() {
-  std::error_code ec;
-  // Blobs are 0444: make them removable first.
-  for (auto it = std::filesystem::recursive_directory_iterator(path_, ec);
-       it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
-    std::filesystem::permissions(it->path(), std::filesystem::perms::owner_all,
-                                 std::filesystem::perm_options::add, ec);
-  }
-  std::filesystem::remove_all(path_, ec);
-}
-
 World::World() {
   tiny_ = dir() + "/gemma4-tiny-f32.gguf";
   Process mk({GARNET_MKMODEL_PATH, "--preset", "tiny", "--out", tiny_}, dir() + "/mk.out",

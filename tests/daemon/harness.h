@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "tests/scratch_dir.h"
+
 namespace grpc {
 class Channel;
 }
@@ -59,15 +61,7 @@ struct CliResult {
 };
 
 // A temporary directory removed (recursively) on destruction.
-class TempDir {
- public:
-  TempDir();
-  ~TempDir();
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using TempDir = ScratchDir;
 
 // The world one test suite shares: the tiny model file, a mirror serving it under the catalog's
 // URL path, and helpers to start daemons and run the CLI against them.

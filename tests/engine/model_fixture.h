@@ -11,6 +11,7 @@
 #include <mutex>
 #include <string>
 
+#include "tests/scratch_dir.h"
 #include "tools/mkmodel/generator.h"
 #include "tools/mkmodel/plan.h"
 #include "tools/mkmodel/spec.h"
@@ -31,7 +32,9 @@ inline std::string TestModelPath(const std::string& preset, const std::string& t
   static const std::string dir = [] {
     std::string tmpl = (std::filesystem::temp_directory_path() / "garnet-engine-XXXXXX").string();
     char* d = mkdtemp(tmpl.data());
-    return std::string(d ? d : "/tmp");
+    if (d == nullptr) return std::filesystem::temp_directory_path().string();
+    RemoveAtExit(d);  // the models go with the process
+    return std::string(d);
   }();
   const std::string path = dir + "/" + key + ".gguf";
   auto spec = mkmodel::PresetSpec(preset);

@@ -14,29 +14,13 @@
 #include "engine/gguf/gemma4.h"
 #include "engine/gguf/gguf.h"
 #include "engine/quant/quant.h"
+#include "tests/scratch_dir.h"
 #include "tools/mkmodel/generator.h"
 
 namespace garnet::mkmodel {
 namespace {
 
-class Scratch {
- public:
-  Scratch() {
-    const char* base = std::getenv("TMPDIR");
-    std::string tmpl = std::string(base && *base ? base : "/tmp") + "/garnet-mkmodel-XXXXXX";
-    std::vector<char> buf(tmpl.begin(), tmpl.end());
-    buf.push_back('\0');
-    if (::mkdtemp(buf.data()) != nullptr) dir_ = buf.data();
-  }
-  ~Scratch() {
-    std::error_code ec;
-    if (!dir_.empty()) std::filesystem::remove_all(dir_, ec);
-  }
-  std::string Path(const std::string& name) const { return dir_ + "/" + name; }
-
- private:
-  std::string dir_;
-};
+using Scratch = garnet::testing::ScratchDir;
 
 std::vector<uint8_t> ReadAll(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

@@ -8,6 +8,8 @@
 #include <filesystem>
 #include <string>
 
+#include "tests/scratch_dir.h"
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -29,21 +31,7 @@ Cmd Shell(const std::string& cmd) {
   return r;
 }
 
-class TempDir {
- public:
-  TempDir() {
-    std::string t = (fs::temp_directory_path() / "garnet-pkg-XXXXXX").string();
-    path_ = mkdtemp(t.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using TempDir = garnet::testing::ScratchDir;
 
 TEST(Packaging, DebContents) {
   TempDir tmp;

@@ -9,6 +9,8 @@
 #include <set>
 #include <sstream>
 
+#include "tests/scratch_dir.h"
+
 namespace garnet::registry {
 namespace {
 
@@ -86,6 +88,7 @@ constexpr const char* kUser = R"({
 
 TEST(Catalog, UserCatalogAddsAndOverrides) {
   std::string path = ::testing::TempDir() + "/user_catalog_" + std::to_string(::getpid()) + ".json";
+  garnet::testing::RemoveAtExit(path);
   {
     std::ofstream f(path);
     f << kUser;

@@ -8,6 +8,7 @@
 #include <filesystem>
 
 #include "registry/store.h"
+#include "tests/scratch_dir.h"
 
 namespace garnet::registry {
 namespace {
@@ -17,6 +18,7 @@ std::string FreshDir(const std::string& name) {
       ::testing::TempDir() + "/garnet_db_test_" + std::to_string(::getpid()) + "_" + name;
   std::filesystem::remove_all(d);
   std::filesystem::create_directories(d);
+  garnet::testing::RemoveAtExit(d);
   return d;
 }
 

@@ -13,6 +13,7 @@
 
 #include "registry/sha256.h"
 #include "tests/registry/fault_server.h"
+#include "tests/scratch_dir.h"
 
 namespace garnet::registry {
 namespace {
@@ -60,6 +61,7 @@ class DownloaderTest : public ::testing::Test {
     dir_ = ::testing::TempDir() + "/garnet_dl_" + std::to_string(::getpid()) + "_" +
            ::testing::UnitTest::GetInstance()->current_test_info()->name();
     std::filesystem::remove_all(dir_);
+    garnet::testing::RemoveAtExit(dir_);
     content_ = RandomBytes(3 * 1024 * 1024 + 12345, 1);
     sha_ = Sha256::HexOf(content_);
     server_.AddFile(kPath, content_);

@@ -7,6 +7,8 @@
 #include <random>
 #include <string>
 
+#include "tests/scratch_dir.h"
+
 namespace garnet::registry {
 namespace {
 
@@ -92,6 +94,7 @@ TEST(Sha256, AcceleratedMatchesPortableOnEveryLength) {
 TEST(Sha256, FileHash) {
   std::string path =
       ::testing::TempDir() + "/sha256_file_test_" + std::to_string(::getpid()) + ".bin";
+  garnet::testing::RemoveAtExit(path);
   {
     std::ofstream f(path, std::ios::binary);
     f << "abc";

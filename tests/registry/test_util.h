@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include "engine/gguf/gguf.h"
+#include "tests/scratch_dir.h"
 
 namespace garnet::registry::testing {
 
@@ -23,6 +24,7 @@ inline std::string FreshTestDir(const std::string& suffix = "") {
                   info->test_suite_name() + "_" + info->name() + suffix;
   std::filesystem::remove_all(d);
   std::filesystem::create_directories(d);
+  ::garnet::testing::RemoveAtExit(d);
   return d;
 }
 

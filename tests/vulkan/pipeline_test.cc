@@ -12,6 +12,7 @@
 #include "engine/vulkan/pipeline.h"
 #include "engine/vulkan/recorder.h"
 #include "engine/vulkan/shaders.h"
+#include "tests/scratch_dir.h"
 #include "tests/vulkan/vk_test_env.h"
 #include "tests/vulkan/vk_test_util.h"
 
@@ -21,23 +22,7 @@ namespace {
 namespace fs = std::filesystem;
 using testing::VkTestEnv;
 
-class TempDir {
- public:
-  TempDir() {
-    path_ = fs::temp_directory_path() /
-            ("garnet-vk-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter_++));
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  static inline int counter_ = 0;
-  fs::path path_;
-};
+using TempDir = garnet::testing::ScratchDir;
 
 std::vector<uint8_t> ReadFile(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
@@ -69,7 +54,7 @@ std::string RunWithCache(const fs::path& path, bool* loaded) {
 TEST(PipelineCache, WrittenThenReusedByTheNextDevice) {
   GARNET_REQUIRE_VULKAN();
   TempDir dir;
-  const fs::path file = dir.path() / "sub" / "vk-test.bin";
+  const fs::path file = fs::path(dir.path()) / "sub" / "vk-test.bin";
   bool loaded = true;
   EXPECT_EQ(RunWithCache(file, &loaded), "no file");
   EXPECT_FALSE(loaded);
@@ -89,7 +74,7 @@ TEST(PipelineCache, WrittenThenReusedByTheNextDevice) {
 TEST(PipelineCache, CorruptTruncatedOrForeignFilesAreIgnored) {
   GARNET_REQUIRE_VULKAN();
   TempDir dir;
-  const fs::path file = dir.path() / "vk.bin";
+  const fs::path file = fs::path(dir.path()) / "vk.bin";
   bool loaded = false;
   RunWithCache(file, &loaded);
   const std::vector<uint8_t> good = ReadFile(file);
