@@ -177,6 +177,7 @@ Status Engine::MakeVulkanBackend(bool ubatch_auto) {
   vo.fused_routing = options_.fused_routing;
   vo.prenorm = options_.prenorm;
   vo.early_routing = options_.early_routing;
+  vo.quantized_inputs = options_.quantized_inputs;
   vo.n_threads = options_.n_threads;
   GARNET_RETURN_IF_ERROR(model::PlacementFromPlan(*plan_, params_, &vo));
   if (std::all_of(vo.host_layers.begin(), vo.host_layers.end(), [](bool h) { return h; })) {

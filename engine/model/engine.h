@@ -86,6 +86,9 @@ struct EngineOptions {
   // MoE decode: the router beside the attention block's residual update (Vulkan only; see
   // model::VulkanBackendOptions::early_routing).
   bool early_routing = true;
+  // Vulkan decode: matvec inputs quantised once by their producer (comparisons; see
+  // model::VulkanBackendOptions::quantized_inputs).
+  bool quantized_inputs = true;
   // Vulkan: where layers and experts run (engine/plan). A ready `plan` (e.g. the daemon's) is
   // used as given: its layer_device / experts_on_host for the selected device (GPU index 0 of
   // the plan), the host last. Otherwise the engine plans `policy` for n_ctx x n_seq (ubatch,

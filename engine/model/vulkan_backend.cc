@@ -233,6 +233,17 @@ struct VulkanBackend::Impl {
   // Decode with opt.prenorm: the "prenorm" region already holds attn_norm(hidden) for the layer
   // recorded next (its predecessor's last residual update wrote it); else that layer writes it.
   bool attn_prenormed = false;
+  // Decode with opt.quantized_inputs (q8_inputs: the model has Q4_K matvecs that can read them):
+  // the "prenorm_q8" copies (attention's, feed-forward's, experts') hold the inputs of the layer
+  // recorded next (attn_q8, with attn_prenormed) and of this layer's feed-forward (ffn_q8).
+  bool q8_inputs = false;
+  bool attn_q8 = false;
+  bool ffn_q8 = false;
+  // Slot j of "prenorm_q8" (0 attention, 1 feed-forward, 2 experts; `n` slots from j).
+  BufferRange Q8Slot(uint32_t j, uint32_t n = 1) {
+    const uint64_t qb = vk::Kernels::Q8xBytes(p.n_embd);
+    return R("prenorm_q8").sub(j * qb, n * qb);
+  }
   std::vector<std::unique_ptr<vk::Buffer>> weight_bufs;
   std::map<std::string, WRef, std::less<>> tensors;
   WRef tok_embd, output_norm, ple_model_proj, ple_proj_norm;
@@ -291,8 +302,9 @@ struct VulkanBackend::Impl {
     return true;
   }
   Result<WRef> Tensor(const std::string& name, bool required = true) const;
+  // `xq`: x also as q8x (decode; vk::Kernels::Matvec uses it where it can).
   Status Mul(const WRef& wt, uint32_t in, uint32_t out, uint32_t T, const BufferRange& x,
-             const BufferRange& y);
+             const BufferRange& y, const BufferRange* xq = nullptr);
   Status RmsNorm(uint32_t n, uint32_t rows, const BufferRange& x, const WRef* wt,
                  const BufferRange& y);
   // y = W . rmsnorm(x) * norm_w for T tokens: one fused dispatch when T == 1, else RmsNorm into
@@ -303,12 +315,14 @@ struct VulkanBackend::Impl {
   // `gate` and `up` are scratch of T * I floats.
   Status DenseMlp(const LayerRefs& lr, const WRef& norm_w, uint32_t I, uint32_t T,
                   const BufferRange& x, const BufferRange& tmp, const BufferRange& gate,
-                  const BufferRange& up, const BufferRange& y, const BufferRange* xn = nullptr);
+                  const BufferRange& up, const BufferRange& y, const BufferRange* xn = nullptr,
+                  const BufferRange* xq = nullptr);
   // DenseMlp's first half: gelu(gate . x') * (up . x') into `gate`. `xn`: x' already
   // normalised (decode, opt.prenorm), used where the fused decode kernel runs.
   Status DenseMlpUp(const LayerRefs& lr, const WRef& norm_w, uint32_t I, uint32_t T,
                     const BufferRange& x, const BufferRange& tmp, const BufferRange& gate,
-                    const BufferRange& up, const BufferRange* xn = nullptr);
+                    const BufferRange& up, const BufferRange* xn = nullptr,
+                    const BufferRange* xq = nullptr);
   // hidden = (hidden + rmsnorm(x) * norm_w) * scale for T rows of n_embd: one dispatch (`next`:
   // it also writes the next matvecs' normalised inputs).
   Status NormAdd(uint32_t T, const BufferRange& x, const WRef& norm_w, float scale,
@@ -336,7 +350,7 @@ struct VulkanBackend::Impl {
   // `part` (fused decode only): record only the gate|up or only the down matvecs.
   enum class ExpertsPart { kBoth, kGateUp, kDown };
   Status RecordExperts(const LayerRefs& lr, uint32_t T, bool fused, const BufferRange* xn,
-                       ExpertsPart part = ExpertsPart::kBoth);
+                       const BufferRange* xq, ExpertsPart part = ExpertsPart::kBoth);
   // The MoE block's end (MoeTail): the experts' combine, the three post norms and the residual
   // update of `hidden`, times `scale`.
   Status MoeTailAdd(const LayerRefs& lr, uint32_t T, float scale,
@@ -670,6 +684,18 @@ Status VulkanBackend::Impl::Init(const gguf::Model& model) {
     GARNET_RETURN_IF_ERROR(kern->SetMatvecLaunch(32, 1));
   }
   other_bytes += 256;  // the kernels' placeholder
+  // Quantised decode inputs only where a matvec reads them: a Q4_K projection of the layers.
+  bool any_q4k = false;
+  for (const LayerRefs& lr : layers) {
+    for (const WRef* wr : {&lr.wq, &lr.wk, &lr.wv, &lr.ffn_gate, &lr.gate_up_exps}) {
+      any_q4k = any_q4k || (wr->present() && wr->type == GgmlType::kQ4_K);
+    }
+  }
+  // The copies lie back to back in "prenorm_q8", each bound on its own: their offsets must be
+  // storage-buffer aligned.
+  q8_inputs = opt.quantized_inputs && opt.prenorm && any_q4k &&
+              vk::Kernels::Q8xBytes(p.n_embd) % align == 0 &&
+              kern->MatvecXqAvailable(GgmlType::kQ4_K) && kern->NextNormsQ8Available(p.n_embd, 1);
   GARNET_ASSIGN_OR_RETURN(rec, vk::Recorder::Create(*dev));
   if (n_host > 0 || any_host_experts) {
     pool = std::make_unique<cpu::ThreadPool>(opt.n_threads);
@@ -883,12 +909,12 @@ Result<std::unique_ptr<BackendSequence>> VulkanBackend::NewSequence() {
 // Recording helpers.
 
 Status VulkanBackend::Impl::Mul(const WRef& wt, uint32_t in, uint32_t out, uint32_t T,
-                                const BufferRange& x, const BufferRange& y) {
+                                const BufferRange& x, const BufferRange& y, const BufferRange* xq) {
   if (T == 1) {
     vk::MatvecShape s;
     s.in = in;
     s.out = out;
-    return kern->Matvec(*rec, wt.type, s, wt.r(), x, y).WithContext(wt.name);
+    return kern->Matvec(*rec, wt.type, s, wt.r(), x, y, xq).WithContext(wt.name);
   }
   vk::MatmulShape s;
   s.m = out;
@@ -925,7 +951,7 @@ Status VulkanBackend::Impl::NormMul(const WRef& wt, const WRef& norm_w, uint32_t
 Status VulkanBackend::Impl::DenseMlpUp(const LayerRefs& lr, const WRef& norm_w, uint32_t I,
                                        uint32_t T, const BufferRange& x, const BufferRange& tmp,
                                        const BufferRange& gate, const BufferRange& up,
-                                       const BufferRange* xn) {
+                                       const BufferRange* xn, const BufferRange* xq) {
   const uint32_t H = p.n_embd;
   const WRef &g = lr.ffn_gate, &u = lr.ffn_up;
   const bool fuse = T == 1 && g.buf == u.buf && g.type == u.type &&
@@ -936,9 +962,9 @@ Status VulkanBackend::Impl::DenseMlpUp(const LayerRefs& lr, const WRef& norm_w, 
     s.out = I;
     const BufferRange nw = norm_w.r();
     vk::Kernels::NormSpec ns{&nw, p.rms_eps};
-    GARNET_RETURN_IF_ERROR(
-        kern->MatvecGeglu(*rec, g.type, s, g.r(), u.r(), xn ? *xn : x, xn ? nullptr : &ns, gate)
-            .WithContext(g.name));
+    GARNET_RETURN_IF_ERROR(kern->MatvecGeglu(*rec, g.type, s, g.r(), u.r(), xn ? *xn : x,
+                                             xn ? nullptr : &ns, gate, xn ? xq : nullptr)
+                               .WithContext(g.name));
   } else {
     GARNET_RETURN_IF_ERROR(RmsNorm(H, T, x, &norm_w, tmp));
     GARNET_RETURN_IF_ERROR(Mul(g, H, I, T, tmp, gate));
@@ -951,8 +977,9 @@ Status VulkanBackend::Impl::DenseMlpUp(const LayerRefs& lr, const WRef& norm_w, 
 Status VulkanBackend::Impl::DenseMlp(const LayerRefs& lr, const WRef& norm_w, uint32_t I,
                                      uint32_t T, const BufferRange& x, const BufferRange& tmp,
                                      const BufferRange& gate, const BufferRange& up,
-                                     const BufferRange& y, const BufferRange* xn) {
-  GARNET_RETURN_IF_ERROR(DenseMlpUp(lr, norm_w, I, T, x, tmp, gate, up, xn));
+                                     const BufferRange& y, const BufferRange* xn,
+                                     const BufferRange* xq) {
+  GARNET_RETURN_IF_ERROR(DenseMlpUp(lr, norm_w, I, T, x, tmp, gate, up, xn, xq));
   return Mul(lr.ffn_down, I, p.n_embd, T, gate, y);
 }
 
@@ -994,14 +1021,17 @@ Status VulkanBackend::Impl::RecordMoe(int il, const LayerRefs& lr, uint32_t I, u
   const bool pre = T == 1 && opt.prenorm;
   const uint64_t hb = uint64_t{H} * 4;
   const BufferRange xn_ffn = R("prenorm").sub(hb, hb), xn_exp = R("prenorm").sub(2 * hb, hb);
+  const bool q8 = pre && ffn_q8;
+  const BufferRange xq_ffn = q8 ? Q8Slot(1) : BufferRange(one), xq_exp = q8 ? Q8Slot(2) : xq_ffn;
   GARNET_RETURN_IF_ERROR(DenseMlpUp(lr, lr.ffn_norm, I, T, hidden.r(), norm.r(), gate.r(), up.r(),
-                                    pre ? &xn_ffn : nullptr));
+                                    pre ? &xn_ffn : nullptr, q8 ? &xq_ffn : nullptr));
   if (routed) {
     // Routed beside the residual update: the experts' gate|up joins the dense gate*up's
     // interval, then both down projections share the next one.
-    GARNET_RETURN_IF_ERROR(RecordExperts(lr, T, true, &xn_exp, ExpertsPart::kGateUp));
+    GARNET_RETURN_IF_ERROR(
+        RecordExperts(lr, T, true, &xn_exp, q8 ? &xq_exp : nullptr, ExpertsPart::kGateUp));
     GARNET_RETURN_IF_ERROR(Mul(lr.ffn_down, I, H, T, gate.r(), branch.r()));
-    GARNET_RETURN_IF_ERROR(RecordExperts(lr, T, true, &xn_exp, ExpertsPart::kDown));
+    GARNET_RETURN_IF_ERROR(RecordExperts(lr, T, true, &xn_exp, nullptr, ExpertsPart::kDown));
     return MoeTailAdd(lr, T, scale, next);
   }
   // The router (E rows, a few hundred KB) as a normalising matvec over the T tokens, also for
@@ -1056,7 +1086,8 @@ Status VulkanBackend::Impl::RecordMoe(int il, const LayerRefs& lr, uint32_t I, u
                                         branch.r(), mo.r(), branch.r()));
     return NormAdd(T, branch.r(), lr.post_ffw_norm, scale, next);
   }
-  GARNET_RETURN_IF_ERROR(RecordExperts(lr, T, fuse_experts, pre ? &xn_exp : nullptr));
+  GARNET_RETURN_IF_ERROR(
+      RecordExperts(lr, T, fuse_experts, pre ? &xn_exp : nullptr, q8 ? &xq_exp : nullptr));
   return MoeTailAdd(lr, T, scale, next);
 }
 
@@ -1110,7 +1141,8 @@ Status VulkanBackend::Impl::HostExperts(int il, uint32_t T) {
 }
 
 Status VulkanBackend::Impl::RecordExperts(const LayerRefs& lr, uint32_t T, bool fused,
-                                          const BufferRange* xn, ExpertsPart part) {
+                                          const BufferRange* xn, const BufferRange* xq,
+                                          ExpertsPart part) {
   if (part != ExpertsPart::kBoth && !(fused && T == 1)) {
     return Status::Internal("moe", "expert matvecs recorded in parts only for fused decode");
   }
@@ -1186,9 +1218,9 @@ Status VulkanBackend::Impl::RecordExperts(const LayerRefs& lr, uint32_t T, bool 
     if (part == ExpertsPart::kDown) {
       // recorded earlier (kGateUp)
     } else if (xn) {
-      GARNET_RETURN_IF_ERROR(
-          kern->MatvecId(*rec, lr.gate_up_exps.type, s, lr.gate_up_exps.r(), *xn, ids.r(), gu.r())
-              .WithContext(lr.gate_up_exps.name));
+      GARNET_RETURN_IF_ERROR(kern->MatvecId(*rec, lr.gate_up_exps.type, s, lr.gate_up_exps.r(), *xn,
+                                            ids.r(), gu.r(), xq)
+                                 .WithContext(lr.gate_up_exps.name));
     } else {
       GARNET_RETURN_IF_ERROR(kern->MatvecIdNorm(*rec, lr.gate_up_exps.type, s, lr.gate_up_exps.r(),
                                                 hidden.r(), ids.r(), &nw, p.rms_eps, gu.r())
@@ -1258,10 +1290,14 @@ Status VulkanBackend::Impl::RecordLayer(int il, const Row* rows, uint32_t T,
   const bool pre = T == 1 && opt.prenorm;
   const uint64_t hb = uint64_t{H} * 4;
   const BufferRange xn_attn = R("prenorm").sub(0, hb);
+  // The quantised copy of xn_attn (slot 0), if the previous layer's update wrote it.
+  const BufferRange xq_attn = q8_inputs ? Q8Slot(0) : BufferRange(one);
+  const BufferRange* xq_in = pre && attn_prenormed && attn_q8 ? &xq_attn : nullptr;
   if (pre && !attn_prenormed) {
     GARNET_RETURN_IF_ERROR(RmsNorm(H, 1, hidden.r(), &lr.attn_norm, xn_attn));
   }
   attn_prenormed = false;
+  attn_q8 = false;
   // Routing beside the attention block's residual update: the router reads the residual stream
   // as it was before the update, kept in the fourth "prenorm" slot (copied beside the
   // projections, no interval of its own), since the update rewrites "hidden" in place. The copy
@@ -1273,7 +1309,7 @@ Status VulkanBackend::Impl::RecordLayer(int il, const Row* rows, uint32_t T,
                                         BufferRange(one), h_before));
   }
   if (pre) {
-    GARNET_RETURN_IF_ERROR(Mul(lr.wq, H, nq, T, xn_attn, q.r()));
+    GARNET_RETURN_IF_ERROR(Mul(lr.wq, H, nq, T, xn_attn, q.r(), xq_in));
   } else {
     GARNET_RETURN_IF_ERROR(NormMul(lr.wq, lr.attn_norm, H, nq, T, hidden.r(), norm.r(), q.r()));
   }
@@ -1283,14 +1319,14 @@ Status VulkanBackend::Impl::RecordLayer(int il, const Row* rows, uint32_t T,
   if (ly.owns_kv()) {
     // (For T > 1 norm already holds attn_norm(h) from the q projection.)
     if (pre) {
-      GARNET_RETURN_IF_ERROR(Mul(lr.wk, H, nkv, T, xn_attn, k.r()));
+      GARNET_RETURN_IF_ERROR(Mul(lr.wk, H, nkv, T, xn_attn, k.r(), xq_in));
     } else if (T == 1) {
       GARNET_RETURN_IF_ERROR(NormMul(lr.wk, lr.attn_norm, H, nkv, T, hidden.r(), norm.r(), k.r()));
     } else {
       GARNET_RETURN_IF_ERROR(Mul(lr.wk, H, nkv, T, norm.r(), k.r()));
     }
     if (lr.wv.present() && pre) {
-      GARNET_RETURN_IF_ERROR(Mul(lr.wv, H, nkv, T, xn_attn, v.r()));
+      GARNET_RETURN_IF_ERROR(Mul(lr.wv, H, nkv, T, xn_attn, v.r(), xq_in));
     } else if (lr.wv.present() && T == 1) {
       GARNET_RETURN_IF_ERROR(NormMul(lr.wv, lr.attn_norm, H, nkv, T, hidden.r(), norm.r(), v.r()));
     } else if (lr.wv.present()) {
@@ -1402,7 +1438,9 @@ Status VulkanBackend::Impl::RecordLayer(int il, const Row* rows, uint32_t T,
   const BufferRange ffn_w = lr.ffn_norm.r();
   const BufferRange exp_w = p.is_moe() ? lr.pre_ffw_norm_2.r() : ffn_w;
   const BufferRange xn_ffn = R("prenorm").sub(hb, 2 * hb);
-  const vk::Kernels::NextNorms ffn_next{{&ffn_w, &exp_w}, p.is_moe() ? 2u : 1u, &xn_ffn};
+  const BufferRange xq_ffn_out = q8_inputs ? Q8Slot(1, p.is_moe() ? 2 : 1) : BufferRange(one);
+  const vk::Kernels::NextNorms ffn_next{
+      {&ffn_w, &exp_w}, p.is_moe() ? 2u : 1u, &xn_ffn, q8_inputs ? &xq_ffn_out : nullptr};
   if (early_route) {
     // The router first: it and the update below read the projection's output, so they share
     // one barrier interval.
@@ -1421,6 +1459,7 @@ Status VulkanBackend::Impl::RecordLayer(int il, const Row* rows, uint32_t T,
   }
   GARNET_RETURN_IF_ERROR(
       NormAdd(T, branch.r(), lr.post_attention_norm, 1.0f, pre ? &ffn_next : nullptr));
+  ffn_q8 = pre && q8_inputs;
 
   // The layer's output scale rides on its last residual update (fused norm + add kernels).
   const float scale = w.layers[static_cast<size_t>(il)].output_scale;
@@ -1429,7 +1468,8 @@ Status VulkanBackend::Impl::RecordLayer(int il, const Row* rows, uint32_t T,
   const bool next_pre = pre && il + 1 < static_cast<int>(p.n_layer);
   const BufferRange next_w =
       next_pre ? layers[static_cast<size_t>(il) + 1].attn_norm.r() : BufferRange(one);
-  const vk::Kernels::NextNorms attn_next{{&next_w, nullptr}, 1, &xn_attn};
+  const vk::Kernels::NextNorms attn_next{
+      {&next_w, nullptr}, 1, &xn_attn, q8_inputs ? &xq_attn : nullptr};
   const vk::Kernels::NextNorms* end_next = next_pre ? &attn_next : nullptr;
   // --- feed-forward ---
   if (p.is_moe()) {
@@ -1437,8 +1477,10 @@ Status VulkanBackend::Impl::RecordLayer(int il, const Row* rows, uint32_t T,
         RecordMoe(il, lr, I, T, ffn_scale, p.has_ple() ? nullptr : end_next, early_route));
   } else {
     const Region &gate = R("ffn_gate"), &up = R("ffn_up");
+    const BufferRange xq_ffn = q8_inputs ? Q8Slot(1) : BufferRange(one);
     GARNET_RETURN_IF_ERROR(DenseMlp(lr, lr.ffn_norm, I, T, hidden.r(), norm.r(), gate.r(), up.r(),
-                                    branch.r(), pre ? &xn_ffn : nullptr));
+                                    branch.r(), pre ? &xn_ffn : nullptr,
+                                    pre && ffn_q8 ? &xq_ffn : nullptr));
     GARNET_RETURN_IF_ERROR(
         NormAdd(T, branch.r(), lr.post_ffw_norm, ffn_scale, p.has_ple() ? nullptr : end_next));
   }
@@ -1459,6 +1501,8 @@ Status VulkanBackend::Impl::RecordLayer(int il, const Row* rows, uint32_t T,
     GARNET_RETURN_IF_ERROR(NormAdd(T, branch.r(), lr.ple_post_norm, scale, end_next));
   }
   attn_prenormed = end_next != nullptr;
+  attn_q8 = attn_prenormed && q8_inputs;
+  ffn_q8 = false;
   return Status::OK();
 }
 

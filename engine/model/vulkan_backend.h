@@ -126,6 +126,11 @@ struct VulkanBackendOptions {
   // fewer per layer. Where the router's type has that kernel (F32, F16, BF16). false: the router
   // reads the updated residual stream after the update (comparisons).
   bool early_routing = true;
+  // Decode with prenorm: the residual updates that write the next matvecs' inputs also write
+  // them quantised to int8 (vk::Kernels::NextNorms::q8), and the integer-dot Q4_K matvecs read
+  // that copy instead of rounding x again in every workgroup (vk::Kernels::MatvecXqAvailable).
+  // false: each matvec rounds its float input itself (comparisons).
+  bool quantized_inputs = true;
   // Mixed GPU/CPU placement (a plan::Plan for one GPU; engine.h turns a plan into these). Empty
   // vectors: everything on the GPU.
   //   host_layers[il]:  layer il runs on the CPU (CpuLayers) with its weights in the mapping and

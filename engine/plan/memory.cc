@@ -135,6 +135,10 @@ std::vector<ScratchBuffer> ScratchLayout(const gguf::Gemma4Params& p, const KvOp
       // the feed-forward's and the routed experts'; for MoE a fourth row, the residual stream
       // before the attention block's update (VulkanBackendOptions::early_routing).
       {"prenorm", (p.is_moe() ? 4 : 3) * p.n_embd * f},
+      // The same inputs quantised (VulkanBackendOptions::quantized_inputs): the attention's,
+      // the feed-forward's and (MoE) the routed experts', n_embd * 3 / 2 bytes each
+      // (vk::Kernels::Q8xBytes, same formula).
+      {"prenorm_q8", (p.is_moe() ? 3 : 2) * (p.n_embd + p.n_embd / 2ull)},
   };
   if (p.is_moe()) {
     out.push_back({"router", t * p.n_expert * f});

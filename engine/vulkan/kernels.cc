@@ -317,6 +317,18 @@ Status CheckNextNorms(const Kernels::NextNorms& nn, uint32_t n, uint32_t rows,
       return Status::InvalidArgument(op, "next norms out overlaps a next norm weight");
     }
   }
+  if (nn.q8 != nullptr) {
+    GARNET_RETURN_IF_ERROR(
+        Need(*nn.q8, uint64_t{rows} * nn.count * Kernels::Q8xBytes(n), op, "next norms q8"));
+    for (const BufferRange* b : others) {
+      if (Overlap(*nn.q8, *b))
+        return Status::InvalidArgument(op, "next norms q8 overlaps a buffer");
+    }
+    if (Overlap(*nn.q8, *nn.out) || Overlap(*nn.q8, *nn.w[0]) ||
+        (nn.count > 1 && Overlap(*nn.q8, *nn.w[1]))) {
+      return Status::InvalidArgument(op, "next norms q8 overlaps the copies or their weights");
+    }
+  }
   return Status::OK();
 }
 }  // namespace
@@ -336,11 +348,24 @@ Status Kernels::RmsNormAdd(Recorder& rec, const NormAddShape& s, const BufferRan
   GARNET_RETURN_IF_ERROR(Need(w, uint64_t{s.n} * 4, op, "w"));
   if (Overlap(h, x)) return Status::InvalidArgument(op, "x overlaps h");
   if (next) GARNET_RETURN_IF_ERROR(CheckNextNorms(*next, s.n, s.rows, {&h, &x, &w}, op));
+  const bool q8 = next && next->q8;
+  if (q8 && !NextNormsQ8Available(s.n, s.rows)) {
+    return Status::InvalidArgument(op, "next norms q8 for this shape");
+  }
   const uint32_t wg = RowWg(device_, s.rows);
-  const std::string variant = std::string(next ? "norm_add_nn" : "norm_add") +
-                              (device_.caps().subgroup_arithmetic ? "_sg" : "");
-  PipelineDesc desc{variant,          next ? 6u : 3u, next ? 0b1001u : 0b001u,
-                    next ? 28u : 24u, {wg},           {wg, 1, 1}};
+  const std::string variant = q8 ? NextNormsQ8Suffix("norm_add_nn_q8")
+                                 : std::string(next ? "norm_add_nn" : "norm_add") +
+                                       (device_.caps().subgroup_arithmetic ? "_sg" : "");
+  PipelineDesc desc{variant,
+                    q8     ? 7u
+                    : next ? 6u
+                           : 3u,
+                    q8     ? 0b1001001u
+                    : next ? 0b1001u
+                           : 0b001u,
+                    next ? 28u : 24u,
+                    {wg},
+                    {wg, 1, 1}};
   GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
   uint32_t gx = 0, gy = 0;
   GARNET_RETURN_IF_ERROR(Fold(device_, s.rows, &gx, &gy, op));
@@ -357,9 +382,14 @@ Status Kernels::RmsNormAdd(Recorder& rec, const NormAddShape& s, const BufferRan
     float eps, scale;
     uint32_t nn_count;
   } push{s.n, s.rows, hs, xs, s.eps, s.scale, next->count};
-  const BufferRange bindings[] = {h,          x,           w,
-                                  *next->out, *next->w[0], *next->w[next->count > 1 ? 1 : 0]};
-  return rec.Dispatch(*p, bindings, push, gx, gy);
+  const BufferRange bindings[] = {h,
+                                  x,
+                                  w,
+                                  *next->out,
+                                  *next->w[0],
+                                  *next->w[next->count > 1 ? 1 : 0],
+                                  q8 ? *next->q8 : BufferRange(placeholder_)};
+  return rec.Dispatch(*p, std::span<const BufferRange>(bindings, q8 ? 7 : 6), push, gx, gy);
 }
 
 Status Kernels::MoeTail(Recorder& rec, const MoeTailShape& s, const BufferRange& h,
@@ -392,11 +422,24 @@ Status Kernels::MoeTail(Recorder& rec, const MoeTailShape& s, const BufferRange&
     GARNET_RETURN_IF_ERROR(
         CheckNextNorms(*next, s.n, s.n_tokens, {&h, &dense, &down, &wt, &mo, &w1, &w2, &w}, op));
   }
+  const bool q8 = next && next->q8;
+  if (q8 && !NextNormsQ8Available(s.n, s.n_tokens)) {
+    return Status::InvalidArgument(op, "next norms q8 for this shape");
+  }
   const uint32_t wg = RowWg(device_, s.n_tokens);
-  const std::string variant = std::string(next ? "moe_tail_nn" : "moe_tail") +
-                              (device_.caps().subgroup_arithmetic ? "_sg" : "");
-  PipelineDesc desc{variant, next ? 11u : 8u, next ? 0b100010011u : 0b10011u, next ? 24u : 20u,
-                    {wg},    {wg, 1, 1}};
+  const std::string variant = q8 ? NextNormsQ8Suffix("moe_tail_nn_q8")
+                                 : std::string(next ? "moe_tail_nn" : "moe_tail") +
+                                       (device_.caps().subgroup_arithmetic ? "_sg" : "");
+  PipelineDesc desc{variant,
+                    q8     ? 12u
+                    : next ? 11u
+                           : 8u,
+                    q8     ? 0b100100010011u
+                    : next ? 0b100010011u
+                           : 0b10011u,
+                    next ? 24u : 20u,
+                    {wg},
+                    {wg, 1, 1}};
   GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
   uint32_t gx = 0, gy = 0;
   GARNET_RETURN_IF_ERROR(Fold(device_, s.n_tokens, &gx, &gy, op));
@@ -423,12 +466,52 @@ Status Kernels::MoeTail(Recorder& rec, const MoeTailShape& s, const BufferRange&
                                   w,
                                   *next->out,
                                   *next->w[0],
-                                  *next->w[next->count > 1 ? 1 : 0]};
-  return rec.Dispatch(*p, bindings, push, gx, gy);
+                                  *next->w[next->count > 1 ? 1 : 0],
+                                  q8 ? *next->q8 : BufferRange(placeholder_)};
+  return rec.Dispatch(*p, std::span<const BufferRange>(bindings, q8 ? 12 : 11), push, gx, gy);
+}
+
+bool Kernels::NextNormsQ8Available(uint32_t n, uint32_t rows) const {
+  // The kernels' register path (4 elements per invocation) and whole 32-blocks.
+  // With subgroups, each subgroup must lie inside one 32-block (next_norms.glsl NN_Q8X).
+  const uint32_t sg = device_.info().subgroup_size;
+  if (device_.caps().subgroup_arithmetic && !NextNormsQ8Clustered() &&
+      (sg == 0 || sg > 32 || 32 % sg != 0)) {
+    return false;
+  }
+  return n > 0 && n % 32 == 0 && n <= 4 * RowWg(device_, rows) &&
+         FindShader(NextNormsQ8Suffix("norm_add_nn_q8")) != nullptr;
+}
+
+bool Kernels::NextNormsQ8Clustered() const {
+  // Clusters of 32 invocations are the 32-blocks (next_norms.glsl NNQ_CLUSTERED).
+  const uint32_t sg = device_.info().subgroup_size;
+  return device_.caps().subgroup_clustered && device_.caps().storage_8bit && (sg == 32 || sg == 64);
+}
+
+std::string Kernels::NextNormsQ8Suffix(const std::string& base) const {
+  if (!device_.caps().subgroup_arithmetic) return base;
+  return base + (NextNormsQ8Clustered() ? "_sgc" : "_sg");
+}
+
+bool Kernels::MatvecXqAvailable(GgmlType type) const {
+  return FindShader(MatvecVariant(type) + "_xq") != nullptr;
+}
+
+Result<std::string> Kernels::XqVariant(const std::string& variant, GgmlType type, uint32_t in,
+                                       uint32_t vec, bool single, const BufferRange* xq,
+                                       const std::string& op) const {
+  if (xq == nullptr) return std::string();
+  GARNET_RETURN_IF_ERROR(Need(*xq, Q8xBytes(in), op, "xq"));
+  if (type != GgmlType::kQ4_K || (vec & 1u) == 0 || !single || in % 32 != 0 ||
+      FindShader(variant + "_xq") == nullptr) {
+    return std::string();
+  }
+  return variant + "_xq";
 }
 
 Status Kernels::Matvec(Recorder& rec, GgmlType type, const MatvecShape& s, const BufferRange& w,
-                       const BufferRange& x, const BufferRange& y) {
+                       const BufferRange& x, const BufferRange& y, const BufferRange* xq) {
   const std::string op = "matvec " + std::string(TypeName(type));
   GARNET_RETURN_IF_ERROR(CheckWeightType(type, s.in, op));
   const uint32_t xs = s.x_stride ? s.x_stride : s.in;
@@ -455,15 +538,20 @@ Status Kernels::Matvec(Recorder& rec, GgmlType type, const MatvecShape& s, const
   if (tall_q8) wg = std::max(wg, std::min<uint32_t>(64, device_.info().max_workgroup_invocations));
   if (!tall_q8 && OneRoundLaunch(type, s.in, s.out, s.n_vecs, &wg)) rows = std::min(rows, 2u);
   const uint32_t vec = MatvecVec(type, w, row_bytes, {}, x, {xs}, nullptr);
-  PipelineDesc desc{MatvecVariant(type), 3, 0b100, 16, {wg, rows, vec}, {wg, 1, 1}};
+  GARNET_ASSIGN_OR_RETURN(const std::string xqv,
+                          XqVariant(MatvecVariant(type), type, s.in, vec, s.n_vecs == 1, xq, op));
+  const bool use_xq = !xqv.empty();
+  PipelineDesc desc{
+      use_xq ? xqv : MatvecVariant(type), use_xq ? 4u : 3u, 0b100, 16, {wg, rows, vec}, {wg, 1, 1}};
   GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
   struct {
     uint32_t in, out, x_stride, y_stride;
   } push{s.in, s.out, xs, ys};
   uint32_t gx = 0, gy = 0;
   GARNET_RETURN_IF_ERROR(Fold(device_, (s.out + rows - 1) / rows, &gx, &gy, op));
-  const BufferRange bindings[] = {w, x, y};
-  return rec.Dispatch(*p, bindings, push, gx, gy, s.n_vecs);
+  const BufferRange bindings[] = {w, x, y, use_xq ? *xq : BufferRange(placeholder_)};
+  return rec.Dispatch(*p, std::span<const BufferRange>(bindings, use_xq ? 4 : 3), push, gx, gy,
+                      s.n_vecs);
 }
 
 namespace {
@@ -488,7 +576,8 @@ std::string Kernels::MatvecGegluVariant(GgmlType type) const {
 
 Status Kernels::MatvecGeglu(Recorder& rec, GgmlType type, const MatvecShape& s,
                             const BufferRange& w_gate, const BufferRange& w_up,
-                            const BufferRange& x, const NormSpec* norm, const BufferRange& y) {
+                            const BufferRange& x, const NormSpec* norm, const BufferRange& y,
+                            const BufferRange* xq) {
   const std::string op = "matvec_geglu " + std::string(TypeName(type));
   GARNET_RETURN_IF_ERROR(CheckWeightType(type, s.in, op));
   const uint32_t xs = s.x_stride ? s.x_stride : s.in;
@@ -525,7 +614,16 @@ Status Kernels::MatvecGeglu(Recorder& rec, GgmlType type, const MatvecShape& s,
   const uint32_t vec =
       MatvecVec(type, BufferRange(*w_gate.buffer, lo, hi - lo), *RowBytes(type, s.in),
                 {w_gate.offset - lo, w_up.offset - lo}, x, {xs}, norm ? norm->weight : nullptr);
-  PipelineDesc desc{MatvecGegluVariant(type), 4, 0b100, 32, {wg, rows, vec}, {wg, 1, 1}};
+  GARNET_ASSIGN_OR_RETURN(const std::string xqv,
+                          XqVariant(MatvecGegluVariant(type), type, s.in, vec,
+                                    s.n_vecs == 1 && norm == nullptr, xq, op));
+  const bool use_xq = !xqv.empty();
+  PipelineDesc desc{use_xq ? xqv : MatvecGegluVariant(type),
+                    use_xq ? 5u : 4u,
+                    0b100,
+                    32,
+                    {wg, rows, vec},
+                    {wg, 1, 1}};
   GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
   struct {
     uint32_t in, out, x_stride, y_stride;
@@ -543,8 +641,10 @@ Status Kernels::MatvecGeglu(Recorder& rec, GgmlType type, const MatvecShape& s,
   GARNET_RETURN_IF_ERROR(Fold(device_, (s.out + rows - 1) / rows, &gx, &gy, op));
   const BufferRange both(*w_gate.buffer, lo, hi - lo);
   const BufferRange bindings[] = {both, x, y,
-                                  norm && norm->weight ? *norm->weight : BufferRange(placeholder_)};
-  return rec.Dispatch(*p, bindings, push, gx, gy, s.n_vecs);
+                                  norm && norm->weight ? *norm->weight : BufferRange(placeholder_),
+                                  use_xq ? *xq : BufferRange(placeholder_)};
+  return rec.Dispatch(*p, std::span<const BufferRange>(bindings, use_xq ? 5 : 4), push, gx, gy,
+                      s.n_vecs);
 }
 
 Result<Kernels::NormMatvecLaunch> Kernels::CheckNormMatvec(
@@ -681,8 +781,9 @@ bool Kernels::MatvecIdFusedAvailable(GgmlType type) const {
 }
 
 Status Kernels::MatvecId(Recorder& rec, GgmlType type, const MatvecIdShape& s, const BufferRange& w,
-                         const BufferRange& x, const BufferRange& ids, const BufferRange& y) {
-  return MatvecIdImpl(rec, type, s, w, x, ids, 0, nullptr, 0.0f, 0, y);
+                         const BufferRange& x, const BufferRange& ids, const BufferRange& y,
+                         const BufferRange* xq) {
+  return MatvecIdImpl(rec, type, s, w, x, ids, 0, nullptr, 0.0f, 0, y, xq);
 }
 
 Status Kernels::MatvecIdNorm(Recorder& rec, GgmlType type, const MatvecIdShape& s,
@@ -700,7 +801,7 @@ Status Kernels::MatvecIdGeglu(Recorder& rec, GgmlType type, const MatvecIdShape&
 Status Kernels::MatvecIdImpl(Recorder& rec, GgmlType type, const MatvecIdShape& s,
                              const BufferRange& w, const BufferRange& x, const BufferRange& ids,
                              int kind, const BufferRange* norm_w, float eps, uint32_t up_offset,
-                             const BufferRange& y) {
+                             const BufferRange& y, const BufferRange* xq) {
   const std::string op = std::string(kind == 0   ? "matvec_id "
                                      : kind == 1 ? "matvec_id_norm "
                                                  : "matvec_id_glu ") +
@@ -748,13 +849,22 @@ Status Kernels::MatvecIdImpl(Recorder& rec, GgmlType type, const MatvecIdShape& 
       MatvecVec(type, w, row_bytes, {stride}, x, {s.x_stride, kind == 2 ? up_offset : 0},
                 kind == 1 ? norm_w : nullptr);
   if (kind == 0) {
-    PipelineDesc desc{MatvecVariant(type, true), 4, 0b100, 24, {wg, rows, vec}, {wg, 1, 1}};
+    GARNET_ASSIGN_OR_RETURN(const std::string xqv, XqVariant(MatvecVariant(type, true), type, s.in,
+                                                             vec, s.x_stride == 0, xq, op));
+    const bool use_xq = !xqv.empty();
+    PipelineDesc desc{use_xq ? xqv : MatvecVariant(type, true),
+                      use_xq ? 5u : 4u,
+                      0b100,
+                      24,
+                      {wg, rows, vec},
+                      {wg, 1, 1}};
     GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
     struct {
       uint32_t in, out, x_stride, y_stride, expert_stride, n_experts;
     } push{s.in, s.out, s.x_stride, ys, static_cast<uint32_t>(stride), s.n_experts};
-    const BufferRange bindings[] = {w, x, y, ids};
-    return rec.Dispatch(*p, bindings, push, gx, gy, s.n_slots);
+    const BufferRange bindings[] = {w, x, y, ids, use_xq ? *xq : BufferRange(placeholder_)};
+    return rec.Dispatch(*p, std::span<const BufferRange>(bindings, use_xq ? 5 : 4), push, gx, gy,
+                        s.n_slots);
   }
   const std::string suffix = TypeSuffix(type) + FusedSuffix(device_.caps(), type);
   if (kind == 1) {

@@ -189,7 +189,25 @@ class Kernels {
     const BufferRange* w[2] = {nullptr, nullptr};
     uint32_t count = 0;
     const BufferRange* out = nullptr;
+    // Also each copy quantised (q8x, Q8xBytes(n) bytes per copy and row, in the order of `out`),
+    // the `xq` input of Matvec / MatvecGeglu / MatvecId. Only where NextNormsQ8Available.
+    const BufferRange* q8 = nullptr;
   };
+  // q8x: a vector of n floats (n a multiple of 32) as int8 in blocks of 32 with a scale each
+  // (d = max |x| / 127 over the block, q = round(x / d)): n bytes of q, then per block four
+  // floats (d, d * the sum of its first 16 q, d * the sum of its last 16, 0).
+  static constexpr uint64_t Q8xBytes(uint32_t n) { return uint64_t{n} + n / 2; }
+  // Whether RmsNormAdd / MoeTail can write NextNorms::q8 for `rows` rows of n elements.
+  bool NextNormsQ8Available(uint32_t n, uint32_t rows) const;
+  // Whether they do it with clustered subgroup operations (no shared memory or atomics).
+  bool NextNormsQ8Clustered() const;
+  // base + the NN_Q8X residual kernels' variant suffix on this device ("", "_sg" or "_sgc").
+  std::string NextNormsQ8Suffix(const std::string& base) const;
+  // Whether Matvec / MatvecGeglu / MatvecId of `type` can read their input as q8x (`xq`), the
+  // integer-dot Q4_K kernels: one rounding of x per dispatch's producer instead of one per item
+  // in every workgroup. Where it is not, or the call's shape does not allow it (several input
+  // vectors, a norm folded in, weight rows not on 16-byte words), `xq` is ignored and x read.
+  bool MatvecXqAvailable(GgmlType type) const;
   Status RmsNormAdd(Recorder& rec, const NormAddShape& s, const BufferRange& h,
                     const BufferRange& x, const BufferRange& w, const NextNorms* next = nullptr);
   // The end of a Gemma 4 MoE block in one dispatch, per token t (rows of n floats, k slots):
@@ -209,8 +227,9 @@ class Kernels {
                  const BufferRange& mo, const BufferRange& w1, const BufferRange& w2,
                  const BufferRange& w, const NextNorms* next = nullptr);
   // y[v, r] = sum_k W[r, k] x[v, k]. Unimplemented for a weight type without a kernel.
+  // `xq`: x as q8x as well (see MatvecXqAvailable).
   Status Matvec(Recorder& rec, GgmlType type, const MatvecShape& s, const BufferRange& w,
-                const BufferRange& x, const BufferRange& y);
+                const BufferRange& x, const BufferRange& y, const BufferRange* xq = nullptr);
   // RmsNorm folded into Matvec (decode: one dispatch and no barrier instead of two):
   //   y[v, r] = sum_k W[r, k] * x[v, k] / sqrt(mean_k x[v, k]^2 + eps) * (norm_w ? norm_w[k] : 1)
   // x is only read (the residual stream stays as it is); norm_w holds `in` floats. Same shapes,
@@ -256,12 +275,13 @@ class Kernels {
   };
   Status MatvecGeglu(Recorder& rec, GgmlType type, const MatvecShape& s, const BufferRange& w_gate,
                      const BufferRange& w_up, const BufferRange& x, const NormSpec* norm,
-                     const BufferRange& y);
+                     const BufferRange& y, const BufferRange* xq = nullptr);
   // MoE decode: for slot s with expert e = ids[s] (int32), y[s, r] = sum_k W_e[r, k] x_s[k]; a
   // slot with an id outside [0, n_experts) gets zeros. Only the routed experts' rows are read.
   // Uses the same launch shape as Matvec.
   Status MatvecId(Recorder& rec, GgmlType type, const MatvecIdShape& s, const BufferRange& w,
-                  const BufferRange& x, const BufferRange& ids, const BufferRange& y);
+                  const BufferRange& x, const BufferRange& ids, const BufferRange& y,
+                  const BufferRange* xq = nullptr);
   // MatvecId with its input transformed on load (MoE decode, one dispatch instead of two):
   //   MatvecIdNorm:  x'_s = rmsnorm(x_s) * norm_w (norm_w: `in` floats, or null for none)
   //   MatvecIdGeglu: x'_s[k] = gelu_tanh(x_s[k]) * x_s[k + up_offset] (the [gate | up] row of a
@@ -445,7 +465,12 @@ class Kernels {
   Status MatvecIdImpl(Recorder& rec, GgmlType type, const MatvecIdShape& s, const BufferRange& w,
                       const BufferRange& x, const BufferRange& ids, int kind,
                       const BufferRange* norm_w, float eps, uint32_t up_offset,
-                      const BufferRange& y);
+                      const BufferRange& y, const BufferRange* xq = nullptr);
+  // The "_xq" twin of `variant` where `xq` is given and usable for this call (vec: the launch's
+  // VEC bits; single: one input vector), else "". Checks xq's size for `in` elements.
+  Result<std::string> XqVariant(const std::string& variant, GgmlType type, uint32_t in,
+                                uint32_t vec, bool single, const BufferRange* xq,
+                                const std::string& op) const;
   Device& device_;
   Buffer placeholder_;
   uint32_t matvec_wg_ = 64;

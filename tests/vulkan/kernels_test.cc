@@ -2208,6 +2208,254 @@ TEST_P(KernelTest, MoeTailCombinesNormsAddsAndScales) {
   EXPECT_TRUE(k().MoeTail(rec(), s, h, dense, down, wt, mo, w1, w1, w1).IsInvalidArgument());
 }
 
+// q8x (Kernels::Q8xBytes): n int8 values, then per 32-block a vec4 (d, d * the sum of its first
+// 16 values, d * the sum of its last 16, 0).
+struct Q8x {
+  std::vector<int8_t> q;
+  std::vector<float> meta;
+};
+Q8x SplitQ8x(const std::vector<uint8_t>& bytes, uint32_t n, size_t at) {
+  Q8x r;
+  r.q.resize(n);
+  r.meta.resize(n / 8);
+  std::memcpy(r.q.data(), bytes.data() + at, n);
+  std::memcpy(r.meta.data(), bytes.data() + at + n, size_t{n} / 8 * 4);
+  return r;
+}
+// The host's q8x of x (what the residual kernels write), and its dequantised values.
+std::vector<uint8_t> HostQ8x(const std::vector<float>& x, std::vector<double>* deq) {
+  const uint32_t n = static_cast<uint32_t>(x.size());
+  std::vector<uint8_t> out(Kernels::Q8xBytes(n));
+  deq->assign(n, 0.0);
+  for (uint32_t b = 0; b < n / 32; ++b) {
+    float amax = 0;
+    for (uint32_t i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(x[b * 32 + i]));
+    const float d = amax / 127.0f;
+    int sum[2] = {0, 0};
+    for (uint32_t i = 0; i < 32; ++i) {
+      const int q =
+          amax > 0 ? std::clamp(static_cast<int>(std::nearbyint(x[b * 32 + i] * (127.0f / amax))),
+                                -127, 127)
+                   : 0;
+      out[b * 32 + i] = static_cast<uint8_t>(static_cast<int8_t>(q));
+      sum[i / 16] += q;
+      (*deq)[b * 32 + i] = double(d) * q;
+    }
+    const float meta[4] = {d, d * float(sum[0]), d * float(sum[1]), 0.0f};
+    std::memcpy(&out[n + b * 16], meta, 16);
+  }
+  return out;
+}
+// A q8x copy written by a residual kernel against the f32 copy it wrote beside it: per block the
+// scale of its largest magnitude, every value rounded to the nearest step (a tie either way), and
+// the half sums of its own values.
+void ExpectQ8xOf(const std::vector<float>& copy, const Q8x& g, const std::string& what) {
+  const uint32_t n = static_cast<uint32_t>(copy.size());
+  int bad = 0;
+  for (uint32_t b = 0; b < n / 32 && bad < 5; ++b) {
+    double amax = 0;
+    for (uint32_t i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(double(copy[b * 32 + i])));
+    const float* m = &g.meta[b * 4];
+    const double d = m[0];
+    if (!(std::fabs(d - amax / 127) <= 1e-6 * amax / 127)) {
+      ++bad;
+      ADD_FAILURE() << what << " block " << b << ": scale " << d << " want " << amax / 127;
+      continue;
+    }
+    long sum[2] = {0, 0};
+    for (uint32_t i = 0; i < 32; ++i) {
+      const int q = g.q[b * 32 + i];
+      sum[i / 16] += q;
+      const double want = d > 0 ? copy[b * 32 + i] / d : 0.0;
+      if (q < -127 || !(std::fabs(q - want) <= 0.5 + 1e-4) && ++bad <= 5) {
+        ADD_FAILURE() << what << " block " << b << " value " << i << ": " << q << " want " << want;
+      }
+    }
+    for (int h = 0; h < 2; ++h) {
+      EXPECT_NEAR(m[1 + h], d * sum[h], 1e-6 * d * 2048 + 1e-30) << what << " block " << b;
+    }
+    EXPECT_EQ(m[3], 0.0f) << what << " block " << b;
+  }
+  EXPECT_EQ(bad, 0) << what;
+  std::printf("  %s: %u blocks checked\n", what.c_str(), n / 32);
+}
+
+// The residual kernels' q8x copies (NextNorms::q8) and the Q4_K matvecs that read them (xq).
+TEST_P(KernelTest, NextNormsQ8FeedTheXqMatvecs) {
+  // Producers: RmsNormAdd and MoeTail on one row (decode), with one and two copies; a next norm
+  // weight of zeros over one block makes that block all zeros (scale 0, values 0).
+  for (const uint32_t n : {2816u, 96u}) {
+    if (!k().NextNormsQ8Available(n, 1)) {
+      std::printf("  NO Q8X PRODUCERS on this device (n=%u): not tested\n", n);
+      continue;
+    }
+    for (const uint32_t count : {1u, 2u}) {
+      for (const bool tail : {false, true}) {
+        const std::string what =
+            std::string(tail ? "moe_tail" : "norm_add") + " q8x n=" + std::to_string(n) +
+            " copies=" + std::to_string(count) + " (" +
+            k().NextNormsQ8Suffix(tail ? "moe_tail_nn_q8" : "norm_add_nn_q8") + ")";
+        const std::vector<float> h = RandomFloats(n, 60 + n, -2, 2);
+        const std::vector<float> x = RandomFloats(size_t{8} * n, 61 + n, -3, 3);
+        std::vector<float> nw0 = RandomFloats(n, 62, 0.5f, 1.5f);
+        const std::vector<float> nw1 = RandomFloats(n, 63, -1.5f, 1.5f);
+        for (uint32_t i = 32; i < 64; ++i) nw0[i] = 0.0f;
+        const std::vector<float> w = RandomFloats(n, 64, 0.5f, 1.5f);
+        const std::vector<float> wt = {0.5f, 0.25f};
+        GARNET_ASSERT_OK_AND_ASSIGN(Buffer bh, UploadFloats(*d_, h));
+        GARNET_ASSERT_OK_AND_ASSIGN(Buffer bx, UploadFloats(*d_, x));
+        GARNET_ASSERT_OK_AND_ASSIGN(Buffer bd, UploadFloats(*d_, x));
+        GARNET_ASSERT_OK_AND_ASSIGN(Buffer bw, UploadFloats(*d_, w));
+        GARNET_ASSERT_OK_AND_ASSIGN(Buffer bwt, UploadFloats(*d_, wt));
+        GARNET_ASSERT_OK_AND_ASSIGN(Buffer bw0, UploadFloats(*d_, nw0));
+        GARNET_ASSERT_OK_AND_ASSIGN(Buffer bw1, UploadFloats(*d_, nw1));
+        GARNET_ASSERT_OK_AND_ASSIGN(
+            Buffer bmo, Buffer::Create(*d_->device, size_t{n} * 4, MemoryKind::kScratch));
+        GARNET_ASSERT_OK_AND_ASSIGN(
+            Buffer bnn, Buffer::Create(*d_->device, size_t{count} * n * 4, MemoryKind::kScratch));
+        GARNET_ASSERT_OK_AND_ASSIGN(
+            Buffer bq,
+            Buffer::Create(*d_->device, count * Kernels::Q8xBytes(n) + 64, MemoryKind::kScratch));
+        const BufferRange rw0(bw0), rw1(bw1), rnn(bnn), rq(bq, 0, count * Kernels::Q8xBytes(n));
+        const Kernels::NextNorms nn{{&rw0, &rw1}, count, &rnn, &rq};
+        if (tail) {
+          const BufferRange down(bx, 0, size_t{2} * n * 4);
+          GARNET_ASSERT_OK(
+              k().MoeTail(rec(), {n, 2, 1, 1e-6f, 1.0f}, bh, bd, down, bwt, bmo, bw, bw, bw, &nn));
+        } else {
+          GARNET_ASSERT_OK(k().RmsNormAdd(rec(), {n, 1, n, n, 1e-6f, 1.0f}, bh, bx, bw, &nn));
+        }
+        GARNET_ASSERT_OK(rec().SubmitAndWait());
+        GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> copies,
+                                    DownloadFloats(*d_, bnn, size_t{count} * n));
+        std::vector<uint8_t> qb(count * Kernels::Q8xBytes(n));
+        GARNET_ASSERT_OK(d_->transfer->Download(bq, 0, qb.data(), qb.size()));
+        for (uint32_t j = 0; j < count; ++j) {
+          const std::vector<float> cj(copies.begin() + size_t{j} * n,
+                                      copies.begin() + size_t{j + 1} * n);
+          const Q8x g = SplitQ8x(qb, n, j * Kernels::Q8xBytes(n));
+          ExpectQ8xOf(cj, g, what + " copy " + std::to_string(j));
+          if (j == 0) {  // the zero block
+            EXPECT_EQ(g.meta[4], 0.0f) << what;
+            for (uint32_t i = 32; i < 64; ++i) EXPECT_EQ(g.q[i], 0) << what << " value " << i;
+          }
+        }
+      }
+    }
+  }
+  // Bad q8 ranges: too short, overlapping the copies.
+  {
+    const uint32_t n = 96;
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer b, Buffer::Create(*d_->device, 8192, MemoryKind::kScratch));
+    const BufferRange h(b, 0, 384), x(b, 512, 384), w(b, 1024, 384), out(b, 1536, 384),
+        short_q(b, 2048, Kernels::Q8xBytes(n) - 16), over_q(b, 1536, Kernels::Q8xBytes(n));
+    Kernels::NextNorms nn{{&w, nullptr}, 1, &out, &short_q};
+    EXPECT_TRUE(k().RmsNormAdd(rec(), {n, 1}, h, x, w, &nn).IsInvalidArgument());
+    nn.q8 = &over_q;
+    EXPECT_TRUE(k().RmsNormAdd(rec(), {n, 1}, h, x, w, &nn).IsInvalidArgument());
+  }
+
+  // Consumers: x given as zeros and as q8x, so a kernel that read x would return zeros.
+  if (!k().MatvecXqAvailable(GgmlType::kQ4_K)) {
+    std::printf("  NO XQ MATVECS on this device: not tested\n");
+    return;
+  }
+  const GgmlType type = GgmlType::kQ4_K;
+  const uint32_t in = 512, out = 37;
+  const std::vector<float> x = RandomFloats(in, 70, -2, 2);
+  std::vector<double> xd;
+  const std::vector<uint8_t> xq = HostQ8x(x, &xd);
+  GARNET_ASSERT_OK_AND_ASSIGN(Buffer bzero, UploadFloats(*d_, std::vector<float>(in, 0.0f)));
+  GARNET_ASSERT_OK_AND_ASSIGN(Buffer bxq, UploadBytes(*d_, xq.data(), xq.size()));
+  const BufferRange rxq(bxq, 0, xq.size());
+  // W . xd for each row of wf (out rows of in), with the magnitudes for the tolerance.
+  const auto oracle = [&](const float* wf, std::vector<double>* want, std::vector<double>* mag) {
+    for (uint32_t r = 0; r < out; ++r) {
+      double acc = 0, m = 0;
+      for (uint32_t i = 0; i < in; ++i) {
+        acc += double(wf[size_t{r} * in + i]) * xd[i];
+        m += std::fabs(double(wf[size_t{r} * in + i]) * xd[i]);
+      }
+      want->push_back(acc);
+      mag->push_back(m);
+    }
+  };
+  {  // Matvec
+    const std::vector<uint8_t> w = RandomWeights(type, in, out, 71);
+    const std::vector<float> wf = Dequantize(type, w, in, out);
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bw,
+                                UploadBytes(*d_, w.data(), w.size(), MemoryKind::kWeights));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer by,
+                                Buffer::Create(*d_->device, out * 4, MemoryKind::kScratch));
+    GARNET_ASSERT_OK(k().Matvec(rec(), type, {in, out}, bw, bzero, by, &rxq));
+    GARNET_ASSERT_OK(rec().SubmitAndWait());
+    GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> y, DownloadFloats(*d_, by, out));
+    std::vector<double> want, mag;
+    oracle(wf.data(), &want, &mag);
+    ExpectClose(y, want, mag, 1e-5, 1e-7, "matvec q4_k xq");
+  }
+  {  // MatvecGeglu: gate and up rows in one buffer, both on 16-byte words
+    const std::vector<uint8_t> wg = RandomWeights(type, in, out, 72);
+    const std::vector<uint8_t> wu = RandomWeights(type, in, out, 73);
+    const std::vector<float> gf = Dequantize(type, wg, in, out);
+    const std::vector<float> uf = Dequantize(type, wu, in, out);
+    const size_t gate_at = (wu.size() + 255) / 256 * 256;
+    std::vector<uint8_t> all(gate_at + wg.size(), 0);
+    std::memcpy(all.data(), wu.data(), wu.size());
+    std::memcpy(&all[gate_at], wg.data(), wg.size());
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bw,
+                                UploadBytes(*d_, all.data(), all.size(), MemoryKind::kWeights));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer by,
+                                Buffer::Create(*d_->device, out * 4, MemoryKind::kScratch));
+    const BufferRange gate(bw, gate_at, wg.size()), up(bw, 0, wu.size());
+    GARNET_ASSERT_OK(k().MatvecGeglu(rec(), type, {in, out}, gate, up, bzero, nullptr, by, &rxq));
+    GARNET_ASSERT_OK(rec().SubmitAndWait());
+    GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> y, DownloadFloats(*d_, by, out));
+    std::vector<double> g, mg, u, mu, want, scale;
+    oracle(gf.data(), &g, &mg);
+    oracle(uf.data(), &u, &mu);
+    for (uint32_t r = 0; r < out; ++r) {
+      const double gelu =
+          0.5 * g[r] * (1 + std::tanh(0.7978845608028654 * (g[r] + 0.044715 * g[r] * g[r] * g[r])));
+      want.push_back(gelu * u[r]);
+      scale.push_back(1.2 * mg[r] * std::fabs(u[r]) + std::fabs(gelu) * mu[r]);
+    }
+    ExpectClose(y, want, scale, 1e-5, 1e-7, "matvec_geglu q4_k xq");
+  }
+  {  // MatvecId: every slot reads the one x
+    const uint32_t n_experts = 4;
+    const ExpertStack es = RandomExperts(type, in, out, n_experts, 74);
+    const std::vector<int32_t> ids = {3, -1, 0, 3};
+    const uint32_t slots = static_cast<uint32_t>(ids.size());
+    GARNET_ASSERT_OK_AND_ASSIGN(
+        Buffer bw, UploadBytes(*d_, es.bytes.data(), es.bytes.size(), MemoryKind::kWeights));
+    GARNET_ASSERT_OK_AND_ASSIGN(Buffer bi, UploadBytes(*d_, ids.data(), ids.size() * 4));
+    GARNET_ASSERT_OK_AND_ASSIGN(
+        Buffer by, Buffer::Create(*d_->device, size_t{slots} * out * 4, MemoryKind::kScratch));
+    MatvecIdShape s{in, out, n_experts, slots, 0, 0, es.stride};
+    GARNET_ASSERT_OK(k().MatvecId(rec(), type, s, bw, bzero, bi, by, &rxq));
+    GARNET_ASSERT_OK(rec().SubmitAndWait());
+    GARNET_ASSERT_OK_AND_ASSIGN(std::vector<float> y, DownloadFloats(*d_, by, size_t{slots} * out));
+    std::vector<double> want, mag;
+    for (const int32_t id : ids) {
+      if (id < 0) {
+        want.insert(want.end(), out, 0.0);
+        mag.insert(mag.end(), out, 0.0);
+      } else {
+        oracle(es.values[id].data(), &want, &mag);
+      }
+    }
+    ExpectClose(y, want, mag, 1e-5, 1e-7, "matvec_id q4_k xq");
+  }
+  // A q8x range shorter than its input is an error, not a read past it.
+  GARNET_ASSERT_OK_AND_ASSIGN(Buffer bw,
+                              Buffer::Create(*d_->device, 1 << 16, MemoryKind::kWeights));
+  GARNET_ASSERT_OK_AND_ASSIGN(Buffer by,
+                              Buffer::Create(*d_->device, out * 4, MemoryKind::kScratch));
+  const BufferRange short_xq(bxq, 0, xq.size() - 16);
+  EXPECT_TRUE(k().Matvec(rec(), type, {in, out}, bw, bzero, by, &short_xq).IsInvalidArgument());
+}
+
 TEST_P(KernelTest, RecorderFlushKeepsDependenciesAcrossParts) {
   const uint32_t n = 5000;
   const std::vector<float> a = RandomFloats(n, 710);

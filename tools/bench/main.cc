@@ -48,6 +48,7 @@ int main(int argc, char** argv) {
   bool fused_routing = true;
   bool prenorm = true;
   bool early_routing = true;
+  bool quantized_inputs = true;
   bool host_pick = false;
   std::string sampler_name = "greedy";
   int64_t gpu_layers = -1, experts_on_host = -1;  // -1: not given
@@ -110,6 +111,8 @@ int main(int argc, char** argv) {
       prenorm = std::string(v) == "1";
     } else if (a == "--early-routing") {
       early_routing = std::string(v) == "1";
+    } else if (a == "--quantized-inputs") {
+      quantized_inputs = std::string(v) == "1";
     } else if (a == "--sampler") {
       sampler_name = v;
       ok = sampler_name == "greedy" || sampler_name == "gemma" || sampler_name == "penalty";
@@ -131,7 +134,8 @@ int main(int argc, char** argv) {
                  "[--backend cpu|vulkan] [--device N|NAME] [--f16-matmul 0|1] [--coop-matmul 0|1] "
                  "[--gpu-layers N] [--experts-on-host N|all] [--attn-prefill-min-tokens N] "
                  "[--attn-coop-min-tokens N] [--decode-graph 0|1] [--fused-routing 0|1]\n"
-                 "       [--prenorm 0|1] [--early-routing 0|1] [--pick device|host]\n"
+                 "       [--prenorm 0|1] [--early-routing 0|1] [--quantized-inputs 0|1] [--pick "
+                 "device|host]\n"
                  "       [--sampler greedy|gemma|penalty]\n");
     return 2;
   }
@@ -150,6 +154,7 @@ int main(int argc, char** argv) {
   opt.fused_routing = fused_routing;
   opt.prenorm = prenorm;
   opt.early_routing = early_routing;
+  opt.quantized_inputs = quantized_inputs;
   if (gpu_layers >= 0) {
     opt.policy.mode = plan::PolicyMode::kGpuLayers;
     opt.policy.gpu_layers = static_cast<uint32_t>(gpu_layers);

@@ -21,6 +21,10 @@
 // IDOT (Q4_K with VEC bit 0, Q6_K, Q8_0, Q5_0): the items use integer dot products (the *_idot
 // items of matvec_items.glsl: each item's x values rounded to int8 with one scale); only for
 // devices with shaderIntegerDotProduct.
+// XQ (with IDOT, Q4_K rows on 16-byte words; not with NORM unless norm_flags skips it, nor with
+// GLU_X): x is read already quantised (q8x, below) instead of rounded per item in every
+// workgroup; for one input vector (or x_stride 0).
+//   extra binding (3; 4 with MUL_ID or NORM) xq (read, q8x of x)
 // MUL_ID (MoE experts, decode): W holds n_experts matrices expert_stride bytes apart, and grid z
 // is a slot s with expert ids[s]: the product uses matrix ids[s] and vector s (x_stride may be 0:
 // every slot reads the same x), writing y[s * y_stride + r]. A slot whose id is outside
@@ -75,6 +79,20 @@ layout(binding = 1, std430) readonly buffer XBuf4 { vec4 x4[]; };  // the same x
 layout(binding = 2, std430) coherent buffer YBuf { float y[]; };  // read back by the router
 #else
 layout(binding = 2, std430) writeonly buffer YBuf { float y[]; };
+#endif
+#ifdef XQ
+// XQ (Q4_K with VEC bit 0 and IDOT; one input vector, or all slots reading the same x): x as
+// q8x (next_norms.glsl NN_Q8X writes it): int8 values in blocks of 32, then per block a vec4
+// (scale, the first 16 values' sum, the last 16's sum); binding 1 is bound but not read.
+#if defined(MUL_ID) && defined(NORM)
+#define XQ_BINDING 5
+#elif defined(MUL_ID) || defined(NORM)
+#define XQ_BINDING 4
+#else
+#define XQ_BINDING 3
+#endif
+layout(binding = XQ_BINDING, std430) readonly buffer XqWords { uvec4 xq_w[]; };
+layout(binding = XQ_BINDING, std430) readonly buffer XqMeta { vec4 xq_m[]; };
 #endif
 layout(push_constant) uniform Push {
   uint in_;
@@ -383,6 +401,17 @@ void main() {
       const uint blk = it >> 3, u = it & 7u;
       const uint c = u >> 1;
       const uint xo = xb + blk * 256u + 64u * c + 16u * (u & 1u);
+#ifdef XQ
+      // x already as int8 (q8x): the item's low 16 values are half u & 1 of 32-block xe / 32,
+      // its high 16 the same half of the next block; each block has its own scale.
+      const uint xe = blk * 256u + 64u * c + 16u * (u & 1u);
+      const uvec4 xlq = xq_w[xe >> 4], xhq = xq_w[(xe >> 4) + 2u];
+      const vec4 ml = xq_m[(p.in_ >> 4) + (xe >> 5)], mh = xq_m[(p.in_ >> 4) + (xe >> 5) + 1u];
+      const float sum_l = (u & 1u) != 0u ? ml.z : ml.y, sum_h = (u & 1u) != 0u ? mh.z : mh.y;
+      for (uint r = 0; r < NR; ++r) {
+        acc[r] += q4k_item16_idot_xq((rb[r] >> 4) + blk * 9u, u, xlq, xhq, ml.x, mh.x, sum_l, sum_h);
+      }
+#else
       vec4 xl[4], xh[4];
       [[unroll]] for (uint j = 0; j < 4u; ++j) {
         xl[j] = load_x4(xo + 4u * j);
@@ -401,6 +430,7 @@ void main() {
         acc[r] += q4k_item16((rb[r] >> 4) + blk * 9u, u, xl, xh, sum_l, sum_h);
       }
 #endif
+#endif  // XQ
     }
   } else
   // 16 items per block: chunk c (64 weights) and quarter q: bytes qs[32c + 8q .. +8] hold weights

@@ -126,6 +126,22 @@ float q4k_item16_idot(uint b4, uint u, uvec4 xlq, uvec4 xhq, float x_scale, floa
                       float sum_h) {
   return q4k_item16_idot_words(w_v4[b4], w_v4[b4 + 1u + u], u, xlq, xhq, x_scale, sum_l, sum_h);
 }
+// The same with the low and high values on scales of their own (matvec.comp XQ: they lie in
+// two 32-blocks of a q8x vector).
+float q4k_item16_idot_xq(uint b4, uint u, uvec4 xlq, uvec4 xhq, float xl_scale, float xh_scale,
+                         float sum_l, float sum_h) {
+  const uvec4 hd = w_v4[b4], q = w_v4[b4 + 1u + u];
+  uint sc_lo, mn_lo, sc_hi, mn_hi;
+  q4k_scales(hd, u >> 1, sc_lo, mn_lo, sc_hi, mn_hi);
+  int il = 0, ih = 0;
+  [[unroll]] for (uint j = 0; j < 4u; ++j) {
+    il += sudot4x8(xlq[j], q[j] & 0x0f0f0f0fu, 0);
+    ih += sudot4x8(xhq[j], (q[j] >> 4) & 0x0f0f0f0fu, 0);
+  }
+  const vec2 dm = unpackHalf2x16(hd.x);
+  return dm.x * (xl_scale * float(int(sc_lo) * il) + xh_scale * float(int(sc_hi) * ih)) -
+         dm.y * (float(mn_lo) * sum_l + float(mn_hi) * sum_h);
+}
 #endif
 #endif
 

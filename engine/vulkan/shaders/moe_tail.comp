@@ -133,6 +133,9 @@ void main() {
       const uint j = tid + u * WG;
       if (j < p.n) nn_write_w(t, j, p.n, p.nn_count, hv[u], rh, n0[u], n1[u]);
     }
+#ifdef NN_Q8X
+    nnq_write(t, p.n, p.nn_count, hv, rh, n0, n1);
+#endif
 #endif
     return;
   }

@@ -78,6 +78,9 @@ void main() {
       const uint k = tid + u * WG;
       if (k < p.n) nn_write_w(row, k, p.n, p.nn_count, hv[u], inv2, n0[u], n1[u]);
     }
+#ifdef NN_Q8X
+    nnq_write(row, p.n, p.nn_count, hv, inv2, n0, n1);
+#endif
 #endif
     return;
   }
