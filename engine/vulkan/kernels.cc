@@ -473,18 +473,12 @@ Status Kernels::MoeTail(Recorder& rec, const MoeTailShape& s, const BufferRange&
 
 bool Kernels::NextNormsQ8Available(uint32_t n, uint32_t rows) const {
   // The kernels' register path (4 elements per invocation) and whole 32-blocks.
-  // With subgroups, each subgroup must lie inside one 32-block (next_norms.glsl NN_Q8X).
-  const uint32_t sg = device_.info().subgroup_size;
-  if (device_.caps().subgroup_arithmetic && !NextNormsQ8Clustered() &&
-      (sg == 0 || sg > 32 || 32 % sg != 0)) {
-    return false;
-  }
   return n > 0 && n % 32 == 0 && n <= 4 * RowWg(device_, rows) &&
          FindShader(NextNormsQ8Suffix("norm_add_nn_q8")) != nullptr;
 }
 
 bool Kernels::NextNormsQ8Clustered() const {
-  // Clusters of 32 invocations are the 32-blocks (next_norms.glsl NNQ_CLUSTERED).
+  // Clusters of 32 invocations are the 32-blocks (q8x_put.glsl Q8X_CLUSTERED).
   const uint32_t sg = device_.info().subgroup_size;
   return device_.caps().subgroup_clustered && device_.caps().storage_8bit && (sg == 32 || sg == 64);
 }

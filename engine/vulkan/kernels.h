@@ -199,7 +199,8 @@ class Kernels {
   static constexpr uint64_t Q8xBytes(uint32_t n) { return uint64_t{n} + n / 2; }
   // Whether RmsNormAdd / MoeTail can write NextNorms::q8 for `rows` rows of n elements.
   bool NextNormsQ8Available(uint32_t n, uint32_t rows) const;
-  // Whether they do it with clustered subgroup operations (no shared memory or atomics).
+  // Whether they use clustered subgroup operations (q8x_put.glsl Q8X_CLUSTERED) rather than
+  // shared memory.
   bool NextNormsQ8Clustered() const;
   // base + the NN_Q8X residual kernels' variant suffix on this device ("", "_sg" or "_sgc").
   std::string NextNormsQ8Suffix(const std::string& base) const;
