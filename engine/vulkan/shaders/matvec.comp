@@ -82,8 +82,9 @@ layout(binding = 2, std430) writeonly buffer YBuf { float y[]; };
 #endif
 #ifdef XQ
 // XQ (Q4_K with VEC bit 0 and IDOT; one input vector, or all slots reading the same x): x as
-// q8x (next_norms.glsl NN_Q8X writes it): int8 values in blocks of 32, then per block a vec4
-// (scale, the first 16 values' sum, the last 16's sum); binding 1 is bound but not read.
+// q8x (q8x_put.glsl; the residual kernels' NN_Q8X write it): int8 values in blocks of 32, then
+// per block a vec4 (d, d * the sum of its first 16 values, d * the sum of its last 16, 0);
+// binding 1 is bound but not read.
 #if defined(MUL_ID) && defined(NORM)
 #define XQ_BINDING 5
 #elif defined(MUL_ID) || defined(NORM)
