@@ -349,24 +349,8 @@ Status Kernels::RmsNormAdd(Recorder& rec, const NormAddShape& s, const BufferRan
   if (Overlap(h, x)) return Status::InvalidArgument(op, "x overlaps h");
   if (next) GARNET_RETURN_IF_ERROR(CheckNextNorms(*next, s.n, s.rows, {&h, &x, &w}, op));
   const bool q8 = next && next->q8;
-  if (q8 && !NextNormsQ8Available(s.n, s.rows)) {
-    return Status::InvalidArgument(op, "next norms q8 for this shape");
-  }
-  const uint32_t wg = RowWg(device_, s.rows);
-  const std::string variant = q8 ? NextNormsQ8Suffix("norm_add_nn_q8")
-                                 : std::string(next ? "norm_add_nn" : "norm_add") +
-                                       (device_.caps().subgroup_arithmetic ? "_sg" : "");
-  PipelineDesc desc{variant,
-                    q8     ? 7u
-                    : next ? 6u
-                           : 3u,
-                    q8     ? 0b1001001u
-                    : next ? 0b1001u
-                           : 0b001u,
-                    next ? 28u : 24u,
-                    {wg},
-                    {wg, 1, 1}};
-  GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
+  GARNET_ASSIGN_OR_RETURN(const Pipeline* p,
+                          ResidualPipeline("norm_add", s.n, s.rows, next, 3, 0b001, 24, op));
   uint32_t gx = 0, gy = 0;
   GARNET_RETURN_IF_ERROR(Fold(device_, s.rows, &gx, &gy, op));
   if (!next) {
@@ -423,24 +407,8 @@ Status Kernels::MoeTail(Recorder& rec, const MoeTailShape& s, const BufferRange&
         CheckNextNorms(*next, s.n, s.n_tokens, {&h, &dense, &down, &wt, &mo, &w1, &w2, &w}, op));
   }
   const bool q8 = next && next->q8;
-  if (q8 && !NextNormsQ8Available(s.n, s.n_tokens)) {
-    return Status::InvalidArgument(op, "next norms q8 for this shape");
-  }
-  const uint32_t wg = RowWg(device_, s.n_tokens);
-  const std::string variant = q8 ? NextNormsQ8Suffix("moe_tail_nn_q8")
-                                 : std::string(next ? "moe_tail_nn" : "moe_tail") +
-                                       (device_.caps().subgroup_arithmetic ? "_sg" : "");
-  PipelineDesc desc{variant,
-                    q8     ? 12u
-                    : next ? 11u
-                           : 8u,
-                    q8     ? 0b100100010011u
-                    : next ? 0b100010011u
-                           : 0b10011u,
-                    next ? 24u : 20u,
-                    {wg},
-                    {wg, 1, 1}};
-  GARNET_ASSIGN_OR_RETURN(const Pipeline* p, device_.pipelines().Get(desc));
+  GARNET_ASSIGN_OR_RETURN(const Pipeline* p,
+                          ResidualPipeline("moe_tail", s.n, s.n_tokens, next, 8, 0b10011, 20, op));
   uint32_t gx = 0, gy = 0;
   GARNET_RETURN_IF_ERROR(Fold(device_, s.n_tokens, &gx, &gy, op));
   if (!next) {
@@ -469,6 +437,27 @@ Status Kernels::MoeTail(Recorder& rec, const MoeTailShape& s, const BufferRange&
                                   *next->w[next->count > 1 ? 1 : 0],
                                   q8 ? *next->q8 : BufferRange(placeholder_)};
   return rec.Dispatch(*p, std::span<const BufferRange>(bindings, q8 ? 12 : 11), push, gx, gy);
+}
+
+Result<const Pipeline*> Kernels::ResidualPipeline(const std::string& name, uint32_t n,
+                                                  uint32_t rows, const NextNorms* next,
+                                                  uint32_t bindings, uint32_t written,
+                                                  uint32_t push, const std::string& op) {
+  const bool q8 = next && next->q8;
+  if (q8 && !NextNormsQ8Available(n, rows)) {
+    return Status::InvalidArgument(op, "next norms q8 for this shape");
+  }
+  const std::string variant =
+      q8 ? NextNormsQ8Suffix(name + "_nn_q8")
+         : (next ? name + "_nn" : name) + (device_.caps().subgroup_arithmetic ? "_sg" : "");
+  if (next) {  // the copies (written), their two weights, and nn_count in the push constants
+    written |= 1u << bindings;
+    bindings += 3;
+    push += 4;
+  }
+  if (q8) written |= 1u << bindings++;  // the q8x copies
+  const uint32_t wg = RowWg(device_, rows);
+  return device_.pipelines().Get({variant, bindings, written, push, {wg}, {wg, 1, 1}});
 }
 
 bool Kernels::NextNormsQ8Available(uint32_t n, uint32_t rows) const {

@@ -469,6 +469,13 @@ class Kernels {
                       const BufferRange& y, const BufferRange* xq = nullptr);
   // The "_xq" twin of `variant` where `xq` is given and usable for this call (vec: the launch's
   // VEC bits; single: one input vector), else "". Checks xq's size for `in` elements.
+  // The pipeline of a residual kernel (`name`: norm_add, moe_tail) whose plain form has
+  // `bindings` bindings (`written` mask) and `push` bytes: with `next` its _nn form (three
+  // bindings more, the first written, and a push word), with next->q8 its _nn_q8 form (one more
+  // written binding). InvalidArgument where the q8x copies are unavailable for n x rows.
+  Result<const Pipeline*> ResidualPipeline(const std::string& name, uint32_t n, uint32_t rows,
+                                           const NextNorms* next, uint32_t bindings,
+                                           uint32_t written, uint32_t push, const std::string& op);
   Result<std::string> XqVariant(const std::string& variant, GgmlType type, uint32_t in,
                                 uint32_t vec, bool single, const BufferRange* xq,
                                 const std::string& op) const;
